@@ -1,0 +1,116 @@
+/*
+ * cg.h - all the runtime sees of codegen.
+ *
+ *   spec text --cg_spec_load--> cg_spec (hyperparameter schema, state names)
+ *   cg_spec + hyperparameter values --cg_kernel_get--> cg_kernel
+ *       (sandboxed trace -> validated graph -> LLVM IR -> O3 -> LLJIT, cached)
+ *
+ * No Lua or LLVM type crosses this header.  Status codes are jopt's.
+ */
+#ifndef CG_H
+#define CG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "jopt.h"
+
+#define CG_ERRLEN 1024
+#define CG_MAX_SLOTS 64       /* arrays a kernel takes: p, g, states */
+#define CG_MAX_UNIFORMS 4096  /* per-step values a kernel reads */
+
+typedef struct cg_spec cg_spec;
+typedef struct cg_jit cg_jit;
+typedef struct cg_kernel cg_kernel;
+
+/* ---- Specs -------------------------------------------------------------- */
+
+typedef enum cg_hyper_kind { CG_HYPER_NUMBER, CG_HYPER_BOOL } cg_hyper_kind;
+
+/* One hyperparameter: a number, a boolean, or a tuple of `len` numbers.  Its
+ * values live at [offset, offset + len) of a group's value vector. */
+typedef struct cg_hyper {
+    const char *name;
+    cg_hyper_kind kind;
+    int len;    /* 1 for a scalar, the tuple's length otherwise */
+    int tuple;  /* written as a tuple in the spec ({0.9, 0.999}) */
+    int integer; /* its default is a Lua integer (max_iter = 20) */
+    int offset;
+} cg_hyper;
+
+/* Finds and loads a spec: `name` is looked up as <dir>/<name>.lua in each of
+ * `dirs`; a name containing '/' or ending in ".lua" is a path.  Reads the
+ * spec's table (doc, hyper, state, check, update) in a sandbox. */
+int cg_spec_load(const char *const *dirs, size_t ndirs, const char *name,
+                 cg_spec **out, char *err);
+void cg_spec_free(cg_spec *spec);
+
+const char *cg_spec_name(const cg_spec *spec);   /* "adam" */
+const char *cg_spec_path(const cg_spec *spec);   /* as opened */
+const char *cg_spec_doc(const cg_spec *spec);
+size_t cg_spec_nhyper(const cg_spec *spec);
+const cg_hyper *cg_spec_hyper(const cg_spec *spec, size_t i); /* by name */
+const cg_hyper *cg_spec_find_hyper(const cg_spec *spec, const char *name);
+size_t cg_spec_nvalues(const cg_spec *spec);     /* length of a value vector */
+const double *cg_spec_defaults(const cg_spec *spec);
+size_t cg_spec_nstate(const cg_spec *spec);      /* every state the spec names */
+const char *cg_spec_state_name(const cg_spec *spec, size_t i); /* sorted */
+
+/* Runs the spec's check() on a value vector: JOPT_EINVAL with the spec's
+ * message if the values are refused. */
+int cg_spec_check(const cg_spec *spec, const double *values, char *err);
+
+/* ---- Kernels ------------------------------------------------------------ */
+
+/* How a state array starts: filled with a constant, or unset (the first
+ * write defines it, as torch's `buf is None`). */
+typedef enum cg_init { CG_INIT_CONST, CG_INIT_UNSET } cg_init;
+
+/* The arrays a kernel takes: slot 0 is the parameter, slot 1 the gradient,
+ * slots 2.. the states listed here (indices into the spec's state names). */
+typedef struct cg_layout {
+    int nstate;
+    const int *state;         /* spec state index of slot 2 + i */
+    const cg_init *init;
+    const double *init_value; /* for CG_INIT_CONST */
+    int has_unset;            /* some state starts unset */
+    int nuniform;             /* per-step values the kernel reads */
+} cg_layout;
+
+typedef void (*cg_kernel_fn)(float *const *arrays, int64_t begin,
+                             int64_t end, const double *uniforms);
+
+/* Creates the JIT (lazily: the first compile starts LLVM). */
+int cg_jit_new(cg_jit **out, char *err);
+void cg_jit_free(cg_jit *jit); /* every kernel must be released first */
+void cg_jit_stats(const cg_jit *jit, size_t *compiles, size_t *hits);
+
+typedef struct cg_request {
+    const cg_spec *spec;
+    const double *values; /* cg_spec_nvalues() of them, already checked */
+    int fresh;            /* 1: trace with unset states reading nil */
+    int reference;        /* 1: the reference interpreter, no LLVM */
+} cg_request;
+
+/* Returns the kernel for a request, from the cache or compiled now.  The
+ * caller holds a reference and drops it with cg_kernel_release. */
+int cg_kernel_get(cg_jit *jit, const cg_request *req, cg_kernel **out,
+                  char *err);
+void cg_kernel_release(cg_kernel *k); /* NULL is a no-op */
+
+const cg_layout *cg_kernel_layout(const cg_kernel *k);
+
+/* Computes the per-step uniforms for step count t (1 on the first step)
+ * into `u` (layout->nuniform doubles). */
+void cg_kernel_uniforms(const cg_kernel *k, double t, double *u);
+
+/* Runs the update over elements [begin, end) of the arrays. */
+void cg_kernel_run(const cg_kernel *k, float *const *arrays, int64_t begin,
+                   int64_t end, const double *u);
+
+/* The optimised IR ("ir") or machine code ("asm") of a request's kernel,
+ * for tools and tests.  Caller frees *text with free(). */
+int cg_emit_text(cg_jit *jit, const cg_request *req, const char *what,
+                 char **text, char *err);
+
+#endif /* CG_H */

@@ -1,0 +1,101 @@
+/*
+ * cg_int.h - codegen's private view: the expression graph that a traced spec
+ * becomes, and the passes over it (validate, emit, interpret).
+ *
+ * A graph is a list of nodes in topological order (an operand always comes
+ * before its user).  A node is uniform (one value per step, computed in
+ * double) or varying (one value per element, computed in float32); a
+ * uniform operand of a varying node is rounded to float where it is used.
+ */
+#ifndef CG_INT_H
+#define CG_INT_H
+
+#include "cg.h"
+
+typedef enum cg_op {
+    CG_CONST, /* value */
+    CG_STEP,  /* the step count t */
+    CG_LOAD,  /* array slot `slot`, element i */
+    CG_NEG, CG_ABS, CG_SQRT, CG_SIGN, CG_EXP, CG_LOG, CG_NOT,
+    CG_ADD, CG_SUB, CG_MUL, CG_DIV, CG_POW, CG_MIN, CG_MAX,
+    CG_LT, CG_LE, CG_GT, CG_GE, CG_EQ, CG_NE, CG_AND, CG_OR,
+    CG_FMA,   /* a * b + c, one rounding */
+    CG_LERP,  /* ATen's lerp(a, b, w) */
+    CG_WHERE, /* a ? b : c */
+    CG_NOPS
+} cg_op;
+
+typedef struct cg_node {
+    uint8_t op;
+    uint8_t varying; /* per element (float) rather than per step (double) */
+    uint8_t boolean; /* a truth value rather than a number */
+    int32_t arg[3];
+    int32_t slot;    /* CG_LOAD: the array; uniform nodes: uniform slot */
+    double value;    /* CG_CONST */
+} cg_node;
+
+#define CG_MAX_NODES 65536
+
+typedef struct cg_graph {
+    cg_node *nodes;
+    int n, cap;
+    int32_t *table; /* hash-consing: node index + 1, 0 for empty */
+    int tcap;
+    /* result: the node stored to each array slot after the update, or -1 */
+    int32_t store[CG_MAX_SLOTS];
+    int nslots;
+    /* uniform nodes that varying code reads, in slot order */
+    int32_t *uniform;
+    int nuniform;
+    /* the state layout the trace produced */
+    int state[CG_MAX_SLOTS];
+    cg_init init[CG_MAX_SLOTS];
+    double init_value[CG_MAX_SLOTS];
+    int nstate;
+} cg_graph;
+
+/* graph.c */
+cg_graph *cg_graph_new(void);
+void cg_graph_free(cg_graph *g);
+/* Adds (or finds) a node; folds constants.  -1 on allocation failure or
+ * when the graph is over CG_MAX_NODES. */
+int32_t cg_graph_const(cg_graph *g, double v);
+int32_t cg_graph_step(cg_graph *g);
+int32_t cg_graph_load(cg_graph *g, int slot);
+int32_t cg_graph_op(cg_graph *g, cg_op op, int32_t a, int32_t b, int32_t c);
+int cg_op_arity(cg_op op);
+const char *cg_op_name(cg_op op);
+/* Checks ops, types and references; numbers the uniforms varying code
+ * reads.  Returns JOPT_OK or JOPT_ESPEC with a message. */
+int cg_graph_finish(cg_graph *g, char *err);
+/* Serialises what determines the kernel, for tests and hashing. */
+uint64_t cg_graph_hash(const cg_graph *g);
+
+/* interp.c: the reference semantics, shared by folding, the uniform
+ * prologue and the reference kernel. */
+double cg_eval_double(cg_op op, double a, double b, double c);
+float cg_eval_float(cg_op op, float a, float b, float c);
+void cg_interp_uniforms(const cg_graph *g, double t, double *u);
+void cg_interp_run(const cg_graph *g, float *const *arrays, int64_t begin,
+                   int64_t end, const double *u);
+
+/* trace.c */
+int cg_trace(const cg_spec *spec, const double *values, int fresh,
+             cg_graph **out, char *err);
+
+/* emit.c + jit.c */
+typedef struct cg_llvm cg_llvm;
+int cg_llvm_new(cg_llvm **out, char *err);
+void cg_llvm_free(cg_llvm *l);
+/* Emits, verifies, optimises and JIT-links `g` as function `name`. */
+int cg_llvm_compile(cg_llvm *l, const cg_graph *g, const char *name,
+                    cg_kernel_fn *fn, void **tracker, char *err);
+void cg_llvm_remove(cg_llvm *l, void *tracker);
+int cg_llvm_text(cg_llvm *l, const cg_graph *g, const char *what,
+                 char **text, char *err);
+
+/* errors: formats into err (CG_ERRLEN bytes), returns `status` */
+int cg_fail(char *err, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif /* CG_INT_H */

@@ -1,0 +1,253 @@
+/*
+ * emit.c - a finished graph becomes LLVM IR.
+ *
+ *   void NAME(float *const *arrays, i64 begin, i64 end, const double *u)
+ *     -> calls an internal alwaysinline function taking each array as its
+ *        own `noalias` pointer, so after inlining the loop vectorizer widens
+ *        the loop with no runtime overlap checks (the runtime guarantees
+ *        that no two arrays overlap).
+ *
+ * Uniform operands are read from u[] and rounded to float once, before the
+ * loop.  No fast-math flags: each node is one IEEE operation, as interp.c.
+ */
+#include <llvm-c/Core.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "emit.h"
+
+typedef struct emitter {
+    LLVMContextRef ctx;
+    LLVMModuleRef mod;
+    LLVMBuilderRef b;
+    LLVMTypeRef f32, f64, i1, i64, ptr;
+    const cg_graph *g;
+    LLVMValueRef *val;   /* per node */
+    LLVMValueRef *array; /* per slot */
+} emitter;
+
+static LLVMValueRef intrinsic(emitter *e, const char *name, LLVMValueRef *args,
+                              unsigned n)
+{
+    unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+    LLVMValueRef fn = LLVMGetIntrinsicDeclaration(e->mod, id, &e->f32, 1);
+    LLVMTypeRef ty = LLVMIntrinsicGetType(e->ctx, id, &e->f32, 1);
+    return LLVMBuildCall2(e->b, ty, fn, args, n, "");
+}
+
+static LLVMValueRef fcmp(emitter *e, LLVMRealPredicate p, LLVMValueRef a,
+                         LLVMValueRef b)
+{
+    return LLVMBuildFCmp(e->b, p, a, b, "");
+}
+
+static LLVMValueRef emit_varying(emitter *e, const cg_node *x, LLVMValueRef idx)
+{
+    LLVMBuilderRef b = e->b;
+    LLVMValueRef a[3] = {NULL, NULL, NULL};
+    for (int k = 0; k < cg_op_arity((cg_op)x->op); k++)
+        a[k] = e->val[x->arg[k]];
+    LLVMValueRef one = LLVMConstReal(e->f32, 1.0), zero = LLVMConstReal(e->f32, 0.0);
+    switch ((cg_op)x->op) {
+    case CG_LOAD: {
+        LLVMValueRef p = LLVMBuildInBoundsGEP2(b, e->f32, e->array[x->slot], &idx, 1, "");
+        return LLVMBuildLoad2(b, e->f32, p, "");
+    }
+    case CG_NEG: return LLVMBuildFNeg(b, a[0], "");
+    case CG_ABS: return intrinsic(e, "llvm.fabs", a, 1);
+    case CG_SQRT: return intrinsic(e, "llvm.sqrt", a, 1);
+    case CG_SIGN: {
+        LLVMValueRef pos = LLVMBuildUIToFP(b, fcmp(e, LLVMRealOLT, zero, a[0]), e->f32, "");
+        LLVMValueRef neg = LLVMBuildUIToFP(b, fcmp(e, LLVMRealOLT, a[0], zero), e->f32, "");
+        return LLVMBuildFSub(b, pos, neg, "");
+    }
+    case CG_NOT: return LLVMBuildNot(b, a[0], "");
+    case CG_ADD: return LLVMBuildFAdd(b, a[0], a[1], "");
+    case CG_SUB: return LLVMBuildFSub(b, a[0], a[1], "");
+    case CG_MUL: return LLVMBuildFMul(b, a[0], a[1], "");
+    case CG_DIV: return LLVMBuildFDiv(b, a[0], a[1], "");
+    case CG_MIN: return intrinsic(e, "llvm.minimum", a, 2);
+    case CG_MAX: return intrinsic(e, "llvm.maximum", a, 2);
+    case CG_LT: return fcmp(e, LLVMRealOLT, a[0], a[1]);
+    case CG_LE: return fcmp(e, LLVMRealOLE, a[0], a[1]);
+    case CG_GT: return fcmp(e, LLVMRealOGT, a[0], a[1]);
+    case CG_GE: return fcmp(e, LLVMRealOGE, a[0], a[1]);
+    case CG_EQ: return fcmp(e, LLVMRealOEQ, a[0], a[1]);
+    case CG_NE: return fcmp(e, LLVMRealUNE, a[0], a[1]);
+    case CG_AND: return LLVMBuildAnd(b, a[0], a[1], "");
+    case CG_OR: return LLVMBuildOr(b, a[0], a[1], "");
+    case CG_FMA: return intrinsic(e, "llvm.fma", a, 3);
+    case CG_LERP: { /* ATen: |w| < 0.5 ? fma(w, b-a, a) : fma(w-1, b-a, b) */
+        LLVMValueRef d = LLVMBuildFSub(b, a[1], a[0], "");
+        LLVMValueRef w = a[2];
+        LLVMValueRef small = fcmp(e, LLVMRealOLT, intrinsic(e, "llvm.fabs", &w, 1),
+                                  LLVMConstReal(e->f32, 0.5));
+        LLVMValueRef lo[3] = {w, d, a[0]};
+        LLVMValueRef hi[3] = {LLVMBuildFSub(b, w, one, ""), d, a[1]};
+        return LLVMBuildSelect(b, small, intrinsic(e, "llvm.fma", lo, 3),
+                               intrinsic(e, "llvm.fma", hi, 3), "");
+    }
+    case CG_WHERE: return LLVMBuildSelect(b, a[0], a[1], a[2], "");
+    default: return NULL; /* pow/exp/log/step are uniform-only (graph.c) */
+    }
+}
+
+/* the float (or i1) value of a uniform node, computed before the loop */
+static LLVMValueRef emit_uniform(emitter *e, const cg_node *x, LLVMValueRef u)
+{
+    if (x->op == CG_CONST)
+        return x->boolean ? LLVMConstInt(e->i1, x->value != 0, 0)
+                          : LLVMConstReal(e->f32, (double)(float)x->value);
+    if (x->slot < 0)
+        return NULL; /* not read by varying code */
+    LLVMValueRef off = LLVMConstInt(e->i64, (unsigned long long)x->slot, 0);
+    LLVMValueRef p = LLVMBuildInBoundsGEP2(e->b, e->f64, u, &off, 1, "");
+    LLVMValueRef d = LLVMBuildLoad2(e->b, e->f64, p, "");
+    if (x->boolean)
+        return LLVMBuildFCmp(e->b, LLVMRealUNE, d, LLVMConstReal(e->f64, 0), "");
+    return LLVMBuildFPTrunc(e->b, d, e->f32, "");
+}
+
+static void add_attr(LLVMContextRef ctx, LLVMValueRef fn, unsigned idx,
+                     const char *name)
+{
+    unsigned kind = LLVMGetEnumAttributeKindForName(name, strlen(name));
+    LLVMAddAttributeAtIndex(fn, idx, LLVMCreateEnumAttribute(ctx, kind, 0));
+}
+
+static void add_str_attr(LLVMContextRef ctx, LLVMValueRef fn, const char *k,
+                         const char *v)
+{
+    LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex,
+                            LLVMCreateStringAttribute(ctx, k, (unsigned)strlen(k),
+                                                      v, (unsigned)strlen(v)));
+}
+
+static void target_attrs(LLVMContextRef ctx, LLVMValueRef fn, const cg_target *t)
+{
+    add_str_attr(ctx, fn, "target-cpu", t->cpu);
+    add_str_attr(ctx, fn, "target-features", t->features);
+    add_str_attr(ctx, fn, "prefer-vector-width", t->vector_width);
+    add_attr(ctx, fn, LLVMAttributeFunctionIndex, "nounwind");
+}
+
+/* The loop body over one element; the inner function's parameters are the
+ * arrays (0..nslots-1), begin, end and u. */
+static void emit_inner(emitter *e, LLVMValueRef fn)
+{
+    const cg_graph *g = e->g;
+    LLVMBuilderRef b = e->b;
+    LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(e->ctx, fn, "entry");
+    LLVMBasicBlockRef loop = LLVMAppendBasicBlockInContext(e->ctx, fn, "loop");
+    LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(e->ctx, fn, "done");
+    for (int s = 0; s < g->nslots; s++)
+        e->array[s] = LLVMGetParam(fn, (unsigned)s);
+    LLVMValueRef begin = LLVMGetParam(fn, (unsigned)g->nslots);
+    LLVMValueRef end = LLVMGetParam(fn, (unsigned)g->nslots + 1);
+    LLVMValueRef u = LLVMGetParam(fn, (unsigned)g->nslots + 2);
+
+    LLVMPositionBuilderAtEnd(b, entry);
+    for (int i = 0; i < g->n; i++)
+        if (!g->nodes[i].varying)
+            e->val[i] = emit_uniform(e, &g->nodes[i], u);
+    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, begin, end, ""), loop, done);
+
+    LLVMPositionBuilderAtEnd(b, loop);
+    LLVMValueRef i = LLVMBuildPhi(b, e->i64, "i");
+    for (int k = 0; k < g->n; k++)
+        if (g->nodes[k].varying)
+            e->val[k] = emit_varying(e, &g->nodes[k], i);
+    for (int s = 0; s < g->nslots; s++) {
+        if (g->store[s] < 0)
+            continue;
+        LLVMValueRef p = LLVMBuildInBoundsGEP2(b, e->f32, e->array[s], &i, 1, "");
+        LLVMBuildStore(b, e->val[g->store[s]], p);
+    }
+    LLVMValueRef next = LLVMBuildNSWAdd(b, i, LLVMConstInt(e->i64, 1, 0), "");
+    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, next, end, ""), loop, done);
+    LLVMValueRef in_v[2] = {begin, next};
+    LLVMBasicBlockRef in_b[2] = {entry, loop};
+    LLVMAddIncoming(i, in_v, in_b, 2);
+
+    LLVMPositionBuilderAtEnd(b, done);
+    LLVMBuildRetVoid(b);
+}
+
+int cg_emit_module(LLVMContextRef ctx, const cg_target *t, const cg_graph *g,
+                   const char *name, LLVMModuleRef *out, char *err)
+{
+    emitter e;
+    memset(&e, 0, sizeof e);
+    e.ctx = ctx;
+    e.g = g;
+    e.f32 = LLVMFloatTypeInContext(ctx);
+    e.f64 = LLVMDoubleTypeInContext(ctx);
+    e.i1 = LLVMInt1TypeInContext(ctx);
+    e.i64 = LLVMInt64TypeInContext(ctx);
+    e.ptr = LLVMPointerTypeInContext(ctx, 0);
+    e.val = calloc((size_t)g->n + 1, sizeof *e.val);
+    e.array = calloc((size_t)g->nslots + 1, sizeof *e.array);
+    LLVMTypeRef *params = calloc((size_t)g->nslots + 3, sizeof *params);
+    if (!e.val || !e.array || !params) {
+        free(e.val);
+        free(e.array);
+        free(params);
+        return cg_fail(err, JOPT_ENOMEM, "out of memory emitting IR");
+    }
+    e.mod = LLVMModuleCreateWithNameInContext(name, ctx);
+    LLVMSetTarget(e.mod, t->triple);
+    LLVMSetModuleDataLayout(e.mod, t->layout);
+    e.b = LLVMCreateBuilderInContext(ctx);
+
+    /* inner: (ptr noalias a0, ..., i64 begin, i64 end, ptr noalias u) */
+    for (int s = 0; s < g->nslots; s++)
+        params[s] = e.ptr;
+    params[g->nslots] = e.i64;
+    params[g->nslots + 1] = e.i64;
+    params[g->nslots + 2] = e.ptr;
+    LLVMTypeRef inner_ty = LLVMFunctionType(LLVMVoidTypeInContext(ctx), params,
+                                            (unsigned)g->nslots + 3, 0);
+    LLVMValueRef inner = LLVMAddFunction(e.mod, "inner", inner_ty);
+    LLVMSetLinkage(inner, LLVMInternalLinkage);
+    target_attrs(ctx, inner, t);
+    add_attr(ctx, inner, LLVMAttributeFunctionIndex, "alwaysinline");
+    for (int s = 0; s < g->nslots; s++)
+        add_attr(ctx, inner, (unsigned)s + 1, "noalias");
+    add_attr(ctx, inner, (unsigned)g->nslots + 3, "noalias");
+    emit_inner(&e, inner);
+
+    /* outer: the ABI the runtime calls */
+    LLVMTypeRef outer_params[4] = {e.ptr, e.i64, e.i64, e.ptr};
+    LLVMTypeRef outer_ty = LLVMFunctionType(LLVMVoidTypeInContext(ctx),
+                                            outer_params, 4, 0);
+    LLVMValueRef outer = LLVMAddFunction(e.mod, name, outer_ty);
+    target_attrs(ctx, outer, t);
+    LLVMPositionBuilderAtEnd(e.b, LLVMAppendBasicBlockInContext(ctx, outer, "entry"));
+    LLVMValueRef *args = calloc((size_t)g->nslots + 3, sizeof *args);
+    if (!args) {
+        LLVMDisposeBuilder(e.b);
+        LLVMDisposeModule(e.mod);
+        free(e.val);
+        free(e.array);
+        free(params);
+        return cg_fail(err, JOPT_ENOMEM, "out of memory emitting IR");
+    }
+    for (int s = 0; s < g->nslots; s++) {
+        LLVMValueRef off = LLVMConstInt(e.i64, (unsigned long long)s, 0);
+        LLVMValueRef p = LLVMBuildInBoundsGEP2(e.b, e.ptr, LLVMGetParam(outer, 0),
+                                               &off, 1, "");
+        args[s] = LLVMBuildLoad2(e.b, e.ptr, p, "");
+    }
+    for (int k = 0; k < 3; k++)
+        args[g->nslots + k] = LLVMGetParam(outer, (unsigned)k + 1);
+    LLVMBuildCall2(e.b, inner_ty, inner, args, (unsigned)g->nslots + 3, "");
+    LLVMBuildRetVoid(e.b);
+
+    LLVMDisposeBuilder(e.b);
+    free(args);
+    free(e.val);
+    free(e.array);
+    free(params);
+    *out = e.mod;
+    return JOPT_OK;
+}

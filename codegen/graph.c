@@ -1,0 +1,290 @@
+/*
+ * graph.c - the expression graph: node construction with type inference,
+ * constant folding and hash-consing (equal subexpressions are one node), and
+ * cg_graph_finish, the whitelist check every graph passes before LLVM.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cg_int.h"
+
+static const struct {
+    const char *name;
+    int arity;
+} op_info[CG_NOPS] = {
+    [CG_CONST] = {"const", 0}, [CG_STEP] = {"step", 0},
+    [CG_LOAD] = {"load", 0},   [CG_NEG] = {"neg", 1},
+    [CG_ABS] = {"abs", 1},     [CG_SQRT] = {"sqrt", 1},
+    [CG_SIGN] = {"sign", 1},   [CG_EXP] = {"exp", 1},
+    [CG_LOG] = {"log", 1},     [CG_NOT] = {"not_", 1},
+    [CG_ADD] = {"add", 2},     [CG_SUB] = {"sub", 2},
+    [CG_MUL] = {"mul", 2},     [CG_DIV] = {"div", 2},
+    [CG_POW] = {"pow", 2},     [CG_MIN] = {"min", 2},
+    [CG_MAX] = {"max", 2},     [CG_LT] = {"lt", 2},
+    [CG_LE] = {"le", 2},       [CG_GT] = {"gt", 2},
+    [CG_GE] = {"ge", 2},       [CG_EQ] = {"eq", 2},
+    [CG_NE] = {"ne", 2},       [CG_AND] = {"and_", 2},
+    [CG_OR] = {"or_", 2},      [CG_FMA] = {"fma", 3},
+    [CG_LERP] = {"lerp", 3},   [CG_WHERE] = {"where", 3},
+};
+
+int cg_op_arity(cg_op op) { return op_info[op].arity; }
+const char *cg_op_name(cg_op op) { return op_info[op].name; }
+
+int cg_fail(char *err, int status, const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, CG_ERRLEN, fmt, ap);
+        va_end(ap);
+    }
+    return status;
+}
+
+cg_graph *cg_graph_new(void)
+{
+    cg_graph *g = calloc(1, sizeof *g);
+    if (!g)
+        return NULL;
+    for (int i = 0; i < CG_MAX_SLOTS; i++)
+        g->store[i] = -1;
+    return g;
+}
+
+void cg_graph_free(cg_graph *g)
+{
+    if (!g)
+        return;
+    free(g->nodes);
+    free(g->table);
+    free(g->uniform);
+    free(g);
+}
+
+static uint64_t node_hash(const cg_node *n)
+{
+    uint64_t h = 1469598103934665603ull;
+    unsigned char buf[sizeof(double) + 4 * sizeof(int32_t) + 3];
+    size_t k = 0;
+    memcpy(buf + k, &n->value, sizeof n->value), k += sizeof n->value;
+    memcpy(buf + k, n->arg, sizeof n->arg), k += sizeof n->arg;
+    memcpy(buf + k, &n->slot, sizeof n->slot), k += sizeof n->slot;
+    buf[k++] = n->op;
+    buf[k++] = n->varying;
+    buf[k++] = n->boolean;
+    for (size_t i = 0; i < k; i++)
+        h = (h ^ buf[i]) * 1099511628211ull;
+    return h;
+}
+
+static int node_equal(const cg_node *a, const cg_node *b)
+{
+    return a->op == b->op && a->varying == b->varying &&
+           a->boolean == b->boolean && a->slot == b->slot &&
+           memcmp(&a->value, &b->value, sizeof a->value) == 0 &&
+           memcmp(a->arg, b->arg, sizeof a->arg) == 0;
+}
+
+static int grow_table(cg_graph *g)
+{
+    int tcap = g->tcap ? g->tcap * 2 : 256;
+    int32_t *t = calloc((size_t)tcap, sizeof *t);
+    if (!t)
+        return -1;
+    for (int i = 0; i < g->n; i++) {
+        size_t h = (size_t)node_hash(&g->nodes[i]) & (size_t)(tcap - 1);
+        while (t[h])
+            h = (h + 1) & (size_t)(tcap - 1);
+        t[h] = i + 1;
+    }
+    free(g->table);
+    g->table = t;
+    g->tcap = tcap;
+    return 0;
+}
+
+/* Returns the index of a node equal to `n`, adding it if new. */
+static int32_t intern(cg_graph *g, const cg_node *n)
+{
+    if (g->tcap == 0 || (g->n + 1) * 2 > g->tcap)
+        if (grow_table(g) < 0)
+            return -1;
+    size_t mask = (size_t)(g->tcap - 1);
+    size_t h = (size_t)node_hash(n) & mask;
+    for (; g->table[h]; h = (h + 1) & mask)
+        if (node_equal(&g->nodes[g->table[h] - 1], n))
+            return g->table[h] - 1;
+    if (g->n >= CG_MAX_NODES)
+        return -1;
+    if (g->n == g->cap) {
+        int cap = g->cap ? g->cap * 2 : 64;
+        cg_node *nodes = realloc(g->nodes, (size_t)cap * sizeof *nodes);
+        if (!nodes)
+            return -1;
+        g->nodes = nodes;
+        g->cap = cap;
+    }
+    g->nodes[g->n] = *n;
+    g->table[h] = g->n + 1;
+    return g->n++;
+}
+
+static cg_node blank(cg_op op)
+{
+    cg_node n;
+    memset(&n, 0, sizeof n);
+    n.op = (uint8_t)op;
+    n.arg[0] = n.arg[1] = n.arg[2] = -1;
+    n.slot = -1;
+    return n;
+}
+
+int32_t cg_graph_const(cg_graph *g, double v)
+{
+    cg_node n = blank(CG_CONST);
+    n.value = v; /* compared bitwise: -0.0 and NaN stay distinct */
+    return intern(g, &n);
+}
+
+int32_t cg_graph_step(cg_graph *g)
+{
+    cg_node n = blank(CG_STEP);
+    return intern(g, &n);
+}
+
+int32_t cg_graph_load(cg_graph *g, int slot)
+{
+    cg_node n = blank(CG_LOAD);
+    n.varying = 1;
+    n.slot = slot;
+    return intern(g, &n);
+}
+
+static int is_compare(cg_op op)
+{
+    return op >= CG_LT && op <= CG_NE;
+}
+
+/* Type rules.  Returns -2 for a type error (the tracer words it), -1 for
+ * an allocation failure or an oversized graph. */
+int32_t cg_graph_op(cg_graph *g, cg_op op, int32_t a, int32_t b, int32_t c)
+{
+    int32_t args[3] = {a, b, c};
+    int arity = cg_op_arity(op);
+    cg_node n = blank(op);
+    int all_const = 1;
+    for (int i = 0; i < arity; i++) {
+        if (args[i] < 0 || args[i] >= g->n)
+            return -2;
+        const cg_node *x = &g->nodes[args[i]];
+        n.arg[i] = args[i];
+        n.varying |= x->varying;
+        all_const &= x->op == CG_CONST;
+        /* which operands must be truth values */
+        int want_bool = op == CG_NOT || op == CG_AND || op == CG_OR ||
+                        (op == CG_WHERE && i == 0);
+        if (op == CG_WHERE && i > 0)
+            continue;
+        if (x->boolean != want_bool)
+            return -2;
+    }
+    if (op == CG_WHERE) {
+        if (g->nodes[b].boolean != g->nodes[c].boolean)
+            return -2;
+        n.boolean = g->nodes[b].boolean;
+    } else {
+        n.boolean = is_compare(op) || op == CG_NOT || op == CG_AND ||
+                    op == CG_OR;
+    }
+    if (n.varying && (op == CG_POW || op == CG_EXP || op == CG_LOG))
+        return -3;
+    if (all_const) {
+        double v[3] = {0, 0, 0};
+        for (int i = 0; i < arity; i++)
+            v[i] = g->nodes[args[i]].value;
+        cg_node k = blank(CG_CONST);
+        k.value = cg_eval_double(op, v[0], v[1], v[2]);
+        k.boolean = n.boolean;
+        return intern(g, &k);
+    }
+    return intern(g, &n);
+}
+
+int cg_graph_finish(cg_graph *g, char *err)
+{
+    int nuni = 0;
+    int32_t *uni = malloc(((size_t)g->n + 1) * sizeof *uni);
+    int *slot_of = malloc(((size_t)g->n + 1) * sizeof *slot_of);
+    if (!uni || !slot_of) {
+        free(uni);
+        free(slot_of);
+        return cg_fail(err, JOPT_ENOMEM, "out of memory finishing graph");
+    }
+    for (int i = 0; i < g->n; i++)
+        slot_of[i] = -1;
+    for (int i = 0; i < g->n; i++) {
+        cg_node *x = &g->nodes[i];
+        if (x->op >= CG_NOPS)
+            goto bad;
+        int arity = cg_op_arity((cg_op)x->op);
+        for (int k = 0; k < 3; k++) {
+            if (k < arity ? (x->arg[k] < 0 || x->arg[k] >= i) : x->arg[k] != -1)
+                goto bad;
+        }
+        if (x->op == CG_LOAD && (x->slot < 0 || x->slot >= g->nslots))
+            goto bad;
+        if (!x->varying)
+            continue;
+        /* a varying node's uniform, non-constant operands get a slot */
+        for (int k = 0; k < arity; k++) {
+            int32_t a = x->arg[k];
+            const cg_node *y = &g->nodes[a];
+            if (!y->varying && y->op != CG_CONST && slot_of[a] < 0) {
+                slot_of[a] = nuni;
+                uni[nuni++] = a;
+            }
+        }
+    }
+    for (int s = 0; s < g->nslots; s++) {
+        int32_t v = g->store[s];
+        if (v >= g->n || (v >= 0 && g->nodes[v].boolean))
+            goto bad;
+        /* a stored uniform needs a slot too */
+        if (v >= 0 && !g->nodes[v].varying && g->nodes[v].op != CG_CONST &&
+            slot_of[v] < 0) {
+            slot_of[v] = nuni;
+            uni[nuni++] = v;
+        }
+    }
+    if (nuni > CG_MAX_UNIFORMS) {
+        free(uni);
+        free(slot_of);
+        return cg_fail(err, JOPT_ESPEC, "update() needs %d per-step values "
+                       "(at most %d)", nuni, CG_MAX_UNIFORMS);
+    }
+    for (int i = 0; i < g->n; i++)
+        if (!g->nodes[i].varying)
+            g->nodes[i].slot = slot_of[i];
+    free(slot_of);
+    free(g->uniform);
+    g->uniform = uni;
+    g->nuniform = nuni;
+    return JOPT_OK;
+bad:
+    free(uni);
+    free(slot_of);
+    return cg_fail(err, JOPT_ESPEC, "internal error: malformed graph");
+}
+
+uint64_t cg_graph_hash(const cg_graph *g)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (int i = 0; i < g->n; i++)
+        h = (h ^ node_hash(&g->nodes[i])) * 1099511628211ull;
+    for (int s = 0; s < g->nslots; s++)
+        h = (h ^ (uint64_t)(uint32_t)g->store[s]) * 1099511628211ull;
+    return h;
+}

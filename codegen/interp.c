@@ -1,0 +1,190 @@
+/*
+ * interp.c - the reference semantics of every graph op, and the reference
+ * interpreter that evaluates a whole graph element by element.
+ *
+ * Built with -ffp-contract=off -fno-math-errno: each C operation here is one
+ * IEEE operation, exactly what emit.c asks LLVM for, so the JIT kernel and
+ * this interpreter agree bit for bit.  Constant folding and the per-step
+ * uniform prologue use cg_eval_double, so folded and unfolded values agree.
+ */
+#include <math.h>
+#include <stdlib.h>
+
+#include "cg_int.h"
+
+/* llvm.maximum / llvm.minimum: NaN propagates, -0 < +0 (torch.maximum) */
+static double max_d(double a, double b)
+{
+    if (isnan(a) || isnan(b))
+        return a + b;
+    if (a == b)
+        return signbit(a) ? b : a;
+    return a > b ? a : b;
+}
+
+static double min_d(double a, double b)
+{
+    if (isnan(a) || isnan(b))
+        return a + b;
+    if (a == b)
+        return signbit(a) ? a : b;
+    return a < b ? a : b;
+}
+
+static float max_f(float a, float b)
+{
+    if (isnan(a) || isnan(b))
+        return a + b;
+    if (a == b)
+        return signbit(a) ? b : a;
+    return a > b ? a : b;
+}
+
+static float min_f(float a, float b)
+{
+    if (isnan(a) || isnan(b))
+        return a + b;
+    if (a == b)
+        return signbit(a) ? a : b;
+    return a < b ? a : b;
+}
+
+double cg_eval_double(cg_op op, double a, double b, double c)
+{
+    switch (op) {
+    case CG_NEG: return -a;
+    case CG_ABS: return fabs(a);
+    case CG_SQRT: return sqrt(a);
+    case CG_SIGN: return (double)(0 < a) - (double)(a < 0);
+    case CG_EXP: return exp(a);
+    case CG_LOG: return log(a);
+    case CG_NOT: return a == 0;
+    case CG_ADD: return a + b;
+    case CG_SUB: return a - b;
+    case CG_MUL: return a * b;
+    case CG_DIV: return a / b;
+    case CG_POW: return pow(a, b);
+    case CG_MIN: return min_d(a, b);
+    case CG_MAX: return max_d(a, b);
+    case CG_LT: return a < b;
+    case CG_LE: return a <= b;
+    case CG_GT: return a > b;
+    case CG_GE: return a >= b;
+    case CG_EQ: return a == b;
+    case CG_NE: return a != b;
+    case CG_AND: return a != 0 && b != 0;
+    case CG_OR: return a != 0 || b != 0;
+    case CG_FMA: return fma(a, b, c);
+    case CG_LERP: {
+        double d = b - a;
+        return fabs(c) < 0.5 ? fma(c, d, a) : fma(c - 1.0, d, b);
+    }
+    case CG_WHERE: return a != 0 ? b : c;
+    default: return NAN; /* CONST, STEP, LOAD never reach here */
+    }
+}
+
+float cg_eval_float(cg_op op, float a, float b, float c)
+{
+    switch (op) {
+    case CG_NEG: return -a;
+    case CG_ABS: return fabsf(a);
+    case CG_SQRT: return sqrtf(a);
+    case CG_SIGN: return (float)(0 < a) - (float)(a < 0);
+    case CG_NOT: return a == 0;
+    case CG_ADD: return a + b;
+    case CG_SUB: return a - b;
+    case CG_MUL: return a * b;
+    case CG_DIV: return a / b;
+    case CG_MIN: return min_f(a, b);
+    case CG_MAX: return max_f(a, b);
+    case CG_LT: return a < b;
+    case CG_LE: return a <= b;
+    case CG_GT: return a > b;
+    case CG_GE: return a >= b;
+    case CG_EQ: return a == b;
+    case CG_NE: return a != b;
+    case CG_AND: return a != 0 && b != 0;
+    case CG_OR: return a != 0 || b != 0;
+    case CG_FMA: return fmaf(a, b, c);
+    case CG_LERP: {
+        /* ATen cpu/LerpKernel.cpp: the weight is rounded to float first */
+        float d = b - a;
+        return fabsf(c) < 0.5f ? fmaf(c, d, a) : fmaf(c - 1.0f, d, b);
+    }
+    case CG_WHERE: return a != 0 ? b : c;
+    default: return NAN; /* pow/exp/log are uniform-only (graph.c) */
+    }
+}
+
+void cg_interp_uniforms(const cg_graph *g, double t, double *u)
+{
+    /* step() must not allocate: small graphs use the stack */
+    double stack[512];
+    double *val = (size_t)g->n <= sizeof stack / sizeof stack[0]
+                      ? stack
+                      : malloc(((size_t)g->n + 1) * sizeof *val);
+    if (!val) { /* keep going with no prologue: never reached in practice */
+        for (int s = 0; s < g->nuniform; s++)
+            u[s] = NAN;
+        return;
+    }
+    for (int i = 0; i < g->n; i++) {
+        const cg_node *x = &g->nodes[i];
+        if (x->varying)
+            continue;
+        switch (x->op) {
+        case CG_CONST: val[i] = x->value; break;
+        case CG_STEP: val[i] = t; break;
+        default:
+            val[i] = cg_eval_double((cg_op)x->op,
+                                    x->arg[0] >= 0 ? val[x->arg[0]] : 0,
+                                    x->arg[1] >= 0 ? val[x->arg[1]] : 0,
+                                    x->arg[2] >= 0 ? val[x->arg[2]] : 0);
+        }
+    }
+    for (int s = 0; s < g->nuniform; s++)
+        u[s] = val[g->uniform[s]];
+    if (val != stack)
+        free(val);
+}
+
+void cg_interp_run(const cg_graph *g, float *const *arrays, int64_t begin,
+                   int64_t end, const double *u)
+{
+    float *val = malloc(((size_t)g->n + 1) * sizeof *val);
+    if (!val)
+        return;
+    /* uniform operands, rounded to float once, as the kernel's prologue */
+    for (int i = 0; i < g->n; i++) {
+        const cg_node *x = &g->nodes[i];
+        if (x->varying)
+            continue;
+        val[i] = x->op == CG_CONST ? (float)x->value
+                 : x->slot >= 0    ? (float)u[x->slot]
+                                   : 0.0f;
+        if (x->boolean)
+            val[i] = x->op == CG_CONST ? (x->value != 0)
+                     : x->slot >= 0    ? (u[x->slot] != 0)
+                                       : 0.0f;
+    }
+    for (int64_t e = begin; e < end; e++) {
+        for (int i = 0; i < g->n; i++) {
+            const cg_node *x = &g->nodes[i];
+            if (!x->varying)
+                continue;
+            if (x->op == CG_LOAD)
+                val[i] = arrays[x->slot][e];
+            else
+                val[i] = cg_eval_float((cg_op)x->op,
+                                       x->arg[0] >= 0 ? val[x->arg[0]] : 0,
+                                       x->arg[1] >= 0 ? val[x->arg[1]] : 0,
+                                       x->arg[2] >= 0 ? val[x->arg[2]] : 0);
+        }
+        /* stores after all loads of the element, as the kernel does */
+        for (int s = 0; s < g->nslots; s++)
+            if (g->store[s] >= 0)
+                arrays[s][e] = val[g->store[s]];
+    }
+    free(val);
+}

@@ -1,0 +1,235 @@
+/*
+ * jit.c - LLVM's half of the pipeline:
+ *
+ *   graph --emit--> module --LLVMVerifyModule--> --"default<O3>"-->
+ *         --LLJIT (one resource tracker per kernel)--> function pointer
+ *
+ * LLVM can end the process on bad input (a malformed module, an invalid
+ * pipeline, default diagnostics), so: the graph is validated before we
+ * get here, every module is verified, the pipeline string is fixed, and a
+ * diagnostic handler collects messages.  Callers serialise every call
+ * (kernel.c holds a mutex): LLJIT's C API is not safe to compile from two
+ * threads at once.
+ */
+#include <llvm-c/Analysis.h>
+#include <llvm-c/Error.h>
+#include <llvm-c/LLJIT.h>
+#include <llvm-c/Orc.h>
+#include <llvm-c/Transforms/PassBuilder.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "emit.h"
+
+struct cg_llvm {
+    LLVMOrcLLJITRef jit;
+    LLVMOrcThreadSafeContextRef tsc;
+    LLVMTargetMachineRef tm;
+    cg_target target;
+    char diag[CG_ERRLEN];
+};
+
+static void on_diagnostic(LLVMDiagnosticInfoRef info, void *ctx)
+{
+    cg_llvm *l = ctx;
+    if (LLVMGetDiagInfoSeverity(info) != LLVMDSError)
+        return;
+    char *msg = LLVMGetDiagInfoDescription(info);
+    snprintf(l->diag, sizeof l->diag, "%s", msg);
+    LLVMDisposeMessage(msg);
+}
+
+static int llvm_error(char *err, LLVMErrorRef e, const char *what)
+{
+    char *msg = LLVMGetErrorMessage(e);
+    int rc = cg_fail(err, JOPT_ECOMPILE, "%s: %s", what, msg);
+    LLVMDisposeErrorMessage(msg);
+    return rc;
+}
+
+void cg_llvm_free(cg_llvm *l)
+{
+    if (!l)
+        return;
+    if (l->jit)
+        LLVMOrcDisposeLLJIT(l->jit);
+    if (l->tsc)
+        LLVMOrcDisposeThreadSafeContext(l->tsc);
+    if (l->tm)
+        LLVMDisposeTargetMachine(l->tm);
+    if (l->target.layout)
+        LLVMDisposeTargetData(l->target.layout);
+    LLVMDisposeMessage(l->target.triple);
+    LLVMDisposeMessage(l->target.cpu);
+    LLVMDisposeMessage(l->target.features);
+    free(l);
+}
+
+int cg_llvm_new(cg_llvm **out, char *err)
+{
+    if (LLVMInitializeNativeTarget() || LLVMInitializeNativeAsmPrinter())
+        return cg_fail(err, JOPT_ECOMPILE, "LLVM has no native target");
+    cg_llvm *l = calloc(1, sizeof *l);
+    if (!l)
+        return cg_fail(err, JOPT_ENOMEM, "out of memory");
+    cg_target *t = &l->target;
+    t->triple = LLVMGetDefaultTargetTriple();
+    t->cpu = LLVMGetHostCPUName();
+    t->features = LLVMGetHostCPUFeatures();
+    t->vector_width = strstr(t->features, "+avx512f") ? "512" : "256";
+    LLVMTargetRef target;
+    char *msg = NULL;
+    if (LLVMGetTargetFromTriple(t->triple, &target, &msg)) {
+        int rc = cg_fail(err, JOPT_ECOMPILE, "LLVM target %s: %s", t->triple, msg);
+        LLVMDisposeMessage(msg);
+        cg_llvm_free(l);
+        return rc;
+    }
+    l->tm = LLVMCreateTargetMachine(target, t->triple, t->cpu, t->features,
+                                    LLVMCodeGenLevelAggressive, LLVMRelocPIC,
+                                    LLVMCodeModelJITDefault);
+    if (!l->tm) {
+        cg_llvm_free(l);
+        return cg_fail(err, JOPT_ECOMPILE, "cannot create an LLVM target machine");
+    }
+    t->layout = LLVMCreateTargetDataLayout(l->tm);
+
+    LLVMOrcJITTargetMachineBuilderRef jtmb;
+    LLVMErrorRef e = LLVMOrcJITTargetMachineBuilderDetectHost(&jtmb);
+    if (e) {
+        int rc = llvm_error(err, e, "detecting the host for LLJIT");
+        cg_llvm_free(l);
+        return rc;
+    }
+    LLVMOrcLLJITBuilderRef builder = LLVMOrcCreateLLJITBuilder();
+    LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(builder, jtmb);
+    if ((e = LLVMOrcCreateLLJIT(&l->jit, builder))) {
+        l->jit = NULL;
+        int rc = llvm_error(err, e, "creating LLJIT");
+        cg_llvm_free(l);
+        return rc;
+    }
+    l->tsc = LLVMOrcCreateNewThreadSafeContext();
+    LLVMContextSetDiagnosticHandler(LLVMOrcThreadSafeContextGetContext(l->tsc),
+                                    on_diagnostic, l);
+    *out = l;
+    return JOPT_OK;
+}
+
+/* emit + verify + O3; the caller owns *out */
+static int build(cg_llvm *l, const cg_graph *g, const char *name,
+                 LLVMModuleRef *out, char *err)
+{
+    LLVMContextRef ctx = LLVMOrcThreadSafeContextGetContext(l->tsc);
+    LLVMModuleRef mod;
+    l->diag[0] = 0;
+    int rc = cg_emit_module(ctx, &l->target, g, name, &mod, err);
+    if (rc)
+        return rc;
+    char *msg = NULL;
+    if (LLVMVerifyModule(mod, LLVMReturnStatusAction, &msg)) {
+        rc = cg_fail(err, JOPT_ECOMPILE, "internal error: invalid IR: %s", msg);
+        LLVMDisposeMessage(msg);
+        LLVMDisposeModule(mod);
+        return rc;
+    }
+    LLVMDisposeMessage(msg);
+    LLVMPassBuilderOptionsRef opts = LLVMCreatePassBuilderOptions();
+    LLVMPassBuilderOptionsSetLoopVectorization(opts, 1);
+    LLVMPassBuilderOptionsSetSLPVectorization(opts, 1);
+    LLVMErrorRef e = LLVMRunPasses(mod, "default<O3>", l->tm, opts);
+    LLVMDisposePassBuilderOptions(opts);
+    if (e) {
+        LLVMDisposeModule(mod);
+        return llvm_error(err, e, "optimising");
+    }
+    if (l->diag[0]) {
+        LLVMDisposeModule(mod);
+        return cg_fail(err, JOPT_ECOMPILE, "LLVM: %s", l->diag);
+    }
+    *out = mod;
+    return JOPT_OK;
+}
+
+int cg_llvm_compile(cg_llvm *l, const cg_graph *g, const char *name,
+                    cg_kernel_fn *fn, void **tracker, char *err)
+{
+    LLVMModuleRef mod;
+    int rc = build(l, g, name, &mod, err);
+    if (rc)
+        return rc;
+    LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(l->jit);
+    LLVMOrcResourceTrackerRef rt = LLVMOrcJITDylibCreateResourceTracker(jd);
+    LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(mod, l->tsc);
+    LLVMErrorRef e = LLVMOrcLLJITAddLLVMIRModuleWithRT(l->jit, rt, tsm);
+    if (e) {
+        LLVMOrcDisposeThreadSafeModule(tsm);
+        LLVMOrcReleaseResourceTracker(rt);
+        return llvm_error(err, e, "adding the kernel to the JIT");
+    }
+    LLVMOrcExecutorAddress addr = 0;
+    if ((e = LLVMOrcLLJITLookup(l->jit, &addr, name)) || !addr) {
+        rc = e ? llvm_error(err, e, "compiling the kernel")
+               : cg_fail(err, JOPT_ECOMPILE, "kernel %s has no address", name);
+        cg_llvm_remove(l, rt);
+        return rc;
+    }
+    *fn = (cg_kernel_fn)(uintptr_t)addr;
+    *tracker = rt;
+    return JOPT_OK;
+}
+
+void cg_llvm_remove(cg_llvm *l, void *tracker)
+{
+    (void)l;
+    if (!tracker)
+        return;
+    LLVMErrorRef e = LLVMOrcResourceTrackerRemove(tracker);
+    if (e)
+        LLVMConsumeError(e);
+    LLVMOrcReleaseResourceTracker(tracker);
+}
+
+int cg_llvm_text(cg_llvm *l, const cg_graph *g, const char *what, char **text,
+                 char *err)
+{
+    int as_asm = strcmp(what, "asm") == 0;
+    if (!as_asm && strcmp(what, "ir") != 0)
+        return cg_fail(err, JOPT_EINVAL, "unknown output '%s' (ir or asm)", what);
+    LLVMModuleRef mod;
+    int rc = build(l, g, "jopt_kernel", &mod, err);
+    if (rc)
+        return rc;
+    char *out = NULL;
+    if (as_asm) {
+        /* emitting machine code changes the module: emit from a clone */
+        LLVMModuleRef clone = LLVMCloneModule(mod);
+        LLVMMemoryBufferRef buf = NULL;
+        char *msg = NULL;
+        if (LLVMTargetMachineEmitToMemoryBuffer(l->tm, clone, LLVMAssemblyFile,
+                                                &msg, &buf)) {
+            rc = cg_fail(err, JOPT_ECOMPILE, "emitting assembly: %s", msg);
+            LLVMDisposeMessage(msg);
+        } else {
+            size_t n = LLVMGetBufferSize(buf);
+            if ((out = malloc(n + 1))) {
+                memcpy(out, LLVMGetBufferStart(buf), n);
+                out[n] = 0;
+            }
+            LLVMDisposeMemoryBuffer(buf);
+        }
+        LLVMDisposeModule(clone);
+    } else {
+        char *s = LLVMPrintModuleToString(mod);
+        out = strdup(s);
+        LLVMDisposeMessage(s);
+    }
+    LLVMDisposeModule(mod);
+    if (rc)
+        return rc;
+    if (!out)
+        return cg_fail(err, JOPT_ENOMEM, "out of memory");
+    *text = out;
+    return JOPT_OK;
+}

@@ -1,0 +1,220 @@
+/*
+ * kernel.c - the kernel cache in front of trace and JIT.
+ *
+ * A kernel is keyed by everything that determines it: the spec's text, the
+ * hyperparameter values it was specialised to, the variant (fresh or not)
+ * and the engine (the target is the host, fixed per process).  Two groups
+ * with equal values share one kernel.  Kernels are reference counted; an
+ * unreferenced one stays cached until the cache is over CACHE_KEEP.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cg_int.h"
+#include "sandbox.h"
+
+#define CACHE_KEEP 64
+
+struct cg_kernel {
+    cg_jit *jit;
+    int refs;
+    unsigned char *key;
+    size_t keylen;
+    uint64_t hash;
+    cg_graph *graph;
+    cg_layout layout;
+    cg_kernel_fn fn; /* NULL: the reference interpreter */
+    void *tracker;
+    cg_kernel *next;
+};
+
+struct cg_jit {
+    cg_llvm *llvm; /* started by the first compile */
+    cg_kernel *cache;
+    size_t ncached, compiles, hits;
+    unsigned long long serial;
+};
+
+/* LLJIT's C API is not safe for concurrent compilation, even across
+ * instances: one lock for the process. */
+static pthread_mutex_t jit_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int cg_jit_new(cg_jit **out, char *err)
+{
+    cg_jit *j = calloc(1, sizeof *j);
+    if (!j)
+        return cg_fail(err, JOPT_ENOMEM, "out of memory");
+    *out = j;
+    return JOPT_OK;
+}
+
+static void kernel_destroy(cg_kernel *k)
+{
+    if (k->tracker)
+        cg_llvm_remove(k->jit->llvm, k->tracker);
+    cg_graph_free(k->graph);
+    free(k->key);
+    free(k);
+}
+
+void cg_jit_free(cg_jit *j)
+{
+    if (!j)
+        return;
+    pthread_mutex_lock(&jit_lock);
+    for (cg_kernel *k = j->cache, *next; k; k = next) {
+        next = k->next;
+        kernel_destroy(k);
+    }
+    cg_llvm_free(j->llvm);
+    pthread_mutex_unlock(&jit_lock);
+    free(j);
+}
+
+void cg_jit_stats(const cg_jit *j, size_t *compiles, size_t *hits)
+{
+    if (compiles)
+        *compiles = j->compiles;
+    if (hits)
+        *hits = j->hits;
+}
+
+static unsigned char *make_key(const cg_request *r, size_t *len, uint64_t *hash)
+{
+    size_t srclen, nv = cg_spec_nvalues(r->spec);
+    const char *src = spec_source(r->spec, &srclen);
+    *len = 2 + nv * sizeof(double) + srclen;
+    unsigned char *key = malloc(*len);
+    if (!key)
+        return NULL;
+    key[0] = (unsigned char)r->fresh;
+    key[1] = (unsigned char)r->reference;
+    memcpy(key + 2, r->values, nv * sizeof(double));
+    memcpy(key + 2 + nv * sizeof(double), src, srclen);
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < *len; i++)
+        h = (h ^ key[i]) * 1099511628211ull;
+    *hash = h;
+    return key;
+}
+
+static int compile_locked(cg_jit *j, const cg_request *r, cg_kernel *k, char *err)
+{
+    int rc = cg_trace(r->spec, r->values, r->fresh, &k->graph, err);
+    if (rc)
+        return rc;
+    cg_graph *g = k->graph;
+    k->layout.nstate = g->nstate;
+    k->layout.state = g->state;
+    k->layout.init = g->init;
+    k->layout.init_value = g->init_value;
+    k->layout.nuniform = g->nuniform;
+    for (int i = 0; i < g->nstate; i++)
+        k->layout.has_unset |= g->init[i] == CG_INIT_UNSET;
+    if (r->reference)
+        return JOPT_OK;
+    if (!j->llvm && (rc = cg_llvm_new(&j->llvm, err)))
+        return rc;
+    char name[64];
+    snprintf(name, sizeof name, "jopt_kernel_%llu", ++j->serial);
+    rc = cg_llvm_compile(j->llvm, g, name, &k->fn, &k->tracker, err);
+    if (rc == JOPT_OK)
+        j->compiles++;
+    return rc;
+}
+
+int cg_kernel_get(cg_jit *j, const cg_request *r, cg_kernel **out, char *err)
+{
+    size_t len;
+    uint64_t hash;
+    unsigned char *key = make_key(r, &len, &hash);
+    if (!key)
+        return cg_fail(err, JOPT_ENOMEM, "out of memory");
+    pthread_mutex_lock(&jit_lock);
+    for (cg_kernel *k = j->cache; k; k = k->next) {
+        if (k->hash == hash && k->keylen == len && !memcmp(k->key, key, len)) {
+            k->refs++;
+            j->hits++;
+            pthread_mutex_unlock(&jit_lock);
+            free(key);
+            *out = k;
+            return JOPT_OK;
+        }
+    }
+    cg_kernel *k = calloc(1, sizeof *k);
+    int rc = k ? compile_locked(j, r, k, err)
+               : cg_fail(err, JOPT_ENOMEM, "out of memory");
+    if (rc) {
+        if (k) {
+            k->jit = j;
+            kernel_destroy(k);
+        }
+        free(key);
+        pthread_mutex_unlock(&jit_lock);
+        return rc;
+    }
+    k->jit = j;
+    k->refs = 1;
+    k->key = key;
+    k->keylen = len;
+    k->hash = hash;
+    k->next = j->cache;
+    j->cache = k;
+    j->ncached++;
+    pthread_mutex_unlock(&jit_lock);
+    *out = k;
+    return JOPT_OK;
+}
+
+void cg_kernel_release(cg_kernel *k)
+{
+    if (!k)
+        return;
+    pthread_mutex_lock(&jit_lock);
+    cg_jit *j = k->jit;
+    if (--k->refs == 0 && j->ncached > CACHE_KEEP) {
+        for (cg_kernel **p = &j->cache; *p; p = &(*p)->next)
+            if (*p == k) {
+                *p = k->next;
+                break;
+            }
+        j->ncached--;
+        kernel_destroy(k);
+    }
+    pthread_mutex_unlock(&jit_lock);
+}
+
+const cg_layout *cg_kernel_layout(const cg_kernel *k) { return &k->layout; }
+
+void cg_kernel_uniforms(const cg_kernel *k, double t, double *u)
+{
+    cg_interp_uniforms(k->graph, t, u);
+}
+
+void cg_kernel_run(const cg_kernel *k, float *const *arrays, int64_t begin,
+                   int64_t end, const double *u)
+{
+    if (k->fn)
+        k->fn(arrays, begin, end, u);
+    else
+        cg_interp_run(k->graph, arrays, begin, end, u);
+}
+
+int cg_emit_text(cg_jit *j, const cg_request *r, const char *what, char **text,
+                 char *err)
+{
+    cg_graph *g;
+    int rc = cg_trace(r->spec, r->values, r->fresh, &g, err);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&jit_lock);
+    if (!j->llvm)
+        rc = cg_llvm_new(&j->llvm, err);
+    if (rc == JOPT_OK)
+        rc = cg_llvm_text(j->llvm, g, what, text, err);
+    pthread_mutex_unlock(&jit_lock);
+    cg_graph_free(g);
+    return rc;
+}

@@ -1,0 +1,292 @@
+/*
+ * sandbox.c - the Lua state a spec runs in (see sandbox.h).
+ *
+ * Lua's count hook never fires inside C library functions, so those that
+ * can run unbounded (pattern matching, string.rep, table.move) are left
+ * out; everything else is bounded by the three budgets.  A tripped budget
+ * stays tripped: the hook raises again at once, and pcall re-raises, so a
+ * spec cannot swallow the error.
+ */
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sandbox.h"
+
+static char ENV_KEY;   /* registry key of the environment table */
+static char UNSET_KEY; /* ... and of the `unset` sentinel */
+
+static void *sb_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    sandbox *sb = ud;
+    size_t old = ptr ? osize : 0;
+    if (nsize == 0) {
+        free(ptr);
+        sb->mem -= old;
+        return NULL;
+    }
+    if (nsize > old && (sb->tripped == SB_MEM ||
+                        sb->mem + (nsize - old) > SB_MEM_LIMIT)) {
+        if (sb->L) /* not while the state itself is being made */
+            sb->tripped = SB_MEM;
+        return NULL;
+    }
+    void *p = realloc(ptr, nsize);
+    if (p)
+        sb->mem = sb->mem - old + nsize;
+    return p;
+}
+
+static long long elapsed_ns(const sandbox *sb)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (now.tv_sec - sb->start.tv_sec) * 1000000000LL +
+           (now.tv_nsec - sb->start.tv_nsec);
+}
+
+static sandbox *get_sb(lua_State *L)
+{
+    void *ud;
+    lua_getallocf(L, &ud);
+    return ud;
+}
+
+static void hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    sandbox *sb = get_sb(L);
+    sb->instr += 1000;
+    if (sb->tripped == SB_OK && sb->instr > SB_INSTR_LIMIT)
+        sb->tripped = SB_INSTR;
+    if (sb->tripped == SB_OK && elapsed_ns(sb) > SB_TIME_LIMIT_NS)
+        sb->tripped = SB_TIME;
+    if (sb->tripped != SB_OK)
+        luaL_error(L, "sandbox limit exceeded");
+}
+
+/* pcall that cannot swallow a tripped budget */
+static int safe_pcall(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    int status = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
+    sandbox *sb = get_sb(L);
+    if (sb->tripped != SB_OK || sb->invalid)
+        return lua_error(L);
+    lua_pushboolean(L, status == LUA_OK);
+    lua_insert(L, 1);
+    return lua_gettop(L);
+}
+
+/* the C half of require_that: records a refused value and raises */
+static int refuse(lua_State *L)
+{
+    sandbox *sb = get_sb(L);
+    const char *msg = luaL_checkstring(L, 1);
+    sb->invalid = 1;
+    snprintf(sb->message, sizeof sb->message, "%s", msg);
+    return lua_error(L);
+}
+
+static const char *const base_names[] = {
+    "assert", "error", "ipairs", "next", "pairs", "rawequal", "rawget",
+    "rawlen", "select", "tonumber", "tostring", "type", "getmetatable",
+    "setmetatable", "_VERSION", NULL};
+static const char *const math_names[] = {
+    "abs", "ceil", "cos", "exp", "floor", "fmod", "huge", "log", "max",
+    "maxinteger", "min", "mininteger", "modf", "pi", "sin", "sqrt", "tan",
+    "tointeger", "type", "ult", "acos", "asin", "atan", NULL};
+static const char *const string_names[] = {
+    "byte", "char", "format", "len", "lower", "reverse", "sub", "upper", NULL};
+static const char *const table_names[] = {
+    "concat", "insert", "pack", "remove", "sort", "unpack", NULL};
+
+/* copies the named fields of the table at -1 into a new table at -1 */
+static void copy_fields(lua_State *L, const char *const *names)
+{
+    lua_newtable(L);
+    for (; *names; names++) {
+        lua_getfield(L, -2, *names);
+        lua_setfield(L, -2, *names);
+    }
+    lua_remove(L, -2);
+}
+
+static const char prelude[] =
+    "local format, refuse, type, error = ...\n"
+    "function require_that(ok, fmt, ...)\n"
+    "  if type(ok) == 'userdata' then\n"
+    "    error('require_that needs a plain condition, not a traced value', 2)\n"
+    "  end\n"
+    "  if not ok then refuse(format(fmt, ...)) end\n"
+    "end\n"
+    "unset = setmetatable({}, {__tostring = function() return 'unset' end,\n"
+    "                          __metatable = 'locked'})\n";
+
+static int build_env(lua_State *L)
+{
+    luaL_openlibs(L);
+    lua_newtable(L); /* env */
+    lua_pushglobaltable(L);
+    copy_fields(L, base_names);
+    lua_pushnil(L);
+    while (lua_next(L, -2)) { /* env gets the base functions */
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_settable(L, -5);
+    }
+    lua_pop(L, 1);
+    lua_pushcfunction(L, safe_pcall);
+    lua_setfield(L, -2, "pcall");
+    const struct {
+        const char *name;
+        const char *const *names;
+    } libs[] = {{"math", math_names},
+                {"string", string_names},
+                {"table", table_names}};
+    for (size_t i = 0; i < sizeof libs / sizeof libs[0]; i++) {
+        lua_getglobal(L, libs[i].name);
+        copy_fields(L, libs[i].names);
+        if (i == 1) { /* ("x"):upper() must see the filtered table only */
+            lua_pushliteral(L, "");
+            lua_getmetatable(L, -1);
+            lua_pushvalue(L, -3);
+            lua_setfield(L, -2, "__index");
+            lua_pop(L, 2);
+        }
+        lua_setfield(L, -2, libs[i].name);
+    }
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -2, "_G");
+    /* the prelude, run in the environment */
+    if (luaL_loadbufferx(L, prelude, sizeof prelude - 1, "=prelude", "t"))
+        return lua_error(L);
+    lua_pushvalue(L, -2);
+    lua_setupvalue(L, -2, 1);
+    lua_getfield(L, -2, "string");
+    lua_getfield(L, -1, "format");
+    lua_remove(L, -2);
+    lua_pushcfunction(L, refuse);
+    lua_getfield(L, -4, "type");
+    lua_getfield(L, -5, "error");
+    lua_call(L, 4, 0);
+    lua_getfield(L, -1, "unset");
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &UNSET_KEY);
+    trace_open_lib(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &ENV_KEY);
+    /* drop the unfiltered globals: nothing can reach them any more */
+    lua_pushglobaltable(L);
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        lua_pop(L, 1);
+        lua_pushvalue(L, -1);
+        lua_pushnil(L);
+        lua_rawset(L, -4);
+    }
+    lua_pop(L, 1);
+    return 0;
+}
+
+int sb_open(sandbox *sb, const char *path, char *err)
+{
+    memset(sb, 0, sizeof *sb);
+    sb->path = path;
+    clock_gettime(CLOCK_MONOTONIC, &sb->start);
+    lua_State *L = lua_newstate(sb_alloc, sb);
+    if (!L)
+        return cg_fail(err, JOPT_ENOMEM, "spec %s: cannot create Lua state",
+                       path);
+    sb->L = L;
+    lua_pushcfunction(L, build_env);
+    if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
+        int rc = cg_fail(err, JOPT_ENOMEM, "spec %s: cannot set up sandbox: %s",
+                         path, lua_tostring(L, -1));
+        sb_close(sb);
+        return rc;
+    }
+    lua_sethook(L, hook, LUA_MASKCOUNT, 1000);
+    return JOPT_OK;
+}
+
+void sb_close(sandbox *sb)
+{
+    if (sb->L)
+        lua_close(sb->L);
+    sb->L = NULL;
+}
+
+void sb_push_env(sandbox *sb)
+{
+    lua_rawgetp(sb->L, LUA_REGISTRYINDEX, &ENV_KEY);
+}
+
+void sb_push_unset(sandbox *sb)
+{
+    lua_rawgetp(sb->L, LUA_REGISTRYINDEX, &UNSET_KEY);
+}
+
+int sb_pcall(sandbox *sb, int nargs, int nresults, char *err)
+{
+    lua_State *L = sb->L;
+    int status = lua_pcall(L, nargs, nresults, 0);
+    if (status == LUA_OK && sb->tripped == SB_OK && !sb->invalid)
+        return JOPT_OK;
+    const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
+                                                     : "(error object is not a string)";
+    int rc;
+    switch (sb->tripped) {
+    case SB_INSTR:
+        rc = cg_fail(err, JOPT_ESPEC,
+                     "spec %s: instruction limit exceeded (%ld Lua "
+                     "instructions): does it loop forever?",
+                     sb->path, SB_INSTR_LIMIT);
+        break;
+    case SB_TIME:
+        rc = cg_fail(err, JOPT_ESPEC, "spec %s: time limit exceeded (%g s)",
+                     sb->path, SB_TIME_LIMIT_NS / 1e9);
+        break;
+    case SB_MEM:
+        rc = cg_fail(err, JOPT_ESPEC,
+                     "spec %s: memory limit exceeded (%u MiB)", sb->path,
+                     SB_MEM_LIMIT >> 20);
+        break;
+    default:
+        if (sb->invalid)
+            rc = cg_fail(err, JOPT_EINVAL, "%s", sb->message);
+        else if (status == LUA_ERRMEM)
+            rc = cg_fail(err, JOPT_ENOMEM, "spec %s: out of memory", sb->path);
+        else
+            rc = cg_fail(err, JOPT_ESPEC, "%s", msg);
+    }
+    lua_pop(L, 1);
+    return rc;
+}
+
+int sb_run_spec(sandbox *sb, const char *src, size_t len, char *err)
+{
+    lua_State *L = sb->L;
+    char chunkname[512];
+    snprintf(chunkname, sizeof chunkname, "@%s", sb->path);
+    int status = luaL_loadbufferx(L, src, len, chunkname, "t");
+    if (status != LUA_OK) {
+        int rc = status == LUA_ERRMEM
+                     ? cg_fail(err, JOPT_ESPEC, "spec %s: memory limit exceeded",
+                               sb->path)
+                     : cg_fail(err, JOPT_ESPEC, "%s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return rc;
+    }
+    sb_push_env(sb);
+    lua_setupvalue(L, -2, 1);
+    int rc = sb_pcall(sb, 0, 1, err);
+    if (rc != JOPT_OK)
+        return rc;
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        return cg_fail(err, JOPT_ESPEC, "spec %s: must return a table",
+                       sb->path);
+    }
+    return JOPT_OK;
+}

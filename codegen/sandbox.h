@@ -1,0 +1,62 @@
+/*
+ * sandbox.h - a Lua 5.4 state in which an untrusted spec runs: a capped
+ * allocator, an instruction and a wall-clock budget that stay tripped once
+ * hit, and an environment holding only safe parts of base, math, string and
+ * table.  Private to codegen.
+ */
+#ifndef CG_SANDBOX_H
+#define CG_SANDBOX_H
+
+#include <lua.h>
+#include <time.h>
+
+#include "cg_int.h"
+
+#define SB_MEM_LIMIT (32u << 20)       /* bytes */
+#define SB_INSTR_LIMIT 20000000L       /* VM instructions */
+#define SB_TIME_LIMIT_NS 2000000000LL  /* 2 s */
+
+typedef enum sb_trip { SB_OK, SB_INSTR, SB_TIME, SB_MEM } sb_trip;
+
+typedef struct sandbox {
+    lua_State *L;
+    size_t mem;
+    long instr;
+    struct timespec start;
+    sb_trip tripped;
+    int invalid;              /* require_that() refused a value */
+    char message[CG_ERRLEN];  /* its message */
+    const char *path;
+} sandbox;
+
+/* Opens the state and builds the environment (left in the registry). */
+int sb_open(sandbox *sb, const char *path, char *err);
+void sb_close(sandbox *sb);
+
+/* Loads `src` as text chunk named by the path, with the sandbox environment
+ * as _ENV, and runs it: on success the spec's table is on the stack. */
+int sb_run_spec(sandbox *sb, const char *src, size_t len, char *err);
+
+/* lua_pcall with the sandbox's error reporting: JOPT_OK, or JOPT_EINVAL for
+ * a require_that() failure, JOPT_ESPEC (or JOPT_ENOMEM) otherwise, with the
+ * message in err. */
+int sb_pcall(sandbox *sb, int nargs, int nresults, char *err);
+
+/* Pushes the sandbox environment table. */
+void sb_push_env(sandbox *sb);
+
+/* Pushes the `unset` sentinel a spec's state table may name. */
+void sb_push_unset(sandbox *sb);
+
+/* trace.c: sets the tracing prelude (sqrt, fma, where, ...) into the table
+ * at the top of the stack. */
+void trace_open_lib(lua_State *L);
+
+/* spec.c: opens a sandbox for `spec`, runs it, and leaves the spec's table
+ * and the hyperparameter table `h` built from `values` on the stack. */
+int spec_enter(sandbox *sb, const cg_spec *spec, const double *values,
+               char *err);
+/* The source text of a spec. */
+const char *spec_source(const cg_spec *spec, size_t *len);
+
+#endif /* CG_SANDBOX_H */

@@ -1,0 +1,422 @@
+/*
+ * spec.c - finding, reading and checking spec files.
+ *
+ * A spec is read once in a sandbox to learn its hyperparameter schema
+ * (names sorted, so the layout never depends on pairs() order), its state
+ * names and its doc line; the Lua state is then closed.  Every later use
+ * (check, trace) runs the text again in a fresh sandbox.
+ */
+#include <errno.h>
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sandbox.h"
+
+#define MAX_SPEC_BYTES (1u << 20)
+#define MAX_TUPLE 8
+
+struct cg_spec {
+    char *name, *path, *doc, *src;
+    size_t srclen;
+    cg_hyper *hyper;
+    size_t nhyper;
+    double *defaults;
+    size_t nvalues;
+    char **state;
+    size_t nstate;
+};
+
+void cg_spec_free(cg_spec *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->nhyper; i++)
+        free((char *)s->hyper[i].name);
+    for (size_t i = 0; i < s->nstate; i++)
+        free(s->state[i]);
+    free(s->hyper);
+    free(s->state);
+    free(s->defaults);
+    free(s->name);
+    free(s->path);
+    free(s->doc);
+    free(s->src);
+    free(s);
+}
+
+const char *cg_spec_name(const cg_spec *s) { return s->name; }
+const char *cg_spec_path(const cg_spec *s) { return s->path; }
+const char *cg_spec_doc(const cg_spec *s) { return s->doc ? s->doc : ""; }
+size_t cg_spec_nhyper(const cg_spec *s) { return s->nhyper; }
+const cg_hyper *cg_spec_hyper(const cg_spec *s, size_t i) { return &s->hyper[i]; }
+size_t cg_spec_nvalues(const cg_spec *s) { return s->nvalues; }
+const double *cg_spec_defaults(const cg_spec *s) { return s->defaults; }
+size_t cg_spec_nstate(const cg_spec *s) { return s->nstate; }
+const char *cg_spec_state_name(const cg_spec *s, size_t i) { return s->state[i]; }
+
+const char *spec_source(const cg_spec *s, size_t *len)
+{
+    *len = s->srclen;
+    return s->src;
+}
+
+const cg_hyper *cg_spec_find_hyper(const cg_spec *s, const char *name)
+{
+    for (size_t i = 0; i < s->nhyper; i++)
+        if (strcmp(s->hyper[i].name, name) == 0)
+            return &s->hyper[i];
+    return NULL;
+}
+
+static int is_name(const char *s)
+{
+    if (!*s)
+        return 0;
+    for (; *s; s++)
+        if (!(*s == '_' || (*s >= 'a' && *s <= 'z') ||
+              (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9')))
+            return 0;
+    return 1;
+}
+
+static int read_file(const char *path, char **out, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return errno ? errno : ENOENT;
+    char *buf = malloc(MAX_SPEC_BYTES + 1);
+    if (!buf) {
+        fclose(f);
+        return ENOMEM;
+    }
+    size_t n = fread(buf, 1, MAX_SPEC_BYTES + 1, f);
+    int bad = ferror(f);
+    fclose(f);
+    if (bad || n > MAX_SPEC_BYTES) {
+        free(buf);
+        return bad ? EIO : EFBIG;
+    }
+    buf[n] = 0;
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
+/* Locates the file: a name in the search folders, or a path. */
+static int find_spec(const char *const *dirs, size_t ndirs, const char *name,
+                     char **path, char **src, size_t *len, char *err)
+{
+    size_t nl = strlen(name);
+    int is_path = strchr(name, '/') || (nl > 4 && !strcmp(name + nl - 4, ".lua"));
+    if (is_path) {
+        int e = read_file(name, src, len);
+        if (e)
+            return cg_fail(err, JOPT_ESPEC, "cannot read spec file '%s': %s",
+                           name, strerror(e));
+        *path = strdup(name);
+        return *path ? JOPT_OK : JOPT_ENOMEM;
+    }
+    if (!is_name(name))
+        return cg_fail(err, JOPT_ESPEC,
+                       "invalid spec name '%s' (a name is letters, digits and "
+                       "'_'; a path contains '/' or ends in .lua)", name);
+    char tried[512] = "";
+    for (size_t i = 0; i < ndirs; i++) {
+        size_t need = strlen(dirs[i]) + nl + 6;
+        char *p = malloc(need);
+        if (!p)
+            return cg_fail(err, JOPT_ENOMEM, "out of memory");
+        snprintf(p, need, "%s/%s.lua", dirs[i], name);
+        int e = read_file(p, src, len);
+        if (e == 0) {
+            *path = p;
+            return JOPT_OK;
+        }
+        free(p);
+        size_t tl = strlen(tried);
+        snprintf(tried + tl, sizeof tried - tl, "%s%s", tl ? ", " : "", dirs[i]);
+    }
+    return cg_fail(err, JOPT_ESPEC, "unknown optimizer spec '%s' (looked in: %s)",
+                   name, ndirs ? tried : "no folders");
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Collects the string keys of the table at -1, sorted. */
+static int sorted_keys(lua_State *L, char ***out, size_t *n, const char *what,
+                       const char *path, char *err)
+{
+    size_t cap = 0, k = 0;
+    char **keys = NULL;
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING || !is_name(lua_tostring(L, -1))) {
+            lua_pop(L, 1);
+            goto bad;
+        }
+        if (k == cap) {
+            cap = cap ? 2 * cap : 16;
+            char **nk = realloc(keys, cap * sizeof *nk);
+            if (!nk) {
+                lua_pop(L, 1);
+                goto oom;
+            }
+            keys = nk;
+        }
+        if (!(keys[k] = strdup(lua_tostring(L, -1)))) {
+            lua_pop(L, 1);
+            goto oom;
+        }
+        k++;
+    }
+    qsort(keys, k, sizeof *keys, cmp_str);
+    *out = keys;
+    *n = k;
+    return JOPT_OK;
+bad:
+    for (size_t i = 0; i < k; i++)
+        free(keys[i]);
+    free(keys);
+    return cg_fail(err, JOPT_ESPEC, "spec %s: '%s' keys must be names", path,
+                   what);
+oom:
+    for (size_t i = 0; i < k; i++)
+        free(keys[i]);
+    free(keys);
+    return cg_fail(err, JOPT_ENOMEM, "out of memory reading spec %s", path);
+}
+
+/* Reads the schema of the `hyper` table at -1. */
+static int read_hyper(lua_State *L, cg_spec *s, char *err)
+{
+    char **names;
+    size_t n;
+    int rc = sorted_keys(L, &names, &n, "hyper", s->path, err);
+    if (rc)
+        return rc;
+    s->hyper = calloc(n ? n : 1, sizeof *s->hyper);
+    s->defaults = calloc(n * MAX_TUPLE + 1, sizeof *s->defaults);
+    if (!s->hyper || !s->defaults) {
+        for (size_t i = 0; i < n; i++)
+            free(names[i]);
+        free(names);
+        return cg_fail(err, JOPT_ENOMEM, "out of memory reading spec %s", s->path);
+    }
+    int off = 0;
+    for (size_t i = 0; i < n; i++) {
+        cg_hyper *h = &s->hyper[i];
+        h->name = names[i];
+        h->offset = off;
+        h->len = 1;
+        s->nhyper = i + 1;
+        lua_getfield(L, -1, names[i]);
+        switch (lua_type(L, -1)) {
+        case LUA_TNUMBER:
+            h->kind = CG_HYPER_NUMBER;
+            h->integer = lua_isinteger(L, -1);
+            s->defaults[off] = lua_tonumber(L, -1);
+            break;
+        case LUA_TBOOLEAN:
+            h->kind = CG_HYPER_BOOL;
+            s->defaults[off] = lua_toboolean(L, -1);
+            break;
+        case LUA_TTABLE: {
+            lua_Integer len = luaL_len(L, -1);
+            if (len < 1 || len > MAX_TUPLE)
+                goto bad;
+            h->kind = CG_HYPER_NUMBER;
+            h->len = (int)len;
+            h->tuple = 1;
+            for (int k = 0; k < h->len; k++) {
+                lua_geti(L, -1, k + 1);
+                if (!lua_isnumber(L, -1)) {
+                    lua_pop(L, 1);
+                    goto bad;
+                }
+                s->defaults[off + k] = lua_tonumber(L, -1);
+                lua_pop(L, 1);
+            }
+            break;
+        }
+        default:
+            goto bad;
+        }
+        lua_pop(L, 1);
+        off += h->len;
+        continue;
+    bad:
+        lua_pop(L, 1);
+        for (size_t j = i + 1; j < n; j++)
+            free(names[j]);
+        free(names);
+        return cg_fail(err, JOPT_ESPEC,
+                       "spec %s: hyperparameter '%s' must be a number, a "
+                       "boolean or a list of 1 to %d numbers",
+                       s->path, h->name, MAX_TUPLE);
+    }
+    free(names);
+    s->nvalues = (size_t)off;
+    return JOPT_OK;
+}
+
+static int read_spec_table(lua_State *L, cg_spec *s, char *err)
+{
+    lua_getfield(L, -1, "update");
+    int ok = lua_isfunction(L, -1);
+    lua_pop(L, 1);
+    if (!ok)
+        return cg_fail(err, JOPT_ESPEC, "spec %s: 'update' must be a function",
+                       s->path);
+    lua_getfield(L, -1, "check");
+    ok = lua_isnil(L, -1) || lua_isfunction(L, -1);
+    lua_pop(L, 1);
+    if (!ok)
+        return cg_fail(err, JOPT_ESPEC, "spec %s: 'check' must be a function",
+                       s->path);
+    lua_getfield(L, -1, "doc");
+    if (lua_type(L, -1) == LUA_TSTRING && !(s->doc = strdup(lua_tostring(L, -1)))) {
+        lua_pop(L, 1);
+        return cg_fail(err, JOPT_ENOMEM, "out of memory");
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "hyper");
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        return cg_fail(err, JOPT_ESPEC, "spec %s: 'hyper' must be a table",
+                       s->path);
+    }
+    int rc = read_hyper(L, s, err);
+    lua_pop(L, 1);
+    if (rc)
+        return rc;
+    lua_getfield(L, -1, "state");
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return JOPT_OK;
+    }
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        return cg_fail(err, JOPT_ESPEC, "spec %s: 'state' must be a table",
+                       s->path);
+    }
+    rc = sorted_keys(L, &s->state, &s->nstate, "state", s->path, err);
+    lua_pop(L, 1);
+    if (rc == JOPT_OK && s->nstate > CG_MAX_SLOTS - 2)
+        return cg_fail(err, JOPT_ESPEC, "spec %s: more than %d states",
+                       s->path, CG_MAX_SLOTS - 2);
+    return rc;
+}
+
+int cg_spec_load(const char *const *dirs, size_t ndirs, const char *name,
+                 cg_spec **out, char *err)
+{
+    cg_spec *s = calloc(1, sizeof *s);
+    if (!s)
+        return cg_fail(err, JOPT_ENOMEM, "out of memory");
+    int rc = find_spec(dirs, ndirs, name, &s->path, &s->src, &s->srclen, err);
+    if (rc) {
+        cg_spec_free(s);
+        return rc;
+    }
+    /* the name is the file's base name without .lua */
+    const char *base = strrchr(s->path, '/');
+    base = base ? base + 1 : s->path;
+    size_t bl = strlen(base);
+    if (bl > 4 && !strcmp(base + bl - 4, ".lua"))
+        bl -= 4;
+    s->name = strndup(base, bl);
+    if (!s->name) {
+        cg_spec_free(s);
+        return cg_fail(err, JOPT_ENOMEM, "out of memory");
+    }
+    sandbox sb;
+    rc = sb_open(&sb, s->path, err);
+    if (rc == JOPT_OK) {
+        rc = sb_run_spec(&sb, s->src, s->srclen, err);
+        if (rc == JOPT_OK)
+            rc = read_spec_table(sb.L, s, err);
+        sb_close(&sb);
+    }
+    if (rc == JOPT_EINVAL) /* require_that at load time is a spec bug */
+        rc = JOPT_ESPEC;
+    if (rc) {
+        cg_spec_free(s);
+        return rc;
+    }
+    *out = s;
+    return JOPT_OK;
+}
+
+static int h_index(lua_State *L)
+{
+    return luaL_error(L, "unknown hyperparameter '%s'", luaL_tolstring(L, 2, NULL));
+}
+
+static int h_newindex(lua_State *L)
+{
+    return luaL_error(L, "hyperparameters are read-only (assigning '%s')",
+                      luaL_tolstring(L, 2, NULL));
+}
+
+int spec_enter(sandbox *sb, const cg_spec *s, const double *values, char *err)
+{
+    int rc = sb_open(sb, s->path, err);
+    if (rc)
+        return rc;
+    rc = sb_run_spec(sb, s->src, s->srclen, err);
+    if (rc) {
+        sb_close(sb);
+        return rc == JOPT_EINVAL ? JOPT_ESPEC : rc;
+    }
+    lua_State *L = sb->L;
+    lua_createtable(L, 0, (int)s->nhyper);
+    for (size_t i = 0; i < s->nhyper; i++) {
+        const cg_hyper *h = &s->hyper[i];
+        const double *v = values + h->offset;
+        if (h->tuple) {
+            lua_createtable(L, h->len, 0);
+            for (int k = 0; k < h->len; k++) {
+                lua_pushnumber(L, v[k]);
+                lua_rawseti(L, -2, k + 1);
+            }
+        } else if (h->kind == CG_HYPER_BOOL) {
+            lua_pushboolean(L, v[0] != 0);
+        } else if (h->integer && v[0] == (double)(lua_Integer)v[0]) {
+            lua_pushinteger(L, (lua_Integer)v[0]);
+        } else {
+            lua_pushnumber(L, v[0]);
+        }
+        lua_setfield(L, -2, h->name);
+    }
+    lua_createtable(L, 0, 3);
+    lua_pushcfunction(L, h_index);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, h_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushliteral(L, "locked");
+    lua_setfield(L, -2, "__metatable");
+    lua_setmetatable(L, -2);
+    return JOPT_OK;
+}
+
+int cg_spec_check(const cg_spec *s, const double *values, char *err)
+{
+    sandbox sb;
+    int rc = spec_enter(&sb, s, values, err);
+    if (rc)
+        return rc;
+    lua_State *L = sb.L;
+    lua_getfield(L, -2, "check");
+    if (lua_isfunction(L, -1)) {
+        lua_pushvalue(L, -2);
+        rc = sb_pcall(&sb, 1, 0, err);
+    }
+    sb_close(&sb);
+    return rc;
+}

@@ -1,0 +1,347 @@
+/*
+ * trace.c - runs a spec's update(p, g, s, h, t) on traced values and records
+ * the expression graph.
+ *
+ * p, g, per-element state and t are userdata whose metamethods add graph
+ * nodes; hyperparameters are plain Lua values, so `if h.amsgrad then` is
+ * decided here, once.  A node that folds to a constant comes back to Lua as
+ * a plain number (or boolean), so branches on constants stay Lua branches.
+ */
+#include <lauxlib.h>
+#include <string.h>
+
+#include "sandbox.h"
+
+static char TRACER_KEY;
+#define TRACED "jopt.traced"
+
+typedef struct tracer {
+    cg_graph *g;
+    const cg_spec *spec;
+    int fresh;
+    int active[CG_MAX_SLOTS];   /* by spec state index */
+    int slot[CG_MAX_SLOTS];     /* array slot of each active state */
+    cg_init init[CG_MAX_SLOTS];
+    int32_t cur[CG_MAX_SLOTS];  /* current value node; -1 reads as nil */
+} tracer;
+
+static tracer *get_tracer(lua_State *L, const char *what)
+{
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &TRACER_KEY);
+    tracer *tr = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (!tr)
+        luaL_error(L, "%s can only be used inside update()", what);
+    return tr;
+}
+
+static void push_node(lua_State *L, tracer *tr, int32_t n)
+{
+    const cg_node *x = &tr->g->nodes[n];
+    if (x->op == CG_CONST) { /* constants go back to plain Lua values */
+        if (x->boolean)
+            lua_pushboolean(L, x->value != 0);
+        else
+            lua_pushnumber(L, x->value);
+        return;
+    }
+    int32_t *u = lua_newuserdatauv(L, sizeof *u, 0);
+    *u = n;
+    luaL_setmetatable(L, TRACED);
+}
+
+static int32_t check(lua_State *L, int32_t r, const char *op)
+{
+    if (r == -1)
+        luaL_error(L, "expression graph too large (over %d nodes) or out of "
+                      "memory", CG_MAX_NODES);
+    if (r == -2)
+        luaL_error(L, "%s: a truth value where a number is needed, or the "
+                      "reverse (conditions come from lt, le, gt, ge, eq, ne)", op);
+    if (r == -3)
+        luaL_error(L, "%s takes per-step values only, not per-element ones", op);
+    return r;
+}
+
+static int32_t to_node(lua_State *L, tracer *tr, int idx, const char *op)
+{
+    switch (lua_type(L, idx)) {
+    case LUA_TNUMBER:
+        return check(L, cg_graph_const(tr->g, lua_tonumber(L, idx)), op);
+    case LUA_TBOOLEAN: {
+        int32_t v = check(L, cg_graph_const(tr->g, lua_toboolean(L, idx)), op);
+        int32_t z = check(L, cg_graph_const(tr->g, 0), op);
+        return check(L, cg_graph_op(tr->g, CG_NE, v, z, -1), op);
+    }
+    default: {
+        int32_t *u = luaL_testudata(L, idx, TRACED);
+        if (u)
+            return *u;
+        luaL_error(L, "%s: expected a number or a traced value, got %s", op,
+                   luaL_typename(L, idx));
+        return -1;
+    }
+    }
+}
+
+/* Every prelude function and arithmetic metamethod: upvalue 1 is the op. */
+static int apply(lua_State *L)
+{
+    cg_op op = (cg_op)lua_tointeger(L, lua_upvalueindex(1));
+    const char *name = cg_op_name(op);
+    tracer *tr = get_tracer(L, name);
+    int arity = cg_op_arity(op);
+    if (op == CG_WHERE && lua_type(L, 1) == LUA_TBOOLEAN) {
+        lua_pushvalue(L, lua_toboolean(L, 1) ? 2 : 3); /* decided here */
+        return 1;
+    }
+    if (lua_gettop(L) < arity)
+        return luaL_error(L, "%s takes %d arguments, got %d", name, arity,
+                          lua_gettop(L));
+    int32_t a[3] = {-1, -1, -1};
+    for (int i = 0; i < arity; i++)
+        a[i] = to_node(L, tr, i + 1, name);
+    push_node(L, tr, check(L, cg_graph_op(tr->g, op, a[0], a[1], a[2]), name));
+    return 1;
+}
+
+static int unm(lua_State *L)
+{
+    tracer *tr = get_tracer(L, "-");
+    int32_t a = to_node(L, tr, 1, "-");
+    push_node(L, tr, check(L, cg_graph_op(tr->g, CG_NEG, a, -1, -1), "-"));
+    return 1;
+}
+
+static int refuse_compare(lua_State *L)
+{
+    return luaL_error(L, "<, <=, == and ~= cannot see traced values (Lua turns "
+                         "them into booleans): use lt, le, gt, ge, eq, ne");
+}
+
+static int refuse_other(lua_State *L)
+{
+    return luaL_error(L, "this operation is not defined on traced values");
+}
+
+static int traced_tostring(lua_State *L)
+{
+    int32_t *u = luaL_checkudata(L, 1, TRACED);
+    lua_pushfstring(L, "traced value #%d", (int)*u);
+    return 1;
+}
+
+static void push_op(lua_State *L, cg_op op)
+{
+    lua_pushinteger(L, op);
+    lua_pushcclosure(L, apply, 1);
+}
+
+void trace_open_lib(lua_State *L)
+{
+    static const struct {
+        const char *name;
+        cg_op op;
+    } fns[] = {
+        {"sqrt", CG_SQRT}, {"abs", CG_ABS}, {"sign", CG_SIGN}, {"exp", CG_EXP},
+        {"log", CG_LOG},   {"min", CG_MIN}, {"max", CG_MAX},   {"pow", CG_POW},
+        {"fma", CG_FMA},   {"lerp", CG_LERP}, {"where", CG_WHERE},
+        {"lt", CG_LT},     {"le", CG_LE},   {"gt", CG_GT},     {"ge", CG_GE},
+        {"eq", CG_EQ},     {"ne", CG_NE},   {"and_", CG_AND},  {"or_", CG_OR},
+        {"not_", CG_NOT},
+    };
+    for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
+        push_op(L, fns[i].op);
+        lua_setfield(L, -2, fns[i].name);
+    }
+    static const struct {
+        const char *name;
+        cg_op op;
+    } arith[] = {{"__add", CG_ADD}, {"__sub", CG_SUB}, {"__mul", CG_MUL},
+                 {"__div", CG_DIV}, {"__pow", CG_POW}};
+    luaL_newmetatable(L, TRACED);
+    for (size_t i = 0; i < sizeof arith / sizeof arith[0]; i++) {
+        push_op(L, arith[i].op);
+        lua_setfield(L, -2, arith[i].name);
+    }
+    lua_pushcfunction(L, unm);
+    lua_setfield(L, -2, "__unm");
+    const char *compare[] = {"__lt", "__le", "__eq"};
+    for (size_t i = 0; i < 3; i++) {
+        lua_pushcfunction(L, refuse_compare);
+        lua_setfield(L, -2, compare[i]);
+    }
+    const char *other[] = {"__mod", "__idiv", "__band", "__bor", "__bxor",
+                           "__shl", "__shr", "__bnot", "__concat", "__len",
+                           "__call", "__index", "__newindex"};
+    for (size_t i = 0; i < sizeof other / sizeof other[0]; i++) {
+        lua_pushcfunction(L, refuse_other);
+        lua_setfield(L, -2, other[i]);
+    }
+    lua_pushcfunction(L, traced_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushliteral(L, "locked");
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 1);
+}
+
+/* ---- the state proxy `s` ------------------------------------------------ */
+
+static int state_index_of(lua_State *L, tracer *tr)
+{
+    const char *k = luaL_checkstring(L, 2);
+    size_t n = cg_spec_nstate(tr->spec);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(cg_spec_state_name(tr->spec, i), k) == 0) {
+            if (!tr->active[i])
+                luaL_error(L, "state '%s' is not kept with these "
+                              "hyperparameters (its initial value is false)", k);
+            return (int)i;
+        }
+    luaL_error(L, "unknown state '%s' (declare it in the spec's state table)", k);
+    return -1;
+}
+
+static int state_get(lua_State *L)
+{
+    tracer *tr = get_tracer(L, "s");
+    int i = state_index_of(L, tr);
+    if (tr->cur[i] < 0)
+        lua_pushnil(L);
+    else
+        push_node(L, tr, tr->cur[i]);
+    return 1;
+}
+
+static int state_set(lua_State *L)
+{
+    tracer *tr = get_tracer(L, "s");
+    int i = state_index_of(L, tr);
+    if (lua_isnil(L, 3))
+        return luaL_error(L, "state '%s' cannot be set to nil", lua_tostring(L, 2));
+    tr->cur[i] = to_node(L, tr, 3, lua_tostring(L, 2));
+    if (tr->g->nodes[tr->cur[i]].boolean)
+        return luaL_error(L, "state '%s' must be a number, not a truth value",
+                          lua_tostring(L, 2));
+    return 0;
+}
+
+/* Reads the spec's state table (at index `st`) for these hyperparameters
+ * (at index `h`) and lays out the arrays. */
+static void layout_state(lua_State *L, sandbox *sb, tracer *tr, int st, int h)
+{
+    cg_graph *g = tr->g;
+    g->nslots = 2;
+    size_t n = cg_spec_nstate(tr->spec);
+    for (size_t i = 0; i < n; i++) {
+        const char *name = cg_spec_state_name(tr->spec, i);
+        lua_getfield(L, st, name);
+        if (lua_isfunction(L, -1)) {
+            lua_pushvalue(L, h);
+            lua_call(L, 1, 1);
+        }
+        tr->cur[i] = -1;
+        if (lua_isnil(L, -1) || (lua_isboolean(L, -1) && !lua_toboolean(L, -1))) {
+            lua_pop(L, 1);
+            continue;
+        }
+        sb_push_unset(sb);
+        int unset = lua_rawequal(L, -1, -2);
+        lua_pop(L, 1);
+        if (!unset && lua_type(L, -1) != LUA_TNUMBER)
+            luaL_error(L, "state '%s': initial value must be a number, unset "
+                          "or false, got %s", name, luaL_typename(L, -1));
+        int s = g->nslots++;
+        int k = g->nstate++;
+        tr->active[i] = 1;
+        tr->slot[i] = s;
+        tr->init[i] = unset ? CG_INIT_UNSET : CG_INIT_CONST;
+        g->state[k] = (int)i;
+        g->init[k] = tr->init[i];
+        g->init_value[k] = unset ? 0 : lua_tonumber(L, -1);
+        lua_pop(L, 1);
+        if (!(unset && tr->fresh))
+            tr->cur[i] = check(L, cg_graph_load(g, s), name);
+    }
+}
+
+/* The protected body: stack holds the spec table (1) and h (2). */
+static int trace_main(lua_State *L)
+{
+    tracer *tr = get_tracer(L, "trace");
+    sandbox *sb = lua_touserdata(L, 3);
+    lua_getfield(L, 1, "state");
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+    }
+    layout_state(L, sb, tr, 4, 2);
+    lua_getfield(L, 1, "update");                          /* 5 */
+    push_node(L, tr, check(L, cg_graph_load(tr->g, 0), "p"));
+    push_node(L, tr, check(L, cg_graph_load(tr->g, 1), "g"));
+    lua_newtable(L);                                       /* s */
+    lua_createtable(L, 0, 3);
+    lua_pushcfunction(L, state_get);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, state_set);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushliteral(L, "locked");
+    lua_setfield(L, -2, "__metatable");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, 2);
+    push_node(L, tr, check(L, cg_graph_step(tr->g), "t"));
+    lua_call(L, 5, 1);
+    if (lua_isnil(L, -1))
+        return luaL_error(L, "update() must return the new parameter value");
+    tr->g->store[0] = to_node(L, tr, -1, "update() result");
+    if (tr->g->nodes[tr->g->store[0]].boolean)
+        return luaL_error(L, "update() must return a number, not a truth value");
+    size_t n = cg_spec_nstate(tr->spec);
+    for (size_t i = 0; i < n; i++) {
+        if (!tr->active[i])
+            continue;
+        if (tr->cur[i] < 0)
+            return luaL_error(L, "state '%s' starts unset but update() does "
+                                 "not set it on a parameter's first step",
+                              cg_spec_state_name(tr->spec, i));
+        const cg_node *x = &tr->g->nodes[tr->cur[i]];
+        if (!(x->op == CG_LOAD && x->slot == tr->slot[i]))
+            tr->g->store[tr->slot[i]] = tr->cur[i];
+    }
+    return 0;
+}
+
+int cg_trace(const cg_spec *spec, const double *values, int fresh,
+             cg_graph **out, char *err)
+{
+    tracer tr;
+    memset(&tr, 0, sizeof tr);
+    tr.spec = spec;
+    tr.fresh = fresh;
+    if (!(tr.g = cg_graph_new()))
+        return cg_fail(err, JOPT_ENOMEM, "out of memory");
+    sandbox sb;
+    int rc = spec_enter(&sb, spec, values, err);
+    if (rc) {
+        cg_graph_free(tr.g);
+        return rc;
+    }
+    lua_State *L = sb.L;
+    lua_pushlightuserdata(L, &tr);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &TRACER_KEY);
+    lua_pushcfunction(L, trace_main);
+    lua_insert(L, -3);
+    lua_pushlightuserdata(L, &sb);
+    rc = sb_pcall(&sb, 3, 0, err);
+    sb_close(&sb);
+    if (rc == JOPT_EINVAL) /* require_that inside update(): a spec bug */
+        rc = JOPT_ESPEC;
+    if (rc == JOPT_OK)
+        rc = cg_graph_finish(tr.g, err);
+    if (rc) {
+        cg_graph_free(tr.g);
+        return rc;
+    }
+    *out = tr.g;
+    return JOPT_OK;
+}

@@ -1,0 +1,143 @@
+/*
+ * ctx.c - the context: spec search path, the JIT and its kernel cache, the
+ * engine choice and the last error message.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rt.h"
+
+#ifndef JOPT_SPEC_DIR
+#define JOPT_SPEC_DIR "specs"
+#endif
+
+JOPT_API const char *jopt_strerror(int status)
+{
+    switch (status) {
+    case JOPT_OK: return "JOPT_OK: success";
+    case JOPT_EINVAL: return "JOPT_EINVAL: invalid argument";
+    case JOPT_ENOMEM: return "JOPT_ENOMEM: out of memory";
+    case JOPT_ESPEC: return "JOPT_ESPEC: bad optimizer spec";
+    case JOPT_ECOMPILE: return "JOPT_ECOMPILE: kernel compilation failed";
+    case JOPT_ECLOSURE: return "JOPT_ECLOSURE: the closure reported an error";
+    default: return "unknown jopt status";
+    }
+}
+
+int rt_fail(jopt_ctx *ctx, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx->err, sizeof ctx->err, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+int rt_fail_cg(jopt_ctx *ctx, int status, const char *where, const char *err)
+{
+    return rt_fail(ctx, status, "%s: %s", where, err);
+}
+
+static void free_dirs(jopt_ctx *ctx)
+{
+    for (size_t i = 0; i < ctx->ndirs; i++)
+        free(ctx->dirs[i]);
+    free(ctx->dirs);
+    ctx->dirs = NULL;
+    ctx->ndirs = 0;
+}
+
+/* splits "a:b:c" into a fresh list; only then replaces the old one */
+static int set_dirs(jopt_ctx *ctx, const char *folders)
+{
+    size_t n = 1;
+    for (const char *c = folders; *c; c++)
+        n += *c == ':';
+    char **dirs = calloc(n, sizeof *dirs);
+    if (!dirs)
+        return JOPT_ENOMEM;
+    size_t k = 0;
+    for (const char *c = folders;;) {
+        const char *e = strchr(c, ':');
+        size_t len = e ? (size_t)(e - c) : strlen(c);
+        if (len) {
+            if (!(dirs[k] = strndup(c, len))) {
+                for (size_t i = 0; i < k; i++)
+                    free(dirs[i]);
+                free(dirs);
+                return JOPT_ENOMEM;
+            }
+            k++;
+        }
+        if (!e)
+            break;
+        c = e + 1;
+    }
+    free_dirs(ctx);
+    ctx->dirs = dirs;
+    ctx->ndirs = k;
+    return JOPT_OK;
+}
+
+JOPT_API int jopt_ctx_new(jopt_ctx **out)
+{
+    if (!out)
+        return JOPT_EINVAL;
+    jopt_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx)
+        return JOPT_ENOMEM;
+    const char *env = getenv("JOPT_SPEC_PATH");
+    char err[CG_ERRLEN];
+    if (set_dirs(ctx, env && *env ? env : JOPT_SPEC_DIR) ||
+        cg_jit_new(&ctx->jit, err)) {
+        jopt_ctx_free(ctx);
+        return JOPT_ENOMEM;
+    }
+    *out = ctx;
+    return JOPT_OK;
+}
+
+JOPT_API void jopt_ctx_free(jopt_ctx *ctx)
+{
+    if (!ctx)
+        return;
+    cg_jit_free(ctx->jit);
+    free_dirs(ctx);
+    free(ctx);
+}
+
+JOPT_API const char *jopt_errmsg(const jopt_ctx *ctx)
+{
+    return ctx ? ctx->err : "no context (NULL)";
+}
+
+JOPT_API int jopt_ctx_set_spec_path(jopt_ctx *ctx, const char *folders)
+{
+    if (!ctx)
+        return JOPT_EINVAL;
+    if (!folders)
+        return rt_fail(ctx, JOPT_EINVAL, "jopt_ctx_set_spec_path: folders is NULL");
+    if (set_dirs(ctx, folders))
+        return rt_fail(ctx, JOPT_ENOMEM, "jopt_ctx_set_spec_path: out of memory");
+    return JOPT_OK;
+}
+
+JOPT_API int jopt_ctx_set_engine(jopt_ctx *ctx, jopt_engine engine)
+{
+    if (!ctx)
+        return JOPT_EINVAL;
+    if (engine != JOPT_ENGINE_JIT && engine != JOPT_ENGINE_REFERENCE)
+        return rt_fail(ctx, JOPT_EINVAL, "jopt_ctx_set_engine: unknown engine %d",
+                       (int)engine);
+    ctx->engine = engine;
+    return JOPT_OK;
+}
+
+JOPT_API void jopt_ctx_stats(const jopt_ctx *ctx, size_t *compiles,
+                             size_t *cache_hits)
+{
+    if (ctx)
+        cg_jit_stats(ctx->jit, compiles, cache_hits);
+}

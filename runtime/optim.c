@@ -1,0 +1,406 @@
+/*
+ * optim.c - the optimizer object: construction and validation of groups,
+ * hyperparameters read and changed after construction, state inspection.
+ * step() and zero_grad() live in step.c.
+ *
+ *   jopt_optim_new: spec --cg_spec_load--> schema
+ *                   defaults + group options --check()--> values per group
+ *                   values --cg_kernel_get--> kernels (cached, shared)
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rt.h"
+
+/* ---- buffers: present, aligned, and no two overlapping ------------------ */
+
+typedef struct span {
+    uintptr_t lo, hi; /* [lo, hi) in bytes */
+    size_t group, index;
+    int is_grad;
+} span;
+
+static int cmp_span(const void *a, const void *b)
+{
+    const span *x = a, *y = b;
+    return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+static void describe(char *buf, size_t len, const span *s)
+{
+    snprintf(buf, len, "group %zu parameter %zu (%s)", s->group, s->index,
+             s->is_grad ? "grad" : "param");
+}
+
+/* Checks every buffer of `groups`, with parameter (skip_g, skip_i)'s
+ * gradient replaced by `grad` when skip_g is not SIZE_MAX. */
+static int check_buffers(jopt_ctx *ctx, const char *fn, const rt_group *groups,
+                         size_t ngroups, size_t skip_g, size_t skip_i,
+                         float *grad)
+{
+    size_t total = 0;
+    for (size_t g = 0; g < ngroups; g++)
+        total += 2 * groups[g].n;
+    span *s = malloc((total + 1) * sizeof *s);
+    if (!s)
+        return rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
+    size_t k = 0;
+    for (size_t g = 0; g < ngroups; g++) {
+        for (size_t i = 0; i < groups[g].n; i++) {
+            const rt_param *p = &groups[g].params[i];
+            uintptr_t bytes = (uintptr_t)p->n * sizeof(float);
+            float *gr = g == skip_g && i == skip_i ? grad : p->g;
+            if (p->n == 0)
+                continue;
+            s[k++] = (span){(uintptr_t)p->p, (uintptr_t)p->p + bytes, g, i, 0};
+            if (gr)
+                s[k++] = (span){(uintptr_t)gr, (uintptr_t)gr + bytes, g, i, 1};
+        }
+    }
+    qsort(s, k, sizeof *s, cmp_span);
+    int rc = JOPT_OK;
+    size_t widest = 0;
+    for (size_t j = 1; j < k && rc == JOPT_OK; j++) {
+        if (s[j].lo < s[widest].hi) {
+            const span *a = &s[widest], *b = &s[j];
+            char da[96], db[96];
+            describe(da, sizeof da, a);
+            describe(db, sizeof db, b);
+            if (!a->is_grad && !b->is_grad && a->lo == b->lo && a->hi == b->hi &&
+                a->group != b->group)
+                rc = rt_fail(ctx, JOPT_EINVAL,
+                             "%s: some parameters appear in more than one "
+                             "parameter group (%s and %s)", fn, da, db);
+            else
+                rc = rt_fail(ctx, JOPT_EINVAL,
+                             "%s: buffers overlap: %s and %s (no two buffers "
+                             "of an optimizer may share memory)", fn, da, db);
+        }
+        if (s[j].hi > s[widest].hi)
+            widest = j;
+    }
+    free(s);
+    return rc;
+}
+
+static int check_param(jopt_ctx *ctx, const char *fn, size_t g, size_t i,
+                       const jopt_param *p)
+{
+    if (p->numel < 0)
+        return rt_fail(ctx, JOPT_EINVAL, "%s: group %zu parameter %zu: numel is "
+                       "negative (%lld)", fn, g, i, (long long)p->numel);
+    if (p->numel > 0 && !p->param)
+        return rt_fail(ctx, JOPT_EINVAL, "%s: group %zu parameter %zu: param "
+                       "is NULL", fn, g, i);
+    if (((uintptr_t)p->param | (uintptr_t)p->grad) % sizeof(float))
+        return rt_fail(ctx, JOPT_EINVAL, "%s: group %zu parameter %zu: buffer "
+                       "is not aligned to 4 bytes", fn, g, i);
+    if ((uint64_t)p->numel > (uint64_t)(INTPTR_MAX / 8))
+        return rt_fail(ctx, JOPT_EINVAL, "%s: group %zu parameter %zu: numel "
+                       "%lld is too large", fn, g, i, (long long)p->numel);
+    return JOPT_OK;
+}
+
+/* ---- kernels for a value vector ----------------------------------------- */
+
+/* Checks `values` with the spec and gets the group's kernels; on failure
+ * nothing is held. */
+static int group_kernels(jopt_optim *opt, const char *where,
+                         const double *values, cg_kernel **steady,
+                         cg_kernel **fresh)
+{
+    jopt_ctx *ctx = opt->ctx;
+    char err[CG_ERRLEN];
+    int rc = cg_spec_check(opt->spec, values, err);
+    if (rc)
+        return rt_fail_cg(ctx, rc, where, err);
+    cg_request req = {opt->spec, values, 0, ctx->engine == JOPT_ENGINE_REFERENCE};
+    if ((rc = cg_kernel_get(ctx->jit, &req, steady, err)))
+        return rt_fail_cg(ctx, rc, where, err);
+    *fresh = NULL;
+    if (cg_kernel_layout(*steady)->has_unset) {
+        req.fresh = 1;
+        if ((rc = cg_kernel_get(ctx->jit, &req, fresh, err))) {
+            cg_kernel_release(*steady);
+            *steady = NULL;
+            return rt_fail_cg(ctx, rc, where, err);
+        }
+    }
+    return JOPT_OK;
+}
+
+/* ---- construction ------------------------------------------------------- */
+
+static void free_groups(jopt_optim *opt)
+{
+    size_t ns = opt->spec ? cg_spec_nstate(opt->spec) : 0;
+    for (size_t g = 0; g < opt->ngroups; g++) {
+        rt_group *gr = &opt->groups[g];
+        for (size_t i = 0; i < gr->n; i++) {
+            for (size_t s = 0; gr->params[i].state && s < ns; s++)
+                free(gr->params[i].state[s]);
+            free(gr->params[i].state);
+        }
+        free(gr->params);
+        free(gr->values);
+        cg_kernel_release(gr->steady);
+        cg_kernel_release(gr->fresh);
+    }
+    free(opt->groups);
+}
+
+JOPT_API void jopt_optim_free(jopt_optim *opt)
+{
+    if (!opt)
+        return;
+    free_groups(opt);
+    free(opt->defaults);
+    cg_spec_free(opt->spec);
+    free(opt);
+}
+
+JOPT_API int jopt_optim_new(jopt_ctx *ctx, const char *spec,
+                            const jopt_group *groups, size_t ngroups,
+                            const char *defaults, jopt_optim **out)
+{
+    static const char fn[] = "jopt_optim_new";
+    if (!ctx)
+        return JOPT_EINVAL;
+    if (!spec || !out)
+        return rt_fail(ctx, JOPT_EINVAL, "%s: %s is NULL", fn, !spec ? "spec" : "out");
+    if (ngroups == 0 || !groups)
+        return rt_fail(ctx, JOPT_EINVAL, "%s: optimizer got an empty parameter "
+                       "list", fn);
+    char err[CG_ERRLEN], where[96];
+    jopt_optim *opt = calloc(1, sizeof *opt);
+    if (!opt)
+        return rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
+    opt->ctx = ctx;
+    int rc = cg_spec_load((const char *const *)ctx->dirs, ctx->ndirs, spec,
+                          &opt->spec, err);
+    if (rc) {
+        rt_fail_cg(ctx, rc, fn, err);
+        goto fail;
+    }
+    size_t nv = cg_spec_nvalues(opt->spec), ns = cg_spec_nstate(opt->spec);
+    opt->defaults = malloc((nv + 1) * sizeof(double));
+    opt->groups = calloc(ngroups, sizeof *opt->groups);
+    if (!opt->defaults || !opt->groups) {
+        rc = rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
+        goto fail;
+    }
+    memcpy(opt->defaults, cg_spec_defaults(opt->spec), nv * sizeof(double));
+    if ((rc = rt_options_parse(opt->spec, defaults, opt->defaults, err))) {
+        rt_fail(ctx, rc, "%s: defaults: %s", fn, err);
+        goto fail;
+    }
+    for (size_t g = 0; g < ngroups; g++) {
+        const jopt_group *ug = &groups[g];
+        rt_group *gr = &opt->groups[g];
+        opt->ngroups = g + 1;
+        if (ug->nparams && !ug->params) {
+            rc = rt_fail(ctx, JOPT_EINVAL, "%s: group %zu: params is NULL", fn, g);
+            goto fail;
+        }
+        gr->params = calloc(ug->nparams + 1, sizeof *gr->params);
+        gr->values = malloc((nv + 1) * sizeof(double));
+        if (!gr->params || !gr->values) {
+            rc = rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
+            goto fail;
+        }
+        for (size_t i = 0; i < ug->nparams; i++) {
+            const jopt_param *p = &ug->params[i];
+            if ((rc = check_param(ctx, fn, g, i, p)))
+                goto fail;
+            gr->params[i] = (rt_param){p->param, p->grad, p->numel, 0, NULL};
+            gr->n = i + 1;
+            if (!(gr->params[i].state = calloc(ns + 1, sizeof(float *)))) {
+                rc = rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
+                goto fail;
+            }
+        }
+        memcpy(gr->values, opt->defaults, nv * sizeof(double));
+        if ((rc = rt_options_parse(opt->spec, ug->options, gr->values, err))) {
+            rt_fail(ctx, rc, "%s: group %zu: %s", fn, g, err);
+            goto fail;
+        }
+        snprintf(where, sizeof where, "%s: group %zu", fn, g);
+        if ((rc = group_kernels(opt, where, gr->values, &gr->steady, &gr->fresh)))
+            goto fail;
+    }
+    if ((rc = check_buffers(ctx, fn, opt->groups, opt->ngroups, SIZE_MAX, 0, NULL)))
+        goto fail;
+    *out = opt;
+    return JOPT_OK;
+fail:
+    jopt_optim_free(opt);
+    return rc;
+}
+
+/* ---- groups, options and state after construction ----------------------- */
+
+static int check_group(const jopt_optim *opt, const char *fn, size_t group)
+{
+    if (group >= opt->ngroups)
+        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: group %zu does not exist "
+                       "(the optimizer has %zu)", fn, group, opt->ngroups);
+    return JOPT_OK;
+}
+
+JOPT_API size_t jopt_group_count(const jopt_optim *opt)
+{
+    return opt ? opt->ngroups : 0;
+}
+
+JOPT_API int jopt_option_get(const jopt_optim *opt, size_t group,
+                             const char *name, double *value)
+{
+    static const char fn[] = "jopt_option_get";
+    if (!opt)
+        return JOPT_EINVAL;
+    if (!name || !value)
+        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: %s is NULL", fn,
+                       !name ? "name" : "value");
+    int rc = check_group(opt, fn, group);
+    if (rc)
+        return rc;
+    char err[CG_ERRLEN];
+    const cg_hyper *h;
+    int off = rt_option_offset(opt->spec, name, &h, err);
+    if (off < 0)
+        return rt_fail_cg(opt->ctx, JOPT_EINVAL, fn, err);
+    *value = opt->groups[group].values[off];
+    return JOPT_OK;
+}
+
+/* Installs `values` into the group if the spec accepts them. */
+static int set_values(jopt_optim *opt, const char *fn, size_t group,
+                      const double *values)
+{
+    rt_group *gr = &opt->groups[group];
+    cg_kernel *steady, *fresh;
+    char where[96];
+    snprintf(where, sizeof where, "%s: group %zu", fn, group);
+    int rc = group_kernels(opt, where, values, &steady, &fresh);
+    if (rc)
+        return rc;
+    memcpy(gr->values, values, cg_spec_nvalues(opt->spec) * sizeof(double));
+    cg_kernel_release(gr->steady);
+    cg_kernel_release(gr->fresh);
+    gr->steady = steady;
+    gr->fresh = fresh;
+    return JOPT_OK;
+}
+
+static double *copy_values(jopt_optim *opt, size_t group)
+{
+    size_t nv = cg_spec_nvalues(opt->spec);
+    double *v = malloc((nv + 1) * sizeof *v);
+    if (v)
+        memcpy(v, opt->groups[group].values, nv * sizeof *v);
+    return v;
+}
+
+JOPT_API int jopt_option_set(jopt_optim *opt, size_t group, const char *name,
+                             double value)
+{
+    static const char fn[] = "jopt_option_set";
+    if (!opt)
+        return JOPT_EINVAL;
+    if (!name)
+        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: name is NULL", fn);
+    int rc = check_group(opt, fn, group);
+    if (rc)
+        return rc;
+    char err[CG_ERRLEN];
+    const cg_hyper *h;
+    int off = rt_option_offset(opt->spec, name, &h, err);
+    if (off < 0)
+        return rt_fail_cg(opt->ctx, JOPT_EINVAL, fn, err);
+    if (h->kind == CG_HYPER_BOOL && value != 0 && value != 1)
+        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: option '%s' is a boolean: "
+                       "give 0 or 1, not %g", fn, name, value);
+    double *v = copy_values(opt, group);
+    if (!v)
+        return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
+    v[off] = value;
+    rc = set_values(opt, fn, group, v);
+    free(v);
+    return rc;
+}
+
+JOPT_API int jopt_options_set(jopt_optim *opt, size_t group,
+                              const char *options)
+{
+    static const char fn[] = "jopt_options_set";
+    if (!opt)
+        return JOPT_EINVAL;
+    int rc = check_group(opt, fn, group);
+    if (rc)
+        return rc;
+    double *v = copy_values(opt, group);
+    if (!v)
+        return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
+    char err[CG_ERRLEN];
+    rc = rt_options_parse(opt->spec, options, v, err);
+    if (rc)
+        rt_fail_cg(opt->ctx, rc, fn, err);
+    else
+        rc = set_values(opt, fn, group, v);
+    free(v);
+    return rc;
+}
+
+JOPT_API int jopt_set_grad(jopt_optim *opt, size_t group, size_t index,
+                           float *grad)
+{
+    static const char fn[] = "jopt_set_grad";
+    if (!opt)
+        return JOPT_EINVAL;
+    int rc = check_group(opt, fn, group);
+    if (rc)
+        return rc;
+    rt_group *gr = &opt->groups[group];
+    if (index >= gr->n)
+        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: group %zu has no parameter "
+                       "%zu (it has %zu)", fn, group, index, gr->n);
+    if ((uintptr_t)grad % sizeof(float))
+        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: group %zu parameter %zu: "
+                       "grad is not aligned to 4 bytes", fn, group, index);
+    if ((rc = check_buffers(opt->ctx, fn, opt->groups, opt->ngroups, group,
+                            index, grad)))
+        return rc;
+    gr->params[index].g = grad;
+    return JOPT_OK;
+}
+
+JOPT_API int jopt_state_get(const jopt_optim *opt, size_t group, size_t index,
+                            const char *name, const float **data,
+                            int64_t *step)
+{
+    static const char fn[] = "jopt_state_get";
+    if (!opt)
+        return JOPT_EINVAL;
+    if (!name || !data)
+        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: %s is NULL", fn,
+                       !name ? "name" : "data");
+    int rc = check_group(opt, fn, group);
+    if (rc)
+        return rc;
+    const rt_group *gr = &opt->groups[group];
+    if (index >= gr->n)
+        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: group %zu has no parameter "
+                       "%zu (it has %zu)", fn, group, index, gr->n);
+    for (size_t s = 0; s < cg_spec_nstate(opt->spec); s++) {
+        if (strcmp(cg_spec_state_name(opt->spec, s), name) == 0) {
+            *data = gr->params[index].state[s];
+            if (step)
+                *step = gr->params[index].step;
+            return JOPT_OK;
+        }
+    }
+    return rt_fail(opt->ctx, JOPT_EINVAL, "%s: spec '%s' has no state '%s'", fn,
+                   cg_spec_name(opt->spec), name);
+}

@@ -1,0 +1,155 @@
+/*
+ * step.c - zero_grad and step: the hot path.
+ *
+ *   step(closure): closure (may fail: nothing changed yet)
+ *               -> create missing state for every parameter with a gradient
+ *                  (may fail: what was created is freed, nothing changed)
+ *               -> per parameter: uniforms for its step count t, then its
+ *                  group's kernel over its elements (cannot fail)
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rt.h"
+
+JOPT_API int jopt_zero_grad(jopt_optim *opt)
+{
+    if (!opt)
+        return JOPT_EINVAL;
+    for (size_t g = 0; g < opt->ngroups; g++)
+        for (size_t i = 0; i < opt->groups[g].n; i++) {
+            rt_param *p = &opt->groups[g].params[i];
+            if (p->g && p->n)
+                memset(p->g, 0, (size_t)p->n * sizeof(float));
+        }
+    return JOPT_OK;
+}
+
+/* The kernel a parameter runs: the fresh variant while any state that
+ * starts unset has not been created yet. */
+static const cg_kernel *kernel_for(const rt_group *gr, const rt_param *p)
+{
+    if (!gr->fresh)
+        return gr->steady;
+    const cg_layout *l = cg_kernel_layout(gr->steady);
+    for (int s = 0; s < l->nstate; s++)
+        if (l->init[s] == CG_INIT_UNSET && !p->state[l->state[s]])
+            return gr->fresh;
+    return gr->steady;
+}
+
+static float *alloc_state(int64_t n)
+{
+    size_t bytes = ((size_t)n * sizeof(float) + 63) & ~(size_t)63;
+    return aligned_alloc(64, bytes);
+}
+
+/* Creates the states the kernels need; `created` records which, so a
+ * failure can undo exactly those. */
+static int create_state(jopt_optim *opt, unsigned char *created)
+{
+    size_t ns = cg_spec_nstate(opt->spec), k = 0;
+    for (size_t g = 0; g < opt->ngroups; g++) {
+        const rt_group *gr = &opt->groups[g];
+        const cg_layout *l = cg_kernel_layout(gr->steady);
+        for (size_t i = 0; i < gr->n; i++, k += ns) {
+            rt_param *p = &gr->params[i];
+            if (!p->g || !p->n)
+                continue;
+            for (int s = 0; s < l->nstate; s++) {
+                int si = l->state[s];
+                if (p->state[si])
+                    continue;
+                if (!(p->state[si] = alloc_state(p->n)))
+                    return JOPT_ENOMEM;
+                created[k + (size_t)si] = 1;
+                float v = l->init[s] == CG_INIT_CONST ? (float)l->init_value[s] : 0.0f;
+                for (int64_t e = 0; e < p->n; e++)
+                    p->state[si][e] = v;
+            }
+        }
+    }
+    return JOPT_OK;
+}
+
+static void undo_state(jopt_optim *opt, const unsigned char *created)
+{
+    size_t ns = cg_spec_nstate(opt->spec), k = 0;
+    for (size_t g = 0; g < opt->ngroups; g++)
+        for (size_t i = 0; i < opt->groups[g].n; i++, k += ns)
+            for (size_t s = 0; s < ns; s++)
+                if (created[k + s]) {
+                    free(opt->groups[g].params[i].state[s]);
+                    opt->groups[g].params[i].state[s] = NULL;
+                }
+}
+
+/* Creating state allocates; a step where every state exists does not. */
+static int needs_state(const jopt_optim *opt)
+{
+    for (size_t g = 0; g < opt->ngroups; g++) {
+        const rt_group *gr = &opt->groups[g];
+        const cg_layout *l = cg_kernel_layout(gr->steady);
+        for (size_t i = 0; i < gr->n; i++) {
+            const rt_param *p = &gr->params[i];
+            if (!p->g || !p->n)
+                continue;
+            for (int s = 0; s < l->nstate; s++)
+                if (!p->state[l->state[s]])
+                    return 1;
+        }
+    }
+    return 0;
+}
+
+JOPT_API int jopt_step(jopt_optim *opt, jopt_closure closure, void *user_data,
+                       double *loss)
+{
+    if (!opt)
+        return JOPT_EINVAL;
+    double l = NAN;
+    if (closure) {
+        int crc = closure(user_data, &l);
+        if (crc != 0)
+            return rt_fail(opt->ctx, JOPT_ECLOSURE, "jopt_step: the closure "
+                           "returned %d; the step was not taken", crc);
+    }
+    if (needs_state(opt)) {
+        size_t total = 0;
+        for (size_t g = 0; g < opt->ngroups; g++)
+            total += opt->groups[g].n * cg_spec_nstate(opt->spec);
+        unsigned char *created = calloc(total + 1, 1);
+        if (!created)
+            return rt_fail(opt->ctx, JOPT_ENOMEM, "jopt_step: out of memory");
+        if (create_state(opt, created) != JOPT_OK) {
+            undo_state(opt, created);
+            free(created);
+            return rt_fail(opt->ctx, JOPT_ENOMEM, "jopt_step: out of memory "
+                           "creating optimizer state");
+        }
+        free(created);
+    }
+    float *arrays[CG_MAX_SLOTS];
+    double u[CG_MAX_UNIFORMS];
+    for (size_t g = 0; g < opt->ngroups; g++) {
+        rt_group *gr = &opt->groups[g];
+        for (size_t i = 0; i < gr->n; i++) {
+            rt_param *p = &gr->params[i];
+            if (!p->g || !p->n)
+                continue;
+            const cg_kernel *k = kernel_for(gr, p);
+            const cg_layout *lay = cg_kernel_layout(k);
+            arrays[0] = p->p;
+            arrays[1] = p->g;
+            for (int s = 0; s < lay->nstate; s++)
+                arrays[2 + s] = p->state[lay->state[s]];
+            cg_kernel_uniforms(k, (double)(p->step + 1), u);
+            cg_kernel_run(k, arrays, 0, p->n, u);
+            p->step++;
+        }
+    }
+    if (loss)
+        *loss = l;
+    return JOPT_OK;
+}
