@@ -214,7 +214,7 @@ JOPT_API int jopt_optim_new(jopt_ctx *ctx, const char *spec,
             const jopt_param *p = &ug->params[i];
             if ((rc = check_param(ctx, fn, g, i, p)))
                 goto fail;
-            gr->params[i] = (rt_param){p->param, p->grad, p->numel, 0, NULL};
+            gr->params[i] = (rt_param){p->param, p->grad, p->numel, 0, NULL, 0};
             gr->n = i + 1;
             if (!(gr->params[i].state = calloc(ns + 1, sizeof(float *)))) {
                 rc = rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);

@@ -22,6 +22,8 @@ typedef struct rt_param {
     int64_t n;
     int64_t step;   /* steps taken */
     float **state;  /* one per spec state, NULL until created; owned */
+    int fresh;      /* some state that starts unset was just created and
+                       has not been written yet: run the fresh kernel */
 } rt_param;
 
 typedef struct rt_group {

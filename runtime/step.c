@@ -26,17 +26,11 @@ JOPT_API int jopt_zero_grad(jopt_optim *opt)
     return JOPT_OK;
 }
 
-/* The kernel a parameter runs: the fresh variant while any state that
- * starts unset has not been created yet. */
+/* The kernel a parameter runs: the fresh variant (unset states read as
+ * nil) on the step that creates its unset states. */
 static const cg_kernel *kernel_for(const rt_group *gr, const rt_param *p)
 {
-    if (!gr->fresh)
-        return gr->steady;
-    const cg_layout *l = cg_kernel_layout(gr->steady);
-    for (int s = 0; s < l->nstate; s++)
-        if (l->init[s] == CG_INIT_UNSET && !p->state[l->state[s]])
-            return gr->fresh;
-    return gr->steady;
+    return p->fresh && gr->fresh ? gr->fresh : gr->steady;
 }
 
 static float *alloc_state(int64_t n)
@@ -64,6 +58,7 @@ static int create_state(jopt_optim *opt, unsigned char *created)
                 if (!(p->state[si] = alloc_state(p->n)))
                     return JOPT_ENOMEM;
                 created[k + (size_t)si] = 1;
+                p->fresh |= l->init[s] == CG_INIT_UNSET;
                 float v = l->init[s] == CG_INIT_CONST ? (float)l->init_value[s] : 0.0f;
                 for (int64_t e = 0; e < p->n; e++)
                     p->state[si][e] = v;
@@ -82,6 +77,7 @@ static void undo_state(jopt_optim *opt, const unsigned char *created)
                 if (created[k + s]) {
                     free(opt->groups[g].params[i].state[s]);
                     opt->groups[g].params[i].state[s] = NULL;
+                    opt->groups[g].params[i].fresh = 0;
                 }
 }
 
@@ -147,6 +143,7 @@ JOPT_API int jopt_step(jopt_optim *opt, jopt_closure closure, void *user_data,
             cg_kernel_uniforms(k, (double)(p->step + 1), u);
             cg_kernel_run(k, arrays, 0, p->n, u);
             p->step++;
+            p->fresh = 0;
         }
     }
     if (loss)

@@ -1,0 +1,50 @@
+/*
+ * helpers.h - what the cmocka tests share: float comparison in ulps, seeded
+ * data, 64-byte aligned buffers, the torch fixture reader, and a jopt call
+ * that fails the test with jopt's message.
+ */
+#ifndef TEST_HELPERS_H
+#define TEST_HELPERS_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "jopt.h"
+
+/* distance in units in the last place; NaNs of any payload are equal */
+uint32_t t_ulp(float a, float b);
+/* max ulp distance over n elements; `where` gets the first index at it */
+uint32_t t_max_ulp(const float *a, const float *b, int64_t n, int64_t *where);
+
+/* seeded xorshift: uniform in [-1, 1), with a share of exact zeros */
+void t_fill(float *x, int64_t n, uint64_t seed, double zero_share);
+float *t_alloc(int64_t n); /* 64-byte aligned, zeroed; free with free() */
+
+/* asserts a jopt call is JOPT_OK, printing jopt_errmsg otherwise */
+#define T_OK(ctx, call)                                                        \
+    do {                                                                       \
+        int t_rc_ = (call);                                                    \
+        if (t_rc_ != JOPT_OK)                                                  \
+            fail_msg("%s -> %d: %s", #call, t_rc_, jopt_errmsg(ctx));          \
+    } while (0)
+
+/* a recorded torch.optim run (tests/fixtures/README.md) */
+typedef struct t_fixture {
+    char spec[64];
+    char options[512];
+    int ntensors, steps;
+    int64_t sizes[16], total;
+    float *init;         /* total */
+    unsigned char *mask; /* steps x ntensors: gradient present */
+    float *grads;        /* steps x total; absent gradients zero */
+    float *params;       /* steps x total: parameters after each step */
+} t_fixture;
+
+/* reads JOPT_SOURCE_DIR/tests/fixtures/<name>; fails the test if it can't */
+void t_fixture_load(t_fixture *f, const char *name);
+void t_fixture_free(t_fixture *f);
+
+#endif
