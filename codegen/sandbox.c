@@ -222,6 +222,18 @@ void sb_push_env(sandbox *sb)
     lua_rawgetp(sb->L, LUA_REGISTRYINDEX, &ENV_KEY);
 }
 
+void sb_set_proxy(lua_State *L, lua_CFunction get, lua_CFunction set)
+{
+    lua_createtable(L, 0, 3);
+    lua_pushcfunction(L, get);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, set);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushliteral(L, "locked");
+    lua_setfield(L, -2, "__metatable");
+    lua_setmetatable(L, -2);
+}
+
 void sb_push_unset(sandbox *sb)
 {
     lua_rawgetp(sb->L, LUA_REGISTRYINDEX, &UNSET_KEY);

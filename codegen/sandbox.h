@@ -45,6 +45,11 @@ int sb_pcall(sandbox *sb, int nargs, int nresults, char *err);
 /* Pushes the sandbox environment table. */
 void sb_push_env(sandbox *sb);
 
+/* Sets on the table at the top of the stack a locked metatable whose
+ * __index and __newindex are `get` and `set`: the read-only `h` and the
+ * state proxy `s`. */
+void sb_set_proxy(lua_State *L, lua_CFunction get, lua_CFunction set);
+
 /* Pushes the `unset` sentinel a spec's state table may name. */
 void sb_push_unset(sandbox *sb);
 

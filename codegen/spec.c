@@ -394,14 +394,7 @@ int spec_enter(sandbox *sb, const cg_spec *s, const double *values, char *err)
         }
         lua_setfield(L, -2, h->name);
     }
-    lua_createtable(L, 0, 3);
-    lua_pushcfunction(L, h_index);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, h_newindex);
-    lua_setfield(L, -2, "__newindex");
-    lua_pushliteral(L, "locked");
-    lua_setfield(L, -2, "__metatable");
-    lua_setmetatable(L, -2);
+    sb_set_proxy(L, h_index, h_newindex);
     return JOPT_OK;
 }
 

@@ -280,14 +280,7 @@ static int trace_main(lua_State *L)
     push_node(L, tr, check(L, cg_graph_load(tr->g, 0), "p"));
     push_node(L, tr, check(L, cg_graph_load(tr->g, 1), "g"));
     lua_newtable(L);                                       /* s */
-    lua_createtable(L, 0, 3);
-    lua_pushcfunction(L, state_get);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, state_set);
-    lua_setfield(L, -2, "__newindex");
-    lua_pushliteral(L, "locked");
-    lua_setfield(L, -2, "__metatable");
-    lua_setmetatable(L, -2);
+    sb_set_proxy(L, state_get, state_set);
     lua_pushvalue(L, 2);
     push_node(L, tr, check(L, cg_graph_step(tr->g), "t"));
     lua_call(L, 5, 1);

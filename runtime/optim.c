@@ -249,6 +249,16 @@ static int check_group(const jopt_optim *opt, const char *fn, size_t group)
     return JOPT_OK;
 }
 
+static int check_index(const jopt_optim *opt, const char *fn, size_t group,
+                       size_t index)
+{
+    int rc = check_group(opt, fn, group);
+    if (rc == JOPT_OK && index >= opt->groups[group].n)
+        rc = rt_fail(opt->ctx, JOPT_EINVAL, "%s: group %zu has no parameter "
+                     "%zu (it has %zu)", fn, group, index, opt->groups[group].n);
+    return rc;
+}
+
 JOPT_API size_t jopt_group_count(const jopt_optim *opt)
 {
     return opt ? opt->ngroups : 0;
@@ -359,13 +369,10 @@ JOPT_API int jopt_set_grad(jopt_optim *opt, size_t group, size_t index,
     static const char fn[] = "jopt_set_grad";
     if (!opt)
         return JOPT_EINVAL;
-    int rc = check_group(opt, fn, group);
+    int rc = check_index(opt, fn, group, index);
     if (rc)
         return rc;
     rt_group *gr = &opt->groups[group];
-    if (index >= gr->n)
-        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: group %zu has no parameter "
-                       "%zu (it has %zu)", fn, group, index, gr->n);
     if ((uintptr_t)grad % sizeof(float))
         return rt_fail(opt->ctx, JOPT_EINVAL, "%s: group %zu parameter %zu: "
                        "grad is not aligned to 4 bytes", fn, group, index);
@@ -386,13 +393,10 @@ JOPT_API int jopt_state_get(const jopt_optim *opt, size_t group, size_t index,
     if (!name || !data)
         return rt_fail(opt->ctx, JOPT_EINVAL, "%s: %s is NULL", fn,
                        !name ? "name" : "data");
-    int rc = check_group(opt, fn, group);
+    int rc = check_index(opt, fn, group, index);
     if (rc)
         return rc;
     const rt_group *gr = &opt->groups[group];
-    if (index >= gr->n)
-        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: group %zu has no parameter "
-                       "%zu (it has %zu)", fn, group, index, gr->n);
     for (size_t s = 0; s < cg_spec_nstate(opt->spec); s++) {
         if (strcmp(cg_spec_state_name(opt->spec, s), name) == 0) {
             *data = gr->params[index].state[s];

@@ -73,8 +73,8 @@ typedef struct jopt_optim jopt_optim;
 
 /* One parameter tensor: float32, contiguous, `numel` elements.  `grad` may be
  * NULL: the parameter then has no gradient and is skipped by jopt_step, as a
- * torch parameter whose .grad is None.  No two buffers of an optimizer may
- * overlap. */
+ * torch parameter whose .grad is None.  A parameter of 0 elements takes no
+ * steps and has no state.  No two buffers of an optimizer may overlap. */
 typedef struct jopt_param {
     float *param;
     float *grad;
