@@ -17,6 +17,7 @@
 
 static char ENV_KEY;   /* registry key of the environment table */
 static char UNSET_KEY; /* ... and of the `unset` sentinel */
+#define SB_C_MARGIN (1u << 20)
 
 static void *sb_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
@@ -27,9 +28,12 @@ static void *sb_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         sb->mem -= old;
         return NULL;
     }
-    if (nsize > old && (sb->tripped == SB_MEM ||
-                        sb->mem + (nsize - old) > SB_MEM_LIMIT)) {
-        if (sb->L) /* not while the state itself is being made */
+    /* Outside sb_pcall an allocation failure would make Lua panic (and
+     * abort), so jopt's own C side gets a margin over the spec's cap. */
+    size_t cap = sb->in_lua ? SB_MEM_LIMIT : SB_MEM_LIMIT + SB_C_MARGIN;
+    if (nsize > old && ((sb->in_lua && sb->tripped == SB_MEM) ||
+                        sb->mem + (nsize - old) > cap)) {
+        if (sb->L && sb->in_lua) /* not while the state itself is made */
             sb->tripped = SB_MEM;
         return NULL;
     }
@@ -78,6 +82,29 @@ static int safe_pcall(lua_State *L)
     lua_pushboolean(L, status == LUA_OK);
     lua_insert(L, 1);
     return lua_gettop(L);
+}
+
+/* setmetatable that keeps specs inside the budgets: Lua runs __gc with
+ * hooks off, and a C function as a metamethod (__index = table.concat) can
+ * loop inside C where the count hook never fires. */
+static int safe_setmetatable(lua_State *L)
+{
+    if (lua_istable(L, 2)) {
+        lua_pushnil(L);
+        while (lua_next(L, 2)) {
+            const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+            if (strcmp(k, "__gc") == 0)
+                return luaL_error(L, "setmetatable: __gc is not allowed in a spec");
+            if (lua_iscfunction(L, -1))
+                return luaL_error(L, "setmetatable: a library function cannot "
+                                     "be the metamethod %s in a spec", k);
+            lua_pop(L, 1);
+        }
+    }
+    lua_pushvalue(L, lua_upvalueindex(1)); /* the library's setmetatable */
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
 }
 
 /* the C half of require_that: records a refused value and raises */
@@ -140,6 +167,9 @@ static int build_env(lua_State *L)
     lua_pop(L, 1);
     lua_pushcfunction(L, safe_pcall);
     lua_setfield(L, -2, "pcall");
+    lua_getglobal(L, "setmetatable");
+    lua_pushcclosure(L, safe_setmetatable, 1);
+    lua_setfield(L, -2, "setmetatable");
     const struct {
         const char *name;
         const char *const *names;
@@ -217,15 +247,22 @@ void sb_close(sandbox *sb)
     sb->L = NULL;
 }
 
+void sb_rawfield(lua_State *L, int idx, const char *k)
+{
+    idx = lua_absindex(L, idx);
+    lua_pushstring(L, k);
+    lua_rawget(L, idx);
+}
+
 void sb_push_env(sandbox *sb)
 {
     lua_rawgetp(sb->L, LUA_REGISTRYINDEX, &ENV_KEY);
 }
 
-void sb_set_proxy(lua_State *L, lua_CFunction get, lua_CFunction set)
+void sb_set_proxy(lua_State *L, lua_CFunction set)
 {
     lua_createtable(L, 0, 3);
-    lua_pushcfunction(L, get);
+    lua_insert(L, -2);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, set);
     lua_setfield(L, -2, "__newindex");
@@ -239,14 +276,29 @@ void sb_push_unset(sandbox *sb)
     lua_rawgetp(sb->L, LUA_REGISTRYINDEX, &UNSET_KEY);
 }
 
+/* Lua's position prefix ("path:12:") names the file when the error comes
+ * from the spec's own code; errors raised from C lack it, so add it. */
+static int spec_error(char *err, const sandbox *sb, const char *msg)
+{
+    if (strncmp(msg, sb->path, strlen(sb->path)) == 0)
+        return cg_fail(err, JOPT_ESPEC, "%s", msg);
+    return cg_fail(err, JOPT_ESPEC, "spec %s: %s", sb->path, msg);
+}
+
 int sb_pcall(sandbox *sb, int nargs, int nresults, char *err)
 {
     lua_State *L = sb->L;
+    sb->in_lua = 1;
     int status = lua_pcall(L, nargs, nresults, 0);
+    sb->in_lua = 0;
     if (status == LUA_OK && sb->tripped == SB_OK && !sb->invalid)
         return JOPT_OK;
-    const char *msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
-                                                     : "(error object is not a string)";
+    if (lua_type(L, -1) != LUA_TSTRING) { /* error({}), error(p): say what */
+        lua_pushfstring(L, "error object is a %s, not a string",
+                        luaL_typename(L, -1));
+        lua_remove(L, -2);
+    }
+    const char *msg = lua_tostring(L, -1);
     int rc;
     switch (sb->tripped) {
     case SB_INSTR:
@@ -270,7 +322,7 @@ int sb_pcall(sandbox *sb, int nargs, int nresults, char *err)
         else if (status == LUA_ERRMEM)
             rc = cg_fail(err, JOPT_ENOMEM, "spec %s: out of memory", sb->path);
         else
-            rc = cg_fail(err, JOPT_ESPEC, "%s", msg);
+            rc = spec_error(err, sb, msg);
     }
     lua_pop(L, 1);
     return rc;
@@ -286,7 +338,7 @@ int sb_run_spec(sandbox *sb, const char *src, size_t len, char *err)
         int rc = status == LUA_ERRMEM
                      ? cg_fail(err, JOPT_ESPEC, "spec %s: memory limit exceeded",
                                sb->path)
-                     : cg_fail(err, JOPT_ESPEC, "%s", lua_tostring(L, -1));
+                     : spec_error(err, sb, lua_tostring(L, -1));
         lua_pop(L, 1);
         return rc;
     }

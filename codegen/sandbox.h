@@ -24,6 +24,7 @@ typedef struct sandbox {
     long instr;
     struct timespec start;
     sb_trip tripped;
+    int in_lua;               /* inside sb_pcall: the memory cap is hard */
     int invalid;              /* require_that() refused a value */
     char message[CG_ERRLEN];  /* its message */
     const char *path;
@@ -42,13 +43,17 @@ int sb_run_spec(sandbox *sb, const char *src, size_t len, char *err);
  * message in err. */
 int sb_pcall(sandbox *sb, int nargs, int nresults, char *err);
 
+/* Pushes t[k] of the table at `idx` without metamethods: C code outside
+ * a protected call must never run the spec's Lua code. */
+void sb_rawfield(lua_State *L, int idx, const char *k);
+
 /* Pushes the sandbox environment table. */
 void sb_push_env(sandbox *sb);
 
-/* Sets on the table at the top of the stack a locked metatable whose
- * __index and __newindex are `get` and `set`: the read-only `h` and the
- * state proxy `s`. */
-void sb_set_proxy(lua_State *L, lua_CFunction get, lua_CFunction set);
+/* Makes the table just below the top of the stack a proxy: a locked
+ * metatable whose __index is the value at the top (popped) and whose
+ * __newindex is `set`.  For the read-only `h` and the state proxy `s`. */
+void sb_set_proxy(lua_State *L, lua_CFunction set);
 
 /* Pushes the `unset` sentinel a spec's state table may name. */
 void sb_push_unset(sandbox *sb);

@@ -7,6 +7,7 @@
  * (check, trace) runs the text again in a fresh sandbox.
  */
 #include <errno.h>
+#include <math.h>
 #include <lauxlib.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,12 +92,13 @@ static int read_file(const char *path, char **out, size_t *len)
         fclose(f);
         return ENOMEM;
     }
+    errno = 0;
     size_t n = fread(buf, 1, MAX_SPEC_BYTES + 1, f);
-    int bad = ferror(f);
+    int bad = ferror(f) ? (errno ? errno : EIO) : 0; /* EISDIR for a folder */
     fclose(f);
     if (bad || n > MAX_SPEC_BYTES) {
         free(buf);
-        return bad ? EIO : EFBIG;
+        return bad ? bad : EFBIG;
     }
     buf[n] = 0;
     *out = buf;
@@ -215,7 +217,7 @@ static int read_hyper(lua_State *L, cg_spec *s, char *err)
         h->offset = off;
         h->len = 1;
         s->nhyper = i + 1;
-        lua_getfield(L, -1, names[i]);
+        sb_rawfield(L, -1, names[i]);
         switch (lua_type(L, -1)) {
         case LUA_TNUMBER:
             h->kind = CG_HYPER_NUMBER;
@@ -227,15 +229,15 @@ static int read_hyper(lua_State *L, cg_spec *s, char *err)
             s->defaults[off] = lua_toboolean(L, -1);
             break;
         case LUA_TTABLE: {
-            lua_Integer len = luaL_len(L, -1);
+            lua_Integer len = (lua_Integer)lua_rawlen(L, -1);
             if (len < 1 || len > MAX_TUPLE)
                 goto bad;
             h->kind = CG_HYPER_NUMBER;
             h->len = (int)len;
             h->tuple = 1;
             for (int k = 0; k < h->len; k++) {
-                lua_geti(L, -1, k + 1);
-                if (!lua_isnumber(L, -1)) {
+                lua_rawgeti(L, -1, k + 1);
+                if (lua_type(L, -1) != LUA_TNUMBER) {
                     lua_pop(L, 1);
                     goto bad;
                 }
@@ -267,25 +269,25 @@ static int read_hyper(lua_State *L, cg_spec *s, char *err)
 
 static int read_spec_table(lua_State *L, cg_spec *s, char *err)
 {
-    lua_getfield(L, -1, "update");
+    sb_rawfield(L, -1, "update");
     int ok = lua_isfunction(L, -1);
     lua_pop(L, 1);
     if (!ok)
         return cg_fail(err, JOPT_ESPEC, "spec %s: 'update' must be a function",
                        s->path);
-    lua_getfield(L, -1, "check");
+    sb_rawfield(L, -1, "check");
     ok = lua_isnil(L, -1) || lua_isfunction(L, -1);
     lua_pop(L, 1);
     if (!ok)
         return cg_fail(err, JOPT_ESPEC, "spec %s: 'check' must be a function",
                        s->path);
-    lua_getfield(L, -1, "doc");
+    sb_rawfield(L, -1, "doc");
     if (lua_type(L, -1) == LUA_TSTRING && !(s->doc = strdup(lua_tostring(L, -1)))) {
         lua_pop(L, 1);
         return cg_fail(err, JOPT_ENOMEM, "out of memory");
     }
     lua_pop(L, 1);
-    lua_getfield(L, -1, "hyper");
+    sb_rawfield(L, -1, "hyper");
     if (!lua_istable(L, -1)) {
         lua_pop(L, 1);
         return cg_fail(err, JOPT_ESPEC, "spec %s: 'hyper' must be a table",
@@ -295,7 +297,7 @@ static int read_spec_table(lua_State *L, cg_spec *s, char *err)
     lua_pop(L, 1);
     if (rc)
         return rc;
-    lua_getfield(L, -1, "state");
+    sb_rawfield(L, -1, "state");
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
         return JOPT_OK;
@@ -353,8 +355,13 @@ int cg_spec_load(const char *const *dirs, size_t ndirs, const char *name,
     return JOPT_OK;
 }
 
+/* h.name: upvalue 1 holds the values; unknown names are errors */
 static int h_index(lua_State *L)
 {
+    lua_pushvalue(L, 2);
+    lua_rawget(L, lua_upvalueindex(1));
+    if (!lua_isnil(L, -1))
+        return 1;
     return luaL_error(L, "unknown hyperparameter '%s'", luaL_tolstring(L, 2, NULL));
 }
 
@@ -374,27 +381,33 @@ int spec_enter(sandbox *sb, const cg_spec *s, const double *values, char *err)
         sb_close(sb);
         return rc == JOPT_EINVAL ? JOPT_ESPEC : rc;
     }
+    /* h and its tuples are empty proxies over the values, so that a spec
+     * cannot change a value the kernel is specialised to */
     lua_State *L = sb->L;
-    lua_createtable(L, 0, (int)s->nhyper);
+    lua_newtable(L);                                /* h */
+    lua_createtable(L, 0, (int)s->nhyper);          /* its values */
     for (size_t i = 0; i < s->nhyper; i++) {
         const cg_hyper *h = &s->hyper[i];
         const double *v = values + h->offset;
         if (h->tuple) {
+            lua_newtable(L);
             lua_createtable(L, h->len, 0);
             for (int k = 0; k < h->len; k++) {
                 lua_pushnumber(L, v[k]);
                 lua_rawseti(L, -2, k + 1);
             }
+            sb_set_proxy(L, h_newindex);
         } else if (h->kind == CG_HYPER_BOOL) {
             lua_pushboolean(L, v[0] != 0);
-        } else if (h->integer && v[0] == (double)(lua_Integer)v[0]) {
+        } else if (h->integer && fabs(v[0]) < 9e15 && v[0] == (double)(lua_Integer)v[0]) {
             lua_pushinteger(L, (lua_Integer)v[0]);
         } else {
             lua_pushnumber(L, v[0]);
         }
         lua_setfield(L, -2, h->name);
     }
-    sb_set_proxy(L, h_index, h_newindex);
+    lua_pushcclosure(L, h_index, 1);
+    sb_set_proxy(L, h_newindex);
     return JOPT_OK;
 }
 
@@ -405,7 +418,7 @@ int cg_spec_check(const cg_spec *s, const double *values, char *err)
     if (rc)
         return rc;
     lua_State *L = sb.L;
-    lua_getfield(L, -2, "check");
+    sb_rawfield(L, -2, "check");
     if (lua_isfunction(L, -1)) {
         lua_pushvalue(L, -2);
         rc = sb_pcall(&sb, 1, 0, err);

@@ -23,6 +23,11 @@ typedef struct tracer {
     int slot[CG_MAX_SLOTS];     /* array slot of each active state */
     cg_init init[CG_MAX_SLOTS];
     int32_t cur[CG_MAX_SLOTS];  /* current value node; -1 reads as nil */
+    /* traced conditions and the spec line that made each: one the graph
+     * never uses was almost surely tested with `if` or `and`/`or` */
+    int32_t cond[256];
+    int cond_line[256];
+    int ncond;
 } tracer;
 
 static tracer *get_tracer(lua_State *L, const char *what)
@@ -101,8 +106,39 @@ static int apply(lua_State *L)
     int32_t a[3] = {-1, -1, -1};
     for (int i = 0; i < arity; i++)
         a[i] = to_node(L, tr, i + 1, name);
-    push_node(L, tr, check(L, cg_graph_op(tr->g, op, a[0], a[1], a[2]), name));
+    int32_t r = check(L, cg_graph_op(tr->g, op, a[0], a[1], a[2]), name);
+    const cg_node *x = &tr->g->nodes[r];
+    if (x->boolean && x->op != CG_CONST && tr->ncond < 256) {
+        lua_Debug ar;
+        int line = lua_getstack(L, 1, &ar) && lua_getinfo(L, "l", &ar) ? ar.currentline : 0;
+        tr->cond[tr->ncond] = r;
+        tr->cond_line[tr->ncond++] = line;
+    }
+    push_node(L, tr, r);
     return 1;
+}
+
+/* Lua cannot see a traced condition's truth: `if gt(g, 0) then` and
+ * `lt(g, 0) and a or b` treat it as true and leave it out of the graph. */
+static void check_conditions_used(lua_State *L, const tracer *tr)
+{
+    const cg_graph *g = tr->g;
+    for (int c = 0; c < tr->ncond; c++) {
+        int32_t n = tr->cond[c];
+        int used = 0;
+        for (int i = n + 1; i < g->n && !used; i++)
+            for (int k = 0; k < 3; k++)
+                used |= g->nodes[i].arg[k] == n;
+        for (int s = 0; s < g->nslots; s++)
+            used |= g->store[s] == n;
+        if (!used) {
+            lua_pushfstring(L, "%s:%d: a condition on traced values is computed "
+                            "but never used: `if cond then` and `cond and x or "
+                            "y` take a traced value as true; use where(cond, x, y)",
+                            cg_spec_path(tr->spec), tr->cond_line[c]);
+            lua_error(L);
+        }
+    }
 }
 
 static int unm(lua_State *L)
@@ -280,7 +316,8 @@ static int trace_main(lua_State *L)
     push_node(L, tr, check(L, cg_graph_load(tr->g, 0), "p"));
     push_node(L, tr, check(L, cg_graph_load(tr->g, 1), "g"));
     lua_newtable(L);                                       /* s */
-    sb_set_proxy(L, state_get, state_set);
+    lua_pushcfunction(L, state_get);
+    sb_set_proxy(L, state_set);
     lua_pushvalue(L, 2);
     push_node(L, tr, check(L, cg_graph_step(tr->g), "t"));
     lua_call(L, 5, 1);
@@ -301,6 +338,7 @@ static int trace_main(lua_State *L)
         if (!(x->op == CG_LOAD && x->slot == tr->slot[i]))
             tr->g->store[tr->slot[i]] = tr->cur[i];
     }
+    check_conditions_used(L, tr);
     return 0;
 }
 

@@ -170,9 +170,12 @@ JOPT_API int jopt_optim_new(jopt_ctx *ctx, const char *spec,
         return JOPT_EINVAL;
     if (!spec || !out)
         return rt_fail(ctx, JOPT_EINVAL, "%s: %s is NULL", fn, !spec ? "spec" : "out");
-    if (ngroups == 0 || !groups)
+    if (ngroups == 0)
         return rt_fail(ctx, JOPT_EINVAL, "%s: optimizer got an empty parameter "
                        "list", fn);
+    if (!groups)
+        return rt_fail(ctx, JOPT_EINVAL, "%s: groups is NULL (ngroups is %zu)",
+                       fn, ngroups);
     char err[CG_ERRLEN], where[96];
     jopt_optim *opt = calloc(1, sizeof *opt);
     if (!opt)

@@ -54,16 +54,23 @@ bad:
     return JOPT_EINVAL;
 }
 
-/* value text: up to white space, or a parenthesised list */
-static const char *scan_value(const char *c, char *buf, size_t len)
+/* value text: up to white space, or a parenthesised list; *too_long is
+ * set when it does not fit in buf */
+static const char *scan_value(const char *c, char *buf, size_t len,
+                              int *too_long)
 {
     size_t k = 0;
     int paren = *c == '(';
+    *too_long = 0;
     if (paren)
         c++;
     while (*c && (paren ? *c != ')' : !isspace((unsigned char)*c))) {
-        if (!isspace((unsigned char)*c) && k + 1 < len)
-            buf[k++] = *c;
+        if (!isspace((unsigned char)*c)) {
+            if (k + 1 < len)
+                buf[k++] = *c;
+            else
+                *too_long = 1;
+        }
         c++;
     }
     buf[k] = 0;
@@ -97,21 +104,28 @@ int rt_options_parse(const cg_spec *spec, const char *text, double *values,
             break;
         char name[64], val[256];
         size_t k = 0;
+        int too_long = 0;
         while (*c && *c != '=' && !isspace((unsigned char)*c))
             if (k + 1 < sizeof name)
                 name[k++] = *c++;
             else
-                c++;
+                too_long = 1, c++;
         name[k] = 0;
+        if (too_long) {
+            snprintf(err, CG_ERRLEN, "option name '%s...' is too long", name);
+            rc = JOPT_EINVAL;
+            goto done;
+        }
         if (*c != '=') {
             snprintf(err, CG_ERRLEN, "option '%s' has no value (write %s=VALUE)",
                      name, name);
             rc = JOPT_EINVAL;
             goto done;
         }
-        c = scan_value(c + 1, val, sizeof val);
-        if (!c) {
-            snprintf(err, CG_ERRLEN, "option '%s': missing ')'", name);
+        c = scan_value(c + 1, val, sizeof val, &too_long);
+        if (!c || too_long) {
+            snprintf(err, CG_ERRLEN, "option '%s': %s", name,
+                     c ? "value is too long" : "missing ')'");
             rc = JOPT_EINVAL;
             goto done;
         }
@@ -159,8 +173,10 @@ int rt_option_offset(const cg_spec *spec, const char *name,
     char base[64];
     const char *br = strchr(name, '[');
     size_t bl = br ? (size_t)(br - name) : strlen(name);
-    if (bl >= sizeof base)
-        bl = sizeof base - 1;
+    if (bl >= sizeof base) {
+        snprintf(err, CG_ERRLEN, "option name '%.40s...' is too long", name);
+        return -1;
+    }
     memcpy(base, name, bl);
     base[bl] = 0;
     const cg_hyper *h = cg_spec_find_hyper(spec, base);
