@@ -73,12 +73,15 @@ typedef struct cg_layout {
     const int *state;         /* spec state index of slot 2 + i */
     const cg_init *init;
     const double *init_value; /* for CG_INIT_CONST */
+    const uint8_t *scalar;    /* 1: one float per tensor, not an array */
     int has_unset;            /* some state starts unset */
     int nuniform;             /* per-step values the kernel reads */
 } cg_layout;
 
+/* One pass of a kernel over elements [begin, end); `red` receives the sums
+ * of a spec's reductions (added to, in element order, in double). */
 typedef void (*cg_kernel_fn)(float *const *arrays, int64_t begin,
-                             int64_t end, const double *uniforms);
+                             int64_t end, const double *uniforms, double *red);
 
 /* Creates the JIT (lazily: the first compile starts LLVM). */
 int cg_jit_new(cg_jit **out, char *err);
@@ -100,13 +103,12 @@ void cg_kernel_release(cg_kernel *k); /* NULL is a no-op */
 
 const cg_layout *cg_kernel_layout(const cg_kernel *k);
 
-/* Computes the per-step uniforms for step count t (1 on the first step)
- * into `u` (layout->nuniform doubles). */
-void cg_kernel_uniforms(const cg_kernel *k, double t, double *u);
-
-/* Runs the update over elements [begin, end) of the arrays. */
-void cg_kernel_run(const cg_kernel *k, float *const *arrays, int64_t begin,
-                   int64_t end, const double *u);
+/* One step of the update of one tensor of n elements at step count t (1
+ * on the first step): the per-step values (into `u`, layout->nuniform
+ * doubles of scratch), the kernel's pass or passes, and the new values of
+ * the tensor's scalar states.  Allocates nothing. */
+void cg_kernel_step(const cg_kernel *k, double t, float *const *arrays,
+                    int64_t n, double *u);
 
 /* The optimised IR ("ir") or machine code ("asm") of a request's kernel,
  * for tools and tests.  Caller frees *text with free(). */

@@ -16,12 +16,15 @@ typedef enum cg_op {
     CG_CONST, /* value */
     CG_STEP,  /* the step count t */
     CG_LOAD,  /* array slot `slot`, element i */
+    CG_SCALAR, /* the per-tensor scalar state in array slot `slot` */
     CG_NEG, CG_ABS, CG_SQRT, CG_SIGN, CG_EXP, CG_LOG, CG_NOT,
+    CG_F32,   /* rounds a per-step value to float32, as a torch tensor op */
     CG_ADD, CG_SUB, CG_MUL, CG_DIV, CG_POW, CG_MIN, CG_MAX,
     CG_LT, CG_LE, CG_GT, CG_GE, CG_EQ, CG_NE, CG_AND, CG_OR,
     CG_FMA,   /* a * b + c, one rounding */
     CG_LERP,  /* ATen's lerp(a, b, w) */
     CG_WHERE, /* a ? b : c */
+    CG_SUM,   /* per step: the sum over the tensor of a per-element value */
     CG_NOPS
 } cg_op;
 
@@ -30,11 +33,14 @@ typedef struct cg_node {
     uint8_t varying; /* per element (float) rather than per step (double) */
     uint8_t boolean; /* a truth value rather than a number */
     int32_t arg[3];
-    int32_t slot;    /* CG_LOAD: the array; uniform nodes: uniform slot */
+    int32_t slot;    /* CG_LOAD, CG_SCALAR: the array slot; CG_SUM: its
+                        index in the reductions */
+    int32_t uslot;   /* uniform nodes varying code reads: index in u[] */
     double value;    /* CG_CONST */
 } cg_node;
 
 #define CG_MAX_NODES 65536
+#define CG_MAX_REDUCE 16
 
 typedef struct cg_graph {
     cg_node *nodes;
@@ -47,6 +53,15 @@ typedef struct cg_graph {
     /* uniform nodes that varying code reads, in slot order */
     int32_t *uniform;
     int nuniform;
+    /* slots holding a per-tensor scalar (one float) rather than an array */
+    uint8_t scalar[CG_MAX_SLOTS];
+    /* Reductions split the update in two passes over the tensor.  Pass 0
+     * accumulates the sums and stores what does not depend on them; pass 1
+     * stores the rest (late_store), reading what pass 0 stored back from
+     * its array (subst: node -> slot, or -1) instead of recomputing it. */
+    int nreduce;
+    uint8_t late_store[CG_MAX_SLOTS];
+    int32_t *subst;
     /* the state layout the trace produced */
     int state[CG_MAX_SLOTS];
     cg_init init[CG_MAX_SLOTS];
@@ -62,6 +77,7 @@ void cg_graph_free(cg_graph *g);
 int32_t cg_graph_const(cg_graph *g, double v);
 int32_t cg_graph_step(cg_graph *g);
 int32_t cg_graph_load(cg_graph *g, int slot);
+int32_t cg_graph_scalar(cg_graph *g, int slot);
 int32_t cg_graph_op(cg_graph *g, cg_op op, int32_t a, int32_t b, int32_t c);
 int cg_op_arity(cg_op op);
 const char *cg_op_name(cg_op op);
@@ -75,9 +91,16 @@ uint64_t cg_graph_hash(const cg_graph *g);
  * prologue and the reference kernel. */
 double cg_eval_double(cg_op op, double a, double b, double c);
 float cg_eval_float(cg_op op, float a, float b, float c);
-void cg_interp_uniforms(const cg_graph *g, double t, double *u);
-void cg_interp_run(const cg_graph *g, float *const *arrays, int64_t begin,
-                   int64_t end, const double *u);
+/* Evaluates the per-step values for step t into u, reading per-tensor
+ * scalar states from arrays[slot][0] and then writing their new values
+ * back there (rounded to float, as torch's 0-dim float32 tensors). */
+void cg_interp_uniforms(const cg_graph *g, double t, float *const *arrays,
+                        const double *red, double *u);
+/* With reductions, call it before pass 0 with red NULL (the values that
+ * depend on sums are then NaN and no scalar state is written), and again
+ * with the sums before pass 1. */
+void cg_interp_run(const cg_graph *g, int pass, float *const *arrays,
+                   int64_t begin, int64_t end, const double *u, double *red);
 
 /* trace.c */
 int cg_trace(const cg_spec *spec, const double *values, int fresh,
@@ -87,9 +110,10 @@ int cg_trace(const cg_spec *spec, const double *values, int fresh,
 typedef struct cg_llvm cg_llvm;
 int cg_llvm_new(cg_llvm **out, char *err);
 void cg_llvm_free(cg_llvm *l);
-/* Emits, verifies, optimises and JIT-links `g` as function `name`. */
+/* Emits, verifies, optimises and JIT-links `g` as `name` (pass 0) and,
+ * with reductions, `name`_late (pass 1; fn[1] is NULL without). */
 int cg_llvm_compile(cg_llvm *l, const cg_graph *g, const char *name,
-                    cg_kernel_fn *fn, void **tracker, char *err);
+                    cg_kernel_fn fn[2], void **tracker, char *err);
 void cg_llvm_remove(cg_llvm *l, void *tracker);
 int cg_llvm_text(cg_llvm *l, const cg_graph *g, const char *what,
                  char **text, char *err);

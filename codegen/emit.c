@@ -11,6 +11,7 @@
  * loop.  No fast-math flags: each node is one IEEE operation, as interp.c.
  */
 #include <llvm-c/Core.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -53,6 +54,7 @@ static LLVMValueRef emit_varying(emitter *e, const cg_node *x, LLVMValueRef idx)
         LLVMValueRef p = LLVMBuildInBoundsGEP2(b, e->f32, e->array[x->slot], &idx, 1, "");
         return LLVMBuildLoad2(b, e->f32, p, "");
     }
+    case CG_F32: return a[0]; /* already float */
     case CG_NEG: return LLVMBuildFNeg(b, a[0], "");
     case CG_ABS: return intrinsic(e, "llvm.fabs", a, 1);
     case CG_SQRT: return intrinsic(e, "llvm.sqrt", a, 1);
@@ -98,9 +100,9 @@ static LLVMValueRef emit_uniform(emitter *e, const cg_node *x, LLVMValueRef u)
     if (x->op == CG_CONST)
         return x->boolean ? LLVMConstInt(e->i1, x->value != 0, 0)
                           : LLVMConstReal(e->f32, (double)(float)x->value);
-    if (x->slot < 0)
+    if (x->uslot < 0)
         return NULL; /* not read by varying code */
-    LLVMValueRef off = LLVMConstInt(e->i64, (unsigned long long)x->slot, 0);
+    LLVMValueRef off = LLVMConstInt(e->i64, (unsigned long long)x->uslot, 0);
     LLVMValueRef p = LLVMBuildInBoundsGEP2(e->b, e->f64, u, &off, 1, "");
     LLVMValueRef d = LLVMBuildLoad2(e->b, e->f64, p, "");
     if (x->boolean)
@@ -131,9 +133,9 @@ static void target_attrs(LLVMContextRef ctx, LLVMValueRef fn, const cg_target *t
     add_attr(ctx, fn, LLVMAttributeFunctionIndex, "nounwind");
 }
 
-/* The loop body over one element; the inner function's parameters are the
- * arrays (0..nslots-1), begin, end and u. */
-static void emit_inner(emitter *e, LLVMValueRef fn)
+/* The loop over the elements for one pass; the inner function's
+ * parameters are the arrays (0..nslots-1), begin, end, u and red. */
+static void emit_inner(emitter *e, LLVMValueRef fn, int pass)
 {
     const cg_graph *g = e->g;
     LLVMBuilderRef b = e->b;
@@ -145,31 +147,73 @@ static void emit_inner(emitter *e, LLVMValueRef fn)
     LLVMValueRef begin = LLVMGetParam(fn, (unsigned)g->nslots);
     LLVMValueRef end = LLVMGetParam(fn, (unsigned)g->nslots + 1);
     LLVMValueRef u = LLVMGetParam(fn, (unsigned)g->nslots + 2);
+    LLVMValueRef red = LLVMGetParam(fn, (unsigned)g->nslots + 3);
+    int nacc = pass == 0 ? g->nreduce : 0;
+    LLVMValueRef acc_in[CG_MAX_REDUCE], acc[CG_MAX_REDUCE], acc_next[CG_MAX_REDUCE];
+    int32_t acc_arg[CG_MAX_REDUCE];
 
     LLVMPositionBuilderAtEnd(b, entry);
-    for (int i = 0; i < g->n; i++)
+    for (int i = 0; i < g->n; i++) {
         if (!g->nodes[i].varying)
             e->val[i] = emit_uniform(e, &g->nodes[i], u);
+        if (g->nodes[i].op == CG_SUM)
+            acc_arg[g->nodes[i].slot] = g->nodes[i].arg[0];
+    }
+    for (int r = 0; r < nacc; r++) {
+        LLVMValueRef off = LLVMConstInt(e->i64, (unsigned long long)r, 0);
+        LLVMValueRef p = LLVMBuildInBoundsGEP2(b, e->f64, red, &off, 1, "");
+        acc_in[r] = LLVMBuildLoad2(b, e->f64, p, "");
+    }
     LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, begin, end, ""), loop, done);
 
     LLVMPositionBuilderAtEnd(b, loop);
     LLVMValueRef i = LLVMBuildPhi(b, e->i64, "i");
-    for (int k = 0; k < g->n; k++)
-        if (g->nodes[k].varying)
+    for (int r = 0; r < nacc; r++)
+        acc[r] = LLVMBuildPhi(b, e->f64, "");
+    for (int k = 0; k < g->n; k++) {
+        if (!g->nodes[k].varying)
+            continue;
+        if (pass == 1 && g->subst[k] >= 0) { /* stored by pass 0: read back */
+            cg_node load = g->nodes[k];
+            load.op = CG_LOAD;
+            load.slot = g->subst[k];
+            e->val[k] = emit_varying(e, &load, i);
+        } else {
             e->val[k] = emit_varying(e, &g->nodes[k], i);
+        }
+    }
+    /* sums in element order, in double: no reassociation, so the bits do
+     * not depend on the vector width */
+    for (int r = 0; r < nacc; r++)
+        acc_next[r] = LLVMBuildFAdd(b, acc[r],
+                                    LLVMBuildFPExt(b, e->val[acc_arg[r]], e->f64, ""), "");
     for (int s = 0; s < g->nslots; s++) {
-        if (g->store[s] < 0)
+        if (g->store[s] < 0 || g->scalar[s] || g->late_store[s] != pass)
             continue;
         LLVMValueRef p = LLVMBuildInBoundsGEP2(b, e->f32, e->array[s], &i, 1, "");
         LLVMBuildStore(b, e->val[g->store[s]], p);
     }
     LLVMValueRef next = LLVMBuildNSWAdd(b, i, LLVMConstInt(e->i64, 1, 0), "");
     LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, next, end, ""), loop, done);
-    LLVMValueRef in_v[2] = {begin, next};
     LLVMBasicBlockRef in_b[2] = {entry, loop};
+    LLVMValueRef in_v[2] = {begin, next};
     LLVMAddIncoming(i, in_v, in_b, 2);
+    for (int r = 0; r < nacc; r++) {
+        LLVMValueRef av[2] = {acc_in[r], acc_next[r]};
+        LLVMAddIncoming(acc[r], av, in_b, 2);
+    }
 
     LLVMPositionBuilderAtEnd(b, done);
+    LLVMValueRef out[CG_MAX_REDUCE];
+    for (int r = 0; r < nacc; r++) { /* phis first, at the top of the block */
+        out[r] = LLVMBuildPhi(b, e->f64, "");
+        LLVMValueRef av[2] = {acc_in[r], acc_next[r]};
+        LLVMAddIncoming(out[r], av, in_b, 2);
+    }
+    for (int r = 0; r < nacc; r++) {
+        LLVMValueRef off = LLVMConstInt(e->i64, (unsigned long long)r, 0);
+        LLVMBuildStore(b, out[r], LLVMBuildInBoundsGEP2(b, e->f64, red, &off, 1, ""));
+    }
     LLVMBuildRetVoid(b);
 }
 
@@ -187,7 +231,7 @@ int cg_emit_module(LLVMContextRef ctx, const cg_target *t, const cg_graph *g,
     e.ptr = LLVMPointerTypeInContext(ctx, 0);
     e.val = calloc((size_t)g->n + 1, sizeof *e.val);
     e.array = calloc((size_t)g->nslots + 1, sizeof *e.array);
-    LLVMTypeRef *params = calloc((size_t)g->nslots + 3, sizeof *params);
+    LLVMTypeRef *params = calloc((size_t)g->nslots + 4, sizeof *params);
     if (!e.val || !e.array || !params) {
         free(e.val);
         free(e.array);
@@ -199,31 +243,20 @@ int cg_emit_module(LLVMContextRef ctx, const cg_target *t, const cg_graph *g,
     LLVMSetModuleDataLayout(e.mod, t->layout);
     e.b = LLVMCreateBuilderInContext(ctx);
 
-    /* inner: (ptr noalias a0, ..., i64 begin, i64 end, ptr noalias u) */
+    /* inner: (ptr noalias a0, ..., i64 begin, i64 end, ptr noalias u,
+     *         ptr noalias red) */
     for (int s = 0; s < g->nslots; s++)
         params[s] = e.ptr;
     params[g->nslots] = e.i64;
     params[g->nslots + 1] = e.i64;
     params[g->nslots + 2] = e.ptr;
-    LLVMTypeRef inner_ty = LLVMFunctionType(LLVMVoidTypeInContext(ctx), params,
-                                            (unsigned)g->nslots + 3, 0);
-    LLVMValueRef inner = LLVMAddFunction(e.mod, "inner", inner_ty);
-    LLVMSetLinkage(inner, LLVMInternalLinkage);
-    target_attrs(ctx, inner, t);
-    add_attr(ctx, inner, LLVMAttributeFunctionIndex, "alwaysinline");
-    for (int s = 0; s < g->nslots; s++)
-        add_attr(ctx, inner, (unsigned)s + 1, "noalias");
-    add_attr(ctx, inner, (unsigned)g->nslots + 3, "noalias");
-    emit_inner(&e, inner);
-
-    /* outer: the ABI the runtime calls */
-    LLVMTypeRef outer_params[4] = {e.ptr, e.i64, e.i64, e.ptr};
+    params[g->nslots + 3] = e.ptr;
+    unsigned np = (unsigned)g->nslots + 4;
+    LLVMTypeRef inner_ty = LLVMFunctionType(LLVMVoidTypeInContext(ctx), params, np, 0);
+    LLVMTypeRef outer_params[5] = {e.ptr, e.i64, e.i64, e.ptr, e.ptr};
     LLVMTypeRef outer_ty = LLVMFunctionType(LLVMVoidTypeInContext(ctx),
-                                            outer_params, 4, 0);
-    LLVMValueRef outer = LLVMAddFunction(e.mod, name, outer_ty);
-    target_attrs(ctx, outer, t);
-    LLVMPositionBuilderAtEnd(e.b, LLVMAppendBasicBlockInContext(ctx, outer, "entry"));
-    LLVMValueRef *args = calloc((size_t)g->nslots + 3, sizeof *args);
+                                            outer_params, 5, 0);
+    LLVMValueRef *args = calloc(np, sizeof *args);
     if (!args) {
         LLVMDisposeBuilder(e.b);
         LLVMDisposeModule(e.mod);
@@ -232,16 +265,34 @@ int cg_emit_module(LLVMContextRef ctx, const cg_target *t, const cg_graph *g,
         free(params);
         return cg_fail(err, JOPT_ENOMEM, "out of memory emitting IR");
     }
-    for (int s = 0; s < g->nslots; s++) {
-        LLVMValueRef off = LLVMConstInt(e.i64, (unsigned long long)s, 0);
-        LLVMValueRef p = LLVMBuildInBoundsGEP2(e.b, e.ptr, LLVMGetParam(outer, 0),
-                                               &off, 1, "");
-        args[s] = LLVMBuildLoad2(e.b, e.ptr, p, "");
+    for (int pass = 0; pass < (g->nreduce ? 2 : 1); pass++) {
+        char fname[160];
+        snprintf(fname, sizeof fname, "%s%s", name, pass ? "_late" : "");
+        LLVMValueRef inner = LLVMAddFunction(e.mod, pass ? "inner_late" : "inner",
+                                             inner_ty);
+        LLVMSetLinkage(inner, LLVMInternalLinkage);
+        target_attrs(ctx, inner, t);
+        add_attr(ctx, inner, LLVMAttributeFunctionIndex, "alwaysinline");
+        for (unsigned k = 0; k < np; k++)
+            if (k != (unsigned)g->nslots && k != (unsigned)g->nslots + 1)
+                add_attr(ctx, inner, k + 1, "noalias");
+        emit_inner(&e, inner, pass);
+
+        /* outer: the ABI the runtime calls */
+        LLVMValueRef outer = LLVMAddFunction(e.mod, fname, outer_ty);
+        target_attrs(ctx, outer, t);
+        LLVMPositionBuilderAtEnd(e.b, LLVMAppendBasicBlockInContext(ctx, outer, "entry"));
+        for (int s = 0; s < g->nslots; s++) {
+            LLVMValueRef off = LLVMConstInt(e.i64, (unsigned long long)s, 0);
+            LLVMValueRef p = LLVMBuildInBoundsGEP2(e.b, e.ptr, LLVMGetParam(outer, 0),
+                                                   &off, 1, "");
+            args[s] = LLVMBuildLoad2(e.b, e.ptr, p, "");
+        }
+        for (int k = 0; k < 4; k++)
+            args[g->nslots + k] = LLVMGetParam(outer, (unsigned)k + 1);
+        LLVMBuildCall2(e.b, inner_ty, inner, args, np, "");
+        LLVMBuildRetVoid(e.b);
     }
-    for (int k = 0; k < 3; k++)
-        args[g->nslots + k] = LLVMGetParam(outer, (unsigned)k + 1);
-    LLVMBuildCall2(e.b, inner_ty, inner, args, (unsigned)g->nslots + 3, "");
-    LLVMBuildRetVoid(e.b);
 
     LLVMDisposeBuilder(e.b);
     free(args);

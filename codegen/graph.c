@@ -15,7 +15,8 @@ static const struct {
     int arity;
 } op_info[CG_NOPS] = {
     [CG_CONST] = {"const", 0}, [CG_STEP] = {"step", 0},
-    [CG_LOAD] = {"load", 0},   [CG_NEG] = {"neg", 1},
+    [CG_LOAD] = {"load", 0},   [CG_SCALAR] = {"scalar", 0},
+    [CG_F32] = {"f32", 1},     [CG_NEG] = {"neg", 1},
     [CG_ABS] = {"abs", 1},     [CG_SQRT] = {"sqrt", 1},
     [CG_SIGN] = {"sign", 1},   [CG_EXP] = {"exp", 1},
     [CG_LOG] = {"log", 1},     [CG_NOT] = {"not_", 1},
@@ -28,6 +29,7 @@ static const struct {
     [CG_NE] = {"ne", 2},       [CG_AND] = {"and_", 2},
     [CG_OR] = {"or_", 2},      [CG_FMA] = {"fma", 3},
     [CG_LERP] = {"lerp", 3},   [CG_WHERE] = {"where", 3},
+    [CG_SUM] = {"sum", 1},
 };
 
 int cg_op_arity(cg_op op) { return op_info[op].arity; }
@@ -61,6 +63,7 @@ void cg_graph_free(cg_graph *g)
     free(g->nodes);
     free(g->table);
     free(g->uniform);
+    free(g->subst);
     free(g);
 }
 
@@ -139,6 +142,7 @@ static cg_node blank(cg_op op)
     n.op = (uint8_t)op;
     n.arg[0] = n.arg[1] = n.arg[2] = -1;
     n.slot = -1;
+    n.uslot = -1;
     return n;
 }
 
@@ -159,6 +163,13 @@ int32_t cg_graph_load(cg_graph *g, int slot)
 {
     cg_node n = blank(CG_LOAD);
     n.varying = 1;
+    n.slot = slot;
+    return intern(g, &n);
+}
+
+int32_t cg_graph_scalar(cg_graph *g, int slot)
+{
+    cg_node n = blank(CG_SCALAR);
     n.slot = slot;
     return intern(g, &n);
 }
@@ -201,6 +212,12 @@ int32_t cg_graph_op(cg_graph *g, cg_op op, int32_t a, int32_t b, int32_t c)
     }
     if (n.varying && (op == CG_POW || op == CG_EXP || op == CG_LOG))
         return -3;
+    if (op == CG_SUM) { /* a per-element value in, a per-step value out */
+        if (!n.varying)
+            return -4;
+        n.varying = 0;
+        all_const = 0;
+    }
     if (all_const) {
         double v[3] = {0, 0, 0};
         for (int i = 0; i < arity; i++)
@@ -213,8 +230,69 @@ int32_t cg_graph_op(cg_graph *g, cg_op op, int32_t a, int32_t b, int32_t c)
     return intern(g, &n);
 }
 
+/* Numbers the reductions and splits the stores between the two passes
+ * (see cg_graph); refuses what two passes cannot do. */
+static int split_passes(cg_graph *g, char *err)
+{
+    uint8_t *late = calloc((size_t)g->n + 1, 1);
+    uint8_t *need = calloc((size_t)g->n + 1, 1);
+    g->subst = malloc(((size_t)g->n + 1) * sizeof *g->subst);
+    int rc = JOPT_OK;
+    if (!late || !need || !g->subst) {
+        rc = cg_fail(err, JOPT_ENOMEM, "out of memory finishing graph");
+        goto done;
+    }
+    for (int i = 0; i < g->n; i++) {
+        cg_node *x = &g->nodes[i];
+        g->subst[i] = -1;
+        for (int k = 0; k < cg_op_arity((cg_op)x->op); k++)
+            late[i] |= late[x->arg[k]];
+        if (x->op == CG_SUM) {
+            if (late[i] || g->nreduce == CG_MAX_REDUCE) {
+                rc = cg_fail(err, JOPT_ESPEC, late[i]
+                             ? "a sum over a value that depends on another sum "
+                               "(one level of reductions is supported)"
+                             : "more than %d sums in one update", CG_MAX_REDUCE);
+                goto done;
+            }
+            x->slot = g->nreduce++;
+            late[i] = 1;
+        }
+    }
+    for (int s = 0; s < g->nslots; s++) {
+        int32_t v = g->store[s];
+        g->late_store[s] = v >= 0 && late[v];
+        if (v >= 0 && !late[v] && !g->scalar[s] && g->nodes[v].varying)
+            g->subst[v] = s;
+        if (v >= 0 && late[v] && !g->scalar[s])
+            need[v] = 1;
+    }
+    /* pass 1 recomputes what it needs, except what pass 0 stored: it must
+     * not need the old value of an array that pass 0 overwrote */
+    for (int i = g->n - 1; i >= 0; i--) {
+        const cg_node *x = &g->nodes[i];
+        if (!need[i] || !x->varying || g->subst[i] >= 0)
+            continue;
+        if (x->op == CG_LOAD && g->store[x->slot] >= 0 && !g->late_store[x->slot]) {
+            rc = cg_fail(err, JOPT_ESPEC, "after a sum, update() uses the old "
+                         "value of array %d, which the pass before the sum "
+                         "already overwrote", x->slot);
+            goto done;
+        }
+        for (int k = 0; k < cg_op_arity((cg_op)x->op); k++)
+            need[x->arg[k]] = 1;
+    }
+done:
+    free(late);
+    free(need);
+    return rc;
+}
+
 int cg_graph_finish(cg_graph *g, char *err)
 {
+    int rc0 = split_passes(g, err);
+    if (rc0)
+        return rc0;
     int nuni = 0;
     int32_t *uni = malloc(((size_t)g->n + 1) * sizeof *uni);
     int *slot_of = malloc(((size_t)g->n + 1) * sizeof *slot_of);
@@ -234,7 +312,9 @@ int cg_graph_finish(cg_graph *g, char *err)
             if (k < arity ? (x->arg[k] < 0 || x->arg[k] >= i) : x->arg[k] != -1)
                 goto bad;
         }
-        if (x->op == CG_LOAD && (x->slot < 0 || x->slot >= g->nslots))
+        if ((x->op == CG_LOAD || x->op == CG_SCALAR) &&
+            (x->slot < 0 || x->slot >= g->nslots ||
+             g->scalar[x->slot] != (x->op == CG_SCALAR)))
             goto bad;
         if (!x->varying)
             continue;
@@ -250,11 +330,13 @@ int cg_graph_finish(cg_graph *g, char *err)
     }
     for (int s = 0; s < g->nslots; s++) {
         int32_t v = g->store[s];
-        if (v >= g->n || (v >= 0 && g->nodes[v].boolean))
+        if (v >= g->n || (v >= 0 && g->nodes[v].boolean) ||
+            (v >= 0 && g->scalar[s] && g->nodes[v].varying))
             goto bad;
-        /* a stored uniform needs a slot too */
-        if (v >= 0 && !g->nodes[v].varying && g->nodes[v].op != CG_CONST &&
-            slot_of[v] < 0) {
+        /* a uniform stored into an array needs a slot too (a scalar
+         * state's new value is written by the uniform pass instead) */
+        if (v >= 0 && !g->scalar[s] && !g->nodes[v].varying &&
+            g->nodes[v].op != CG_CONST && slot_of[v] < 0) {
             slot_of[v] = nuni;
             uni[nuni++] = v;
         }
@@ -266,8 +348,7 @@ int cg_graph_finish(cg_graph *g, char *err)
                        "(at most %d)", nuni, CG_MAX_UNIFORMS);
     }
     for (int i = 0; i < g->n; i++)
-        if (!g->nodes[i].varying)
-            g->nodes[i].slot = slot_of[i];
+        g->nodes[i].uslot = slot_of[i];
     free(slot_of);
     free(g->uniform);
     g->uniform = uni;

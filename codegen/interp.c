@@ -52,6 +52,7 @@ static float min_f(float a, float b)
 double cg_eval_double(cg_op op, double a, double b, double c)
 {
     switch (op) {
+    case CG_F32: return (double)(float)a;
     case CG_NEG: return -a;
     case CG_ABS: return fabs(a);
     case CG_SQRT: return sqrt(a);
@@ -87,6 +88,7 @@ double cg_eval_double(cg_op op, double a, double b, double c)
 float cg_eval_float(cg_op op, float a, float b, float c)
 {
     switch (op) {
+    case CG_F32: return a;
     case CG_NEG: return -a;
     case CG_ABS: return fabsf(a);
     case CG_SQRT: return sqrtf(a);
@@ -117,7 +119,8 @@ float cg_eval_float(cg_op op, float a, float b, float c)
     }
 }
 
-void cg_interp_uniforms(const cg_graph *g, double t, double *u)
+void cg_interp_uniforms(const cg_graph *g, double t, float *const *arrays,
+                        const double *red, double *u)
 {
     /* step() must not allocate: small graphs use the stack */
     double stack[512];
@@ -136,6 +139,8 @@ void cg_interp_uniforms(const cg_graph *g, double t, double *u)
         switch (x->op) {
         case CG_CONST: val[i] = x->value; break;
         case CG_STEP: val[i] = t; break;
+        case CG_SCALAR: val[i] = arrays[x->slot][0]; break;
+        case CG_SUM: val[i] = red ? red[x->slot] : NAN; break;
         default:
             val[i] = cg_eval_double((cg_op)x->op,
                                     x->arg[0] >= 0 ? val[x->arg[0]] : 0,
@@ -145,12 +150,17 @@ void cg_interp_uniforms(const cg_graph *g, double t, double *u)
     }
     for (int s = 0; s < g->nuniform; s++)
         u[s] = val[g->uniform[s]];
+    /* new scalar states: after every read of the old ones, and only once
+     * the sums are known */
+    for (int s = 0; s < g->nslots && (red || !g->nreduce); s++)
+        if (g->scalar[s] && g->store[s] >= 0)
+            arrays[s][0] = (float)val[g->store[s]];
     if (val != stack)
         free(val);
 }
 
-void cg_interp_run(const cg_graph *g, float *const *arrays, int64_t begin,
-                   int64_t end, const double *u)
+void cg_interp_run(const cg_graph *g, int pass, float *const *arrays,
+                   int64_t begin, int64_t end, const double *u, double *red)
 {
     float *val = malloc(((size_t)g->n + 1) * sizeof *val);
     if (!val)
@@ -161,11 +171,11 @@ void cg_interp_run(const cg_graph *g, float *const *arrays, int64_t begin,
         if (x->varying)
             continue;
         val[i] = x->op == CG_CONST ? (float)x->value
-                 : x->slot >= 0    ? (float)u[x->slot]
+                 : x->uslot >= 0   ? (float)u[x->uslot]
                                    : 0.0f;
         if (x->boolean)
             val[i] = x->op == CG_CONST ? (x->value != 0)
-                     : x->slot >= 0    ? (u[x->slot] != 0)
+                     : x->uslot >= 0   ? (u[x->uslot] != 0)
                                        : 0.0f;
     }
     for (int64_t e = begin; e < end; e++) {
@@ -173,7 +183,9 @@ void cg_interp_run(const cg_graph *g, float *const *arrays, int64_t begin,
             const cg_node *x = &g->nodes[i];
             if (!x->varying)
                 continue;
-            if (x->op == CG_LOAD)
+            if (pass == 1 && g->subst[i] >= 0) /* stored by pass 0 */
+                val[i] = arrays[g->subst[i]][e];
+            else if (x->op == CG_LOAD)
                 val[i] = arrays[x->slot][e];
             else
                 val[i] = cg_eval_float((cg_op)x->op,
@@ -181,9 +193,13 @@ void cg_interp_run(const cg_graph *g, float *const *arrays, int64_t begin,
                                        x->arg[1] >= 0 ? val[x->arg[1]] : 0,
                                        x->arg[2] >= 0 ? val[x->arg[2]] : 0);
         }
+        if (pass == 0)
+            for (int i = 0; i < g->n; i++)
+                if (g->nodes[i].op == CG_SUM)
+                    red[g->nodes[i].slot] += (double)val[g->nodes[i].arg[0]];
         /* stores after all loads of the element, as the kernel does */
         for (int s = 0; s < g->nslots; s++)
-            if (g->store[s] >= 0)
+            if (g->store[s] >= 0 && !g->scalar[s] && g->late_store[s] == pass)
                 arrays[s][e] = val[g->store[s]];
     }
     free(val);

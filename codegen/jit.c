@@ -153,7 +153,7 @@ static int build(cg_llvm *l, const cg_graph *g, const char *name,
 }
 
 int cg_llvm_compile(cg_llvm *l, const cg_graph *g, const char *name,
-                    cg_kernel_fn *fn, void **tracker, char *err)
+                    cg_kernel_fn fn[2], void **tracker, char *err)
 {
     LLVMModuleRef mod;
     int rc = build(l, g, name, &mod, err);
@@ -168,14 +168,19 @@ int cg_llvm_compile(cg_llvm *l, const cg_graph *g, const char *name,
         LLVMOrcReleaseResourceTracker(rt);
         return llvm_error(err, e, "adding the kernel to the JIT");
     }
-    LLVMOrcExecutorAddress addr = 0;
-    if ((e = LLVMOrcLLJITLookup(l->jit, &addr, name)) || !addr) {
-        rc = e ? llvm_error(err, e, "compiling the kernel")
-               : cg_fail(err, JOPT_ECOMPILE, "kernel %s has no address", name);
-        cg_llvm_remove(l, rt);
-        return rc;
+    fn[1] = NULL;
+    for (int pass = 0; pass < (g->nreduce ? 2 : 1); pass++) {
+        char fname[160];
+        snprintf(fname, sizeof fname, "%s%s", name, pass ? "_late" : "");
+        LLVMOrcExecutorAddress addr = 0;
+        if ((e = LLVMOrcLLJITLookup(l->jit, &addr, fname)) || !addr) {
+            rc = e ? llvm_error(err, e, "compiling the kernel")
+                   : cg_fail(err, JOPT_ECOMPILE, "kernel %s has no address", fname);
+            cg_llvm_remove(l, rt);
+            return rc;
+        }
+        fn[pass] = (cg_kernel_fn)(uintptr_t)addr;
     }
-    *fn = (cg_kernel_fn)(uintptr_t)addr;
     *tracker = rt;
     return JOPT_OK;
 }

@@ -25,7 +25,7 @@ struct cg_kernel {
     uint64_t hash;
     cg_graph *graph;
     cg_layout layout;
-    cg_kernel_fn fn; /* NULL: the reference interpreter */
+    cg_kernel_fn fn[2]; /* pass 0 and 1; NULL: the reference interpreter */
     void *tracker;
     cg_kernel *next;
 };
@@ -110,6 +110,7 @@ static int compile_locked(cg_jit *j, const cg_request *r, cg_kernel *k, char *er
     k->layout.state = g->state;
     k->layout.init = g->init;
     k->layout.init_value = g->init_value;
+    k->layout.scalar = g->scalar + 2; /* by state, as the other fields */
     k->layout.nuniform = g->nuniform;
     for (int i = 0; i < g->nstate; i++)
         k->layout.has_unset |= g->init[i] == CG_INIT_UNSET;
@@ -119,7 +120,7 @@ static int compile_locked(cg_jit *j, const cg_request *r, cg_kernel *k, char *er
         return rc;
     char name[64];
     snprintf(name, sizeof name, "jopt_kernel_%llu", ++j->serial);
-    rc = cg_llvm_compile(j->llvm, g, name, &k->fn, &k->tracker, err);
+    rc = cg_llvm_compile(j->llvm, g, name, k->fn, &k->tracker, err);
     if (rc == JOPT_OK)
         j->compiles++;
     return rc;
@@ -188,18 +189,25 @@ void cg_kernel_release(cg_kernel *k)
 
 const cg_layout *cg_kernel_layout(const cg_kernel *k) { return &k->layout; }
 
-void cg_kernel_uniforms(const cg_kernel *k, double t, double *u)
+static void run_pass(const cg_kernel *k, int pass, float *const *arrays,
+                     int64_t begin, int64_t end, const double *u, double *red)
 {
-    cg_interp_uniforms(k->graph, t, u);
+    if (k->fn[0])
+        k->fn[pass](arrays, begin, end, u, red);
+    else
+        cg_interp_run(k->graph, pass, arrays, begin, end, u, red);
 }
 
-void cg_kernel_run(const cg_kernel *k, float *const *arrays, int64_t begin,
-                   int64_t end, const double *u)
+void cg_kernel_step(const cg_kernel *k, double t, float *const *arrays,
+                    int64_t n, double *u)
 {
-    if (k->fn)
-        k->fn(arrays, begin, end, u);
-    else
-        cg_interp_run(k->graph, arrays, begin, end, u);
+    double red[CG_MAX_REDUCE] = {0};
+    cg_interp_uniforms(k->graph, t, arrays, NULL, u);
+    run_pass(k, 0, arrays, 0, n, u, red);
+    if (k->graph->nreduce) {
+        cg_interp_uniforms(k->graph, t, arrays, red, u);
+        run_pass(k, 1, arrays, 0, n, u, red);
+    }
 }
 
 int cg_emit_text(cg_jit *j, const cg_request *r, const char *what, char **text,

@@ -149,6 +149,7 @@ static const char prelude[] =
     "  end\n"
     "  if not ok then refuse(format(fmt, ...)) end\n"
     "end\n"
+    "function clamp(x, lo, hi) return min(max(x, lo), hi) end  -- torch.clamp\n"
     "unset = setmetatable({}, {__tostring = function() return 'unset' end,\n"
     "                          __metatable = 'locked'})\n";
 

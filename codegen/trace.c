@@ -14,6 +14,7 @@
 
 static char TRACER_KEY;
 #define TRACED "jopt.traced"
+#define SCALAR "jopt.scalar"
 
 typedef struct tracer {
     cg_graph *g;
@@ -65,6 +66,8 @@ static int32_t check(lua_State *L, int32_t r, const char *op)
                       "reverse (conditions come from lt, le, gt, ge, eq, ne)", op);
     if (r == -3)
         luaL_error(L, "%s takes per-step values only, not per-element ones", op);
+    if (r == -4)
+        luaL_error(L, "%s takes a per-element value", op);
     return r;
 }
 
@@ -167,6 +170,16 @@ static int traced_tostring(lua_State *L)
     return 1;
 }
 
+/* scalar(v): a per-tensor scalar state starting at v (in a state table) */
+static int make_scalar(lua_State *L)
+{
+    double v = luaL_checknumber(L, 1);
+    double *u = lua_newuserdatauv(L, sizeof *u, 0);
+    *u = v;
+    luaL_setmetatable(L, SCALAR);
+    return 1;
+}
+
 static void push_op(lua_State *L, cg_op op)
 {
     lua_pushinteger(L, op);
@@ -184,12 +197,18 @@ void trace_open_lib(lua_State *L)
         {"fma", CG_FMA},   {"lerp", CG_LERP}, {"where", CG_WHERE},
         {"lt", CG_LT},     {"le", CG_LE},   {"gt", CG_GT},     {"ge", CG_GE},
         {"eq", CG_EQ},     {"ne", CG_NE},   {"and_", CG_AND},  {"or_", CG_OR},
-        {"not_", CG_NOT},
+        {"not_", CG_NOT},  {"f32", CG_F32},  {"sum", CG_SUM},
     };
     for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
         push_op(L, fns[i].op);
         lua_setfield(L, -2, fns[i].name);
     }
+    luaL_newmetatable(L, SCALAR);
+    lua_pushliteral(L, "locked");
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 1);
+    lua_pushcfunction(L, make_scalar);
+    lua_setfield(L, -2, "scalar");
     static const struct {
         const char *name;
         cg_op op;
@@ -255,10 +274,15 @@ static int state_set(lua_State *L)
     int i = state_index_of(L, tr);
     if (lua_isnil(L, 3))
         return luaL_error(L, "state '%s' cannot be set to nil", lua_tostring(L, 2));
-    tr->cur[i] = to_node(L, tr, 3, lua_tostring(L, 2));
-    if (tr->g->nodes[tr->cur[i]].boolean)
+    int32_t v = to_node(L, tr, 3, lua_tostring(L, 2));
+    if (tr->g->nodes[v].boolean)
         return luaL_error(L, "state '%s' must be a number, not a truth value",
                           lua_tostring(L, 2));
+    if (tr->g->scalar[tr->slot[i]] && tr->g->nodes[v].varying)
+        return luaL_error(L, "state '%s' is a per-tensor scalar: it takes a "
+                          "per-step value, not a per-element one",
+                          lua_tostring(L, 2));
+    tr->cur[i] = v;
     return 0;
 }
 
@@ -284,20 +308,24 @@ static void layout_state(lua_State *L, sandbox *sb, tracer *tr, int st, int h)
         sb_push_unset(sb);
         int unset = lua_rawequal(L, -1, -2);
         lua_pop(L, 1);
-        if (!unset && lua_type(L, -1) != LUA_TNUMBER)
-            luaL_error(L, "state '%s': initial value must be a number, unset "
-                          "or false, got %s", name, luaL_typename(L, -1));
+        double *scalar = luaL_testudata(L, -1, SCALAR);
+        if (!unset && !scalar && lua_type(L, -1) != LUA_TNUMBER)
+            luaL_error(L, "state '%s': initial value must be a number, "
+                          "scalar(number), unset or false, got %s", name,
+                          luaL_typename(L, -1));
         int s = g->nslots++;
         int k = g->nstate++;
         tr->active[i] = 1;
         tr->slot[i] = s;
         tr->init[i] = unset ? CG_INIT_UNSET : CG_INIT_CONST;
+        g->scalar[s] = scalar != NULL;
         g->state[k] = (int)i;
         g->init[k] = tr->init[i];
-        g->init_value[k] = unset ? 0 : lua_tonumber(L, -1);
+        g->init_value[k] = unset ? 0 : scalar ? *scalar : lua_tonumber(L, -1);
         lua_pop(L, 1);
         if (!(unset && tr->fresh))
-            tr->cur[i] = check(L, cg_graph_load(g, s), name);
+            tr->cur[i] = check(L, scalar ? cg_graph_scalar(g, s)
+                                         : cg_graph_load(g, s), name);
     }
 }
 
@@ -335,7 +363,7 @@ static int trace_main(lua_State *L)
                                  "not set it on a parameter's first step",
                               cg_spec_state_name(tr->spec, i));
         const cg_node *x = &tr->g->nodes[tr->cur[i]];
-        if (!(x->op == CG_LOAD && x->slot == tr->slot[i]))
+        if (!((x->op == CG_LOAD || x->op == CG_SCALAR) && x->slot == tr->slot[i]))
             tr->g->store[tr->slot[i]] = tr->cur[i];
     }
     check_conditions_used(L, tr);

@@ -55,12 +55,12 @@ static int create_state(jopt_optim *opt, unsigned char *created)
                 int si = l->state[s];
                 if (p->state[si])
                     continue;
-                if (!(p->state[si] = alloc_state(p->n)))
+                if (!(p->state[si] = alloc_state(l->scalar[s] ? 1 : p->n)))
                     return JOPT_ENOMEM;
                 created[k + (size_t)si] = 1;
                 p->fresh |= l->init[s] == CG_INIT_UNSET;
                 float v = l->init[s] == CG_INIT_CONST ? (float)l->init_value[s] : 0.0f;
-                for (int64_t e = 0; e < p->n; e++)
+                for (int64_t e = 0, n = l->scalar[s] ? 1 : p->n; e < n; e++)
                     p->state[si][e] = v;
             }
         }
@@ -140,8 +140,7 @@ JOPT_API int jopt_step(jopt_optim *opt, jopt_closure closure, void *user_data,
             arrays[1] = p->g;
             for (int s = 0; s < lay->nstate; s++)
                 arrays[2 + s] = p->state[lay->state[s]];
-            cg_kernel_uniforms(k, (double)(p->step + 1), u);
-            cg_kernel_run(k, arrays, 0, p->n, u);
+            cg_kernel_step(k, (double)(p->step + 1), arrays, p->n, u);
             p->step++;
             p->fresh = 0;
         }

@@ -138,7 +138,8 @@ JOPT_API int jopt_option_set(jopt_optim *opt, size_t group, const char *name,
 JOPT_API int jopt_options_set(jopt_optim *opt, size_t group,
                               const char *options);
 
-/* A parameter's state buffer `name` ("exp_avg"), `numel` floats, owned by the
+/* A parameter's state buffer `name` ("exp_avg"): `numel` floats, or one
+ * float for a per-tensor scalar state (ASGD's "eta"); owned by the
  * optimizer and valid until the optimizer is freed; *data is NULL if the
  * state does not exist yet.  *step (if not NULL) gets the number of steps the
  * parameter has taken. */
