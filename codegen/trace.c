@@ -278,10 +278,15 @@ static int state_set(lua_State *L)
     if (tr->g->nodes[v].boolean)
         return luaL_error(L, "state '%s' must be a number, not a truth value",
                           lua_tostring(L, 2));
-    if (tr->g->scalar[tr->slot[i]] && tr->g->nodes[v].varying)
-        return luaL_error(L, "state '%s' is a per-tensor scalar: it takes a "
-                          "per-step value, not a per-element one",
-                          lua_tostring(L, 2));
+    if (tr->g->scalar[tr->slot[i]]) {
+        if (tr->g->nodes[v].varying)
+            return luaL_error(L, "state '%s' is a per-tensor scalar: it takes "
+                              "a per-step value, not a per-element one",
+                              lua_tostring(L, 2));
+        /* stored in float32, as torch's 0-dim tensors: later reads see the
+         * rounded value, as torch's .item() does */
+        v = check(L, cg_graph_op(tr->g, CG_F32, v, -1, -1), "f32");
+    }
     tr->cur[i] = v;
     return 0;
 }

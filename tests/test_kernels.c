@@ -73,9 +73,6 @@ static void run_free(run *r, size_t ntensors)
     }
 }
 
-static const char *const state_names[] = {"momentum_buffer", "exp_avg",
-                                          "exp_avg_sq", "max_exp_avg_sq"};
-
 /* Runs `options` with both engines over `ntensors` tensors (the longest
  * lengths last) and compares parameters and every state after each step. */
 static void compare(const char *spec, const char *options, size_t ntensors)
@@ -83,6 +80,7 @@ static void compare(const char *spec, const char *options, size_t ntensors)
     run jit, ref;
     run_new(&jit, JOPT_ENGINE_JIT, spec, options, ntensors);
     run_new(&ref, JOPT_ENGINE_REFERENCE, spec, options, ntensors);
+    const cg_spec *sp = jit.opt->spec;
     for (int s = 0; s < STEPS; s++) {
         for (size_t t = 0; t < ntensors; t++) {
             fill_grad(jit.params[t].grad, jit.params[t].numel, 77 * (uint64_t)s + t);
@@ -94,14 +92,19 @@ static void compare(const char *spec, const char *options, size_t ntensors)
         for (size_t t = 0; t < ntensors; t++) {
             int64_t n = jit.params[t].numel;
             assert_same_bits(jit.params[t].param, ref.params[t].param, n, "param", options);
-            for (size_t k = 0; k < sizeof state_names / sizeof state_names[0]; k++) {
+            for (size_t k = 0; k < cg_spec_nstate(sp); k++) {
+                const char *name = cg_spec_state_name(sp, k);
                 const float *a, *b;
-                if (jopt_state_get(jit.opt, 0, t, state_names[k], &a, NULL) != JOPT_OK)
-                    continue; /* not a state of this spec */
-                T_OK(ref.ctx, jopt_state_get(ref.opt, 0, t, state_names[k], &b, NULL));
+                T_OK(jit.ctx, jopt_state_get(jit.opt, 0, t, name, &a, NULL));
+                T_OK(ref.ctx, jopt_state_get(ref.opt, 0, t, name, &b, NULL));
                 assert_true((a == NULL) == (b == NULL));
+                /* per-tensor scalars hold one float */
+                const cg_layout *l = cg_kernel_layout(jit.opt->groups[0].steady);
+                int scalar = 0;
+                for (int q = 0; q < l->nstate; q++)
+                    scalar |= l->state[q] == (int)k && l->scalar[q];
                 if (a)
-                    assert_same_bits(a, b, n, state_names[k], options);
+                    assert_same_bits(a, b, scalar ? 1 : n, name, options);
             }
         }
     }
@@ -161,6 +164,31 @@ static void test_kernels_adamw_matches_reference(void **state)
                          max ? "true" : "false");
                 compare_all_lengths("adamw", options);
             }
+}
+
+/* every option switch of the rest of the family, one at a time and mixed */
+static void test_kernels_family_matches_reference(void **state)
+{
+    (void)state;
+    static const char *const cases[][2] = {
+        {"adadelta", ""}, {"adadelta", "rho=0.5 eps=1e-4 weight_decay=0.1 maximize=true"},
+        {"adagrad", ""}, {"adagrad", "lr_decay=0.01 initial_accumulator_value=0.5"},
+        {"adagrad", "eps=1e-3 weight_decay=0.1 maximize=true"},
+        {"adamax", ""}, {"adamax", "betas=0.8,0.99 weight_decay=0.1 maximize=true"},
+        {"asgd", ""}, {"asgd", "lambd=1e-2 alpha=0.5 t0=2"},
+        {"asgd", "weight_decay=0.1 maximize=true t0=1"},
+        {"nadam", ""}, {"nadam", "momentum_decay=1e-2 weight_decay=0.1"},
+        {"nadam", "decoupled_weight_decay=true weight_decay=0.1 maximize=true"},
+        {"radam", "lr=0.01"}, {"radam", "betas=0.8,0.9 weight_decay=0.1"},
+        {"radam", "decoupled_weight_decay=true weight_decay=0.1 maximize=true"},
+        {"rmsprop", ""}, {"rmsprop", "centered=true"}, {"rmsprop", "momentum=0.9"},
+        {"rmsprop", "centered=true momentum=0.5 weight_decay=0.1 maximize=true"},
+        {"rprop", ""}, {"rprop", "etas=0.3,1.5 step_sizes=1e-4,0.1 maximize=true"},
+        {"lion", ""}, {"lion", "betas=0.8,0.95 weight_decay=0.1 maximize=true"},
+        {"lamb", ""}, {"lamb", "weight_decay=0.01 maximize=true"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        compare_all_lengths(cases[i][0], cases[i][1]);
 }
 
 /* ---- what the optimised kernel looks like ------------------------------- */
@@ -276,6 +304,7 @@ int main(void)
         cmocka_unit_test(test_kernels_sgd_matches_reference),
         cmocka_unit_test(test_kernels_adam_matches_reference),
         cmocka_unit_test(test_kernels_adamw_matches_reference),
+        cmocka_unit_test(test_kernels_family_matches_reference),
         cmocka_unit_test(test_kernels_are_vectorized),
         cmocka_unit_test(test_kernels_fold_disabled_options),
         cmocka_unit_test(test_kernels_layout_follows_options),
