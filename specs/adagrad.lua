@@ -3,7 +3,7 @@
 -- from the optimizer-wide initial_accumulator_value; jopt uses the group's.
 return {
   doc = "Adagrad: step sizes from the sum of squared gradients",
-  hyper = { lr = 1e-2, lr_decay = 0, weight_decay = 0, initial_accumulator_value = 0,
+  hyper = { lr = 1e-2, lr_decay = 0.0, weight_decay = 0.0, initial_accumulator_value = 0.0,
             eps = 1e-10, maximize = false },
   check = function (h)
     require_that(0 <= h.lr, "Invalid learning rate: %s", h.lr)

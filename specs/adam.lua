@@ -3,7 +3,7 @@
 -- in double.
 return {
   doc = "Adam: first and second moment estimates with bias correction",
-  hyper = { lr = 1e-3, betas = {0.9, 0.999}, eps = 1e-8, weight_decay = 0,
+  hyper = { lr = 1e-3, betas = {0.9, 0.999}, eps = 1e-8, weight_decay = 0.0,
             amsgrad = false, maximize = false, decoupled_weight_decay = false },
   check = function (h)
     require_that(0 <= h.lr, "Invalid learning rate: %s", h.lr)

@@ -2,7 +2,7 @@
 -- the infinity norm in place of the second moment.
 return {
   doc = "Adamax: Adam with an exponentially weighted infinity norm",
-  hyper = { lr = 2e-3, betas = {0.9, 0.999}, eps = 1e-8, weight_decay = 0,
+  hyper = { lr = 2e-3, betas = {0.9, 0.999}, eps = 1e-8, weight_decay = 0.0,
             maximize = false },
   check = function (h)
     require_that(0 <= h.lr, "Invalid learning rate: %s", h.lr)

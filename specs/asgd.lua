@@ -3,7 +3,7 @@
 -- eta and mu are per-tensor scalars stored in float32, as in torch.
 return {
   doc = "ASGD: averaged stochastic gradient descent",
-  hyper = { lr = 1e-2, lambd = 1e-4, alpha = 0.75, t0 = 1e6, weight_decay = 0,
+  hyper = { lr = 1e-2, lambd = 1e-4, alpha = 0.75, t0 = 1e6, weight_decay = 0.0,
             maximize = false },
   check = function (h)
     require_that(0 <= h.lr, "Invalid learning rate: %s", h.lr)

@@ -3,7 +3,7 @@
 -- torch.optim has no LAMB; moments as torch's Adam, norms in double.
 return {
   doc = "LAMB: Adam direction with a per-tensor trust ratio",
-  hyper = { lr = 1e-3, betas = {0.9, 0.999}, eps = 1e-6, weight_decay = 0,
+  hyper = { lr = 1e-3, betas = {0.9, 0.999}, eps = 1e-6, weight_decay = 0.0,
             maximize = false },
   check = function (h)
     require_that(0 <= h.lr, "Invalid learning rate: %s", h.lr)

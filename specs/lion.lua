@@ -3,7 +3,7 @@
 -- weight decay.  torch.optim has no Lion; this follows the paper's Program 1.
 return {
   doc = "Lion: sign of interpolated momentum",
-  hyper = { lr = 1e-4, betas = {0.9, 0.99}, weight_decay = 0, maximize = false },
+  hyper = { lr = 1e-4, betas = {0.9, 0.99}, weight_decay = 0.0, maximize = false },
   check = function (h)
     require_that(0 <= h.lr, "Invalid learning rate: %s", h.lr)
     require_that(0 <= h.betas[1] and h.betas[1] < 1,

@@ -2,7 +2,7 @@
 -- a momentum schedule mu_t; mu_product is a per-tensor float32 scalar.
 return {
   doc = "NAdam: Adam with Nesterov momentum",
-  hyper = { lr = 2e-3, betas = {0.9, 0.999}, eps = 1e-8, weight_decay = 0,
+  hyper = { lr = 2e-3, betas = {0.9, 0.999}, eps = 1e-8, weight_decay = 0.0,
             momentum_decay = 4e-3, decoupled_weight_decay = false, maximize = false },
   check = function (h)
     require_that(0 <= h.lr, "Invalid learning rate: %s", h.lr)

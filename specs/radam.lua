@@ -3,7 +3,7 @@
 -- (rho_t > 5): a per-step condition, decided in the kernel by a select.
 return {
   doc = "RAdam: rectified Adam",
-  hyper = { lr = 1e-3, betas = {0.9, 0.999}, eps = 1e-8, weight_decay = 0,
+  hyper = { lr = 1e-3, betas = {0.9, 0.999}, eps = 1e-8, weight_decay = 0.0,
             decoupled_weight_decay = false, maximize = false },
   check = function (h)
     require_that(0 <= h.lr, "Invalid learning rate: %s", h.lr)

@@ -2,7 +2,7 @@
 -- root, optional centering (Graves, 2013) and momentum.
 return {
   doc = "RMSprop: steps scaled by a running RMS of the gradient",
-  hyper = { lr = 1e-2, alpha = 0.99, eps = 1e-8, weight_decay = 0, momentum = 0,
+  hyper = { lr = 1e-2, alpha = 0.99, eps = 1e-8, weight_decay = 0.0, momentum = 0.0,
             centered = false, maximize = false },
   check = function (h)
     require_that(0 <= h.lr, "Invalid learning rate: %s", h.lr)

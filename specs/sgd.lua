@@ -3,7 +3,7 @@
 -- into the buffer without dampening.
 return {
   doc = "SGD: stochastic gradient descent, with momentum, dampening and Nesterov",
-  hyper = { lr = 1e-3, momentum = 0, dampening = 0, weight_decay = 0,
+  hyper = { lr = 1e-3, momentum = 0.0, dampening = 0.0, weight_decay = 0.0,
             nesterov = false, maximize = false },
   check = function (h)
     require_that(h.lr >= 0, "Invalid learning rate: %s", h.lr)

@@ -82,6 +82,10 @@ void t_fixture_load(t_fixture *fx, const char *name)
             snprintf(fx->spec, sizeof fx->spec, "%.63s", line + 5);
         else if (!strncmp(line, "options ", 8))
             snprintf(fx->options, sizeof fx->options, "%.511s", line + 8);
+        else if (!strncmp(line, "record ", 7))
+            snprintf(fx->record, sizeof fx->record, "%.63s", line + 7);
+        else if (!strncmp(line, "torch ", 6))
+            snprintf(fx->torch, sizeof fx->torch, "%.127s", line + 6);
         else if (!strncmp(line, "steps ", 6))
             fx->steps = atoi(line + 6);
         else if (!strncmp(line, "sizes ", 6)) {

@@ -40,7 +40,10 @@ typedef struct t_fixture {
     float *init;         /* total */
     unsigned char *mask; /* steps x ntensors: gradient present */
     float *grads;        /* steps x total; absent gradients zero */
-    float *params;       /* steps x total: parameters after each step */
+    float *params;       /* steps x total: parameters after each step, or
+                            the state named by `record` */
+    char record[64];     /* "" for the parameters, else a state ("ax") */
+    char torch[128];     /* the header's torch line */
 } t_fixture;
 
 /* reads JOPT_SOURCE_DIR/tests/fixtures/<name>; fails the test if it can't */
