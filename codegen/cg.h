@@ -18,6 +18,7 @@
 #define CG_ERRLEN 1024
 #define CG_MAX_SLOTS 64       /* arrays a kernel takes: p, g, states */
 #define CG_MAX_UNIFORMS 4096  /* per-step values a kernel reads */
+#define CG_MAX_REDUCE 16      /* sums over the tensor in one update */
 
 typedef struct cg_spec cg_spec;
 typedef struct cg_jit cg_jit;
@@ -76,6 +77,7 @@ typedef struct cg_layout {
     const uint8_t *scalar;    /* 1: one float per tensor, not an array */
     int has_unset;            /* some state starts unset */
     int nuniform;             /* per-step values the kernel reads */
+    int nreduce;              /* sums over the tensor: 0, or two passes */
 } cg_layout;
 
 /* One pass of a kernel over elements [begin, end); `red` receives the sums
@@ -103,12 +105,21 @@ void cg_kernel_release(cg_kernel *k); /* NULL is a no-op */
 
 const cg_layout *cg_kernel_layout(const cg_kernel *k);
 
-/* One step of the update of one tensor of n elements at step count t (1
- * on the first step): the per-step values (into `u`, layout->nuniform
- * doubles of scratch), the kernel's pass or passes, and the new values of
- * the tensor's scalar states.  Allocates nothing. */
-void cg_kernel_step(const cg_kernel *k, double t, float *const *arrays,
-                    int64_t n, double *u);
+/* One step of the update of one tensor at step count t (1 on the first):
+ *   cg_kernel_prologue   the per-step values into `u` (layout->nuniform
+ *                        doubles), reading the tensor's scalar states
+ *   cg_kernel_pass(0)    over every element, in any split into ranges; a
+ *                        range adds its sums (layout->nreduce) into `red`
+ *   with two passes: cg_kernel_epilogue with the sums of all ranges, added
+ *                        in element order, then cg_kernel_pass(1)
+ * The scalar states get their new values in the prologue (one pass) or the
+ * epilogue (two).  None of these allocates. */
+void cg_kernel_prologue(const cg_kernel *k, double t, float *const *arrays,
+                        double *u);
+void cg_kernel_pass(const cg_kernel *k, int pass, float *const *arrays,
+                    int64_t begin, int64_t end, const double *u, double *red);
+void cg_kernel_epilogue(const cg_kernel *k, double t, float *const *arrays,
+                        const double *red, double *u);
 
 /* The optimised IR ("ir") or machine code ("asm") of a request's kernel,
  * for tools and tests.  Caller frees *text with free(). */

@@ -40,7 +40,6 @@ typedef struct cg_node {
 } cg_node;
 
 #define CG_MAX_NODES 65536
-#define CG_MAX_REDUCE 16
 
 typedef struct cg_graph {
     cg_node *nodes;

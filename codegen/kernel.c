@@ -112,6 +112,7 @@ static int compile_locked(cg_jit *j, const cg_request *r, cg_kernel *k, char *er
     k->layout.init_value = g->init_value;
     k->layout.scalar = g->scalar + 2; /* by state, as the other fields */
     k->layout.nuniform = g->nuniform;
+    k->layout.nreduce = g->nreduce;
     for (int i = 0; i < g->nstate; i++)
         k->layout.has_unset |= g->init[i] == CG_INIT_UNSET;
     if (r->reference)
@@ -189,8 +190,14 @@ void cg_kernel_release(cg_kernel *k)
 
 const cg_layout *cg_kernel_layout(const cg_kernel *k) { return &k->layout; }
 
-static void run_pass(const cg_kernel *k, int pass, float *const *arrays,
-                     int64_t begin, int64_t end, const double *u, double *red)
+void cg_kernel_prologue(const cg_kernel *k, double t, float *const *arrays,
+                        double *u)
+{
+    cg_interp_uniforms(k->graph, t, arrays, NULL, u);
+}
+
+void cg_kernel_pass(const cg_kernel *k, int pass, float *const *arrays,
+                    int64_t begin, int64_t end, const double *u, double *red)
 {
     if (k->fn[0])
         k->fn[pass](arrays, begin, end, u, red);
@@ -198,16 +205,10 @@ static void run_pass(const cg_kernel *k, int pass, float *const *arrays,
         cg_interp_run(k->graph, pass, arrays, begin, end, u, red);
 }
 
-void cg_kernel_step(const cg_kernel *k, double t, float *const *arrays,
-                    int64_t n, double *u)
+void cg_kernel_epilogue(const cg_kernel *k, double t, float *const *arrays,
+                        const double *red, double *u)
 {
-    double red[CG_MAX_REDUCE] = {0};
-    cg_interp_uniforms(k->graph, t, arrays, NULL, u);
-    run_pass(k, 0, arrays, 0, n, u, red);
-    if (k->graph->nreduce) {
-        cg_interp_uniforms(k->graph, t, arrays, red, u);
-        run_pass(k, 1, arrays, 0, n, u, red);
-    }
+    cg_interp_uniforms(k->graph, t, arrays, red, u);
 }
 
 int cg_emit_text(cg_jit *j, const cg_request *r, const char *what, char **text,

@@ -103,6 +103,7 @@ JOPT_API void jopt_ctx_free(jopt_ctx *ctx)
 {
     if (!ctx)
         return;
+    rt_pool_free(ctx->pool);
     cg_jit_free(ctx->jit);
     free_dirs(ctx);
     free(ctx);
@@ -132,6 +133,45 @@ JOPT_API int jopt_ctx_set_engine(jopt_ctx *ctx, jopt_engine engine)
         return rt_fail(ctx, JOPT_EINVAL, "jopt_ctx_set_engine: unknown engine %d",
                        (int)engine);
     ctx->engine = engine;
+    return JOPT_OK;
+}
+
+int rt_ctx_pool(jopt_ctx *ctx)
+{
+    int want = ctx->threads ? ctx->threads : rt_pool_default_threads();
+    if (ctx->pool && rt_pool_threads(ctx->pool) == want)
+        return JOPT_OK;
+    rt_pool *p;
+    if (want <= 1 || rt_pool_new(want, &p) != 0)
+        p = NULL;
+    rt_pool_free(ctx->pool);
+    ctx->pool = p;
+    return JOPT_OK;
+}
+
+JOPT_API int jopt_ctx_set_threads(jopt_ctx *ctx, int threads)
+{
+    if (!ctx)
+        return JOPT_EINVAL;
+    if (threads < 0 || threads > 1024)
+        return rt_fail(ctx, JOPT_EINVAL, "jopt_ctx_set_threads: %d threads "
+                       "(give 1 to 1024, or 0 for every core)", threads);
+    ctx->threads = threads;
+    return rt_ctx_pool(ctx);
+}
+
+JOPT_API int jopt_ctx_threads(const jopt_ctx *ctx)
+{
+    if (!ctx)
+        return 0;
+    return ctx->pool ? rt_pool_threads(ctx->pool) : 1;
+}
+
+JOPT_API int jopt_ctx_set_flush_denormals(jopt_ctx *ctx, int on)
+{
+    if (!ctx)
+        return JOPT_EINVAL;
+    ctx->flush = on != 0;
     return JOPT_OK;
 }
 

@@ -131,6 +131,53 @@ static int group_kernels(jopt_optim *opt, const char *where,
     return JOPT_OK;
 }
 
+/* ---- step()'s work space ------------------------------------------------ */
+
+static size_t uniforms_needed(const cg_kernel *steady, const cg_kernel *fresh)
+{
+    size_t a = (size_t)cg_kernel_layout(steady)->nuniform;
+    size_t b = fresh ? (size_t)cg_kernel_layout(fresh)->nuniform : 0;
+    return (a > b ? a : b) + 1;
+}
+
+int rt_reserve_uniforms(jopt_optim *opt, size_t need)
+{
+    if (need <= opt->ucap)
+        return JOPT_OK;
+    size_t np = 0;
+    for (size_t g = 0; g < opt->ngroups; g++)
+        np += opt->groups[g].n;
+    double *buf = calloc(np * need + 1, sizeof *buf);
+    if (!buf)
+        return JOPT_ENOMEM;
+    size_t k = 0;
+    for (size_t g = 0; g < opt->ngroups; g++)
+        for (size_t i = 0; i < opt->groups[g].n; i++)
+            opt->groups[g].params[i].u = buf + need * k++;
+    free(opt->ubuf);
+    opt->ubuf = buf;
+    opt->ucap = need;
+    return JOPT_OK;
+}
+
+/* room for every parameter cut into RT_CHUNK tasks, and its uniforms */
+static int plan_space(jopt_optim *opt)
+{
+    size_t nt = 0, need = 0;
+    for (size_t g = 0; g < opt->ngroups; g++) {
+        const rt_group *gr = &opt->groups[g];
+        size_t u = uniforms_needed(gr->steady, gr->fresh);
+        need = u > need ? u : need;
+        for (size_t i = 0; i < gr->n; i++)
+            nt += (size_t)((gr->params[i].n + RT_CHUNK - 1) / RT_CHUNK);
+    }
+    opt->tasks = calloc(nt + 1, sizeof *opt->tasks);
+    opt->maxtasks = nt;
+    if (!opt->tasks || rt_reserve_uniforms(opt, need))
+        return JOPT_ENOMEM;
+    return JOPT_OK;
+}
+
 /* ---- construction ------------------------------------------------------- */
 
 static void free_groups(jopt_optim *opt)
@@ -157,6 +204,8 @@ JOPT_API void jopt_optim_free(jopt_optim *opt)
         return;
     free_groups(opt);
     free(opt->defaults);
+    free(opt->ubuf);
+    free(opt->tasks);
     cg_spec_free(opt->spec);
     free(opt);
 }
@@ -217,7 +266,7 @@ JOPT_API int jopt_optim_new(jopt_ctx *ctx, const char *spec,
             const jopt_param *p = &ug->params[i];
             if ((rc = check_param(ctx, fn, g, i, p)))
                 goto fail;
-            gr->params[i] = (rt_param){p->param, p->grad, p->numel, 0, NULL, 0};
+            gr->params[i] = (rt_param){.p = p->param, .g = p->grad, .n = p->numel};
             gr->n = i + 1;
             if (!(gr->params[i].state = calloc(ns + 1, sizeof(float *)))) {
                 rc = rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
@@ -235,6 +284,10 @@ JOPT_API int jopt_optim_new(jopt_ctx *ctx, const char *spec,
     }
     if ((rc = check_buffers(ctx, fn, opt->groups, opt->ngroups, SIZE_MAX, 0, NULL)))
         goto fail;
+    if (plan_space(opt) || rt_ctx_pool(ctx)) {
+        rc = rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
+        goto fail;
+    }
     *out = opt;
     return JOPT_OK;
 fail:
@@ -299,6 +352,11 @@ static int set_values(jopt_optim *opt, const char *fn, size_t group,
     int rc = group_kernels(opt, where, values, &steady, &fresh);
     if (rc)
         return rc;
+    if (rt_reserve_uniforms(opt, uniforms_needed(steady, fresh))) {
+        cg_kernel_release(steady);
+        cg_kernel_release(fresh);
+        return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
+    }
     memcpy(gr->values, values, cg_spec_nvalues(opt->spec) * sizeof(double));
     cg_kernel_release(gr->steady);
     cg_kernel_release(gr->fresh);

@@ -8,6 +8,14 @@
 
 #include "../codegen/cg.h"
 #include "jopt.h"
+#include "pool.h"
+
+/* step() cuts tensors into tasks of this many elements (a multiple of 16
+ * floats, so cuts fall on 64-byte boundaries of an aligned tensor).  The
+ * cut does not depend on the thread count, so neither do sums. */
+#define RT_CHUNK 65536
+/* below this many elements in a step, the caller does all the work */
+#define RT_PARALLEL_MIN (4 * RT_CHUNK)
 
 struct jopt_ctx {
     char err[CG_ERRLEN];
@@ -15,6 +23,9 @@ struct jopt_ctx {
     size_t ndirs;
     cg_jit *jit;
     jopt_engine engine;
+    rt_pool *pool;  /* started by the first step that can use it */
+    int threads;    /* 0: every core */
+    int flush;      /* FTZ/DAZ during step() */
 };
 
 typedef struct rt_param {
@@ -24,7 +35,19 @@ typedef struct rt_param {
     float **state;  /* one per spec state, NULL until created; owned */
     int fresh;      /* some state that starts unset was just created and
                        has not been written yet: run the fresh kernel */
+    /* this step's work: set up by step(), allocated with the optimizer */
+    const cg_kernel *k;
+    float *arrays[CG_MAX_SLOTS];
+    double *u;      /* per-step values: optim->ucap doubles */
+    double red[CG_MAX_REDUCE];
 } rt_param;
+
+/* a range of one parameter's elements, with its partial sums */
+typedef struct rt_task {
+    rt_param *p;
+    int64_t begin, end;
+    double red[CG_MAX_REDUCE];
+} rt_task;
 
 typedef struct rt_group {
     rt_param *params;
@@ -40,8 +63,20 @@ struct jopt_optim {
     rt_group *groups;
     size_t ngroups;
     double *defaults; /* the spec's, overlaid by the optimizer's defaults */
+    /* step()'s preallocated work space: no allocation while stepping */
+    double *ubuf;     /* every parameter's u, ucap doubles each */
+    size_t ucap;
+    rt_task *tasks;   /* room for every parameter cut into RT_CHUNKs */
+    size_t maxtasks;
 };
 
+/* optim.c: makes room for per-step values of `need` doubles per parameter
+ * (never shrinks); JOPT_ENOMEM changes nothing */
+int rt_reserve_uniforms(jopt_optim *opt, size_t need);
+
+/* ctx.c: starts the context's thread pool if it has none; a pool that
+ * cannot start leaves steps on the caller's thread, which is not an error */
+int rt_ctx_pool(jopt_ctx *ctx);
 /* ctx.c: sets ctx->err and returns `status` */
 int rt_fail(jopt_ctx *ctx, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

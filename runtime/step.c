@@ -4,8 +4,13 @@
  *   step(closure): closure (may fail: nothing changed yet)
  *               -> create missing state for every parameter with a gradient
  *                  (may fail: what was created is freed, nothing changed)
- *               -> per parameter: uniforms for its step count t, then its
- *                  group's kernel over its elements (cannot fail)
+ *               -> per parameter: its kernel, its arrays, the per-step
+ *                  values for its step count t (the prologue)
+ *               -> pass 0 over every parameter, cut into RT_CHUNK tasks,
+ *                  on the thread pool
+ *               -> for kernels with sums: the sums of each parameter's
+ *                  tasks added in element order, the epilogue, pass 1
+ * Nothing after the state is created can fail, and nothing allocates.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -55,12 +60,13 @@ static int create_state(jopt_optim *opt, unsigned char *created)
                 int si = l->state[s];
                 if (p->state[si])
                     continue;
-                if (!(p->state[si] = alloc_state(l->scalar[s] ? 1 : p->n)))
+                int64_t n = l->scalar[s] ? 1 : p->n;
+                if (!(p->state[si] = alloc_state(n)))
                     return JOPT_ENOMEM;
                 created[k + (size_t)si] = 1;
                 p->fresh |= l->init[s] == CG_INIT_UNSET;
                 float v = l->init[s] == CG_INIT_CONST ? (float)l->init_value[s] : 0.0f;
-                for (int64_t e = 0, n = l->scalar[s] ? 1 : p->n; e < n; e++)
+                for (int64_t e = 0; e < n; e++)
                     p->state[si][e] = v;
             }
         }
@@ -99,6 +105,69 @@ static int needs_state(const jopt_optim *opt)
     return 0;
 }
 
+static int ensure_state(jopt_optim *opt)
+{
+    if (!needs_state(opt))
+        return JOPT_OK;
+    size_t total = 0;
+    for (size_t g = 0; g < opt->ngroups; g++)
+        total += opt->groups[g].n * cg_spec_nstate(opt->spec);
+    unsigned char *created = calloc(total + 1, 1);
+    if (!created)
+        return rt_fail(opt->ctx, JOPT_ENOMEM, "jopt_step: out of memory");
+    if (create_state(opt, created) != JOPT_OK) {
+        undo_state(opt, created);
+        free(created);
+        return rt_fail(opt->ctx, JOPT_ENOMEM, "jopt_step: out of memory "
+                       "creating optimizer state");
+    }
+    free(created);
+    return JOPT_OK;
+}
+
+typedef struct run {
+    rt_task *tasks;
+    int pass;
+} run;
+
+static void run_task(void *arg, size_t i)
+{
+    const run *r = arg;
+    rt_task *t = &r->tasks[i];
+    memset(t->red, 0, sizeof t->red);
+    cg_kernel_pass(t->p->k, r->pass, t->p->arrays, t->begin, t->end, t->p->u,
+                   t->red);
+}
+
+/* Sets up each stepping parameter and cuts it into tasks; returns the
+ * number of tasks, and the elements in *total. */
+static size_t plan(jopt_optim *opt, int64_t *total)
+{
+    size_t nt = 0;
+    *total = 0;
+    for (size_t g = 0; g < opt->ngroups; g++) {
+        rt_group *gr = &opt->groups[g];
+        for (size_t i = 0; i < gr->n; i++) {
+            rt_param *p = &gr->params[i];
+            if (!p->g || !p->n) {
+                p->k = NULL;
+                continue;
+            }
+            p->k = kernel_for(gr, p);
+            const cg_layout *lay = cg_kernel_layout(p->k);
+            p->arrays[0] = p->p;
+            p->arrays[1] = p->g;
+            for (int s = 0; s < lay->nstate; s++)
+                p->arrays[2 + s] = p->state[lay->state[s]];
+            cg_kernel_prologue(p->k, (double)(p->step + 1), p->arrays, p->u);
+            for (int64_t b = 0; b < p->n; b += RT_CHUNK)
+                opt->tasks[nt++] = (rt_task){p, b, b + RT_CHUNK < p->n ? b + RT_CHUNK : p->n, {0}};
+            *total += p->n;
+        }
+    }
+    return nt;
+}
+
 JOPT_API int jopt_step(jopt_optim *opt, jopt_closure closure, void *user_data,
                        double *loss)
 {
@@ -111,40 +180,45 @@ JOPT_API int jopt_step(jopt_optim *opt, jopt_closure closure, void *user_data,
             return rt_fail(opt->ctx, JOPT_ECLOSURE, "jopt_step: the closure "
                            "returned %d; the step was not taken", crc);
     }
-    if (needs_state(opt)) {
-        size_t total = 0;
-        for (size_t g = 0; g < opt->ngroups; g++)
-            total += opt->groups[g].n * cg_spec_nstate(opt->spec);
-        unsigned char *created = calloc(total + 1, 1);
-        if (!created)
-            return rt_fail(opt->ctx, JOPT_ENOMEM, "jopt_step: out of memory");
-        if (create_state(opt, created) != JOPT_OK) {
-            undo_state(opt, created);
-            free(created);
-            return rt_fail(opt->ctx, JOPT_ENOMEM, "jopt_step: out of memory "
-                           "creating optimizer state");
-        }
-        free(created);
+    int rc = ensure_state(opt);
+    if (rc)
+        return rc;
+    int64_t total;
+    size_t nt = plan(opt, &total);
+    jopt_ctx *ctx = opt->ctx;
+    rt_pool *pool = total >= RT_PARALLEL_MIN ? ctx->pool : NULL;
+    run r = {opt->tasks, 0};
+    rt_pool_run(pool, nt, run_task, &r, ctx->flush);
+
+    /* kernels with sums: each parameter's sums, task by task in element
+     * order, then the second pass over the same tasks */
+    size_t late = 0;
+    for (size_t i = 0; i < nt; i++) {
+        rt_task *t = &opt->tasks[i];
+        const cg_layout *lay = cg_kernel_layout(t->p->k);
+        if (!lay->nreduce)
+            continue;
+        if (t->begin == 0)
+            memset(t->p->red, 0, sizeof t->p->red);
+        for (int k = 0; k < lay->nreduce; k++)
+            t->p->red[k] += t->red[k];
+        if (t->end == t->p->n)
+            cg_kernel_epilogue(t->p->k, (double)(t->p->step + 1), t->p->arrays,
+                               t->p->red, t->p->u);
+        opt->tasks[late++] = *t; /* compacted: pass 1 runs these only */
     }
-    float *arrays[CG_MAX_SLOTS];
-    double u[CG_MAX_UNIFORMS];
-    for (size_t g = 0; g < opt->ngroups; g++) {
-        rt_group *gr = &opt->groups[g];
-        for (size_t i = 0; i < gr->n; i++) {
-            rt_param *p = &gr->params[i];
-            if (!p->g || !p->n)
-                continue;
-            const cg_kernel *k = kernel_for(gr, p);
-            const cg_layout *lay = cg_kernel_layout(k);
-            arrays[0] = p->p;
-            arrays[1] = p->g;
-            for (int s = 0; s < lay->nstate; s++)
-                arrays[2 + s] = p->state[lay->state[s]];
-            cg_kernel_step(k, (double)(p->step + 1), arrays, p->n, u);
-            p->step++;
-            p->fresh = 0;
-        }
+    if (late) {
+        r.pass = 1;
+        rt_pool_run(pool, late, run_task, &r, ctx->flush);
     }
+    for (size_t g = 0; g < opt->ngroups; g++)
+        for (size_t i = 0; i < opt->groups[g].n; i++) {
+            rt_param *p = &opt->groups[g].params[i];
+            if (p->k) {
+                p->step++;
+                p->fresh = 0;
+            }
+        }
     if (loss)
         *loss = l;
     return JOPT_OK;

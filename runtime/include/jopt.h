@@ -64,6 +64,19 @@ JOPT_API int jopt_ctx_set_spec_path(jopt_ctx *ctx, const char *folders);
 typedef enum jopt_engine { JOPT_ENGINE_JIT = 0, JOPT_ENGINE_REFERENCE = 1 } jopt_engine;
 JOPT_API int jopt_ctx_set_engine(jopt_ctx *ctx, jopt_engine engine);
 
+/* Threads that step() uses (the caller included): 0, the default, is every
+ * core.  Tensors are cut into ranges of 65,536 elements, shared among the
+ * threads; a step of under 262,144 elements runs on the caller alone.  The
+ * results are the same bits for any thread count.  A pool that cannot
+ * start leaves steps on the caller's thread. */
+JOPT_API int jopt_ctx_set_threads(jopt_ctx *ctx, int threads);
+JOPT_API int jopt_ctx_threads(const jopt_ctx *ctx); /* in use now */
+
+/* Flush subnormals to zero (FTZ/DAZ) while step() runs, on every thread,
+ * restored after: subnormal inputs can make kernels ~2x slower.  This
+ * changes results, so it is off unless asked for. */
+JOPT_API int jopt_ctx_set_flush_denormals(jopt_ctx *ctx, int on);
+
 /* Kernels compiled so far and cache hits (for tests and benchmarks). */
 JOPT_API void jopt_ctx_stats(const jopt_ctx *ctx, size_t *compiles, size_t *cache_hits);
 

@@ -1,0 +1,174 @@
+/*
+ * pool.c - a persistent thread pool for step(): the caller and n-1 workers
+ * take tasks from a shared counter until none are left.
+ *
+ * Which thread runs a task never changes a result: tasks write disjoint
+ * elements, and partial sums are kept per task and combined in task order
+ * by the caller.  Flushing subnormals (FTZ/DAZ) is a per-thread CPU setting,
+ * so it is applied on every worker for the run, and on the caller too,
+ * restored after.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <unistd.h>
+#if defined(__SSE__) || defined(__x86_64__)
+#include <xmmintrin.h>
+#define HAVE_MXCSR 1
+#endif
+
+#include "pool.h"
+
+struct rt_pool {
+    pthread_t *threads;
+    int nworkers;
+    pthread_mutex_t lock;
+    pthread_cond_t start, done;
+    unsigned long generation; /* bumped for each run */
+    int quit;
+    /* the current run */
+    rt_task_fn fn;
+    void *arg;
+    size_t ntasks;
+    size_t next;    /* next task to take (under lock) */
+    int active;     /* workers still in the run */
+    int flush;      /* FTZ/DAZ during the run */
+};
+
+#define MXCSR_FLUSH 0x8040u /* FTZ (bit 15) and DAZ (bit 6) */
+
+static unsigned flush_on(int flush)
+{
+#ifdef HAVE_MXCSR
+    unsigned old = _mm_getcsr();
+    _mm_setcsr(flush ? old | MXCSR_FLUSH : old & ~MXCSR_FLUSH);
+    return old;
+#else
+    (void)flush;
+    return 0;
+#endif
+}
+
+static void flush_restore(unsigned old)
+{
+#ifdef HAVE_MXCSR
+    _mm_setcsr(old);
+#else
+    (void)old;
+#endif
+}
+
+static void take_tasks(rt_pool *p)
+{
+    for (;;) {
+        pthread_mutex_lock(&p->lock);
+        size_t i = p->next < p->ntasks ? p->next++ : p->ntasks;
+        pthread_mutex_unlock(&p->lock);
+        if (i == p->ntasks)
+            return;
+        p->fn(p->arg, i);
+    }
+}
+
+static void *worker(void *arg)
+{
+    rt_pool *p = arg;
+    unsigned long seen = 0;
+    pthread_mutex_lock(&p->lock);
+    for (;;) {
+        while (!p->quit && p->generation == seen)
+            pthread_cond_wait(&p->start, &p->lock);
+        if (p->quit)
+            break;
+        seen = p->generation;
+        int flush = p->flush;
+        pthread_mutex_unlock(&p->lock);
+        unsigned old = flush_on(flush);
+        take_tasks(p);
+        flush_restore(old);
+        pthread_mutex_lock(&p->lock);
+        if (--p->active == 0)
+            pthread_cond_signal(&p->done);
+    }
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+int rt_pool_default_threads(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 256 ? 256 : (int)n;
+}
+
+int rt_pool_new(int nthreads, rt_pool **out)
+{
+    rt_pool *p = calloc(1, sizeof *p);
+    if (!p)
+        return -1;
+    p->nworkers = nthreads > 1 ? nthreads - 1 : 0;
+    p->threads = calloc((size_t)p->nworkers + 1, sizeof *p->threads);
+    if (!p->threads || pthread_mutex_init(&p->lock, NULL)) {
+        free(p->threads);
+        free(p);
+        return -1;
+    }
+    pthread_cond_init(&p->start, NULL);
+    pthread_cond_init(&p->done, NULL);
+    for (int i = 0; i < p->nworkers; i++) {
+        if (pthread_create(&p->threads[i], NULL, worker, p)) {
+            p->nworkers = i; /* run with the threads we have */
+            break;
+        }
+    }
+    *out = p;
+    return 0;
+}
+
+void rt_pool_free(rt_pool *p)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->lock);
+    p->quit = 1;
+    pthread_cond_broadcast(&p->start);
+    pthread_mutex_unlock(&p->lock);
+    for (int i = 0; i < p->nworkers; i++)
+        pthread_join(p->threads[i], NULL);
+    pthread_cond_destroy(&p->start);
+    pthread_cond_destroy(&p->done);
+    pthread_mutex_destroy(&p->lock);
+    free(p->threads);
+    free(p);
+}
+
+int rt_pool_threads(const rt_pool *p)
+{
+    return p ? p->nworkers + 1 : 1;
+}
+
+void rt_pool_run(rt_pool *p, size_t ntasks, rt_task_fn fn, void *arg,
+                 int flush)
+{
+    unsigned old = flush_on(flush);
+    if (!p || p->nworkers == 0 || ntasks < 2) {
+        for (size_t i = 0; i < ntasks; i++)
+            fn(arg, i);
+        flush_restore(old);
+        return;
+    }
+    pthread_mutex_lock(&p->lock);
+    p->fn = fn;
+    p->arg = arg;
+    p->ntasks = ntasks;
+    p->next = 0;
+    p->flush = flush;
+    p->active = p->nworkers;
+    p->generation++;
+    pthread_cond_broadcast(&p->start);
+    pthread_mutex_unlock(&p->lock);
+    take_tasks(p);
+    pthread_mutex_lock(&p->lock);
+    while (p->active > 0)
+        pthread_cond_wait(&p->done, &p->lock);
+    pthread_mutex_unlock(&p->lock);
+    flush_restore(old);
+}

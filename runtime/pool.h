@@ -1,0 +1,25 @@
+/*
+ * pool.h - the runtime's thread pool (see pool.c).
+ */
+#ifndef RT_POOL_H
+#define RT_POOL_H
+
+#include <stddef.h>
+
+typedef struct rt_pool rt_pool;
+typedef void (*rt_task_fn)(void *arg, size_t task);
+
+/* nthreads counts the caller: 1 makes a pool with no workers.  0 on
+ * success, -1 if nothing could be allocated. */
+int rt_pool_new(int nthreads, rt_pool **out);
+void rt_pool_free(rt_pool *p); /* NULL is a no-op */
+int rt_pool_threads(const rt_pool *p);
+int rt_pool_default_threads(void); /* the cores online */
+
+/* Runs fn(arg, i) for i in [0, ntasks) on the caller and the workers and
+ * returns when all are done; with `flush`, subnormals are flushed to zero
+ * (FTZ/DAZ) on every thread for the run.  p may be NULL (caller only). */
+void rt_pool_run(rt_pool *p, size_t ntasks, rt_task_fn fn, void *arg,
+                 int flush);
+
+#endif /* RT_POOL_H */
