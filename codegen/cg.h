@@ -36,6 +36,8 @@ typedef struct cg_hyper {
     int len;    /* 1 for a scalar, the tuple's length otherwise */
     int tuple;  /* written as a tuple in the spec ({0.9, 0.999}) */
     int integer; /* its default is a Lua integer (max_iter = 20) */
+    int runtime_ok; /* in the spec's `runtime` list: used arithmetically
+                       only, so it can be passed per step, not folded */
     int offset;
 } cg_hyper;
 
@@ -58,8 +60,9 @@ size_t cg_spec_nstate(const cg_spec *spec);      /* every state the spec names *
 const char *cg_spec_state_name(const cg_spec *spec, size_t i); /* sorted */
 
 /* Runs the spec's check() on a value vector: JOPT_EINVAL with the spec's
- * message if the values are refused. */
-int cg_spec_check(const cg_spec *spec, const double *values, char *err);
+ * message if the values are refused.  Keeps a sandbox in the spec between
+ * calls, so a scheduler's per-step checks cost microseconds. */
+int cg_spec_check(cg_spec *spec, const double *values, char *err);
 
 /* ---- Kernels ------------------------------------------------------------ */
 
@@ -93,6 +96,8 @@ void cg_jit_stats(const cg_jit *jit, size_t *compiles, size_t *hits);
 typedef struct cg_request {
     const cg_spec *spec;
     const double *values; /* cg_spec_nvalues() of them, already checked */
+    const uint8_t *runtime; /* per hyper: passed per step, not folded
+                               (only runtime_ok ones); NULL for none */
     int fresh;            /* 1: trace with unset states reading nil */
     int reference;        /* 1: the reference interpreter, no LLVM */
 } cg_request;
@@ -107,19 +112,21 @@ const cg_layout *cg_kernel_layout(const cg_kernel *k);
 
 /* One step of the update of one tensor at step count t (1 on the first):
  *   cg_kernel_prologue   the per-step values into `u` (layout->nuniform
- *                        doubles), reading the tensor's scalar states
+ *                        doubles), reading the tensor's scalar states and
+ *                        the group's hyperparameter `values` (those passed
+ *                        at run time)
  *   cg_kernel_pass(0)    over every element, in any split into ranges; a
  *                        range adds its sums (layout->nreduce) into `red`
  *   with two passes: cg_kernel_epilogue with the sums of all ranges, added
  *                        in element order, then cg_kernel_pass(1)
  * The scalar states get their new values in the prologue (one pass) or the
  * epilogue (two).  None of these allocates. */
-void cg_kernel_prologue(const cg_kernel *k, double t, float *const *arrays,
-                        double *u);
+void cg_kernel_prologue(const cg_kernel *k, double t, const double *values,
+                        float *const *arrays, double *u);
 void cg_kernel_pass(const cg_kernel *k, int pass, float *const *arrays,
                     int64_t begin, int64_t end, const double *u, double *red);
-void cg_kernel_epilogue(const cg_kernel *k, double t, float *const *arrays,
-                        const double *red, double *u);
+void cg_kernel_epilogue(const cg_kernel *k, double t, const double *values,
+                        float *const *arrays, const double *red, double *u);
 
 /* The optimised IR ("ir") or machine code ("asm") of a request's kernel,
  * for tools and tests.  Caller frees *text with free(). */

@@ -17,6 +17,7 @@ typedef enum cg_op {
     CG_STEP,  /* the step count t */
     CG_LOAD,  /* array slot `slot`, element i */
     CG_SCALAR, /* the per-tensor scalar state in array slot `slot` */
+    CG_HYPER, /* a hyperparameter passed at run time: values[slot] */
     CG_NEG, CG_ABS, CG_SQRT, CG_SIGN, CG_EXP, CG_LOG, CG_NOT,
     CG_F32,   /* rounds a per-step value to float32, as a torch tensor op */
     CG_ADD, CG_SUB, CG_MUL, CG_DIV, CG_POW, CG_MIN, CG_MAX,
@@ -77,6 +78,7 @@ int32_t cg_graph_const(cg_graph *g, double v);
 int32_t cg_graph_step(cg_graph *g);
 int32_t cg_graph_load(cg_graph *g, int slot);
 int32_t cg_graph_scalar(cg_graph *g, int slot);
+int32_t cg_graph_hyper(cg_graph *g, int offset);
 int32_t cg_graph_op(cg_graph *g, cg_op op, int32_t a, int32_t b, int32_t c);
 int cg_op_arity(cg_op op);
 const char *cg_op_name(cg_op op);
@@ -93,8 +95,8 @@ float cg_eval_float(cg_op op, float a, float b, float c);
 /* Evaluates the per-step values for step t into u, reading per-tensor
  * scalar states from arrays[slot][0] and then writing their new values
  * back there (rounded to float, as torch's 0-dim float32 tensors). */
-void cg_interp_uniforms(const cg_graph *g, double t, float *const *arrays,
-                        const double *red, double *u);
+void cg_interp_uniforms(const cg_graph *g, double t, const double *values,
+                        float *const *arrays, const double *red, double *u);
 /* With reductions, call it before pass 0 with red NULL (the values that
  * depend on sums are then NaN and no scalar state is written), and again
  * with the sums before pass 1. */
@@ -102,8 +104,8 @@ void cg_interp_run(const cg_graph *g, int pass, float *const *arrays,
                    int64_t begin, int64_t end, const double *u, double *red);
 
 /* trace.c */
-int cg_trace(const cg_spec *spec, const double *values, int fresh,
-             cg_graph **out, char *err);
+int cg_trace(const cg_spec *spec, const double *values,
+             const uint8_t *runtime, int fresh, cg_graph **out, char *err);
 
 /* emit.c + jit.c */
 typedef struct cg_llvm cg_llvm;

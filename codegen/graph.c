@@ -16,6 +16,7 @@ static const struct {
 } op_info[CG_NOPS] = {
     [CG_CONST] = {"const", 0}, [CG_STEP] = {"step", 0},
     [CG_LOAD] = {"load", 0},   [CG_SCALAR] = {"scalar", 0},
+    [CG_HYPER] = {"hyper", 0},
     [CG_F32] = {"f32", 1},     [CG_NEG] = {"neg", 1},
     [CG_ABS] = {"abs", 1},     [CG_SQRT] = {"sqrt", 1},
     [CG_SIGN] = {"sign", 1},   [CG_EXP] = {"exp", 1},
@@ -171,6 +172,13 @@ int32_t cg_graph_scalar(cg_graph *g, int slot)
 {
     cg_node n = blank(CG_SCALAR);
     n.slot = slot;
+    return intern(g, &n);
+}
+
+int32_t cg_graph_hyper(cg_graph *g, int offset)
+{
+    cg_node n = blank(CG_HYPER);
+    n.slot = offset;
     return intern(g, &n);
 }
 

@@ -119,8 +119,8 @@ float cg_eval_float(cg_op op, float a, float b, float c)
     }
 }
 
-void cg_interp_uniforms(const cg_graph *g, double t, float *const *arrays,
-                        const double *red, double *u)
+void cg_interp_uniforms(const cg_graph *g, double t, const double *values,
+                        float *const *arrays, const double *red, double *u)
 {
     /* step() must not allocate: small graphs use the stack */
     double stack[512];
@@ -140,6 +140,7 @@ void cg_interp_uniforms(const cg_graph *g, double t, float *const *arrays,
         case CG_CONST: val[i] = x->value; break;
         case CG_STEP: val[i] = t; break;
         case CG_SCALAR: val[i] = arrays[x->slot][0]; break;
+        case CG_HYPER: val[i] = values[x->slot]; break;
         case CG_SUM: val[i] = red ? red[x->slot] : NAN; break;
         default:
             val[i] = cg_eval_double((cg_op)x->op,

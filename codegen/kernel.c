@@ -81,18 +81,28 @@ void cg_jit_stats(const cg_jit *j, size_t *compiles, size_t *hits)
         *hits = j->hits;
 }
 
+/* The key: variant, engine, the values folded into the kernel (a value
+ * passed at run time counts only as "runtime"), and the spec's text. */
 static unsigned char *make_key(const cg_request *r, size_t *len, uint64_t *hash)
 {
-    size_t srclen, nv = cg_spec_nvalues(r->spec);
+    size_t srclen, nv = cg_spec_nvalues(r->spec), nh = cg_spec_nhyper(r->spec);
     const char *src = spec_source(r->spec, &srclen);
-    *len = 2 + nv * sizeof(double) + srclen;
+    *len = 2 + nh + nv * sizeof(double) + srclen;
     unsigned char *key = malloc(*len);
     if (!key)
         return NULL;
     key[0] = (unsigned char)r->fresh;
     key[1] = (unsigned char)r->reference;
-    memcpy(key + 2, r->values, nv * sizeof(double));
-    memcpy(key + 2 + nv * sizeof(double), src, srclen);
+    unsigned char *flags = key + 2, *vals = flags + nh;
+    memcpy(vals, r->values, nv * sizeof(double));
+    for (size_t i = 0; i < nh; i++) {
+        const cg_hyper *h = cg_spec_hyper(r->spec, i);
+        flags[i] = r->runtime && r->runtime[i] && h->runtime_ok;
+        if (flags[i])
+            memset(vals + (size_t)h->offset * sizeof(double), 0,
+                   (size_t)h->len * sizeof(double));
+    }
+    memcpy(vals + nv * sizeof(double), src, srclen);
     uint64_t h = 1469598103934665603ull;
     for (size_t i = 0; i < *len; i++)
         h = (h ^ key[i]) * 1099511628211ull;
@@ -102,7 +112,7 @@ static unsigned char *make_key(const cg_request *r, size_t *len, uint64_t *hash)
 
 static int compile_locked(cg_jit *j, const cg_request *r, cg_kernel *k, char *err)
 {
-    int rc = cg_trace(r->spec, r->values, r->fresh, &k->graph, err);
+    int rc = cg_trace(r->spec, r->values, r->runtime, r->fresh, &k->graph, err);
     if (rc)
         return rc;
     cg_graph *g = k->graph;
@@ -190,10 +200,10 @@ void cg_kernel_release(cg_kernel *k)
 
 const cg_layout *cg_kernel_layout(const cg_kernel *k) { return &k->layout; }
 
-void cg_kernel_prologue(const cg_kernel *k, double t, float *const *arrays,
-                        double *u)
+void cg_kernel_prologue(const cg_kernel *k, double t, const double *values,
+                        float *const *arrays, double *u)
 {
-    cg_interp_uniforms(k->graph, t, arrays, NULL, u);
+    cg_interp_uniforms(k->graph, t, values, arrays, NULL, u);
 }
 
 void cg_kernel_pass(const cg_kernel *k, int pass, float *const *arrays,
@@ -205,17 +215,17 @@ void cg_kernel_pass(const cg_kernel *k, int pass, float *const *arrays,
         cg_interp_run(k->graph, pass, arrays, begin, end, u, red);
 }
 
-void cg_kernel_epilogue(const cg_kernel *k, double t, float *const *arrays,
-                        const double *red, double *u)
+void cg_kernel_epilogue(const cg_kernel *k, double t, const double *values,
+                        float *const *arrays, const double *red, double *u)
 {
-    cg_interp_uniforms(k->graph, t, arrays, red, u);
+    cg_interp_uniforms(k->graph, t, values, arrays, red, u);
 }
 
 int cg_emit_text(cg_jit *j, const cg_request *r, const char *what, char **text,
                  char *err)
 {
     cg_graph *g;
-    int rc = cg_trace(r->spec, r->values, r->fresh, &g, err);
+    int rc = cg_trace(r->spec, r->values, r->runtime, r->fresh, &g, err);
     if (rc)
         return rc;
     pthread_mutex_lock(&jit_lock);

@@ -241,6 +241,12 @@ int sb_open(sandbox *sb, const char *path, char *err)
     return JOPT_OK;
 }
 
+void sb_reset_budgets(sandbox *sb)
+{
+    sb->instr = 0;
+    clock_gettime(CLOCK_MONOTONIC, &sb->start);
+}
+
 void sb_close(sandbox *sb)
 {
     if (sb->L)

@@ -33,6 +33,9 @@ typedef struct sandbox {
 /* Opens the state and builds the environment (left in the registry). */
 int sb_open(sandbox *sb, const char *path, char *err);
 void sb_close(sandbox *sb);
+/* Restarts the instruction and time budgets, for a sandbox that is used
+ * again (a spec's checker). */
+void sb_reset_budgets(sandbox *sb);
 
 /* Loads `src` as text chunk named by the path, with the sandbox environment
  * as _ENV, and runs it: on success the spec's table is on the stack. */

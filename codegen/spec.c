@@ -27,12 +27,23 @@ struct cg_spec {
     size_t nvalues;
     char **state;
     size_t nstate;
+    sandbox *checker; /* kept between cg_spec_check calls, or NULL */
 };
+
+static void checker_close(cg_spec *s)
+{
+    if (s->checker) {
+        sb_close(s->checker);
+        free(s->checker);
+        s->checker = NULL;
+    }
+}
 
 void cg_spec_free(cg_spec *s)
 {
     if (!s)
         return;
+    checker_close(s);
     for (size_t i = 0; i < s->nhyper; i++)
         free((char *)s->hyper[i].name);
     for (size_t i = 0; i < s->nstate; i++)
@@ -267,6 +278,35 @@ static int read_hyper(lua_State *L, cg_spec *s, char *err)
     return JOPT_OK;
 }
 
+/* `runtime = {"lr", "betas"}`: hyperparameters the spec uses only in
+ * arithmetic, which may therefore be passed per step instead of folded */
+static int read_runtime(lua_State *L, cg_spec *s, char *err)
+{
+    if (lua_isnil(L, -1))
+        return JOPT_OK;
+    if (!lua_istable(L, -1))
+        return cg_fail(err, JOPT_ESPEC, "spec %s: 'runtime' must be a list of "
+                       "hyperparameter names", s->path);
+    for (lua_Integer i = 1;; i++) {
+        lua_rawgeti(L, -1, i);
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            return JOPT_OK;
+        }
+        cg_hyper *h = lua_type(L, -1) == LUA_TSTRING
+                          ? (cg_hyper *)cg_spec_find_hyper(s, lua_tostring(L, -1))
+                          : NULL;
+        if (!h || h->kind != CG_HYPER_NUMBER) {
+            int rc = cg_fail(err, JOPT_ESPEC, "spec %s: runtime entry %lld is "
+                             "not a numeric hyperparameter", s->path, (long long)i);
+            lua_pop(L, 1);
+            return rc;
+        }
+        h->runtime_ok = 1;
+        lua_pop(L, 1);
+    }
+}
+
 static int read_spec_table(lua_State *L, cg_spec *s, char *err)
 {
     sb_rawfield(L, -1, "update");
@@ -294,6 +334,11 @@ static int read_spec_table(lua_State *L, cg_spec *s, char *err)
                        s->path);
     }
     int rc = read_hyper(L, s, err);
+    lua_pop(L, 1);
+    if (rc)
+        return rc;
+    sb_rawfield(L, -1, "runtime");
+    rc = read_runtime(L, s, err);
     lua_pop(L, 1);
     if (rc)
         return rc;
@@ -371,19 +416,10 @@ static int h_newindex(lua_State *L)
                       luaL_tolstring(L, 2, NULL));
 }
 
-int spec_enter(sandbox *sb, const cg_spec *s, const double *values, char *err)
+/* Pushes h: an empty proxy over the values, as are its tuples, so that a
+ * spec cannot change a value the kernel is specialised to. */
+static void push_h(lua_State *L, const cg_spec *s, const double *values)
 {
-    int rc = sb_open(sb, s->path, err);
-    if (rc)
-        return rc;
-    rc = sb_run_spec(sb, s->src, s->srclen, err);
-    if (rc) {
-        sb_close(sb);
-        return rc == JOPT_EINVAL ? JOPT_ESPEC : rc;
-    }
-    /* h and its tuples are empty proxies over the values, so that a spec
-     * cannot change a value the kernel is specialised to */
-    lua_State *L = sb->L;
     lua_newtable(L);                                /* h */
     lua_createtable(L, 0, (int)s->nhyper);          /* its values */
     for (size_t i = 0; i < s->nhyper; i++) {
@@ -408,21 +444,67 @@ int spec_enter(sandbox *sb, const cg_spec *s, const double *values, char *err)
     }
     lua_pushcclosure(L, h_index, 1);
     sb_set_proxy(L, h_newindex);
+}
+
+int spec_enter(sandbox *sb, const cg_spec *s, const double *values, char *err)
+{
+    int rc = sb_open(sb, s->path, err);
+    if (rc)
+        return rc;
+    rc = sb_run_spec(sb, s->src, s->srclen, err);
+    if (rc) {
+        sb_close(sb);
+        return rc == JOPT_EINVAL ? JOPT_ESPEC : rc;
+    }
+    push_h(sb->L, s, values);
     return JOPT_OK;
 }
 
-int cg_spec_check(const cg_spec *s, const double *values, char *err)
+/* The checker keeps the spec's table at stack index 1. */
+static int checker_open(cg_spec *s, char *err)
 {
-    sandbox sb;
-    int rc = spec_enter(&sb, s, values, err);
-    if (rc)
+    sandbox *sb = calloc(1, sizeof *sb);
+    if (!sb)
+        return cg_fail(err, JOPT_ENOMEM, "out of memory");
+    int rc = sb_open(sb, s->path, err);
+    if (rc) {
+        free(sb);
         return rc;
-    lua_State *L = sb.L;
-    sb_rawfield(L, -2, "check");
-    if (lua_isfunction(L, -1)) {
-        lua_pushvalue(L, -2);
-        rc = sb_pcall(&sb, 1, 0, err);
     }
-    sb_close(&sb);
+    rc = sb_run_spec(sb, s->src, s->srclen, err);
+    if (rc) {
+        sb_close(sb);
+        free(sb);
+        return rc == JOPT_EINVAL ? JOPT_ESPEC : rc;
+    }
+    s->checker = sb;
+    return JOPT_OK;
+}
+
+int cg_spec_check(cg_spec *s, const double *values, char *err)
+{
+    if (!s->checker) {
+        int rc = checker_open(s, err);
+        if (rc)
+            return rc;
+    }
+    sandbox *sb = s->checker;
+    lua_State *L = sb->L;
+    sb_reset_budgets(sb);
+    lua_settop(L, 1);
+    sb_rawfield(L, 1, "check");
+    if (!lua_isfunction(L, -1)) {
+        lua_settop(L, 1);
+        return JOPT_OK;
+    }
+    push_h(L, s, values);
+    int rc = sb_pcall(sb, 1, 0, err);
+    lua_settop(L, 1);
+    /* a refused value leaves the state sound; anything else (a limit, an
+     * error in check) may not: start afresh next time */
+    if (rc != JOPT_OK && !(rc == JOPT_EINVAL && sb->tripped == SB_OK))
+        checker_close(s);
+    else
+        sb->invalid = 0;
     return rc;
 }

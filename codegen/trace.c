@@ -19,6 +19,7 @@ static char TRACER_KEY;
 typedef struct tracer {
     cg_graph *g;
     const cg_spec *spec;
+    const uint8_t *runtime; /* per hyper, or NULL */
     int fresh;
     int active[CG_MAX_SLOTS];   /* by spec state index */
     int slot[CG_MAX_SLOTS];     /* array slot of each active state */
@@ -334,11 +335,43 @@ static void layout_state(lua_State *L, sandbox *sb, tracer *tr, int st, int h)
     }
 }
 
+/* Hyperparameters passed at run time become traced per-step values in h:
+ * h's values live in the upvalue of its __index, a tuple's behind its own
+ * proxy (spec.c). */
+static void trace_runtime_hypers(lua_State *L, tracer *tr, int h)
+{
+    if (!tr->runtime)
+        return;
+    lua_getmetatable(L, h);
+    lua_getfield(L, -1, "__index");
+    lua_getupvalue(L, -1, 1);                 /* h's values */
+    for (size_t i = 0; i < cg_spec_nhyper(tr->spec); i++) {
+        const cg_hyper *hy = cg_spec_hyper(tr->spec, i);
+        if (!tr->runtime[i] || !hy->runtime_ok)
+            continue;
+        if (hy->tuple) {
+            lua_getfield(L, -1, hy->name);    /* the tuple's proxy */
+            lua_getmetatable(L, -1);
+            lua_getfield(L, -1, "__index");   /* its values */
+            for (int k = 0; k < hy->len; k++) {
+                push_node(L, tr, check(L, cg_graph_hyper(tr->g, hy->offset + k), hy->name));
+                lua_rawseti(L, -2, k + 1);
+            }
+            lua_pop(L, 3);
+        } else {
+            push_node(L, tr, check(L, cg_graph_hyper(tr->g, hy->offset), hy->name));
+            lua_setfield(L, -2, hy->name);
+        }
+    }
+    lua_pop(L, 3);
+}
+
 /* The protected body: stack holds the spec table (1) and h (2). */
 static int trace_main(lua_State *L)
 {
     tracer *tr = get_tracer(L, "trace");
     sandbox *sb = lua_touserdata(L, 3);
+    trace_runtime_hypers(L, tr, 2);
     lua_getfield(L, 1, "state");
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
@@ -375,12 +408,13 @@ static int trace_main(lua_State *L)
     return 0;
 }
 
-int cg_trace(const cg_spec *spec, const double *values, int fresh,
-             cg_graph **out, char *err)
+int cg_trace(const cg_spec *spec, const double *values,
+             const uint8_t *runtime, int fresh, cg_graph **out, char *err)
 {
     tracer tr;
     memset(&tr, 0, sizeof tr);
     tr.spec = spec;
+    tr.runtime = runtime;
     tr.fresh = fresh;
     if (!(tr.g = cg_graph_new()))
         return cg_fail(err, JOPT_ENOMEM, "out of memory");

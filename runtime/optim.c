@@ -105,19 +105,26 @@ static int check_param(jopt_ctx *ctx, const char *fn, size_t g, size_t i,
 
 /* ---- kernels for a value vector ----------------------------------------- */
 
-/* Checks `values` with the spec and gets the group's kernels; on failure
- * nothing is held. */
+/* Checks `values` with the spec. */
+static int check_values(jopt_optim *opt, const char *where, const double *values)
+{
+    char err[CG_ERRLEN];
+    int rc = cg_spec_check(opt->spec, values, err);
+    return rc ? rt_fail_cg(opt->ctx, rc, where, err) : JOPT_OK;
+}
+
+/* Gets the kernels for checked values, those flagged in `runtime` passed
+ * per step; on failure nothing is held. */
 static int group_kernels(jopt_optim *opt, const char *where,
-                         const double *values, cg_kernel **steady,
-                         cg_kernel **fresh)
+                         const double *values, const uint8_t *runtime,
+                         cg_kernel **steady, cg_kernel **fresh)
 {
     jopt_ctx *ctx = opt->ctx;
     char err[CG_ERRLEN];
-    int rc = cg_spec_check(opt->spec, values, err);
+    cg_request req = {opt->spec, values, runtime, 0,
+                      ctx->engine == JOPT_ENGINE_REFERENCE};
+    int rc = cg_kernel_get(ctx->jit, &req, steady, err);
     if (rc)
-        return rt_fail_cg(ctx, rc, where, err);
-    cg_request req = {opt->spec, values, 0, ctx->engine == JOPT_ENGINE_REFERENCE};
-    if ((rc = cg_kernel_get(ctx->jit, &req, steady, err)))
         return rt_fail_cg(ctx, rc, where, err);
     *fresh = NULL;
     if (cg_kernel_layout(*steady)->has_unset) {
@@ -192,6 +199,7 @@ static void free_groups(jopt_optim *opt)
         }
         free(gr->params);
         free(gr->values);
+        free(gr->runtime);
         cg_kernel_release(gr->steady);
         cg_kernel_release(gr->fresh);
     }
@@ -279,7 +287,13 @@ JOPT_API int jopt_optim_new(jopt_ctx *ctx, const char *spec,
             goto fail;
         }
         snprintf(where, sizeof where, "%s: group %zu", fn, g);
-        if ((rc = group_kernels(opt, where, gr->values, &gr->steady, &gr->fresh)))
+        if (!(gr->runtime = calloc(cg_spec_nhyper(opt->spec) + 1, 1))) {
+            rc = rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
+            goto fail;
+        }
+        if ((rc = check_values(opt, where, gr->values)) ||
+            (rc = group_kernels(opt, where, gr->values, gr->runtime,
+                                &gr->steady, &gr->fresh)))
             goto fail;
     }
     if ((rc = check_buffers(ctx, fn, opt->groups, opt->ngroups, SIZE_MAX, 0, NULL)))
@@ -341,27 +355,53 @@ JOPT_API int jopt_option_get(const jopt_optim *opt, size_t group,
     return JOPT_OK;
 }
 
-/* Installs `values` into the group if the spec accepts them. */
+/* Installs `values` into the group if the spec accepts them, with hyper
+ * `make_runtime` (or -1) passed per step from now on.  A value the spec
+ * lets pass per step stops being folded the first time it changes, so a
+ * scheduled lr costs one compile, not one per step; a change that only
+ * touches such values needs no kernel at all. */
 static int set_values(jopt_optim *opt, const char *fn, size_t group,
-                      const double *values)
+                      const double *values, int make_runtime)
 {
     rt_group *gr = &opt->groups[group];
-    cg_kernel *steady, *fresh;
+    size_t nh = cg_spec_nhyper(opt->spec);
     char where[96];
     snprintf(where, sizeof where, "%s: group %zu", fn, group);
-    int rc = group_kernels(opt, where, values, &steady, &fresh);
+    int rc = check_values(opt, where, values);
     if (rc)
         return rc;
-    if (rt_reserve_uniforms(opt, uniforms_needed(steady, fresh))) {
-        cg_kernel_release(steady);
-        cg_kernel_release(fresh);
+    uint8_t *runtime = malloc(nh + 1);
+    if (!runtime)
         return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
+    int rebuild = 0;
+    for (size_t i = 0; i < nh; i++) {
+        const cg_hyper *h = cg_spec_hyper(opt->spec, i);
+        int changed = memcmp(values + h->offset, gr->values + h->offset,
+                             (size_t)h->len * sizeof(double)) != 0;
+        runtime[i] = gr->runtime[i] ||
+                     (h->runtime_ok && (changed || (int)i == make_runtime));
+        rebuild |= runtime[i] != gr->runtime[i] || (changed && !runtime[i]);
+    }
+    cg_kernel *steady = gr->steady, *fresh = gr->fresh;
+    if (rebuild) {
+        if ((rc = group_kernels(opt, where, values, runtime, &steady, &fresh))) {
+            free(runtime);
+            return rc;
+        }
+        if (rt_reserve_uniforms(opt, uniforms_needed(steady, fresh))) {
+            cg_kernel_release(steady);
+            cg_kernel_release(fresh);
+            free(runtime);
+            return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
+        }
+        cg_kernel_release(gr->steady);
+        cg_kernel_release(gr->fresh);
+        gr->steady = steady;
+        gr->fresh = fresh;
     }
     memcpy(gr->values, values, cg_spec_nvalues(opt->spec) * sizeof(double));
-    cg_kernel_release(gr->steady);
-    cg_kernel_release(gr->fresh);
-    gr->steady = steady;
-    gr->fresh = fresh;
+    memcpy(gr->runtime, runtime, nh);
+    free(runtime);
     return JOPT_OK;
 }
 
@@ -397,7 +437,7 @@ JOPT_API int jopt_option_set(jopt_optim *opt, size_t group, const char *name,
     if (!v)
         return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
     v[off] = value;
-    rc = set_values(opt, fn, group, v);
+    rc = set_values(opt, fn, group, v, -1);
     free(v);
     return rc;
 }
@@ -419,9 +459,48 @@ JOPT_API int jopt_options_set(jopt_optim *opt, size_t group,
     if (rc)
         rt_fail_cg(opt->ctx, rc, fn, err);
     else
-        rc = set_values(opt, fn, group, v);
+        rc = set_values(opt, fn, group, v, -1);
     free(v);
     return rc;
+}
+
+JOPT_API int jopt_option_runtime(jopt_optim *opt, size_t group,
+                                 const char *name)
+{
+    static const char fn[] = "jopt_option_runtime";
+    if (!opt)
+        return JOPT_EINVAL;
+    if (!name)
+        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: name is NULL", fn);
+    int rc = check_group(opt, fn, group);
+    if (rc)
+        return rc;
+    const cg_hyper *h = cg_spec_find_hyper(opt->spec, name);
+    if (!h) {
+        char err[CG_ERRLEN];
+        rt_option_offset(opt->spec, name, &h, err);
+        return rt_fail_cg(opt->ctx, JOPT_EINVAL, fn, err);
+    }
+    if (!h->runtime_ok)
+        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: spec '%s' does not list '%s' "
+                       "in its runtime hyperparameters (it may steer the "
+                       "spec's code, so it is folded into the kernel)", fn,
+                       cg_spec_name(opt->spec), name);
+    double *v = copy_values(opt, group);
+    if (!v)
+        return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
+    rc = set_values(opt, fn, group, v, (int)(h - cg_spec_hyper(opt->spec, 0)));
+    free(v);
+    return rc;
+}
+
+JOPT_API int jopt_option_is_runtime(const jopt_optim *opt, size_t group,
+                                    const char *name)
+{
+    if (!opt || group >= opt->ngroups || !name)
+        return 0;
+    const cg_hyper *h = cg_spec_find_hyper(opt->spec, name);
+    return h ? opt->groups[group].runtime[h - cg_spec_hyper(opt->spec, 0)] : 0;
 }
 
 JOPT_API int jopt_set_grad(jopt_optim *opt, size_t group, size_t index,

@@ -37,6 +37,7 @@ typedef struct rt_param {
                        has not been written yet: run the fresh kernel */
     /* this step's work: set up by step(), allocated with the optimizer */
     const cg_kernel *k;
+    const double *values; /* its group's hyperparameters */
     float *arrays[CG_MAX_SLOTS];
     double *u;      /* per-step values: optim->ucap doubles */
     double red[CG_MAX_REDUCE];
@@ -53,6 +54,7 @@ typedef struct rt_group {
     rt_param *params;
     size_t n;
     double *values;     /* hyperparameters, cg_spec_nvalues() of them */
+    uint8_t *runtime;   /* per hyperparameter: passed per step, not folded */
     cg_kernel *steady;  /* the update */
     cg_kernel *fresh;   /* the update with unset states nil, or NULL */
 } rt_group;

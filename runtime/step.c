@@ -154,12 +154,14 @@ static size_t plan(jopt_optim *opt, int64_t *total)
                 continue;
             }
             p->k = kernel_for(gr, p);
+            p->values = gr->values;
             const cg_layout *lay = cg_kernel_layout(p->k);
             p->arrays[0] = p->p;
             p->arrays[1] = p->g;
             for (int s = 0; s < lay->nstate; s++)
                 p->arrays[2 + s] = p->state[lay->state[s]];
-            cg_kernel_prologue(p->k, (double)(p->step + 1), p->arrays, p->u);
+            cg_kernel_prologue(p->k, (double)(p->step + 1), p->values, p->arrays,
+                               p->u);
             for (int64_t b = 0; b < p->n; b += RT_CHUNK)
                 opt->tasks[nt++] = (rt_task){p, b, b + RT_CHUNK < p->n ? b + RT_CHUNK : p->n, {0}};
             *total += p->n;
@@ -203,8 +205,8 @@ JOPT_API int jopt_step(jopt_optim *opt, jopt_closure closure, void *user_data,
         for (int k = 0; k < lay->nreduce; k++)
             t->p->red[k] += t->red[k];
         if (t->end == t->p->n)
-            cg_kernel_epilogue(t->p->k, (double)(t->p->step + 1), t->p->arrays,
-                               t->p->red, t->p->u);
+            cg_kernel_epilogue(t->p->k, (double)(t->p->step + 1), t->p->values,
+                               t->p->arrays, t->p->red, t->p->u);
         opt->tasks[late++] = *t; /* compacted: pass 1 runs these only */
     }
     if (late) {

@@ -3,6 +3,7 @@
 return {
   doc = "Adadelta: per-element step sizes from running averages of updates and gradients",
   hyper = { lr = 1.0, rho = 0.9, eps = 1e-6, weight_decay = 0.0, maximize = false },
+  runtime = { "lr", "rho", "eps" },   -- used only in arithmetic: may be passed per step
   check = function (h)
     require_that(0 <= h.lr, "Invalid learning rate: %s", h.lr)
     require_that(0 <= h.rho and h.rho <= 1, "Invalid rho value: %s", h.rho)

@@ -5,6 +5,7 @@ return {
   doc = "Adagrad: step sizes from the sum of squared gradients",
   hyper = { lr = 1e-2, lr_decay = 0.0, weight_decay = 0.0, initial_accumulator_value = 0.0,
             eps = 1e-10, maximize = false },
+  runtime = { "lr", "lr_decay", "eps" },   -- used only in arithmetic: may be passed per step
   check = function (h)
     require_that(0 <= h.lr, "Invalid learning rate: %s", h.lr)
     require_that(0 <= h.lr_decay, "Invalid lr_decay value: %s", h.lr_decay)

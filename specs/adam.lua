@@ -5,6 +5,7 @@ return {
   doc = "Adam: first and second moment estimates with bias correction",
   hyper = { lr = 1e-3, betas = {0.9, 0.999}, eps = 1e-8, weight_decay = 0.0,
             amsgrad = false, maximize = false, decoupled_weight_decay = false },
+  runtime = { "lr", "betas", "eps" },   -- used only in arithmetic: may be passed per step
   check = function (h)
     require_that(0 <= h.lr, "Invalid learning rate: %s", h.lr)
     require_that(0 <= h.eps, "Invalid epsilon value: %s", h.eps)

@@ -4,6 +4,7 @@ return {
   doc = "AdamW: Adam with decoupled weight decay",
   hyper = { lr = 1e-3, betas = {0.9, 0.999}, eps = 1e-8, weight_decay = 1e-2,
             amsgrad = false, maximize = false },
+  runtime = { "lr", "betas", "eps" },   -- used only in arithmetic: may be passed per step
   check = function (h)
     require_that(0 <= h.lr, "Invalid learning rate: %s", h.lr)
     require_that(0 <= h.eps, "Invalid epsilon value: %s", h.eps)

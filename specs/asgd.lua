@@ -5,6 +5,7 @@ return {
   doc = "ASGD: averaged stochastic gradient descent",
   hyper = { lr = 1e-2, lambd = 1e-4, alpha = 0.75, t0 = 1e6, weight_decay = 0.0,
             maximize = false },
+  runtime = { "lambd", "alpha", "t0" },   -- used only in arithmetic: may be passed per step
   check = function (h)
     require_that(0 <= h.lr, "Invalid learning rate: %s", h.lr)
     require_that(0 <= h.weight_decay, "Invalid weight_decay value: %s", h.weight_decay)

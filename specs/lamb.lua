@@ -5,6 +5,7 @@ return {
   doc = "LAMB: Adam direction with a per-tensor trust ratio",
   hyper = { lr = 1e-3, betas = {0.9, 0.999}, eps = 1e-6, weight_decay = 0.0,
             maximize = false },
+  runtime = { "lr", "betas", "eps" },   -- used only in arithmetic: may be passed per step
   check = function (h)
     require_that(0 <= h.lr, "Invalid learning rate: %s", h.lr)
     require_that(0 <= h.eps, "Invalid epsilon value: %s", h.eps)

@@ -4,6 +4,7 @@
 return {
   doc = "Lion: sign of interpolated momentum",
   hyper = { lr = 1e-4, betas = {0.9, 0.99}, weight_decay = 0.0, maximize = false },
+  runtime = { "lr", "betas" },   -- used only in arithmetic: may be passed per step
   check = function (h)
     require_that(0 <= h.lr, "Invalid learning rate: %s", h.lr)
     require_that(0 <= h.betas[1] and h.betas[1] < 1,

@@ -4,6 +4,7 @@ return {
   doc = "NAdam: Adam with Nesterov momentum",
   hyper = { lr = 2e-3, betas = {0.9, 0.999}, eps = 1e-8, weight_decay = 0.0,
             momentum_decay = 4e-3, decoupled_weight_decay = false, maximize = false },
+  runtime = { "lr", "betas", "eps", "momentum_decay" },   -- used only in arithmetic: may be passed per step
   check = function (h)
     require_that(0 <= h.lr, "Invalid learning rate: %s", h.lr)
     require_that(0 <= h.eps, "Invalid epsilon value: %s", h.eps)

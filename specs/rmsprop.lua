@@ -4,6 +4,7 @@ return {
   doc = "RMSprop: steps scaled by a running RMS of the gradient",
   hyper = { lr = 1e-2, alpha = 0.99, eps = 1e-8, weight_decay = 0.0, momentum = 0.0,
             centered = false, maximize = false },
+  runtime = { "lr", "alpha", "eps" },   -- used only in arithmetic: may be passed per step
   check = function (h)
     require_that(0 <= h.lr, "Invalid learning rate: %s", h.lr)
     require_that(0 <= h.eps, "Invalid epsilon value: %s", h.eps)

@@ -5,6 +5,7 @@ return {
   doc = "SGD: stochastic gradient descent, with momentum, dampening and Nesterov",
   hyper = { lr = 1e-3, momentum = 0.0, dampening = 0.0, weight_decay = 0.0,
             nesterov = false, maximize = false },
+  runtime = { "lr", "dampening" },   -- used only in arithmetic: may be passed per step
   check = function (h)
     require_that(h.lr >= 0, "Invalid learning rate: %s", h.lr)
     require_that(h.momentum >= 0, "Invalid momentum value: %s", h.momentum)

@@ -207,7 +207,7 @@ static char *kernel_text(const char *spec_name, const char *options,
         fail_msg("options: %s", err);
     cg_jit *jit;
     assert_int_equal(cg_jit_new(&jit, err), JOPT_OK);
-    cg_request req = {spec, values, 0, 0};
+    cg_request req = {.spec = spec, .values = values};
     char *text = NULL;
     int rc = cg_emit_text(jit, &req, what, &text, err);
     if (rc != JOPT_OK)

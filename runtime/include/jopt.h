@@ -151,6 +151,18 @@ JOPT_API int jopt_option_set(jopt_optim *opt, size_t group, const char *name,
 JOPT_API int jopt_options_set(jopt_optim *opt, size_t group,
                               const char *options);
 
+/* Hyperparameters are folded into the kernel as constants.  Those a spec
+ * lists as `runtime` (lr, betas, eps in the shipped specs: values it uses
+ * only in arithmetic) are instead passed to the kernel each step from the
+ * first time they change, so a scheduled lr costs one compile, not one per
+ * step.  jopt_option_runtime does that now, before any change; it fails
+ * for a hyperparameter the spec does not list.  jopt_option_is_runtime
+ * tells which way a value is passed (1: per step). */
+JOPT_API int jopt_option_runtime(jopt_optim *opt, size_t group,
+                                 const char *name);
+JOPT_API int jopt_option_is_runtime(const jopt_optim *opt, size_t group,
+                                    const char *name);
+
 /* A parameter's state buffer `name` ("exp_avg"): `numel` floats, or one
  * float for a per-tensor scalar state (ASGD's "eta"); owned by the
  * optimizer and valid until the optimizer is freed; *data is NULL if the
@@ -159,6 +171,84 @@ JOPT_API int jopt_options_set(jopt_optim *opt, size_t group,
 JOPT_API int jopt_state_get(const jopt_optim *opt, size_t group, size_t index,
                             const char *name, const float **data,
                             int64_t *step);
+
+/* ---- Learning-rate schedulers (torch.optim.lr_scheduler) --------------- */
+
+/* A scheduler changes the "lr" of every group of one optimizer (and, for
+ * "onecycle" and "cyclic" with cycle_momentum, "betas[0]" or "momentum") by
+ * torch 2.13's formulas, in double, in torch's order of operations.  Call
+ * jopt_sched_step after jopt_step, as scheduler.step() after
+ * optimizer.step().  A scheduler borrows its optimizer: free the scheduler
+ * first.  Schedulers of one optimizer share torch's per-group keys
+ * ("initial_lr", and OneCycleLR's "max_lr", "min_lr", "max_momentum",
+ * "base_momentum"): the first scheduler made records each group's lr as its
+ * initial_lr, and later ones start from it, as in torch.  Errors are
+ * reported on the optimizer's context (jopt_errmsg); a call that fails
+ * changes neither the optimizer nor the scheduler.  docs/schedulers.md has
+ * the details. */
+typedef struct jopt_sched jopt_sched;
+
+/* Makes a scheduler of `kind` over every group of `opt` and takes torch's
+ * constructor step: last_epoch becomes 0 and the lrs are set (LinearLR
+ * multiplies them by start_factor, OneCycleLR sets max_lr/div_factor, ...).
+ * kind: "step", "multistep", "exponential", "cosine",
+ * "cosine_warm_restarts", "linear", "constant", "polynomial", "onecycle",
+ * "cyclic", "plateau" (StepLR, MultiStepLR, ExponentialLR,
+ * CosineAnnealingLR, CosineAnnealingWarmRestarts, LinearLR, ConstantLR,
+ * PolynomialLR, OneCycleLR, CyclicLR, ReduceLROnPlateau).  `options` uses
+ * torch's keyword names, "step_size=30 gamma=0.1", "milestones=30,80",
+ * "mode=triangular2"; a per-group option (max_lr, base_lr, base_momentum,
+ * max_momentum, min_lr) takes one value for every group or a comma list of
+ * one per group; NULL or "" for the defaults.  Caller frees *out with
+ * jopt_sched_free. */
+JOPT_API int jopt_sched_new(jopt_optim *opt, const char *kind,
+                            const char *options, jopt_sched **out);
+
+/* lr_lambda(user, epoch, group): the factor for `group` at `epoch`.  It must
+ * not call jopt on the same optimizer. */
+typedef double (*jopt_lr_lambda)(void *user, int64_t epoch, size_t group);
+
+/* LambdaLR (multiplicative 0: lr = initial_lr * lr_lambda(epoch)) or
+ * MultiplicativeLR (multiplicative 1: lr = lr * lr_lambda(epoch), from epoch
+ * 1).  `user` is borrowed and passed back to every call. */
+JOPT_API int jopt_sched_new_lambda(jopt_optim *opt, jopt_lr_lambda lr_lambda,
+                                   void *user, int multiplicative,
+                                   jopt_sched **out);
+
+/* SequentialLR: scheds[0] until milestones[0], scheds[1] until
+ * milestones[1], ... (n - 1 milestones; NULL when n is 1).  The children
+ * must be schedulers of `opt`, not "plateau", and not already part of a
+ * composite; a composite child may only come first.  On success the new
+ * scheduler owns the children (do not free or reuse them; stepping one on
+ * its own is allowed, as in torch); on failure the caller still owns them. */
+JOPT_API int jopt_sched_new_sequential(jopt_optim *opt,
+                                       jopt_sched *const *scheds, size_t n,
+                                       const int64_t *milestones,
+                                       jopt_sched **out);
+
+/* ChainedScheduler: each step steps every child in order, so their factors
+ * compose.  `opt` may be NULL (then the children's).  Ownership as for
+ * jopt_sched_new_sequential. */
+JOPT_API int jopt_sched_new_chained(jopt_optim *opt, jopt_sched *const *scheds,
+                                    size_t n, jopt_sched **out);
+
+/* scheduler.step(): the next epoch's lrs (and momentums).  A "plateau"
+ * scheduler refuses it: use jopt_sched_step_metric. */
+JOPT_API int jopt_sched_step(jopt_sched *s);
+
+/* ReduceLROnPlateau.step(metric); only for "plateau". */
+JOPT_API int jopt_sched_step_metric(jopt_sched *s, double metric);
+
+/* get_last_lr()[group]: the lr the scheduler last set (or found). */
+JOPT_API int jopt_sched_last_lr(const jopt_sched *s, size_t group, double *lr);
+
+/* last_epoch: 0 after construction, +1 per step (for a chained scheduler,
+ * which has none in torch, the number of steps); -1 for NULL. */
+JOPT_API int64_t jopt_sched_epoch(const jopt_sched *s);
+
+/* Frees a scheduler and the children it owns; NULL is a no-op.  The
+ * optimizer keeps its current lrs. */
+JOPT_API void jopt_sched_free(jopt_sched *s);
 
 #ifdef __cplusplus
 }
