@@ -51,6 +51,7 @@ void cg_spec_free(cg_spec *spec);
 const char *cg_spec_name(const cg_spec *spec);   /* "adam" */
 const char *cg_spec_path(const cg_spec *spec);   /* as opened */
 const char *cg_spec_doc(const cg_spec *spec);
+const char *cg_spec_text(const cg_spec *spec, size_t *len); /* the source */
 size_t cg_spec_nhyper(const cg_spec *spec);
 const cg_hyper *cg_spec_hyper(const cg_spec *spec, size_t i); /* by name */
 const cg_hyper *cg_spec_find_hyper(const cg_spec *spec, const char *name);

@@ -68,6 +68,11 @@ const double *cg_spec_defaults(const cg_spec *s) { return s->defaults; }
 size_t cg_spec_nstate(const cg_spec *s) { return s->nstate; }
 const char *cg_spec_state_name(const cg_spec *s, size_t i) { return s->state[i]; }
 
+const char *cg_spec_text(const cg_spec *s, size_t *len)
+{
+    return spec_source(s, len);
+}
+
 const char *spec_source(const cg_spec *s, size_t *len)
 {
     *len = s->srclen;

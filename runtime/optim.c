@@ -106,7 +106,7 @@ static int check_param(jopt_ctx *ctx, const char *fn, size_t g, size_t i,
 /* ---- kernels for a value vector ----------------------------------------- */
 
 /* Checks `values` with the spec. */
-static int check_values(jopt_optim *opt, const char *where, const double *values)
+int rt_check_values(jopt_optim *opt, const char *where, const double *values)
 {
     char err[CG_ERRLEN];
     int rc = cg_spec_check(opt->spec, values, err);
@@ -115,9 +115,9 @@ static int check_values(jopt_optim *opt, const char *where, const double *values
 
 /* Gets the kernels for checked values, those flagged in `runtime` passed
  * per step; on failure nothing is held. */
-static int group_kernels(jopt_optim *opt, const char *where,
-                         const double *values, const uint8_t *runtime,
-                         cg_kernel **steady, cg_kernel **fresh)
+int rt_group_kernels(jopt_optim *opt, const char *where, const double *values,
+                     const uint8_t *runtime, cg_kernel **steady,
+                     cg_kernel **fresh)
 {
     jopt_ctx *ctx = opt->ctx;
     char err[CG_ERRLEN];
@@ -140,7 +140,7 @@ static int group_kernels(jopt_optim *opt, const char *where,
 
 /* ---- step()'s work space ------------------------------------------------ */
 
-static size_t uniforms_needed(const cg_kernel *steady, const cg_kernel *fresh)
+size_t rt_uniforms_needed(const cg_kernel *steady, const cg_kernel *fresh)
 {
     size_t a = (size_t)cg_kernel_layout(steady)->nuniform;
     size_t b = fresh ? (size_t)cg_kernel_layout(fresh)->nuniform : 0;
@@ -173,7 +173,7 @@ static int plan_space(jopt_optim *opt)
     size_t nt = 0, need = 0;
     for (size_t g = 0; g < opt->ngroups; g++) {
         const rt_group *gr = &opt->groups[g];
-        size_t u = uniforms_needed(gr->steady, gr->fresh);
+        size_t u = rt_uniforms_needed(gr->steady, gr->fresh);
         need = u > need ? u : need;
         for (size_t i = 0; i < gr->n; i++)
             nt += (size_t)((gr->params[i].n + RT_CHUNK - 1) / RT_CHUNK);
@@ -187,22 +187,25 @@ static int plan_space(jopt_optim *opt)
 
 /* ---- construction ------------------------------------------------------- */
 
-static void free_groups(jopt_optim *opt)
+static void free_group(const jopt_optim *opt, rt_group *gr)
 {
     size_t ns = opt->spec ? cg_spec_nstate(opt->spec) : 0;
-    for (size_t g = 0; g < opt->ngroups; g++) {
-        rt_group *gr = &opt->groups[g];
-        for (size_t i = 0; i < gr->n; i++) {
-            for (size_t s = 0; gr->params[i].state && s < ns; s++)
-                free(gr->params[i].state[s]);
-            free(gr->params[i].state);
-        }
-        free(gr->params);
-        free(gr->values);
-        free(gr->runtime);
-        cg_kernel_release(gr->steady);
-        cg_kernel_release(gr->fresh);
+    for (size_t i = 0; i < gr->n; i++) {
+        for (size_t s = 0; gr->params[i].state && s < ns; s++)
+            free(gr->params[i].state[s]);
+        free(gr->params[i].state);
     }
+    free(gr->params);
+    free(gr->values);
+    free(gr->runtime);
+    cg_kernel_release(gr->steady);
+    cg_kernel_release(gr->fresh);
+}
+
+static void free_groups(jopt_optim *opt)
+{
+    for (size_t g = 0; g < opt->ngroups; g++)
+        free_group(opt, &opt->groups[g]);
     free(opt->groups);
 }
 
@@ -216,6 +219,42 @@ JOPT_API void jopt_optim_free(jopt_optim *opt)
     free(opt->tasks);
     cg_spec_free(opt->spec);
     free(opt);
+}
+
+/* Builds group `g` from the user's description: its parameters, its
+ * values (the optimizer's defaults under its own options), checked, and
+ * its kernels.  On failure the caller frees what was built (free_group). */
+static int group_init(jopt_optim *opt, const char *fn, size_t g,
+                      const jopt_group *ug, rt_group *gr)
+{
+    jopt_ctx *ctx = opt->ctx;
+    size_t nv = cg_spec_nvalues(opt->spec), ns = cg_spec_nstate(opt->spec);
+    char err[CG_ERRLEN], where[96];
+    int rc;
+    if (ug->nparams && !ug->params)
+        return rt_fail(ctx, JOPT_EINVAL, "%s: group %zu: params is NULL", fn, g);
+    gr->params = calloc(ug->nparams + 1, sizeof *gr->params);
+    gr->values = malloc((nv + 1) * sizeof(double));
+    gr->runtime = calloc(cg_spec_nhyper(opt->spec) + 1, 1);
+    if (!gr->params || !gr->values || !gr->runtime)
+        return rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
+    for (size_t i = 0; i < ug->nparams; i++) {
+        const jopt_param *p = &ug->params[i];
+        if ((rc = check_param(ctx, fn, g, i, p)))
+            return rc;
+        gr->params[i] = (rt_param){.p = p->param, .g = p->grad, .n = p->numel};
+        gr->n = i + 1;
+        if (!(gr->params[i].state = calloc(ns + 1, sizeof(float *))))
+            return rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
+    }
+    memcpy(gr->values, opt->defaults, nv * sizeof(double));
+    if ((rc = rt_options_parse(opt->spec, ug->options, gr->values, err)))
+        return rt_fail(ctx, rc, "%s: group %zu: %s", fn, g, err);
+    snprintf(where, sizeof where, "%s: group %zu", fn, g);
+    if ((rc = rt_check_values(opt, where, gr->values)))
+        return rc;
+    return rt_group_kernels(opt, where, gr->values, gr->runtime, &gr->steady,
+                            &gr->fresh);
 }
 
 JOPT_API int jopt_optim_new(jopt_ctx *ctx, const char *spec,
@@ -233,7 +272,7 @@ JOPT_API int jopt_optim_new(jopt_ctx *ctx, const char *spec,
     if (!groups)
         return rt_fail(ctx, JOPT_EINVAL, "%s: groups is NULL (ngroups is %zu)",
                        fn, ngroups);
-    char err[CG_ERRLEN], where[96];
+    char err[CG_ERRLEN];
     jopt_optim *opt = calloc(1, sizeof *opt);
     if (!opt)
         return rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
@@ -244,7 +283,7 @@ JOPT_API int jopt_optim_new(jopt_ctx *ctx, const char *spec,
         rt_fail_cg(ctx, rc, fn, err);
         goto fail;
     }
-    size_t nv = cg_spec_nvalues(opt->spec), ns = cg_spec_nstate(opt->spec);
+    size_t nv = cg_spec_nvalues(opt->spec);
     opt->defaults = malloc((nv + 1) * sizeof(double));
     opt->groups = calloc(ngroups, sizeof *opt->groups);
     if (!opt->defaults || !opt->groups) {
@@ -257,43 +296,8 @@ JOPT_API int jopt_optim_new(jopt_ctx *ctx, const char *spec,
         goto fail;
     }
     for (size_t g = 0; g < ngroups; g++) {
-        const jopt_group *ug = &groups[g];
-        rt_group *gr = &opt->groups[g];
         opt->ngroups = g + 1;
-        if (ug->nparams && !ug->params) {
-            rc = rt_fail(ctx, JOPT_EINVAL, "%s: group %zu: params is NULL", fn, g);
-            goto fail;
-        }
-        gr->params = calloc(ug->nparams + 1, sizeof *gr->params);
-        gr->values = malloc((nv + 1) * sizeof(double));
-        if (!gr->params || !gr->values) {
-            rc = rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
-            goto fail;
-        }
-        for (size_t i = 0; i < ug->nparams; i++) {
-            const jopt_param *p = &ug->params[i];
-            if ((rc = check_param(ctx, fn, g, i, p)))
-                goto fail;
-            gr->params[i] = (rt_param){.p = p->param, .g = p->grad, .n = p->numel};
-            gr->n = i + 1;
-            if (!(gr->params[i].state = calloc(ns + 1, sizeof(float *)))) {
-                rc = rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
-                goto fail;
-            }
-        }
-        memcpy(gr->values, opt->defaults, nv * sizeof(double));
-        if ((rc = rt_options_parse(opt->spec, ug->options, gr->values, err))) {
-            rt_fail(ctx, rc, "%s: group %zu: %s", fn, g, err);
-            goto fail;
-        }
-        snprintf(where, sizeof where, "%s: group %zu", fn, g);
-        if (!(gr->runtime = calloc(cg_spec_nhyper(opt->spec) + 1, 1))) {
-            rc = rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
-            goto fail;
-        }
-        if ((rc = check_values(opt, where, gr->values)) ||
-            (rc = group_kernels(opt, where, gr->values, gr->runtime,
-                                &gr->steady, &gr->fresh)))
+        if ((rc = group_init(opt, fn, g, &groups[g], &opt->groups[g])))
             goto fail;
     }
     if ((rc = check_buffers(ctx, fn, opt->groups, opt->ngroups, SIZE_MAX, 0, NULL)))
@@ -307,6 +311,55 @@ JOPT_API int jopt_optim_new(jopt_ctx *ctx, const char *spec,
 fail:
     jopt_optim_free(opt);
     return rc;
+}
+
+JOPT_API int jopt_add_param_group(jopt_optim *opt, const jopt_group *group)
+{
+    static const char fn[] = "jopt_add_param_group";
+    if (!opt)
+        return JOPT_EINVAL;
+    if (!group)
+        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: group is NULL", fn);
+    size_t n = opt->ngroups;
+    rt_group *groups = calloc(n + 1, sizeof *groups);
+    if (!groups)
+        return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
+    memcpy(groups, opt->groups, n * sizeof *groups);
+    int rc = group_init(opt, fn, n, group, &groups[n]);
+    if (rc == JOPT_OK)
+        rc = check_buffers(opt->ctx, fn, groups, n + 1, SIZE_MAX, 0, NULL);
+    if (rc) {
+        free_group(opt, &groups[n]);
+        free(groups);
+        return rc;
+    }
+    /* step()'s space for the bigger optimizer, or everything as it was */
+    rt_group *old_groups = opt->groups;
+    rt_task *old_tasks = opt->tasks;
+    double *old_ubuf = opt->ubuf;
+    size_t old_ucap = opt->ucap, old_max = opt->maxtasks;
+    opt->groups = groups;
+    opt->ngroups = n + 1;
+    opt->tasks = NULL;
+    opt->ubuf = NULL;
+    opt->ucap = 0;
+    if (plan_space(opt)) {
+        free(opt->tasks);
+        free(opt->ubuf);
+        free_group(opt, &groups[n]);
+        free(groups);
+        opt->groups = old_groups;
+        opt->ngroups = n;
+        opt->tasks = old_tasks;
+        opt->ubuf = old_ubuf;
+        opt->ucap = old_ucap;
+        opt->maxtasks = old_max;
+        return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
+    }
+    free(old_groups);
+    free(old_tasks);
+    free(old_ubuf);
+    return JOPT_OK;
 }
 
 /* ---- groups, options and state after construction ----------------------- */
@@ -367,7 +420,7 @@ static int set_values(jopt_optim *opt, const char *fn, size_t group,
     size_t nh = cg_spec_nhyper(opt->spec);
     char where[96];
     snprintf(where, sizeof where, "%s: group %zu", fn, group);
-    int rc = check_values(opt, where, values);
+    int rc = rt_check_values(opt, where, values);
     if (rc)
         return rc;
     uint8_t *runtime = malloc(nh + 1);
@@ -384,11 +437,11 @@ static int set_values(jopt_optim *opt, const char *fn, size_t group,
     }
     cg_kernel *steady = gr->steady, *fresh = gr->fresh;
     if (rebuild) {
-        if ((rc = group_kernels(opt, where, values, runtime, &steady, &fresh))) {
+        if ((rc = rt_group_kernels(opt, where, values, runtime, &steady, &fresh))) {
             free(runtime);
             return rc;
         }
-        if (rt_reserve_uniforms(opt, uniforms_needed(steady, fresh))) {
+        if (rt_reserve_uniforms(opt, rt_uniforms_needed(steady, fresh))) {
             cg_kernel_release(steady);
             cg_kernel_release(fresh);
             free(runtime);

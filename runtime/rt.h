@@ -33,6 +33,7 @@ typedef struct rt_param {
     int64_t n;
     int64_t step;   /* steps taken */
     float **state;  /* one per spec state, NULL until created; owned */
+    uint64_t scalar_mask; /* states holding one float, not n */
     int fresh;      /* some state that starts unset was just created and
                        has not been written yet: run the fresh kernel */
     /* this step's work: set up by step(), allocated with the optimizer */
@@ -71,6 +72,14 @@ struct jopt_optim {
     rt_task *tasks;   /* room for every parameter cut into RT_CHUNKs */
     size_t maxtasks;
 };
+
+/* optim.c: the spec's check() of a group's values, and the kernels for
+ * checked values (nothing held on failure) */
+int rt_check_values(jopt_optim *opt, const char *where, const double *values);
+int rt_group_kernels(jopt_optim *opt, const char *where, const double *values,
+                     const uint8_t *runtime, cg_kernel **steady,
+                     cg_kernel **fresh);
+size_t rt_uniforms_needed(const cg_kernel *steady, const cg_kernel *fresh);
 
 /* optim.c: makes room for per-step values of `need` doubles per parameter
  * (never shrinks); JOPT_ENOMEM changes nothing */

@@ -65,6 +65,8 @@ static int create_state(jopt_optim *opt, unsigned char *created)
                     return JOPT_ENOMEM;
                 created[k + (size_t)si] = 1;
                 p->fresh |= l->init[s] == CG_INIT_UNSET;
+                if (l->scalar[s])
+                    p->scalar_mask |= 1ull << si;
                 float v = l->init[s] == CG_INIT_CONST ? (float)l->init_value[s] : 0.0f;
                 for (int64_t e = 0; e < n; e++)
                     p->state[si][e] = v;

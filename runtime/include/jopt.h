@@ -250,6 +250,35 @@ JOPT_API int64_t jopt_sched_epoch(const jopt_sched *s);
  * optimizer keeps its current lrs. */
 JOPT_API void jopt_sched_free(jopt_sched *s);
 
+/* ---- Parameter groups after construction and checkpoints --------------- */
+
+/* Appends a group, as torch's add_param_group: its options fall back to
+ * the optimizer's defaults; its buffers must not overlap any other. */
+JOPT_API int jopt_add_param_group(jopt_optim *opt, const jopt_group *group);
+
+/* Everything needed to resume: the spec's name and a hash of its text,
+ * each group's hyperparameters, every parameter's step count and state,
+ * in a versioned, checksummed format (docs/checkpoint.md).
+ *
+ * jopt_state_save writes a file atomically (a temporary file, fsync,
+ * rename, fsync of the folder): if it fails, the previous file is intact.
+ * jopt_state_size and jopt_state_save_mem write into the caller's memory
+ * (a checkpoint container of your own); *len gets the size needed.
+ *
+ * Loading goes into an optimizer built over the same parameters (same
+ * spec, groups and sizes); stepping it then gives the same bits as never
+ * having stopped.  It checks everything before it changes anything: a
+ * truncated or corrupt file, another spec's, a different number of groups,
+ * parameters or elements each fail with JOPT_EINVAL and a message, and the
+ * optimizer stays exactly as it was.  It never allocates more than the
+ * file holds.  The parameters themselves are the caller's to save. */
+JOPT_API int jopt_state_save(const jopt_optim *opt, const char *path);
+JOPT_API int jopt_state_load(jopt_optim *opt, const char *path);
+JOPT_API int jopt_state_size(const jopt_optim *opt, size_t *len);
+JOPT_API int jopt_state_save_mem(const jopt_optim *opt, void *buf, size_t cap,
+                                 size_t *len);
+JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len);
+
 #ifdef __cplusplus
 }
 #endif
