@@ -150,6 +150,18 @@ static const char prelude[] =
     "  if not ok then refuse(format(fmt, ...)) end\n"
     "end\n"
     "function clamp(x, lo, hi) return min(max(x, lo), hi) end  -- torch.clamp\n"
+    "-- torch.optim's common checks, with its messages\n"
+    "function require_lr(h) require_that(0 <= h.lr, 'Invalid learning rate: %s', h.lr) end\n"
+    "function require_eps(h) require_that(0 <= h.eps, 'Invalid epsilon value: %s', h.eps) end\n"
+    "function require_weight_decay(h)\n"
+    "  require_that(0 <= h.weight_decay, 'Invalid weight_decay value: %s', h.weight_decay)\n"
+    "end\n"
+    "function require_betas(h)\n"
+    "  for i = 1, 2 do\n"
+    "    local b = h.betas[i]\n"
+    "    require_that(0 <= b and b < 1, 'Invalid beta parameter at index %d: %s', i - 1, b)\n"
+    "  end\n"
+    "end\n"
     "unset = setmetatable({}, {__tostring = function() return 'unset' end,\n"
     "                          __metatable = 'locked'})\n";
 

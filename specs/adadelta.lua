@@ -5,10 +5,10 @@ return {
   hyper = { lr = 1.0, rho = 0.9, eps = 1e-6, weight_decay = 0.0, maximize = false },
   runtime = { "lr", "rho", "eps" },   -- used only in arithmetic: may be passed per step
   check = function (h)
-    require_that(0 <= h.lr, "Invalid learning rate: %s", h.lr)
+    require_lr(h)
     require_that(0 <= h.rho and h.rho <= 1, "Invalid rho value: %s", h.rho)
-    require_that(0 <= h.eps, "Invalid epsilon value: %s", h.eps)
-    require_that(0 <= h.weight_decay, "Invalid weight_decay value: %s", h.weight_decay)
+    require_eps(h)
+    require_weight_decay(h)
   end,
   state = { square_avg = 0, acc_delta = 0 },
   update = function (p, g, s, h)

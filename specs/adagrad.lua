@@ -7,12 +7,12 @@ return {
             eps = 1e-10, maximize = false },
   runtime = { "lr", "lr_decay", "eps" },   -- used only in arithmetic: may be passed per step
   check = function (h)
-    require_that(0 <= h.lr, "Invalid learning rate: %s", h.lr)
+    require_lr(h)
     require_that(0 <= h.lr_decay, "Invalid lr_decay value: %s", h.lr_decay)
-    require_that(0 <= h.weight_decay, "Invalid weight_decay value: %s", h.weight_decay)
+    require_weight_decay(h)
     require_that(0 <= h.initial_accumulator_value,
                  "Invalid initial_accumulator_value value: %s", h.initial_accumulator_value)
-    require_that(0 <= h.eps, "Invalid epsilon value: %s", h.eps)
+    require_eps(h)
   end,
   state = { sum = function (h) return h.initial_accumulator_value end },
   update = function (p, g, s, h, t)

@@ -7,8 +7,8 @@ return {
             maximize = false },
   runtime = { "lambd", "alpha", "t0" },   -- used only in arithmetic: may be passed per step
   check = function (h)
-    require_that(0 <= h.lr, "Invalid learning rate: %s", h.lr)
-    require_that(0 <= h.weight_decay, "Invalid weight_decay value: %s", h.weight_decay)
+    require_lr(h)
+    require_weight_decay(h)
   end,
   state = { eta = function (h) return scalar(h.lr) end, mu = scalar(1), ax = 0 },
   update = function (p, g, s, h, t)

@@ -6,12 +6,9 @@ return {
   hyper = { lr = 1e-4, betas = {0.9, 0.99}, weight_decay = 0.0, maximize = false },
   runtime = { "lr", "betas" },   -- used only in arithmetic: may be passed per step
   check = function (h)
-    require_that(0 <= h.lr, "Invalid learning rate: %s", h.lr)
-    require_that(0 <= h.betas[1] and h.betas[1] < 1,
-                 "Invalid beta parameter at index 0: %s", h.betas[1])
-    require_that(0 <= h.betas[2] and h.betas[2] < 1,
-                 "Invalid beta parameter at index 1: %s", h.betas[2])
-    require_that(0 <= h.weight_decay, "Invalid weight_decay value: %s", h.weight_decay)
+    require_lr(h)
+    require_betas(h)
+    require_weight_decay(h)
   end,
   state = { exp_avg = 0 },
   update = function (p, g, s, h)

@@ -6,13 +6,10 @@ return {
             momentum_decay = 4e-3, decoupled_weight_decay = false, maximize = false },
   runtime = { "lr", "betas", "eps", "momentum_decay" },   -- used only in arithmetic: may be passed per step
   check = function (h)
-    require_that(0 <= h.lr, "Invalid learning rate: %s", h.lr)
-    require_that(0 <= h.eps, "Invalid epsilon value: %s", h.eps)
-    require_that(0 <= h.betas[1] and h.betas[1] < 1,
-                 "Invalid beta parameter at index 0: %s", h.betas[1])
-    require_that(0 <= h.betas[2] and h.betas[2] < 1,
-                 "Invalid beta parameter at index 1: %s", h.betas[2])
-    require_that(0 <= h.weight_decay, "Invalid weight_decay value: %s", h.weight_decay)
+    require_lr(h)
+    require_eps(h)
+    require_betas(h)
+    require_weight_decay(h)
     require_that(0 <= h.momentum_decay, "Invalid momentum_decay value: %s", h.momentum_decay)
   end,
   state = { mu_product = scalar(1), exp_avg = 0, exp_avg_sq = 0 },

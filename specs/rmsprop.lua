@@ -6,10 +6,10 @@ return {
             centered = false, maximize = false },
   runtime = { "lr", "alpha", "eps" },   -- used only in arithmetic: may be passed per step
   check = function (h)
-    require_that(0 <= h.lr, "Invalid learning rate: %s", h.lr)
-    require_that(0 <= h.eps, "Invalid epsilon value: %s", h.eps)
+    require_lr(h)
+    require_eps(h)
     require_that(0 <= h.momentum, "Invalid momentum value: %s", h.momentum)
-    require_that(0 <= h.weight_decay, "Invalid weight_decay value: %s", h.weight_decay)
+    require_weight_decay(h)
     require_that(0 <= h.alpha, "Invalid alpha value: %s", h.alpha)
   end,
   state = { square_avg = 0,

@@ -6,7 +6,7 @@ return {
   hyper = { lr = 1e-2, etas = {0.5, 1.2}, step_sizes = {1e-6, 50}, maximize = false },
   runtime = { "etas", "step_sizes" },   -- used only in arithmetic: may be passed per step
   check = function (h)
-    require_that(0 <= h.lr, "Invalid learning rate: %s", h.lr)
+    require_lr(h)
     require_that(0 < h.etas[1] and h.etas[1] < 1 and 1 < h.etas[2],
                  "Invalid eta values: %s, %s", h.etas[1], h.etas[2])
   end,

@@ -7,9 +7,9 @@ return {
             nesterov = false, maximize = false },
   runtime = { "lr", "dampening" },   -- used only in arithmetic: may be passed per step
   check = function (h)
-    require_that(h.lr >= 0, "Invalid learning rate: %s", h.lr)
+    require_lr(h)
     require_that(h.momentum >= 0, "Invalid momentum value: %s", h.momentum)
-    require_that(h.weight_decay >= 0, "Invalid weight_decay value: %s", h.weight_decay)
+    require_weight_decay(h)
     require_that(not h.nesterov or (h.momentum > 0 and h.dampening == 0),
                  "Nesterov momentum requires a momentum and zero dampening")
   end,
