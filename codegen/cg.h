@@ -82,6 +82,7 @@ typedef struct cg_layout {
     int has_unset;            /* some state starts unset */
     int nuniform;             /* per-step values the kernel reads */
     int nreduce;              /* sums over the tensor: 0, or two passes */
+    int has_scalar;           /* some state is a per-tensor scalar */
 } cg_layout;
 
 /* One pass of a kernel over elements [begin, end); `red` receives the sums

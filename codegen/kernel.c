@@ -123,8 +123,10 @@ static int compile_locked(cg_jit *j, const cg_request *r, cg_kernel *k, char *er
     k->layout.scalar = g->scalar + 2; /* by state, as the other fields */
     k->layout.nuniform = g->nuniform;
     k->layout.nreduce = g->nreduce;
-    for (int i = 0; i < g->nstate; i++)
+    for (int i = 0; i < g->nstate; i++) {
         k->layout.has_unset |= g->init[i] == CG_INIT_UNSET;
+        k->layout.has_scalar |= g->scalar[2 + i];
+    }
     if (r->reference)
         return JOPT_OK;
     if (!j->llvm && (rc = cg_llvm_new(&j->llvm, err)))

@@ -41,6 +41,9 @@ typedef struct rt_param {
     const double *values; /* its group's hyperparameters */
     float *arrays[CG_MAX_SLOTS];
     double *u;      /* per-step values: optim->ucap doubles */
+    const double *uv; /* the per-step values its passes read: u, or those
+                         of an earlier parameter of its group with the
+                         same kernel and step count */
     double red[CG_MAX_REDUCE];
 } rt_param;
 
@@ -51,6 +54,15 @@ typedef struct rt_task {
     double red[CG_MAX_REDUCE];
 } rt_task;
 
+/* torch's scheduler keys in a param group: "initial_lr", set by the first
+ * scheduler made, and OneCycleLR's "max_lr", "min_lr", "max_momentum" and
+ * "base_momentum".  Every scheduler of the optimizer reads them, and they
+ * live as long as the group, as in torch.  NaN while unset (torch: the key
+ * is absent).  Saved with the optimizer's checkpoint. */
+enum { RT_KEY_INITIAL_LR, RT_KEY_MAX_LR, RT_KEY_MIN_LR, RT_KEY_MAX_MOMENTUM,
+       RT_KEY_BASE_MOMENTUM, RT_NKEYS };
+extern const char *const rt_key_names[RT_NKEYS];
+
 typedef struct rt_group {
     rt_param *params;
     size_t n;
@@ -58,6 +70,7 @@ typedef struct rt_group {
     uint8_t *runtime;   /* per hyperparameter: passed per step, not folded */
     cg_kernel *steady;  /* the update */
     cg_kernel *fresh;   /* the update with unset states nil, or NULL */
+    double *keys;       /* RT_NKEYS scheduler keys, NaN while unset */
 } rt_group;
 
 struct jopt_optim {

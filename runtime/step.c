@@ -137,7 +137,7 @@ static void run_task(void *arg, size_t i)
     const run *r = arg;
     rt_task *t = &r->tasks[i];
     memset(t->red, 0, sizeof t->red);
-    cg_kernel_pass(t->p->k, r->pass, t->p->arrays, t->begin, t->end, t->p->u,
+    cg_kernel_pass(t->p->k, r->pass, t->p->arrays, t->begin, t->end, t->p->uv,
                    t->red);
 }
 
@@ -149,6 +149,7 @@ static size_t plan(jopt_optim *opt, int64_t *total)
     *total = 0;
     for (size_t g = 0; g < opt->ngroups; g++) {
         rt_group *gr = &opt->groups[g];
+        const rt_param *prev = NULL;
         for (size_t i = 0; i < gr->n; i++) {
             rt_param *p = &gr->params[i];
             if (!p->g || !p->n) {
@@ -162,8 +163,18 @@ static size_t plan(jopt_optim *opt, int64_t *total)
             p->arrays[1] = p->g;
             for (int s = 0; s < lay->nstate; s++)
                 p->arrays[2 + s] = p->state[lay->state[s]];
-            cg_kernel_prologue(p->k, (double)(p->step + 1), p->values, p->arrays,
-                               p->u);
+            /* per-step values depend on the kernel, the step count and the
+             * group's values, unless the tensor has scalar state or sums:
+             * most tensors of a group share one prologue */
+            if (prev && prev->k == p->k && prev->step == p->step &&
+                !lay->has_scalar && !lay->nreduce) {
+                p->uv = prev->uv;
+            } else {
+                cg_kernel_prologue(p->k, (double)(p->step + 1), p->values,
+                                   p->arrays, p->u);
+                p->uv = p->u;
+            }
+            prev = p;
             for (int64_t b = 0; b < p->n; b += RT_CHUNK)
                 opt->tasks[nt++] = (rt_task){p, b, b + RT_CHUNK < p->n ? b + RT_CHUNK : p->n, {0}};
             *total += p->n;
@@ -209,6 +220,7 @@ JOPT_API int jopt_step(jopt_optim *opt, jopt_closure closure, void *user_data,
         if (t->end == t->p->n)
             cg_kernel_epilogue(t->p->k, (double)(t->p->step + 1), t->p->values,
                                t->p->arrays, t->p->red, t->p->u);
+            /* uv is u for kernels with sums: no sharing */
         opt->tasks[late++] = *t; /* compacted: pass 1 runs these only */
     }
     if (late) {
