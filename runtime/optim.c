@@ -7,6 +7,7 @@
  *                   defaults + group options --check()--> values per group
  *                   values --cg_kernel_get--> kernels (cached, shared)
  */
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -187,6 +188,9 @@ static int plan_space(jopt_optim *opt)
 
 /* ---- construction ------------------------------------------------------- */
 
+const char *const rt_key_names[RT_NKEYS] = {
+    "initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum"};
+
 static void free_group(const jopt_optim *opt, rt_group *gr)
 {
     size_t ns = opt->spec ? cg_spec_nstate(opt->spec) : 0;
@@ -198,6 +202,7 @@ static void free_group(const jopt_optim *opt, rt_group *gr)
     free(gr->params);
     free(gr->values);
     free(gr->runtime);
+    free(gr->keys);
     cg_kernel_release(gr->steady);
     cg_kernel_release(gr->fresh);
 }
@@ -236,8 +241,11 @@ static int group_init(jopt_optim *opt, const char *fn, size_t g,
     gr->params = calloc(ug->nparams + 1, sizeof *gr->params);
     gr->values = malloc((nv + 1) * sizeof(double));
     gr->runtime = calloc(cg_spec_nhyper(opt->spec) + 1, 1);
-    if (!gr->params || !gr->values || !gr->runtime)
+    gr->keys = malloc(RT_NKEYS * sizeof(double));
+    if (!gr->params || !gr->values || !gr->runtime || !gr->keys)
         return rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
+    for (size_t k = 0; k < RT_NKEYS; k++)
+        gr->keys[k] = NAN; /* no scheduler has set them */
     for (size_t i = 0; i < ug->nparams; i++) {
         const jopt_param *p = &ug->params[i];
         if ((rc = check_param(ctx, fn, g, i, p)))

@@ -107,6 +107,47 @@ int rt_fail(jopt_ctx *ctx, int status, const char *fmt, ...)
 /* copies codegen's message into ctx->err, prefixed by `where` */
 int rt_fail_cg(jopt_ctx *ctx, int status, const char *where, const char *err);
 
+/* serial.c: the byte streams of the checkpoint formats (checkpoint.c,
+ * sched_io.c).  Fields are written in the host's order (little-endian on
+ * every host jopt builds for).  A writer with buf NULL only counts. */
+typedef struct rt_out {
+    unsigned char *buf;
+    size_t len, cap;
+} rt_out;
+void rt_put(rt_out *o, const void *p, size_t n);
+void rt_put_u32(rt_out *o, uint32_t v);
+void rt_put_u64(rt_out *o, uint64_t v);
+void rt_put_f64(rt_out *o, double v);
+void rt_put_str(rt_out *o, const char *s); /* u32 length, bytes */
+void rt_put_seal(rt_out *o);                /* u64 FNV-1a of all before */
+
+/* a reader that never reads past len: a short read sets bad, and every
+ * read after it gives 0 */
+typedef struct rt_in {
+    const unsigned char *p;
+    size_t len, pos;
+    int bad;
+} rt_in;
+const void *rt_take(rt_in *r, size_t n);
+uint32_t rt_get_u32(rt_in *r);
+uint64_t rt_get_u64(rt_in *r);
+double rt_get_f64(rt_in *r);
+int rt_get_str_eq(rt_in *r, const char *want); /* a string equal to want */
+
+#define RT_FNV_INIT 1469598103934665603ull
+uint64_t rt_fnv(uint64_t h, const void *p, size_t n); /* FNV-1a 64 */
+/* whether the last 8 bytes are the FNV-1a of those before */
+int rt_sealed(const void *buf, size_t len);
+
+/* writes `path` atomically (temporary file, fsync, rename, fsync of the
+ * folder); on failure the previous file is intact and `fn` names the call
+ * in the message */
+int rt_write_atomic(jopt_ctx *ctx, const char *fn, const char *path,
+                    const void *buf, size_t len);
+/* reads a whole regular file, by its real size; caller frees *buf */
+int rt_read_file(jopt_ctx *ctx, const char *fn, const char *path,
+                 unsigned char **buf, size_t *len);
+
 /* options.c: overlays "name=value ..." onto `values` */
 int rt_options_parse(const cg_spec *spec, const char *text, double *values,
                      char *err);

@@ -746,6 +746,28 @@ static void test_sched_added_group(void **state)
     world_free(&w);
 }
 
+/* the scheduler keys belong to the optimizer, as in torch: with every
+ * scheduler freed and the lr changed, a new scheduler still starts from
+ * the first one's initial_lr */
+static void test_sched_keys_outlive_schedulers(void **state)
+{
+    (void)state;
+    world w;
+    world_new(&w, "sgd", "lr=0.1", TWO, 2);
+    jopt_sched *s;
+    T_OK(w.ctx, jopt_sched_new(w.opt, "exponential", "gamma=0.5", &s));
+    T_OK(w.ctx, jopt_sched_step(s));
+    jopt_sched_free(s);
+    T_OK(w.ctx, jopt_options_set(w.opt, 0, "lr=0.3"));
+    double one[2] = {1, 1}, lr0, lr1;
+    T_OK(w.ctx, jopt_sched_new_lambda(w.opt, const_fn, one, 0, &s));
+    T_OK(w.ctx, jopt_option_get(w.opt, 0, "lr", &lr0));
+    T_OK(w.ctx, jopt_option_get(w.opt, 1, "lr", &lr1));
+    assert_true(lr0 == 0.1 && lr1 == 0.05);
+    jopt_sched_free(s);
+    world_free(&w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -758,6 +780,7 @@ int main(void)
         cmocka_unit_test(test_sched_composite_errors),
         cmocka_unit_test(test_sched_sequential_failure_changes_nothing),
         cmocka_unit_test(test_sched_added_group),
+        cmocka_unit_test(test_sched_keys_outlive_schedulers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -179,13 +179,14 @@ JOPT_API int jopt_state_get(const jopt_optim *opt, size_t group, size_t index,
  * torch 2.13's formulas, in double, in torch's order of operations.  Call
  * jopt_sched_step after jopt_step, as scheduler.step() after
  * optimizer.step().  A scheduler borrows its optimizer: free the scheduler
- * first.  Schedulers of one optimizer share torch's per-group keys
- * ("initial_lr", and OneCycleLR's "max_lr", "min_lr", "max_momentum",
+ * first.  As in torch, the optimizer's groups hold the schedulers' shared
+ * keys ("initial_lr", and OneCycleLR's "max_lr", "min_lr", "max_momentum",
  * "base_momentum"): the first scheduler made records each group's lr as its
- * initial_lr, and later ones start from it, as in torch.  Errors are
- * reported on the optimizer's context (jopt_errmsg); a call that fails
- * changes neither the optimizer nor the scheduler.  docs/schedulers.md has
- * the details. */
+ * initial_lr, and later ones start from it, even after the first is freed;
+ * the keys live as long as the optimizer and jopt_state_save saves them.
+ * Errors are reported on the optimizer's context (jopt_errmsg); a call
+ * that fails changes neither the optimizer nor the scheduler.
+ * docs/schedulers.md has the details. */
 typedef struct jopt_sched jopt_sched;
 
 /* Makes a scheduler of `kind` over every group of `opt` and takes torch's
@@ -250,6 +251,34 @@ JOPT_API int64_t jopt_sched_epoch(const jopt_sched *s);
  * optimizer keeps its current lrs. */
 JOPT_API void jopt_sched_free(jopt_sched *s);
 
+/* A scheduler's state, for resuming: its last_epoch and step count, its
+ * base_lrs and last lrs, and what its kind keeps (warm restarts' T_cur and
+ * T_i; plateau's best, num_bad_epochs and cooldown_counter), and for a
+ * composite its children's, in a versioned, checksummed format with the
+ * kind and a hash of the options each scheduler was made with
+ * (docs/schedulers.md).  The optimizer's part (lrs, momentums, the keys
+ * above) is in the optimizer's checkpoint (jopt_state_save).  LambdaLR's
+ * callback is not saved: pass the same one again, as in torch.
+ *
+ * To resume: build the optimizer and the scheduler as before (same kinds,
+ * options, children and milestones), then load both, jopt_state_load and
+ * jopt_sched_load, in either order.  Stepping then gives the same lrs and
+ * momentums, bit for bit, as never having stopped.
+ *
+ * jopt_sched_save writes a file atomically, as jopt_state_save does;
+ * jopt_sched_state_size and jopt_sched_save_mem write into the caller's
+ * memory (*len gets the size needed).  Loading checks everything before
+ * it changes anything: a truncated or corrupt file, another kind's, one
+ * made with other options, for another number of groups, or of a
+ * composite with other children, fails with JOPT_EINVAL and leaves the
+ * scheduler as it was.  Loading never changes the optimizer. */
+JOPT_API int jopt_sched_save(const jopt_sched *s, const char *path);
+JOPT_API int jopt_sched_load(jopt_sched *s, const char *path);
+JOPT_API int jopt_sched_state_size(const jopt_sched *s, size_t *len);
+JOPT_API int jopt_sched_save_mem(const jopt_sched *s, void *buf, size_t cap,
+                                 size_t *len);
+JOPT_API int jopt_sched_load_mem(jopt_sched *s, const void *buf, size_t len);
+
 /* ---- Parameter groups after construction and checkpoints --------------- */
 
 /* Appends a group, as torch's add_param_group: its options fall back to
@@ -257,8 +286,10 @@ JOPT_API void jopt_sched_free(jopt_sched *s);
 JOPT_API int jopt_add_param_group(jopt_optim *opt, const jopt_group *group);
 
 /* Everything needed to resume: the spec's name and a hash of its text,
- * each group's hyperparameters, every parameter's step count and state,
- * in a versioned, checksummed format (docs/checkpoint.md).
+ * each group's hyperparameters and scheduler keys (initial_lr, ...),
+ * every parameter's step count and state, in a versioned, checksummed
+ * format (docs/checkpoint.md).  A scheduler's own state is saved apart
+ * (jopt_sched_save).
  *
  * jopt_state_save writes a file atomically (a temporary file, fsync,
  * rename, fsync of the folder): if it fails, the previous file is intact.
