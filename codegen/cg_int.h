@@ -96,7 +96,8 @@ float cg_eval_float(cg_op op, float a, float b, float c);
  * scalar states from arrays[slot][0] and then writing their new values
  * back there (rounded to float, as torch's 0-dim float32 tensors). */
 void cg_interp_uniforms(const cg_graph *g, double t, const double *values,
-                        float *const *arrays, const double *red, double *u);
+                        float *const *arrays, const double *red, double *u,
+                        double *scratch); /* g->n doubles */
 /* With reductions, call it before pass 0 with red NULL (the values that
  * depend on sums are then NaN and no scalar state is written), and again
  * with the sums before pass 1. */

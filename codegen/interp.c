@@ -120,18 +120,9 @@ float cg_eval_float(cg_op op, float a, float b, float c)
 }
 
 void cg_interp_uniforms(const cg_graph *g, double t, const double *values,
-                        float *const *arrays, const double *red, double *u)
+                        float *const *arrays, const double *red, double *u,
+                        double *val)
 {
-    /* step() must not allocate: small graphs use the stack */
-    double stack[512];
-    double *val = (size_t)g->n <= sizeof stack / sizeof stack[0]
-                      ? stack
-                      : malloc(((size_t)g->n + 1) * sizeof *val);
-    if (!val) { /* keep going with no prologue: never reached in practice */
-        for (int s = 0; s < g->nuniform; s++)
-            u[s] = NAN;
-        return;
-    }
     for (int i = 0; i < g->n; i++) {
         const cg_node *x = &g->nodes[i];
         if (x->varying)
@@ -156,16 +147,24 @@ void cg_interp_uniforms(const cg_graph *g, double t, const double *values,
     for (int s = 0; s < g->nslots && (red || !g->nreduce); s++)
         if (g->scalar[s] && g->store[s] >= 0)
             arrays[s][0] = (float)val[g->store[s]];
-    if (val != stack)
-        free(val);
 }
 
 void cg_interp_run(const cg_graph *g, int pass, float *const *arrays,
                    int64_t begin, int64_t end, const double *u, double *red)
 {
-    float *val = malloc(((size_t)g->n + 1) * sizeof *val);
-    if (!val)
+    /* the reference engine runs on the pool's threads: its scratch is on
+     * the stack, except for graphs too big for it */
+    float stack[1024];
+    float *val = (size_t)g->n <= sizeof stack / sizeof stack[0]
+                     ? stack
+                     : malloc(((size_t)g->n + 1) * sizeof *val);
+    if (!val) { /* make the failure visible rather than skip the range */
+        for (int s = 0; s < g->nslots; s++)
+            if (g->store[s] >= 0 && !g->scalar[s] && g->late_store[s] == pass)
+                for (int64_t e = begin; e < end; e++)
+                    arrays[s][e] = NAN;
         return;
+    }
     /* uniform operands, rounded to float once, as the kernel's prologue */
     for (int i = 0; i < g->n; i++) {
         const cg_node *x = &g->nodes[i];
@@ -203,5 +202,6 @@ void cg_interp_run(const cg_graph *g, int pass, float *const *arrays,
             if (g->store[s] >= 0 && !g->scalar[s] && g->late_store[s] == pass)
                 arrays[s][e] = val[g->store[s]];
     }
-    free(val);
+    if (val != stack)
+        free(val);
 }

@@ -24,7 +24,6 @@
 
 struct cg_llvm {
     LLVMOrcLLJITRef jit;
-    LLVMOrcThreadSafeContextRef tsc;
     LLVMTargetMachineRef tm;
     cg_target target;
     char diag[CG_ERRLEN];
@@ -54,8 +53,6 @@ void cg_llvm_free(cg_llvm *l)
         return;
     if (l->jit)
         LLVMOrcDisposeLLJIT(l->jit);
-    if (l->tsc)
-        LLVMOrcDisposeThreadSafeContext(l->tsc);
     if (l->tm)
         LLVMDisposeTargetMachine(l->tm);
     if (l->target.layout)
@@ -110,28 +107,32 @@ int cg_llvm_new(cg_llvm **out, char *err)
         cg_llvm_free(l);
         return rc;
     }
-    l->tsc = LLVMOrcCreateNewThreadSafeContext();
-    LLVMContextSetDiagnosticHandler(LLVMOrcThreadSafeContextGetContext(l->tsc),
-                                    on_diagnostic, l);
     *out = l;
     return JOPT_OK;
 }
 
-/* emit + verify + O3; the caller owns *out */
+/* emit + verify + O3, in a context of its own (an LLVM context keeps
+ * every constant and type it has seen: one per module frees them with the
+ * module); the caller owns *out and *tsc */
 static int build(cg_llvm *l, const cg_graph *g, const char *name,
-                 LLVMModuleRef *out, char *err)
+                 LLVMOrcThreadSafeContextRef *tsc, LLVMModuleRef *out, char *err)
 {
-    LLVMContextRef ctx = LLVMOrcThreadSafeContextGetContext(l->tsc);
+    *tsc = LLVMOrcCreateNewThreadSafeContext();
+    LLVMContextRef ctx = LLVMOrcThreadSafeContextGetContext(*tsc);
+    LLVMContextSetDiagnosticHandler(ctx, on_diagnostic, l);
     LLVMModuleRef mod;
     l->diag[0] = 0;
     int rc = cg_emit_module(ctx, &l->target, g, name, &mod, err);
-    if (rc)
+    if (rc) {
+        LLVMOrcDisposeThreadSafeContext(*tsc);
         return rc;
+    }
     char *msg = NULL;
     if (LLVMVerifyModule(mod, LLVMReturnStatusAction, &msg)) {
         rc = cg_fail(err, JOPT_ECOMPILE, "internal error: invalid IR: %s", msg);
         LLVMDisposeMessage(msg);
         LLVMDisposeModule(mod);
+        LLVMOrcDisposeThreadSafeContext(*tsc);
         return rc;
     }
     LLVMDisposeMessage(msg);
@@ -142,10 +143,12 @@ static int build(cg_llvm *l, const cg_graph *g, const char *name,
     LLVMDisposePassBuilderOptions(opts);
     if (e) {
         LLVMDisposeModule(mod);
+        LLVMOrcDisposeThreadSafeContext(*tsc);
         return llvm_error(err, e, "optimising");
     }
     if (l->diag[0]) {
         LLVMDisposeModule(mod);
+        LLVMOrcDisposeThreadSafeContext(*tsc);
         return cg_fail(err, JOPT_ECOMPILE, "LLVM: %s", l->diag);
     }
     *out = mod;
@@ -156,15 +159,16 @@ int cg_llvm_compile(cg_llvm *l, const cg_graph *g, const char *name,
                     cg_kernel_fn fn[2], void **tracker, char *err)
 {
     LLVMModuleRef mod;
-    int rc = build(l, g, name, &mod, err);
+    LLVMOrcThreadSafeContextRef tsc;
+    int rc = build(l, g, name, &tsc, &mod, err);
     if (rc)
         return rc;
     LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(l->jit);
     LLVMOrcResourceTrackerRef rt = LLVMOrcJITDylibCreateResourceTracker(jd);
-    LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(mod, l->tsc);
+    LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(mod, tsc);
+    LLVMOrcDisposeThreadSafeContext(tsc); /* the module keeps it alive */
     LLVMErrorRef e = LLVMOrcLLJITAddLLVMIRModuleWithRT(l->jit, rt, tsm);
-    if (e) {
-        LLVMOrcDisposeThreadSafeModule(tsm);
+    if (e) { /* the JIT took the module, even on failure */
         LLVMOrcReleaseResourceTracker(rt);
         return llvm_error(err, e, "adding the kernel to the JIT");
     }
@@ -203,7 +207,8 @@ int cg_llvm_text(cg_llvm *l, const cg_graph *g, const char *what, char **text,
     if (!as_asm && strcmp(what, "ir") != 0)
         return cg_fail(err, JOPT_EINVAL, "unknown output '%s' (ir or asm)", what);
     LLVMModuleRef mod;
-    int rc = build(l, g, "jopt_kernel", &mod, err);
+    LLVMOrcThreadSafeContextRef tsc;
+    int rc = build(l, g, "jopt_kernel", &tsc, &mod, err);
     if (rc)
         return rc;
     char *out = NULL;
@@ -231,6 +236,7 @@ int cg_llvm_text(cg_llvm *l, const cg_graph *g, const char *what, char **text,
         LLVMDisposeMessage(s);
     }
     LLVMDisposeModule(mod);
+    LLVMOrcDisposeThreadSafeContext(tsc);
     if (rc)
         return rc;
     if (!out)

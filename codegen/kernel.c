@@ -24,6 +24,7 @@ struct cg_kernel {
     size_t keylen;
     uint64_t hash;
     cg_graph *graph;
+    double *scratch; /* the uniform pass's, so that step() never allocates */
     cg_layout layout;
     cg_kernel_fn fn[2]; /* pass 0 and 1; NULL: the reference interpreter */
     void *tracker;
@@ -55,6 +56,7 @@ static void kernel_destroy(cg_kernel *k)
     if (k->tracker)
         cg_llvm_remove(k->jit->llvm, k->tracker);
     cg_graph_free(k->graph);
+    free(k->scratch);
     free(k->key);
     free(k);
 }
@@ -87,13 +89,16 @@ static unsigned char *make_key(const cg_request *r, size_t *len, uint64_t *hash)
 {
     size_t srclen, nv = cg_spec_nvalues(r->spec), nh = cg_spec_nhyper(r->spec);
     const char *src = spec_source(r->spec, &srclen);
-    *len = 2 + nh + nv * sizeof(double) + srclen;
+    /* the lengths first: no two different (spec, values) share a key */
+    uint64_t lens[3] = {nh, nv, srclen};
+    *len = 2 + sizeof lens + nh + nv * sizeof(double) + srclen;
     unsigned char *key = malloc(*len);
     if (!key)
         return NULL;
     key[0] = (unsigned char)r->fresh;
     key[1] = (unsigned char)r->reference;
-    unsigned char *flags = key + 2, *vals = flags + nh;
+    memcpy(key + 2, lens, sizeof lens);
+    unsigned char *flags = key + 2 + sizeof lens, *vals = flags + nh;
     memcpy(vals, r->values, nv * sizeof(double));
     for (size_t i = 0; i < nh; i++) {
         const cg_hyper *h = cg_spec_hyper(r->spec, i);
@@ -110,12 +115,16 @@ static unsigned char *make_key(const cg_request *r, size_t *len, uint64_t *hash)
     return key;
 }
 
-static int compile_locked(cg_jit *j, const cg_request *r, cg_kernel *k, char *err)
+/* Traces the spec into k: Lua only, no lock held (a slow spec must not
+ * hold up other contexts' compiles). */
+static int trace_into(const cg_request *r, cg_kernel *k, char *err)
 {
     int rc = cg_trace(r->spec, r->values, r->runtime, r->fresh, &k->graph, err);
     if (rc)
         return rc;
     cg_graph *g = k->graph;
+    if (!(k->scratch = malloc(((size_t)g->n + 1) * sizeof *k->scratch)))
+        return cg_fail(err, JOPT_ENOMEM, "out of memory");
     k->layout.nstate = g->nstate;
     k->layout.state = g->state;
     k->layout.init = g->init;
@@ -127,16 +136,36 @@ static int compile_locked(cg_jit *j, const cg_request *r, cg_kernel *k, char *er
         k->layout.has_unset |= g->init[i] == CG_INIT_UNSET;
         k->layout.has_scalar |= g->scalar[2 + i];
     }
+    return JOPT_OK;
+}
+
+/* LLVM's half, under the lock */
+static int compile_locked(cg_jit *j, const cg_request *r, cg_kernel *k, char *err)
+{
     if (r->reference)
         return JOPT_OK;
+    int rc;
     if (!j->llvm && (rc = cg_llvm_new(&j->llvm, err)))
         return rc;
     char name[64];
     snprintf(name, sizeof name, "jopt_kernel_%llu", ++j->serial);
-    rc = cg_llvm_compile(j->llvm, g, name, k->fn, &k->tracker, err);
+    rc = cg_llvm_compile(j->llvm, k->graph, name, k->fn, &k->tracker, err);
     if (rc == JOPT_OK)
         j->compiles++;
     return rc;
+}
+
+/* under the lock: a cached kernel for the key, with a reference taken */
+static cg_kernel *lookup_locked(cg_jit *j, const unsigned char *key, size_t len,
+                                uint64_t hash)
+{
+    for (cg_kernel *k = j->cache; k; k = k->next)
+        if (k->hash == hash && k->keylen == len && !memcmp(k->key, key, len)) {
+            k->refs++;
+            j->hits++;
+            return k;
+        }
+    return NULL;
 }
 
 int cg_kernel_get(cg_jit *j, const cg_request *r, cg_kernel **out, char *err)
@@ -147,26 +176,27 @@ int cg_kernel_get(cg_jit *j, const cg_request *r, cg_kernel **out, char *err)
     if (!key)
         return cg_fail(err, JOPT_ENOMEM, "out of memory");
     pthread_mutex_lock(&jit_lock);
-    for (cg_kernel *k = j->cache; k; k = k->next) {
-        if (k->hash == hash && k->keylen == len && !memcmp(k->key, key, len)) {
-            k->refs++;
-            j->hits++;
-            pthread_mutex_unlock(&jit_lock);
-            free(key);
-            *out = k;
-            return JOPT_OK;
-        }
+    cg_kernel *hit = lookup_locked(j, key, len, hash);
+    pthread_mutex_unlock(&jit_lock);
+    if (hit) {
+        free(key);
+        *out = hit;
+        return JOPT_OK;
     }
     cg_kernel *k = calloc(1, sizeof *k);
-    int rc = k ? compile_locked(j, r, k, err)
-               : cg_fail(err, JOPT_ENOMEM, "out of memory");
-    if (rc) {
+    int rc = k ? trace_into(r, k, err) : cg_fail(err, JOPT_ENOMEM, "out of memory");
+    pthread_mutex_lock(&jit_lock);
+    if (rc == JOPT_OK && (hit = lookup_locked(j, key, len, hash)) == NULL)
+        rc = compile_locked(j, r, k, err);
+    if (rc || hit) {
         if (k) {
             k->jit = j;
             kernel_destroy(k);
         }
-        free(key);
         pthread_mutex_unlock(&jit_lock);
+        free(key);
+        if (hit)
+            *out = hit;
         return rc;
     }
     k->jit = j;
@@ -205,7 +235,7 @@ const cg_layout *cg_kernel_layout(const cg_kernel *k) { return &k->layout; }
 void cg_kernel_prologue(const cg_kernel *k, double t, const double *values,
                         float *const *arrays, double *u)
 {
-    cg_interp_uniforms(k->graph, t, values, arrays, NULL, u);
+    cg_interp_uniforms(k->graph, t, values, arrays, NULL, u, k->scratch);
 }
 
 void cg_kernel_pass(const cg_kernel *k, int pass, float *const *arrays,
@@ -220,7 +250,7 @@ void cg_kernel_pass(const cg_kernel *k, int pass, float *const *arrays,
 void cg_kernel_epilogue(const cg_kernel *k, double t, const double *values,
                         float *const *arrays, const double *red, double *u)
 {
-    cg_interp_uniforms(k->graph, t, values, arrays, red, u);
+    cg_interp_uniforms(k->graph, t, values, arrays, red, u, k->scratch);
 }
 
 int cg_emit_text(cg_jit *j, const cg_request *r, const char *what, char **text,

@@ -17,6 +17,7 @@
 
 #define MAX_SPEC_BYTES (1u << 20)
 #define MAX_TUPLE 8
+#define MAX_HYPER 256
 
 struct cg_spec {
     char *name, *path, *doc, *src;
@@ -218,6 +219,13 @@ static int read_hyper(lua_State *L, cg_spec *s, char *err)
     int rc = sorted_keys(L, &names, &n, "hyper", s->path, err);
     if (rc)
         return rc;
+    if (n > MAX_HYPER) {
+        for (size_t i = 0; i < n; i++)
+            free(names[i]);
+        free(names);
+        return cg_fail(err, JOPT_ESPEC, "spec %s: more than %d hyperparameters",
+                       s->path, MAX_HYPER);
+    }
     s->hyper = calloc(n ? n : 1, sizeof *s->hyper);
     s->defaults = calloc(n * MAX_TUPLE + 1, sizeof *s->defaults);
     if (!s->hyper || !s->defaults) {
@@ -415,6 +423,12 @@ static int h_index(lua_State *L)
     return luaL_error(L, "unknown hyperparameter '%s'", luaL_tolstring(L, 2, NULL));
 }
 
+static int tuple_len(lua_State *L)
+{
+    lua_pushvalue(L, lua_upvalueindex(1));
+    return 1;
+}
+
 static int h_newindex(lua_State *L)
 {
     return luaL_error(L, "hyperparameters are read-only (assigning '%s')",
@@ -438,6 +452,11 @@ static void push_h(lua_State *L, const cg_spec *s, const double *values)
                 lua_rawseti(L, -2, k + 1);
             }
             sb_set_proxy(L, h_newindex);
+            lua_getmetatable(L, -1); /* #h.betas: the tuple's length */
+            lua_pushinteger(L, h->len);
+            lua_pushcclosure(L, tuple_len, 1);
+            lua_setfield(L, -2, "__len");
+            lua_pop(L, 1);
         } else if (h->kind == CG_HYPER_BOOL) {
             lua_pushboolean(L, v[0] != 0);
         } else if (h->integer && fabs(v[0]) < 9e15 && v[0] == (double)(lua_Integer)v[0]) {
@@ -451,6 +470,29 @@ static void push_h(lua_State *L, const cg_spec *s, const double *values)
     sb_set_proxy(L, h_newindex);
 }
 
+/* push_h allocates: run it protected, so that a spec that used up its
+ * memory gets an error rather than a Lua panic */
+static int push_h_main(lua_State *L)
+{
+    const cg_spec *s = lua_touserdata(L, 1);
+    const double *values = lua_touserdata(L, 2);
+    lua_settop(L, 0);
+    push_h(L, s, values);
+    return 1;
+}
+
+static int push_h_protected(sandbox *sb, const cg_spec *s, const double *values,
+                            char *err)
+{
+    lua_State *L = sb->L;
+    if (!lua_checkstack(L, 8))
+        return cg_fail(err, JOPT_ESPEC, "spec %s: Lua stack exhausted", s->path);
+    lua_pushcfunction(L, push_h_main);
+    lua_pushlightuserdata(L, (void *)s);
+    lua_pushlightuserdata(L, (void *)values);
+    return sb_pcall(sb, 2, 1, err);
+}
+
 int spec_enter(sandbox *sb, const cg_spec *s, const double *values, char *err)
 {
     int rc = sb_open(sb, s->path, err);
@@ -461,7 +503,10 @@ int spec_enter(sandbox *sb, const cg_spec *s, const double *values, char *err)
         sb_close(sb);
         return rc == JOPT_EINVAL ? JOPT_ESPEC : rc;
     }
-    push_h(sb->L, s, values);
+    if ((rc = push_h_protected(sb, s, values, err))) {
+        sb_close(sb);
+        return rc == JOPT_EINVAL ? JOPT_ESPEC : rc;
+    }
     return JOPT_OK;
 }
 
@@ -502,8 +547,9 @@ int cg_spec_check(cg_spec *s, const double *values, char *err)
         lua_settop(L, 1);
         return JOPT_OK;
     }
-    push_h(L, s, values);
-    int rc = sb_pcall(sb, 1, 0, err);
+    int rc = push_h_protected(sb, s, values, err);
+    if (rc == JOPT_OK)
+        rc = sb_pcall(sb, 1, 0, err);
     lua_settop(L, 1);
     /* a refused value leaves the state sound; anything else (a limit, an
      * error in check) may not: start afresh next time */

@@ -194,6 +194,10 @@ static int parse(jopt_optim *opt, rt_in *r, loaded *L, const char *fn)
         const void *vals = rt_take(r, nv * sizeof(double));
         const uint8_t *rt = rt_take(r, nh);
         const void *keys = rt_take(r, RT_NKEYS * sizeof(double));
+        for (size_t h = 0; rt && h < nh; h++)
+            if (rt[h] > 1 || (rt[h] && !cg_spec_hyper(s, h)->runtime_ok))
+                return FAIL("%s: group %zu: corrupt run-time flag for '%s'", fn, g,
+                            cg_spec_hyper(s, h)->name);
         if (L && vals && rt && keys) {
             memcpy(L->values + g * nv, vals, nv * sizeof(double));
             memcpy(L->runtime + g * nh, rt, nh);
@@ -209,7 +213,7 @@ static int parse(jopt_optim *opt, rt_in *r, loaded *L, const char *fn)
                 return FAIL("%s: group %zu parameter %zu has %lld elements in the "
                             "checkpoint, %lld here", fn, g, i, (long long)n,
                             (long long)p->n);
-            if (step < 0 || (ns < 64 && present >> ns))
+            if (step < 0 || step > (int64_t)1 << 53 || (ns < 64 && present >> ns))
                 return FAIL("%s: group %zu parameter %zu: corrupt step count or "
                             "state set", fn, g, i);
             if (L)
@@ -315,6 +319,22 @@ JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len)
         size_t need = rt_uniforms_needed(kernels[2 * g], kernels[2 * g + 1]);
         if (rt_reserve_uniforms(opt, need))
             goto oom;
+        /* each saved state must be of the kind (one float or an array)
+         * the kernel for the saved values expects */
+        for (size_t i = 0; i < opt->groups[g].n; i++) {
+            uint64_t present = 0;
+            for (size_t k = 0; k < ns; k++)
+                present |= (uint64_t)(L.state[g][i * ns + k] != NULL) << k;
+            int bad = rt_state_misfit(kernels[2 * g], present, L.scalar[g][i],
+                                      opt->groups[g].params[i].n);
+            if (bad >= 0) {
+                rc = rt_fail(opt->ctx, JOPT_EINVAL, "%s: group %zu parameter %zu: "
+                             "state '%s' has the wrong size for spec '%s'", fn, g,
+                             i, cg_spec_state_name(opt->spec, (size_t)bad),
+                             cg_spec_name(opt->spec));
+                goto done;
+            }
+        }
     }
     /* swap in: nothing below can fail */
     for (size_t g = 0; g < ng; g++) {

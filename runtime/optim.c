@@ -123,7 +123,7 @@ int rt_group_kernels(jopt_optim *opt, const char *where, const double *values,
     jopt_ctx *ctx = opt->ctx;
     char err[CG_ERRLEN];
     cg_request req = {opt->spec, values, runtime, 0,
-                      ctx->engine == JOPT_ENGINE_REFERENCE};
+                      opt->engine == JOPT_ENGINE_REFERENCE};
     int rc = cg_kernel_get(ctx->jit, &req, steady, err);
     if (rc)
         return rt_fail_cg(ctx, rc, where, err);
@@ -135,6 +135,49 @@ int rt_group_kernels(jopt_optim *opt, const char *where, const double *values,
             *steady = NULL;
             return rt_fail_cg(ctx, rc, where, err);
         }
+    }
+    return JOPT_OK;
+}
+
+/* Whether the states a parameter already has (bits of `present`; those
+ * holding one float in `one`) are of the kind the kernel's layout expects:
+ * a state cannot turn from a per-tensor scalar into an array or back.
+ * Returns the spec state index that does not fit, or -1. */
+int rt_state_misfit(const cg_kernel *k, uint64_t present, uint64_t one,
+                    int64_t n)
+{
+    const cg_layout *l = cg_kernel_layout(k);
+    for (int s = 0; s < l->nstate; s++) {
+        int si = l->state[s];
+        if (!(present >> si & 1))
+            continue;
+        int is_one = one >> si & 1;
+        if (l->scalar[s] ? !is_one : (n != 1 && is_one))
+            return si;
+    }
+    return -1;
+}
+
+static uint64_t present_mask(const jopt_optim *opt, const rt_param *p)
+{
+    uint64_t m = 0;
+    for (size_t k = 0; k < cg_spec_nstate(opt->spec); k++)
+        m |= (uint64_t)(p->state[k] != NULL) << k;
+    return m;
+}
+
+/* refuses kernels whose layout the group's existing state does not fit */
+static int check_fits(jopt_optim *opt, const char *where, const rt_group *gr,
+                      const cg_kernel *k)
+{
+    for (size_t i = 0; i < gr->n; i++) {
+        const rt_param *p = &gr->params[i];
+        int bad = rt_state_misfit(k, present_mask(opt, p), p->scalar_mask, p->n);
+        if (bad >= 0)
+            return rt_fail(opt->ctx, JOPT_EINVAL, "%s: state '%s' of parameter "
+                           "%zu would change between a per-tensor scalar and "
+                           "an array with these values", where,
+                           cg_spec_state_name(opt->spec, (size_t)bad), i);
     }
     return JOPT_OK;
 }
@@ -238,6 +281,9 @@ static int group_init(jopt_optim *opt, const char *fn, size_t g,
     int rc;
     if (ug->nparams && !ug->params)
         return rt_fail(ctx, JOPT_EINVAL, "%s: group %zu: params is NULL", fn, g);
+    if (ug->nparams > (SIZE_MAX >> 8) / sizeof(rt_param))
+        return rt_fail(ctx, JOPT_EINVAL, "%s: group %zu: nparams %zu is too "
+                       "large", fn, g, ug->nparams);
     gr->params = calloc(ug->nparams + 1, sizeof *gr->params);
     gr->values = malloc((nv + 1) * sizeof(double));
     gr->runtime = calloc(cg_spec_nhyper(opt->spec) + 1, 1);
@@ -285,6 +331,7 @@ JOPT_API int jopt_optim_new(jopt_ctx *ctx, const char *spec,
     if (!opt)
         return rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
     opt->ctx = ctx;
+    opt->engine = ctx->engine; /* fixed for the optimizer's life */
     int rc = cg_spec_load((const char *const *)ctx->dirs, ctx->ndirs, spec,
                           &opt->spec, err);
     if (rc) {
@@ -446,6 +493,12 @@ static int set_values(jopt_optim *opt, const char *fn, size_t group,
     cg_kernel *steady = gr->steady, *fresh = gr->fresh;
     if (rebuild) {
         if ((rc = rt_group_kernels(opt, where, values, runtime, &steady, &fresh))) {
+            free(runtime);
+            return rc;
+        }
+        if ((rc = check_fits(opt, where, gr, steady))) {
+            cg_kernel_release(steady);
+            cg_kernel_release(fresh);
             free(runtime);
             return rc;
         }

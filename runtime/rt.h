@@ -79,6 +79,7 @@ struct jopt_optim {
     rt_group *groups;
     size_t ngroups;
     double *defaults; /* the spec's, overlaid by the optimizer's defaults */
+    jopt_engine engine; /* the context's when the optimizer was made */
     /* step()'s preallocated work space: no allocation while stepping */
     double *ubuf;     /* every parameter's u, ucap doubles each */
     size_t ucap;
@@ -93,6 +94,8 @@ int rt_group_kernels(jopt_optim *opt, const char *where, const double *values,
                      const uint8_t *runtime, cg_kernel **steady,
                      cg_kernel **fresh);
 size_t rt_uniforms_needed(const cg_kernel *steady, const cg_kernel *fresh);
+int rt_state_misfit(const cg_kernel *k, uint64_t present, uint64_t one,
+                    int64_t n);
 
 /* optim.c: makes room for per-step values of `need` doubles per parameter
  * (never shrinks); JOPT_ENOMEM changes nothing */
