@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sched.h"
+#include "sched_int.h"
 
 const char *const rt_sched_class_names[] = {
     "StepLR", "MultiStepLR", "ExponentialLR", "CosineAnnealingLR",

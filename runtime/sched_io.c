@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sched.h"
+#include "sched_int.h"
 
 /* ---- what a saved state is valid for ----------------------------------- */
 

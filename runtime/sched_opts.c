@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sched.h"
+#include "sched_int.h"
 
 /* ---- the options string ------------------------------------------------- */
 

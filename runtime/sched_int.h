@@ -1,5 +1,5 @@
 /*
- * sched.h - what the scheduler files share: the scheduler object, the log
+ * sched_int.h - what the scheduler files share: the scheduler object, the log
  * of the optimizer values a call writes (so that a call that fails undoes
  * them), Python's division, and each file's entry points.
  *
@@ -8,8 +8,8 @@
  *   sched_lr.c   torch's formulas and stepping
  *   sched_io.c   saving and loading a scheduler's state
  */
-#ifndef SCHED_H
-#define SCHED_H
+#ifndef SCHED_INT_H
+#define SCHED_INT_H
 
 #include <math.h>
 

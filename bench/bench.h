@@ -1,0 +1,170 @@
+/*
+ * bench.h - what the files of bench_optim share: the naive kernels it
+ * measures jopt against (naive.c), the memory-only loops that measure the
+ * machine's bandwidth for an optimizer's own access pattern and the bench's
+ * own thread pool (membw.c), the table, CSV and SVG writers (report.c), and
+ * the allocation and libm-call probes (probe.c).
+ */
+#ifndef BENCH_H
+#define BENCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "jopt.h"
+#include "cg_int.h"
+
+/* ---- clock and data ---------------------------------------------------- */
+
+double b_now(void); /* seconds, CLOCK_MONOTONIC */
+float *b_alloc(int64_t n); /* 64-byte aligned, touched (zeroed); free() */
+/* seeded xorshift: uniform in [-1, 1), every 31st element zero */
+void b_fill(float *x, int64_t n, uint64_t seed);
+
+/* ---- a tensor list: one optimizer's parameters --------------------------- */
+
+typedef struct b_tensors {
+    int n;            /* tensors */
+    int64_t *numel;   /* per tensor */
+    int64_t total;    /* elements in all */
+} b_tensors;
+
+/* ---- the bench's own thread pool (membw.c) ------------------------------- */
+
+typedef struct b_pool b_pool;
+/* fn(arg, thread, nthreads) runs once on each of `nthreads` threads (the
+ * caller is thread 0); b_pool_run returns when all are done. */
+typedef void (*b_pool_fn)(void *arg, int thread, int nthreads);
+b_pool *b_pool_new(int nthreads);
+void b_pool_free(b_pool *p);
+void b_pool_run(b_pool *p, int nthreads, b_pool_fn fn, void *arg);
+/* the part [*lo, *hi) of n elements that thread `t` of `nt` takes: halves
+ * cut on a 16-float (64-byte) boundary */
+void b_split(int64_t n, int t, int nt, int64_t *lo, int64_t *hi);
+
+/* ---- access patterns and the memory-only loop (membw.c) ---------------- */
+
+/* Which arrays of a kernel's slots the update reads and writes.  A slot that
+ * is both read and written is "rw"; the gradient is read only. */
+typedef struct b_pattern {
+    int nslots;
+    int reads, writes;            /* array counts (scalar states excluded) */
+    uint8_t read[CG_MAX_SLOTS], written[CG_MAX_SLOTS];
+    int passes;                   /* 2 for kernels with sums */
+} b_pattern;
+
+void b_pattern_of(const cg_graph *g, b_pattern *pat);
+/* bytes moved per element by one step: 4 * (reads + writes) */
+double b_pattern_bytes(const b_pattern *pat);
+/* "4R/3W" */
+const char *b_pattern_text(const b_pattern *pat, char *buf, size_t len);
+
+/* Reads every array the update reads and writes every array it writes, over
+ * [lo, hi), with one multiply-add per written element and values unchanged.
+ * arrays are the kernel's slots. */
+void b_membw(const b_pattern *pat, float *const *arrays, int64_t lo,
+             int64_t hi);
+
+/* ---- naive kernels (naive.c) --------------------------------------------- */
+
+/* The unfused kernel: one loop per graph op over the whole tensor, writing a
+ * temporary array, as an eager framework runs one tensor op at a time.
+ * Temporaries are reused once dead (as a caching allocator would) and an op
+ * whose result is a state's new value writes that state in place when no
+ * later op reads the old value.  Same bits as the JIT kernel. */
+typedef struct b_unfused b_unfused;
+int b_unfused_new(const cg_graph *g, int64_t maxn, b_unfused **out);
+void b_unfused_free(b_unfused *u);
+/* one step of one tensor of n elements at step count t; `values` is the
+ * group's hyperparameter vector */
+void b_unfused_step(b_unfused *u, double t, const double *values,
+                    float *const *arrays, int64_t n);
+int b_unfused_temps(const b_unfused *u); /* temporary arrays it holds */
+int b_unfused_ops(const b_unfused *u);   /* loops per step */
+
+/* Hand-written fused scalar C loops (llm.c's AdamW style), over [lo, hi) of
+ * one tensor at step t.  arrays are jopt's slots: p, g, then the states in
+ * sorted-name order (exp_avg, exp_avg_sq; momentum_buffer). */
+typedef enum b_hand_kind { B_HAND_NONE, B_HAND_SGD, B_HAND_ADAM, B_HAND_ADAMW } b_hand_kind;
+typedef struct b_hand {
+    b_hand_kind kind;
+    float lr, momentum, beta1, beta2, eps, wd;
+} b_hand;
+void b_hand_step(const b_hand *h, int t, float *const *arrays, int64_t lo,
+                 int64_t hi);
+const char *b_hand_name(b_hand_kind kind);
+
+/* ---- probes (probe.c) ----------------------------------------------------- */
+
+typedef struct b_probe {
+    long allocs;      /* malloc, calloc, realloc, aligned_alloc, ... */
+    long libm;        /* pow, exp, log, fma, sqrt, ... (double and float) */
+    long lua_states;  /* lua_newstate: Lua sandboxes started */
+    char libm_names[128];
+} b_probe;
+int b_probe_available(void); /* 0 under AddressSanitizer */
+void b_probe_begin(void);
+void b_probe_end(b_probe *out);
+
+/* ---- results and reports (report.c) ---------------------------------------- */
+
+/* one measured row: what `impl` took for one step of `optimizer` on
+ * `casename` with `threads` threads */
+typedef struct b_row {
+    char optimizer[160];  /* "adam" or "sgd:momentum=0.9" */
+    char casename[32];    /* "n=4194304", "resnet50", "resnet50-flat" */
+    int64_t numel;
+    int ntensors;
+    int threads;
+    char impl[32];        /* jit, hand, unfused, reference, membw, torch-... */
+    int reps, inner;      /* samples, steps per sample */
+    double med, min, max; /* seconds per step */
+    double bytes;         /* pattern bytes per step */
+    double roof;          /* memory-only seconds per step at <= threads, or 0 */
+    char note[96];
+} b_row;
+
+typedef struct b_results {
+    b_row *rows;
+    size_t n, cap;
+} b_results;
+
+b_row *b_results_add(b_results *r);
+void b_results_free(b_results *r);
+
+int b_write_csv(const b_results *r, const char *path);
+int b_write_svg(const b_results *r, const char *path, const char *title);
+/* the per-optimizer tables on `out` */
+void b_print_tables(const b_results *r, FILE *out);
+/* a time with its unit, "12.3 ms" */
+const char *b_fmt_time(double s, char *buf, size_t len);
+
+/* ---- an optimizer under test (bench_optim.c) -------------------------------- */
+
+typedef struct b_opt {
+    char label[160];       /* "sgd:momentum=0.9" as given */
+    char spec[128];        /* "sgd" */
+    char options[160];     /* "momentum=0.9" or "" */
+    cg_spec *cs;           /* loaded by the bench, for traces and timings */
+    double *values;        /* the group's hyperparameter vector */
+    cg_graph *graph;       /* the steady kernel's graph */
+    b_pattern pat;
+    b_hand hand;
+    const char *statename[CG_MAX_SLOTS]; /* slot 2 + s */
+} b_opt;
+
+/* the contexts: JIT on 1 thread, JIT on 2 threads, reference on 1 */
+extern jopt_ctx *b_ctx1, *b_ctx2, *b_ctxr;
+extern b_results b_res;
+
+/* bench_check.c: JIT == reference interpreter == unfused, bit for bit, and
+ * the hand-written loop within tolerance, over `n` tensors for `steps`
+ * steps, the JIT on `threads` threads; prints one line; 0 if all agree */
+int b_check(const b_opt *o, const int64_t *numel, int n, int threads, int steps);
+/* bench_check.c: construction (cold compile, cache hit, their parts) and
+ * per-step overheads, as rows of b_res, printed */
+void b_bench_construction(const b_opt *opts, int nopts, double first_s);
+void b_bench_overhead(const b_opt *o);
+
+#endif /* BENCH_H */

@@ -1,0 +1,314 @@
+/*
+ * membw.c - the roof the kernels are held against: a memory-only loop that
+ * reads and writes exactly the arrays an optimizer's update reads and writes
+ * (Adam: reads p, g, m, v and writes p, m, v), derived from the traced
+ * graph.  A STREAM triad (2 reads, 1 write) would undercount that pattern.
+ * Also the bench's clock, data and its own small thread pool, which the
+ * memory-only and hand-written loops use for their 2-thread runs.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bench.h"
+
+double b_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+float *b_alloc(int64_t n)
+{
+    size_t bytes = ((size_t)(n > 0 ? n : 1) * sizeof(float) + 63) & ~(size_t)63;
+    float *x = aligned_alloc(64, bytes);
+    if (x)
+        memset(x, 0, bytes); /* touch every page now, not while timing */
+    return x;
+}
+
+void b_fill(float *x, int64_t n, uint64_t seed)
+{
+    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull;
+    for (int64_t i = 0; i < n; i++) {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        x[i] = i % 31 == 7 ? 0.0f
+                           : (float)((double)(s >> 40) / (double)(1ull << 23) - 1.0);
+    }
+}
+
+/* ---- thread pool ---------------------------------------------------------- */
+
+#define POOL_MAX 64
+
+struct b_pool {
+    pthread_t th[POOL_MAX];
+    int nworkers;
+    pthread_mutex_t lock;
+    pthread_cond_t go, done;
+    unsigned long gen;
+    int pending, quit, nth;
+    b_pool_fn fn;
+    void *arg;
+};
+
+typedef struct worker_arg {
+    b_pool *p;
+    int id;
+} worker_arg;
+
+static worker_arg worker_args[POOL_MAX];
+
+static void *worker(void *v)
+{
+    worker_arg *w = v;
+    b_pool *p = w->p;
+    unsigned long seen = 0;
+    pthread_mutex_lock(&p->lock);
+    for (;;) {
+        while (!p->quit && p->gen == seen)
+            pthread_cond_wait(&p->go, &p->lock);
+        if (p->quit)
+            break;
+        seen = p->gen;
+        int nth = p->nth;
+        b_pool_fn fn = p->fn;
+        void *arg = p->arg;
+        pthread_mutex_unlock(&p->lock);
+        if (w->id < nth)
+            fn(arg, w->id, nth);
+        pthread_mutex_lock(&p->lock);
+        if (--p->pending == 0)
+            pthread_cond_signal(&p->done);
+    }
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+b_pool *b_pool_new(int nthreads)
+{
+    b_pool *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->go, NULL);
+    pthread_cond_init(&p->done, NULL);
+    int want = nthreads - 1 < POOL_MAX ? nthreads - 1 : POOL_MAX - 1;
+    for (int i = 0; i < want; i++) {
+        worker_args[i + 1] = (worker_arg){p, i + 1};
+        if (pthread_create(&p->th[i], NULL, worker, &worker_args[i + 1]))
+            break;
+        p->nworkers = i + 1;
+    }
+    return p;
+}
+
+void b_pool_free(b_pool *p)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->lock);
+    p->quit = 1;
+    pthread_cond_broadcast(&p->go);
+    pthread_mutex_unlock(&p->lock);
+    for (int i = 0; i < p->nworkers; i++)
+        pthread_join(p->th[i], NULL);
+    pthread_cond_destroy(&p->go);
+    pthread_cond_destroy(&p->done);
+    pthread_mutex_destroy(&p->lock);
+    free(p);
+}
+
+void b_pool_run(b_pool *p, int nthreads, b_pool_fn fn, void *arg)
+{
+    if (nthreads > p->nworkers + 1)
+        nthreads = p->nworkers + 1;
+    if (nthreads <= 1) {
+        fn(arg, 0, 1);
+        return;
+    }
+    pthread_mutex_lock(&p->lock);
+    p->fn = fn;
+    p->arg = arg;
+    p->nth = nthreads;
+    p->pending = p->nworkers;
+    p->gen++;
+    pthread_cond_broadcast(&p->go);
+    pthread_mutex_unlock(&p->lock);
+    fn(arg, 0, nthreads);
+    pthread_mutex_lock(&p->lock);
+    while (p->pending > 0)
+        pthread_cond_wait(&p->done, &p->lock);
+    pthread_mutex_unlock(&p->lock);
+}
+
+void b_split(int64_t n, int t, int nt, int64_t *lo, int64_t *hi)
+{
+    int64_t chunk = ((n + nt - 1) / nt + 15) & ~(int64_t)15;
+    *lo = (int64_t)t * chunk < n ? (int64_t)t * chunk : n;
+    *hi = t == nt - 1 ? n : (*lo + chunk < n ? *lo + chunk : n);
+}
+
+/* ---- access pattern ------------------------------------------------------- */
+
+void b_pattern_of(const cg_graph *g, b_pattern *pat)
+{
+    memset(pat, 0, sizeof *pat);
+    pat->nslots = g->nslots;
+    pat->passes = g->nreduce ? 2 : 1;
+    /* only what the stores need counts: LLVM drops the rest */
+    uint8_t *need = calloc((size_t)g->n + 1, 1);
+    if (!need)
+        return;
+    for (int s = 0; s < g->nslots; s++)
+        if (g->store[s] >= 0)
+            need[g->store[s]] = 1;
+    for (int i = g->n - 1; i >= 0; i--)
+        if (need[i])
+            for (int k = 0; k < cg_op_arity((cg_op)g->nodes[i].op); k++)
+                need[g->nodes[i].arg[k]] = 1;
+    for (int i = 0; i < g->n; i++)
+        if (need[i] && g->nodes[i].op == CG_LOAD && !g->scalar[g->nodes[i].slot])
+            pat->read[g->nodes[i].slot] = 1;
+    for (int s = 0; s < g->nslots; s++)
+        pat->written[s] = g->store[s] >= 0 && !g->scalar[s];
+    for (int s = 0; s < g->nslots; s++) {
+        pat->reads += pat->read[s];
+        pat->writes += pat->written[s];
+    }
+    free(need);
+}
+
+double b_pattern_bytes(const b_pattern *pat)
+{
+    return 4.0 * (pat->reads + pat->writes);
+}
+
+const char *b_pattern_text(const b_pattern *pat, char *buf, size_t len)
+{
+    snprintf(buf, len, "%dR/%dW%s", pat->reads, pat->writes,
+             pat->passes > 1 ? " x2 passes" : "");
+    return buf;
+}
+
+/* ---- the memory-only loops ------------------------------------------------- */
+
+/* `c` is 0 at run time, which the compiler cannot know: every written value
+ * is what was there (x + 0), yet each element is loaded and stored. */
+static volatile float zero_at_run_time = 0.0f;
+
+static void rw1(float *restrict a, const float *restrict g, int64_t lo,
+                int64_t hi, float c)
+{
+    for (int64_t i = lo; i < hi; i++) {
+        float s = c * g[i];
+        a[i] += s;
+    }
+}
+
+static void rw2(float *restrict a, float *restrict b, const float *restrict g,
+                int64_t lo, int64_t hi, float c)
+{
+    for (int64_t i = lo; i < hi; i++) {
+        float s = c * g[i];
+        a[i] += s;
+        b[i] += s;
+    }
+}
+
+static void rw3(float *restrict a, float *restrict b, float *restrict d,
+                const float *restrict g, int64_t lo, int64_t hi, float c)
+{
+    for (int64_t i = lo; i < hi; i++) {
+        float s = c * g[i];
+        a[i] += s;
+        b[i] += s;
+        d[i] += s;
+    }
+}
+
+static void rw4(float *restrict a, float *restrict b, float *restrict d,
+                float *restrict e, const float *restrict g, int64_t lo,
+                int64_t hi, float c)
+{
+    for (int64_t i = lo; i < hi; i++) {
+        float s = c * g[i];
+        a[i] += s;
+        b[i] += s;
+        d[i] += s;
+        e[i] += s;
+    }
+}
+
+static void rw5(float *restrict a, float *restrict b, float *restrict d,
+                float *restrict e, float *restrict f, const float *restrict g,
+                int64_t lo, int64_t hi, float c)
+{
+    for (int64_t i = lo; i < hi; i++) {
+        float s = c * g[i];
+        a[i] += s;
+        b[i] += s;
+        d[i] += s;
+        e[i] += s;
+        f[i] += s;
+    }
+}
+
+/* any other pattern: blocks of 1024 elements, each array streamed in turn */
+static void generic(const b_pattern *pat, float *const *x, int64_t lo,
+                    int64_t hi, float c)
+{
+    float s[1024];
+    for (int64_t b = lo; b < hi; b += 1024) {
+        int m = hi - b < 1024 ? (int)(hi - b) : 1024;
+        for (int j = 0; j < m; j++)
+            s[j] = 0.0f;
+        for (int k = 0; k < pat->nslots; k++)
+            if (pat->read[k] && !pat->written[k])
+                for (int j = 0; j < m; j++)
+                    s[j] += c * x[k][b + j];
+        for (int k = 0; k < pat->nslots; k++) {
+            if (!pat->written[k])
+                continue;
+            float *y = x[k] + b;
+            if (pat->read[k])
+                for (int j = 0; j < m; j++)
+                    y[j] += s[j];
+            else
+                for (int j = 0; j < m; j++)
+                    y[j] = s[j];
+        }
+    }
+}
+
+void b_membw(const b_pattern *pat, float *const *arrays, int64_t lo, int64_t hi)
+{
+    float c = zero_at_run_time;
+    float *rw[CG_MAX_SLOTS];
+    const float *ro = NULL;
+    int nrw = 0, nro = 0, other = 0;
+    for (int k = 0; k < pat->nslots; k++) {
+        if (pat->read[k] && pat->written[k])
+            rw[nrw++] = arrays[k];
+        else if (pat->read[k]) {
+            ro = arrays[k];
+            nro++;
+        } else if (pat->written[k])
+            other = 1;
+    }
+    if (nro != 1 || other || nrw < 1 || nrw > 5) {
+        generic(pat, arrays, lo, hi, c);
+        return;
+    }
+    switch (nrw) {
+    case 1: rw1(rw[0], ro, lo, hi, c); break;
+    case 2: rw2(rw[0], rw[1], ro, lo, hi, c); break;
+    case 3: rw3(rw[0], rw[1], rw[2], ro, lo, hi, c); break;
+    case 4: rw4(rw[0], rw[1], rw[2], rw[3], ro, lo, hi, c); break;
+    default: rw5(rw[0], rw[1], rw[2], rw[3], rw[4], ro, lo, hi, c); break;
+    }
+}
