@@ -47,6 +47,13 @@ typedef struct cg_hyper {
 int cg_spec_load(const char *const *dirs, size_t ndirs, const char *name,
                  cg_spec **out, char *err);
 void cg_spec_free(cg_spec *spec);
+/* cg_spec_load in two halves, for a cache of loaded specs: finding and
+ * reading the file (caller frees *path and *text), and parsing it (takes
+ * ownership of path and text, even on failure). */
+int cg_spec_read(const char *const *dirs, size_t ndirs, const char *name,
+                 char **path, char **text, size_t *len, char *err);
+int cg_spec_parse(char *path, char *text, size_t len, cg_spec **out,
+                  char *err);
 
 const char *cg_spec_name(const cg_spec *spec);   /* "adam" */
 const char *cg_spec_path(const cg_spec *spec);   /* as opened */

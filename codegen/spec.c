@@ -373,17 +373,24 @@ static int read_spec_table(lua_State *L, cg_spec *s, char *err)
     return rc;
 }
 
-int cg_spec_load(const char *const *dirs, size_t ndirs, const char *name,
-                 cg_spec **out, char *err)
+int cg_spec_read(const char *const *dirs, size_t ndirs, const char *name,
+                 char **path, char **text, size_t *len, char *err)
+{
+    *path = *text = NULL;
+    return find_spec(dirs, ndirs, name, path, text, len, err);
+}
+
+int cg_spec_parse(char *path, char *text, size_t len, cg_spec **out, char *err)
 {
     cg_spec *s = calloc(1, sizeof *s);
-    if (!s)
+    if (!s) {
+        free(path);
+        free(text);
         return cg_fail(err, JOPT_ENOMEM, "out of memory");
-    int rc = find_spec(dirs, ndirs, name, &s->path, &s->src, &s->srclen, err);
-    if (rc) {
-        cg_spec_free(s);
-        return rc;
     }
+    s->path = path;
+    s->src = text;
+    s->srclen = len;
     /* the name is the file's base name without .lua */
     const char *base = strrchr(s->path, '/');
     base = base ? base + 1 : s->path;
@@ -396,7 +403,7 @@ int cg_spec_load(const char *const *dirs, size_t ndirs, const char *name,
         return cg_fail(err, JOPT_ENOMEM, "out of memory");
     }
     sandbox sb;
-    rc = sb_open(&sb, s->path, err);
+    int rc = sb_open(&sb, s->path, err);
     if (rc == JOPT_OK) {
         rc = sb_run_spec(&sb, s->src, s->srclen, err);
         if (rc == JOPT_OK)
@@ -411,6 +418,15 @@ int cg_spec_load(const char *const *dirs, size_t ndirs, const char *name,
     }
     *out = s;
     return JOPT_OK;
+}
+
+int cg_spec_load(const char *const *dirs, size_t ndirs, const char *name,
+                 cg_spec **out, char *err)
+{
+    char *path, *text;
+    size_t len;
+    int rc = cg_spec_read(dirs, ndirs, name, &path, &text, &len, err);
+    return rc ? rc : cg_spec_parse(path, text, len, out, err);
 }
 
 /* h.name: upvalue 1 holds the values; unknown names are errors */

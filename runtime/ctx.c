@@ -99,10 +99,59 @@ JOPT_API int jopt_ctx_new(jopt_ctx **out)
     return JOPT_OK;
 }
 
+int rt_spec_get(jopt_ctx *ctx, const char *name, cg_spec **out, char *err)
+{
+    char *path, *text;
+    size_t len, tl;
+    int rc = cg_spec_read((const char *const *)ctx->dirs, ctx->ndirs, name, &path,
+                          &text, &len, err);
+    if (rc)
+        return rc;
+    for (rt_spec_entry *e = ctx->specs; e; e = e->next) {
+        const char *t = cg_spec_text(e->spec, &tl);
+        if (tl == len && !memcmp(t, text, len) && !strcmp(cg_spec_path(e->spec), path)) {
+            e->refs++;
+            free(path);
+            free(text);
+            *out = e->spec;
+            return JOPT_OK;
+        }
+    }
+    rt_spec_entry *e = calloc(1, sizeof *e);
+    if (!e) {
+        free(path);
+        free(text);
+        return JOPT_ENOMEM;
+    }
+    if ((rc = cg_spec_parse(path, text, len, &e->spec, err))) {
+        free(e);
+        return rc;
+    }
+    e->refs = 1;
+    e->next = ctx->specs;
+    ctx->specs = e;
+    *out = e->spec;
+    return JOPT_OK;
+}
+
+void rt_spec_put(jopt_ctx *ctx, cg_spec *spec)
+{
+    for (rt_spec_entry *e = ctx->specs; e; e = e->next)
+        if (e->spec == spec) {
+            e->refs--;
+            return;
+        }
+}
+
 JOPT_API void jopt_ctx_free(jopt_ctx *ctx)
 {
     if (!ctx)
         return;
+    for (rt_spec_entry *e = ctx->specs, *next; e; e = next) {
+        next = e->next;
+        cg_spec_free(e->spec);
+        free(e);
+    }
     rt_pool_free(ctx->pool);
     cg_jit_free(ctx->jit);
     free_dirs(ctx);

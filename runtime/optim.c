@@ -3,7 +3,7 @@
  * hyperparameters read and changed after construction, state inspection.
  * step() and zero_grad() live in step.c.
  *
- *   jopt_optim_new: spec --cg_spec_load--> schema
+ *   jopt_optim_new: spec --rt_spec_get (cached per context)--> schema
  *                   defaults + group options --check()--> values per group
  *                   values --cg_kernel_get--> kernels (cached, shared)
  */
@@ -265,7 +265,8 @@ JOPT_API void jopt_optim_free(jopt_optim *opt)
     free(opt->defaults);
     free(opt->ubuf);
     free(opt->tasks);
-    cg_spec_free(opt->spec);
+    if (opt->spec)
+        rt_spec_put(opt->ctx, opt->spec);
     free(opt);
 }
 
@@ -332,8 +333,7 @@ JOPT_API int jopt_optim_new(jopt_ctx *ctx, const char *spec,
         return rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
     opt->ctx = ctx;
     opt->engine = ctx->engine; /* fixed for the optimizer's life */
-    int rc = cg_spec_load((const char *const *)ctx->dirs, ctx->ndirs, spec,
-                          &opt->spec, err);
+    int rc = rt_spec_get(ctx, spec, &opt->spec, err);
     if (rc) {
         rt_fail_cg(ctx, rc, fn, err);
         goto fail;

@@ -9,6 +9,7 @@
  * restored after.
  */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
 #if defined(__SSE__) || defined(__x86_64__)
@@ -18,8 +19,14 @@
 
 #include "pool.h"
 
+typedef struct worker_arg {
+    struct rt_pool *pool;
+    int index;
+} worker_arg;
+
 struct rt_pool {
     pthread_t *threads;
+    worker_arg *args;
     int nworkers;
     pthread_mutex_t lock;
     pthread_cond_t start, done;
@@ -29,7 +36,6 @@ struct rt_pool {
     rt_task_fn fn;
     void *arg;
     size_t ntasks;
-    size_t next;    /* next task to take (under lock) */
     int active;     /* workers still in the run */
     int flush;      /* FTZ/DAZ during the run */
 };
@@ -57,21 +63,19 @@ static void flush_restore(unsigned old)
 #endif
 }
 
-static void take_tasks(rt_pool *p)
+/* thread `who` of `of` runs its share: contiguous, fixed by the counts */
+static void take_tasks(rt_pool *p, int who, int of)
 {
-    for (;;) {
-        pthread_mutex_lock(&p->lock);
-        size_t i = p->next < p->ntasks ? p->next++ : p->ntasks;
-        pthread_mutex_unlock(&p->lock);
-        if (i == p->ntasks)
-            return;
+    size_t lo = p->ntasks * (size_t)who / (size_t)of;
+    size_t hi = p->ntasks * (size_t)(who + 1) / (size_t)of;
+    for (size_t i = lo; i < hi; i++)
         p->fn(p->arg, i);
-    }
 }
 
 static void *worker(void *arg)
 {
-    rt_pool *p = arg;
+    worker_arg *wa = arg;
+    rt_pool *p = wa->pool;
     unsigned long seen = 0;
     pthread_mutex_lock(&p->lock);
     for (;;) {
@@ -83,7 +87,7 @@ static void *worker(void *arg)
         int flush = p->flush;
         pthread_mutex_unlock(&p->lock);
         unsigned old = flush_on(flush);
-        take_tasks(p);
+        take_tasks(p, wa->index, p->nworkers + 1);
         flush_restore(old);
         pthread_mutex_lock(&p->lock);
         if (--p->active == 0)
@@ -95,8 +99,13 @@ static void *worker(void *arg)
 
 int rt_pool_default_threads(void)
 {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n < 1 ? 1 : n > 256 ? 256 : (int)n;
+    /* sysconf reads /sys each time (tens of microseconds): once is enough */
+    static _Atomic int cores;
+    if (!cores) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        cores = n < 1 ? 1 : n > 256 ? 256 : (int)n;
+    }
+    return cores;
 }
 
 int rt_pool_new(int nthreads, rt_pool **out)
@@ -106,15 +115,18 @@ int rt_pool_new(int nthreads, rt_pool **out)
         return -1;
     p->nworkers = nthreads > 1 ? nthreads - 1 : 0;
     p->threads = calloc((size_t)p->nworkers + 1, sizeof *p->threads);
-    if (!p->threads || pthread_mutex_init(&p->lock, NULL)) {
+    p->args = calloc((size_t)p->nworkers + 1, sizeof *p->args);
+    if (!p->threads || !p->args || pthread_mutex_init(&p->lock, NULL)) {
         free(p->threads);
+        free(p->args);
         free(p);
         return -1;
     }
     pthread_cond_init(&p->start, NULL);
     pthread_cond_init(&p->done, NULL);
     for (int i = 0; i < p->nworkers; i++) {
-        if (pthread_create(&p->threads[i], NULL, worker, p)) {
+        p->args[i] = (worker_arg){p, i};
+        if (pthread_create(&p->threads[i], NULL, worker, &p->args[i])) {
             p->nworkers = i; /* run with the threads we have */
             break;
         }
@@ -137,6 +149,7 @@ void rt_pool_free(rt_pool *p)
     pthread_cond_destroy(&p->done);
     pthread_mutex_destroy(&p->lock);
     free(p->threads);
+    free(p->args);
     free(p);
 }
 
@@ -159,13 +172,12 @@ void rt_pool_run(rt_pool *p, size_t ntasks, rt_task_fn fn, void *arg,
     p->fn = fn;
     p->arg = arg;
     p->ntasks = ntasks;
-    p->next = 0;
     p->flush = flush;
     p->active = p->nworkers;
     p->generation++;
     pthread_cond_broadcast(&p->start);
     pthread_mutex_unlock(&p->lock);
-    take_tasks(p);
+    take_tasks(p, p->nworkers, p->nworkers + 1); /* the caller's share: last */
     pthread_mutex_lock(&p->lock);
     while (p->active > 0)
         pthread_cond_wait(&p->done, &p->lock);

@@ -15,10 +15,18 @@
  * cut does not depend on the thread count, so neither do sums. */
 #define RT_CHUNK 65536
 /* below this many elements in a step, the caller does all the work */
-#define RT_PARALLEL_MIN (4 * RT_CHUNK)
+#define RT_PARALLEL_MIN (16 * RT_CHUNK)
+
+/* a loaded spec, shared by the context's optimizers */
+typedef struct rt_spec_entry {
+    cg_spec *spec;
+    int refs;
+    struct rt_spec_entry *next;
+} rt_spec_entry;
 
 struct jopt_ctx {
     char err[CG_ERRLEN];
+    rt_spec_entry *specs; /* every spec loaded, kept until the context goes */
     char **dirs; /* spec search path */
     size_t ndirs;
     cg_jit *jit;
@@ -104,6 +112,10 @@ int rt_reserve_uniforms(jopt_optim *opt, size_t need);
 /* ctx.c: starts the context's thread pool if it has none; a pool that
  * cannot start leaves steps on the caller's thread, which is not an error */
 int rt_ctx_pool(jopt_ctx *ctx);
+/* ctx.c: the spec `name` resolves to, loaded once per file text (a cache
+ * hit reads the file but starts no Lua); rt_spec_put drops the reference */
+int rt_spec_get(jopt_ctx *ctx, const char *name, cg_spec **out, char *err);
+void rt_spec_put(jopt_ctx *ctx, cg_spec *spec);
 /* ctx.c: sets ctx->err and returns `status` */
 int rt_fail(jopt_ctx *ctx, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
