@@ -60,6 +60,14 @@ float *t_alloc(int64_t n)
     return p;
 }
 
+void t_reseal(unsigned char *buf, size_t len)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i + 8 < len; i++)
+        h = (h ^ buf[i]) * 1099511628211ull;
+    memcpy(buf + len - 8, &h, 8);
+}
+
 static void read_floats(FILE *f, float *dst, int64_t n, const char *name)
 {
     if (fread(dst, sizeof(float), (size_t)n, f) != (size_t)n)

@@ -31,6 +31,10 @@ float *t_alloc(int64_t n); /* 64-byte aligned, zeroed; free with free() */
             fail_msg("%s -> %d: %s", #call, t_rc_, jopt_errmsg(ctx));          \
     } while (0)
 
+/* rewrites the FNV-1a checksum that ends a jopt checkpoint of `len`
+ * bytes, so that an edit reaches the checks behind the checksum */
+void t_reseal(unsigned char *buf, size_t len);
+
 /* a recorded torch.optim run (tests/fixtures/README.md) */
 typedef struct t_fixture {
     char spec[64];

@@ -413,21 +413,6 @@ static void refused(victim *v, const void *buf, size_t len, const char *needle)
     victim_unchanged(v);
 }
 
-static uint64_t fnv(const unsigned char *p, size_t n)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ p[i]) * 1099511628211ull;
-    return h;
-}
-
-/* rewrites the checksum, so a change reaches the checks behind it */
-static void reseal(unsigned char *buf, size_t len)
-{
-    uint64_t sum = fnv(buf, len - 8);
-    memcpy(buf + len - 8, &sum, 8);
-}
-
 static void test_sched_resume_truncated_refused(void **state)
 {
     (void)state;
@@ -493,35 +478,35 @@ static void test_sched_resume_resealed_refused(void **state)
     refused(&v, buf, v.len, "wrong magic");
     buf[0] = 'J';
     buf[OFF_VERSION] = 2;
-    reseal(buf, v.len);
+    t_reseal(buf, v.len);
     refused(&v, buf, v.len, "scheduler state version 2; this jopt reads "
             "version 1");
     buf[OFF_VERSION] = 1;
     buf[OFF_NGROUPS] = 3;
-    reseal(buf, v.len);
+    t_reseal(buf, v.len);
     refused(&v, buf, v.len, "made for 3 parameter groups; this one for 2");
     buf[OFF_NGROUPS] = 2;
     /* another class name, same length: "SequentialLR" -> "SequentialLX" */
     buf[OFF_ROOT + 4 + 11] = 'X';
-    reseal(buf, v.len);
+    t_reseal(buf, v.len);
     refused(&v, buf, v.len, "the file holds the state of a SequentialLX; the "
             "scheduler is a SequentialLR");
     buf[OFF_ROOT + 4 + 11] = 'R';
     /* the root's options hash */
     buf[OFF_ROOT + 4 + 12] ^= 1;
-    reseal(buf, v.len);
+    t_reseal(buf, v.len);
     refused(&v, buf, v.len, "the file's SequentialLR was made with other "
             "options than the scheduler");
     buf[OFF_ROOT + 4 + 12] ^= 1;
     /* the second child's options */
     buf[OFF_CHILD1 + 4 + 17] ^= 1;
-    reseal(buf, v.len);
+    t_reseal(buf, v.len);
     refused(&v, buf, v.len, "the file's CosineAnnealingLR was made with other "
             "options than child 1");
     buf[OFF_CHILD1 + 4 + 17] ^= 1;
     /* the root's child count */
     buf[OFF_ROOT + 4 + 12 + 8] = 2;
-    reseal(buf, v.len);
+    t_reseal(buf, v.len);
     refused(&v, buf, v.len, "the file's SequentialLR has 2 schedulers; the "
             "scheduler has 3");
     buf[OFF_ROOT + 4 + 12 + 8] = 3;
@@ -530,7 +515,7 @@ static void test_sched_resume_resealed_refused(void **state)
     int64_t bad = -2, good;
     memcpy(&good, buf + le, 8);
     memcpy(buf + le, &bad, 8);
-    reseal(buf, v.len);
+    t_reseal(buf, v.len);
     refused(&v, buf, v.len, "state of child 0 is corrupt");
     memcpy(buf + le, &good, 8);
     size_t ti = OFF_CHILD2 + 4 + 27 + 12 + 24;
@@ -538,10 +523,10 @@ static void test_sched_resume_resealed_refused(void **state)
     memcpy(&good, buf + ti, 8);
     assert_int_equal(good, 25); /* T_0 */
     memcpy(buf + ti, &bad, 8);
-    reseal(buf, v.len);
+    t_reseal(buf, v.len);
     refused(&v, buf, v.len, "state of child 2 is corrupt");
     memcpy(buf + ti, &good, 8);
-    reseal(buf, v.len);
+    t_reseal(buf, v.len);
     T_OK(v.w.ctx, jopt_sched_load_mem(v.s, buf, v.len)); /* restored: loads */
     victim_unchanged(&v);
     free(buf);
