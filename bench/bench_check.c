@@ -399,10 +399,11 @@ void b_bench_construction(const b_opt *opts, int nopts, double first_s)
 
 /* ---- per-step overheads --------------------------------------------------------- */
 
-static void noop(void *arg, size_t i)
+static void noop(void *arg, size_t lo, size_t hi)
 {
     (void)arg;
-    (void)i;
+    (void)lo;
+    (void)hi;
 }
 
 static double time_steps(jopt_optim *opt, int per_sample, double *samples, int n)

@@ -92,10 +92,20 @@ typedef struct cg_layout {
     int has_scalar;           /* some state is a per-tensor scalar */
 } cg_layout;
 
-/* One pass of a kernel over elements [begin, end); `red` receives the sums
- * of a spec's reductions (added to, in element order, in double). */
-typedef void (*cg_kernel_fn)(float *const *arrays, int64_t begin,
-                             int64_t end, const double *uniforms, double *red);
+/* One range of one tensor for a kernel pass: its arrays (slot 0 the
+ * parameter, 1 the gradient, then the states), elements [begin, end), its
+ * per-step values, and where the range's sums go (added to, in element
+ * order, in double). */
+typedef struct cg_task {
+    float *const *arrays;
+    int64_t begin, end;
+    const double *u;
+    double *red;
+} cg_task;
+
+/* A kernel pass over a list of ranges: one call covers any number of
+ * tensors of a group. */
+typedef void (*cg_kernel_fn)(const cg_task *tasks, int64_t ntasks);
 
 /* Creates the JIT (lazily: the first compile starts LLVM). */
 int cg_jit_new(cg_jit **out, char *err);
@@ -124,16 +134,17 @@ const cg_layout *cg_kernel_layout(const cg_kernel *k);
  *                        doubles), reading the tensor's scalar states and
  *                        the group's hyperparameter `values` (those passed
  *                        at run time)
- *   cg_kernel_pass(0)    over every element, in any split into ranges; a
- *                        range adds its sums (layout->nreduce) into `red`
+ *   cg_kernel_pass(0)    over every element, in any split into ranges
+ *                        (cg_task), any number per call; a range adds its
+ *                        sums (layout->nreduce) into its `red`
  *   with two passes: cg_kernel_epilogue with the sums of all ranges, added
  *                        in element order, then cg_kernel_pass(1)
  * The scalar states get their new values in the prologue (one pass) or the
  * epilogue (two).  None of these allocates. */
 void cg_kernel_prologue(const cg_kernel *k, double t, const double *values,
                         float *const *arrays, double *u);
-void cg_kernel_pass(const cg_kernel *k, int pass, float *const *arrays,
-                    int64_t begin, int64_t end, const double *u, double *red);
+void cg_kernel_pass(const cg_kernel *k, int pass, const cg_task *tasks,
+                    int64_t ntasks);
 void cg_kernel_epilogue(const cg_kernel *k, double t, const double *values,
                         float *const *arrays, const double *red, double *u);
 

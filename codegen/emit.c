@@ -253,9 +253,13 @@ int cg_emit_module(LLVMContextRef ctx, const cg_target *t, const cg_graph *g,
     params[g->nslots + 3] = e.ptr;
     unsigned np = (unsigned)g->nslots + 4;
     LLVMTypeRef inner_ty = LLVMFunctionType(LLVMVoidTypeInContext(ctx), params, np, 0);
-    LLVMTypeRef outer_params[5] = {e.ptr, e.i64, e.i64, e.ptr, e.ptr};
+    /* outer: void NAME(const cg_task *tasks, i64 ntasks), cg_task being
+     * {ptr arrays, i64 begin, i64 end, ptr u, ptr red} (codegen/cg.h) */
+    LLVMTypeRef task_fields[5] = {e.ptr, e.i64, e.i64, e.ptr, e.ptr};
+    LLVMTypeRef task_ty = LLVMStructTypeInContext(ctx, task_fields, 5, 0);
+    LLVMTypeRef outer_params[2] = {e.ptr, e.i64};
     LLVMTypeRef outer_ty = LLVMFunctionType(LLVMVoidTypeInContext(ctx),
-                                            outer_params, 5, 0);
+                                            outer_params, 2, 0);
     LLVMValueRef *args = calloc(np, sizeof *args);
     if (!args) {
         LLVMDisposeBuilder(e.b);
@@ -278,19 +282,37 @@ int cg_emit_module(LLVMContextRef ctx, const cg_target *t, const cg_graph *g,
                 add_attr(ctx, inner, k + 1, "noalias");
         emit_inner(&e, inner, pass);
 
-        /* outer: the ABI the runtime calls */
+        /* outer: the ABI the runtime calls, a loop over the task list */
         LLVMValueRef outer = LLVMAddFunction(e.mod, fname, outer_ty);
         target_attrs(ctx, outer, t);
-        LLVMPositionBuilderAtEnd(e.b, LLVMAppendBasicBlockInContext(ctx, outer, "entry"));
-        for (int s = 0; s < g->nslots; s++) {
-            LLVMValueRef off = LLVMConstInt(e.i64, (unsigned long long)s, 0);
-            LLVMValueRef p = LLVMBuildInBoundsGEP2(e.b, e.ptr, LLVMGetParam(outer, 0),
-                                                   &off, 1, "");
-            args[s] = LLVMBuildLoad2(e.b, e.ptr, p, "");
+        LLVMBasicBlockRef oentry = LLVMAppendBasicBlockInContext(ctx, outer, "entry");
+        LLVMBasicBlockRef oloop = LLVMAppendBasicBlockInContext(ctx, outer, "task");
+        LLVMBasicBlockRef odone = LLVMAppendBasicBlockInContext(ctx, outer, "done");
+        LLVMValueRef tasks = LLVMGetParam(outer, 0), ntasks = LLVMGetParam(outer, 1);
+        LLVMPositionBuilderAtEnd(e.b, oentry);
+        LLVMBuildCondBr(e.b, LLVMBuildICmp(e.b, LLVMIntSGT, ntasks,
+                                           LLVMConstInt(e.i64, 0, 0), ""), oloop, odone);
+        LLVMPositionBuilderAtEnd(e.b, oloop);
+        LLVMValueRef ti = LLVMBuildPhi(e.b, e.i64, "t");
+        LLVMValueRef task = LLVMBuildInBoundsGEP2(e.b, task_ty, tasks, &ti, 1, "");
+        LLVMValueRef fields[5];
+        for (unsigned f = 0; f < 5; f++)
+            fields[f] = LLVMBuildLoad2(e.b, task_fields[f],
+                                       LLVMBuildStructGEP2(e.b, task_ty, task, f, ""), "");
+        for (int sl = 0; sl < g->nslots; sl++) {
+            LLVMValueRef off = LLVMConstInt(e.i64, (unsigned long long)sl, 0);
+            LLVMValueRef p = LLVMBuildInBoundsGEP2(e.b, e.ptr, fields[0], &off, 1, "");
+            args[sl] = LLVMBuildLoad2(e.b, e.ptr, p, "");
         }
         for (int k = 0; k < 4; k++)
-            args[g->nslots + k] = LLVMGetParam(outer, (unsigned)k + 1);
+            args[g->nslots + k] = fields[k + 1];
         LLVMBuildCall2(e.b, inner_ty, inner, args, np, "");
+        LLVMValueRef tnext = LLVMBuildNSWAdd(e.b, ti, LLVMConstInt(e.i64, 1, 0), "");
+        LLVMBuildCondBr(e.b, LLVMBuildICmp(e.b, LLVMIntSLT, tnext, ntasks, ""), oloop, odone);
+        LLVMValueRef tin[2] = {LLVMConstInt(e.i64, 0, 0), tnext};
+        LLVMBasicBlockRef tbb[2] = {oentry, oloop};
+        LLVMAddIncoming(ti, tin, tbb, 2);
+        LLVMPositionBuilderAtEnd(e.b, odone);
         LLVMBuildRetVoid(e.b);
     }
 

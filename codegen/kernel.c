@@ -238,13 +238,16 @@ void cg_kernel_prologue(const cg_kernel *k, double t, const double *values,
     cg_interp_uniforms(k->graph, t, values, arrays, NULL, u, k->scratch);
 }
 
-void cg_kernel_pass(const cg_kernel *k, int pass, float *const *arrays,
-                    int64_t begin, int64_t end, const double *u, double *red)
+void cg_kernel_pass(const cg_kernel *k, int pass, const cg_task *tasks,
+                    int64_t ntasks)
 {
-    if (k->fn[0])
-        k->fn[pass](arrays, begin, end, u, red);
-    else
-        cg_interp_run(k->graph, pass, arrays, begin, end, u, red);
+    if (k->fn[0]) {
+        k->fn[pass](tasks, ntasks);
+        return;
+    }
+    for (int64_t i = 0; i < ntasks; i++)
+        cg_interp_run(k->graph, pass, tasks[i].arrays, tasks[i].begin,
+                      tasks[i].end, tasks[i].u, tasks[i].red);
 }
 
 void cg_kernel_epilogue(const cg_kernel *k, double t, const double *values,

@@ -223,8 +223,9 @@ static int plan_space(jopt_optim *opt)
             nt += (size_t)((gr->params[i].n + RT_CHUNK - 1) / RT_CHUNK);
     }
     opt->tasks = calloc(nt + 1, sizeof *opt->tasks);
+    opt->ktasks = calloc(nt + 1, sizeof *opt->ktasks);
     opt->maxtasks = nt;
-    if (!opt->tasks || rt_reserve_uniforms(opt, need))
+    if (!opt->tasks || !opt->ktasks || rt_reserve_uniforms(opt, need))
         return JOPT_ENOMEM;
     return JOPT_OK;
 }
@@ -265,6 +266,7 @@ JOPT_API void jopt_optim_free(jopt_optim *opt)
     free(opt->defaults);
     free(opt->ubuf);
     free(opt->tasks);
+    free(opt->ktasks);
     if (opt->spec)
         rt_spec_put(opt->ctx, opt->spec);
     free(opt);
@@ -391,21 +393,25 @@ JOPT_API int jopt_add_param_group(jopt_optim *opt, const jopt_group *group)
     /* step()'s space for the bigger optimizer, or everything as it was */
     rt_group *old_groups = opt->groups;
     rt_task *old_tasks = opt->tasks;
+    cg_task *old_ktasks = opt->ktasks;
     double *old_ubuf = opt->ubuf;
     size_t old_ucap = opt->ucap, old_max = opt->maxtasks;
     opt->groups = groups;
     opt->ngroups = n + 1;
     opt->tasks = NULL;
+    opt->ktasks = NULL;
     opt->ubuf = NULL;
     opt->ucap = 0;
     if (plan_space(opt)) {
         free(opt->tasks);
+        free(opt->ktasks);
         free(opt->ubuf);
         free_group(opt, &groups[n]);
         free(groups);
         opt->groups = old_groups;
         opt->ngroups = n;
         opt->tasks = old_tasks;
+        opt->ktasks = old_ktasks;
         opt->ubuf = old_ubuf;
         opt->ucap = old_ucap;
         opt->maxtasks = old_max;
@@ -413,6 +419,7 @@ JOPT_API int jopt_add_param_group(jopt_optim *opt, const jopt_group *group)
     }
     free(old_groups);
     free(old_tasks);
+    free(old_ktasks);
     free(old_ubuf);
     return JOPT_OK;
 }

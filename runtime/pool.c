@@ -68,8 +68,8 @@ static void take_tasks(rt_pool *p, int who, int of)
 {
     size_t lo = p->ntasks * (size_t)who / (size_t)of;
     size_t hi = p->ntasks * (size_t)(who + 1) / (size_t)of;
-    for (size_t i = lo; i < hi; i++)
-        p->fn(p->arg, i);
+    if (lo < hi)
+        p->fn(p->arg, lo, hi);
 }
 
 static void *worker(void *arg)
@@ -163,8 +163,8 @@ void rt_pool_run(rt_pool *p, size_t ntasks, rt_task_fn fn, void *arg,
 {
     unsigned old = flush_on(flush);
     if (!p || p->nworkers == 0 || ntasks < 2) {
-        for (size_t i = 0; i < ntasks; i++)
-            fn(arg, i);
+        if (ntasks)
+            fn(arg, 0, ntasks);
         flush_restore(old);
         return;
     }

@@ -7,7 +7,8 @@
 #include <stddef.h>
 
 typedef struct rt_pool rt_pool;
-typedef void (*rt_task_fn)(void *arg, size_t task);
+/* runs tasks [lo, hi) */
+typedef void (*rt_task_fn)(void *arg, size_t lo, size_t hi);
 
 /* nthreads counts the caller: 1 makes a pool with no workers.  0 on
  * success, -1 if nothing could be allocated. */
@@ -16,8 +17,9 @@ void rt_pool_free(rt_pool *p); /* NULL is a no-op */
 int rt_pool_threads(const rt_pool *p);
 int rt_pool_default_threads(void); /* the cores online */
 
-/* Runs fn(arg, i) for i in [0, ntasks) on the caller and the workers and
- * returns when all are done; with `flush`, subnormals are flushed to zero
+/* Splits [0, ntasks) into one contiguous share per thread, the same
+ * split for the same counts, calls fn(arg, lo, hi) for each share on the
+ * caller and the workers, and returns when all are done; with `flush`, subnormals are flushed to zero
  * (FTZ/DAZ) on every thread for the run.  p may be NULL (caller only). */
 void rt_pool_run(rt_pool *p, size_t ntasks, rt_task_fn fn, void *arg,
                  int flush);

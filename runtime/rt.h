@@ -55,10 +55,10 @@ typedef struct rt_param {
     double red[CG_MAX_REDUCE];
 } rt_param;
 
-/* a range of one parameter's elements, with its partial sums */
+/* a range of one parameter's elements, with its partial sums; the kernel
+ * sees its cg_task twin (optim->ktasks, same index) */
 typedef struct rt_task {
     rt_param *p;
-    int64_t begin, end;
     double red[CG_MAX_REDUCE];
 } rt_task;
 
@@ -92,6 +92,7 @@ struct jopt_optim {
     double *ubuf;     /* every parameter's u, ucap doubles each */
     size_t ucap;
     rt_task *tasks;   /* room for every parameter cut into RT_CHUNKs */
+    cg_task *ktasks;  /* the same tasks as the kernels take them */
     size_t maxtasks;
 };
 

@@ -128,17 +128,24 @@ static int ensure_state(jopt_optim *opt)
 }
 
 typedef struct run {
-    rt_task *tasks;
+    const jopt_optim *opt;
     int pass;
 } run;
 
-static void run_task(void *arg, size_t i)
+/* a thread's share of the tasks: one kernel call for each run of tasks
+ * with the same kernel (a group's tensors, in order) */
+static void run_share(void *arg, size_t lo, size_t hi)
 {
     const run *r = arg;
-    rt_task *t = &r->tasks[i];
-    memset(t->red, 0, sizeof t->red);
-    cg_kernel_pass(t->p->k, r->pass, t->p->arrays, t->begin, t->end, t->p->uv,
-                   t->red);
+    rt_task *tasks = r->opt->tasks;
+    const cg_task *kt = r->opt->ktasks;
+    for (size_t i = lo; i < hi;) {
+        size_t j = i;
+        while (j < hi && tasks[j].p->k == tasks[i].p->k)
+            memset(tasks[j++].red, 0, sizeof tasks[0].red);
+        cg_kernel_pass(tasks[i].p->k, r->pass, kt + i, (int64_t)(j - i));
+        i = j;
+    }
 }
 
 /* Sets up each stepping parameter and cuts it into tasks; returns the
@@ -175,8 +182,12 @@ static size_t plan(jopt_optim *opt, int64_t *total)
                 p->uv = p->u;
             }
             prev = p;
-            for (int64_t b = 0; b < p->n; b += RT_CHUNK)
-                opt->tasks[nt++] = (rt_task){p, b, b + RT_CHUNK < p->n ? b + RT_CHUNK : p->n, {0}};
+            for (int64_t b = 0; b < p->n; b += RT_CHUNK, nt++) {
+                opt->tasks[nt].p = p;
+                opt->ktasks[nt] = (cg_task){p->arrays, b,
+                                            b + RT_CHUNK < p->n ? b + RT_CHUNK : p->n,
+                                            p->uv, opt->tasks[nt].red};
+            }
             *total += p->n;
         }
     }
@@ -202,30 +213,34 @@ JOPT_API int jopt_step(jopt_optim *opt, jopt_closure closure, void *user_data,
     size_t nt = plan(opt, &total);
     jopt_ctx *ctx = opt->ctx;
     rt_pool *pool = total >= RT_PARALLEL_MIN ? ctx->pool : NULL;
-    run r = {opt->tasks, 0};
-    rt_pool_run(pool, nt, run_task, &r, ctx->flush);
+    run r = {opt, 0};
+    rt_pool_run(pool, nt, run_share, &r, ctx->flush);
 
     /* kernels with sums: each parameter's sums, task by task in element
      * order, then the second pass over the same tasks */
     size_t late = 0;
     for (size_t i = 0; i < nt; i++) {
         rt_task *t = &opt->tasks[i];
+        const cg_task *kt = &opt->ktasks[i];
         const cg_layout *lay = cg_kernel_layout(t->p->k);
         if (!lay->nreduce)
             continue;
-        if (t->begin == 0)
+        if (kt->begin == 0)
             memset(t->p->red, 0, sizeof t->p->red);
         for (int k = 0; k < lay->nreduce; k++)
             t->p->red[k] += t->red[k];
-        if (t->end == t->p->n)
+        if (kt->end == t->p->n)
             cg_kernel_epilogue(t->p->k, (double)(t->p->step + 1), t->p->values,
                                t->p->arrays, t->p->red, t->p->u);
-            /* uv is u for kernels with sums: no sharing */
-        opt->tasks[late++] = *t; /* compacted: pass 1 runs these only */
+        /* compacted: pass 1 runs these only (uv is u for kernels with sums) */
+        opt->tasks[late] = *t;
+        opt->ktasks[late] = *kt;
+        opt->ktasks[late].red = opt->tasks[late].red;
+        late++;
     }
     if (late) {
         r.pass = 1;
-        rt_pool_run(pool, late, run_task, &r, ctx->flush);
+        rt_pool_run(pool, late, run_share, &r, ctx->flush);
     }
     for (size_t g = 0; g < opt->ngroups; g++)
         for (size_t i = 0; i < opt->groups[g].n; i++) {
