@@ -10,7 +10,7 @@
 #include "helpers.h"
 
 /* big enough to be cut and run in parallel, with odd tails */
-static const int64_t sizes[] = {300007, 1, 70001, 65536};
+static const int64_t sizes[] = {1000007, 1, 70001, 65536}; /* over 1M: parallel */
 #define NT (sizeof sizes / sizeof sizes[0])
 
 typedef struct world {

@@ -66,9 +66,11 @@ JOPT_API int jopt_ctx_set_engine(jopt_ctx *ctx, jopt_engine engine);
 
 /* Threads that step() uses (the caller included): 0, the default, is every
  * core.  Tensors are cut into ranges of 65,536 elements, shared among the
- * threads; a step of under 1,048,576 elements runs on the caller alone (waking the pool costs tens of microseconds).  The
- * results are the same bits for any thread count.  A pool that cannot
- * start leaves steps on the caller's thread. */
+ * threads; a step of under 1,048,576 elements runs on the caller alone,
+ * since waking the pool costs tens of microseconds.  After a step the
+ * pool's threads spin for about 50 us before they sleep, so back-to-back
+ * steps find them awake.  The results are the same bits for any thread
+ * count.  A pool that cannot start leaves steps on the caller's thread. */
 JOPT_API int jopt_ctx_set_threads(jopt_ctx *ctx, int threads);
 JOPT_API int jopt_ctx_threads(const jopt_ctx *ctx); /* in use now */
 
