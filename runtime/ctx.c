@@ -12,6 +12,13 @@
 #ifndef JOPT_SPEC_DIR
 #define JOPT_SPEC_DIR "specs"
 #endif
+/* the default spec path: the source tree's specs, then the installed ones
+ * (<prefix>/share/jopt/specs), so an installed library needs no setup */
+#ifdef JOPT_SPEC_INSTALL_DIR
+#define JOPT_SPEC_DEFAULT JOPT_SPEC_DIR ":" JOPT_SPEC_INSTALL_DIR
+#else
+#define JOPT_SPEC_DEFAULT JOPT_SPEC_DIR
+#endif
 
 JOPT_API const char *jopt_strerror(int status)
 {
@@ -90,7 +97,7 @@ JOPT_API int jopt_ctx_new(jopt_ctx **out)
         return JOPT_ENOMEM;
     const char *env = getenv("JOPT_SPEC_PATH");
     char err[CG_ERRLEN];
-    if (set_dirs(ctx, env && *env ? env : JOPT_SPEC_DIR) ||
+    if (set_dirs(ctx, env && *env ? env : JOPT_SPEC_DEFAULT) ||
         cg_jit_new(&ctx->jit, err)) {
         jopt_ctx_free(ctx);
         return JOPT_ENOMEM;
