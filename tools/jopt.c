@@ -127,6 +127,10 @@ static int load(jopt_ctx *ctx, const char *name, const char *options,
 /* the shortest %g that reads back as v */
 static void fmt_num(char *buf, size_t cap, double v)
 {
+    if (v == floor(v) && fabs(v) < 1e15) { /* 50, not 5e+01 */
+        snprintf(buf, cap, "%.0f", v);
+        return;
+    }
     for (int p = 1; p <= 17; p++) {
         snprintf(buf, cap, "%.*g", p, v);
         if (strtod(buf, NULL) == v || isnan(v))
