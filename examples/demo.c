@@ -405,12 +405,63 @@ static void print_options(const run *r, jopt_ctx *ctx)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: jopt_demo [--epochs N] [path/to/digits.bin]\n");
+    fprintf(f, "usage: jopt_demo [--epochs N] [--svg FILE] [path/to/digits.bin]\n"
+               "  --svg FILE  where to draw the loss curves (default jopt_demo_loss.svg)\n");
+}
+
+/* The training loss per epoch, one line per optimizer, as an SVG chart. */
+static int write_svg(const char *path, const char *const *names, const double *loss,
+                     int nruns, int epochs)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    const double W = 640, H = 400, L = 60, R = 20, T = 30, B = 50;
+    double top = 0;
+    for (int i = 0; i < nruns * epochs; i++)
+        top = loss[i] > top ? loss[i] : top;
+    top = top > 0 ? top * 1.05 : 1;
+    static const char *const colours[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd"};
+    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+               "font-family=\"sans-serif\" font-size=\"12\">\n", W, H);
+    fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
+    fprintf(f, "<text x=\"%.0f\" y=\"18\" text-anchor=\"middle\">jopt demo: training loss "
+               "per epoch (digits MLP)</text>\n", W / 2);
+    fprintf(f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n",
+            L, H - B, W - R, H - B);
+    fprintf(f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n",
+            L, T, L, H - B);
+    for (int k = 0; k <= 4; k++) { /* loss ticks */
+        double v = top * k / 4, y = H - B - (H - T - B) * k / 4;
+        fprintf(f, "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%.2f</text>\n",
+                L - 6, y + 4, v);
+    }
+    for (int e = 1; e <= epochs; e++) { /* epoch ticks */
+        double x = L + (W - L - R) * (epochs > 1 ? (double)(e - 1) / (epochs - 1) : 0.5);
+        if (epochs <= 20 || e % (epochs / 10) == 0)
+            fprintf(f, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%d</text>\n",
+                    x, H - B + 16, e);
+    }
+    fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">epoch</text>\n",
+            (L + W - R) / 2, H - 12);
+    for (int r = 0; r < nruns; r++) {
+        const char *c = colours[r % 4];
+        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"", c);
+        for (int e = 0; e < epochs; e++) {
+            double x = L + (W - L - R) * (epochs > 1 ? (double)e / (epochs - 1) : 0.5);
+            double y = H - B - (H - T - B) * loss[r * epochs + e] / top;
+            fprintf(f, "%.1f,%.1f ", x, y);
+        }
+        fprintf(f, "\"/>\n<text x=\"%.0f\" y=\"%.0f\" fill=\"%s\">%s</text>\n",
+                W - R - 80, T + 16 + 16 * r, c, names[r]);
+    }
+    fprintf(f, "</svg>\n");
+    return fclose(f) == 0 ? 0 : -1;
 }
 
 int main(int argc, char **argv)
 {
-    const char *path = "data/digits.bin";
+    const char *path = "data/digits.bin", *svg = "jopt_demo_loss.svg";
     int epochs = 10;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--epochs") == 0 && i + 1 < argc) {
@@ -421,6 +472,8 @@ int main(int argc, char **argv)
                 return EXIT_FAILURE;
             }
             epochs = (int)v;
+        } else if (strcmp(argv[i], "--svg") == 0 && i + 1 < argc) {
+            svg = argv[++i];
         } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             usage(stdout);
             return EXIT_SUCCESS;
@@ -487,6 +540,7 @@ int main(int argc, char **argv)
     printf("\n");
 
     const int nbatches = (ntrain + BATCH - 1) / BATCH;
+    double *curve = xcalloc((size_t)(NRUNS * epochs), sizeof(double));
     for (int e = 1; e <= epochs; e++) {
         shuffle(train, ntrain, &seed); /* one order, used by both runs */
         for (int r = 0; r < NRUNS; r++) runs[r].epoch_loss = 0.0;
@@ -498,6 +552,8 @@ int main(int argc, char **argv)
                 run_batch(&runs[r], ctx, &ds, train + start, count, use_closure);
         }
         printf("%5d", e);
+        for (int r = 0; r < NRUNS; r++)
+            curve[r * epochs + e - 1] = runs[r].epoch_loss / nbatches;
         for (int r = 0; r < NRUNS; r++)
             printf("   %10.4f %13.4f %9.2f%%", runs[r].epoch_loss / nbatches,
                    runs[r].closure_loss,
@@ -514,6 +570,15 @@ int main(int argc, char **argv)
                    "(forward+backward of a batch: %.1f us)\n",
                    runs[r].name, 1e6 * runs[r].step_s / (double)runs[r].steps,
                    runs[r].steps, 1e6 * runs[r].fb_s / (double)runs[r].fbs);
+
+    const char *names[NRUNS];
+    for (int r = 0; r < NRUNS; r++)
+        names[r] = runs[r].name;
+    if (write_svg(svg, names, curve, NRUNS, epochs) == 0)
+        printf("\nloss curves: %s\n", svg);
+    else
+        fprintf(stderr, "demo: cannot write %s\n", svg);
+    free(curve);
 
     for (int r = 0; r < NRUNS; r++) {
         jopt_optim_free(runs[r].opt);
