@@ -1,0 +1,382 @@
+"""ctypes binding of libjopt.so: library loading, errors, Context, and a thin
+low-level optimizer handle that jopt.torch and jopt.numpy build on."""
+
+import ctypes
+import ctypes.util
+import os
+import threading
+import weakref
+
+__all__ = ["JoptError", "JoptValueError", "JoptMemoryError", "JoptSpecError",
+           "JoptCompileError", "JoptClosureError", "Context", "library_path",
+           "default_context", "ENGINE_JIT", "ENGINE_REFERENCE"]
+
+OK, EINVAL, ENOMEM, ESPEC, ECOMPILE, ECLOSURE = 0, -1, -2, -3, -4, -5
+ENGINE_JIT, ENGINE_REFERENCE = 0, 1
+
+
+def _find_library():
+    tried = []
+    env = os.environ.get("JOPT_LIBRARY")
+    if env:
+        if os.path.exists(env):
+            return env, tried
+        tried.append("$JOPT_LIBRARY=" + env + " (no such file)")
+    here = os.path.dirname(os.path.abspath(__file__))
+    cand = os.path.normpath(os.path.join(here, "..", "..", "build", "libjopt.so"))
+    if os.path.exists(cand):
+        return cand, tried
+    tried.append(cand + " (no such file)")
+    found = ctypes.util.find_library("jopt")
+    if found:
+        return found, tried
+    tried.append('ctypes.util.find_library("jopt") (not found)')
+    return None, tried
+
+
+def _load():
+    path, tried = _find_library()
+    if path is None:
+        raise ImportError(
+            "jopt: cannot find the shared library libjopt.so; tried:\n  "
+            + "\n  ".join(tried)
+            + "\nBuild it (cmake -S . -B build && cmake --build build) or set "
+              "JOPT_LIBRARY to the path of libjopt.so.")
+    try:
+        return ctypes.CDLL(path), path
+    except OSError as e:
+        raise ImportError("jopt: cannot load %s: %s" % (path, e)) from e
+
+
+_L, library_path = _load()
+
+c_int, c_size_t, c_double, c_char_p, c_void_p = (
+    ctypes.c_int, ctypes.c_size_t, ctypes.c_double, ctypes.c_char_p, ctypes.c_void_p)
+c_int64 = ctypes.c_int64
+P_float = ctypes.POINTER(ctypes.c_float)
+
+
+class Param(ctypes.Structure):
+    _fields_ = [("param", c_void_p), ("grad", c_void_p), ("numel", c_int64)]
+
+
+class Group(ctypes.Structure):
+    _fields_ = [("params", ctypes.POINTER(Param)), ("nparams", c_size_t),
+                ("options", c_char_p)]
+
+
+CLOSURE = ctypes.CFUNCTYPE(c_int, c_void_p, ctypes.POINTER(c_double))
+
+
+def _proto(name, restype, *argtypes):
+    f = getattr(_L, name)
+    f.restype = restype
+    f.argtypes = list(argtypes)
+    return f
+
+
+jopt_strerror = _proto("jopt_strerror", c_char_p, c_int)
+jopt_ctx_new = _proto("jopt_ctx_new", c_int, ctypes.POINTER(c_void_p))
+jopt_ctx_free = _proto("jopt_ctx_free", None, c_void_p)
+jopt_errmsg = _proto("jopt_errmsg", c_char_p, c_void_p)
+jopt_ctx_set_spec_path = _proto("jopt_ctx_set_spec_path", c_int, c_void_p, c_char_p)
+jopt_ctx_set_engine = _proto("jopt_ctx_set_engine", c_int, c_void_p, c_int)
+jopt_ctx_set_threads = _proto("jopt_ctx_set_threads", c_int, c_void_p, c_int)
+jopt_ctx_threads = _proto("jopt_ctx_threads", c_int, c_void_p)
+jopt_ctx_set_flush_denormals = _proto("jopt_ctx_set_flush_denormals", c_int, c_void_p, c_int)
+jopt_ctx_stats = _proto("jopt_ctx_stats", None, c_void_p,
+                        ctypes.POINTER(c_size_t), ctypes.POINTER(c_size_t))
+jopt_optim_new = _proto("jopt_optim_new", c_int, c_void_p, c_char_p,
+                        ctypes.POINTER(Group), c_size_t, c_char_p,
+                        ctypes.POINTER(c_void_p))
+jopt_optim_free = _proto("jopt_optim_free", None, c_void_p)
+jopt_zero_grad = _proto("jopt_zero_grad", c_int, c_void_p)
+jopt_step = _proto("jopt_step", c_int, c_void_p, CLOSURE, c_void_p,
+                   ctypes.POINTER(c_double))
+jopt_set_grad = _proto("jopt_set_grad", c_int, c_void_p, c_size_t, c_size_t, c_void_p)
+jopt_group_count = _proto("jopt_group_count", c_size_t, c_void_p)
+jopt_option_get = _proto("jopt_option_get", c_int, c_void_p, c_size_t, c_char_p,
+                         ctypes.POINTER(c_double))
+jopt_option_set = _proto("jopt_option_set", c_int, c_void_p, c_size_t, c_char_p, c_double)
+jopt_options_set = _proto("jopt_options_set", c_int, c_void_p, c_size_t, c_char_p)
+jopt_option_runtime = _proto("jopt_option_runtime", c_int, c_void_p, c_size_t, c_char_p)
+jopt_option_is_runtime = _proto("jopt_option_is_runtime", c_int, c_void_p, c_size_t, c_char_p)
+jopt_state_get = _proto("jopt_state_get", c_int, c_void_p, c_size_t, c_size_t, c_char_p,
+                        ctypes.POINTER(P_float), ctypes.POINTER(c_int64))
+jopt_add_param_group = _proto("jopt_add_param_group", c_int, c_void_p, ctypes.POINTER(Group))
+jopt_state_size = _proto("jopt_state_size", c_int, c_void_p, ctypes.POINTER(c_size_t))
+jopt_state_save_mem = _proto("jopt_state_save_mem", c_int, c_void_p, c_void_p, c_size_t,
+                             ctypes.POINTER(c_size_t))
+jopt_state_load_mem = _proto("jopt_state_load_mem", c_int, c_void_p, c_void_p, c_size_t)
+
+
+# ---- errors -----------------------------------------------------------------
+
+class JoptError(Exception):
+    """A jopt call failed.  .status is the jopt_status, str() jopt's message."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+class JoptValueError(JoptError, ValueError):
+    """JOPT_EINVAL: a bad argument or hyperparameter value."""
+
+
+class JoptMemoryError(JoptError, MemoryError):
+    """JOPT_ENOMEM."""
+
+
+class JoptSpecError(JoptError):
+    """JOPT_ESPEC: spec not found, malformed, or over a sandbox limit."""
+
+
+class JoptCompileError(JoptError):
+    """JOPT_ECOMPILE: LLVM could not build the kernel."""
+
+
+class JoptClosureError(JoptError):
+    """JOPT_ECLOSURE: the closure reported an error."""
+
+
+_ERRORS = {EINVAL: JoptValueError, ENOMEM: JoptMemoryError, ESPEC: JoptSpecError,
+           ECOMPILE: JoptCompileError, ECLOSURE: JoptClosureError}
+
+
+def _raise(status, ctx_handle):
+    msg = jopt_errmsg(ctx_handle).decode("utf-8", "replace") if ctx_handle else ""
+    if not msg:
+        msg = jopt_strerror(status).decode("utf-8", "replace")
+    raise _ERRORS.get(status, JoptError)(status, msg)
+
+
+# ---- context ------------------------------------------------------------------
+
+class Context:
+    """A jopt context: spec search path, kernel cache, JIT, thread pool.
+
+    Use one per thread.  Optimizers made from it keep it alive; close() frees
+    them first, then the context."""
+
+    def __init__(self, spec_path=None, engine=None, threads=None, flush_denormals=None):
+        h = c_void_p()
+        st = jopt_ctx_new(ctypes.byref(h))
+        if st != OK:
+            _raise(st, None)
+        self._h = h.value
+        self._optims = weakref.WeakSet()
+        if spec_path is not None:
+            self.set_spec_path(spec_path)
+        if engine is not None:
+            self.set_engine(engine)
+        if threads is not None:
+            self.set_threads(threads)
+        if flush_denormals is not None:
+            self.set_flush_denormals(flush_denormals)
+
+    @property
+    def handle(self):
+        if not self._h:
+            raise ValueError("jopt: the context is closed")
+        return self._h
+
+    def _check(self, st):
+        if st != OK:
+            _raise(st, self._h)
+
+    def errmsg(self):
+        return jopt_errmsg(self.handle).decode("utf-8", "replace")
+
+    def set_spec_path(self, folders):
+        if not isinstance(folders, str):
+            folders = ":".join(os.fspath(f) for f in folders)
+        self._check(jopt_ctx_set_spec_path(self.handle, folders.encode()))
+
+    def set_engine(self, engine):
+        if isinstance(engine, str):
+            engine = {"jit": ENGINE_JIT, "reference": ENGINE_REFERENCE}[engine]
+        self._check(jopt_ctx_set_engine(self.handle, engine))
+
+    def set_threads(self, n):
+        self._check(jopt_ctx_set_threads(self.handle, int(n)))
+
+    @property
+    def threads(self):
+        return jopt_ctx_threads(self.handle)
+
+    def set_flush_denormals(self, on):
+        self._check(jopt_ctx_set_flush_denormals(self.handle, 1 if on else 0))
+
+    def stats(self):
+        """(kernels compiled, cache hits)."""
+        a, b = c_size_t(), c_size_t()
+        jopt_ctx_stats(self.handle, ctypes.byref(a), ctypes.byref(b))
+        return a.value, b.value
+
+    def close(self):
+        if self._h:
+            for o in list(self._optims):
+                o.close()
+            jopt_ctx_free(self._h)
+            self._h = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+_tls = threading.local()
+
+
+def default_context():
+    """This thread's shared context (created on first use)."""
+    ctx = getattr(_tls, "ctx", None)
+    if ctx is None:
+        ctx = _tls.ctx = Context()
+    return ctx
+
+
+# ---- option strings -------------------------------------------------------------
+
+def format_value(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (tuple, list)):
+        return ",".join(format_value(x) for x in v)
+    return repr(float(v))
+
+
+def normalize(v):
+    """A hyperparameter value as a comparable plain Python value."""
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, (tuple, list)):
+        return tuple(normalize(x) for x in v)
+    return float(v)
+
+
+def options_string(values):
+    return " ".join("%s=%s" % (k, format_value(v)) for k, v in values.items())
+
+
+# ---- low-level optimizer handle ------------------------------------------------
+
+class RawOptim:
+    """A jopt_optim over raw float32 buffers (addresses and sizes).
+
+    groups: list of (params, options) where params is a list of
+    (param_address, grad_address_or_0, numel) and options a dict."""
+
+    def __init__(self, ctx, spec, groups, defaults=None):
+        self.ctx = ctx
+        self._h = None
+        cgroups = (Group * len(groups))()
+        keep = []
+        for i, (params, opts) in enumerate(groups):
+            cgroups[i] = self._group(params, opts, keep)
+        h = c_void_p()
+        d = options_string(defaults).encode() if defaults else None
+        st = jopt_optim_new(ctx.handle, os.fspath(spec).encode(), cgroups, len(groups),
+                            d, ctypes.byref(h))
+        if st != OK:
+            _raise(st, ctx.handle)
+        self._h = h.value
+        ctx._optims.add(self)
+
+    @staticmethod
+    def _group(params, opts, keep):
+        arr = (Param * max(len(params), 1))()
+        for j, (p, g, n) in enumerate(params):
+            arr[j] = Param(p or None, g or None, n)
+        s = options_string(opts).encode() if opts else None
+        keep.append((arr, s))
+        return Group(arr, len(params), s)
+
+    @property
+    def handle(self):
+        if not self._h:
+            raise ValueError("jopt: the optimizer is closed")
+        return self._h
+
+    def _check(self, st):
+        if st != OK:
+            _raise(st, self.ctx._h)
+
+    def close(self):
+        if self._h:
+            jopt_optim_free(self._h)
+            self._h = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def step(self):
+        loss = c_double()
+        self._check(jopt_step(self.handle, CLOSURE(), None, ctypes.byref(loss)))
+
+    def zero_grad(self):
+        self._check(jopt_zero_grad(self.handle))
+
+    def set_grad(self, group, index, address):
+        self._check(jopt_set_grad(self.handle, group, index, address or None))
+
+    def group_count(self):
+        return jopt_group_count(self.handle)
+
+    def option_get(self, group, name):
+        v = c_double()
+        self._check(jopt_option_get(self.handle, group, name.encode(), ctypes.byref(v)))
+        return v.value
+
+    def option_set(self, group, name, value):
+        self._check(jopt_option_set(self.handle, group, name.encode(), float(value)))
+
+    def options_set(self, group, options):
+        if isinstance(options, dict):
+            options = options_string(options)
+        self._check(jopt_options_set(self.handle, group, options.encode()))
+
+    def option_runtime(self, group, name):
+        self._check(jopt_option_runtime(self.handle, group, name.encode()))
+
+    def option_is_runtime(self, group, name):
+        r = jopt_option_is_runtime(self.handle, group, name.encode())
+        if r < 0:
+            _raise(r, self.ctx._h)
+        return bool(r)
+
+    def state_get(self, group, index, name):
+        """(ctypes float pointer or None, step count)."""
+        data, step = P_float(), c_int64()
+        self._check(jopt_state_get(self.handle, group, index, name.encode(),
+                                   ctypes.byref(data), ctypes.byref(step)))
+        return (data if data else None), step.value
+
+    def add_param_group(self, params, opts):
+        keep = []
+        g = self._group(params, opts, keep)
+        self._check(jopt_add_param_group(self.handle, ctypes.byref(g)))
+
+    def state_save_mem(self):
+        n = c_size_t()
+        self._check(jopt_state_size(self.handle, ctypes.byref(n)))
+        buf = ctypes.create_string_buffer(max(n.value, 1))
+        self._check(jopt_state_save_mem(self.handle, buf, n.value, ctypes.byref(n)))
+        return buf.raw[:n.value]
+
+    def state_load_mem(self, data):
+        data = bytes(data)
+        buf = ctypes.create_string_buffer(data, len(data))
+        self._check(jopt_state_load_mem(self.handle, buf, len(data)))

@@ -1,0 +1,212 @@
+"""jopt's optimizers over NumPy float32 arrays, for programs without torch.
+
+    import jopt.numpy
+    opt = jopt.numpy.Adam([w, b], lr=1e-3)
+    opt.step(grads=[gw, gb])          # or bind once: Adam([w, b], grads=[gw, gb])
+
+Parameters are updated in place; they and the gradients must be float32,
+C-contiguous arrays (parameters writeable).  Param groups are lists of
+dicts, {"params": [w], "lr": 1e-2}, as in torch; `opt.param_groups[i]["lr"]`
+may be changed between steps and is passed to jopt at the next step."""
+
+import numpy as np
+
+from . import _lib
+from ._lib import normalize, default_context
+from ._specs import OPTIMIZERS, SCALAR_STATES, describe, check_flags
+
+__all__ = list(OPTIMIZERS) + ["NumpyOptimizer"]
+
+
+def _check_array(cls, what, a, writeable):
+    if not isinstance(a, np.ndarray):
+        raise TypeError("jopt.numpy.%s: %s is a %s, not a numpy.ndarray"
+                        % (cls, what, type(a).__name__))
+    if a.dtype != np.float32:
+        raise TypeError("jopt.numpy.%s: %s has dtype %s; jopt takes float32 only"
+                        % (cls, what, a.dtype))
+    if not a.flags.c_contiguous:
+        raise ValueError("jopt.numpy.%s: %s is not C-contiguous" % (cls, what))
+    if writeable and not a.flags.writeable:
+        raise ValueError("jopt.numpy.%s: %s is read-only" % (cls, what))
+
+
+class NumpyOptimizer:
+    """Base of the jopt.numpy optimizers (not used directly)."""
+
+    def __init__(self, params, *args, grads=None, jopt_context=None, **kwargs):
+        cls = type(self)
+        bound = cls._jopt_sig.bind(params, *args, **kwargs)
+        bound.apply_defaults()
+        defaults = dict(bound.arguments)
+        params = defaults.pop("params")
+        check_flags(cls._jopt_name, defaults)
+        for f in cls._jopt_flags:
+            defaults.pop(f, None)
+        self.defaults = defaults
+        if isinstance(params, np.ndarray):
+            params = [params]
+        params = list(params)
+        if not params:
+            raise ValueError("optimizer got an empty parameter list")
+        if not isinstance(params[0], dict):
+            params = [{"params": params}]
+        self.param_groups = []
+        self._ctx = jopt_context if jopt_context is not None else default_context()
+        self._raw = None
+        specs = [self._add_group(g) for g in params]
+        self._raw = _lib.RawOptim(self._ctx, cls._jopt_spec, specs)
+        self._pushed = [self._hyper_of(g) for g in self.param_groups]
+        self._bound = None
+        if grads is not None:
+            self.bind_grads(grads)
+
+    def _hyper_of(self, group):
+        return {k: normalize(group[k]) for k in self._jopt_hyper}
+
+    def _add_group(self, group):
+        group = dict(group)
+        ps = group["params"]
+        if isinstance(ps, np.ndarray):
+            ps = [ps]
+        ps = list(ps)
+        unknown = set(group) - set(self._jopt_hyper) - {"params"}
+        if unknown:
+            raise TypeError("jopt.numpy.%s: unknown option(s) %s"
+                            % (self._jopt_name, ", ".join(sorted(unknown))))
+        gi = len(self.param_groups)
+        for pi, p in enumerate(ps):
+            _check_array(self._jopt_name, "parameter %d of param group %d" % (pi, gi),
+                         p, True)
+        group["params"] = ps
+        for k, v in self.defaults.items():
+            group.setdefault(k, v)
+        self.param_groups.append(group)
+        return [(p.ctypes.data if p.size else 0, 0, p.size) for p in ps], \
+            self._hyper_of(group)
+
+    def add_param_group(self, group):
+        params, opts = self._add_group(group)
+        try:
+            self._raw.add_param_group(params, opts)
+        except Exception:
+            self.param_groups.pop()
+            raise
+        self._pushed.append(self._hyper_of(self.param_groups[-1]))
+        self._bound = None
+
+    def _params(self):
+        return [(gi, pi, p) for gi, g in enumerate(self.param_groups)
+                for pi, p in enumerate(g["params"])]
+
+    def bind_grads(self, grads):
+        """Points jopt at these gradient arrays (one per parameter, in order;
+        None for "no gradient") until the next bind or step(grads=...)."""
+        ps = self._params()
+        grads = list(grads)
+        if len(grads) != len(ps):
+            raise ValueError("jopt.numpy.%s: %d gradients for %d parameters"
+                             % (self._jopt_name, len(grads), len(ps)))
+        for (gi, pi, p), g in zip(ps, grads):
+            if g is not None:
+                what = "the gradient of parameter %d of param group %d" % (pi, gi)
+                _check_array(self._jopt_name, what, g, False)
+                if g.size != p.size:
+                    raise ValueError("jopt.numpy.%s: %s has %d elements, the parameter %d"
+                                     % (self._jopt_name, what, g.size, p.size))
+        for gi, pi, _ in ps:  # unset first: buffers may be reused
+            self._raw.set_grad(gi, pi, 0)
+        for (gi, pi, p), g in zip(ps, grads):
+            if g is not None and g.size:
+                self._raw.set_grad(gi, pi, g.ctypes.data)
+        self._bound = grads  # keep them alive
+
+    def _push_hyper(self):
+        for gi, group in enumerate(self.param_groups):
+            pushed = self._pushed[gi]
+            for k in self._jopt_hyper:
+                v = normalize(group[k])
+                old = pushed[k]
+                if v == old:
+                    continue
+                if isinstance(v, tuple) and isinstance(old, tuple) and len(v) == len(old):
+                    for j, (a, b) in enumerate(zip(v, old)):
+                        if a != b:
+                            self._raw.option_set(gi, "%s[%d]" % (k, j), a)
+                            old = pushed[k] = old[:j] + (a,) + old[j + 1:]
+                elif isinstance(v, (bool, tuple)) or isinstance(old, bool):
+                    self._raw.options_set(gi, "%s=%s" % (k, _lib.format_value(v)))
+                else:
+                    self._raw.option_set(gi, k, v)
+                pushed[k] = v
+
+    def step(self, grads=None, closure=None):
+        """One step.  `grads` (one array or None per parameter) replaces the
+        bound gradients; a closure, if given, is called first (it should fill
+        the gradient arrays) and its return value is returned."""
+        loss = closure() if closure is not None else None
+        if grads is not None:
+            self.bind_grads(grads)
+        elif self._bound is None:
+            raise ValueError("jopt.numpy.%s.step: no gradients: pass grads=[...] or "
+                             "bind them with bind_grads()" % self._jopt_name)
+        self._push_hyper()
+        self._raw.step()
+        return loss
+
+    def zero_grad(self):
+        """Fills the bound gradient arrays with zeros."""
+        for g in self._bound or ():
+            if g is not None:
+                g.fill(0)
+
+    def state(self, param, name):
+        """(copy of state `name` of `param`, step count); (None, 0) before
+        its first step.  A per-tensor state (ASGD's "eta") has one element."""
+        for gi, pi, p in self._params():
+            if p is param:
+                data, step = self._raw.state_get(gi, pi, name)
+                if data is None:
+                    return None, step
+                if name in SCALAR_STATES.get(self._jopt_spec, ()):
+                    return np.array([data[0]], dtype=np.float32), step
+                return np.ctypeslib.as_array(data, (p.size,)).reshape(p.shape).copy(), step
+        raise ValueError("jopt.numpy: the array is not a parameter of this optimizer")
+
+    def state_dict(self):
+        """jopt's checkpoint bytes (jopt_state_save_mem) and the groups' options."""
+        self._push_hyper()
+        return {"jopt_state": self._raw.state_save_mem(),
+                "param_groups": [{k: v for k, v in g.items() if k != "params"}
+                                 for g in self.param_groups]}
+
+    def load_state_dict(self, sd):
+        self._raw.state_load_mem(sd["jopt_state"])
+        for gi, (g, s) in enumerate(zip(self.param_groups, sd["param_groups"])):
+            g.update(s)
+            self._pushed[gi] = self._hyper_of(g)
+
+    def close(self):
+        if self._raw is not None:
+            self._raw.close()
+
+    def __repr__(self):
+        lines = [type(self).__name__ + " ("]
+        for i, g in enumerate(self.param_groups):
+            lines.append("Parameter Group %d" % i)
+            lines += ["    %s: %s" % (k, g[k]) for k in sorted(g) if k != "params"]
+        return "\n".join(lines + [")"])
+
+
+def _make(name):
+    spec, sig, hyper, flags = describe(name)
+    return type(name, (NumpyOptimizer,), {
+        "__doc__": "jopt.numpy.%s: spec '%s', options as torch.optim.%s%s"
+                   % (name, spec, name, sig),
+        "__module__": __name__, "_jopt_name": name, "_jopt_spec": spec,
+        "_jopt_sig": sig, "_jopt_hyper": tuple(hyper), "_jopt_flags": tuple(flags)})
+
+
+for _n in OPTIMIZERS:
+    globals()[_n] = _make(_n)
+del _n
