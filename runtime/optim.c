@@ -669,3 +669,22 @@ JOPT_API int jopt_state_get(const jopt_optim *opt, size_t group, size_t index,
     return rt_fail(opt->ctx, JOPT_EINVAL, "%s: spec '%s' has no state '%s'", fn,
                    cg_spec_name(opt->spec), name);
 }
+
+JOPT_API int jopt_state_numel(const jopt_optim *opt, size_t group,
+                              size_t index, const char *name, int64_t *numel)
+{
+    if (!opt)
+        return JOPT_EINVAL;
+    if (!numel)
+        return rt_fail(opt->ctx, JOPT_EINVAL, "jopt_state_numel: numel is NULL");
+    const float *data;
+    int rc = jopt_state_get(opt, group, index, name, &data, NULL);
+    if (rc)
+        return rc;
+    const rt_param *p = &opt->groups[group].params[index];
+    size_t k = 0;
+    while (strcmp(cg_spec_state_name(opt->spec, k), name) != 0)
+        k++; /* found: jopt_state_get accepted the name */
+    *numel = !data ? 0 : p->scalar_mask >> k & 1 ? 1 : p->n;
+    return JOPT_OK;
+}

@@ -60,30 +60,32 @@ const void *rt_take(rt_in *r, size_t n)
     return p;
 }
 
+/* n bytes into v, or zeros past the end (r->bad says so) */
+static void get_bytes(rt_in *r, void *v, size_t n)
+{
+    const void *p = rt_take(r, n);
+    if (p)
+        memcpy(v, p, n);
+}
+
 uint32_t rt_get_u32(rt_in *r)
 {
     uint32_t v = 0;
-    const void *p = rt_take(r, 4);
-    if (p)
-        memcpy(&v, p, 4);
+    get_bytes(r, &v, sizeof v);
     return v;
 }
 
 uint64_t rt_get_u64(rt_in *r)
 {
     uint64_t v = 0;
-    const void *p = rt_take(r, 8);
-    if (p)
-        memcpy(&v, p, 8);
+    get_bytes(r, &v, sizeof v);
     return v;
 }
 
 double rt_get_f64(rt_in *r)
 {
     double v = 0;
-    const void *p = rt_take(r, 8);
-    if (p)
-        memcpy(&v, p, 8);
+    get_bytes(r, &v, sizeof v);
     return v;
 }
 

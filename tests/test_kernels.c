@@ -98,13 +98,11 @@ static void compare(const char *spec, const char *options, size_t ntensors)
                 T_OK(jit.ctx, jopt_state_get(jit.opt, 0, t, name, &a, NULL));
                 T_OK(ref.ctx, jopt_state_get(ref.opt, 0, t, name, &b, NULL));
                 assert_true((a == NULL) == (b == NULL));
-                /* per-tensor scalars hold one float */
-                const cg_layout *l = cg_kernel_layout(jit.opt->groups[0].steady);
-                int scalar = 0;
-                for (int q = 0; q < l->nstate; q++)
-                    scalar |= l->state[q] == (int)k && l->scalar[q];
+                int64_t count;
+                T_OK(jit.ctx, jopt_state_numel(jit.opt, 0, t, name, &count));
+                assert_true(a ? count == 1 || count == n : count == 0);
                 if (a)
-                    assert_same_bits(a, b, scalar ? 1 : n, name, options);
+                    assert_same_bits(a, b, count, name, options);
             }
         }
     }

@@ -103,6 +103,8 @@ jopt_option_runtime = _proto("jopt_option_runtime", c_int, c_void_p, c_size_t, c
 jopt_option_is_runtime = _proto("jopt_option_is_runtime", c_int, c_void_p, c_size_t, c_char_p)
 jopt_state_get = _proto("jopt_state_get", c_int, c_void_p, c_size_t, c_size_t, c_char_p,
                         ctypes.POINTER(P_float), ctypes.POINTER(c_int64))
+jopt_state_numel = _proto("jopt_state_numel", c_int, c_void_p, c_size_t, c_size_t, c_char_p,
+                          ctypes.POINTER(c_int64))
 jopt_add_param_group = _proto("jopt_add_param_group", c_int, c_void_p, ctypes.POINTER(Group))
 jopt_state_size = _proto("jopt_state_size", c_int, c_void_p, ctypes.POINTER(c_size_t))
 jopt_state_save_mem = _proto("jopt_state_save_mem", c_int, c_void_p, c_void_p, c_size_t,
@@ -358,11 +360,13 @@ class RawOptim:
         return bool(r)
 
     def state_get(self, group, index, name):
-        """(ctypes float pointer or None, step count)."""
-        data, step = P_float(), c_int64()
+        """(ctypes float pointer or None, step count, floats it holds)."""
+        data, step, numel = P_float(), c_int64(), c_int64()
         self._check(jopt_state_get(self.handle, group, index, name.encode(),
                                    ctypes.byref(data), ctypes.byref(step)))
-        return (data if data else None), step.value
+        self._check(jopt_state_numel(self.handle, group, index, name.encode(),
+                                     ctypes.byref(numel)))
+        return (data if data else None), step.value, numel.value
 
     def add_param_group(self, params, opts):
         keep = []

@@ -80,8 +80,6 @@ OPTIMIZERS = {
              [("maximize", False)]),
 }
 
-# per-tensor scalar states (one float, not numel): scalar(...) in the specs
-SCALAR_STATES = {"asgd": ("eta", "mu"), "nadam": ("mu_product",)}
 
 # torch implementation flags: accepted, and ignored at these values only
 FLAGS = {"foreach": (None, False, True), "differentiable": (False,),

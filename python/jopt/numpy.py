@@ -13,7 +13,7 @@ import numpy as np
 
 from . import _lib
 from ._lib import normalize, default_context
-from ._specs import OPTIMIZERS, SCALAR_STATES, describe, check_flags
+from ._specs import OPTIMIZERS, describe, check_flags
 
 __all__ = list(OPTIMIZERS) + ["NumpyOptimizer"]
 
@@ -165,10 +165,10 @@ class NumpyOptimizer:
         its first step.  A per-tensor state (ASGD's "eta") has one element."""
         for gi, pi, p in self._params():
             if p is param:
-                data, step = self._raw.state_get(gi, pi, name)
+                data, step, numel = self._raw.state_get(gi, pi, name)
                 if data is None:
                     return None, step
-                if name in SCALAR_STATES.get(self._jopt_spec, ()):
+                if numel == 1 and p.size != 1:
                     return np.array([data[0]], dtype=np.float32), step
                 return np.ctypeslib.as_array(data, (p.size,)).reshape(p.shape).copy(), step
         raise ValueError("jopt.numpy: the array is not a parameter of this optimizer")

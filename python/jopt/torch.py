@@ -13,7 +13,7 @@ import torch
 
 from . import _lib
 from ._lib import normalize, default_context
-from ._specs import OPTIMIZERS, SCALAR_STATES, describe, check_flags
+from ._specs import OPTIMIZERS, describe, check_flags
 
 __all__ = list(OPTIMIZERS) + ["JoptOptimizer"]
 
@@ -212,10 +212,10 @@ class JoptOptimizer(torch.optim.Optimizer):
         for gi, group in enumerate(self.param_groups):
             for pi, p in enumerate(group["params"]):
                 if p is param:
-                    data, step = self._jopt.state_get(gi, pi, name)
+                    data, step, numel = self._jopt.state_get(gi, pi, name)
                     if data is None:
                         return None, step
-                    if name in SCALAR_STATES.get(self._jopt_spec, ()):
+                    if numel == 1 and p.numel() != 1:
                         return torch.tensor([data[0]], dtype=torch.float32), step
                     arr = (ctypes.c_float * p.numel()).from_address(
                         ctypes.addressof(data.contents))

@@ -174,6 +174,11 @@ JOPT_API int jopt_state_get(const jopt_optim *opt, size_t group, size_t index,
                             const char *name, const float **data,
                             int64_t *step);
 
+/* How many floats that state holds: the parameter's numel, 1 for a
+ * per-tensor scalar state, 0 if it does not exist yet. */
+JOPT_API int jopt_state_numel(const jopt_optim *opt, size_t group,
+                              size_t index, const char *name, int64_t *numel);
+
 /* ---- Learning-rate schedulers (torch.optim.lr_scheduler) --------------- */
 
 /* A scheduler changes the "lr" of every group of one optimizer (and, for
