@@ -19,6 +19,8 @@
 #define CG_MAX_SLOTS 64       /* arrays a kernel takes: p, g, states */
 #define CG_MAX_UNIFORMS 4096  /* per-step values a kernel reads */
 #define CG_MAX_REDUCE 16      /* sums over the tensor in one update */
+#define CG_MAX_RESULTS 16     /* per-call results of a vector kernel */
+#define CG_MAX_CHOICES 16     /* names a choice hyperparameter allows */
 
 typedef struct cg_spec cg_spec;
 typedef struct cg_jit cg_jit;
@@ -26,10 +28,15 @@ typedef struct cg_kernel cg_kernel;
 
 /* ---- Specs -------------------------------------------------------------- */
 
-typedef enum cg_hyper_kind { CG_HYPER_NUMBER, CG_HYPER_BOOL } cg_hyper_kind;
+typedef enum cg_hyper_kind {
+    CG_HYPER_NUMBER,
+    CG_HYPER_BOOL,
+    CG_HYPER_CHOICE /* one of a list of names; its value is the index */
+} cg_hyper_kind;
 
-/* One hyperparameter: a number, a boolean, or a tuple of `len` numbers.  Its
- * values live at [offset, offset + len) of a group's value vector. */
+/* One hyperparameter: a number, a boolean, a choice, or a tuple of `len`
+ * numbers.  Its values live at [offset, offset + len) of a group's value
+ * vector. */
 typedef struct cg_hyper {
     const char *name;
     cg_hyper_kind kind;
@@ -38,8 +45,21 @@ typedef struct cg_hyper {
     int integer; /* its default is a Lua integer (max_iter = 20) */
     int runtime_ok; /* in the spec's `runtime` list: used arithmetically
                        only, so it can be passed per step, not folded */
+    int optional; /* a number whose default is `none` (torch's None):
+                     NaN in a value vector while unset */
+    const char *const *choices; /* CG_HYPER_CHOICE: the names, default first */
+    int nchoices;
     int offset;
 } cg_hyper;
+
+/* A vector kernel from the spec's `kernels` table (closure optimizers):
+ * a loop over flat vectors bound to its arrays, with per-call scalars,
+ * returning per-call results (sums, maxima). */
+typedef struct cg_vkernel_sig {
+    const char *name;
+    int narrays, nscalars;
+    const char *const *arrays; /* their names, in the spec's order */
+} cg_vkernel_sig;
 
 /* Finds and loads a spec: `name` is looked up as <dir>/<name>.lua in each of
  * `dirs`; a name containing '/' or ending in ".lua" is a path.  Reads the
@@ -67,6 +87,15 @@ const double *cg_spec_defaults(const cg_spec *spec);
 size_t cg_spec_nstate(const cg_spec *spec);      /* every state the spec names */
 const char *cg_spec_state_name(const cg_spec *spec, size_t i); /* sorted */
 
+/* A spec's `method` ("lbfgs": the runtime's control flow that drives its
+ * vector kernels instead of an update), or NULL; and its kernels, sorted
+ * by name. */
+const char *cg_spec_method(const cg_spec *spec);
+size_t cg_spec_nvkernels(const cg_spec *spec);
+const cg_vkernel_sig *cg_spec_vkernel(const cg_spec *spec, size_t i);
+const cg_vkernel_sig *cg_spec_find_vkernel(const cg_spec *spec,
+                                           const char *name);
+
 /* Runs the spec's check() on a value vector: JOPT_EINVAL with the spec's
  * message if the values are refused.  Keeps a sandbox in the spec between
  * calls, so a scheduler's per-step checks cost microseconds. */
@@ -90,7 +119,19 @@ typedef struct cg_layout {
     int nuniform;             /* per-step values the kernel reads */
     int nreduce;              /* sums over the tensor: 0, or two passes */
     int has_scalar;           /* some state is a per-tensor scalar */
+    const uint8_t *reduce_kind; /* cg_reduce_kind of each reduction */
+    /* vector kernels: arrays are slots 0..narrays-1 (no p, g or state) */
+    int narrays, nscalars, nresults;
+    int has_late;             /* pass 1 stores something (else skip it) */
 } cg_layout;
+
+/* How a reduction combines: a sum in double, or the NaN-propagating
+ * maximum.  A range's partial results start at cg_reduce_init and merge in
+ * element order with cg_reduce_merge, so the result does not depend on
+ * how the elements were split. */
+typedef enum cg_reduce_kind { CG_REDUCE_SUM, CG_REDUCE_MAX } cg_reduce_kind;
+void cg_reduce_init(const cg_layout *l, double *red);
+void cg_reduce_merge(const cg_layout *l, double *acc, const double *part);
 
 /* One range of one tensor for a kernel pass: its arrays (slot 0 the
  * parameter, 1 the gradient, then the states), elements [begin, end), its
@@ -119,6 +160,9 @@ typedef struct cg_request {
                                (only runtime_ok ones); NULL for none */
     int fresh;            /* 1: trace with unset states reading nil */
     int reference;        /* 1: the reference interpreter, no LLVM */
+    const char *vkernel;  /* a vector kernel of the spec by name (values,
+                             runtime and fresh are then unused); NULL: the
+                             update */
 } cg_request;
 
 /* Returns the kernel for a request, from the cache or compiled now.  The
@@ -129,7 +173,8 @@ void cg_kernel_release(cg_kernel *k); /* NULL is a no-op */
 
 const cg_layout *cg_kernel_layout(const cg_kernel *k);
 
-/* One step of the update of one tensor at step count t (1 on the first):
+/* One step of the update of one tensor at step count t (1 on the first)
+ * (a vector kernel: one call, t unused, `values` its scalars):
  *   cg_kernel_prologue   the per-step values into `u` (layout->nuniform
  *                        doubles), reading the tensor's scalar states and
  *                        the group's hyperparameter `values` (those passed
@@ -147,6 +192,10 @@ void cg_kernel_pass(const cg_kernel *k, int pass, const cg_task *tasks,
                     int64_t ntasks);
 void cg_kernel_epilogue(const cg_kernel *k, double t, const double *values,
                         float *const *arrays, const double *red, double *u);
+
+/* A vector kernel's results after its last pass (the epilogue, or the
+ * prologue without reductions): layout->nresults doubles from u. */
+void cg_kernel_results(const cg_kernel *k, const double *u, double *out);
 
 /* The optimised IR ("ir") or machine code ("asm") of a request's kernel,
  * for tools and tests.  Caller frees *text with free(). */

@@ -26,6 +26,7 @@ typedef enum cg_op {
     CG_LERP,  /* ATen's lerp(a, b, w) */
     CG_WHERE, /* a ? b : c */
     CG_SUM,   /* per step: the sum over the tensor of a per-element value */
+    CG_MAXALL, /* per step: the NaN-propagating maximum over the tensor */
     CG_NOPS
 } cg_op;
 
@@ -34,8 +35,8 @@ typedef struct cg_node {
     uint8_t varying; /* per element (float) rather than per step (double) */
     uint8_t boolean; /* a truth value rather than a number */
     int32_t arg[3];
-    int32_t slot;    /* CG_LOAD, CG_SCALAR: the array slot; CG_SUM: its
-                        index in the reductions */
+    int32_t slot;    /* CG_LOAD, CG_SCALAR: the array slot; CG_SUM,
+                        CG_MAXALL: its index in the reductions */
     int32_t uslot;   /* uniform nodes varying code reads: index in u[] */
     double value;    /* CG_CONST */
 } cg_node;
@@ -60,6 +61,7 @@ typedef struct cg_graph {
      * stores the rest (late_store), reading what pass 0 stored back from
      * its array (subst: node -> slot, or -1) instead of recomputing it. */
     int nreduce;
+    uint8_t reduce_kind[CG_MAX_REDUCE]; /* cg_reduce_kind of each */
     uint8_t late_store[CG_MAX_SLOTS];
     int32_t *subst;
     /* the state layout the trace produced */
@@ -67,6 +69,10 @@ typedef struct cg_graph {
     cg_init init[CG_MAX_SLOTS];
     double init_value[CG_MAX_SLOTS];
     int nstate;
+    /* a vector kernel's results: per-call nodes, in the order run()
+     * returned them */
+    int32_t result[CG_MAX_RESULTS];
+    int nresult;
 } cg_graph;
 
 /* graph.c */
@@ -92,6 +98,8 @@ uint64_t cg_graph_hash(const cg_graph *g);
  * prologue and the reference kernel. */
 double cg_eval_double(cg_op op, double a, double b, double c);
 float cg_eval_float(cg_op op, float a, float b, float c);
+/* llvm.maximum on doubles: NaN-propagating, -0 < +0 */
+double cg_max_nan(double a, double b);
 /* Evaluates the per-step values for step t into u, reading per-tensor
  * scalar states from arrays[slot][0] and then writing their new values
  * back there (rounded to float, as torch's 0-dim float32 tensors). */
@@ -107,6 +115,11 @@ void cg_interp_run(const cg_graph *g, int pass, float *const *arrays,
 /* trace.c */
 int cg_trace(const cg_spec *spec, const double *values,
              const uint8_t *runtime, int fresh, cg_graph **out, char *err);
+
+/* A vector kernel of the spec's `kernels` table: arrays are slots
+ * 0..narrays-1, its scalars CG_HYPER nodes reading values[0..nscalars-1]. */
+int cg_trace_vkernel(const cg_spec *spec, const char *name, cg_graph **out,
+                     char *err);
 
 /* emit.c + jit.c */
 typedef struct cg_llvm cg_llvm;

@@ -27,13 +27,19 @@ typedef struct emitter {
     LLVMValueRef *array; /* per slot */
 } emitter;
 
+static LLVMValueRef intrinsic_t(emitter *e, const char *name, LLVMTypeRef t,
+                                LLVMValueRef *args, unsigned n)
+{
+    unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+    LLVMValueRef fn = LLVMGetIntrinsicDeclaration(e->mod, id, &t, 1);
+    LLVMTypeRef ty = LLVMIntrinsicGetType(e->ctx, id, &t, 1);
+    return LLVMBuildCall2(e->b, ty, fn, args, n, "");
+}
+
 static LLVMValueRef intrinsic(emitter *e, const char *name, LLVMValueRef *args,
                               unsigned n)
 {
-    unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
-    LLVMValueRef fn = LLVMGetIntrinsicDeclaration(e->mod, id, &e->f32, 1);
-    LLVMTypeRef ty = LLVMIntrinsicGetType(e->ctx, id, &e->f32, 1);
-    return LLVMBuildCall2(e->b, ty, fn, args, n, "");
+    return intrinsic_t(e, name, e->f32, args, n);
 }
 
 static LLVMValueRef fcmp(emitter *e, LLVMRealPredicate p, LLVMValueRef a,
@@ -156,7 +162,7 @@ static void emit_inner(emitter *e, LLVMValueRef fn, int pass)
     for (int i = 0; i < g->n; i++) {
         if (!g->nodes[i].varying)
             e->val[i] = emit_uniform(e, &g->nodes[i], u);
-        if (g->nodes[i].op == CG_SUM)
+        if (g->nodes[i].op == CG_SUM || g->nodes[i].op == CG_MAXALL)
             acc_arg[g->nodes[i].slot] = g->nodes[i].arg[0];
     }
     for (int r = 0; r < nacc; r++) {
@@ -183,10 +189,17 @@ static void emit_inner(emitter *e, LLVMValueRef fn, int pass)
         }
     }
     /* sums in element order, in double: no reassociation, so the bits do
-     * not depend on the vector width */
-    for (int r = 0; r < nacc; r++)
-        acc_next[r] = LLVMBuildFAdd(b, acc[r],
-                                    LLVMBuildFPExt(b, e->val[acc_arg[r]], e->f64, ""), "");
+     * not depend on the vector width; maxima with llvm.maximum, whose
+     * order does not matter */
+    for (int r = 0; r < nacc; r++) {
+        LLVMValueRef x = LLVMBuildFPExt(b, e->val[acc_arg[r]], e->f64, "");
+        if (g->reduce_kind[r] == CG_REDUCE_MAX) {
+            LLVMValueRef mx[2] = {acc[r], x};
+            acc_next[r] = intrinsic_t(e, "llvm.maximum", e->f64, mx, 2);
+        } else {
+            acc_next[r] = LLVMBuildFAdd(b, acc[r], x, "");
+        }
+    }
     for (int s = 0; s < g->nslots; s++) {
         if (g->store[s] < 0 || g->scalar[s] || g->late_store[s] != pass)
             continue;

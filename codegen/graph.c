@@ -30,7 +30,7 @@ static const struct {
     [CG_NE] = {"ne", 2},       [CG_AND] = {"and_", 2},
     [CG_OR] = {"or_", 2},      [CG_FMA] = {"fma", 3},
     [CG_LERP] = {"lerp", 3},   [CG_WHERE] = {"where", 3},
-    [CG_SUM] = {"sum", 1},
+    [CG_SUM] = {"sum", 1},     [CG_MAXALL] = {"maxall", 1},
 };
 
 int cg_op_arity(cg_op op) { return op_info[op].arity; }
@@ -220,7 +220,7 @@ int32_t cg_graph_op(cg_graph *g, cg_op op, int32_t a, int32_t b, int32_t c)
     }
     if (n.varying && (op == CG_POW || op == CG_EXP || op == CG_LOG))
         return -3;
-    if (op == CG_SUM) { /* a per-element value in, a per-step value out */
+    if (op == CG_SUM || op == CG_MAXALL) { /* per element in, per step out */
         if (!n.varying)
             return -4;
         n.varying = 0;
@@ -255,7 +255,7 @@ static int split_passes(cg_graph *g, char *err)
         g->subst[i] = -1;
         for (int k = 0; k < cg_op_arity((cg_op)x->op); k++)
             late[i] |= late[x->arg[k]];
-        if (x->op == CG_SUM) {
+        if (x->op == CG_SUM || x->op == CG_MAXALL) {
             if (late[i] || g->nreduce == CG_MAX_REDUCE) {
                 rc = cg_fail(err, JOPT_ESPEC, late[i]
                              ? "a sum over a value that depends on another sum "
@@ -263,6 +263,8 @@ static int split_passes(cg_graph *g, char *err)
                              : "more than %d sums in one update", CG_MAX_REDUCE);
                 goto done;
             }
+            g->reduce_kind[g->nreduce] = x->op == CG_SUM ? CG_REDUCE_SUM
+                                                         : CG_REDUCE_MAX;
             x->slot = g->nreduce++;
             late[i] = 1;
         }
@@ -349,6 +351,16 @@ int cg_graph_finish(cg_graph *g, char *err)
             uni[nuni++] = v;
         }
     }
+    /* a vector kernel's results are read from u after its last pass */
+    for (int r = 0; r < g->nresult; r++) {
+        int32_t v = g->result[r];
+        if (v < 0 || v >= g->n || g->nodes[v].varying || g->nodes[v].boolean)
+            goto bad;
+        if (g->nodes[v].op != CG_CONST && slot_of[v] < 0) {
+            slot_of[v] = nuni;
+            uni[nuni++] = v;
+        }
+    }
     if (nuni > CG_MAX_UNIFORMS) {
         free(uni);
         free(slot_of);
@@ -375,5 +387,7 @@ uint64_t cg_graph_hash(const cg_graph *g)
         h = (h ^ node_hash(&g->nodes[i])) * 1099511628211ull;
     for (int s = 0; s < g->nslots; s++)
         h = (h ^ (uint64_t)(uint32_t)g->store[s]) * 1099511628211ull;
+    for (int r = 0; r < g->nresult; r++)
+        h = (h ^ (uint64_t)(uint32_t)g->result[r]) * 1099511628211ull;
     return h;
 }

@@ -13,7 +13,7 @@
 #include "cg_int.h"
 
 /* llvm.maximum / llvm.minimum: NaN propagates, -0 < +0 (torch.maximum) */
-static double max_d(double a, double b)
+double cg_max_nan(double a, double b)
 {
     if (isnan(a) || isnan(b))
         return a + b;
@@ -66,7 +66,7 @@ double cg_eval_double(cg_op op, double a, double b, double c)
     case CG_DIV: return a / b;
     case CG_POW: return pow(a, b);
     case CG_MIN: return min_d(a, b);
-    case CG_MAX: return max_d(a, b);
+    case CG_MAX: return cg_max_nan(a, b);
     case CG_LT: return a < b;
     case CG_LE: return a <= b;
     case CG_GT: return a > b;
@@ -132,7 +132,8 @@ void cg_interp_uniforms(const cg_graph *g, double t, const double *values,
         case CG_STEP: val[i] = t; break;
         case CG_SCALAR: val[i] = arrays[x->slot][0]; break;
         case CG_HYPER: val[i] = values[x->slot]; break;
-        case CG_SUM: val[i] = red ? red[x->slot] : NAN; break;
+        case CG_SUM:
+        case CG_MAXALL: val[i] = red ? red[x->slot] : NAN; break;
         default:
             val[i] = cg_eval_double((cg_op)x->op,
                                     x->arg[0] >= 0 ? val[x->arg[0]] : 0,
@@ -194,9 +195,13 @@ void cg_interp_run(const cg_graph *g, int pass, float *const *arrays,
                                        x->arg[2] >= 0 ? val[x->arg[2]] : 0);
         }
         if (pass == 0)
-            for (int i = 0; i < g->n; i++)
-                if (g->nodes[i].op == CG_SUM)
-                    red[g->nodes[i].slot] += (double)val[g->nodes[i].arg[0]];
+            for (int i = 0; i < g->n; i++) {
+                const cg_node *x = &g->nodes[i];
+                if (x->op == CG_SUM)
+                    red[x->slot] += (double)val[x->arg[0]];
+                else if (x->op == CG_MAXALL)
+                    red[x->slot] = cg_max_nan(red[x->slot], (double)val[x->arg[0]]);
+            }
         /* stores after all loads of the element, as the kernel does */
         for (int s = 0; s < g->nslots; s++)
             if (g->store[s] >= 0 && !g->scalar[s] && g->late_store[s] == pass)

@@ -7,6 +7,7 @@
  * with equal values share one kernel.  Kernels are reference counted; an
  * unreferenced one stays cached until the cache is over CACHE_KEEP.
  */
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,19 +88,23 @@ void cg_jit_stats(const cg_jit *j, size_t *compiles, size_t *hits)
  * passed at run time counts only as "runtime"), and the spec's text. */
 static unsigned char *make_key(const cg_request *r, size_t *len, uint64_t *hash)
 {
-    size_t srclen, nv = cg_spec_nvalues(r->spec), nh = cg_spec_nhyper(r->spec);
+    /* a vector kernel depends on its name, not on the values */
+    size_t srclen, nv = r->vkernel ? 0 : cg_spec_nvalues(r->spec);
+    size_t nh = r->vkernel ? 0 : cg_spec_nhyper(r->spec);
+    size_t vklen = r->vkernel ? strlen(r->vkernel) + 1 : 0;
     const char *src = spec_source(r->spec, &srclen);
     /* the lengths first: no two different (spec, values) share a key */
-    uint64_t lens[3] = {nh, nv, srclen};
-    *len = 2 + sizeof lens + nh + nv * sizeof(double) + srclen;
+    uint64_t lens[4] = {nh, nv, vklen, srclen};
+    *len = 2 + sizeof lens + nh + nv * sizeof(double) + vklen + srclen;
     unsigned char *key = malloc(*len);
     if (!key)
         return NULL;
-    key[0] = (unsigned char)r->fresh;
+    key[0] = (unsigned char)(r->vkernel ? 0 : r->fresh);
     key[1] = (unsigned char)r->reference;
     memcpy(key + 2, lens, sizeof lens);
     unsigned char *flags = key + 2 + sizeof lens, *vals = flags + nh;
-    memcpy(vals, r->values, nv * sizeof(double));
+    if (nv)
+        memcpy(vals, r->values, nv * sizeof(double));
     for (size_t i = 0; i < nh; i++) {
         const cg_hyper *h = cg_spec_hyper(r->spec, i);
         flags[i] = r->runtime && r->runtime[i] && h->runtime_ok;
@@ -107,7 +112,9 @@ static unsigned char *make_key(const cg_request *r, size_t *len, uint64_t *hash)
             memset(vals + (size_t)h->offset * sizeof(double), 0,
                    (size_t)h->len * sizeof(double));
     }
-    memcpy(vals + nv * sizeof(double), src, srclen);
+    if (vklen)
+        memcpy(vals + nv * sizeof(double), r->vkernel, vklen);
+    memcpy(vals + nv * sizeof(double) + vklen, src, srclen);
     uint64_t h = 1469598103934665603ull;
     for (size_t i = 0; i < *len; i++)
         h = (h ^ key[i]) * 1099511628211ull;
@@ -117,9 +124,20 @@ static unsigned char *make_key(const cg_request *r, size_t *len, uint64_t *hash)
 
 /* Traces the spec into k: Lua only, no lock held (a slow spec must not
  * hold up other contexts' compiles). */
+static int trace_request(const cg_request *r, cg_graph **g, char *err)
+{
+    if (r->vkernel)
+        return cg_trace_vkernel(r->spec, r->vkernel, g, err);
+    if (cg_spec_method(r->spec))
+        return cg_fail(err, JOPT_ESPEC, "spec %s has method '%s' and vector "
+                       "kernels, not an update", cg_spec_path(r->spec),
+                       cg_spec_method(r->spec));
+    return cg_trace(r->spec, r->values, r->runtime, r->fresh, g, err);
+}
+
 static int trace_into(const cg_request *r, cg_kernel *k, char *err)
 {
-    int rc = cg_trace(r->spec, r->values, r->runtime, r->fresh, &k->graph, err);
+    int rc = trace_request(r, &k->graph, err);
     if (rc)
         return rc;
     cg_graph *g = k->graph;
@@ -132,6 +150,15 @@ static int trace_into(const cg_request *r, cg_kernel *k, char *err)
     k->layout.scalar = g->scalar + 2; /* by state, as the other fields */
     k->layout.nuniform = g->nuniform;
     k->layout.nreduce = g->nreduce;
+    k->layout.reduce_kind = g->reduce_kind;
+    for (int s = 0; s < g->nslots; s++)
+        k->layout.has_late |= g->nreduce && g->store[s] >= 0 && g->late_store[s] &&
+                              !g->scalar[s];
+    if (r->vkernel) {
+        k->layout.narrays = g->nslots;
+        k->layout.nscalars = cg_spec_find_vkernel(r->spec, r->vkernel)->nscalars;
+        k->layout.nresults = g->nresult;
+    }
     for (int i = 0; i < g->nstate; i++) {
         k->layout.has_unset |= g->init[i] == CG_INIT_UNSET;
         k->layout.has_scalar |= g->scalar[2 + i];
@@ -256,11 +283,33 @@ void cg_kernel_epilogue(const cg_kernel *k, double t, const double *values,
     cg_interp_uniforms(k->graph, t, values, arrays, red, u, k->scratch);
 }
 
+void cg_kernel_results(const cg_kernel *k, const double *u, double *out)
+{
+    const cg_graph *g = k->graph;
+    for (int r = 0; r < g->nresult; r++) {
+        const cg_node *x = &g->nodes[g->result[r]];
+        out[r] = x->op == CG_CONST ? x->value : u[x->uslot];
+    }
+}
+
+void cg_reduce_init(const cg_layout *l, double *red)
+{
+    for (int r = 0; r < l->nreduce; r++)
+        red[r] = l->reduce_kind[r] == CG_REDUCE_MAX ? -INFINITY : 0.0;
+}
+
+void cg_reduce_merge(const cg_layout *l, double *acc, const double *part)
+{
+    for (int r = 0; r < l->nreduce; r++)
+        acc[r] = l->reduce_kind[r] == CG_REDUCE_MAX ? cg_max_nan(acc[r], part[r])
+                                                    : acc[r] + part[r];
+}
+
 int cg_emit_text(cg_jit *j, const cg_request *r, const char *what, char **text,
                  char *err)
 {
     cg_graph *g;
-    int rc = cg_trace(r->spec, r->values, r->runtime, r->fresh, &g, err);
+    int rc = trace_request(r, &g, err);
     if (rc)
         return rc;
     pthread_mutex_lock(&jit_lock);

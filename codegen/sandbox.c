@@ -17,6 +17,7 @@
 
 static char ENV_KEY;   /* registry key of the environment table */
 static char UNSET_KEY; /* ... and of the `unset` sentinel */
+static char NONE_KEY;  /* ... and of `none`, torch's None for an option */
 #define SB_C_MARGIN (1u << 20)
 
 static void *sb_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
@@ -172,7 +173,9 @@ static const char prelude[] =
     "  end\n"
     "end\n"
     "unset = setmetatable({}, {__tostring = function() return 'unset' end,\n"
-    "                          __metatable = 'locked'})\n";
+    "                          __metatable = 'locked'})\n"
+    "none = setmetatable({}, {__tostring = function() return 'None' end,\n"
+    "                         __metatable = 'locked'})\n";
 
 static int build_env(lua_State *L)
 {
@@ -226,6 +229,8 @@ static int build_env(lua_State *L)
     lua_call(L, 4, 0);
     lua_getfield(L, -1, "unset");
     lua_rawsetp(L, LUA_REGISTRYINDEX, &UNSET_KEY);
+    lua_getfield(L, -1, "none");
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &NONE_KEY);
     trace_open_lib(L);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &ENV_KEY);
     /* drop the unfiltered globals: nothing can reach them any more */
@@ -302,6 +307,11 @@ void sb_set_proxy(lua_State *L, lua_CFunction set)
 void sb_push_unset(sandbox *sb)
 {
     lua_rawgetp(sb->L, LUA_REGISTRYINDEX, &UNSET_KEY);
+}
+
+void sb_push_none(lua_State *L)
+{
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &NONE_KEY);
 }
 
 /* Lua's position prefix ("path:12:") names the file when the error comes

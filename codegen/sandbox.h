@@ -60,6 +60,8 @@ void sb_set_proxy(lua_State *L, lua_CFunction set);
 
 /* Pushes the `unset` sentinel a spec's state table may name. */
 void sb_push_unset(sandbox *sb);
+/* Pushes `none`, the default of an optional number (torch's None). */
+void sb_push_none(lua_State *L);
 
 /* trace.c: sets the tracing prelude (sqrt, fma, where, ...) into the table
  * at the top of the stack. */

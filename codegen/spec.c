@@ -28,6 +28,9 @@ struct cg_spec {
     size_t nvalues;
     char **state;
     size_t nstate;
+    char *method;          /* NULL: an update spec */
+    cg_vkernel_sig *vk;    /* sorted by name */
+    size_t nvk;
     sandbox *checker; /* kept between cg_spec_check calls, or NULL */
 };
 
@@ -45,8 +48,20 @@ void cg_spec_free(cg_spec *s)
     if (!s)
         return;
     checker_close(s);
-    for (size_t i = 0; i < s->nhyper; i++)
+    for (size_t i = 0; i < s->nhyper; i++) {
         free((char *)s->hyper[i].name);
+        for (int k = 0; k < s->hyper[i].nchoices; k++)
+            free((char *)s->hyper[i].choices[k]);
+        free((void *)s->hyper[i].choices);
+    }
+    for (size_t i = 0; i < s->nvk; i++) {
+        free((char *)s->vk[i].name);
+        for (int k = 0; k < s->vk[i].narrays; k++)
+            free((char *)s->vk[i].arrays[k]);
+        free((void *)s->vk[i].arrays);
+    }
+    free(s->vk);
+    free(s->method);
     for (size_t i = 0; i < s->nstate; i++)
         free(s->state[i]);
     free(s->hyper);
@@ -68,6 +83,18 @@ size_t cg_spec_nvalues(const cg_spec *s) { return s->nvalues; }
 const double *cg_spec_defaults(const cg_spec *s) { return s->defaults; }
 size_t cg_spec_nstate(const cg_spec *s) { return s->nstate; }
 const char *cg_spec_state_name(const cg_spec *s, size_t i) { return s->state[i]; }
+
+const char *cg_spec_method(const cg_spec *s) { return s->method; }
+size_t cg_spec_nvkernels(const cg_spec *s) { return s->nvk; }
+const cg_vkernel_sig *cg_spec_vkernel(const cg_spec *s, size_t i) { return &s->vk[i]; }
+
+const cg_vkernel_sig *cg_spec_find_vkernel(const cg_spec *s, const char *name)
+{
+    for (size_t i = 0; i < s->nvk; i++)
+        if (!strcmp(s->vk[i].name, name))
+            return &s->vk[i];
+    return NULL;
+}
 
 const char *cg_spec_text(const cg_spec *s, size_t *len)
 {
@@ -194,7 +221,8 @@ static int sorted_keys(lua_State *L, char ***out, size_t *n, const char *what,
         }
         k++;
     }
-    qsort(keys, k, sizeof *keys, cmp_str);
+    if (k)
+        qsort(keys, k, sizeof *keys, cmp_str);
     *out = keys;
     *n = k;
     return JOPT_OK;
@@ -209,6 +237,38 @@ oom:
         free(keys[i]);
     free(keys);
     return cg_fail(err, JOPT_ENOMEM, "out of memory reading spec %s", path);
+}
+
+/* `line_search_fn = {"none", "strong_wolfe"}`: the list at -1 of the names a
+ * choice allows, its default first. */
+static int read_choice(lua_State *L, cg_spec *s, cg_hyper *h, char *err)
+{
+    lua_Integer len = (lua_Integer)lua_rawlen(L, -1);
+    if (len < 1 || len > CG_MAX_CHOICES)
+        return cg_fail(err, JOPT_ESPEC, "spec %s: choice '%s' must list 1 to "
+                       "%d names", s->path, h->name, CG_MAX_CHOICES);
+    char **names = calloc((size_t)len, sizeof *names);
+    if (!names)
+        return cg_fail(err, JOPT_ENOMEM, "out of memory reading spec %s", s->path);
+    h->kind = CG_HYPER_CHOICE;
+    h->choices = (const char *const *)names;
+    for (int k = 0; k < len; k++) {
+        lua_rawgeti(L, -1, k + 1);
+        const char *c = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+        int ok = c && is_name(c);
+        for (int j = 0; ok && j < k; j++)
+            ok = strcmp(names[j], c) != 0;
+        if (ok && !(names[k] = strdup(c))) {
+            lua_pop(L, 1);
+            return cg_fail(err, JOPT_ENOMEM, "out of memory reading spec %s", s->path);
+        }
+        lua_pop(L, 1);
+        if (!ok)
+            return cg_fail(err, JOPT_ESPEC, "spec %s: choice '%s': entry %d is "
+                           "not a name, or repeats one", s->path, h->name, k + 1);
+        h->nchoices = k + 1;
+    }
+    return JOPT_OK;
 }
 
 /* Reads the schema of the `hyper` table at -1. */
@@ -253,6 +313,24 @@ static int read_hyper(lua_State *L, cg_spec *s, char *err)
             s->defaults[off] = lua_toboolean(L, -1);
             break;
         case LUA_TTABLE: {
+            sb_push_none(L);
+            int is_none = lua_rawequal(L, -1, -2);
+            lua_pop(L, 1);
+            if (is_none) { /* torch's None: the method derives a value */
+                h->kind = CG_HYPER_NUMBER;
+                h->optional = 1;
+                s->defaults[off] = NAN;
+                break;
+            }
+            lua_rawgeti(L, -1, 1);
+            int is_choice = lua_type(L, -1) == LUA_TSTRING;
+            lua_pop(L, 1);
+            if (is_choice) {
+                if ((rc = read_choice(L, s, h, err)))
+                    goto fail;
+                s->defaults[off] = 0;
+                break;
+            }
             lua_Integer len = (lua_Integer)lua_rawlen(L, -1);
             if (len < 1 || len > MAX_TUPLE)
                 goto bad;
@@ -277,14 +355,17 @@ static int read_hyper(lua_State *L, cg_spec *s, char *err)
         off += h->len;
         continue;
     bad:
+        rc = cg_fail(err, JOPT_ESPEC,
+                     "spec %s: hyperparameter '%s' must be a number, a "
+                     "boolean, none, a list of 1 to %d numbers or a list of "
+                     "1 to %d names (a choice)",
+                     s->path, h->name, MAX_TUPLE, CG_MAX_CHOICES);
+    fail:
         lua_pop(L, 1);
         for (size_t j = i + 1; j < n; j++)
             free(names[j]);
         free(names);
-        return cg_fail(err, JOPT_ESPEC,
-                       "spec %s: hyperparameter '%s' must be a number, a "
-                       "boolean or a list of 1 to %d numbers",
-                       s->path, h->name, MAX_TUPLE);
+        return rc;
     }
     free(names);
     s->nvalues = (size_t)off;
@@ -320,14 +401,147 @@ static int read_runtime(lua_State *L, cg_spec *s, char *err)
     }
 }
 
-static int read_spec_table(lua_State *L, cg_spec *s, char *err)
+/* "y x g": names separated by spaces, at most `max`, distinct */
+static int split_names(const char *text, char ***out, int *n, int max)
 {
-    sb_rawfield(L, -1, "update");
+    char **names = calloc((size_t)max + 1, sizeof *names);
+    if (!names)
+        return JOPT_ENOMEM;
+    int k = 0;
+    for (const char *c = text;;) {
+        while (*c == ' ')
+            c++;
+        if (!*c)
+            break;
+        const char *e = c;
+        while (*e && *e != ' ')
+            e++;
+        int ok = k < max && (names[k] = strndup(c, (size_t)(e - c))) != NULL;
+        ok = ok && is_name(names[k]);
+        for (int j = 0; ok && j < k; j++)
+            ok = strcmp(names[j], names[k]) != 0;
+        if (!ok) {
+            for (int j = 0; j <= k && j < max; j++)
+                free(names[j]);
+            free(names);
+            return JOPT_ESPEC;
+        }
+        k++;
+        c = e;
+    }
+    *out = names;
+    *n = k;
+    return JOPT_OK;
+}
+
+/* One entry of `kernels` (the table at -1):
+ * { arrays = "y x", scalars = "a", run = function (v, a) ... end } */
+static int read_vkernel(lua_State *L, cg_spec *s, cg_vkernel_sig *k, char *err)
+{
+    if (!lua_istable(L, -1))
+        return cg_fail(err, JOPT_ESPEC, "spec %s: kernel '%s' must be a table "
+                       "{ arrays = \"...\", scalars = \"...\", run = function }",
+                       s->path, k->name);
+    sb_rawfield(L, -1, "run");
     int ok = lua_isfunction(L, -1);
     lua_pop(L, 1);
     if (!ok)
-        return cg_fail(err, JOPT_ESPEC, "spec %s: 'update' must be a function",
+        return cg_fail(err, JOPT_ESPEC, "spec %s: kernel '%s': 'run' must be a "
+                       "function", s->path, k->name);
+    const char *field[2] = {"arrays", "scalars"};
+    for (int f = 0; f < 2; f++) {
+        sb_rawfield(L, -1, field[f]);
+        const char *text = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
+                           : f == 1 && lua_isnil(L, -1) ? "" : NULL;
+        char **names = NULL;
+        int n = 0, max = f == 0 ? CG_MAX_SLOTS : CG_MAX_UNIFORMS / 16;
+        int rc = text ? split_names(text, &names, &n, max) : JOPT_ESPEC;
+        lua_pop(L, 1);
+        if (rc == JOPT_ENOMEM)
+            return cg_fail(err, rc, "out of memory reading spec %s", s->path);
+        if (rc || (f == 0 && n == 0)) {
+            return cg_fail(err, JOPT_ESPEC, "spec %s: kernel '%s': '%s' must be "
+                           "a string of distinct names separated by spaces (at "
+                           "most %d%s)", s->path, k->name, field[f], max,
+                           f == 0 ? ", at least one" : "");
+        }
+        if (f == 0) {
+            k->arrays = (const char *const *)names;
+            k->narrays = n;
+        } else {
+            for (int j = 0; j < n; j++)
+                free(names[j]);
+            free(names);
+            k->nscalars = n;
+        }
+    }
+    return JOPT_OK;
+}
+
+/* `method` and `kernels`: a closure optimizer's driver and vector kernels */
+static int read_method(lua_State *L, cg_spec *s, char *err)
+{
+    sb_rawfield(L, -1, "method");
+    int t = lua_type(L, -1);
+    if (t == LUA_TSTRING && !(s->method = strdup(lua_tostring(L, -1)))) {
+        lua_pop(L, 1);
+        return cg_fail(err, JOPT_ENOMEM, "out of memory");
+    }
+    lua_pop(L, 1);
+    if (t != LUA_TSTRING && t != LUA_TNIL)
+        return cg_fail(err, JOPT_ESPEC, "spec %s: 'method' must be a string",
                        s->path);
+    sb_rawfield(L, -1, "kernels");
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return s->method ? cg_fail(err, JOPT_ESPEC, "spec %s: a spec with a "
+                                   "method needs a 'kernels' table", s->path)
+                         : JOPT_OK;
+    }
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        return cg_fail(err, JOPT_ESPEC, "spec %s: 'kernels' must be a table",
+                       s->path);
+    }
+    char **names;
+    size_t n;
+    int rc = sorted_keys(L, &names, &n, "kernels", s->path, err);
+    if (rc == JOPT_OK && !(s->vk = calloc(n + 1, sizeof *s->vk))) {
+        for (size_t i = 0; i < n; i++)
+            free(names[i]);
+        free(names);
+        rc = cg_fail(err, JOPT_ENOMEM, "out of memory");
+    }
+    if (rc) {
+        lua_pop(L, 1);
+        return rc;
+    }
+    for (size_t i = 0; i < n; i++) { /* the names are owned by s->vk now */
+        s->vk[i].name = names[i];
+        s->nvk = i + 1;
+    }
+    free(names);
+    for (size_t i = 0; i < n && rc == JOPT_OK; i++) {
+        sb_rawfield(L, -1, s->vk[i].name);
+        rc = read_vkernel(L, s, &s->vk[i], err);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return rc;
+}
+
+static int read_spec_table(lua_State *L, cg_spec *s, char *err)
+{
+    int rc = read_method(L, s, err);
+    if (rc)
+        return rc;
+    sb_rawfield(L, -1, "update");
+    int ok = s->method ? lua_isnil(L, -1) : lua_isfunction(L, -1);
+    lua_pop(L, 1);
+    if (!ok)
+        return cg_fail(err, JOPT_ESPEC, s->method
+                       ? "spec %s: a spec with a method has kernels, not an 'update'"
+                       : "spec %s: 'update' must be a function", s->path);
     sb_rawfield(L, -1, "check");
     ok = lua_isnil(L, -1) || lua_isfunction(L, -1);
     lua_pop(L, 1);
@@ -346,7 +560,7 @@ static int read_spec_table(lua_State *L, cg_spec *s, char *err)
         return cg_fail(err, JOPT_ESPEC, "spec %s: 'hyper' must be a table",
                        s->path);
     }
-    int rc = read_hyper(L, s, err);
+    rc = read_hyper(L, s, err);
     lua_pop(L, 1);
     if (rc)
         return rc;
@@ -475,6 +689,11 @@ static void push_h(lua_State *L, const cg_spec *s, const double *values)
             lua_pop(L, 1);
         } else if (h->kind == CG_HYPER_BOOL) {
             lua_pushboolean(L, v[0] != 0);
+        } else if (h->kind == CG_HYPER_CHOICE) { /* values were checked */
+            int c = v[0] >= 0 && v[0] < h->nchoices ? (int)v[0] : 0;
+            lua_pushstring(L, h->choices[c]);
+        } else if (h->optional && isnan(v[0])) {
+            sb_push_none(L);
         } else if (h->integer && fabs(v[0]) < 9e15 && v[0] == (double)(lua_Integer)v[0]) {
             lua_pushinteger(L, (lua_Integer)v[0]);
         } else {

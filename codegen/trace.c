@@ -30,6 +30,7 @@ typedef struct tracer {
     int32_t cond[256];
     int cond_line[256];
     int ncond;
+    const cg_vkernel_sig *vk; /* tracing a vector kernel: its arrays */
 } tracer;
 
 static tracer *get_tracer(lua_State *L, const char *what)
@@ -135,6 +136,8 @@ static void check_conditions_used(lua_State *L, const tracer *tr)
                 used |= g->nodes[i].arg[k] == n;
         for (int s = 0; s < g->nslots; s++)
             used |= g->store[s] == n;
+        for (int r = 0; r < g->nresult; r++)
+            used |= g->result[r] == n;
         if (!used) {
             lua_pushfstring(L, "%s:%d: a condition on traced values is computed "
                             "but never used: `if cond then` and `cond and x or "
@@ -199,6 +202,7 @@ void trace_open_lib(lua_State *L)
         {"lt", CG_LT},     {"le", CG_LE},   {"gt", CG_GT},     {"ge", CG_GE},
         {"eq", CG_EQ},     {"ne", CG_NE},   {"and_", CG_AND},  {"or_", CG_OR},
         {"not_", CG_NOT},  {"f32", CG_F32},  {"sum", CG_SUM},
+        {"maxall", CG_MAXALL},
     };
     for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
         push_op(L, fns[i].op);
@@ -433,6 +437,119 @@ int cg_trace(const cg_spec *spec, const double *values,
     rc = sb_pcall(&sb, 3, 0, err);
     sb_close(&sb);
     if (rc == JOPT_EINVAL) /* require_that inside update(): a spec bug */
+        rc = JOPT_ESPEC;
+    if (rc == JOPT_OK)
+        rc = cg_graph_finish(tr.g, err);
+    if (rc) {
+        cg_graph_free(tr.g);
+        return rc;
+    }
+    *out = tr.g;
+    return JOPT_OK;
+}
+
+/* ---- vector kernels ------------------------------------------------------ */
+
+static int vk_index_of(lua_State *L, const tracer *tr)
+{
+    const char *k = luaL_checkstring(L, 2);
+    for (int i = 0; i < tr->vk->narrays; i++)
+        if (!strcmp(tr->vk->arrays[i], k))
+            return i;
+    luaL_error(L, "kernel '%s' has no array '%s' (its arrays: list them in "
+                  "'arrays')", tr->vk->name, k);
+    return -1;
+}
+
+static int vk_get(lua_State *L)
+{
+    tracer *tr = get_tracer(L, "v");
+    push_node(L, tr, tr->cur[vk_index_of(L, tr)]);
+    return 1;
+}
+
+static int vk_set(lua_State *L)
+{
+    tracer *tr = get_tracer(L, "v");
+    int i = vk_index_of(L, tr);
+    int32_t v = to_node(L, tr, 3, lua_tostring(L, 2));
+    if (tr->g->nodes[v].boolean)
+        return luaL_error(L, "array '%s' must be set to a number, not a truth "
+                             "value", lua_tostring(L, 2));
+    tr->cur[i] = v;
+    return 0;
+}
+
+/* The protected body: the spec table (1), h (2), the sandbox (3). */
+static int vk_main(lua_State *L)
+{
+    tracer *tr = get_tracer(L, "trace");
+    const cg_vkernel_sig *vk = tr->vk;
+    cg_graph *g = tr->g;
+    g->nslots = vk->narrays;
+    for (int i = 0; i < vk->narrays; i++)
+        tr->cur[i] = check(L, cg_graph_load(g, i), vk->arrays[i]);
+    lua_getfield(L, 1, "kernels");
+    lua_getfield(L, -1, vk->name);
+    lua_getfield(L, -1, "run");
+    int base = lua_gettop(L) - 1;
+    lua_newtable(L);                                  /* v */
+    lua_pushcfunction(L, vk_get);
+    sb_set_proxy(L, vk_set);
+    luaL_checkstack(L, vk->nscalars + 8, "kernel scalars");
+    for (int k = 0; k < vk->nscalars; k++)
+        push_node(L, tr, check(L, cg_graph_hyper(g, k), "scalar"));
+    lua_call(L, 1 + vk->nscalars, LUA_MULTRET);
+    int nres = lua_gettop(L) - base;
+    if (nres > CG_MAX_RESULTS)
+        return luaL_error(L, "kernel '%s' returns %d results (at most %d)",
+                          vk->name, nres, CG_MAX_RESULTS);
+    for (int r = 0; r < nres; r++) {
+        int32_t x = to_node(L, tr, base + 1 + r, "kernel result");
+        const cg_node *n = &g->nodes[x];
+        if (n->varying || n->boolean)
+            return luaL_error(L, "kernel '%s': result %d is %s; a kernel returns "
+                              "per-call numbers (sum(...), maxall(...) and what "
+                              "is computed from them)", vk->name, r + 1,
+                              n->boolean ? "a truth value" : "per element");
+        g->result[r] = x;
+    }
+    g->nresult = nres;
+    for (int i = 0; i < vk->narrays; i++) {
+        const cg_node *x = &g->nodes[tr->cur[i]];
+        if (!(x->op == CG_LOAD && x->slot == i))
+            g->store[i] = tr->cur[i];
+    }
+    check_conditions_used(L, tr);
+    return 0;
+}
+
+int cg_trace_vkernel(const cg_spec *spec, const char *name, cg_graph **out,
+                     char *err)
+{
+    tracer tr;
+    memset(&tr, 0, sizeof tr);
+    tr.spec = spec;
+    if (!(tr.vk = cg_spec_find_vkernel(spec, name)))
+        return cg_fail(err, JOPT_ESPEC, "spec %s has no kernel '%s'",
+                       cg_spec_path(spec), name);
+    if (!(tr.g = cg_graph_new()))
+        return cg_fail(err, JOPT_ENOMEM, "out of memory");
+    sandbox sb;
+    int rc = spec_enter(&sb, spec, cg_spec_defaults(spec), err);
+    if (rc) {
+        cg_graph_free(tr.g);
+        return rc;
+    }
+    lua_State *L = sb.L;
+    lua_pushlightuserdata(L, &tr);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &TRACER_KEY);
+    lua_pushcfunction(L, vk_main);
+    lua_insert(L, -3);
+    lua_pushlightuserdata(L, &sb);
+    rc = sb_pcall(&sb, 3, 0, err);
+    sb_close(&sb);
+    if (rc == JOPT_EINVAL)
         rc = JOPT_ESPEC;
     if (rc == JOPT_OK)
         rc = cg_graph_finish(tr.g, err);
