@@ -80,10 +80,21 @@ static void serialise(const jopt_optim *opt, rt_out *o)
     rt_put_seal(o);
 }
 
+/* A closure optimizer's history lives in its driver, which has no format
+ * yet: refuse rather than write a checkpoint that would lose it. */
+static int refuse_closure(const jopt_optim *opt, const char *fn)
+{
+    return rt_fail(opt->ctx, JOPT_EINVAL, "%s: checkpoints of closure "
+                   "optimizers (%s) are not supported yet", fn,
+                   cg_spec_name(opt->spec));
+}
+
 JOPT_API int jopt_state_size(const jopt_optim *opt, size_t *len)
 {
     if (!opt)
         return JOPT_EINVAL;
+    if (opt->closure)
+        return refuse_closure(opt, "jopt_state_size");
     if (!len)
         return rt_fail(opt->ctx, JOPT_EINVAL, "jopt_state_size: len is NULL");
     rt_out o = {NULL, 0, 0};
@@ -98,6 +109,8 @@ JOPT_API int jopt_state_save_mem(const jopt_optim *opt, void *buf, size_t cap,
     static const char fn[] = "jopt_state_save_mem";
     if (!opt)
         return JOPT_EINVAL;
+    if (opt->closure)
+        return refuse_closure(opt, fn);
     size_t need;
     jopt_state_size(opt, &need);
     if (len)
@@ -118,6 +131,8 @@ JOPT_API int jopt_state_save(const jopt_optim *opt, const char *path)
     static const char fn[] = "jopt_state_save";
     if (!opt)
         return JOPT_EINVAL;
+    if (opt->closure)
+        return refuse_closure(opt, fn);
     if (!path || !*path)
         return rt_fail(opt->ctx, JOPT_EINVAL, "%s: path is %s", fn,
                        path ? "empty" : "NULL");
@@ -271,6 +286,8 @@ JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len)
     static const char fn[] = "jopt_state_load";
     if (!opt)
         return JOPT_EINVAL;
+    if (opt->closure)
+        return refuse_closure(opt, fn);
     if (!buf)
         return rt_fail(opt->ctx, JOPT_EINVAL, "%s: buf is NULL", fn);
     /* the checksum covers everything: flipped bits and cut files stop here */
@@ -375,6 +392,8 @@ JOPT_API int jopt_state_load(jopt_optim *opt, const char *path)
     static const char fn[] = "jopt_state_load";
     if (!opt)
         return JOPT_EINVAL;
+    if (opt->closure)
+        return refuse_closure(opt, fn);
     if (!path)
         return rt_fail(opt->ctx, JOPT_EINVAL, "%s: path is NULL", fn);
     unsigned char *buf;

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "rt.h"
+#include "closure.h"
 
 /* ---- buffers: present, aligned, and no two overlapping ------------------ */
 
@@ -122,8 +122,12 @@ int rt_group_kernels(jopt_optim *opt, const char *where, const double *values,
 {
     jopt_ctx *ctx = opt->ctx;
     char err[CG_ERRLEN];
-    cg_request req = {opt->spec, values, runtime, 0,
-                      opt->engine == JOPT_ENGINE_REFERENCE};
+    if (cg_spec_method(opt->spec)) { /* vector kernels: closure.c */
+        *steady = *fresh = NULL;
+        return JOPT_OK;
+    }
+    cg_request req = {.spec = opt->spec, .values = values, .runtime = runtime,
+                      .reference = opt->engine == JOPT_ENGINE_REFERENCE};
     int rc = cg_kernel_get(ctx->jit, &req, steady, err);
     if (rc)
         return rt_fail_cg(ctx, rc, where, err);
@@ -170,7 +174,7 @@ static uint64_t present_mask(const jopt_optim *opt, const rt_param *p)
 static int check_fits(jopt_optim *opt, const char *where, const rt_group *gr,
                       const cg_kernel *k)
 {
-    for (size_t i = 0; i < gr->n; i++) {
+    for (size_t i = 0; k && i < gr->n; i++) {
         const rt_param *p = &gr->params[i];
         int bad = rt_state_misfit(k, present_mask(opt, p), p->scalar_mask, p->n);
         if (bad >= 0)
@@ -186,7 +190,7 @@ static int check_fits(jopt_optim *opt, const char *where, const rt_group *gr,
 
 size_t rt_uniforms_needed(const cg_kernel *steady, const cg_kernel *fresh)
 {
-    size_t a = (size_t)cg_kernel_layout(steady)->nuniform;
+    size_t a = steady ? (size_t)cg_kernel_layout(steady)->nuniform : 0;
     size_t b = fresh ? (size_t)cg_kernel_layout(fresh)->nuniform : 0;
     return (a > b ? a : b) + 1;
 }
@@ -267,6 +271,7 @@ JOPT_API void jopt_optim_free(jopt_optim *opt)
     free(opt->ubuf);
     free(opt->tasks);
     free(opt->ktasks);
+    rt_closure_free(opt->closure);
     if (opt->spec)
         rt_spec_put(opt->ctx, opt->spec);
     free(opt);
@@ -312,6 +317,18 @@ static int group_init(jopt_optim *opt, const char *fn, size_t g,
         return rc;
     return rt_group_kernels(opt, where, gr->values, gr->runtime, &gr->steady,
                             &gr->fresh);
+}
+
+/* a spec with a method: the driver that runs it */
+static int closure_init(jopt_optim *opt, const char *fn)
+{
+    const char *method = cg_spec_method(opt->spec);
+    const rt_driver *d = rt_driver_find(method);
+    if (!d)
+        return rt_fail(opt->ctx, JOPT_ESPEC, "%s: spec %s: unknown method '%s' "
+                       "(jopt has lbfgs and cg)", fn, cg_spec_path(opt->spec),
+                       method);
+    return rt_closure_new(opt, d, &opt->closure);
 }
 
 JOPT_API int jopt_optim_new(jopt_ctx *ctx, const char *spec,
@@ -363,6 +380,8 @@ JOPT_API int jopt_optim_new(jopt_ctx *ctx, const char *spec,
         rc = rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
         goto fail;
     }
+    if (cg_spec_method(opt->spec) && (rc = closure_init(opt, fn)))
+        goto fail;
     *out = opt;
     return JOPT_OK;
 fail:
@@ -377,6 +396,8 @@ JOPT_API int jopt_add_param_group(jopt_optim *opt, const jopt_group *group)
         return JOPT_EINVAL;
     if (!group)
         return rt_fail(opt->ctx, JOPT_EINVAL, "%s: group is NULL", fn);
+    if (opt->closure)
+        return rt_closure_one_group(opt->closure);
     size_t n = opt->ngroups;
     rt_group *groups = calloc(n + 1, sizeof *groups);
     if (!groups)
@@ -554,6 +575,11 @@ JOPT_API int jopt_option_set(jopt_optim *opt, size_t group, const char *name,
     if (h->kind == CG_HYPER_BOOL && value != 0 && value != 1)
         return rt_fail(opt->ctx, JOPT_EINVAL, "%s: option '%s' is a boolean: "
                        "give 0 or 1, not %g", fn, name, value);
+    if (h->kind == CG_HYPER_CHOICE &&
+        !(value >= 0 && value < h->nchoices && value == (int)value))
+        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: option '%s' is a choice: "
+                       "give the index of one of its %d names, not %g", fn,
+                       name, h->nchoices, value);
     double *v = copy_values(opt, group);
     if (!v)
         return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
@@ -657,6 +683,8 @@ JOPT_API int jopt_state_get(const jopt_optim *opt, size_t group, size_t index,
     int rc = check_index(opt, fn, group, index);
     if (rc)
         return rc;
+    if (opt->closure)
+        return rt_closure_state_get(opt->closure, index, name, data, NULL, step);
     const rt_group *gr = &opt->groups[group];
     for (size_t s = 0; s < cg_spec_nstate(opt->spec); s++) {
         if (strcmp(cg_spec_state_name(opt->spec, s), name) == 0) {
@@ -681,6 +709,8 @@ JOPT_API int jopt_state_numel(const jopt_optim *opt, size_t group,
     int rc = jopt_state_get(opt, group, index, name, &data, NULL);
     if (rc)
         return rc;
+    if (opt->closure)
+        return rt_closure_state_get(opt->closure, index, name, &data, numel, NULL);
     const rt_param *p = &opt->groups[group].params[index];
     size_t k = 0;
     while (strcmp(cg_spec_state_name(opt->spec, k), name) != 0)

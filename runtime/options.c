@@ -7,6 +7,7 @@
  * vector, so a bad string changes nothing.
  */
 #include <ctype.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,13 +45,35 @@ static int parse_value(const cg_hyper *h, const char *s, double *v, char *err)
             goto bad;
         return JOPT_OK;
     }
+    if (h->kind == CG_HYPER_CHOICE) {
+        char names[512] = "";
+        for (int k = 0; k < h->nchoices; k++) {
+            if (!strcmp(s, h->choices[k]) ||
+                (!strcmp(h->choices[k], "none") && !strcmp(s, "None"))) {
+                *v = k;
+                return JOPT_OK;
+            }
+            size_t l = strlen(names);
+            snprintf(names + l, sizeof names - l, "%s%s", k ? ", " : "",
+                     h->choices[k]);
+        }
+        snprintf(err, CG_ERRLEN, "option '%s': '%s' is not one of %s", h->name,
+                 s, names);
+        return JOPT_EINVAL;
+    }
+    if (h->optional && (!strcmp(s, "None") || !strcmp(s, "none"))) {
+        *v = NAN; /* torch's None: the method derives the value */
+        return JOPT_OK;
+    }
     char *end;
     *v = strtod(s, &end);
     if (end != s && *end == 0)
         return JOPT_OK;
 bad:
     snprintf(err, CG_ERRLEN, "option '%s': cannot read '%s' as %s", h->name, s,
-             h->kind == CG_HYPER_BOOL ? "a boolean (true or false)" : "a number");
+             h->kind == CG_HYPER_BOOL ? "a boolean (true or false)"
+             : h->optional            ? "a number or None"
+                                      : "a number");
     return JOPT_EINVAL;
 }
 

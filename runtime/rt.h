@@ -81,9 +81,14 @@ typedef struct rt_group {
     double *keys;       /* RT_NKEYS scheduler keys, NaN while unset */
 } rt_group;
 
+struct rt_closure; /* closure.h */
+
 struct jopt_optim {
     jopt_ctx *ctx;
     cg_spec *spec;
+    /* a closure optimizer (the spec has a method): its driver and kernels,
+     * or NULL; its one group has no update kernels */
+    struct rt_closure *closure;
     rt_group *groups;
     size_t ngroups;
     double *defaults; /* the spec's, overlaid by the optimizer's defaults */

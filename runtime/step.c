@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "rt.h"
+#include "closure.h"
 
 JOPT_API int jopt_zero_grad(jopt_optim *opt)
 {
@@ -142,7 +142,7 @@ static void run_share(void *arg, size_t lo, size_t hi)
     for (size_t i = lo; i < hi;) {
         size_t j = i;
         while (j < hi && tasks[j].p->k == tasks[i].p->k)
-            memset(tasks[j++].red, 0, sizeof tasks[0].red);
+            cg_reduce_init(cg_kernel_layout(tasks[i].p->k), tasks[j++].red);
         cg_kernel_pass(tasks[i].p->k, r->pass, kt + i, (int64_t)(j - i));
         i = j;
     }
@@ -199,6 +199,8 @@ JOPT_API int jopt_step(jopt_optim *opt, jopt_closure closure, void *user_data,
 {
     if (!opt)
         return JOPT_EINVAL;
+    if (opt->closure)
+        return rt_closure_step(opt->closure, closure, user_data, loss);
     double l = NAN;
     if (closure) {
         int crc = closure(user_data, &l);
@@ -226,9 +228,8 @@ JOPT_API int jopt_step(jopt_optim *opt, jopt_closure closure, void *user_data,
         if (!lay->nreduce)
             continue;
         if (kt->begin == 0)
-            memset(t->p->red, 0, sizeof t->p->red);
-        for (int k = 0; k < lay->nreduce; k++)
-            t->p->red[k] += t->red[k];
+            cg_reduce_init(lay, t->p->red);
+        cg_reduce_merge(lay, t->p->red, t->red);
         if (kt->end == t->p->n)
             cg_kernel_epilogue(t->p->k, (double)(t->p->step + 1), t->p->values,
                                t->p->arrays, t->p->red, t->p->u);

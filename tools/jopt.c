@@ -2,9 +2,12 @@
  * jopt.c - the jopt command: lists and describes the specs on the spec
  * path, checks the JIT against the reference interpreter, prints a kernel's
  * IR or machine code, and runs the benchmark for one spec.  It links the
- * static library, so it reaches codegen through codegen/cg.h and the
- * runtime's structures through runtime/rt.h.  (A command-line program: it
- * prints, and exits non-zero on errors.)
+ * static library, so it reaches codegen through codegen/cg.h, the
+ * runtime's structures through runtime/rt.h, and the closure optimizers'
+ * drivers (which kernels each needs) through runtime/closure.h.  A spec
+ * with a `method` has vector kernels instead of an update: show, check and
+ * compile work on those, and never build an optimizer.  (A command-line
+ * program: it prints, and exits non-zero on errors.)
  */
 #include <dirent.h>
 #include <errno.h>
@@ -15,22 +18,29 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "closure.h"
 #include "rt.h"
 
 static const char usage_text[] =
     "usage: jopt list\n"
     "       jopt show SPEC [--set k=v ...]\n"
-    "       jopt check SPEC [--set k=v ...]\n"
-    "       jopt compile SPEC [--set k=v ...] [--emit ir|asm]\n"
+    "       jopt check SPEC [--set k=v ...] [--kernel NAME]\n"
+    "       jopt compile SPEC [--set k=v ...] [--kernel NAME] [--emit ir|asm]\n"
     "       jopt bench SPEC [--set k=v ...]\n"
     "\n"
     "  list     every spec on the spec path, with its doc line\n"
-    "  show     a spec's hyperparameters, defaults and state\n"
+    "  show     a spec's hyperparameters, defaults and state; for a closure\n"
+    "           optimizer (a spec with a `method`, like lbfgs), its method\n"
+    "           and vector kernels\n"
     "  check    JIT against the reference interpreter, bit for bit, on\n"
     "           random data with zeros, subnormals, NaN and Inf (exit 1 if\n"
-    "           anything differs)\n"
-    "  compile  the optimised LLVM IR (default) or machine code of a kernel\n"
-    "  bench    runs bench_optim --quick SPEC:OPTIONS, if it was built\n"
+    "           anything differs): the update over several steps, or every\n"
+    "           vector kernel of a closure optimizer (--kernel: just one)\n"
+    "  compile  the optimised LLVM IR (default) or machine code of the\n"
+    "           update, or of a closure optimizer's vector kernel NAME\n"
+    "           (--kernel NAME is required for those)\n"
+    "  bench    runs bench_optim --quick SPEC:OPTIONS, if it was built (not\n"
+    "           for closure optimizers: the demo benchmarks those)\n"
     "\n"
     "SPEC is a name on the spec path ($JOPT_SPEC_PATH, folders separated by\n"
     "':', else the built-in folders) or a path to a .lua file.\n";
@@ -50,7 +60,7 @@ static int fail(const char *fmt, ...)
 /* ---- command line -------------------------------------------------------- */
 
 typedef struct args {
-    const char *cmd, *spec, *emit;
+    const char *cmd, *spec, *emit, *kernel;
     char options[4096]; /* the --set items, as an options string */
 } args;
 
@@ -60,14 +70,20 @@ static int parse_args(int argc, char **argv, args *a)
     a->cmd = argv[1];
     for (int i = 2; i < argc; i++) {
         const char *s = argv[i], *v = NULL;
-        if (!strcmp(s, "--set") || !strcmp(s, "--emit")) {
+        if (!strcmp(s, "--set") || !strcmp(s, "--emit") ||
+            !strcmp(s, "--kernel")) {
             if (i + 1 >= argc)
                 return fail("%s needs a value (see jopt --help)", s);
             v = argv[++i];
-        } else if (!strncmp(s, "--set=", 6) || !strncmp(s, "--emit=", 7)) {
+        } else if (!strncmp(s, "--set=", 6) || !strncmp(s, "--emit=", 7) ||
+                   !strncmp(s, "--kernel=", 9)) {
             v = strchr(s, '=') + 1;
         }
-        if (v && s[2] == 's') {
+        if (v && s[2] == 'k') {
+            if (a->kernel)
+                return fail("--kernel given twice");
+            a->kernel = v;
+        } else if (v && s[2] == 's') {
             size_t l = strlen(a->options);
             if (!strchr(v, '='))
                 return fail("--set takes name=value, not '%s'", v);
@@ -149,6 +165,12 @@ static void fmt_hyper(char *buf, size_t cap, const cg_hyper *h,
         const double v = values[h->offset + k];
         if (h->kind == CG_HYPER_BOOL)
             snprintf(num, sizeof num, "%s", v != 0 ? "true" : "false");
+        else if (h->kind == CG_HYPER_CHOICE)
+            snprintf(num, sizeof num, "%s",
+                     v >= 0 && v < h->nchoices && v == floor(v)
+                         ? h->choices[(int)v] : "?");
+        else if (h->optional && isnan(v))
+            snprintf(num, sizeof num, "None");
         else
             fmt_num(num, sizeof num, v);
         snprintf(buf + l, cap - l, "%s%s", k ? "," : "", num);
@@ -226,6 +248,163 @@ static int cmd_list(jopt_ctx *ctx)
     return rc || bad ? 1 : 0;
 }
 
+/* ---- closure optimizers -------------------------------------------------- */
+
+/* where a method's driver lives, for messages */
+static const char *method_source(const char *method)
+{
+    static const struct { const char *method, *file; } files[] = {
+        {"lbfgs", "runtime/lbfgs.c"},
+        {"cg", "runtime/conjgrad.c"},
+    };
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
+        if (!strcmp(files[i].method, method))
+            return files[i].file;
+    return "runtime/";
+}
+
+/* the spec's kernel names, "a, b, c" */
+static void kernel_names(const cg_spec *spec, char *buf, size_t cap)
+{
+    buf[0] = '\0';
+    for (size_t i = 0; i < cg_spec_nvkernels(spec); i++) {
+        size_t l = strlen(buf);
+        snprintf(buf + l, cap - l, "%s%s", i ? ", " : "",
+                 cg_spec_vkernel(spec, i)->name);
+    }
+    if (!buf[0])
+        snprintf(buf, cap, "none");
+}
+
+/* a kernel's arrays, "y x z" */
+static void array_names(const cg_vkernel_sig *vk, char *buf, size_t cap)
+{
+    buf[0] = '\0';
+    for (int i = 0; i < vk->narrays; i++) {
+        size_t l = strlen(buf);
+        snprintf(buf + l, cap - l, "%s%s", i ? " " : "", vk->arrays[i]);
+    }
+}
+
+/* Prints a line for each kernel the method's driver needs that the spec
+ * lacks or has with another shape (layouts[i]: spec kernel i's, or NULL if
+ * it did not trace).  Returns how many. */
+static int driver_mismatches(const cg_spec *spec, const cg_layout *const *layouts)
+{
+    const char *method = cg_spec_method(spec);
+    const rt_driver *d = rt_driver_find(method);
+    if (!d) {
+        printf("  method '%s': no driver of that name in this build\n", method);
+        return 1;
+    }
+    int bad = 0;
+    for (int i = 0; i < d->nkernels; i++) {
+        const rt_kernel_sig *want = &d->kernels[i];
+        const cg_layout *l = NULL;
+        int found = 0;
+        for (size_t j = 0; j < cg_spec_nvkernels(spec); j++)
+            if (!strcmp(cg_spec_vkernel(spec, j)->name, want->name)) {
+                found = 1;
+                l = layouts[j];
+            }
+        if (found && !l)
+            continue; /* its trace error is reported already */
+        if (found && l->narrays == want->narrays &&
+            l->nscalars == want->nscalars && l->nresults == want->nresults)
+            continue;
+        bad++;
+        if (!found)
+            printf("  %s (%s) needs a kernel '%s' (arrays %d, scalars %d, "
+                   "results %d): the spec has none\n", method,
+                   method_source(method), want->name, want->narrays,
+                   want->nscalars, want->nresults);
+        else
+            printf("  %s (%s) needs kernel '%s' with arrays %d, scalars %d, "
+                   "results %d: the spec's has %d, %d, %d\n", method,
+                   method_source(method), want->name, want->narrays,
+                   want->nscalars, want->nresults, l->narrays, l->nscalars,
+                   l->nresults);
+    }
+    return bad;
+}
+
+/* show's part for a spec with a method: its kernels, traced on the
+ * reference engine (no LLVM) for their results and passes */
+static int show_method(const cg_spec *spec)
+{
+    const char *method = cg_spec_method(spec);
+    size_t nk = cg_spec_nvkernels(spec);
+    printf("\nmethod: %s, a closure optimizer: control flow in C (%s), step "
+           "needs a closure\n", method, method_source(method));
+    printf("\nvector kernels (over the group's tensors as one flat vector; "
+           "the same for any options):\n");
+    int w = 14, aw = 6;
+    char names[1024];
+    for (size_t i = 0; i < nk; i++) {
+        const cg_vkernel_sig *vk = cg_spec_vkernel(spec, i);
+        if ((int)strlen(vk->name) > w)
+            w = (int)strlen(vk->name);
+        array_names(vk, names, sizeof names);
+        if ((int)strlen(names) > aw)
+            aw = (int)strlen(names);
+    }
+    printf("  %-*s %-*s %7s %7s  %s\n", w, "name", aw, "arrays", "scalars",
+           "results", "passes");
+    cg_jit *jit = NULL;
+    char err[CG_ERRLEN];
+    int rc = cg_jit_new(&jit, err);
+    if (rc)
+        return fail("%s: %s", cg_spec_name(spec), err);
+    cg_kernel **ks = calloc(nk + 1, sizeof *ks);
+    const cg_layout **ls = calloc(nk + 1, sizeof *ls);
+    if (!ks || !ls) {
+        free(ks);
+        free(ls);
+        cg_jit_free(jit);
+        return fail("out of memory");
+    }
+    for (size_t i = 0; i < nk; i++) {
+        const cg_vkernel_sig *vk = cg_spec_vkernel(spec, i);
+        cg_request req = {.spec = spec, .vkernel = vk->name, .reference = 1};
+        array_names(vk, names, sizeof names);
+        if (cg_kernel_get(jit, &req, &ks[i], err)) {
+            printf("  %-*s %-*s %7d %7s  (does not trace)\n", w, vk->name, aw,
+                   names, vk->nscalars, "?");
+            fail("%s: kernel %s: %s", cg_spec_name(spec), vk->name, err);
+            rc = 1;
+            continue;
+        }
+        const cg_layout *l = ls[i] = cg_kernel_layout(ks[i]);
+        char passes[256] = "one";
+        if (l->nreduce) {
+            int nsum = 0, nmax = 0;
+            for (int r = 0; r < l->nreduce; r++)
+                l->reduce_kind[r] == CG_REDUCE_MAX ? nmax++ : nsum++;
+            char smax[32] = "", ssum[32] = "";
+            if (nmax)
+                snprintf(smax, sizeof smax, "%d max%s", nmax, nmax > 1 ? "ima" : "");
+            if (nsum)
+                snprintf(ssum, sizeof ssum, "%d sum%s", nsum, nsum > 1 ? "s" : "");
+            snprintf(passes, sizeof passes, "two (%s%s%s)", smax,
+                     nmax && nsum ? ", " : "", ssum);
+        }
+        printf("  %-*s %-*s %7d %7d  %s\n", w, vk->name, aw, names,
+               l->nscalars, l->nresults, passes);
+    }
+    if (!nk) {
+        printf("  (none)\n");
+        rc = fail("%s: method '%s' but no kernels", cg_spec_name(spec), method);
+    }
+    if (driver_mismatches(spec, ls))
+        rc = 1;
+    for (size_t i = 0; i < nk; i++)
+        cg_kernel_release(ks[i]);
+    free(ks);
+    free(ls);
+    cg_jit_free(jit);
+    return rc;
+}
+
 /* ---- show ---------------------------------------------------------------- */
 
 static int cmd_show(jopt_ctx *ctx, const args *a)
@@ -238,26 +417,50 @@ static int cmd_show(jopt_ctx *ctx, const args *a)
     printf("file: %s\n\n", cg_spec_path(spec));
     printf("hyperparameters (%s; runtime: passed per step once changed):\n",
            a->options[0] ? "with the options given" : "defaults");
+    const int is_method = cg_spec_method(spec) != NULL;
     int w = 14; /* the name column */
     for (size_t i = 0; i < cg_spec_nhyper(spec); i++)
         if ((int)strlen(cg_spec_hyper(spec, i)->name) > w)
             w = (int)strlen(cg_spec_hyper(spec, i)->name);
-    for (size_t s = 0; s < cg_spec_nstate(spec); s++)
+    for (size_t s = 0; s < cg_spec_nstate(spec) && !is_method; s++)
         if ((int)strlen(cg_spec_state_name(spec, s)) > w)
             w = (int)strlen(cg_spec_state_name(spec, s));
     for (size_t i = 0; i < cg_spec_nhyper(spec); i++) {
         const cg_hyper *h = cg_spec_hyper(spec, i);
-        char v[1024];
+        char v[1024], note[1024] = "";
         fmt_hyper(v, sizeof v, h, values);
+        if (h->runtime_ok)
+            snprintf(note, sizeof note, "runtime");
+        if (h->kind == CG_HYPER_CHOICE) {
+            size_t l = strlen(note);
+            snprintf(note + l, sizeof note - l, "%s(one of: ", l ? " " : "");
+            for (int c = 0; c < h->nchoices; c++) {
+                l = strlen(note);
+                snprintf(note + l, sizeof note - l, "%s%s", c ? ", " : "",
+                         h->choices[c]);
+            }
+            l = strlen(note);
+            snprintf(note + l, sizeof note - l, ")");
+        } else if (h->optional) {
+            size_t l = strlen(note);
+            snprintf(note + l, sizeof note - l, "%s(a number, or None)",
+                     l ? " " : "");
+        }
         int pad = 17 - (int)strlen(v);
-        printf("  %-*s %s%*s%s\n", w, h->name, v, h->runtime_ok ? (pad > 1 ? pad : 1) : 0,
-               "", h->runtime_ok ? "runtime" : "");
+        printf("  %-*s %s%*s%s\n", w, h->name, v, note[0] ? (pad > 1 ? pad : 1) : 0,
+               "", note);
+    }
+    if (is_method) {
+        int rc = show_method(spec);
+        free(values);
+        cg_spec_free(spec);
+        return rc;
     }
     /* trace once, on the reference engine (no LLVM), for the state layout */
     cg_jit *jit = NULL;
     cg_kernel *k = NULL;
     char err[CG_ERRLEN];
-    cg_request req = {spec, values, NULL, 0, 1};
+    cg_request req = {.spec = spec, .values = values, .reference = 1};
     int rc = cg_jit_new(&jit, err);
     if (!rc)
         rc = cg_kernel_get(jit, &req, &k, err);
@@ -364,6 +567,269 @@ static void compare(tally *t, const float *x, const float *y, int64_t n)
 #define NSTEPS 4
 static const int64_t check_sizes[NTENSOR] = {1, 3, 17, 255, 1027, 70001};
 
+/* ---- check: a closure optimizer's vector kernels ------------------------- */
+
+/* per-call scalars: ordinary magnitudes, with zeros, values that round to
+ * float subnormals or overflow float, NaN and infinities */
+static double random_scalar(int ordinary)
+{
+    uint64_t r = rng();
+    double u = (double)(r >> 11) / 9007199254740992.0 * 2 - 1;
+    double scale = pow(10.0, (double)(int)(rng() % 9) - 4); /* 1e-4..1e4 */
+    switch (ordinary ? 127 : r % 32) {
+    case 0: return 0.0;
+    case 1: return -0.0;
+    case 2: return u * 1e-40;
+    case 3: return u * 1e39;
+    case 4: return NAN;
+    case 5: return INFINITY;
+    case 6: return -INFINITY;
+    default: return u * scale;
+    }
+}
+
+/* doubles on a line, as `ordered` does floats */
+static int64_t ordered_d(double f)
+{
+    int64_t i;
+    memcpy(&i, &f, sizeof i);
+    return i < 0 ? INT64_MIN - i : i;
+}
+
+static void compare_d(tally *t, const double *x, const double *y, int n,
+                      const char *kernel, int64_t size)
+{
+    for (int i = 0; i < n; i++) {
+        t->compared++;
+        if (isnan(x[i]) && isnan(y[i])) {
+            t->nans++;
+            continue;
+        }
+        if (!memcmp(&x[i], &y[i], sizeof x[i]))
+            continue;
+        t->differ++;
+        int64_t d = INT64_MAX; /* NaN against a number */
+        if (!isnan(x[i]) && !isnan(y[i])) {
+            int64_t ox = ordered_d(x[i]), oy = ordered_d(y[i]);
+            uint64_t ud = ox > oy ? (uint64_t)ox - (uint64_t)oy
+                                  : (uint64_t)oy - (uint64_t)ox;
+            d = ud >= (uint64_t)INT64_MAX ? INT64_MAX - 1 : (int64_t)ud;
+        }
+        if (d > t->maxulp)
+            t->maxulp = d;
+        if (t->differ <= 5)
+            printf("  %s: result %d (vectors of %lld): JIT %a, reference %a\n",
+                   kernel, i, (long long)size, x[i], y[i]);
+    }
+}
+
+static void fmt_ulp(char *buf, size_t cap, int64_t ulp)
+{
+    if (ulp == INT64_MAX)
+        snprintf(buf, cap, "NaN");
+    else
+        snprintf(buf, cap, "%lld", (long long)ulp);
+}
+
+/* calls per size: finite arrays (so that sums and maxima are numbers) or
+ * arrays with NaN and Inf, each with ordinary scalars or random ones */
+#define VK_ROUNDS 4
+static const int64_t vk_sizes[] = {0, 1, 3, 17, 255, 1027, 70001, 2 * RT_CHUNK + 5};
+#define VK_NSIZES ((int)(sizeof vk_sizes / sizeof vk_sizes[0]))
+
+/* One call of a vector kernel over [0, n), cut into RT_CHUNK ranges as the
+ * runtime cuts it, with the ranges' reductions merged in order. */
+static void vk_call(const cg_kernel *k, float *const *arrays, int64_t n,
+                    const double *scalars, double *u, double (*red)[CG_MAX_REDUCE],
+                    cg_task *tasks, double *results)
+{
+    const cg_layout *l = cg_kernel_layout(k);
+    int64_t nt = 0;
+    for (int64_t b = 0; b < n; b += RT_CHUNK, nt++) {
+        cg_reduce_init(l, red[nt]);
+        tasks[nt] = (cg_task){arrays, b, b + RT_CHUNK < n ? b + RT_CHUNK : n, u,
+                              red[nt]};
+    }
+    cg_kernel_prologue(k, 0, scalars, NULL, u);
+    cg_kernel_pass(k, 0, tasks, nt);
+    if (l->nreduce) {
+        double acc[CG_MAX_REDUCE];
+        cg_reduce_init(l, acc);
+        for (int64_t t = 0; t < nt; t++)
+            cg_reduce_merge(l, acc, red[t]);
+        cg_kernel_epilogue(k, 0, scalars, NULL, acc, u);
+        cg_kernel_pass(k, 1, tasks, nt);
+    }
+    cg_kernel_results(k, u, results);
+}
+
+/* JIT against the reference interpreter for each vector kernel of a spec
+ * with a method (or just a->kernel).  Builds no optimizer. */
+static int check_method(const cg_spec *spec, const args *a)
+{
+    size_t nk = cg_spec_nvkernels(spec);
+    char names[1024];
+    kernel_names(spec, names, sizeof names);
+    if (!nk)
+        return fail("%s: method '%s' but no kernels", cg_spec_name(spec),
+                    cg_spec_method(spec));
+    if (a->kernel && !cg_spec_find_vkernel(spec, a->kernel))
+        return fail("%s has no kernel '%s' (its kernels: %s)", cg_spec_name(spec),
+                    a->kernel, names);
+    const int64_t maxn = vk_sizes[VK_NSIZES - 1];
+    const int64_t maxtasks = (maxn + RT_CHUNK - 1) / RT_CHUNK + 1;
+    cg_jit *jit[2] = {NULL, NULL};
+    cg_kernel *k[2] = {NULL, NULL};
+    float *buf[2][CG_MAX_SLOTS] = {{NULL}};
+    double *u[2] = {NULL, NULL};
+    double (*red)[CG_MAX_REDUCE] = calloc((size_t)maxtasks, sizeof *red);
+    cg_task *tasks = calloc((size_t)maxtasks, sizeof *tasks);
+    const cg_layout **ls = calloc(nk + 1, sizeof *ls);
+    cg_kernel **keep = calloc(nk + 1, sizeof *keep);
+    char err[CG_ERRLEN];
+    int rc = 1, bad = 0, broken = 0, misfit = 0;
+    if (!red || !tasks || !ls || !keep) {
+        fail("out of memory");
+        goto done;
+    }
+    for (int e = 0; e < 2; e++)
+        if (cg_jit_new(&jit[e], err)) {
+            fail("%s", err);
+            goto done;
+        }
+    int maxarrays = 0;
+    for (size_t i = 0; i < nk; i++)
+        if (cg_spec_vkernel(spec, i)->narrays > maxarrays)
+            maxarrays = cg_spec_vkernel(spec, i)->narrays;
+    for (int e = 0; e < 2; e++)
+        for (int s = 0; s < maxarrays && s < CG_MAX_SLOTS; s++)
+            if (!(buf[e][s] = malloc((size_t)maxn * sizeof(float)))) {
+                fail("out of memory");
+                goto done;
+            }
+    printf("check %s: JIT against the reference interpreter, %s%s%s, on "
+           "vectors of %lld..%lld elements, %d calls each (finite or with NaN "
+           "and Inf; ordinary or random scalars)\n",
+           cg_spec_name(spec), a->kernel ? "kernel " : "every vector kernel (",
+           a->kernel ? a->kernel : names, a->kernel ? "" : ")",
+           (long long)vk_sizes[0], (long long)maxn, VK_ROUNDS);
+    if (a->options[0])
+        printf("(the options do not change vector kernels)\n");
+    for (size_t i = 0; i < nk; i++) {
+        const cg_vkernel_sig *vk = cg_spec_vkernel(spec, i);
+        if (a->kernel && strcmp(vk->name, a->kernel))
+            continue;
+        for (int e = 0; e < 2; e++) {
+            cg_request req = {.spec = spec, .vkernel = vk->name, .reference = e};
+            if (cg_kernel_get(jit[e], &req, &k[e], err)) {
+                fail("%s: kernel %s (%s): %s", cg_spec_name(spec), vk->name,
+                     e ? "reference" : "JIT", err);
+                broken++;
+                break;
+            }
+        }
+        if (!k[0] || !k[1]) {
+            cg_kernel_release(k[0]);
+            cg_kernel_release(k[1]);
+            k[0] = k[1] = NULL;
+            continue;
+        }
+        const cg_layout *l0 = cg_kernel_layout(k[0]), *l1 = cg_kernel_layout(k[1]);
+        ls[i] = l1;
+        keep[i] = k[1];
+        if (l0->narrays != vk->narrays || l0->narrays != l1->narrays ||
+            l0->nscalars != l1->nscalars ||
+            l0->nresults != l1->nresults || l0->nreduce != l1->nreduce) {
+            printf("  %-16s the engines' layouts differ (arrays %d/%d, scalars "
+                   "%d/%d, results %d/%d, reductions %d/%d)\n", vk->name,
+                   l0->narrays, l1->narrays, l0->nscalars, l1->nscalars,
+                   l0->nresults, l1->nresults, l0->nreduce, l1->nreduce);
+            bad++;
+            cg_kernel_release(k[0]);
+            k[0] = k[1] = NULL;
+            continue;
+        }
+        for (int e = 0; e < 2; e++) {
+            int nu = cg_kernel_layout(k[e])->nuniform + 1;
+            if (!(u[e] = calloc((size_t)nu, sizeof(double)))) {
+                fail("out of memory");
+                cg_kernel_release(k[0]);
+                goto done;
+            }
+        }
+        tally ta = {vk->name, 0, 0, 0, 0}, tr = {vk->name, 0, 0, 0, 0};
+        for (int z = 0; z < VK_NSIZES; z++) {
+            const int64_t n = vk_sizes[z];
+            for (int round = 0; round < VK_ROUNDS; round++) {
+                double sc[CG_MAX_UNIFORMS / 16 + 1] = {0}; /* the spec's limit */
+                double res[2][CG_MAX_RESULTS];
+                for (int s = 0; s < l0->nscalars && s <= CG_MAX_UNIFORMS / 16; s++)
+                    sc[s] = random_scalar(!(round & 1));
+                for (int s = 0; s < l0->narrays; s++)
+                    for (int64_t j = 0; j < n; j++) {
+                        float v = random_value(1.0f);
+                        while (round < 2 && !isfinite(v))
+                            v = random_value(1.0f);
+                        buf[0][s][j] = buf[1][s][j] = v;
+                    }
+                for (int e = 0; e < 2; e++) {
+                    for (int r = 0; r < CG_MAX_RESULTS; r++)
+                        res[e][r] = 0;
+                    vk_call(k[e], buf[e], n, sc, u[e], red, tasks, res[e]);
+                }
+                for (int s = 0; s < l0->narrays; s++) {
+                    char where[256]; /* for compare's messages */
+                    snprintf(where, sizeof where, "%s: array %s of %lld",
+                             vk->name, vk->arrays[s], (long long)n);
+                    ta.name = where;
+                    compare(&ta, buf[0][s], buf[1][s], n);
+                    ta.name = vk->name;
+                }
+                compare_d(&tr, res[0], res[1], l0->nresults, vk->name, n);
+            }
+        }
+        free(u[0]);
+        free(u[1]);
+        u[0] = u[1] = NULL;
+        cg_kernel_release(k[0]);
+        k[0] = k[1] = NULL;
+        char ua[24], ur[24];
+        fmt_ulp(ua, sizeof ua, ta.maxulp);
+        fmt_ulp(ur, sizeof ur, tr.maxulp);
+        printf("  %-16s %9lld array values max ulp %-4s %3lld results max ulp "
+               "%-4s %lld differ  %lld NaN (both)\n", vk->name,
+               (long long)ta.compared, ua, (long long)tr.compared, ur,
+               (long long)(ta.differ + tr.differ), (long long)(ta.nans + tr.nans));
+        bad += ta.differ + tr.differ ? 1 : 0;
+    }
+    if (!a->kernel)
+        misfit = driver_mismatches(spec, ls);
+    if (!bad && !broken && !misfit)
+        printf("PASS: JIT == reference, bit for bit\n");
+    else
+        printf("FAIL:%s%s%s%s%s\n",
+               bad ? " the JIT and the reference interpreter differ" : "",
+               bad && (broken || misfit) ? ";" : "",
+               broken ? " a kernel fails to build" : "",
+               broken && misfit ? ";" : "",
+               misfit ? " the kernels do not fit the method's driver" : "");
+    rc = bad || broken || misfit ? 1 : 0;
+done:
+    for (size_t i = 0; keep && i < nk; i++)
+        cg_kernel_release(keep[i]);
+    for (int e = 0; e < 2; e++) {
+        free(u[e]);
+        for (int s = 0; s < CG_MAX_SLOTS; s++)
+            free(buf[e][s]);
+        cg_jit_free(jit[e]);
+    }
+    free(keep);
+    free(ls);
+    free(tasks);
+    free(red);
+    return rc;
+}
+
 static int cmd_check(const args *a)
 {
     jopt_ctx *ctx[2] = {NULL, NULL};
@@ -383,6 +849,17 @@ static int cmd_check(const args *a)
     if (load(ctx[0], a->spec, a->options, &spec0, &values0))
         goto done;
     free(values0);
+    if (cg_spec_method(spec0)) { /* a closure optimizer: its kernels only */
+        rc = check_method(spec0, a);
+        cg_spec_free(spec0);
+        goto done;
+    }
+    if (a->kernel) {
+        fail("%s has an update, not vector kernels: --kernel is for closure "
+             "optimizers (specs with a method)", cg_spec_name(spec0));
+        cg_spec_free(spec0);
+        goto done;
+    }
     cg_spec_free(spec0);
     jopt_param params[2][NTENSOR];
     for (int t = 0; t < NTENSOR; t++)
@@ -490,13 +967,26 @@ static int cmd_compile(jopt_ctx *ctx, const args *a)
     double *values;
     if (load(ctx, a->spec, a->options, &spec, &values))
         return 1;
-    cg_request req = {spec, values, NULL, 0, 0};
-    char err[CG_ERRLEN], *text = NULL;
-    int rc = cg_emit_text(ctx->jit, &req, what, &text, err);
-    if (rc)
-        fail("%s: %s", cg_spec_name(spec), err);
-    else
+    cg_request req = {.spec = spec, .values = values, .vkernel = a->kernel};
+    char err[CG_ERRLEN], *text = NULL, names[1024];
+    kernel_names(spec, names, sizeof names);
+    int rc = 1;
+    if (cg_spec_method(spec) && !a->kernel) {
+        fail("%s is a closure optimizer (method '%s'): it has vector kernels, "
+             "not an update; give --kernel NAME, one of: %s", cg_spec_name(spec),
+             cg_spec_method(spec), names);
+    } else if (!cg_spec_method(spec) && a->kernel) {
+        fail("%s has an update, not vector kernels: --kernel is for closure "
+             "optimizers (specs with a method)", cg_spec_name(spec));
+    } else if (a->kernel && !cg_spec_find_vkernel(spec, a->kernel)) {
+        fail("%s has no kernel '%s' (its kernels: %s)", cg_spec_name(spec),
+             a->kernel, names);
+    } else if ((rc = cg_emit_text(ctx->jit, &req, what, &text, err))) {
+        fail("%s%s%s: %s", cg_spec_name(spec), a->kernel ? ": kernel " : "",
+             a->kernel ? a->kernel : "", err);
+    } else {
         fputs(text, stdout);
+    }
     free(text);
     free(values);
     cg_spec_free(spec);
@@ -550,6 +1040,13 @@ static int cmd_bench(jopt_ctx *ctx, const args *a)
     if (load(ctx, a->spec, a->options, &spec, &values)) /* fail early */
         return 1;
     free(values);
+    if (cg_spec_method(spec)) {
+        fail("%s is a closure optimizer (method '%s'): closure optimizers "
+             "are benchmarked by the demo (jopt_demo), not by bench_optim",
+             cg_spec_name(spec), cg_spec_method(spec));
+        cg_spec_free(spec);
+        return 1;
+    }
     cg_spec_free(spec);
     char *bench = find_bench();
     if (!bench)
@@ -594,6 +1091,8 @@ int main(int argc, char **argv)
                     a.spec ? "takes no spec" : "needs a SPEC"), 2;
     if (a.emit && strcmp(a.cmd, "compile"))
         return fail("--emit is for jopt compile"), 2;
+    if (a.kernel && strcmp(a.cmd, "compile") && strcmp(a.cmd, "check"))
+        return fail("--kernel is for jopt compile and jopt check"), 2;
     if (!strcmp(a.cmd, "check"))
         return cmd_check(&a);
     jopt_ctx *ctx;

@@ -141,7 +141,9 @@ JOPT_API size_t jopt_group_count(const jopt_optim *opt);
 
 /* Reads a group's hyperparameter.  `name` is an option name ("lr"), or an
  * element of a tuple option ("betas[1]", 0-based as in torch).  Booleans read
- * as 0 or 1. */
+ * as 0 or 1; a choice ("line_search_fn": none or strong_wolfe) as the index
+ * of its name in the spec's list; an option left at None (L-BFGS's
+ * max_eval) as NaN. */
 JOPT_API int jopt_option_get(const jopt_optim *opt, size_t group,
                              const char *name, double *value);
 

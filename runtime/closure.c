@@ -1,0 +1,331 @@
+/*
+ * closure.c - what the closure optimizers' drivers stand on: the group's
+ * tensors as one flat vector, the spec's vector kernels run over it, the
+ * user's closure, and a step that changes nothing when it fails.
+ *
+ * A vector kernel runs as an update does (step.c): its per-call values
+ * (the prologue), pass 0 over ranges of at most RT_CHUNK elements of each
+ * tensor on the thread pool, the ranges' sums and maxima merged in element
+ * order, the epilogue, pass 1.  The ranges do not depend on the thread
+ * count, so neither do the results.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "closure.h"
+
+struct rt_closure {
+    jopt_optim *opt;
+    rt_group *gr;               /* the optimizer's one group */
+    const rt_driver *d;
+    void *state;
+    cg_kernel **k;              /* the driver's kernels, by its index */
+    int64_t n;                  /* elements of the flat vector */
+    int64_t *offset;            /* where each tensor starts in it */
+    float *zeros;               /* an absent gradient: the largest tensor */
+    float *snapshot;            /* the parameters before the step */
+    /* the current step */
+    jopt_closure closure;
+    void *user;
+    int64_t evals, steps;
+    int bug;                    /* a driver broke rt_vk's contract */
+    /* rt_vk's space: each tensor's operands, the tasks and their sums */
+    float **arrays;             /* gr->n rows of CG_MAX_SLOTS */
+    cg_task *tasks;
+    double (*red)[CG_MAX_REDUCE];
+    size_t maxtasks;
+    double *u;
+    size_t ucap;
+};
+
+static const rt_driver *const drivers[] = {&rt_lbfgs_driver, &rt_conjgrad_driver};
+
+const rt_driver *rt_driver_find(const char *method)
+{
+    for (size_t i = 0; i < sizeof drivers / sizeof drivers[0]; i++)
+        if (!strcmp(drivers[i]->method, method))
+            return drivers[i];
+    return NULL;
+}
+
+/* how torch's messages name the optimizer */
+static const char *display_name(const rt_closure *c)
+{
+    return !strcmp(c->d->method, "lbfgs") ? "LBFGS" : cg_spec_name(c->opt->spec);
+}
+
+int64_t rt_closure_numel(const rt_closure *c) { return c->n; }
+
+float *rt_closure_alloc(const rt_closure *c)
+{
+    size_t bytes = ((size_t)c->n * sizeof(float) + 63) & ~(size_t)63;
+    return aligned_alloc(64, bytes ? bytes : 64);
+}
+
+double rt_closure_value(const rt_closure *c, const char *name)
+{
+    const cg_hyper *h = cg_spec_find_hyper(c->opt->spec, name);
+    return h ? c->gr->values[h->offset] : NAN;
+}
+
+int rt_closure_eval(rt_closure *c, double *loss)
+{
+    double l = NAN;
+    int rc = c->closure(c->user, &l);
+    c->evals++;
+    if (rc != 0)
+        return rt_fail(c->opt->ctx, JOPT_ECLOSURE, "jopt_step: the closure "
+                       "returned %d at evaluation %lld of the step; the "
+                       "parameters and the optimizer are as they were before "
+                       "the step", rc, (long long)c->evals);
+    *loss = l;
+    return JOPT_OK;
+}
+
+/* ---- vector kernels ------------------------------------------------------ */
+
+typedef struct vk_run {
+    rt_closure *c;
+    const cg_kernel *k;
+    int pass;
+} vk_run;
+
+static void vk_share(void *arg, size_t lo, size_t hi)
+{
+    const vk_run *r = arg;
+    if (r->pass == 0)
+        for (size_t i = lo; i < hi; i++)
+            cg_reduce_init(cg_kernel_layout(r->k), r->c->red[i]);
+    if (hi > lo)
+        cg_kernel_pass(r->k, r->pass, r->c->tasks + lo, (int64_t)(hi - lo));
+}
+
+static int operands_distinct(const rt_vec *a, int n)
+{
+    for (int i = 0; i < n; i++)
+        for (int j = i + 1; j < n; j++)
+            if (a[i].kind == a[j].kind && (a[i].kind != RT_VEC_BUF || a[i].buf == a[j].buf))
+                return 0;
+    return 1;
+}
+
+void rt_vk(rt_closure *c, int k, const rt_vec *arrays, const double *scalars,
+           double *results)
+{
+    const cg_kernel *kern = c->k[k];
+    const cg_layout *l = cg_kernel_layout(kern);
+    if (!operands_distinct(arrays, l->narrays)) {
+        c->bug = 1; /* reported by rt_closure_step */
+        for (int r = 0; r < l->nresults; r++)
+            results[r] = NAN;
+        return;
+    }
+    size_t nt = 0;
+    for (size_t i = 0; i < c->gr->n; i++) {
+        const rt_param *p = &c->gr->params[i];
+        if (!p->n)
+            continue;
+        float **row = c->arrays + i * CG_MAX_SLOTS;
+        for (int a = 0; a < l->narrays; a++)
+            row[a] = arrays[a].kind == RT_VEC_PARAMS ? p->p
+                     : arrays[a].kind == RT_VEC_GRADS ? (p->g ? p->g : c->zeros)
+                                                      : arrays[a].buf + c->offset[i];
+        for (int64_t b = 0; b < p->n; b += RT_CHUNK, nt++)
+            c->tasks[nt] = (cg_task){row, b, b + RT_CHUNK < p->n ? b + RT_CHUNK : p->n,
+                                     c->u, c->red[nt]};
+    }
+    cg_kernel_prologue(kern, 0, scalars, NULL, c->u);
+    jopt_ctx *ctx = c->opt->ctx;
+    rt_pool *pool = c->n >= RT_PARALLEL_MIN ? ctx->pool : NULL;
+    vk_run r = {c, kern, 0};
+    rt_pool_run(pool, nt, vk_share, &r, ctx->flush);
+    if (l->nreduce) {
+        double acc[CG_MAX_REDUCE];
+        cg_reduce_init(l, acc);
+        for (size_t t = 0; t < nt; t++)
+            cg_reduce_merge(l, acc, c->red[t]);
+        cg_kernel_epilogue(kern, 0, scalars, NULL, acc, c->u);
+        r.pass = 1;
+        if (l->has_late)
+            rt_pool_run(pool, nt, vk_share, &r, ctx->flush);
+    }
+    cg_kernel_results(kern, c->u, results);
+}
+
+/* ---- construction ---------------------------------------------------------- */
+
+/* the driver's kernels from the spec, each as the driver expects it */
+static int get_kernels(rt_closure *c)
+{
+    jopt_optim *opt = c->opt;
+    char err[CG_ERRLEN];
+    for (int i = 0; i < c->d->nkernels; i++) {
+        const rt_kernel_sig *want = &c->d->kernels[i];
+        cg_request req = {.spec = opt->spec, .vkernel = want->name,
+                          .reference = opt->engine == JOPT_ENGINE_REFERENCE};
+        const cg_vkernel_sig *have = cg_spec_find_vkernel(opt->spec, want->name);
+        int rc = have ? cg_kernel_get(opt->ctx->jit, &req, &c->k[i], err) : JOPT_ESPEC;
+        if (rc && have)
+            return rt_fail_cg(opt->ctx, rc, "jopt_optim_new", err);
+        const cg_layout *l = have ? cg_kernel_layout(c->k[i]) : NULL;
+        if (!l || l->narrays != want->narrays || l->nscalars != want->nscalars ||
+            l->nresults != want->nresults)
+            return rt_fail(opt->ctx, JOPT_ESPEC, "jopt_optim_new: spec %s: method "
+                           "'%s' needs a kernel '%s' with %d arrays, %d scalars "
+                           "and %d results%s", cg_spec_path(opt->spec), c->d->method,
+                           want->name, want->narrays, want->nscalars,
+                           want->nresults, have ? " (it differs)" : " (it has none)");
+        if ((size_t)l->nuniform + 1 > c->ucap)
+            c->ucap = (size_t)l->nuniform + 1;
+    }
+    return JOPT_OK;
+}
+
+static int make_space(rt_closure *c)
+{
+    int64_t largest = 0;
+    size_t nt = 0;
+    c->offset = calloc(c->gr->n + 1, sizeof *c->offset);
+    if (!c->offset)
+        return JOPT_ENOMEM;
+    for (size_t i = 0; i < c->gr->n; i++) {
+        int64_t n = c->gr->params[i].n;
+        c->offset[i] = c->n;
+        c->n += n;
+        largest = n > largest ? n : largest;
+        nt += (size_t)((n + RT_CHUNK - 1) / RT_CHUNK);
+    }
+    c->maxtasks = nt;
+    c->arrays = calloc(c->gr->n * CG_MAX_SLOTS + 1, sizeof *c->arrays);
+    c->tasks = calloc(nt + 1, sizeof *c->tasks);
+    c->red = calloc(nt + 1, sizeof *c->red);
+    c->u = calloc(c->ucap + 1, sizeof *c->u);
+    c->zeros = calloc((size_t)largest + 1, sizeof *c->zeros);
+    c->snapshot = malloc(((size_t)c->n + 1) * sizeof *c->snapshot);
+    if (!c->arrays || !c->tasks || !c->red || !c->u || !c->zeros || !c->snapshot)
+        return JOPT_ENOMEM;
+    return JOPT_OK;
+}
+
+int rt_closure_new(jopt_optim *opt, const rt_driver *d, rt_closure **out)
+{
+    static const char fn[] = "jopt_optim_new";
+    rt_closure *c = calloc(1, sizeof *c);
+    if (!c)
+        return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
+    c->opt = opt;
+    c->d = d;
+    c->gr = &opt->groups[0];
+    int rc;
+    if (opt->ngroups != 1) {
+        rc = rt_fail(opt->ctx, JOPT_EINVAL, "%s: %s doesn't support "
+                     "per-parameter options (parameter groups)", fn,
+                     display_name(c));
+        goto fail;
+    }
+    if (c->gr->n == 0) {
+        rc = rt_fail(opt->ctx, JOPT_EINVAL, "%s: optimizer got an empty "
+                     "parameter list", fn);
+        goto fail;
+    }
+    if (!(c->k = calloc((size_t)d->nkernels + 1, sizeof *c->k))) {
+        rc = rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
+        goto fail;
+    }
+    if ((rc = get_kernels(c)))
+        goto fail;
+    if (make_space(c) || !(c->state = d->state_new(c))) {
+        rc = rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
+        goto fail;
+    }
+    *out = c;
+    return JOPT_OK;
+fail:
+    rt_closure_free(c);
+    return rc;
+}
+
+void rt_closure_free(rt_closure *c)
+{
+    if (!c)
+        return;
+    if (c->state)
+        c->d->state_free(c->state);
+    for (int i = 0; c->k && i < c->d->nkernels; i++)
+        cg_kernel_release(c->k[i]);
+    free(c->k);
+    free(c->offset);
+    free(c->arrays);
+    free(c->tasks);
+    free(c->red);
+    free(c->u);
+    free(c->zeros);
+    free(c->snapshot);
+    free(c);
+}
+
+int rt_closure_one_group(const rt_closure *c)
+{
+    return rt_fail(c->opt->ctx, JOPT_EINVAL, "jopt_add_param_group: %s doesn't "
+                   "support per-parameter options (parameter groups)",
+                   display_name(c));
+}
+
+/* ---- the step ---------------------------------------------------------------- */
+
+static void copy_params(rt_closure *c, int restore)
+{
+    for (size_t i = 0; i < c->gr->n; i++) {
+        rt_param *p = &c->gr->params[i];
+        float *flat = c->snapshot + c->offset[i];
+        size_t bytes = (size_t)p->n * sizeof(float);
+        if (bytes)
+            memcpy(restore ? p->p : flat, restore ? flat : p->p, bytes);
+    }
+}
+
+int rt_closure_step(rt_closure *c, jopt_closure closure, void *user,
+                    double *loss)
+{
+    if (!closure)
+        return rt_fail(c->opt->ctx, JOPT_EINVAL, "jopt_step: %s needs a closure: "
+                       "it evaluates the function several times per step",
+                       display_name(c));
+    c->closure = closure;
+    c->user = user;
+    c->evals = 0;
+    c->bug = 0;
+    copy_params(c, 0);
+    double l = NAN;
+    int rc = c->d->step(c, c->state, &l);
+    if (rc == JOPT_OK && c->bug)
+        rc = rt_fail(c->opt->ctx, JOPT_EINVAL, "jopt_step: internal error: the "
+                     "%s driver passed one buffer twice to a kernel", c->d->method);
+    c->closure = NULL;
+    c->user = NULL;
+    if (rc) {
+        copy_params(c, 1);
+        return rc;
+    }
+    c->steps++;
+    if (loss)
+        *loss = l;
+    return JOPT_OK;
+}
+
+int rt_closure_state_get(const rt_closure *c, size_t index, const char *name,
+                         const float **data, int64_t *numel, int64_t *step)
+{
+    const float *d = NULL;
+    int flat = 0;
+    if (!c->d->state_get || !c->d->state_get(c->state, name, &d, &flat))
+        return rt_fail(c->opt->ctx, JOPT_EINVAL, "jopt_state_get: %s has no state "
+                       "'%s'", display_name(c), name);
+    *data = d && flat ? d + c->offset[index] : d;
+    if (numel)
+        *numel = !d ? 0 : flat ? c->gr->params[index].n : 1;
+    if (step)
+        *step = c->steps;
+    return JOPT_OK;
+}

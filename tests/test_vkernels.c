@@ -1,0 +1,346 @@
+/*
+ * test_vkernels.c - the spec language grown for closure optimizers: vector
+ * kernels (`kernels`, `method`), the `maxall` reduction, and the choice and
+ * None hyperparameters.
+ *
+ * Kernels are checked JIT against the reference interpreter bit for bit
+ * (arrays written and results), maxall against a plain C maximum, and a
+ * reduction through the runtime for the same bits at any thread count.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "helpers.h"
+#include "cg.h"
+
+static char g_dir[256];
+
+static int group_setup(void **state)
+{
+    (void)state;
+    snprintf(g_dir, sizeof g_dir, "/tmp/jopt_test_vk_XXXXXX");
+    return mkdtemp(g_dir) ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static void write_spec(char *path, size_t len, const char *name, const char *src)
+{
+    snprintf(path, len, "%s/%s.lua", g_dir, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_true(fputs(src, f) >= 0);
+    assert_int_equal(fclose(f), 0);
+}
+
+static int load_spec(const char *path, cg_spec **spec, char *err)
+{
+    return cg_spec_load(NULL, 0, path, spec, err);
+}
+
+/* ---- JIT == reference on every shipped kernel ---------------------------- */
+
+/* one call of a vector kernel over n elements, in two ranges */
+static void run_vk(cg_kernel *k, float **arrays, int64_t n, const double *scalars,
+                   double *results)
+{
+    const cg_layout *l = cg_kernel_layout(k);
+    double u[4096], red[2][CG_MAX_REDUCE], acc[CG_MAX_REDUCE];
+    cg_kernel_prologue(k, 0, scalars, NULL, u);
+    cg_reduce_init(l, red[0]);
+    cg_reduce_init(l, red[1]);
+    int64_t mid = n / 3;
+    cg_task t[2] = {{arrays, 0, mid, u, red[0]}, {arrays, mid, n, u, red[1]}};
+    cg_kernel_pass(k, 0, t, 2);
+    if (l->nreduce) {
+        cg_reduce_init(l, acc);
+        cg_reduce_merge(l, acc, red[0]);
+        cg_reduce_merge(l, acc, red[1]);
+        cg_kernel_epilogue(k, 0, scalars, NULL, acc, u);
+        cg_kernel_pass(k, 1, t, 2);
+    }
+    cg_kernel_results(k, u, results);
+}
+
+/* data with the values that break kernels: zeros, subnormals, inf, NaN */
+static void fill_special(float *x, int64_t n, uint64_t seed)
+{
+    t_fill(x, n, seed, 0.1);
+    static const float special[] = {0.0f, -0.0f, 1e-40f, -3e-39f, INFINITY,
+                                    -INFINITY, NAN, 3e38f, -1e-30f};
+    for (int64_t i = (int64_t)(seed % 7); i < n; i += 97)
+        x[i] = special[(size_t)i % (sizeof special / sizeof special[0])];
+}
+
+static int same_double(double a, double b)
+{
+    return (isnan(a) && isnan(b)) || memcmp(&a, &b, sizeof a) == 0;
+}
+
+static void check_spec_kernels(const char *name, int with_specials)
+{
+    const char *dirs[] = {JOPT_SOURCE_DIR "/specs"};
+    char err[CG_ERRLEN];
+    cg_spec *spec;
+    if (cg_spec_load(dirs, 1, name, &spec, err))
+        fail_msg("%s", err);
+    cg_jit *jit;
+    assert_int_equal(cg_jit_new(&jit, err), JOPT_OK);
+    const int64_t n = 4099;
+    assert_true(cg_spec_nvkernels(spec) > 0);
+    for (size_t i = 0; i < cg_spec_nvkernels(spec); i++) {
+        const cg_vkernel_sig *sig = cg_spec_vkernel(spec, i);
+        cg_kernel *k[2];
+        for (int e = 0; e < 2; e++) {
+            cg_request req = {.spec = spec, .vkernel = sig->name, .reference = e};
+            if (cg_kernel_get(jit, &req, &k[e], err))
+                fail_msg("%s.%s: %s", name, sig->name, err);
+        }
+        float *a[2][CG_MAX_SLOTS];
+        for (int e = 0; e < 2; e++)
+            for (int s = 0; s < sig->narrays; s++) {
+                a[e][s] = t_alloc(n);
+                if (with_specials)
+                    fill_special(a[e][s], n, 11 + (uint64_t)s);
+                else
+                    t_fill(a[e][s], n, 11 + (uint64_t)s, 0.05);
+            }
+        double scalars[8] = {0.37, -1.5, 2.0, 1e-3, 0, 0, 0, 0};
+        double res[2][CG_MAX_RESULTS];
+        for (int e = 0; e < 2; e++)
+            run_vk(k[e], a[e], n, scalars, res[e]);
+        for (int s = 0; s < sig->narrays; s++) {
+            int64_t at;
+            uint32_t ulp = t_max_ulp(a[0][s], a[1][s], n, &at);
+            if (ulp)
+                fail_msg("%s.%s: array %s differs by %u ulp at %lld", name,
+                         sig->name, sig->arrays[s], ulp, (long long)at);
+        }
+        for (int r = 0; r < cg_kernel_layout(k[0])->nresults; r++)
+            if (!same_double(res[0][r], res[1][r]))
+                fail_msg("%s.%s: result %d: JIT %a, reference %a", name,
+                         sig->name, r, res[0][r], res[1][r]);
+        for (int e = 0; e < 2; e++) {
+            for (int s = 0; s < sig->narrays; s++)
+                free(a[e][s]);
+            cg_kernel_release(k[e]);
+        }
+    }
+    cg_jit_free(jit);
+    cg_spec_free(spec);
+}
+
+static void test_vk_shipped_kernels_jit_is_reference(void **state)
+{
+    (void)state;
+    const char *specs[] = {"lbfgs", "cg"};
+    for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
+        check_spec_kernels(specs[i], 0);
+        check_spec_kernels(specs[i], 1);
+    }
+}
+
+/* ---- maxall --------------------------------------------------------------- */
+
+static const char maxall_spec[] =
+    "return { method = 'lbfgs', hyper = { lr = 1 },\n"
+    "  kernels = {\n"
+    "    amax = { arrays = 'x', run = function (v) return maxall(abs(v.x)) end },\n"
+    "    both = { arrays = 'x y', scalars = 'a',\n"
+    "             run = function (v, a) v.y = v.x * a\n"
+    "                                   return maxall(v.x), sum(v.x) * a, 7 end },\n"
+    "  } }\n";
+
+static void test_vk_maxall_matches_c_and_propagates_nan(void **state)
+{
+    (void)state;
+    char path[512], err[CG_ERRLEN];
+    write_spec(path, sizeof path, "maxall", maxall_spec);
+    cg_spec *spec;
+    if (load_spec(path, &spec, err))
+        fail_msg("%s", err);
+    cg_jit *jit;
+    assert_int_equal(cg_jit_new(&jit, err), JOPT_OK);
+    const int64_t n = 1000;
+    float *x = t_alloc(n), *y = t_alloc(n);
+    t_fill(x, n, 5, 0);
+    for (int e = 0; e < 2; e++) {
+        cg_kernel *k;
+        cg_request req = {.spec = spec, .vkernel = "both", .reference = e};
+        assert_int_equal(cg_kernel_get(jit, &req, &k, err), JOPT_OK);
+        assert_int_equal(cg_kernel_layout(k)->nresults, 3);
+        double want_max = -INFINITY, want_sum = 0, res[3], a = 0.5;
+        for (int64_t i = 0; i < n; i++) {
+            want_max = x[i] > want_max ? x[i] : want_max;
+            want_sum += (double)x[i]; /* in element order, in double */
+        }
+        float *arr[2] = {x, y};
+        run_vk(k, arr, n, &a, res);
+        assert_true(res[0] == want_max);
+        assert_true(res[1] == want_sum * a);
+        assert_true(res[2] == 7);
+        for (int64_t i = 0; i < n; i++)
+            assert_true(y[i] == x[i] * 0.5f);
+        x[n - 2] = NAN; /* one NaN anywhere makes the maximum NaN */
+        run_vk(k, arr, n, &a, res);
+        assert_true(isnan(res[0]));
+        x[n - 2] = 0;
+        cg_kernel_release(k);
+    }
+    free(x);
+    free(y);
+    cg_jit_free(jit);
+    cg_spec_free(spec);
+}
+
+/* an update that divides by a maximum over the tensor: the same bits with
+ * one thread or two, over tensors of several 65,536-element ranges */
+static const char clip_spec[] =
+    "return { hyper = { lr = 0.1 },\n"
+    "  update = function (p, g, s, h)\n"
+    "    return p - h.lr * g / max(maxall(abs(g)), 1)\n"
+    "  end }\n";
+
+static void run_clip(const char *path, int threads, float *p, float *g, int64_t n)
+{
+    jopt_ctx *ctx;
+    assert_int_equal(jopt_ctx_new(&ctx), JOPT_OK);
+    T_OK(ctx, jopt_ctx_set_threads(ctx, threads));
+    jopt_param prm = {p, g, n};
+    jopt_group grp = {&prm, 1, NULL};
+    jopt_optim *opt;
+    T_OK(ctx, jopt_optim_new(ctx, path, &grp, 1, NULL, &opt));
+    T_OK(ctx, jopt_step(opt, NULL, NULL, NULL));
+    jopt_optim_free(opt);
+    jopt_ctx_free(ctx);
+}
+
+static void test_vk_maxall_in_update_any_thread_count(void **state)
+{
+    (void)state;
+    char path[512];
+    write_spec(path, sizeof path, "clip", clip_spec);
+    const int64_t n = 3 * 65536 + 777 + 16 * 65536; /* over RT_PARALLEL_MIN */
+    float *p1 = t_alloc(n), *p2 = t_alloc(n), *g = t_alloc(n);
+    t_fill(p1, n, 1, 0);
+    memcpy(p2, p1, (size_t)n * sizeof *p1);
+    t_fill(g, n, 2, 0);
+    g[n - 5] = 4.0f; /* the maximum, in the last range */
+    run_clip(path, 1, p1, g, n);
+    run_clip(path, 2, p2, g, n);
+    assert_memory_equal(p1, p2, (size_t)n * sizeof *p1);
+    float want = p2[0]; /* recompute one element by hand */
+    t_fill(p2, 1, 1, 0);
+    assert_true(want == p2[0] - 0.1f * g[0] / 4.0f);
+    free(p1);
+    free(p2);
+    free(g);
+}
+
+/* ---- spec errors ------------------------------------------------------------ */
+
+static void expect_spec_error(const char *name, const char *src, const char *want)
+{
+    char path[512], err[CG_ERRLEN] = "";
+    write_spec(path, sizeof path, name, src);
+    cg_spec *spec = NULL;
+    int rc = load_spec(path, &spec, err);
+    if (rc == JOPT_OK) { /* some errors come at trace time */
+        cg_jit *jit;
+        assert_int_equal(cg_jit_new(&jit, err), JOPT_OK);
+        cg_kernel *k = NULL;
+        cg_request req = {.spec = spec, .vkernel = "k", .reference = 1};
+        rc = cg_kernel_get(jit, &req, &k, err);
+        cg_kernel_release(k);
+        cg_jit_free(jit);
+        cg_spec_free(spec);
+    }
+    assert_int_equal(rc, JOPT_ESPEC);
+    if (!strstr(err, want))
+        fail_msg("%s: expected '%s' in: %s", name, want, err);
+}
+
+static void test_vk_spec_errors(void **state)
+{
+    (void)state;
+    expect_spec_error("nokernels", "return { method = 'lbfgs', hyper = {} }",
+                      "needs a 'kernels' table");
+    expect_spec_error("both", "return { method = 'lbfgs', hyper = {}, kernels = {},"
+                      " update = function (p) return p end }", "not an 'update'");
+    expect_spec_error("noarrays", "return { method = 'lbfgs', hyper = {}, kernels = {"
+                      " k = { run = function (v) end } } }", "'arrays' must be");
+    expect_spec_error("duparrays", "return { method = 'lbfgs', hyper = {}, kernels = {"
+                      " k = { arrays = 'x x', run = function (v) end } } }",
+                      "distinct names");
+    expect_spec_error("norun", "return { method = 'lbfgs', hyper = {}, kernels = {"
+                      " k = { arrays = 'x' } } }", "'run' must be a function");
+    expect_spec_error("varying", "return { method = 'lbfgs', hyper = {}, kernels = {"
+                      " k = { arrays = 'x', run = function (v) return v.x end } } }",
+                      "result 1 is per element");
+    expect_spec_error("unknown", "return { method = 'lbfgs', hyper = {}, kernels = {"
+                      " k = { arrays = 'x', run = function (v) v.y = 1 end } } }",
+                      "has no array 'y'");
+    expect_spec_error("badchoice", "return { hyper = { f = {'a', 3} },"
+                      " update = function (p) return p end }", "choice 'f'");
+    expect_spec_error("line", "return { method = 'lbfgs', hyper = {}, kernels = {\n"
+                      " k = { arrays = 'x', run = function (v)\n"
+                      "   return sum(v.x) + nosuch.field end } } }",
+                      "line.lua:3:");
+}
+
+/* ---- choice and None options ------------------------------------------------ */
+
+static void test_vk_choice_and_none_options(void **state)
+{
+    (void)state;
+    jopt_ctx *ctx;
+    assert_int_equal(jopt_ctx_new(&ctx), JOPT_OK);
+    T_OK(ctx, jopt_ctx_set_spec_path(ctx, JOPT_SOURCE_DIR "/specs"));
+    float p[3] = {1, 2, 3}, g[3] = {0};
+    jopt_param prm = {p, g, 3};
+    jopt_group grp = {&prm, 1, "line_search_fn=strong_wolfe max_eval=7"};
+    jopt_optim *opt;
+    T_OK(ctx, jopt_optim_new(ctx, "lbfgs", &grp, 1, NULL, &opt));
+    double v;
+    T_OK(ctx, jopt_option_get(opt, 0, "line_search_fn", &v));
+    assert_true(v == 1);
+    T_OK(ctx, jopt_option_get(opt, 0, "max_eval", &v));
+    assert_true(v == 7);
+    T_OK(ctx, jopt_options_set(opt, 0, "max_eval=None line_search_fn=None"));
+    T_OK(ctx, jopt_option_get(opt, 0, "max_eval", &v));
+    assert_true(isnan(v));
+    T_OK(ctx, jopt_option_get(opt, 0, "line_search_fn", &v));
+    assert_true(v == 0);
+    /* refused, and nothing changes */
+    assert_int_equal(jopt_options_set(opt, 0, "line_search_fn=bogus"), JOPT_EINVAL);
+    assert_non_null(strstr(jopt_errmsg(ctx), "'bogus' is not one of none, strong_wolfe"));
+    assert_int_equal(jopt_option_set(opt, 0, "line_search_fn", 2), JOPT_EINVAL);
+    assert_non_null(strstr(jopt_errmsg(ctx), "is a choice"));
+    assert_int_equal(jopt_options_set(opt, 0, "lr=None"), JOPT_EINVAL);
+    assert_non_null(strstr(jopt_errmsg(ctx), "cannot read 'None' as a number"));
+    T_OK(ctx, jopt_option_get(opt, 0, "line_search_fn", &v));
+    assert_true(v == 0);
+    jopt_optim_free(opt);
+    jopt_ctx_free(ctx);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_vk_shipped_kernels_jit_is_reference),
+        cmocka_unit_test(test_vk_maxall_matches_c_and_propagates_nan),
+        cmocka_unit_test(test_vk_maxall_in_update_any_thread_count),
+        cmocka_unit_test(test_vk_spec_errors),
+        cmocka_unit_test(test_vk_choice_and_none_options),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
