@@ -1,6 +1,7 @@
 /*
  * demo.c - train a small neural network in plain C with jopt, SGD and Adam
- * side by side.
+ * side by side; then fit a full-batch model with L-BFGS and conjugate
+ * gradient beside full-batch Adam and SGD.
  *
  * The model is a two-layer perceptron (64 inputs -> 64 tanh units -> 10
  * classes, softmax cross-entropy) with a hand-written forward and backward
@@ -19,10 +20,19 @@
  *   - the closure form of jopt_step (used for the last batch of each epoch);
  *   - reading back a group's options with jopt_option_get;
  *   - error handling: every call's status is checked and jopt_errmsg says
- *     what went wrong.
+ *     what went wrong;
+ *   - closure optimizers (part 2): L-BFGS with a strong-Wolfe line search
+ *     and conjugate gradient evaluate the closure several times per
+ *     jopt_step.  The problem is softmax regression with a little L2 over
+ *     the whole training set, which is where these methods belong: the
+ *     loss is deterministic, so line searches mean something.  Every
+ *     optimizer there gets the same closure and the same budget of closure
+ *     evaluations, which is the fair unit: an evaluation is a pass over the
+ *     data, and costs far more than the optimizer's own work.
  *
- * Usage:  jopt_demo [--epochs N] [path/to/digits.bin]
- *         (default: 10 epochs, data/digits.bin, i.e. run from the repo root)
+ * Usage:  jopt_demo [--epochs N] [--evals N] [--svg FILE] [path/to/digits.bin]
+ *         (default: 10 epochs, 100 evaluations, data/digits.bin, i.e. run
+ *         from the repo root)
  */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime under -std=c11 */
 
@@ -40,6 +50,7 @@
 #define BATCH 32        /* minibatch size */
 #define SEED 20240601u  /* data shuffle, split and initial weights */
 #define FEATURE_MAX 16  /* the digits' pixel values are 0..16 */
+#define L2 1e-4         /* full batch: loss + L2/2 * |W|^2 */
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -401,60 +412,266 @@ static void print_options(const run *r, jopt_ctx *ctx)
     }
 }
 
+/* ---- part 2: full-batch softmax regression ------------------------------ */
+
+/* x (d) -> W x + b (k), softmax cross-entropy, mean over the samples, plus
+ * L2/2 |W|^2.  Convex, so every optimizer heads for the same minimum. */
+typedef struct softreg {
+    int d, k;
+    float *w, *b, *gw, *gb; /* parameters k x d, k; their gradients */
+    double *acc;            /* scratch: k x d + k gradient sums */
+    float *z;               /* scratch: k logits */
+} softreg;
+
+static void softreg_init(softreg *m, int d, int k)
+{
+    m->d = d;
+    m->k = k;
+    m->w = xcalloc((size_t)k * (size_t)d, sizeof(float)); /* zeros: the start */
+    m->b = xcalloc((size_t)k, sizeof(float));
+    m->gw = xcalloc((size_t)k * (size_t)d, sizeof(float));
+    m->gb = xcalloc((size_t)k, sizeof(float));
+    m->acc = xcalloc((size_t)k * (size_t)(d + 1), sizeof(double));
+    m->z = xcalloc((size_t)k, sizeof(float));
+}
+
+static void softreg_free(softreg *m)
+{
+    free(m->w);
+    free(m->b);
+    free(m->gw);
+    free(m->gb);
+    free(m->acc);
+    free(m->z);
+}
+
+/* The loss over samples idx[0..n), counting correct predictions into
+ * *correct if not NULL.  With grad != 0 it WRITES the gradient (a closure
+ * must leave the gradient of this evaluation alone in the buffers); the
+ * sums are kept in double, so that a line search late in the run compares
+ * losses and slopes that are not mostly rounding. */
+static double softreg_eval(softreg *m, const dataset *ds, const int *idx, int n,
+                           int grad, int *correct)
+{
+    const int d = m->d, k = m->k;
+    double loss = 0.0;
+    if (grad)
+        memset(m->acc, 0, sizeof(double) * (size_t)k * (size_t)(d + 1));
+    for (int i = 0; i < n; i++) {
+        const float *x = ds->x + (size_t)idx[i] * (size_t)d;
+        const int y = ds->y[idx[i]];
+        float zmax = -INFINITY;
+        int best = 0;
+        for (int c = 0; c < k; c++) {
+            const float *w = m->w + (size_t)c * (size_t)d;
+            float z = m->b[c];
+            for (int j = 0; j < d; j++) z += w[j] * x[j];
+            m->z[c] = z;
+            if (z > zmax) {
+                zmax = z;
+                best = c;
+            }
+        }
+        double sum = 0.0;
+        for (int c = 0; c < k; c++) sum += exp((double)(m->z[c] - zmax));
+        loss += log(sum) - (double)(m->z[y] - zmax);
+        if (correct && best == y) (*correct)++;
+        if (!grad) continue;
+        for (int c = 0; c < k; c++) {
+            double g = exp((double)(m->z[c] - zmax)) / sum - (c == y);
+            double *a = m->acc + (size_t)c * (size_t)(d + 1);
+            for (int j = 0; j < d; j++) a[j] += g * x[j];
+            a[d] += g;
+        }
+    }
+    double wsq = 0.0;
+    for (int i = 0; i < k * d; i++) wsq += (double)m->w[i] * m->w[i];
+    if (grad)
+        for (int c = 0; c < k; c++) {
+            const double *a = m->acc + (size_t)c * (size_t)(d + 1);
+            for (int j = 0; j < d; j++) {
+                size_t e = (size_t)c * (size_t)d + (size_t)j;
+                m->gw[e] = (float)(a[j] / n + L2 * m->w[e]);
+            }
+            m->gb[c] = (float)(a[d] / n);
+        }
+    return loss / n + 0.5 * L2 * wsq;
+}
+
+/* One optimizer's full-batch run. */
+typedef struct fbrun {
+    const char *name, *options;
+    softreg m;
+    jopt_param params[2];
+    jopt_optim *opt;
+    const dataset *ds;
+    const int *idx;
+    int n;
+    double *curve;  /* the loss of each closure evaluation, in order */
+    int evals, cap; /* evaluations made, room in curve */
+    long steps;     /* jopt_step calls */
+    double closure_s, total_s;
+} fbrun;
+
+/* What L-BFGS and CG call several times per step: the loss and gradient at
+ * the parameters as they are now.  First-order optimizers call it once. */
+static int fb_closure(void *user_data, double *loss)
+{
+    fbrun *r = user_data;
+    double t0 = now_s();
+    *loss = softreg_eval(&r->m, r->ds, r->idx, r->n, 1, NULL);
+    r->closure_s += now_s() - t0;
+    if (r->evals == r->cap) {
+        int cap = 2 * r->cap + 64;
+        double *c = realloc(r->curve, sizeof(double) * (size_t)cap);
+        if (!c) return -1; /* jopt puts the parameters back */
+        r->curve = c;
+        r->cap = cap;
+    }
+    r->curve[r->evals++] = *loss;
+    return 0;
+}
+
+/* Steps until the run has used `budget` evaluations.  An L-BFGS or CG step
+ * makes up to max_eval evaluations (25 with the default max_iter=20), so
+ * near the end of the budget max_eval is lowered to what is left.  L-BFGS
+ * checks max_eval between iterations, not inside a line search, so it may
+ * still go over by a few: the table says how many each run really made. */
+static void fb_run(fbrun *r, jopt_ctx *ctx, const dataset *ds, const int *idx,
+                   int n, int budget)
+{
+    softreg_init(&r->m, ds->d, ds->k);
+    r->ds = ds;
+    r->idx = idx;
+    r->n = n;
+    r->params[0] = (jopt_param){r->m.w, r->m.gw, (int64_t)ds->k * ds->d};
+    r->params[1] = (jopt_param){r->m.b, r->m.gb, ds->k};
+    /* one group: L-BFGS and CG see the tensors as one vector, as torch's */
+    const jopt_group group = {r->params, 2, NULL};
+    char what[64];
+    snprintf(what, sizeof what, "jopt_optim_new(\"%s\")", r->name);
+    check(jopt_optim_new(ctx, r->name, &group, 1, r->options, &r->opt), ctx, what);
+
+    double t0 = now_s();
+    int closure_method = !strcmp(r->name, "lbfgs") || !strcmp(r->name, "cg");
+    while (r->evals < budget) {
+        double loss;
+        if (closure_method && budget - r->evals < 25)
+            check(jopt_option_set(r->opt, 0, "max_eval", budget - r->evals), ctx,
+                  "jopt_option_set(max_eval)");
+        check(jopt_step(r->opt, fb_closure, r, &loss), ctx, "jopt_step (closure)");
+        r->steps++;
+    }
+    r->total_s = now_s() - t0;
+}
+
 /* ---- main --------------------------------------------------------------- */
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: jopt_demo [--epochs N] [--svg FILE] [path/to/digits.bin]\n"
+    fprintf(f, "usage: jopt_demo [--epochs N] [--evals N] [--svg FILE] [path/to/digits.bin]\n"
+               "  --epochs N  minibatch epochs of the MLP (default 10)\n"
+               "  --evals N   closure evaluations per full-batch optimizer (default 100)\n"
                "  --svg FILE  where to draw the loss curves (default jopt_demo_loss.svg)\n");
 }
 
-/* The training loss per epoch, one line per optimizer, as an SVG chart. */
-static int write_svg(const char *path, const char *const *names, const double *loss,
-                     int nruns, int epochs)
+/* ---- the SVG: one chart per part, side by side ---------------------------- */
+
+typedef struct series {
+    const char *name;
+    const double *y; /* y[i] is plotted at x = i + 1 */
+    int n;
+} series;
+
+enum { PANEL_W = 640, PANEL_H = 400 };
+
+static double pos_x(double x, int xmax, double left, double right)
+{
+    return left + (right - left) * (xmax > 1 ? (x - 1) / (xmax - 1) : 0.5);
+}
+
+/* One chart with its left edge at x0: a line per series, y on a linear
+ * scale from 0 or, with logy, a log scale over the data's range. */
+static void svg_panel(FILE *f, double x0, const char *title, const char *xlabel,
+                      const series *s, int ns, int logy)
+{
+    static const char *const colours[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd"};
+    const double L = x0 + 60, R = 20, T = 30, B = 50, H = PANEL_H;
+    const double right = x0 + PANEL_W - R;
+    int xmax = 1;
+    double lo = INFINITY, hi = 0;
+    for (int r = 0; r < ns; r++) {
+        xmax = s[r].n > xmax ? s[r].n : xmax;
+        for (int i = 0; i < s[r].n; i++) {
+            lo = s[r].y[i] < lo ? s[r].y[i] : lo;
+            hi = s[r].y[i] > hi ? s[r].y[i] : hi;
+        }
+    }
+    if (!logy || !(lo > 0)) {
+        logy = 0;
+        lo = 0;
+        hi = hi > 0 ? hi * 1.05 : 1;
+    } else {
+        lo = log10(lo) - 0.05;
+        hi = log10(hi) + 0.05;
+    }
+#define PY(v) (H - B - (H - T - B) * ((logy ? log10(v) : (v)) - lo) / (hi - lo))
+    fprintf(f, "<text x=\"%.0f\" y=\"18\" text-anchor=\"middle\">%s</text>\n",
+            x0 + PANEL_W / 2.0, title);
+    fprintf(f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n",
+            L, H - B, right, H - B);
+    fprintf(f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n",
+            L, T, L, H - B);
+    if (logy) { /* ticks at 1, 2, 5 times a power of ten */
+        for (int e = (int)floor(lo); e <= (int)ceil(hi); e++)
+            for (int m = 1; m <= 5; m += m == 2 ? 3 : 1) {
+                double v = m * pow(10, e);
+                if (log10(v) >= lo && log10(v) <= hi)
+                    fprintf(f, "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%g</text>\n",
+                            L - 6, PY(v) + 4, v);
+            }
+    } else {
+        for (int k = 0; k <= 4; k++) {
+            double v = hi * k / 4;
+            fprintf(f, "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%.2f</text>\n",
+                    L - 6, PY(v) + 4, v);
+        }
+    }
+    int step = 1; /* at most 10 x ticks, at multiples of 1, 2, 5, 10, 20, ... */
+    for (int p = 1; step == 1 && xmax > 10; p *= 10)
+        for (int m = 1; m <= 5; m += m == 2 ? 3 : 1)
+            if (step == 1 && xmax / (m * p) <= 10)
+                step = m * p;
+    for (int x = 1; x <= xmax; x++)
+        if (x == 1 || x % step == 0)
+            fprintf(f, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%d</text>\n",
+                    pos_x(x, xmax, L, right), H - B + 16, x);
+    fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">%s</text>\n",
+            (L + right) / 2, H - 12, xlabel);
+    for (int r = 0; r < ns; r++) {
+        const char *c = colours[r % 4];
+        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"", c);
+        for (int i = 0; i < s[r].n; i++)
+            fprintf(f, "%.1f,%.1f ", pos_x(i + 1, xmax, L, right), PY(s[r].y[i]));
+        fprintf(f, "\"/>\n<text x=\"%.0f\" y=\"%.0f\" fill=\"%s\">%s</text>\n",
+                right - 80, T + 16 + 16 * r, c, s[r].name);
+    }
+#undef PY
+}
+
+static int write_svg(const char *path, const series *mlp, int nmlp, const series *fb,
+                     int nfb)
 {
     FILE *f = fopen(path, "w");
     if (!f)
         return -1;
-    const double W = 640, H = 400, L = 60, R = 20, T = 30, B = 50;
-    double top = 0;
-    for (int i = 0; i < nruns * epochs; i++)
-        top = loss[i] > top ? loss[i] : top;
-    top = top > 0 ? top * 1.05 : 1;
-    static const char *const colours[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd"};
-    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
-               "font-family=\"sans-serif\" font-size=\"12\">\n", W, H);
+    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+               "font-family=\"sans-serif\" font-size=\"12\">\n", 2 * PANEL_W, PANEL_H);
     fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
-    fprintf(f, "<text x=\"%.0f\" y=\"18\" text-anchor=\"middle\">jopt demo: training loss "
-               "per epoch (digits MLP)</text>\n", W / 2);
-    fprintf(f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n",
-            L, H - B, W - R, H - B);
-    fprintf(f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n",
-            L, T, L, H - B);
-    for (int k = 0; k <= 4; k++) { /* loss ticks */
-        double v = top * k / 4, y = H - B - (H - T - B) * k / 4;
-        fprintf(f, "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%.2f</text>\n",
-                L - 6, y + 4, v);
-    }
-    for (int e = 1; e <= epochs; e++) { /* epoch ticks */
-        double x = L + (W - L - R) * (epochs > 1 ? (double)(e - 1) / (epochs - 1) : 0.5);
-        if (epochs <= 20 || e % (epochs / 10) == 0)
-            fprintf(f, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%d</text>\n",
-                    x, H - B + 16, e);
-    }
-    fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">epoch</text>\n",
-            (L + W - R) / 2, H - 12);
-    for (int r = 0; r < nruns; r++) {
-        const char *c = colours[r % 4];
-        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"", c);
-        for (int e = 0; e < epochs; e++) {
-            double x = L + (W - L - R) * (epochs > 1 ? (double)e / (epochs - 1) : 0.5);
-            double y = H - B - (H - T - B) * loss[r * epochs + e] / top;
-            fprintf(f, "%.1f,%.1f ", x, y);
-        }
-        fprintf(f, "\"/>\n<text x=\"%.0f\" y=\"%.0f\" fill=\"%s\">%s</text>\n",
-                W - R - 80, T + 16 + 16 * r, c, names[r]);
-    }
+    svg_panel(f, 0, "digits MLP, minibatches: training loss per epoch", "epoch",
+              mlp, nmlp, 0);
+    svg_panel(f, PANEL_W, "softmax regression, full batch: loss (log scale)",
+              "closure evaluation", fb, nfb, 1);
     fprintf(f, "</svg>\n");
     return fclose(f) == 0 ? 0 : -1;
 }
@@ -462,16 +679,17 @@ static int write_svg(const char *path, const char *const *names, const double *l
 int main(int argc, char **argv)
 {
     const char *path = "data/digits.bin", *svg = "jopt_demo_loss.svg";
-    int epochs = 10;
+    int epochs = 10, budget = 100;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--epochs") == 0 && i + 1 < argc) {
+        int is_epochs = strcmp(argv[i], "--epochs") == 0;
+        if ((is_epochs || strcmp(argv[i], "--evals") == 0) && i + 1 < argc) {
             char *end;
             long v = strtol(argv[++i], &end, 10);
             if (*end || end == argv[i] || v < 1 || v > 10000) {
-                fprintf(stderr, "demo: --epochs wants a number 1..10000\n");
+                fprintf(stderr, "demo: %s wants a number 1..10000\n", argv[i - 1]);
                 return EXIT_FAILURE;
             }
-            epochs = (int)v;
+            *(is_epochs ? &epochs : &budget) = (int)v;
         } else if (strcmp(argv[i], "--svg") == 0 && i + 1 < argc) {
             svg = argv[++i];
         } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
@@ -500,7 +718,7 @@ int main(int argc, char **argv)
     model_init(&init, ds.d, ds.k);
     model_randomize(&init, &seed);
 
-    printf("jopt demo: %d-%d-%d MLP (tanh, softmax cross-entropy) on "
+    printf("jopt demo, part 1: a %d-%d-%d MLP (tanh, softmax cross-entropy) on "
            "handwritten digits\n", ds.d, HIDDEN, ds.k);
     printf("data: %s, %d samples: %d train / %d test, %d features, "
            "%d classes\n", path, ds.n, ntrain, ntest, ds.d, ds.k);
@@ -571,14 +789,56 @@ int main(int argc, char **argv)
                    runs[r].name, 1e6 * runs[r].step_s / (double)runs[r].steps,
                    runs[r].steps, 1e6 * runs[r].fb_s / (double)runs[r].fbs);
 
-    const char *names[NRUNS];
+
+    /* ---- part 2 ---- */
+    fbrun fbs[] = {
+        {.name = "lbfgs", .options = "line_search_fn=strong_wolfe history_size=10"},
+        {.name = "cg", .options = NULL},
+        /* lr: the best of a small sweep at 100 evaluations (Adam 0.02 to
+         * 0.5, SGD 0.2 to 6); L-BFGS and CG run at their defaults */
+        {.name = "adam", .options = "lr=0.3"},
+        {.name = "sgd", .options = "lr=3 momentum=0.9"},
+    };
+    enum { NFB = sizeof fbs / sizeof fbs[0] };
+    printf("\npart 2: softmax regression, %d -> %d (%d parameters in 2 tensors), "
+           "full batch:\ncross-entropy + %g/2 |W|^2 over all %d training samples, "
+           "loss and gradient\ncomputed by a C closure. Each optimizer starts from "
+           "zero weights and steps until\nit has used %d closure evaluations "
+           "(L-BFGS and CG make several per jopt_step):\n", ds.d, ds.k,
+           ds.k * ds.d + ds.k, L2, ntrain, budget);
+    for (int r = 0; r < NFB; r++) {
+        fb_run(&fbs[r], ctx, &ds, train, ntrain, budget);
+        printf("  %-5s  \"%s\"\n", fbs[r].name, fbs[r].options ? fbs[r].options : "");
+    }
+    printf("\n%-9s %6s %6s %11s %10s %9s %8s %8s\n", "optimizer", "evals", "steps",
+           "final loss", "train acc", "test acc", "time ms", "jopt ms");
+    for (int r = 0; r < NFB; r++) {
+        fbrun *f = &fbs[r];
+        int right_train = 0, right_test = 0;
+        double loss = softreg_eval(&f->m, &ds, train, ntrain, 0, &right_train);
+        softreg_eval(&f->m, &ds, test, ntest, 0, &right_test);
+        printf("%-9s %6d %6ld %11.6f %9.2f%% %8.2f%% %8.1f %8.2f\n", f->name, f->evals,
+               f->steps, loss, 100.0 * right_train / ntrain, 100.0 * right_test / ntest,
+               1e3 * f->total_s, 1e3 * (f->total_s - f->closure_s));
+    }
+    printf("\n(final loss: at the parameters the run ended with; time ms: all its "
+           "jopt_step\n calls; jopt ms: that minus the time spent in the closure)\n");
+
+    series mlp[NRUNS], fb[NFB];
     for (int r = 0; r < NRUNS; r++)
-        names[r] = runs[r].name;
-    if (write_svg(svg, names, curve, NRUNS, epochs) == 0)
+        mlp[r] = (series){runs[r].name, curve + r * epochs, epochs};
+    for (int r = 0; r < NFB; r++)
+        fb[r] = (series){fbs[r].name, fbs[r].curve, fbs[r].evals};
+    if (write_svg(svg, mlp, NRUNS, fb, NFB) == 0)
         printf("\nloss curves: %s\n", svg);
     else
         fprintf(stderr, "demo: cannot write %s\n", svg);
     free(curve);
+    for (int r = 0; r < NFB; r++) {
+        jopt_optim_free(fbs[r].opt);
+        softreg_free(&fbs[r].m);
+        free(fbs[r].curve);
+    }
 
     for (int r = 0; r < NRUNS; r++) {
         jopt_optim_free(runs[r].opt);

@@ -250,6 +250,10 @@ def default_context():
 # ---- option strings -------------------------------------------------------------
 
 def format_value(v):
+    if v is None:
+        return "None"          # an optional option left unset (max_eval)
+    if isinstance(v, str):
+        return v               # a choice (line_search_fn)
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (tuple, list)):
@@ -259,7 +263,7 @@ def format_value(v):
 
 def normalize(v):
     """A hyperparameter value as a comparable plain Python value."""
-    if isinstance(v, bool):
+    if v is None or isinstance(v, (bool, str)):
         return v
     if isinstance(v, (tuple, list)):
         return tuple(normalize(x) for x in v)
@@ -327,6 +331,15 @@ class RawOptim:
     def step(self):
         loss = c_double()
         self._check(jopt_step(self.handle, CLOSURE(), None, ctypes.byref(loss)))
+
+    def step_closure(self, callback):
+        """jopt_step with a closure (a CLOSURE); returns (status, loss): the
+        caller decides what a JOPT_ECLOSURE means."""
+        loss = c_double()
+        st = jopt_step(self.handle, callback, None, ctypes.byref(loss))
+        if st not in (OK, ECLOSURE):
+            _raise(st, self.ctx._h)
+        return st, loss.value
 
     def zero_grad(self):
         self._check(jopt_zero_grad(self.handle))

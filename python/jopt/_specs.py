@@ -78,7 +78,21 @@ OPTIMIZERS = {
     "LAMB": ("lamb",
              [("lr", 1e-3), ("betas", B), ("eps", 1e-6), ("weight_decay", 0.0)],
              [("maximize", False)]),
+    # closure optimizers: step(closure) evaluates the function several times
+    "LBFGS": ("lbfgs",
+              [("lr", 1), ("max_iter", 20), ("max_eval", None), ("tolerance_grad", 1e-7),
+               ("tolerance_change", 1e-9), ("history_size", 100),
+               ("line_search_fn", None)],
+              []),
+    # torch7's optim.cg (torch.optim has no CG); `int` is torch7's name, and
+    # a legal Python keyword argument: CG(params, int=0.2)
+    "CG": ("cg",
+           [("rho", 0.01), ("sig", 0.5), ("int", 0.1), ("ext", 3.0), ("max_iter", 20),
+            ("ratio", 100), ("max_eval", None)],
+           []),
 }
+
+CLOSURE = ("LBFGS", "CG")
 
 
 # torch implementation flags: accepted, and ignored at these values only
@@ -94,6 +108,19 @@ def describe(name):
     hyper = [n for n in allp if n not in FLAGS]
     flags = [n for n in allp if n in FLAGS]
     return spec, sig, hyper, flags
+
+
+def prepare(name, values):
+    """What torch's constructor checks and rewrites before building the
+    groups, with its messages: LBFGS's lr, and its max_eval=None, which
+    torch stores in the group as max_iter * 5 // 4."""
+    if name == "LBFGS":
+        lr = values["lr"]
+        if not 0.0 <= lr:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if values["max_eval"] is None:
+            values["max_eval"] = values["max_iter"] * 5 // 4
+    return values
 
 
 def check_flags(cls_name, values):

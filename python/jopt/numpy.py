@@ -13,9 +13,9 @@ import numpy as np
 
 from . import _lib
 from ._lib import normalize, default_context
-from ._specs import OPTIMIZERS, describe, check_flags
+from ._specs import OPTIMIZERS, CLOSURE, describe, check_flags, prepare
 
-__all__ = list(OPTIMIZERS) + ["NumpyOptimizer"]
+__all__ = list(OPTIMIZERS) + ["NumpyOptimizer", "NumpyClosureOptimizer"]
 
 
 def _check_array(cls, what, a, writeable):
@@ -41,6 +41,7 @@ class NumpyOptimizer:
         defaults = dict(bound.arguments)
         params = defaults.pop("params")
         check_flags(cls._jopt_name, defaults)
+        prepare(cls._jopt_name, defaults)
         for f in cls._jopt_flags:
             defaults.pop(f, None)
         self.defaults = defaults
@@ -55,11 +56,15 @@ class NumpyOptimizer:
         self._ctx = jopt_context if jopt_context is not None else default_context()
         self._raw = None
         specs = [self._add_group(g) for g in params]
+        self._check_groups()
         self._raw = _lib.RawOptim(self._ctx, cls._jopt_spec, specs)
         self._pushed = [self._hyper_of(g) for g in self.param_groups]
         self._bound = None
         if grads is not None:
             self.bind_grads(grads)
+
+    def _check_groups(self):
+        pass
 
     def _hyper_of(self, group):
         return {k: normalize(group[k]) for k in self._jopt_hyper}
@@ -134,7 +139,8 @@ class NumpyOptimizer:
                         if a != b:
                             self._raw.option_set(gi, "%s[%d]" % (k, j), a)
                             old = pushed[k] = old[:j] + (a,) + old[j + 1:]
-                elif isinstance(v, (bool, tuple)) or isinstance(old, bool):
+                elif isinstance(v, (bool, str, tuple)) or v is None or \
+                        isinstance(old, (bool, str)) or old is None:
                     self._raw.options_set(gi, "%s=%s" % (k, _lib.format_value(v)))
                 else:
                     self._raw.option_set(gi, k, v)
@@ -198,9 +204,51 @@ class NumpyOptimizer:
         return "\n".join(lines + [")"])
 
 
+class NumpyClosureOptimizer(NumpyOptimizer):
+    """Base of LBFGS and CG (not used directly): step(closure) calls the
+    closure as often as the method needs.  One parameter group."""
+
+    def _check_groups(self):
+        if len(self.param_groups) != 1:
+            raise ValueError("%s doesn't support per-parameter options (parameter "
+                             "groups)" % self._jopt_name)
+
+    def step(self, closure, grads=None):
+        """closure() must fill the bound gradient arrays (or `grads`) at the
+        current parameters and return the loss.  Returns the first call's
+        loss.  An exception in the closure is re-raised here, with the
+        parameters and the optimizer's state as they were before the step."""
+        if grads is not None:
+            self.bind_grads(grads)
+        elif self._bound is None:
+            raise ValueError("jopt.numpy.%s.step: no gradients: pass grads=[...] or "
+                             "bind them with bind_grads()" % self._jopt_name)
+        self._push_hyper()
+        first, failed = [], []
+
+        def evaluate(_user, loss):
+            try:
+                out = closure()
+                loss[0] = float(out)
+                if not first:
+                    first.append(out)
+                return 0
+            except BaseException as e:  # must not cross the C frames
+                failed.append(e)
+                return 1
+
+        st, _ = self._raw.step_closure(_lib.CLOSURE(evaluate))
+        if failed:
+            raise failed[0]
+        if st != _lib.OK:
+            _lib._raise(st, self._ctx.handle)
+        return first[0]
+
+
 def _make(name):
     spec, sig, hyper, flags = describe(name)
-    return type(name, (NumpyOptimizer,), {
+    base = NumpyClosureOptimizer if name in CLOSURE else NumpyOptimizer
+    return type(name, (base,), {
         "__doc__": "jopt.numpy.%s: spec '%s', options as torch.optim.%s%s"
                    % (name, spec, name, sig),
         "__module__": __name__, "_jopt_name": name, "_jopt_spec": spec,

@@ -13,14 +13,19 @@ import torch
 
 from . import _lib
 from ._lib import normalize, default_context
-from ._specs import OPTIMIZERS, describe, check_flags
+from ._specs import OPTIMIZERS, CLOSURE, describe, check_flags, prepare
 
-__all__ = list(OPTIMIZERS) + ["JoptOptimizer"]
+__all__ = list(OPTIMIZERS) + ["JoptOptimizer", "JoptClosureOptimizer"]
 
 try:
     _increment_version = torch.autograd.graph.increment_version
 except AttributeError:  # pragma: no cover
     _increment_version = None
+
+
+def _plain(v):
+    """A value jopt_option_set cannot take: a flag, a choice, None."""
+    return v is None or isinstance(v, (bool, str))
 
 
 def _pname(group, gi, pi, p):
@@ -62,12 +67,14 @@ class JoptOptimizer(torch.optim.Optimizer):
         defaults = dict(bound.arguments)
         params = defaults.pop("params")
         check_flags(cls._jopt_name, defaults)
+        prepare(cls._jopt_name, defaults)
         if isinstance(params, torch.Tensor):
             raise TypeError("params argument given to the optimizer should be an "
                             "iterable of Tensors or dicts, but got " + torch.typename(params))
         self._jopt = None
         self._jopt_ctx = ctx if ctx is not None else default_context()
         super().__init__(params, defaults)
+        self._jopt_check_groups()
         groups = []
         for gi, group in enumerate(self.param_groups):
             groups.append(self._jopt_group_spec(gi, group))
@@ -78,6 +85,9 @@ class JoptOptimizer(torch.optim.Optimizer):
         self._jopt_ptrs = [[p.data_ptr() for p in g["params"]] for g in self.param_groups]
 
     # ---- groups -------------------------------------------------------------
+
+    def _jopt_check_groups(self):
+        pass
 
     def _hyper_of(self, group):
         out = {}
@@ -127,7 +137,7 @@ class JoptOptimizer(torch.optim.Optimizer):
                 if v == old:
                     continue
                 v = normalize(v)
-                if isinstance(v, bool) or isinstance(old, bool):
+                if _plain(v) or _plain(old):
                     raw.options_set(gi, "%s=%s" % (k, _lib.format_value(v)))
                 elif isinstance(v, tuple):
                     if not isinstance(old, tuple) or len(v) != len(old):
@@ -259,20 +269,95 @@ class JoptOptimizer(torch.optim.Optimizer):
             raw.close()
 
 
+class JoptClosureOptimizer(JoptOptimizer):
+    """Base of LBFGS and CG (not used directly): jopt_step calls the closure
+    itself, as often as the method needs.  One parameter group, as in torch."""
+
+    def __init__(self, params, *args, **kwargs):
+        JoptOptimizer.__init__(self, params, *args, **kwargs)
+        # jopt reads the gradients from buffers fixed at construction, while
+        # autograd may give .grad a new tensor at every backward: each
+        # evaluation copies .grad into one flat buffer (a view per parameter)
+        params = self.param_groups[0]["params"]
+        self._jopt_flat_grad = torch.zeros(sum(p.numel() for p in params))
+        self._jopt_grad_views = list(torch.split(self._jopt_flat_grad,
+                                                 [p.numel() for p in params]))
+        for pi, v in enumerate(self._jopt_grad_views):
+            if v.numel():
+                self._jopt.set_grad(0, pi, v.data_ptr())
+
+    def _jopt_check_groups(self):
+        if len(self.param_groups) != 1:
+            raise ValueError("%s doesn't support per-parameter options (parameter "
+                             "groups)" % self._jopt_name)
+
+    @torch.no_grad()
+    def step(self, closure):
+        """Calls closure() (with grad enabled) as often as the method needs and
+        returns the first call's loss, as torch.optim.LBFGS.step does.  An
+        exception in the closure is re-raised here, with the parameters and
+        the optimizer's state as they were before the step."""
+        group = self.param_groups[0]
+        params = group["params"]
+        for pi, p in enumerate(params):
+            if p.data_ptr() != self._jopt_ptrs[0][pi]:
+                raise RuntimeError(
+                    "jopt.%s: the storage of %s moved since the optimizer was built "
+                    "(was p.data replaced?)" % (self._jopt_name, _pname(group, 0, pi, p)))
+        self._jopt_push_hyper()
+        views = self._jopt_grad_views
+        first, failed = [], []
+
+        def evaluate(_user, loss):
+            try:
+                with torch.enable_grad():
+                    out = closure()
+                for p, v in zip(params, views):
+                    if p.grad is None:  # torch's _gather_flat_grad: zeros
+                        v.zero_()
+                    else:
+                        v.copy_(p.grad.reshape(-1))
+                loss[0] = float(out)
+                if not first:
+                    first.append(out)
+                return 0
+            except BaseException as e:  # must not cross the C frames
+                failed.append(e)
+                return 1
+
+        st, _ = self._jopt.step_closure(_lib.CLOSURE(evaluate))
+        if failed:
+            raise failed[0]
+        if st != _lib.OK:
+            _lib._raise(st, self._jopt_ctx.handle)
+        if _increment_version is not None:
+            stepped = [p for p in params if p.numel()]
+            if stepped:
+                _increment_version(stepped)
+        return first[0]
+
+
 def _make(name):
     spec, sig, hyper, flags = describe(name)
-    doc = ("jopt.torch.%s: torch.optim.%s's interface over jopt's JIT-compiled spec "
-           "'%s'.\n\nSignature: %s%s" % (name, name, spec, name, sig))
-    cls = type(name, (JoptOptimizer,), {
+    if name in CLOSURE:
+        base = JoptClosureOptimizer
+        doc = ("jopt.torch.%s: %s over jopt's spec '%s'; step(closure) only.\n\n"
+               "Signature: %s%s" % (name, "torch.optim.LBFGS's interface" if name ==
+                                    "LBFGS" else "torch7 optim.cg", spec, name, sig))
+    else:
+        base = JoptOptimizer
+        doc = ("jopt.torch.%s: torch.optim.%s's interface over jopt's JIT-compiled spec "
+               "'%s'.\n\nSignature: %s%s" % (name, name, spec, name, sig))
+    cls = type(name, (base,), {
         "__doc__": doc, "__module__": __name__, "_jopt_name": name, "_jopt_spec": spec,
         "_jopt_sig": sig, "_jopt_hyper": tuple(hyper), "_jopt_flags": tuple(flags)})
-    cls.__init__ = _init_for(sig)
+    cls.__init__ = _init_for(sig, base)
     return cls
 
 
-def _init_for(sig):
+def _init_for(sig, base):
     def __init__(self, params, *args, **kwargs):
-        JoptOptimizer.__init__(self, params, *args, **kwargs)
+        base.__init__(self, params, *args, **kwargs)
     __init__.__signature__ = sig.replace(parameters=[
         sig.parameters["params"].replace(name="self")] + list(sig.parameters.values()))
     return __init__
