@@ -10,6 +10,8 @@
  *     f64 keys[nkeys] (NaN: unset),
  *     per parameter: i64 numel, i64 step, u64 present (bit per state),
  *       per present state: u64 count, f32 data[count]
+ *   closure optimizers only: u64 steps, u64 len, the driver's state
+ *     (rt_closure_save)
  *   u64 checksum (FNV-1a over every byte before it)
  *
  * Loading reads the whole file (no more than it holds), checks everything
@@ -21,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "rt.h"
+#include "closure.h"
 
 #define MAGIC "JOPTCKPT"
 #define VERSION 1u
@@ -77,24 +79,15 @@ static void serialise(const jopt_optim *opt, rt_out *o)
             }
         }
     }
+    if (opt->closure)
+        rt_closure_save(opt->closure, o);
     rt_put_seal(o);
-}
-
-/* A closure optimizer's history lives in its driver, which has no format
- * yet: refuse rather than write a checkpoint that would lose it. */
-static int refuse_closure(const jopt_optim *opt, const char *fn)
-{
-    return rt_fail(opt->ctx, JOPT_EINVAL, "%s: checkpoints of closure "
-                   "optimizers (%s) are not supported yet", fn,
-                   cg_spec_name(opt->spec));
 }
 
 JOPT_API int jopt_state_size(const jopt_optim *opt, size_t *len)
 {
     if (!opt)
         return JOPT_EINVAL;
-    if (opt->closure)
-        return refuse_closure(opt, "jopt_state_size");
     if (!len)
         return rt_fail(opt->ctx, JOPT_EINVAL, "jopt_state_size: len is NULL");
     rt_out o = {NULL, 0, 0};
@@ -109,8 +102,6 @@ JOPT_API int jopt_state_save_mem(const jopt_optim *opt, void *buf, size_t cap,
     static const char fn[] = "jopt_state_save_mem";
     if (!opt)
         return JOPT_EINVAL;
-    if (opt->closure)
-        return refuse_closure(opt, fn);
     size_t need;
     jopt_state_size(opt, &need);
     if (len)
@@ -131,8 +122,6 @@ JOPT_API int jopt_state_save(const jopt_optim *opt, const char *path)
     static const char fn[] = "jopt_state_save";
     if (!opt)
         return JOPT_EINVAL;
-    if (opt->closure)
-        return refuse_closure(opt, fn);
     if (!path || !*path)
         return rt_fail(opt->ctx, JOPT_EINVAL, "%s: path is %s", fn,
                        path ? "empty" : "NULL");
@@ -159,6 +148,8 @@ typedef struct loaded {
     float ***state;  /* per group, per param: ns arrays (NULL if absent) */
     int64_t **steps; /* per group, per param */
     uint64_t **scalar; /* per group, per param: states of one float */
+    const void *closure; /* a closure optimizer's part, and its length */
+    size_t closure_len;
 } loaded;
 
 #define FAIL(...) (rt_fail(opt->ctx, JOPT_EINVAL, __VA_ARGS__), 0)
@@ -255,6 +246,15 @@ static int parse(jopt_optim *opt, rt_in *r, loaded *L, const char *fn)
             }
         }
     }
+    if (opt->closure && !r->bad) { /* its step count and driver state */
+        size_t at = r->pos;
+        rt_get_u64(r);
+        const void *blob = rt_take(r, rt_get_u64(r));
+        if (L && blob) {
+            L->closure = r->p + at;
+            L->closure_len = r->pos - at;
+        }
+    }
     if (r->bad || r->pos != r->len)
         return FAIL("%s: checkpoint is truncated or malformed at byte %zu", fn,
                     r->pos);
@@ -286,8 +286,6 @@ JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len)
     static const char fn[] = "jopt_state_load";
     if (!opt)
         return JOPT_EINVAL;
-    if (opt->closure)
-        return refuse_closure(opt, fn);
     if (!buf)
         return rt_fail(opt->ctx, JOPT_EINVAL, "%s: buf is NULL", fn);
     /* the checksum covers everything: flipped bits and cut files stop here */
@@ -304,10 +302,12 @@ JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len)
     /* everything checks: now build the new state and kernels aside */
     size_t ns = cg_spec_nstate(opt->spec), nh = cg_spec_nhyper(opt->spec);
     size_t nv = cg_spec_nvalues(opt->spec), ng = opt->ngroups;
-    loaded L = {calloc(ng * nv + 1, sizeof(double)), calloc(ng * nh + 1, 1),
-                calloc(ng * RT_NKEYS + 1, sizeof(double)),
-                calloc(ng, sizeof(float **)), calloc(ng, sizeof(int64_t *)),
-                calloc(ng, sizeof(uint64_t *))};
+    loaded L = {.values = calloc(ng * nv + 1, sizeof(double)),
+                .runtime = calloc(ng * nh + 1, 1),
+                .keys = calloc(ng * RT_NKEYS + 1, sizeof(double)),
+                .state = calloc(ng, sizeof(float **)),
+                .steps = calloc(ng, sizeof(int64_t *)),
+                .scalar = calloc(ng, sizeof(uint64_t *))};
     cg_kernel **kernels = calloc(2 * ng + 1, sizeof *kernels);
     int rc = JOPT_OK;
     if (!L.values || !L.runtime || !L.keys || !L.state || !L.steps ||
@@ -338,7 +338,7 @@ JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len)
             goto oom;
         /* each saved state must be of the kind (one float or an array)
          * the kernel for the saved values expects */
-        for (size_t i = 0; i < opt->groups[g].n; i++) {
+        for (size_t i = 0; kernels[2 * g] && i < opt->groups[g].n; i++) {
             uint64_t present = 0;
             for (size_t k = 0; k < ns; k++)
                 present |= (uint64_t)(L.state[g][i * ns + k] != NULL) << k;
@@ -353,6 +353,13 @@ JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len)
             }
         }
     }
+    void *cstate = NULL;
+    int64_t csteps = 0;
+    if (opt->closure && (rc = rt_closure_load(opt->closure, L.closure,
+                                              L.closure_len, fn, &cstate, &csteps)))
+        goto done;
+    if (opt->closure)
+        rt_closure_adopt(opt->closure, cstate, csteps);
     /* swap in: nothing below can fail */
     for (size_t g = 0; g < ng; g++) {
         rt_group *gr = &opt->groups[g];
@@ -392,8 +399,6 @@ JOPT_API int jopt_state_load(jopt_optim *opt, const char *path)
     static const char fn[] = "jopt_state_load";
     if (!opt)
         return JOPT_EINVAL;
-    if (opt->closure)
-        return refuse_closure(opt, fn);
     if (!path)
         return rt_fail(opt->ctx, JOPT_EINVAL, "%s: path is NULL", fn);
     unsigned char *buf;

@@ -10,6 +10,7 @@
  * count, so neither do the results.
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -328,4 +329,62 @@ int rt_closure_state_get(const rt_closure *c, size_t index, const char *name,
     if (step)
         *step = c->steps;
     return JOPT_OK;
+}
+
+/* ---- checkpoints --------------------------------------------------------------- */
+
+void rt_closure_save(const rt_closure *c, rt_out *o)
+{
+    rt_put_u64(o, (uint64_t)c->steps);
+    rt_out count = {NULL, 0, 0};
+    if (c->d->save)
+        c->d->save(c->state, &count);
+    rt_put_u64(o, count.len);
+    if (c->d->save)
+        c->d->save(c->state, o);
+}
+
+int rt_closure_load(rt_closure *c, const void *buf, size_t len, const char *fn,
+                    void **state, int64_t *steps)
+{
+    rt_in r = {buf, len, 0, 0};
+    *steps = (int64_t)rt_get_u64(&r);
+    uint64_t n = rt_get_u64(&r);
+    const void *blob = rt_take(&r, n);
+    if (r.bad || r.pos != r.len || *steps < 0 || *steps > (int64_t)1 << 53)
+        return rt_fail(c->opt->ctx, JOPT_EINVAL, "%s: the %s state in the "
+                       "checkpoint is malformed", fn, display_name(c));
+    if (!c->d->load) {
+        if (n || !(*state = c->d->state_new(c)))
+            return n ? rt_fail(c->opt->ctx, JOPT_EINVAL, "%s: the checkpoint has "
+                               "%s state this jopt does not expect", fn,
+                               display_name(c))
+                     : rt_fail(c->opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
+        return JOPT_OK;
+    }
+    char err[CG_ERRLEN] = "";
+    rt_in br = {blob, n, 0, 0};
+    int rc = c->d->load(c, &br, state, err);
+    if (rc == JOPT_OK && (br.bad || br.pos != br.len)) {
+        c->d->state_free(*state);
+        rc = JOPT_EINVAL;
+        snprintf(err, sizeof err, "its length does not match its contents");
+    }
+    if (rc)
+        return rt_fail(c->opt->ctx, rc, "%s: the %s state in the checkpoint: %s",
+                       fn, display_name(c), err);
+    return JOPT_OK;
+}
+
+void rt_closure_adopt(rt_closure *c, void *state, int64_t steps)
+{
+    c->d->state_free(c->state);
+    c->state = state;
+    c->steps = steps;
+}
+
+void rt_closure_discard(const rt_closure *c, void *state)
+{
+    if (state)
+        c->d->state_free(state);
 }

@@ -54,6 +54,15 @@ typedef struct rt_driver {
      * states, *data NULL if it does not exist yet. */
     int (*state_get)(void *state, const char *name, const float **data,
                      int *flat);
+    /* Checkpoints (docs/checkpoint.md).  `save` writes what a resumed
+     * optimizer needs (an rt_out with buf NULL only counts).  `load` reads
+     * what save wrote into a new state (*out) for this optimizer, checking
+     * every count against rt_closure_numel and the bytes left; on failure
+     * (JOPT_EINVAL with a message in err, or JOPT_ENOMEM) nothing is
+     * allocated and nothing changed.  NULL: nothing to save, and loading
+     * makes a fresh state. */
+    void (*save)(const void *state, rt_out *o);
+    int (*load)(rt_closure *c, rt_in *r, void **out, char *err);
 } rt_driver;
 
 /* runtime/lbfgs.c, runtime/conjgrad.c */
@@ -99,5 +108,14 @@ int rt_closure_state_get(const rt_closure *c, size_t index, const char *name,
                          const float **data, int64_t *numel, int64_t *step);
 /* jopt_add_param_group: refused, as torch refuses groups */
 int rt_closure_one_group(const rt_closure *c);
+/* checkpoint.c: the closure optimizer's part of a checkpoint (its step
+ * count and its driver's state); loading it builds the new state aside
+ * (JOPT_EINVAL or JOPT_ENOMEM with the context's message, nothing changed),
+ * then rt_closure_adopt swaps it in or rt_closure_discard drops it */
+void rt_closure_save(const rt_closure *c, rt_out *o);
+int rt_closure_load(rt_closure *c, const void *buf, size_t len, const char *fn,
+                    void **state, int64_t *steps);
+void rt_closure_adopt(rt_closure *c, void *state, int64_t steps);
+void rt_closure_discard(const rt_closure *c, void *state);
 
 #endif /* RT_CLOSURE_H */

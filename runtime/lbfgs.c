@@ -1,17 +1,9 @@
 /*
- * lbfgs.c - L-BFGS as torch.optim.LBFGS (PyTorch 2.13, torch/optim/lbfgs.py),
- * with its strong-Wolfe line search (_strong_wolfe, _cubic_interpolate).
+ * lbfgs.c - L-BFGS as torch.optim.LBFGS (PyTorch 2.13, torch/optim/lbfgs.py);
+ * its strong-Wolfe line search (_strong_wolfe, _cubic_interpolate) is in
+ * lbfgs_wolfe.c, torch's scalar type `num` in lbfgs.h.
  * The control flow is lbfgs.py's, statement for statement; every vector
  * operation is a kernel of specs/lbfgs.lua run through rt_vk.
- *
- * Scalars.  torch mixes 0-dim float32 tensors (every dot, ro, H_diag, al,
- * be, and any step size computed from them) with Python numbers (losses,
- * lr, bounds computed from Python numbers), and the type of a step size
- * changes on the way through the line search.  `num` carries that type so
- * that each operation rounds where torch does (tests/fixtures/lbfgs/
- * README.md, "float32 vs float64").  Our dots and sums accumulate in double
- * where torch's accumulate in float32, then are rounded to float: only the
- * scalar types are torch's, not the reduction order.
  *
  * Buffers and rollback.  Every flat vector lives in a table of buffers the
  * state owns; the state refers to them by index.  A buffer is free when no
@@ -35,29 +27,13 @@
  * are spares that later pairs and temporaries reuse; buffers are freed
  * only with the optimizer.
  */
-#include "closure.h"
+#include "lbfgs.h"
 
-#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* the kernels of specs/lbfgs.lua, in the order of lbfgs_kernels */
-enum {
-    K_GATHER,        /* flat, g -> max|g|, sum|g|           flat = g */
-    K_GATHER_DOT,    /* flat, g, d -> max|g|, sum|g|, g.d   flat = g */
-    K_CURVATURE,     /* y, s, g, g_prev, d; t -> y.s, y.y   y = g - g_prev, s = d*t */
-    K_NEG_SCALE_DOT, /* d, g; h -> g.d                      d = (-g)*h */
-    K_NEG_DOT,       /* q, g, z -> z.q                      q = -g */
-    K_AXPY_DOT,      /* y, x, z; a -> z.y                   y += a*x (fma) */
-    K_AXPY_SCALE_DOT,/* q, y; a, h -> y.q                   q = fma(y, a, q)*h */
-    K_MOVE_FROM,     /* p, x, d; t                          p = fma(d, t, x) */
-    K_AXPY,          /* y, x; a                             y += a*x (fma) */
-    K_COPY,          /* y, x                                y = x */
-    K_AMAX,          /* x -> max|x| */
-    K_AMAX_SCALED,   /* d; t -> max|d*t| */
-    K_COUNT
-};
-
+/* the kernels of specs/lbfgs.lua, in the order of the K_ enum of lbfgs.h */
 static const rt_kernel_sig lbfgs_kernels[K_COUNT] = {
     {"gather", 2, 0, 2},        {"gather_dot", 3, 0, 3},
     {"curvature", 5, 1, 2},     {"neg_scale_dot", 2, 1, 1},
@@ -67,92 +43,7 @@ static const rt_kernel_sig lbfgs_kernels[K_COUNT] = {
     {"amax", 1, 0, 1},          {"amax_scaled", 1, 1, 1},
 };
 
-/* ---- torch's scalars: a 0-dim float32 tensor or a Python number ---------- */
-
-typedef struct num {
-    double v;
-    int f32; /* a float32 tensor: v holds a float value */
-} num;
-
-static num tens(double v) { return (num){(float)v, 1}; }
-static num py(double v) { return (num){v, 0}; }
-static float f32(num a) { return (float)a.v; }
-
-/* A binary operation with a tensor operand is done in float32 with the
- * Python operand rounded to float first; the double result of two floats'
- * +, -, *, / rounds to the correctly rounded float result. */
-static num add(num a, num b)
-{
-    return (a.f32 || b.f32) ? tens((double)f32(a) + f32(b)) : py(a.v + b.v);
-}
-static num sub(num a, num b)
-{
-    return (a.f32 || b.f32) ? tens((double)f32(a) - f32(b)) : py(a.v - b.v);
-}
-static num mul(num a, num b)
-{
-    return (a.f32 || b.f32) ? tens((double)f32(a) * f32(b)) : py(a.v * b.v);
-}
-/* `number / tensor` is torch's __rtruediv__: reciprocal, then a product */
-static num dvd(num a, num b)
-{
-    if (b.f32 && !a.f32)
-        return tens((double)(float)(1.0 / f32(b)) * f32(a));
-    return (a.f32 || b.f32) ? tens((double)f32(a) / f32(b)) : py(a.v / b.v);
-}
-static num nabs(num a) { return (num){fabs(a.v), a.f32}; }
-static int lt(num a, num b)
-{
-    return (a.f32 || b.f32) ? f32(a) < f32(b) : a.v < b.v;
-}
-static int le(num a, num b)
-{
-    return (a.f32 || b.f32) ? f32(a) <= f32(b) : a.v <= b.v;
-}
-/* Python's max/min of two: the first unless the second is strictly
- * beyond it; they return one of the objects, type included */
-static num pmax(num a, num b) { return lt(a, b) ? b : a; }
-static num pmin(num a, num b) { return lt(b, a) ? b : a; }
-
 /* ---- state ----------------------------------------------------------------- */
-
-/* the curvature pairs, oldest first: logical i is at (head + i) % cap */
-typedef struct lb_hist {
-    int *y, *s;  /* buffer indices: old_dirs, old_stps */
-    double *ro;  /* float values */
-    int cap, head, count;
-} lb_hist;
-
-/* everything a step changes; committed as a whole */
-typedef struct lb_vars {
-    int d, pfg;  /* buffers of d and prev_flat_grad, -1 before the first */
-    lb_hist h;
-    double t, H_diag, prev_loss;
-    double func_evals, n_iter;
-} lb_vars;
-
-typedef struct lb_buf {
-    float *p;
-    double amax; /* max|g| when the buffer holds a gathered gradient */
-    unsigned mark;
-} lb_buf;
-
-/* a step's temporaries that hold buffers (roots for buf_acquire) */
-enum { T_FG, T_X, T_GPREV, T_GNEW, T_BG0, T_BG1, T_Y, T_S, T_D, T_COUNT };
-
-typedef struct lb_state {
-    rt_closure *c;
-    lb_buf *bufs;
-    int nbufs, capbufs;
-    unsigned epoch;
-    lb_vars cur, work;
-    int tmp[T_COUNT];
-    double *al;
-    int alcap;
-    float shown[5]; /* t, H_diag, prev_loss, func_evals, n_iter */
-} lb_state;
-
-static float *B(lb_state *st, int i) { return st->bufs[i].p; }
 
 static void mark_hist(lb_state *st, const lb_hist *h)
 {
@@ -170,6 +61,24 @@ static void mark_vars(lb_state *st, const lb_vars *v)
     if (v->pfg >= 0)
         st->bufs[v->pfg].mark = st->epoch;
     mark_hist(st, &v->h);
+}
+
+/* a new buffer at the end of the table; -1 when out of memory */
+static int buf_append(lb_state *st)
+{
+    if (st->nbufs == st->capbufs) {
+        int cap = st->capbufs ? 2 * st->capbufs : 8;
+        lb_buf *nb = realloc(st->bufs, sizeof *nb * (size_t)cap);
+        if (!nb)
+            return -1;
+        st->bufs = nb;
+        st->capbufs = cap;
+    }
+    float *p = rt_closure_alloc(st->c);
+    if (!p)
+        return -1;
+    st->bufs[st->nbufs] = (lb_buf){p, 0, 0};
+    return st->nbufs++;
 }
 
 /* A buffer no root refers to, allocated if there is none; -1 when out of
@@ -190,23 +99,11 @@ static int buf_acquire(lb_state *st)
     for (int i = 0; i < st->nbufs; i++)
         if (st->bufs[i].mark != st->epoch)
             return i;
-    if (st->nbufs == st->capbufs) {
-        int cap = st->capbufs ? 2 * st->capbufs : 8;
-        lb_buf *nb = realloc(st->bufs, sizeof *nb * (size_t)cap);
-        if (!nb)
-            return -1;
-        st->bufs = nb;
-        st->capbufs = cap;
-    }
-    float *p = rt_closure_alloc(st->c);
-    if (!p)
-        return -1;
-    st->bufs[st->nbufs] = (lb_buf){p, 0, 0};
-    return st->nbufs++;
+    return buf_append(st);
 }
 
 /* acquires into tmp slot k */
-static int acquire_tmp(lb_state *st, int k)
+int lb_acquire_tmp(lb_state *st, int k)
 {
     st->tmp[k] = -1;
     st->tmp[k] = buf_acquire(st);
@@ -310,11 +207,9 @@ static int hist_push(lb_hist *h, double history_size, int y, int s, double ro)
 
 /* ---- the vector kernels ----------------------------------------------------- */
 
-static rt_vec V(lb_state *st, int i) { return RT_BUF(B(st, i)); }
-
 /* gathers the user's gradients into buffer `buf`; returns sum|g| and, with
  * d >= 0, g.d in *gtd */
-static double gather(lb_state *st, int buf, int d, double *gtd)
+double lb_gather(lb_state *st, int buf, int d, double *gtd)
 {
     double r[3];
     if (d >= 0) {
@@ -327,192 +222,6 @@ static double gather(lb_state *st, int buf, int d, double *gtd)
     }
     st->bufs[buf].amax = r[0];
     return r[1];
-}
-
-/* ---- _strong_wolfe ------------------------------------------------------------ */
-
-/* _cubic_interpolate: bounds NULL for the bracket's own ends */
-static num cubic_interpolate(num x1, double f1, num g1, num x2, double f2,
-                             num g2, const num *bounds)
-{
-    num xmin_bound, xmax_bound;
-    if (bounds) {
-        xmin_bound = bounds[0];
-        xmax_bound = bounds[1];
-    } else if (le(x1, x2)) {
-        xmin_bound = x1;
-        xmax_bound = x2;
-    } else {
-        xmin_bound = x2;
-        xmax_bound = x1;
-    }
-    num d1 = sub(add(g1, g2), dvd(mul(py(3), py(f1 - f2)), sub(x1, x2)));
-    num d2_square = sub(mul(d1, d1), mul(g1, g2));
-    if (le(py(0), d2_square)) {
-        num d2 = tens(sqrtf(f32(d2_square)));
-        num min_pos;
-        if (le(x1, x2))
-            min_pos = sub(x2, mul(sub(x2, x1), dvd(sub(add(g2, d2), d1),
-                                                   add(sub(g2, g1), mul(py(2), d2)))));
-        else
-            min_pos = sub(x1, mul(sub(x1, x2), dvd(sub(add(g1, d2), d1),
-                                                   add(sub(g1, g2), mul(py(2), d2)))));
-        return pmin(pmax(min_pos, xmin_bound), xmax_bound);
-    }
-    return dvd(add(xmin_bound, xmax_bound), py(2.0));
-}
-
-typedef struct ls_ctx {
-    lb_state *st;
-    int x, d;      /* x_init and the direction */
-    int evals;     /* ls_func_evals */
-} ls_ctx;
-
-/* _directional_evaluate: θ = x + t·d, evaluate; the gradient into a fresh
- * buffer in tmp[T_GNEW] (θ is left at the trial point: the next trial or
- * the final move rewrites it from x) */
-static int directional_evaluate(ls_ctx *ls, num t, double *f_new, num *gtd_new)
-{
-    lb_state *st = ls->st;
-    rt_vec a[3] = {RT_PARAMS, V(st, ls->x), V(st, ls->d)};
-    double tv = t.v;
-    rt_vk(st->c, K_MOVE_FROM, a, &tv, NULL);
-    int rc = rt_closure_eval(st->c, f_new);
-    if (rc != JOPT_OK)
-        return rc;
-    ls->evals++;
-    if ((rc = acquire_tmp(st, T_GNEW)) != JOPT_OK)
-        return rc;
-    double gtd = 0;
-    gather(st, st->tmp[T_GNEW], ls->d, &gtd);
-    *gtd_new = tens(gtd);
-    return JOPT_OK;
-}
-
-/* _strong_wolfe(obj_func, x, t, d, f, g, gtd, max_ls=max_ls) with g in
- * tmp[T_FG]; returns f_new in *f, t in *t and g_new in tmp[T_FG] */
-static int strong_wolfe(ls_ctx *ls, num *tio, double *fio, num gtd, double max_ls)
-{
-    const double c1 = 1e-4, c2 = 0.9, tolerance_change = 1e-9;
-    lb_state *st = ls->st;
-    int *tmp = st->tmp;
-    double dn;
-    rt_vec ad = V(st, ls->d);
-    rt_vk(st->c, K_AMAX, &ad, NULL, &dn);
-    num d_norm = tens(dn), t = *tio;
-    double f = *fio, f_new;
-    num gtd_new;
-    int rc = directional_evaluate(ls, t, &f_new, &gtd_new);
-    if (rc != JOPT_OK)
-        return rc;
-
-    num t_prev = py(0), gtd_prev = gtd;
-    double f_prev = f;
-    tmp[T_GPREV] = tmp[T_FG];
-    int done = 0, ls_iter = 0, nb = 0;
-    num br[2] = {py(0), py(0)}, br_gtd[2] = {py(0), py(0)};
-    double br_f[2] = {0, 0};
-    /* armijo: f_new > f + c1*t*gtd */
-#define ARMIJO_FAILS(t_) lt(add(py(f), mul(mul(py(c1), (t_)), gtd)), py(f_new))
-    while (ls_iter < max_ls) {
-        if (ARMIJO_FAILS(t) || (ls_iter > 1 && f_new >= f_prev)) {
-            nb = 2;
-            br[0] = t_prev, br[1] = t;
-            br_f[0] = f_prev, br_f[1] = f_new;
-            tmp[T_BG0] = tmp[T_GPREV], tmp[T_BG1] = tmp[T_GNEW];
-            br_gtd[0] = gtd_prev, br_gtd[1] = gtd_new;
-            break;
-        }
-        if (le(nabs(gtd_new), mul(py(-c2), gtd))) {
-            nb = 1;
-            br[0] = t;
-            br_f[0] = f_new;
-            tmp[T_BG0] = tmp[T_GNEW];
-            done = 1;
-            break;
-        }
-        if (le(py(0), gtd_new)) {
-            nb = 2;
-            br[0] = t_prev, br[1] = t;
-            br_f[0] = f_prev, br_f[1] = f_new;
-            tmp[T_BG0] = tmp[T_GPREV], tmp[T_BG1] = tmp[T_GNEW];
-            br_gtd[0] = gtd_prev, br_gtd[1] = gtd_new;
-            break;
-        }
-        num bounds[2] = {add(t, mul(py(0.01), sub(t, t_prev))), mul(t, py(10))};
-        num tmp_t = t;
-        t = cubic_interpolate(t_prev, f_prev, gtd_prev, t, f_new, gtd_new, bounds);
-        t_prev = tmp_t;
-        f_prev = f_new;
-        tmp[T_GPREV] = tmp[T_GNEW];
-        gtd_prev = gtd_new;
-        if ((rc = directional_evaluate(ls, t, &f_new, &gtd_new)) != JOPT_OK)
-            return rc;
-        ls_iter++;
-    }
-    tmp[T_GPREV] = -1; /* the zoom has no use for it: let it be reused */
-    /* torch tests `ls_iter == max_ls`; a negative max_ls (max_eval below
-     * the evaluations made) leaves its bracket unset and raises there, we
-     * take this branch instead */
-    if (ls_iter >= max_ls) {
-        nb = 2;
-        br[0] = py(0), br[1] = t;
-        br_f[0] = f, br_f[1] = f_new;
-        tmp[T_BG0] = tmp[T_FG], tmp[T_BG1] = tmp[T_GNEW];
-    }
-
-    int insuf_progress = 0;
-    int low = br_f[0] <= br_f[nb - 1] ? 0 : 1, high = 1 - low;
-    while (!done && ls_iter < max_ls) {
-        if (lt(mul(nabs(sub(br[1], br[0])), d_norm), py(tolerance_change)))
-            break;
-        t = cubic_interpolate(br[0], br_f[0], br_gtd[0], br[1], br_f[1], br_gtd[1], NULL);
-        num bmax = pmax(br[0], br[1]), bmin = pmin(br[0], br[1]);
-        num eps = mul(py(0.1), sub(bmax, bmin));
-        if (lt(pmin(sub(bmax, t), sub(t, bmin)), eps)) {
-            if (insuf_progress || le(bmax, t) || le(t, bmin)) {
-                if (lt(nabs(sub(t, bmax)), nabs(sub(t, bmin))))
-                    t = sub(bmax, eps);
-                else
-                    t = add(bmin, eps);
-                insuf_progress = 0;
-            } else {
-                insuf_progress = 1;
-            }
-        } else {
-            insuf_progress = 0;
-        }
-        if ((rc = directional_evaluate(ls, t, &f_new, &gtd_new)) != JOPT_OK)
-            return rc;
-        ls_iter++;
-        if (ARMIJO_FAILS(t) || f_new >= br_f[low]) {
-            br[high] = t;
-            br_f[high] = f_new;
-            tmp[T_BG0 + high] = tmp[T_GNEW];
-            br_gtd[high] = gtd_new;
-            low = br_f[0] <= br_f[1] ? 0 : 1;
-            high = 1 - low;
-        } else {
-            if (le(nabs(gtd_new), mul(py(-c2), gtd))) {
-                done = 1;
-            } else if (le(py(0), mul(gtd_new, sub(br[high], br[low])))) {
-                br[high] = br[low];
-                br_f[high] = br_f[low];
-                tmp[T_BG0 + high] = tmp[T_BG0 + low];
-                br_gtd[high] = br_gtd[low];
-            }
-            br[low] = t;
-            br_f[low] = f_new;
-            tmp[T_BG0 + low] = tmp[T_GNEW];
-            br_gtd[low] = gtd_new;
-        }
-    }
-#undef ARMIJO_FAILS
-    *tio = br[low];
-    *fio = br_f[low];
-    tmp[T_FG] = tmp[T_BG0 + low];
-    tmp[T_GPREV] = tmp[T_GNEW] = tmp[T_BG0] = tmp[T_BG1] = -1;
-    return JOPT_OK;
 }
 
 /* ---- the step ----------------------------------------------------------------- */
@@ -544,7 +253,7 @@ static int two_loop(lb_state *st, int g, double *gtd)
 {
     lb_vars *w = &st->work;
     const lb_hist *h = &w->h;
-    int rc = acquire_tmp(st, T_D);
+    int rc = lb_acquire_tmp(st, T_D);
     if (rc != JOPT_OK)
         return rc;
     int d = st->tmp[T_D], n = h->count;
@@ -605,7 +314,8 @@ static int direction(lb_state *st, const lb_opts *o, int g, double *gtd)
     /* a line search that returned t = 0 gives back the same gradient
      * buffer: y = 0, so y.s = 0 (or NaN) and no pair is stored */
     if (g != w->pfg) {
-        if ((rc = acquire_tmp(st, T_Y)) != JOPT_OK || (rc = acquire_tmp(st, T_S)) != JOPT_OK)
+        if ((rc = lb_acquire_tmp(st, T_Y)) != JOPT_OK ||
+            (rc = lb_acquire_tmp(st, T_S)) != JOPT_OK)
             return rc;
         rt_vec a[5] = {V(st, st->tmp[T_Y]), V(st, st->tmp[T_S]), V(st, g),
                        V(st, w->pfg), V(st, w->d)};
@@ -625,9 +335,9 @@ static int direction(lb_state *st, const lb_opts *o, int g, double *gtd)
 /* gathers the gradients into a fresh flat_grad, tmp[T_FG]; *gsum = sum|g| */
 static int new_flat_grad(lb_state *st, double *gsum)
 {
-    int rc = acquire_tmp(st, T_FG);
+    int rc = lb_acquire_tmp(st, T_FG);
     if (rc == JOPT_OK)
-        *gsum = gather(st, st->tmp[T_FG], -1, NULL);
+        *gsum = lb_gather(st, st->tmp[T_FG], -1, NULL);
     return rc;
 }
 
@@ -683,14 +393,14 @@ static int run_step(lb_state *st, const lb_opts *o, double *loss)
         double ls_func_evals = 0;
         int cond = 0;
         if (o->strong_wolfe) {
-            ls_ctx ls = {st, -1, w->d, 0};
-            if ((rc = acquire_tmp(st, T_X)) != JOPT_OK)
+            lb_ls_ctx ls = {st, -1, w->d, 0};
+            if ((rc = lb_acquire_tmp(st, T_X)) != JOPT_OK)
                 return rc;
             ls.x = st->tmp[T_X];
             rt_vec a[2] = {V(st, ls.x), RT_PARAMS};
             rt_vk(st->c, K_COPY, a, NULL, NULL);
             double ms = o->max_eval - current_evals;
-            rc = strong_wolfe(&ls, &t, &lossv, gtd, ms);
+            rc = lb_strong_wolfe(&ls, &t, &lossv, gtd, ms);
             if (rc != JOPT_OK)
                 return rc;
             w->t = t.v;
@@ -813,7 +523,113 @@ static int lbfgs_state_get(void *state, const char *name, const float **data,
     return 0;
 }
 
+/* ---- checkpoints --------------------------------------------------------------
+ *
+ *   u64 numel; f64 t, H_diag, prev_loss, func_evals, n_iter
+ *   u8 has_d, has_prev_flat_grad; u32 pairs
+ *   per pair, oldest first: f64 ro, f32 y[numel] (old_dirs), f32 s[numel] (old_stps)
+ *   f32 d[numel] if has_d; f32 prev_flat_grad[numel] if has_prev_flat_grad
+ */
+
+static void lbfgs_save(const void *state, rt_out *o)
+{
+    const lb_state *st = state;
+    const lb_vars *v = &st->cur;
+    size_t bytes = (size_t)rt_closure_numel(st->c) * sizeof(float);
+    rt_put_u64(o, (uint64_t)rt_closure_numel(st->c));
+    double scalars[5] = {v->t, v->H_diag, v->prev_loss, v->func_evals, v->n_iter};
+    rt_put(o, scalars, sizeof scalars);
+    unsigned char has[2] = {v->d >= 0, v->pfg >= 0};
+    rt_put(o, has, 2);
+    rt_put_u32(o, (uint32_t)v->h.count);
+    for (int i = 0; i < v->h.count; i++) {
+        int pos = (v->h.head + i) % v->h.cap;
+        rt_put_f64(o, v->h.ro[pos]);
+        rt_put(o, st->bufs[v->h.y[pos]].p, bytes);
+        rt_put(o, st->bufs[v->h.s[pos]].p, bytes);
+    }
+    if (v->d >= 0)
+        rt_put(o, st->bufs[v->d].p, bytes);
+    if (v->pfg >= 0)
+        rt_put(o, st->bufs[v->pfg].p, bytes);
+}
+
+/* a new buffer holding the next numel floats of r, or -1 */
+static int load_vec(lb_state *st, rt_in *r, size_t bytes)
+{
+    const void *src = rt_take(r, bytes);
+    int b = src ? buf_append(st) : -1;
+    if (b >= 0)
+        memcpy(st->bufs[b].p, src, bytes);
+    return b;
+}
+
+static int count_ok(double v) { return v >= 0 && v <= 9007199254740992.0; }
+
+static int lbfgs_load(rt_closure *c, rt_in *r, void **out, char *err)
+{
+    int64_t n = rt_closure_numel(c);
+    size_t bytes = (size_t)n * sizeof(float);
+    if (rt_get_u64(r) != (uint64_t)n)
+        return snprintf(err, CG_ERRLEN, "it was saved for parameters of another "
+                        "size (these have %lld elements)", (long long)n), JOPT_EINVAL;
+    double sc[5];
+    const void *p = rt_take(r, sizeof sc);
+    const unsigned char *has = rt_take(r, 2);
+    uint32_t pairs = rt_get_u32(r);
+    if (p)
+        memcpy(sc, p, sizeof sc);
+    /* every pair holds 2·numel floats: a count the bytes left cannot hold
+     * is refused before anything is allocated */
+    if (!p || !has || r->bad || has[0] > 1 || has[1] > 1 ||
+        !count_ok(sc[3]) || !count_ok(sc[4]) ||
+        pairs > (r->len - r->pos) / (8 + 2 * bytes))
+        return snprintf(err, CG_ERRLEN, "corrupt counters or history length"),
+               JOPT_EINVAL;
+    lb_state *st = lbfgs_state_new(c);
+    if (!st || hist_resize(&st->cur.h, pairs ? (int)pairs : 1) != JOPT_OK)
+        goto oom;
+    lb_vars *v = &st->cur;
+    v->t = sc[0];
+    v->H_diag = sc[1];
+    v->prev_loss = sc[2];
+    v->func_evals = sc[3];
+    v->n_iter = sc[4];
+    for (uint32_t i = 0; i < pairs; i++) {
+        double ro = rt_get_f64(r);
+        int y = load_vec(st, r, bytes), s = y >= 0 ? load_vec(st, r, bytes) : -1;
+        if (s < 0)
+            goto fail;
+        v->h.y[i] = y;
+        v->h.s[i] = s;
+        v->h.ro[i] = ro;
+        v->h.count = (int)i + 1;
+    }
+    if ((has[0] && (v->d = load_vec(st, r, bytes)) < 0) ||
+        (has[1] && (v->pfg = load_vec(st, r, bytes)) < 0))
+        goto fail;
+    st->work = (lb_vars){.d = -1, .pfg = -1};
+    show(st);
+    *out = st;
+    return JOPT_OK;
+fail:
+    if (r->bad) {
+        lbfgs_state_free(st);
+        return snprintf(err, CG_ERRLEN, "truncated"), JOPT_EINVAL;
+    }
+oom:
+    lbfgs_state_free(st);
+    return snprintf(err, CG_ERRLEN, "out of memory"), JOPT_ENOMEM;
+}
+
 const rt_driver rt_lbfgs_driver = {
-    "lbfgs",          lbfgs_kernels,    K_COUNT,         lbfgs_state_new,
-    lbfgs_step,       lbfgs_state_free, lbfgs_state_get,
+    .method = "lbfgs",
+    .kernels = lbfgs_kernels,
+    .nkernels = K_COUNT,
+    .state_new = lbfgs_state_new,
+    .step = lbfgs_step,
+    .state_free = lbfgs_state_free,
+    .state_get = lbfgs_state_get,
+    .save = lbfgs_save,
+    .load = lbfgs_load,
 };

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "helpers.h"
+#include "problems.h"
 
 static const int64_t sizes[] = {257, 1, 7001};
 #define NT 3
@@ -353,6 +354,109 @@ static void test_checkpoint_add_param_group(void **state)
     free(p), free(g), free(p0);
 }
 
+/* ---- closure optimizers ------------------------------------------------------ */
+
+typedef struct crun {
+    t_problem p;
+    jopt_ctx *ctx;
+    jopt_optim *opt;
+} crun;
+
+static void crun_new(crun *r, const char *problem, const char *spec,
+                     const char *options)
+{
+    assert_int_equal(t_problem_init(&r->p, problem, JOPT_SOURCE_DIR), 0);
+    assert_int_equal(jopt_ctx_new(&r->ctx), JOPT_OK);
+    T_OK(r->ctx, jopt_ctx_set_spec_path(r->ctx, JOPT_SOURCE_DIR "/specs"));
+    jopt_param prm[T_PROBLEM_MAXT];
+    for (int t = 0; t < r->p.ntensors; t++)
+        prm[t] = (jopt_param){r->p.params[t], r->p.grads[t], r->p.sizes[t]};
+    jopt_group g = {prm, (size_t)r->p.ntensors, options};
+    T_OK(r->ctx, jopt_optim_new(r->ctx, spec, &g, 1, NULL, &r->opt));
+}
+
+static void crun_free(crun *r)
+{
+    jopt_optim_free(r->opt);
+    jopt_ctx_free(r->ctx);
+    t_problem_free(&r->p);
+}
+
+static void csteps(crun *r, int n, double *losses)
+{
+    for (int s = 0; s < n; s++)
+        T_OK(r->ctx, jopt_step(r->opt, t_problem_closure, &r->p, &losses[s]));
+}
+
+/* the offset of the closure optimizer's driver part: it ends just before
+ * the checksum and is preceded by its u64 length */
+static size_t driver_part(const unsigned char *buf, size_t len)
+{
+    for (size_t l = 0; l + 24 <= len; l++) {
+        uint64_t stored;
+        memcpy(&stored, buf + len - 8 - l - 8, 8);
+        if (stored == l)
+            return len - 8 - l;
+    }
+    fail_msg("no driver part found");
+    return 0;
+}
+
+/* save after 3 steps, run 3 more; a new optimizer over the parameters as
+ * they were at the save, loaded, runs the same 3 steps bit for bit */
+static void test_checkpoint_closure_optimizers_resume(void **state)
+{
+    (void)state;
+    static const char *const cases[][3] = {
+        {"rosen100", "lbfgs", "line_search_fn=strong_wolfe history_size=3 max_iter=5"},
+        {"logreg", "lbfgs", "max_iter=4"},
+        {"rosen100", "cg", "max_iter=10"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        crun a, b;
+        double la[6], lb[3];
+        crun_new(&a, cases[c][0], cases[c][1], cases[c][2]);
+        csteps(&a, 3, la);
+        size_t len;
+        T_OK(a.ctx, jopt_state_size(a.opt, &len));
+        unsigned char *buf = malloc(len);
+        T_OK(a.ctx, jopt_state_save_mem(a.opt, buf, len, NULL));
+        float x_mid[128], xa[128], xb[128];
+        t_problem_get_x(&a.p, x_mid);
+        csteps(&a, 3, la + 3);
+        t_problem_get_x(&a.p, xa);
+
+        crun_new(&b, cases[c][0], cases[c][1], cases[c][2]);
+        t_problem_set_x(&b.p, x_mid);
+        if (!strcmp(cases[c][1], "lbfgs")) { /* a bad driver part: refused */
+            unsigned char *bad = malloc(len);
+            memcpy(bad, buf, len);
+            size_t at = driver_part(bad, len);
+            uint64_t wrong = (uint64_t)a.p.n - 1;
+            memcpy(bad + at, &wrong, 8);
+            t_reseal(bad, len);
+            assert_int_equal(jopt_state_load_mem(b.opt, bad, len), JOPT_EINVAL);
+            assert_non_null(strstr(jopt_errmsg(b.ctx), "parameters of another size"));
+            free(bad);
+        }
+        T_OK(b.ctx, jopt_state_load_mem(b.opt, buf, len));
+        csteps(&b, 3, lb);
+        t_problem_get_x(&b.p, xb);
+        assert_memory_equal(xa, xb, (size_t)a.p.n * sizeof(float));
+        assert_memory_equal(la + 3, lb, sizeof lb);
+        if (!strcmp(cases[c][1], "lbfgs")) {
+            const float *na, *nb;
+            int64_t sa, sb;
+            T_OK(a.ctx, jopt_state_get(a.opt, 0, 0, "n_iter", &na, &sa));
+            T_OK(b.ctx, jopt_state_get(b.opt, 0, 0, "n_iter", &nb, &sb));
+            assert_true(*na == *nb && sa == sb && sa == 6);
+        }
+        free(buf);
+        crun_free(&a);
+        crun_free(&b);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -363,6 +467,7 @@ int main(void)
         cmocka_unit_test(test_checkpoint_foreign_refused),
         cmocka_unit_test(test_checkpoint_save_is_atomic),
         cmocka_unit_test(test_checkpoint_add_param_group),
+        cmocka_unit_test(test_checkpoint_closure_optimizers_resume),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
