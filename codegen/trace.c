@@ -412,6 +412,39 @@ static int trace_main(lua_State *L)
     return 0;
 }
 
+/* Runs `body` in a fresh sandbox of the spec with h built from `values`,
+ * then finishes the graph; tr->g is freed on failure, else moved to out. */
+static int run_trace(tracer *tr, const double *values, lua_CFunction body,
+                     cg_graph **out, char *err)
+{
+    if (!(tr->g = cg_graph_new()))
+        return cg_fail(err, JOPT_ENOMEM, "out of memory");
+    sandbox sb;
+    int rc = spec_enter(&sb, tr->spec, values, err);
+    if (rc) {
+        cg_graph_free(tr->g);
+        return rc;
+    }
+    lua_State *L = sb.L;
+    lua_pushlightuserdata(L, tr);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &TRACER_KEY);
+    lua_pushcfunction(L, body);
+    lua_insert(L, -3);
+    lua_pushlightuserdata(L, &sb);
+    rc = sb_pcall(&sb, 3, 0, err);
+    sb_close(&sb);
+    if (rc == JOPT_EINVAL) /* require_that while tracing: a spec bug */
+        rc = JOPT_ESPEC;
+    if (rc == JOPT_OK)
+        rc = cg_graph_finish(tr->g, err);
+    if (rc) {
+        cg_graph_free(tr->g);
+        return rc;
+    }
+    *out = tr->g;
+    return JOPT_OK;
+}
+
 int cg_trace(const cg_spec *spec, const double *values,
              const uint8_t *runtime, int fresh, cg_graph **out, char *err)
 {
@@ -420,32 +453,7 @@ int cg_trace(const cg_spec *spec, const double *values,
     tr.spec = spec;
     tr.runtime = runtime;
     tr.fresh = fresh;
-    if (!(tr.g = cg_graph_new()))
-        return cg_fail(err, JOPT_ENOMEM, "out of memory");
-    sandbox sb;
-    int rc = spec_enter(&sb, spec, values, err);
-    if (rc) {
-        cg_graph_free(tr.g);
-        return rc;
-    }
-    lua_State *L = sb.L;
-    lua_pushlightuserdata(L, &tr);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &TRACER_KEY);
-    lua_pushcfunction(L, trace_main);
-    lua_insert(L, -3);
-    lua_pushlightuserdata(L, &sb);
-    rc = sb_pcall(&sb, 3, 0, err);
-    sb_close(&sb);
-    if (rc == JOPT_EINVAL) /* require_that inside update(): a spec bug */
-        rc = JOPT_ESPEC;
-    if (rc == JOPT_OK)
-        rc = cg_graph_finish(tr.g, err);
-    if (rc) {
-        cg_graph_free(tr.g);
-        return rc;
-    }
-    *out = tr.g;
-    return JOPT_OK;
+    return run_trace(&tr, values, trace_main, out, err);
 }
 
 /* ---- vector kernels ------------------------------------------------------ */
@@ -533,30 +541,5 @@ int cg_trace_vkernel(const cg_spec *spec, const char *name, cg_graph **out,
     if (!(tr.vk = cg_spec_find_vkernel(spec, name)))
         return cg_fail(err, JOPT_ESPEC, "spec %s has no kernel '%s'",
                        cg_spec_path(spec), name);
-    if (!(tr.g = cg_graph_new()))
-        return cg_fail(err, JOPT_ENOMEM, "out of memory");
-    sandbox sb;
-    int rc = spec_enter(&sb, spec, cg_spec_defaults(spec), err);
-    if (rc) {
-        cg_graph_free(tr.g);
-        return rc;
-    }
-    lua_State *L = sb.L;
-    lua_pushlightuserdata(L, &tr);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &TRACER_KEY);
-    lua_pushcfunction(L, vk_main);
-    lua_insert(L, -3);
-    lua_pushlightuserdata(L, &sb);
-    rc = sb_pcall(&sb, 3, 0, err);
-    sb_close(&sb);
-    if (rc == JOPT_EINVAL)
-        rc = JOPT_ESPEC;
-    if (rc == JOPT_OK)
-        rc = cg_graph_finish(tr.g, err);
-    if (rc) {
-        cg_graph_free(tr.g);
-        return rc;
-    }
-    *out = tr.g;
-    return JOPT_OK;
+    return run_trace(&tr, cg_spec_defaults(spec), vk_main, out, err);
 }

@@ -230,3 +230,19 @@ void t_problem_free(t_problem *p)
     free(p->r);
     p->xd = p->gd = p->X = p->y = p->r = NULL;
 }
+
+double t_problem_loss(t_problem *p)
+{
+    double f;
+    t_problem_eval(p, &f);
+    return f;
+}
+
+double t_problem_dist_to_one(const t_problem *p)
+{
+    double m = 0;
+    for (int t = 0; t < p->ntensors; t++)
+        for (int64_t k = 0; k < p->sizes[t]; k++)
+            m = fmax(m, fabs((double)p->params[t][k] - 1.0));
+    return m;
+}

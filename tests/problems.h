@@ -38,6 +38,10 @@ void t_problem_reset(t_problem *p);
 int t_problem_closure(void *user_data, double *loss);
 /* the loss and gradient at the current parameters, without counting */
 void t_problem_eval(t_problem *p, double *loss);
+/* the loss at the current parameters (t_problem_eval's), and
+ * max_k |x_k - 1|, the distance to Rosenbrock's minimum */
+double t_problem_loss(t_problem *p);
+double t_problem_dist_to_one(const t_problem *p);
 /* flat copies of the parameters / gradients (n floats) */
 void t_problem_get_x(const t_problem *p, float *out);
 void t_problem_set_x(t_problem *p, const float *in);

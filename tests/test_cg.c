@@ -79,24 +79,6 @@ static int64_t step(cg_run *r, double *loss)
     return r->p.calls - before;
 }
 
-static double loss_now(cg_run *r)
-{
-    double f;
-    t_problem_eval(&r->p, &f);
-    return f;
-}
-
-static double max_dist_to_one(const cg_run *r)
-{
-    float x[128];
-    assert_true(r->p.n <= 128);
-    t_problem_get_x(&r->p, x);
-    double m = 0;
-    for (int64_t k = 0; k < r->p.n; k++)
-        m = fmax(m, fabs((double)x[k] - 1.0));
-    return m;
-}
-
 /* Steps until the loss at the parameters is below `target` (at most
  * `max_steps`); the returned loss of each step must be the loss where the
  * step started, as torch's step(closure) returns its first loss. */
@@ -104,10 +86,10 @@ static int steps_to(cg_run *r, double target, int max_steps, int64_t *evals)
 {
     *evals = 0;
     for (int s = 1; s <= max_steps; s++) {
-        double start = loss_now(r), loss;
+        double start = t_problem_loss(&r->p), loss;
         *evals += step(r, &loss);
         assert_true(loss == start);
-        if (loss_now(r) < target)
+        if (t_problem_loss(&r->p) < target)
             return s;
     }
     return -1;
@@ -126,10 +108,10 @@ static void test_converges_rosen2(void **unused)
     int64_t evals;
     int steps = steps_to(&r, 1e-10, 50, &evals);
     print_message("rosen2: f < 1e-10 after %d steps, %lld evaluations, "
-                  "max|x-1| %.3g\n", steps, (long long)evals, max_dist_to_one(&r));
+                  "max|x-1| %.3g\n", steps, (long long)evals, t_problem_dist_to_one(&r.p));
     assert_int_equal(steps, 5);
     assert_int_equal(evals, 125);
-    assert_true(max_dist_to_one(&r) < 1e-5);
+    assert_true(t_problem_dist_to_one(&r.p) < 1e-5);
     run_free(&r);
 }
 
@@ -141,10 +123,10 @@ static void test_converges_rosen100(void **unused)
     int64_t evals;
     int steps = steps_to(&r, 1e-6, 400, &evals);
     print_message("rosen100: f < 1e-6 after %d steps, %lld evaluations, "
-                  "max|x-1| %.3g\n", steps, (long long)evals, max_dist_to_one(&r));
+                  "max|x-1| %.3g\n", steps, (long long)evals, t_problem_dist_to_one(&r.p));
     assert_int_equal(steps, 94);
     assert_int_equal(evals, 2350);
-    assert_true(max_dist_to_one(&r) < 1e-3);
+    assert_true(t_problem_dist_to_one(&r.p) < 1e-3);
     run_free(&r);
 }
 
@@ -161,7 +143,7 @@ static void test_converges_logreg(void **unused)
     run_new(&r, "logreg", NULL);
     int64_t evals;
     int steps = steps_to(&r, 0.22247225 + 5e-8, 100, &evals);
-    double f = loss_now(&r);
+    double f = t_problem_loss(&r.p);
     print_message("logreg: f %.9g after %d steps, %lld evaluations\n", f,
                   steps, (long long)evals);
     assert_true(steps > 0 && steps <= 5);
@@ -174,9 +156,9 @@ static void test_converges_logreg(void **unused)
     }
     t_problem_get_x(&r.p, y);
     assert_memory_equal(x, y, sizeof x);
-    print_message("logreg: 3 more steps move nothing; f %.9g\n", loss_now(&r));
-    assert_true(loss_now(&r) <= f);
-    assert_true(fabs(loss_now(&r) - 0.22247225) < 5e-8);
+    print_message("logreg: 3 more steps move nothing; f %.9g\n", t_problem_loss(&r.p));
+    assert_true(t_problem_loss(&r.p) <= f);
+    assert_true(fabs(t_problem_loss(&r.p) - 0.22247225) < 5e-8);
     run_free(&r);
 }
 

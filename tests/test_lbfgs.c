@@ -430,33 +430,15 @@ static void test_fixtures(void **state)
 
 /* ---- convergence -------------------------------------------------------------- */
 
-static double loss_now(lrun *r)
-{
-    double f;
-    t_problem_eval(&r->p, &f);
-    return f;
-}
-
-static double max_dist_to_one(const lrun *r)
-{
-    float x[128];
-    assert_true(r->p.n <= 128);
-    t_problem_get_x(&r->p, x);
-    double m = 0;
-    for (int64_t k = 0; k < r->p.n; k++)
-        m = fmax(m, fabs((double)x[k] - 1.0));
-    return m;
-}
-
 /* steps until the loss at the parameters is below target; -1 if not
  * within max_steps.  Every step returns the loss where it started. */
 static int steps_to(lrun *r, double target, int max_steps)
 {
     for (int s = 1; s <= max_steps; s++) {
-        double start = loss_now(r), loss;
+        double start = t_problem_loss(&r->p), loss;
         T_OK(r->ctx, jopt_step(r->opt, recording_closure, r, &loss));
         assert_true(loss == start);
-        if (loss_now(r) < target)
+        if (t_problem_loss(&r->p) < target)
             return s;
     }
     return -1;
@@ -473,9 +455,9 @@ static void test_converges_rosen2(void **state)
     lrun_new(&r, "rosen2", "line_search_fn=strong_wolfe");
     int s = steps_to(&r, 1e-9, 10);
     print_message("rosen2: f < 1e-9 after %d steps, %lld calls, max|x-1| %.3g\n",
-                  s, (long long)r.ncalls, max_dist_to_one(&r));
+                  s, (long long)r.ncalls, t_problem_dist_to_one(&r.p));
     assert_int_equal(s, 3);
-    assert_true(max_dist_to_one(&r) < 1e-4);
+    assert_true(t_problem_dist_to_one(&r.p) < 1e-4);
     lrun_free(&r);
 }
 
@@ -486,9 +468,9 @@ static void test_converges_rosen100(void **state)
     lrun_new(&r, "rosen100", "line_search_fn=strong_wolfe");
     int s = steps_to(&r, 1e-9, 60);
     print_message("rosen100: f < 1e-9 after %d steps, %lld calls, max|x-1| %.3g\n",
-                  s, (long long)r.ncalls, max_dist_to_one(&r));
+                  s, (long long)r.ncalls, t_problem_dist_to_one(&r.p));
     assert_int_equal(s, 25);
-    assert_true(max_dist_to_one(&r) < 1e-4);
+    assert_true(t_problem_dist_to_one(&r.p) < 1e-4);
     lrun_free(&r);
 }
 
@@ -504,7 +486,7 @@ static void test_converges_logreg(void **state)
         double loss;
         T_OK(r.ctx, jopt_step(r.opt, recording_closure, &r, &loss));
     }
-    double f = loss_now(&r);
+    double f = t_problem_loss(&r.p);
     print_message("logreg: f = %.9g after 5 steps (torch's minimum %.9g)\n", f, LOGREG_MIN);
     /* within a few float32 ulps of the minimum (ulp there ~1.5e-8) */
     assert_true(fabs(f - LOGREG_MIN) <= 1e-7);
@@ -623,10 +605,10 @@ static void test_edge_options(void **state)
     /* history_size=0: torch fails (pop from an empty list) when it would
      * store the first pair; we keep no pairs, i.e. scaled steepest descent */
     lrun_new(&r, "rosen2", "history_size=0 line_search_fn=strong_wolfe");
-    double before = loss_now(&r);
+    double before = t_problem_loss(&r.p);
     for (int s = 0; s < 3; s++)
         one_step(&r);
-    assert_true(loss_now(&r) < before);
+    assert_true(t_problem_loss(&r.p) < before);
     lrun_free(&r);
 }
 

@@ -246,6 +246,85 @@ static void test_vk_maxall_in_update_any_thread_count(void **state)
     free(g);
 }
 
+/* ---- closure optimizers over tensors big enough for the pool -------------- */
+
+/* f = Σ a_k (x_k - 1)² / 2 over two tensors, a_k in [0.5, 4.5) */
+typedef struct quad {
+    float *x[2], *g[2], *a[2];
+    int64_t n[2];
+} quad;
+
+static int quad_closure(void *user, double *loss)
+{
+    quad *q = user;
+    double f = 0;
+    for (int t = 0; t < 2; t++)
+        for (int64_t k = 0; k < q->n[t]; k++) {
+            double d = (double)q->x[t][k] - 1.0;
+            f += 0.5 * q->a[t][k] * d * d;
+            q->g[t][k] = (float)(q->a[t][k] * d);
+        }
+    *loss = f;
+    return 0;
+}
+
+static void run_quad(const char *spec, const char *options, int threads,
+                     float *out, double *losses)
+{
+    quad q = {.n = {1200000, 700001}};
+    for (int t = 0; t < 2; t++) {
+        q.x[t] = t_alloc(q.n[t]);
+        q.g[t] = t_alloc(q.n[t]);
+        q.a[t] = t_alloc(q.n[t]);
+        t_fill(q.x[t], q.n[t], 3 + (uint64_t)t, 0);
+        t_fill(q.a[t], q.n[t], 7 + (uint64_t)t, 0);
+        for (int64_t k = 0; k < q.n[t]; k++)
+            q.a[t][k] = 2.5f + 2 * q.a[t][k];
+    }
+    jopt_ctx *ctx;
+    assert_int_equal(jopt_ctx_new(&ctx), JOPT_OK);
+    T_OK(ctx, jopt_ctx_set_spec_path(ctx, JOPT_SOURCE_DIR "/specs"));
+    T_OK(ctx, jopt_ctx_set_threads(ctx, threads));
+    jopt_param prm[2] = {{q.x[0], q.g[0], q.n[0]}, {q.x[1], q.g[1], q.n[1]}};
+    jopt_group grp = {prm, 2, options};
+    jopt_optim *opt;
+    T_OK(ctx, jopt_optim_new(ctx, spec, &grp, 1, NULL, &opt));
+    for (int s = 0; s < 2; s++)
+        T_OK(ctx, jopt_step(opt, quad_closure, &q, &losses[s]));
+    memcpy(out, q.x[0], (size_t)q.n[0] * sizeof *out);
+    memcpy(out + q.n[0], q.x[1], (size_t)q.n[1] * sizeof *out);
+    jopt_optim_free(opt);
+    jopt_ctx_free(ctx);
+    for (int t = 0; t < 2; t++) {
+        free(q.x[t]);
+        free(q.g[t]);
+        free(q.a[t]);
+    }
+}
+
+/* every dot product and maximum of L-BFGS and CG over 1.9M elements, cut
+ * among two threads or done by one: the same bits */
+static void test_vk_closure_optimizers_any_thread_count(void **state)
+{
+    (void)state;
+    const char *cases[][2] = {{"lbfgs", "max_iter=6 line_search_fn=strong_wolfe"},
+                              {"lbfgs", "max_iter=3"},
+                              {"cg", ""}};
+    const int64_t n = 1200000 + 700001;
+    float *x1 = t_alloc(n), *x2 = t_alloc(n);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        double l1[2], l2[2];
+        run_quad(cases[i][0], cases[i][1], 1, x1, l1);
+        run_quad(cases[i][0], cases[i][1], 2, x2, l2);
+        assert_memory_equal(x1, x2, (size_t)n * sizeof *x1);
+        assert_memory_equal(l1, l2, sizeof l1);
+        print_message("%s %s: %.9g -> %.9g\n", cases[i][0], cases[i][1], l1[0], l1[1]);
+        assert_true(l1[1] < l1[0]); /* and it did descend */
+    }
+    free(x1);
+    free(x2);
+}
+
 /* ---- spec errors ------------------------------------------------------------ */
 
 static void expect_spec_error(const char *name, const char *src, const char *want)
@@ -339,6 +418,7 @@ int main(void)
         cmocka_unit_test(test_vk_shipped_kernels_jit_is_reference),
         cmocka_unit_test(test_vk_maxall_matches_c_and_propagates_nan),
         cmocka_unit_test(test_vk_maxall_in_update_any_thread_count),
+        cmocka_unit_test(test_vk_closure_optimizers_any_thread_count),
         cmocka_unit_test(test_vk_spec_errors),
         cmocka_unit_test(test_vk_choice_and_none_options),
     };
