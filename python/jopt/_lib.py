@@ -168,6 +168,11 @@ class Context:
             _raise(st, None)
         self._h = h.value
         self._optims = weakref.WeakSet()
+        # optimizers not yet freed: at interpreter exit the garbage collector
+        # may finalize the context before its optimizers (the WeakSet is
+        # already empty then), and the C context must outlive them
+        self._live = 0
+        self._closing = False
         if spec_path is not None:
             self.set_spec_path(spec_path)
         if engine is not None:
@@ -179,7 +184,7 @@ class Context:
 
     @property
     def handle(self):
-        if not self._h:
+        if not self._h or self._closing:
             raise ValueError("jopt: the context is closed")
         return self._h
 
@@ -217,9 +222,15 @@ class Context:
         return a.value, b.value
 
     def close(self):
-        if self._h:
+        if self._h and not self._closing:
+            self._closing = True
             for o in list(self._optims):
                 o.close()
+            self._release()
+
+    def _release(self):
+        """Frees the C context once it is closing and no optimizer is left."""
+        if self._h and self._closing and self._live == 0:
             jopt_ctx_free(self._h)
             self._h = None
 
@@ -297,6 +308,7 @@ class RawOptim:
             _raise(st, ctx.handle)
         self._h = h.value
         ctx._optims.add(self)
+        ctx._live += 1
 
     @staticmethod
     def _group(params, opts, keep):
@@ -321,6 +333,8 @@ class RawOptim:
         if self._h:
             jopt_optim_free(self._h)
             self._h = None
+            self.ctx._live -= 1
+            self.ctx._release()
 
     def __del__(self):
         try:
@@ -332,14 +346,29 @@ class RawOptim:
         loss = c_double()
         self._check(jopt_step(self.handle, CLOSURE(), None, ctypes.byref(loss)))
 
-    def step_closure(self, callback):
-        """jopt_step with a closure (a CLOSURE); returns (status, loss): the
-        caller decides what a JOPT_ECLOSURE means."""
-        loss = c_double()
-        st = jopt_step(self.handle, callback, None, ctypes.byref(loss))
-        if st not in (OK, ECLOSURE):
-            _raise(st, self.ctx._h)
-        return st, loss.value
+    def run_closure(self, evaluate):
+        """jopt_step with a closure: evaluate() -> (what to return, the loss
+        as a float), called as often as the method needs.  Returns what the
+        first call returned.  An exception in evaluate must not cross the C
+        frames: it is re-raised here, after jopt has undone the step."""
+        first, failed = [], []
+
+        def callback(_user, loss):
+            try:
+                out, value = evaluate()
+                loss[0] = value
+                if not first:
+                    first.append(out)
+                return 0
+            except BaseException as e:
+                failed.append(e)
+                return 1
+
+        st = jopt_step(self.handle, CLOSURE(callback), None, None)
+        if failed:
+            raise failed[0]
+        self._check(st)
+        return first[0]
 
     def zero_grad(self):
         self._check(jopt_zero_grad(self.handle))

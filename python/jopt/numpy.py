@@ -224,25 +224,12 @@ class NumpyClosureOptimizer(NumpyOptimizer):
             raise ValueError("jopt.numpy.%s.step: no gradients: pass grads=[...] or "
                              "bind them with bind_grads()" % self._jopt_name)
         self._push_hyper()
-        first, failed = [], []
 
-        def evaluate(_user, loss):
-            try:
-                out = closure()
-                loss[0] = float(out)
-                if not first:
-                    first.append(out)
-                return 0
-            except BaseException as e:  # must not cross the C frames
-                failed.append(e)
-                return 1
+        def evaluate():
+            out = closure()
+            return out, float(out)
 
-        st, _ = self._raw.step_closure(_lib.CLOSURE(evaluate))
-        if failed:
-            raise failed[0]
-        if st != _lib.OK:
-            _lib._raise(st, self._ctx.handle)
-        return first[0]
+        return self._raw.run_closure(evaluate)
 
 
 def _make(name):

@@ -306,35 +306,23 @@ class JoptClosureOptimizer(JoptOptimizer):
                     "(was p.data replaced?)" % (self._jopt_name, _pname(group, 0, pi, p)))
         self._jopt_push_hyper()
         views = self._jopt_grad_views
-        first, failed = [], []
 
-        def evaluate(_user, loss):
-            try:
-                with torch.enable_grad():
-                    out = closure()
-                for p, v in zip(params, views):
-                    if p.grad is None:  # torch's _gather_flat_grad: zeros
-                        v.zero_()
-                    else:
-                        v.copy_(p.grad.reshape(-1))
-                loss[0] = float(out)
-                if not first:
-                    first.append(out)
-                return 0
-            except BaseException as e:  # must not cross the C frames
-                failed.append(e)
-                return 1
+        def evaluate():
+            with torch.enable_grad():
+                out = closure()
+            for p, v in zip(params, views):
+                if p.grad is None:  # torch's _gather_flat_grad: zeros
+                    v.zero_()
+                else:
+                    v.copy_(p.grad.reshape(-1))
+            return out, float(out)
 
-        st, _ = self._jopt.step_closure(_lib.CLOSURE(evaluate))
-        if failed:
-            raise failed[0]
-        if st != _lib.OK:
-            _lib._raise(st, self._jopt_ctx.handle)
+        first = self._jopt.run_closure(evaluate)
         if _increment_version is not None:
             stepped = [p for p in params if p.numel()]
             if stepped:
                 _increment_version(stepped)
-        return first[0]
+        return first
 
 
 def _make(name):
