@@ -123,6 +123,7 @@ typedef struct cg_layout {
     /* vector kernels: arrays are slots 0..narrays-1 (no p, g or state) */
     int narrays, nscalars, nresults;
     int has_late;             /* pass 1 stores something (else skip it) */
+    uint64_t written;         /* bit per array slot the kernel stores to */
 } cg_layout;
 
 /* How a reduction combines: a sum in double, or the NaN-propagating

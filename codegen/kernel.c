@@ -152,6 +152,9 @@ static int trace_into(const cg_request *r, cg_kernel *k, char *err)
     k->layout.nreduce = g->nreduce;
     k->layout.reduce_kind = g->reduce_kind;
     for (int s = 0; s < g->nslots; s++)
+        if (g->store[s] >= 0)
+            k->layout.written |= 1ull << s;
+    for (int s = 0; s < g->nslots; s++)
         k->layout.has_late |= g->nreduce && g->store[s] >= 0 && g->late_store[s] &&
                               !g->scalar[s];
     if (r->vkernel) {

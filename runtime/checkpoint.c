@@ -286,6 +286,8 @@ JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len)
     static const char fn[] = "jopt_state_load";
     if (!opt)
         return JOPT_EINVAL;
+    if (rt_closure_busy(opt->closure, fn))
+        return JOPT_EINVAL;
     if (!buf)
         return rt_fail(opt->ctx, JOPT_EINVAL, "%s: buf is NULL", fn);
     /* the checksum covers everything: flipped bits and cut files stop here */

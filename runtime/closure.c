@@ -30,7 +30,8 @@ struct rt_closure {
     jopt_closure closure;
     void *user;
     int64_t evals, steps;
-    int bug;                    /* a driver broke rt_vk's contract */
+    int bug;                    /* a driver or spec broke rt_vk's contract */
+    int in_step;                /* the driver's step is running */
     /* rt_vk's space: each tensor's operands, the tasks and their sums */
     float **arrays;             /* gr->n rows of CG_MAX_SLOTS */
     cg_task *tasks;
@@ -68,6 +69,13 @@ double rt_closure_value(const rt_closure *c, const char *name)
 {
     const cg_hyper *h = cg_spec_find_hyper(c->opt->spec, name);
     return h ? c->gr->values[h->offset] : NAN;
+}
+
+void rt_closure_set_value(rt_closure *c, const char *name, double v)
+{
+    const cg_hyper *h = cg_spec_find_hyper(c->opt->spec, name);
+    if (h)
+        c->gr->values[h->offset] = v;
 }
 
 int rt_closure_eval(rt_closure *c, double *loss)
@@ -116,7 +124,13 @@ void rt_vk(rt_closure *c, int k, const rt_vec *arrays, const double *scalars,
 {
     const cg_kernel *kern = c->k[k];
     const cg_layout *l = cg_kernel_layout(kern);
-    if (!operands_distinct(arrays, l->narrays)) {
+    /* the user's gradients (or the shared zeros standing for absent ones)
+     * are read-only: a spec kernel that writes the array a driver binds to
+     * them is refused */
+    int writes_grads = 0;
+    for (int a = 0; a < l->narrays; a++)
+        writes_grads |= arrays[a].kind == RT_VEC_GRADS && (l->written >> a & 1);
+    if (writes_grads || !operands_distinct(arrays, l->narrays)) {
         c->bug = 1; /* reported by rt_closure_step */
         for (int r = 0; r < l->nresults; r++)
             results[r] = NAN;
@@ -177,6 +191,17 @@ static int get_kernels(rt_closure *c)
                            "and %d results%s", cg_spec_path(opt->spec), c->d->method,
                            want->name, want->narrays, want->nscalars,
                            want->nresults, have ? " (it differs)" : " (it has none)");
+        if (l->written & want->grads) {
+            int a = 0;
+            while (!((l->written & want->grads) >> a & 1))
+                a++;
+            return rt_fail(opt->ctx, JOPT_ESPEC, "jopt_optim_new: spec %s: "
+                           "kernel '%s' writes its array '%s', which method '%s' "
+                           "binds to the user's gradients (read-only)",
+                           cg_spec_path(opt->spec), want->name,
+                           cg_spec_find_vkernel(opt->spec, want->name)->arrays[a],
+                           c->d->method);
+        }
         if ((size_t)l->nuniform + 1 > c->ucap)
             c->ucap = (size_t)l->nuniform + 1;
     }
@@ -240,6 +265,8 @@ int rt_closure_new(jopt_optim *opt, const rt_driver *d, rt_closure **out)
         rc = rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
         goto fail;
     }
+    if (d->prepare)
+        d->prepare(c);
     *out = c;
     return JOPT_OK;
 fail:
@@ -293,16 +320,23 @@ int rt_closure_step(rt_closure *c, jopt_closure closure, void *user,
         return rt_fail(c->opt->ctx, JOPT_EINVAL, "jopt_step: %s needs a closure: "
                        "it evaluates the function several times per step",
                        display_name(c));
+    int rc = rt_closure_busy(c, "jopt_step");
+    if (rc)
+        return rc;
     c->closure = closure;
     c->user = user;
     c->evals = 0;
     c->bug = 0;
+    c->in_step = 1;
     copy_params(c, 0);
     double l = NAN;
-    int rc = c->d->step(c, c->state, &l);
+    rc = c->d->step(c, c->state, &l);
     if (rc == JOPT_OK && c->bug)
-        rc = rt_fail(c->opt->ctx, JOPT_EINVAL, "jopt_step: internal error: the "
-                     "%s driver passed one buffer twice to a kernel", c->d->method);
+        rc = rt_fail(c->opt->ctx, JOPT_EINVAL, "jopt_step: spec %s: a kernel of "
+                     "method '%s' writes the gradients, or the driver passed one "
+                     "buffer twice to a kernel", cg_spec_path(c->opt->spec),
+                     c->d->method);
+    c->in_step = 0;
     c->closure = NULL;
     c->user = NULL;
     if (rc) {
@@ -312,6 +346,16 @@ int rt_closure_step(rt_closure *c, jopt_closure closure, void *user,
     c->steps++;
     if (loss)
         *loss = l;
+    return JOPT_OK;
+}
+
+int rt_closure_busy(const rt_closure *c, const char *fn)
+{
+    if (c && c->in_step)
+        return rt_fail(c->opt->ctx, JOPT_EINVAL, "%s: called from inside the "
+                       "closure of a step of this %s optimizer (a closure may "
+                       "only evaluate the model and read the optimizer)", fn,
+                       display_name(c));
     return JOPT_OK;
 }
 

@@ -34,6 +34,8 @@ typedef struct rt_vec {
 typedef struct rt_kernel_sig {
     const char *name;
     int narrays, nscalars, nresults;
+    unsigned grads; /* bit per array the driver binds to RT_GRADS: the
+                       spec's kernel must not write those */
 } rt_kernel_sig;
 
 typedef struct rt_driver {
@@ -63,6 +65,10 @@ typedef struct rt_driver {
      * makes a fresh state. */
     void (*save)(const void *state, rt_out *o);
     int (*load)(rt_closure *c, rt_in *r, void **out, char *err);
+    /* Optional, at construction: fills options the method derives once
+     * from others (torch's LBFGS turns max_eval=None into max_iter*5//4
+     * in its constructor), with rt_closure_set_value. */
+    void (*prepare)(rt_closure *c);
 } rt_driver;
 
 /* runtime/lbfgs.c, runtime/conjgrad.c */
@@ -78,6 +84,8 @@ float *rt_closure_alloc(const rt_closure *c);
 /* The group's hyperparameter `name` (a choice reads as its index; an
  * optional number left at None reads as NaN). */
 double rt_closure_value(const rt_closure *c, const char *name);
+/* Sets the group's value of option `name` (for rt_driver.prepare). */
+void rt_closure_set_value(rt_closure *c, const char *name, double v);
 /* Evaluates the user's closure at the current parameters: the loss into
  * *loss and the gradients into the user's buffers.  JOPT_ECLOSURE (with
  * the context's message set) if it reports an error. */
@@ -102,6 +110,11 @@ void rt_closure_free(rt_closure *c);
  * the parameters are put back as they were before the step. */
 int rt_closure_step(rt_closure *c, jopt_closure closure, void *user,
                     double *loss);
+/* JOPT_EINVAL (with a message naming `fn`) while a step of this optimizer
+ * is running, i.e. when called from inside its closure: a nested step, a
+ * checkpoint load or an option change would pull the state from under the
+ * step.  c may be NULL (not a closure optimizer): JOPT_OK. */
+int rt_closure_busy(const rt_closure *c, const char *fn);
 /* jopt_state_get and jopt_state_numel of a closure optimizer (index
  * already checked); numel and step may be NULL */
 int rt_closure_state_get(const rt_closure *c, size_t index, const char *name,

@@ -51,10 +51,14 @@ enum {
 };
 
 static const rt_kernel_sig cg_kernels[K_COUNT] = {
-    [K_START] = {"start", 3, 0, 1},         [K_STEEPEST] = {"steepest", 2, 0, 1},
-    [K_SAVE_MOVE] = {"save_move", 3, 1, 0}, [K_MOVE] = {"move", 2, 1, 0},
-    [K_SLOPE] = {"slope", 2, 0, 1},         [K_PR_DOTS] = {"pr_dots", 2, 0, 3},
-    [K_PR_UPDATE] = {"pr_update", 3, 1, 1}, [K_COPY] = {"copy", 2, 0, 0},
+    [K_START] = {"start", 3, 0, 1, 1u << 2},
+    [K_STEEPEST] = {"steepest", 2, 0, 1, 0},
+    [K_SAVE_MOVE] = {"save_move", 3, 1, 0, 0},
+    [K_MOVE] = {"move", 2, 1, 0, 0},
+    [K_SLOPE] = {"slope", 2, 0, 1, 1u << 0},
+    [K_PR_DOTS] = {"pr_dots", 2, 0, 3, 1u << 0},
+    [K_PR_UPDATE] = {"pr_update", 3, 1, 1, 1u << 1},
+    [K_COPY] = {"copy", 2, 0, 0, 0},
 };
 
 /* cg.lua's red (minimize.m's expected reduction), fixed there too */

@@ -35,12 +35,12 @@
 
 /* the kernels of specs/lbfgs.lua, in the order of the K_ enum of lbfgs.h */
 static const rt_kernel_sig lbfgs_kernels[K_COUNT] = {
-    {"gather", 2, 0, 2},        {"gather_dot", 3, 0, 3},
-    {"curvature", 5, 1, 2},     {"neg_scale_dot", 2, 1, 1},
-    {"neg_dot", 3, 0, 1},       {"axpy_dot", 3, 1, 1},
-    {"axpy_scale_dot", 2, 2, 1}, {"move_from", 3, 1, 0},
-    {"axpy", 2, 1, 0},          {"copy", 2, 0, 0},
-    {"amax", 1, 0, 1},          {"amax_scaled", 1, 1, 1},
+    {"gather", 2, 0, 2, 1u << 1}, {"gather_dot", 3, 0, 3, 1u << 1},
+    {"curvature", 5, 1, 2, 0},     {"neg_scale_dot", 2, 1, 1, 0},
+    {"neg_dot", 3, 0, 1, 0},       {"axpy_dot", 3, 1, 1, 0},
+    {"axpy_scale_dot", 2, 2, 1, 0}, {"move_from", 3, 1, 0, 0},
+    {"axpy", 2, 1, 0, 0},          {"copy", 2, 0, 0, 0},
+    {"amax", 1, 0, 1, 0},          {"amax_scaled", 1, 1, 1, 0},
 };
 
 /* ---- state ----------------------------------------------------------------- */
@@ -238,7 +238,7 @@ static lb_opts read_opts(const rt_closure *c)
     o.lr = rt_closure_value(c, "lr");
     o.max_iter = rt_closure_value(c, "max_iter");
     o.max_eval = rt_closure_value(c, "max_eval");
-    if (isnan(o.max_eval)) /* None: max_iter * 5 // 4 */
+    if (isnan(o.max_eval)) /* set to None after construction */
         o.max_eval = floor(o.max_iter * 5 / 4);
     o.tolerance_grad = rt_closure_value(c, "tolerance_grad");
     o.tolerance_change = rt_closure_value(c, "tolerance_change");
@@ -564,7 +564,10 @@ static int load_vec(lb_state *st, rt_in *r, size_t bytes)
     return b;
 }
 
-static int count_ok(double v) { return v >= 0 && v <= 9007199254740992.0; }
+static int count_ok(double v)
+{
+    return v >= 0 && v <= 9007199254740992.0 && v == floor(v);
+}
 
 static int lbfgs_load(rt_closure *c, rt_in *r, void **out, char *err)
 {
@@ -581,8 +584,11 @@ static int lbfgs_load(rt_closure *c, rt_in *r, void **out, char *err)
         memcpy(sc, p, sizeof sc);
     /* every pair holds 2·numel floats: a count the bytes left cannot hold
      * is refused before anything is allocated */
+    /* after an iteration d and prev_flat_grad exist; with no elements no
+     * pair is ever stored (y.s is 0) */
     if (!p || !has || r->bad || has[0] > 1 || has[1] > 1 ||
         !count_ok(sc[3]) || !count_ok(sc[4]) ||
+        (sc[4] != 0 && !(has[0] && has[1])) || (pairs && !bytes) ||
         pairs > (r->len - r->pos) / (8 + 2 * bytes))
         return snprintf(err, CG_ERRLEN, "corrupt counters or history length"),
                JOPT_EINVAL;
@@ -622,6 +628,14 @@ oom:
     return snprintf(err, CG_ERRLEN, "out of memory"), JOPT_ENOMEM;
 }
 
+/* torch's constructor: max_eval=None becomes max_iter * 5 // 4, once */
+static void lbfgs_prepare(rt_closure *c)
+{
+    if (isnan(rt_closure_value(c, "max_eval")))
+        rt_closure_set_value(c, "max_eval",
+                             floor(rt_closure_value(c, "max_iter") * 5 / 4));
+}
+
 const rt_driver rt_lbfgs_driver = {
     .method = "lbfgs",
     .kernels = lbfgs_kernels,
@@ -632,4 +646,5 @@ const rt_driver rt_lbfgs_driver = {
     .state_get = lbfgs_state_get,
     .save = lbfgs_save,
     .load = lbfgs_load,
+    .prepare = lbfgs_prepare,
 };

@@ -109,6 +109,19 @@ static int check_param(jopt_ctx *ctx, const char *fn, size_t g, size_t i,
 /* Checks `values` with the spec. */
 int rt_check_values(jopt_optim *opt, const char *where, const double *values)
 {
+    /* what the options parser guarantees, for values that come from
+     * elsewhere (jopt_option_set, a checkpoint) */
+    for (size_t i = 0; i < cg_spec_nhyper(opt->spec); i++) {
+        const cg_hyper *h = cg_spec_hyper(opt->spec, i);
+        double v = values[h->offset];
+        if (h->kind == CG_HYPER_BOOL && v != 0 && v != 1)
+            return rt_fail(opt->ctx, JOPT_EINVAL, "%s: option '%s' is a "
+                           "boolean: 0 or 1, not %g", where, h->name, v);
+        if (h->kind == CG_HYPER_CHOICE && !(v >= 0 && v < h->nchoices && v == (int)v))
+            return rt_fail(opt->ctx, JOPT_EINVAL, "%s: option '%s' is a choice: "
+                           "the index of one of its %d names, not %g", where,
+                           h->name, h->nchoices, v);
+    }
     char err[CG_ERRLEN];
     int rc = cg_spec_check(opt->spec, values, err);
     return rc ? rt_fail_cg(opt->ctx, rc, where, err) : JOPT_OK;
@@ -503,7 +516,9 @@ static int set_values(jopt_optim *opt, const char *fn, size_t group,
     size_t nh = cg_spec_nhyper(opt->spec);
     char where[96];
     snprintf(where, sizeof where, "%s: group %zu", fn, group);
-    int rc = rt_check_values(opt, where, values);
+    int rc = rt_closure_busy(opt->closure, fn);
+    if (rc == JOPT_OK)
+        rc = rt_check_values(opt, where, values);
     if (rc)
         return rc;
     uint8_t *runtime = malloc(nh + 1);

@@ -392,7 +392,9 @@ static void csteps(crun *r, int n, double *losses)
  * the checksum and is preceded by its u64 length */
 static size_t driver_part(const unsigned char *buf, size_t len)
 {
-    for (size_t l = 0; l + 24 <= len; l++) {
+    /* from the longest: zeros at the end of the state would match short
+     * lengths */
+    for (size_t l = len - 24; l + 1 > 0; l--) {
         uint64_t stored;
         memcpy(&stored, buf + len - 8 - l - 8, 8);
         if (stored == l)
@@ -438,6 +440,21 @@ static void test_checkpoint_closure_optimizers_resume(void **state)
             assert_int_equal(jopt_state_load_mem(b.opt, bad, len), JOPT_EINVAL);
             assert_non_null(strstr(jopt_errmsg(b.ctx), "parameters of another size"));
             free(bad);
+        }
+        if (!strcmp(cases[c][1], "lbfgs")) { /* counters without a direction */
+            crun f;
+            crun_new(&f, cases[c][0], cases[c][1], cases[c][2]);
+            size_t flen;
+            T_OK(f.ctx, jopt_state_size(f.opt, &flen));
+            unsigned char *forged = malloc(flen);
+            T_OK(f.ctx, jopt_state_save_mem(f.opt, forged, flen, NULL));
+            double n_iter = 3; /* numel, t, H_diag, prev_loss, func_evals, n_iter */
+            memcpy(forged + driver_part(forged, flen) + 8 + 4 * 8, &n_iter, 8);
+            t_reseal(forged, flen);
+            assert_int_equal(jopt_state_load_mem(b.opt, forged, flen), JOPT_EINVAL);
+            assert_non_null(strstr(jopt_errmsg(b.ctx), "corrupt counters"));
+            free(forged);
+            crun_free(&f);
         }
         T_OK(b.ctx, jopt_state_load_mem(b.opt, buf, len));
         csteps(&b, 3, lb);

@@ -559,6 +559,73 @@ static void test_step_needs_closure(void **state)
     lrun_free(&r);
 }
 
+/* A closure that calls back into its own optimizer: each call that would
+ * change it under the running step is refused, and the step goes on. */
+typedef struct reentrant {
+    lrun *r;
+    unsigned char *ckpt;
+    size_t len;
+    int refused;
+} reentrant;
+
+static int reentrant_closure(void *user, double *loss)
+{
+    reentrant *e = user;
+    jopt_optim *opt = e->r->opt;
+    double l;
+    e->refused += jopt_step(opt, recording_closure, e->r, &l) == JOPT_EINVAL;
+    e->refused += jopt_state_load_mem(opt, e->ckpt, e->len) == JOPT_EINVAL;
+    e->refused += jopt_option_set(opt, 0, "lr", 0.5) == JOPT_EINVAL;
+    e->refused += jopt_options_set(opt, 0, "history_size=3") == JOPT_EINVAL;
+    return t_problem_closure(&e->r->p, loss);
+}
+
+static void test_closure_cannot_change_its_optimizer(void **state)
+{
+    (void)state;
+    lrun a, b;
+    lrun_new(&a, "rosen2", "line_search_fn=strong_wolfe");
+    lrun_new(&b, "rosen2", "line_search_fn=strong_wolfe");
+    reentrant e = {&a, NULL, 0, 0};
+    T_OK(a.ctx, jopt_state_size(a.opt, &e.len));
+    e.ckpt = malloc(e.len);
+    T_OK(a.ctx, jopt_state_save_mem(a.opt, e.ckpt, e.len, NULL));
+    double la, lb;
+    T_OK(a.ctx, jopt_step(a.opt, reentrant_closure, &e, &la));
+    assert_non_null(strstr(jopt_errmsg(a.ctx), "from inside the closure"));
+    T_OK(b.ctx, jopt_step(b.opt, recording_closure, &b, &lb));
+    /* refused every time, and the step is the one a plain closure takes */
+    assert_int_equal(e.refused, 4 * a.p.calls);
+    assert_int_equal(a.p.calls, b.p.calls);
+    assert_true(la == lb);
+    float xa[2], xb[2];
+    t_problem_get_x(&a.p, xa);
+    t_problem_get_x(&b.p, xb);
+    assert_memory_equal(xa, xb, sizeof xa);
+    double lr;
+    T_OK(a.ctx, jopt_option_get(a.opt, 0, "lr", &lr));
+    assert_true(lr == 1);
+    free(e.ckpt);
+    lrun_free(&a);
+    lrun_free(&b);
+}
+
+/* torch's constructor fixes max_eval=None at max_iter*5//4: changing
+ * max_iter later does not move it */
+static void test_max_eval_fixed_at_construction(void **state)
+{
+    (void)state;
+    lrun r;
+    lrun_new(&r, "rosen2", "max_iter=5");
+    double v;
+    T_OK(r.ctx, jopt_option_get(r.opt, 0, "max_eval", &v));
+    assert_true(v == 6);
+    T_OK(r.ctx, jopt_option_set(r.opt, 0, "max_iter", 2));
+    T_OK(r.ctx, jopt_option_get(r.opt, 0, "max_eval", &v));
+    assert_true(v == 6);
+    lrun_free(&r);
+}
+
 /* ---- options torch does not check, and the state ----------------------------- */
 
 /* one step; returns its closure calls */
@@ -771,6 +838,8 @@ int main(void)
         cmocka_unit_test(test_converges_logreg),
         cmocka_unit_test(test_messages),
         cmocka_unit_test(test_step_needs_closure),
+        cmocka_unit_test(test_closure_cannot_change_its_optimizer),
+        cmocka_unit_test(test_max_eval_fixed_at_construction),
         cmocka_unit_test(test_edge_options),
         cmocka_unit_test(test_state),
         cmocka_unit_test(test_rollback),

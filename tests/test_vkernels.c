@@ -376,6 +376,49 @@ static void test_vk_spec_errors(void **state)
                       "line.lua:3:");
 }
 
+/* A spec for a method whose kernel writes what the driver binds to the
+ * user's gradients, or lacks a kernel the driver needs: refused when the
+ * optimizer is made, naming the spec, the kernel and the array. */
+static void make_lbfgs_variant(jopt_ctx *ctx, const char *name, const char *from,
+                               const char *to, const char *want)
+{
+    FILE *f = fopen(JOPT_SOURCE_DIR "/specs/lbfgs.lua", "r");
+    assert_non_null(f);
+    static char src[65536];
+    size_t n = fread(src, 1, sizeof src - 1, f);
+    fclose(f);
+    src[n] = 0;
+    char *at = strstr(src, from);
+    assert_non_null(at);
+    static char out[65536];
+    snprintf(out, sizeof out, "%.*s%s%s", (int)(at - src), src, to, at + strlen(from));
+    char path[512];
+    write_spec(path, sizeof path, name, out);
+    float p[2] = {1, 2}, g[2] = {0};
+    jopt_param prm = {p, g, 2};
+    jopt_group grp = {&prm, 1, NULL};
+    jopt_optim *opt = NULL;
+    assert_int_equal(jopt_optim_new(ctx, path, &grp, 1, NULL, &opt), JOPT_ESPEC);
+    assert_null(opt);
+    if (!strstr(jopt_errmsg(ctx), want))
+        fail_msg("expected '%s' in: %s", want, jopt_errmsg(ctx));
+}
+
+static void test_vk_driver_checks_the_spec_kernels(void **state)
+{
+    (void)state;
+    jopt_ctx *ctx;
+    assert_int_equal(jopt_ctx_new(&ctx), JOPT_OK);
+    make_lbfgs_variant(ctx, "writes_grads", "v.flat = v.g\n", "v.flat = v.g\n v.g = v.g * 2\n",
+                       "kernel 'gather' writes its array 'g', which method 'lbfgs' "
+                       "binds to the user's gradients");
+    make_lbfgs_variant(ctx, "no_copy", "copy = {", "copy_renamed = {",
+                       "needs a kernel 'copy' with 2 arrays, 0 scalars and 0 results");
+    make_lbfgs_variant(ctx, "bad_method", "method = \"lbfgs\"", "method = \"bfgs\"",
+                       "unknown method 'bfgs'");
+    jopt_ctx_free(ctx);
+}
+
 /* ---- choice and None options ------------------------------------------------ */
 
 static void test_vk_choice_and_none_options(void **state)
@@ -420,6 +463,7 @@ int main(void)
         cmocka_unit_test(test_vk_maxall_in_update_any_thread_count),
         cmocka_unit_test(test_vk_closure_optimizers_any_thread_count),
         cmocka_unit_test(test_vk_spec_errors),
+        cmocka_unit_test(test_vk_driver_checks_the_spec_kernels),
         cmocka_unit_test(test_vk_choice_and_none_options),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

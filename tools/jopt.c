@@ -385,8 +385,10 @@ static int show_method(const cg_spec *spec)
                 snprintf(smax, sizeof smax, "%d max%s", nmax, nmax > 1 ? "ima" : "");
             if (nsum)
                 snprintf(ssum, sizeof ssum, "%d sum%s", nsum, nsum > 1 ? "s" : "");
-            snprintf(passes, sizeof passes, "two (%s%s%s)", smax,
-                     nmax && nsum ? ", " : "", ssum);
+            /* a second pass only when a stored value depends on a result */
+            snprintf(passes, sizeof passes, "%s (%s%s%s)",
+                     l->has_late ? "two" : "one", smax, nmax && nsum ? ", " : "",
+                     ssum);
         }
         printf("  %-*s %-*s %7d %7d  %s\n", w, vk->name, aw, names,
                l->nscalars, l->nresults, passes);

@@ -279,7 +279,7 @@ class JoptClosureOptimizer(JoptOptimizer):
         # autograd may give .grad a new tensor at every backward: each
         # evaluation copies .grad into one flat buffer (a view per parameter)
         params = self.param_groups[0]["params"]
-        self._jopt_flat_grad = torch.zeros(sum(p.numel() for p in params))
+        self._jopt_flat_grad = torch.zeros(sum(p.numel() for p in params), dtype=torch.float32)
         self._jopt_grad_views = list(torch.split(self._jopt_flat_grad,
                                                  [p.numel() for p in params]))
         for pi, v in enumerate(self._jopt_grad_views):

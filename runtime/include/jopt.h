@@ -122,7 +122,10 @@ JOPT_API int jopt_zero_grad(jopt_optim *opt);
 
 /* A closure re-evaluates the model: zero the gradients, compute the loss and
  * the gradients, store the loss in *loss and return 0.  A non-zero return is
- * an error: jopt_step then fails with JOPT_ECLOSURE and changes nothing. */
+ * an error: jopt_step then fails with JOPT_ECLOSURE and changes nothing.
+ * L-BFGS and CG call it several times per step (docs/closure.md); from
+ * inside it, stepping, loading or changing the options of the same
+ * optimizer fails with JOPT_EINVAL, and freeing it is not allowed. */
 typedef int (*jopt_closure)(void *user_data, double *loss);
 
 /* One optimization step over every group.  With a closure, calls it first
