@@ -128,8 +128,8 @@ typedef struct cg_layout {
 
 /* How a reduction combines: a sum in double, or the NaN-propagating
  * maximum.  A range's partial results start at cg_reduce_init and merge in
- * element order with cg_reduce_merge, so the result does not depend on
- * how the elements were split. */
+ * element order with cg_reduce_merge; the runtime's ranges depend only on
+ * the tensors' sizes, so the result does not depend on the thread count. */
 typedef enum cg_reduce_kind { CG_REDUCE_SUM, CG_REDUCE_MAX } cg_reduce_kind;
 void cg_reduce_init(const cg_layout *l, double *red);
 void cg_reduce_merge(const cg_layout *l, double *acc, const double *part);

@@ -42,6 +42,10 @@ typedef struct cg_node {
 } cg_node;
 
 #define CG_MAX_NODES 65536
+/* A range's sums and maxima accumulate in this many lanes, element i of
+ * the range in lane (i - begin) % CG_LANES, then the lanes in order
+ * (emit.c, interp.c): a fixed order of operations that vectorizes. */
+#define CG_LANES 16
 
 typedef struct cg_graph {
     cg_node *nodes;

@@ -11,6 +11,7 @@
  * loop.  No fast-math flags: each node is one IEEE operation, as interp.c.
  */
 #include <llvm-c/Core.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,6 +140,184 @@ static void target_attrs(LLVMContextRef ctx, LLVMValueRef fn, const cg_target *t
     add_attr(ctx, fn, LLVMAttributeFunctionIndex, "nounwind");
 }
 
+/* One element: every varying node at `idx` into e->val, then the stores
+ * of this pass (after all of the element's loads).  In pass 1 a value
+ * pass 0 stored is read back rather than recomputed. */
+static void emit_element(emitter *e, int pass, LLVMValueRef idx)
+{
+    const cg_graph *g = e->g;
+    for (int k = 0; k < g->n; k++) {
+        if (!g->nodes[k].varying)
+            continue;
+        if (pass == 1 && g->subst[k] >= 0) {
+            cg_node load = g->nodes[k];
+            load.op = CG_LOAD;
+            load.slot = g->subst[k];
+            e->val[k] = emit_varying(e, &load, idx);
+        } else {
+            e->val[k] = emit_varying(e, &g->nodes[k], idx);
+        }
+    }
+    for (int s = 0; s < g->nslots; s++) {
+        if (g->store[s] < 0 || g->scalar[s] || g->late_store[s] != pass)
+            continue;
+        LLVMValueRef p = LLVMBuildInBoundsGEP2(e->b, e->f32, e->array[s], &idx, 1, "");
+        LLVMBuildStore(e->b, e->val[g->store[s]], p);
+    }
+}
+
+/* acc (+) x for reduction r, in double */
+static LLVMValueRef reduce_op(emitter *e, int r, LLVMValueRef acc, LLVMValueRef x)
+{
+    if (e->g->reduce_kind[r] == CG_REDUCE_MAX) {
+        LLVMValueRef mx[2] = {acc, x};
+        return intrinsic_t(e, "llvm.maximum", e->f64, mx, 2);
+    }
+    return LLVMBuildFAdd(e->b, acc, x, "");
+}
+
+static LLVMValueRef reduce_identity(emitter *e, int r)
+{
+    return LLVMConstReal(e->f64, e->g->reduce_kind[r] == CG_REDUCE_MAX ? -INFINITY : 0.0);
+}
+
+/* A pass without reductions: one element per iteration; the loop
+ * vectorizer widens it (the arrays are noalias). */
+static void emit_plain_loop(emitter *e, LLVMValueRef fn, int pass,
+                            LLVMBasicBlockRef entry, LLVMValueRef begin,
+                            LLVMValueRef end)
+{
+    LLVMBuilderRef b = e->b;
+    LLVMBasicBlockRef loop = LLVMAppendBasicBlockInContext(e->ctx, fn, "loop");
+    LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(e->ctx, fn, "done");
+    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, begin, end, ""), loop, done);
+    LLVMPositionBuilderAtEnd(b, loop);
+    LLVMValueRef i = LLVMBuildPhi(b, e->i64, "i");
+    emit_element(e, pass, i);
+    LLVMValueRef next = LLVMBuildNSWAdd(b, i, LLVMConstInt(e->i64, 1, 0), "");
+    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, next, end, ""), loop, done);
+    LLVMBasicBlockRef in_b[2] = {entry, loop};
+    LLVMValueRef in_v[2] = {begin, next};
+    LLVMAddIncoming(i, in_v, in_b, 2);
+    LLVMPositionBuilderAtEnd(b, done);
+    LLVMBuildRetVoid(b);
+}
+
+/* Pass 0 with reductions.  Element i of the range adds into lane
+ * (i - begin) % CG_LANES of each reduction; the lanes are then added to
+ * red[] in lane order.  The order of every addition is fixed by the
+ * element's place in its range, not by the vector width, so the JIT and
+ * interp.c agree bit for bit, and independent lanes let the sums run at
+ * the speed of memory.  The body is emitted CG_LANES times per block, one
+ * copy per lane (the SLP vectorizer packs them), then once more for the
+ * tail of fewer than CG_LANES elements. */
+static void emit_lane_loop(emitter *e, LLVMValueRef fn, LLVMBasicBlockRef entry,
+                           LLVMValueRef begin, LLVMValueRef end, LLVMValueRef red)
+{
+    const cg_graph *g = e->g;
+    LLVMBuilderRef b = e->b;
+    int nr = g->nreduce;
+    int32_t arg[CG_MAX_REDUCE];
+    for (int i = 0; i < g->n; i++)
+        if (g->nodes[i].op == CG_SUM || g->nodes[i].op == CG_MAXALL)
+            arg[g->nodes[i].slot] = g->nodes[i].arg[0];
+    LLVMValueRef acc_in[CG_MAX_REDUCE];
+    for (int r = 0; r < nr; r++) {
+        LLVMValueRef off = LLVMConstInt(e->i64, (unsigned long long)r, 0);
+        acc_in[r] = LLVMBuildLoad2(b, e->f64, LLVMBuildInBoundsGEP2(b, e->f64, red, &off, 1, ""), "");
+    }
+    /* blk_end = begin + (max(end - begin, 0) rounded down to CG_LANES) */
+    LLVMValueRef zero = LLVMConstInt(e->i64, 0, 0);
+    LLVMValueRef n = LLVMBuildSub(b, end, begin, "");
+    n = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSGT, n, zero, ""), n, zero, "");
+    LLVMValueRef blk_end = LLVMBuildAdd(b, begin, LLVMBuildAnd(b, n,
+                                        LLVMConstInt(e->i64, ~(unsigned long long)(CG_LANES - 1), 0), ""), "");
+    LLVMBasicBlockRef block = LLVMAppendBasicBlockInContext(e->ctx, fn, "block");
+    LLVMBasicBlockRef tailck = LLVMAppendBasicBlockInContext(e->ctx, fn, "tailck");
+    LLVMBasicBlockRef tail = LLVMAppendBasicBlockInContext(e->ctx, fn, "tail");
+    LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(e->ctx, fn, "done");
+    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, begin, blk_end, ""), block, tailck);
+
+    LLVMValueRef lane[CG_MAX_REDUCE][CG_LANES], next[CG_MAX_REDUCE][CG_LANES],
+        at_tail[CG_MAX_REDUCE][CG_LANES], tl[CG_MAX_REDUCE][CG_LANES],
+        tl_next[CG_MAX_REDUCE][CG_LANES];
+    /* the blocks of CG_LANES elements */
+    LLVMPositionBuilderAtEnd(b, block);
+    LLVMValueRef i = LLVMBuildPhi(b, e->i64, "i");
+    for (int r = 0; r < nr; r++)
+        for (int j = 0; j < CG_LANES; j++)
+            lane[r][j] = LLVMBuildPhi(b, e->f64, "");
+    for (int j = 0; j < CG_LANES; j++) {
+        emit_element(e, 0, LLVMBuildNSWAdd(b, i, LLVMConstInt(e->i64, (unsigned long long)j, 0), ""));
+        for (int r = 0; r < nr; r++)
+            next[r][j] = reduce_op(e, r, lane[r][j], LLVMBuildFPExt(b, e->val[arg[r]], e->f64, ""));
+    }
+    LLVMValueRef inext = LLVMBuildNSWAdd(b, i, LLVMConstInt(e->i64, CG_LANES, 0), "");
+    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, inext, blk_end, ""), block, tailck);
+    LLVMBasicBlockRef from2[2] = {entry, block};
+    LLVMValueRef iv[2] = {begin, inext};
+    LLVMAddIncoming(i, iv, from2, 2);
+    for (int r = 0; r < nr; r++)
+        for (int j = 0; j < CG_LANES; j++) {
+            LLVMValueRef v[2] = {reduce_identity(e, r), next[r][j]};
+            LLVMAddIncoming(lane[r][j], v, from2, 2);
+        }
+
+    /* the lanes after the blocks; the tail, one element per iteration,
+     * element t of it going to lane t */
+    LLVMPositionBuilderAtEnd(b, tailck);
+    for (int r = 0; r < nr; r++)
+        for (int j = 0; j < CG_LANES; j++) {
+            at_tail[r][j] = LLVMBuildPhi(b, e->f64, "");
+            LLVMValueRef v[2] = {reduce_identity(e, r), next[r][j]};
+            LLVMAddIncoming(at_tail[r][j], v, from2, 2);
+        }
+    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, blk_end, end, ""), tail, done);
+    LLVMPositionBuilderAtEnd(b, tail);
+    LLVMValueRef it = LLVMBuildPhi(b, e->i64, "it");
+    for (int r = 0; r < nr; r++)
+        for (int j = 0; j < CG_LANES; j++)
+            tl[r][j] = LLVMBuildPhi(b, e->f64, "");
+    emit_element(e, 0, it);
+    LLVMValueRef t = LLVMBuildSub(b, it, blk_end, "");
+    for (int r = 0; r < nr; r++) {
+        LLVMValueRef x = LLVMBuildFPExt(b, e->val[arg[r]], e->f64, "");
+        for (int j = 0; j < CG_LANES; j++) {
+            LLVMValueRef is = LLVMBuildICmp(b, LLVMIntEQ, t,
+                                            LLVMConstInt(e->i64, (unsigned long long)j, 0), "");
+            tl_next[r][j] = LLVMBuildSelect(b, is, reduce_op(e, r, tl[r][j], x), tl[r][j], "");
+        }
+    }
+    LLVMValueRef itnext = LLVMBuildNSWAdd(b, it, LLVMConstInt(e->i64, 1, 0), "");
+    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, itnext, end, ""), tail, done);
+    LLVMBasicBlockRef from3[2] = {tailck, tail};
+    LLVMValueRef itv[2] = {blk_end, itnext};
+    LLVMAddIncoming(it, itv, from3, 2);
+    for (int r = 0; r < nr; r++)
+        for (int j = 0; j < CG_LANES; j++) {
+            LLVMValueRef v[2] = {at_tail[r][j], tl_next[r][j]};
+            LLVMAddIncoming(tl[r][j], v, from3, 2);
+        }
+
+    /* red[r] (+)= lane 0 (+) lane 1 ... in lane order */
+    LLVMPositionBuilderAtEnd(b, done);
+    LLVMValueRef fin[CG_MAX_REDUCE][CG_LANES];
+    for (int r = 0; r < nr; r++)
+        for (int j = 0; j < CG_LANES; j++) {
+            fin[r][j] = LLVMBuildPhi(b, e->f64, "");
+            LLVMValueRef v[2] = {at_tail[r][j], tl_next[r][j]};
+            LLVMAddIncoming(fin[r][j], v, from3, 2);
+        }
+    for (int r = 0; r < nr; r++) {
+        LLVMValueRef acc = acc_in[r];
+        for (int j = 0; j < CG_LANES; j++)
+            acc = reduce_op(e, r, acc, fin[r][j]);
+        LLVMValueRef off = LLVMConstInt(e->i64, (unsigned long long)r, 0);
+        LLVMBuildStore(b, acc, LLVMBuildInBoundsGEP2(b, e->f64, red, &off, 1, ""));
+    }
+    LLVMBuildRetVoid(b);
+}
+
 /* The loop over the elements for one pass; the inner function's
  * parameters are the arrays (0..nslots-1), begin, end, u and red. */
 static void emit_inner(emitter *e, LLVMValueRef fn, int pass)
@@ -146,88 +325,20 @@ static void emit_inner(emitter *e, LLVMValueRef fn, int pass)
     const cg_graph *g = e->g;
     LLVMBuilderRef b = e->b;
     LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(e->ctx, fn, "entry");
-    LLVMBasicBlockRef loop = LLVMAppendBasicBlockInContext(e->ctx, fn, "loop");
-    LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(e->ctx, fn, "done");
     for (int s = 0; s < g->nslots; s++)
         e->array[s] = LLVMGetParam(fn, (unsigned)s);
     LLVMValueRef begin = LLVMGetParam(fn, (unsigned)g->nslots);
     LLVMValueRef end = LLVMGetParam(fn, (unsigned)g->nslots + 1);
     LLVMValueRef u = LLVMGetParam(fn, (unsigned)g->nslots + 2);
     LLVMValueRef red = LLVMGetParam(fn, (unsigned)g->nslots + 3);
-    int nacc = pass == 0 ? g->nreduce : 0;
-    LLVMValueRef acc_in[CG_MAX_REDUCE], acc[CG_MAX_REDUCE], acc_next[CG_MAX_REDUCE];
-    int32_t acc_arg[CG_MAX_REDUCE];
-
     LLVMPositionBuilderAtEnd(b, entry);
-    for (int i = 0; i < g->n; i++) {
+    for (int i = 0; i < g->n; i++)
         if (!g->nodes[i].varying)
             e->val[i] = emit_uniform(e, &g->nodes[i], u);
-        if (g->nodes[i].op == CG_SUM || g->nodes[i].op == CG_MAXALL)
-            acc_arg[g->nodes[i].slot] = g->nodes[i].arg[0];
-    }
-    for (int r = 0; r < nacc; r++) {
-        LLVMValueRef off = LLVMConstInt(e->i64, (unsigned long long)r, 0);
-        LLVMValueRef p = LLVMBuildInBoundsGEP2(b, e->f64, red, &off, 1, "");
-        acc_in[r] = LLVMBuildLoad2(b, e->f64, p, "");
-    }
-    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, begin, end, ""), loop, done);
-
-    LLVMPositionBuilderAtEnd(b, loop);
-    LLVMValueRef i = LLVMBuildPhi(b, e->i64, "i");
-    for (int r = 0; r < nacc; r++)
-        acc[r] = LLVMBuildPhi(b, e->f64, "");
-    for (int k = 0; k < g->n; k++) {
-        if (!g->nodes[k].varying)
-            continue;
-        if (pass == 1 && g->subst[k] >= 0) { /* stored by pass 0: read back */
-            cg_node load = g->nodes[k];
-            load.op = CG_LOAD;
-            load.slot = g->subst[k];
-            e->val[k] = emit_varying(e, &load, i);
-        } else {
-            e->val[k] = emit_varying(e, &g->nodes[k], i);
-        }
-    }
-    /* sums in element order, in double: no reassociation, so the bits do
-     * not depend on the vector width; maxima with llvm.maximum, whose
-     * order does not matter */
-    for (int r = 0; r < nacc; r++) {
-        LLVMValueRef x = LLVMBuildFPExt(b, e->val[acc_arg[r]], e->f64, "");
-        if (g->reduce_kind[r] == CG_REDUCE_MAX) {
-            LLVMValueRef mx[2] = {acc[r], x};
-            acc_next[r] = intrinsic_t(e, "llvm.maximum", e->f64, mx, 2);
-        } else {
-            acc_next[r] = LLVMBuildFAdd(b, acc[r], x, "");
-        }
-    }
-    for (int s = 0; s < g->nslots; s++) {
-        if (g->store[s] < 0 || g->scalar[s] || g->late_store[s] != pass)
-            continue;
-        LLVMValueRef p = LLVMBuildInBoundsGEP2(b, e->f32, e->array[s], &i, 1, "");
-        LLVMBuildStore(b, e->val[g->store[s]], p);
-    }
-    LLVMValueRef next = LLVMBuildNSWAdd(b, i, LLVMConstInt(e->i64, 1, 0), "");
-    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, next, end, ""), loop, done);
-    LLVMBasicBlockRef in_b[2] = {entry, loop};
-    LLVMValueRef in_v[2] = {begin, next};
-    LLVMAddIncoming(i, in_v, in_b, 2);
-    for (int r = 0; r < nacc; r++) {
-        LLVMValueRef av[2] = {acc_in[r], acc_next[r]};
-        LLVMAddIncoming(acc[r], av, in_b, 2);
-    }
-
-    LLVMPositionBuilderAtEnd(b, done);
-    LLVMValueRef out[CG_MAX_REDUCE];
-    for (int r = 0; r < nacc; r++) { /* phis first, at the top of the block */
-        out[r] = LLVMBuildPhi(b, e->f64, "");
-        LLVMValueRef av[2] = {acc_in[r], acc_next[r]};
-        LLVMAddIncoming(out[r], av, in_b, 2);
-    }
-    for (int r = 0; r < nacc; r++) {
-        LLVMValueRef off = LLVMConstInt(e->i64, (unsigned long long)r, 0);
-        LLVMBuildStore(b, out[r], LLVMBuildInBoundsGEP2(b, e->f64, red, &off, 1, ""));
-    }
-    LLVMBuildRetVoid(b);
+    if (pass == 0 && g->nreduce)
+        emit_lane_loop(e, fn, entry, begin, end, red);
+    else
+        emit_plain_loop(e, fn, pass, entry, begin, end);
 }
 
 int cg_emit_module(LLVMContextRef ctx, const cg_target *t, const cg_graph *g,

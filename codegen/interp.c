@@ -179,6 +179,11 @@ void cg_interp_run(const cg_graph *g, int pass, float *const *arrays,
                      : x->uslot >= 0   ? (u[x->uslot] != 0)
                                        : 0.0f;
     }
+    /* each reduction's lanes, as emit.c's */
+    double lane[CG_MAX_REDUCE][CG_LANES];
+    for (int r = 0; r < g->nreduce; r++)
+        for (int l = 0; l < CG_LANES; l++)
+            lane[r][l] = g->reduce_kind[r] == CG_REDUCE_MAX ? -INFINITY : 0.0;
     for (int64_t e = begin; e < end; e++) {
         for (int i = 0; i < g->n; i++) {
             const cg_node *x = &g->nodes[i];
@@ -194,19 +199,25 @@ void cg_interp_run(const cg_graph *g, int pass, float *const *arrays,
                                        x->arg[1] >= 0 ? val[x->arg[1]] : 0,
                                        x->arg[2] >= 0 ? val[x->arg[2]] : 0);
         }
-        if (pass == 0)
+        if (pass == 0) {
+            int l = (int)((e - begin) % CG_LANES);
             for (int i = 0; i < g->n; i++) {
                 const cg_node *x = &g->nodes[i];
                 if (x->op == CG_SUM)
-                    red[x->slot] += (double)val[x->arg[0]];
+                    lane[x->slot][l] += (double)val[x->arg[0]];
                 else if (x->op == CG_MAXALL)
-                    red[x->slot] = cg_max_nan(red[x->slot], (double)val[x->arg[0]]);
+                    lane[x->slot][l] = cg_max_nan(lane[x->slot][l], (double)val[x->arg[0]]);
             }
+        }
         /* stores after all loads of the element, as the kernel does */
         for (int s = 0; s < g->nslots; s++)
             if (g->store[s] >= 0 && !g->scalar[s] && g->late_store[s] == pass)
                 arrays[s][e] = val[g->store[s]];
     }
+    for (int r = 0; pass == 0 && r < g->nreduce; r++)
+        for (int l = 0; l < CG_LANES; l++)
+            red[r] = g->reduce_kind[r] == CG_REDUCE_MAX ? cg_max_nan(red[r], lane[r][l])
+                                                      : red[r] + lane[r][l];
     if (val != stack)
         free(val);
 }
