@@ -39,8 +39,8 @@ static const char usage_text[] =
     "  compile  the optimised LLVM IR (default) or machine code of the\n"
     "           update, or of a closure optimizer's vector kernel NAME\n"
     "           (--kernel NAME is required for those)\n"
-    "  bench    runs bench_optim --quick SPEC:OPTIONS, if it was built (not\n"
-    "           for closure optimizers: the demo benchmarks those)\n"
+    "  bench    runs bench_optim --quick SPEC:OPTIONS, if it was built; for\n"
+    "           a closure optimizer (lbfgs, cg), bench_closure on 64K and 1M\n"
     "\n"
     "SPEC is a name on the spec path ($JOPT_SPEC_PATH, folders separated by\n"
     "':', else the built-in folders) or a path to a .lua file.\n";
@@ -997,8 +997,8 @@ static int cmd_compile(jopt_ctx *ctx, const args *a)
 
 /* ---- bench --------------------------------------------------------------- */
 
-/* bench_optim next to this program, else on PATH; caller frees */
-static char *find_bench(void)
+/* the program `name` next to this one, else on PATH; caller frees */
+static char *find_tool(const char *name)
 {
     char self[4096];
     ssize_t l = readlink("/proc/self/exe", self, sizeof self - 1);
@@ -1007,10 +1007,10 @@ static char *find_bench(void)
         char *slash = strrchr(self, '/');
         if (slash) {
             slash[1] = '\0';
-            size_t need = strlen(self) + sizeof "bench_optim";
+            size_t need = strlen(self) + strlen(name) + 1;
             char *p = malloc(need);
             if (p) {
-                snprintf(p, need, "%sbench_optim", self);
+                snprintf(p, need, "%s%s", self, name);
                 if (!access(p, X_OK))
                     return p;
                 free(p);
@@ -1021,10 +1021,11 @@ static char *find_bench(void)
     for (const char *c = path; c && *c;) {
         const char *e = strchr(c, ':');
         size_t len = e ? (size_t)(e - c) : strlen(c);
-        char *p = malloc(len + sizeof "/bench_optim");
+        size_t need = len + strlen(name) + 2;
+        char *p = malloc(need);
         if (!p)
             return NULL;
-        snprintf(p, len + sizeof "/bench_optim", "%.*s/bench_optim", (int)len, c);
+        snprintf(p, need, "%.*s/%s", (int)len, c, name);
         if (len && !access(p, X_OK))
             return p;
         free(p);
@@ -1035,6 +1036,26 @@ static char *find_bench(void)
     return NULL;
 }
 
+/* Closure optimizers: bench_closure, which times both (lbfgs, cg) on a
+ * fixed problem with their own options, against naive loops. */
+static int bench_closure(const args *a, const cg_spec *spec)
+{
+    if (a->options[0])
+        return fail("%s: bench_closure runs the closure optimizers with its own "
+                    "options; drop --set", cg_spec_name(spec));
+    char *bench = find_tool("bench_closure");
+    if (!bench)
+        return fail("bench_closure was not built (looked next to jopt and on "
+                    "PATH); build it with: cmake --build build --target "
+                    "bench_closure");
+    char *argv[] = {"bench_closure", "--sizes", "64K,1M", "--budget", "1", NULL};
+    fflush(stdout);
+    execv(bench, argv);
+    int rc = fail("cannot run %s: %s", bench, strerror(errno));
+    free(bench);
+    return rc;
+}
+
 static int cmd_bench(jopt_ctx *ctx, const args *a)
 {
     cg_spec *spec;
@@ -1043,14 +1064,12 @@ static int cmd_bench(jopt_ctx *ctx, const args *a)
         return 1;
     free(values);
     if (cg_spec_method(spec)) {
-        fail("%s is a closure optimizer (method '%s'): closure optimizers "
-             "are benchmarked by the demo (jopt_demo), not by bench_optim",
-             cg_spec_name(spec), cg_spec_method(spec));
+        int rc = bench_closure(a, spec);
         cg_spec_free(spec);
-        return 1;
+        return rc;
     }
     cg_spec_free(spec);
-    char *bench = find_bench();
+    char *bench = find_tool("bench_optim");
     if (!bench)
         return fail("bench_optim was not built (looked next to jopt and on "
                     "PATH); build it with: cmake --build build --target "
