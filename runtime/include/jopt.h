@@ -4,7 +4,8 @@
  * An optimizer is built from a Lua spec (specs/<name>.lua or a path) over
  * parameter groups.  At construction each group's update rule is traced and
  * compiled by LLVM into one fused, vectorized loop specialised to the group's
- * hyperparameters.  This is the only header a user includes.
+ * hyperparameters (closure optimizers such as L-BFGS: several vector kernels
+ * driven by C, docs/closure.md).  This is the only header a user includes.
  *
  * Conventions: every function that can fail returns a jopt_status (JOPT_OK is
  * 0, errors are negative) and leaves a message readable with jopt_errmsg().
@@ -145,8 +146,9 @@ JOPT_API size_t jopt_group_count(const jopt_optim *opt);
 /* Reads a group's hyperparameter.  `name` is an option name ("lr"), or an
  * element of a tuple option ("betas[1]", 0-based as in torch).  Booleans read
  * as 0 or 1; a choice ("line_search_fn": none or strong_wolfe) as the index
- * of its name in the spec's list; an option left at None (L-BFGS's
- * max_eval) as NaN. */
+ * of its name in the spec's list; an option left at None (CG's
+ * max_eval; L-BFGS resolves its max_eval=None to max_iter*5//4 when it is
+ * made, as torch's constructor does) as NaN. */
 JOPT_API int jopt_option_get(const jopt_optim *opt, size_t group,
                              const char *name, double *value);
 
@@ -159,7 +161,7 @@ JOPT_API int jopt_options_set(jopt_optim *opt, size_t group,
                               const char *options);
 
 /* Hyperparameters are folded into the kernel as constants.  Those a spec
- * lists as `runtime` (lr, betas, eps in the shipped specs: values it uses
+ * lists as `runtime` (lr, betas, eps in most shipped specs: values it uses
  * only in arithmetic) are instead passed to the kernel each step from the
  * first time they change, so a scheduled lr costs one compile, not one per
  * step.  jopt_option_runtime does that now, before any change; it fails
@@ -299,7 +301,8 @@ JOPT_API int jopt_add_param_group(jopt_optim *opt, const jopt_group *group);
 
 /* Everything needed to resume: the spec's name and a hash of its text,
  * each group's hyperparameters and scheduler keys (initial_lr, ...),
- * every parameter's step count and state, in a versioned, checksummed
+ * every parameter's step count and state (for L-BFGS: its history,
+ * direction and counters), in a versioned, checksummed
  * format (docs/checkpoint.md).  A scheduler's own state is saved apart
  * (jopt_sched_save).
  *

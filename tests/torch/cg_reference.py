@@ -20,8 +20,9 @@ the arithmetic jopt states for its port, NOT float64:
 - x:add(z, s) is a fused multiply-add fmaf(s, (float)z, x), computed exactly
   here (fractions) and rounded once to float32;
 - s:mul(c) then s:add(-1, g) are two float32 roundings; -g and copies exact;
-- a:dot(b) multiplies in float32 and accumulates the products in double,
-  sequentially (jopt's sum(); one 65536-element range covers these sizes).
+- a:dot(b) multiplies in float32 and accumulates the products in double in
+  jopt's order: 16 lanes by element index, then the lanes in order (jopt's
+  sum(); one 65536-element range covers these sizes).
 
 The closures are the L-BFGS fixtures' (tests/fixtures/lbfgs/README.md,
 "Problems"): double loops, loss and gradient rounded once to float32.
@@ -84,9 +85,14 @@ def add_scaled(x, z, s):
 
 
 def dot(a, b):
-    acc = 0.0
+    # jopt's sum(): element k of the range in lane k % 16, then the lanes
+    # added in order (one 65536-element range covers these sizes)
+    lanes = [0.0] * 16
     for k in range(len(a)):
-        acc += float(F32(a[k]) * F32(b[k]))
+        lanes[k % 16] += float(F32(a[k]) * F32(b[k]))
+    acc = 0.0
+    for v in lanes:
+        acc += v
     return acc
 
 
