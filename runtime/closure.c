@@ -51,12 +51,6 @@ const rt_driver *rt_driver_find(const char *method)
     return NULL;
 }
 
-/* how torch's messages name the optimizer */
-static const char *display_name(const rt_closure *c)
-{
-    return !strcmp(c->d->method, "lbfgs") ? "LBFGS" : cg_spec_name(c->opt->spec);
-}
-
 int64_t rt_closure_numel(const rt_closure *c) { return c->n; }
 
 float *rt_closure_alloc(const rt_closure *c)
@@ -170,6 +164,36 @@ void rt_vk(rt_closure *c, int k, const rt_vec *arrays, const double *scalars,
 
 /* ---- construction ---------------------------------------------------------- */
 
+int rt_driver_kernel_fits(const rt_driver *d, int i, const cg_spec *spec,
+                          const cg_layout *l, char *err)
+{
+    const rt_kernel_sig *want = &d->kernels[i];
+    if (!l || l->narrays != want->narrays || l->nscalars != want->nscalars ||
+        l->nresults != want->nresults) {
+        char have[96] = "it has none";
+        if (l)
+            snprintf(have, sizeof have, "it has %d, %d and %d", l->narrays,
+                     l->nscalars, l->nresults);
+        snprintf(err, CG_ERRLEN, "spec %s: method '%s' (%s) needs a kernel "
+                 "'%s' with %d arrays, %d scalars and %d results (%s)",
+                 cg_spec_path(spec), d->method, d->source, want->name,
+                 want->narrays, want->nscalars, want->nresults, have);
+        return JOPT_ESPEC;
+    }
+    uint64_t bad = l->written & want->grads;
+    if (bad) {
+        int a = 0;
+        while (!(bad >> a & 1))
+            a++;
+        snprintf(err, CG_ERRLEN, "spec %s: kernel '%s' writes its array '%s', "
+                 "which method '%s' binds to the user's gradients (read-only)",
+                 cg_spec_path(spec), want->name,
+                 cg_spec_find_vkernel(spec, want->name)->arrays[a], d->method);
+        return JOPT_ESPEC;
+    }
+    return JOPT_OK;
+}
+
 /* the driver's kernels from the spec, each as the driver expects it */
 static int get_kernels(rt_closure *c)
 {
@@ -184,24 +208,8 @@ static int get_kernels(rt_closure *c)
         if (rc && have)
             return rt_fail_cg(opt->ctx, rc, "jopt_optim_new", err);
         const cg_layout *l = have ? cg_kernel_layout(c->k[i]) : NULL;
-        if (!l || l->narrays != want->narrays || l->nscalars != want->nscalars ||
-            l->nresults != want->nresults)
-            return rt_fail(opt->ctx, JOPT_ESPEC, "jopt_optim_new: spec %s: method "
-                           "'%s' needs a kernel '%s' with %d arrays, %d scalars "
-                           "and %d results%s", cg_spec_path(opt->spec), c->d->method,
-                           want->name, want->narrays, want->nscalars,
-                           want->nresults, have ? " (it differs)" : " (it has none)");
-        if (l->written & want->grads) {
-            int a = 0;
-            while (!((l->written & want->grads) >> a & 1))
-                a++;
-            return rt_fail(opt->ctx, JOPT_ESPEC, "jopt_optim_new: spec %s: "
-                           "kernel '%s' writes its array '%s', which method '%s' "
-                           "binds to the user's gradients (read-only)",
-                           cg_spec_path(opt->spec), want->name,
-                           cg_spec_find_vkernel(opt->spec, want->name)->arrays[a],
-                           c->d->method);
-        }
+        if ((rc = rt_driver_kernel_fits(c->d, i, opt->spec, l, err)))
+            return rt_fail_cg(opt->ctx, rc, "jopt_optim_new", err);
         if ((size_t)l->nuniform + 1 > c->ucap)
             c->ucap = (size_t)l->nuniform + 1;
     }
@@ -247,7 +255,7 @@ int rt_closure_new(jopt_optim *opt, const rt_driver *d, rt_closure **out)
     if (opt->ngroups != 1) {
         rc = rt_fail(opt->ctx, JOPT_EINVAL, "%s: %s doesn't support "
                      "per-parameter options (parameter groups)", fn,
-                     display_name(c));
+                     c->d->name);
         goto fail;
     }
     if (c->gr->n == 0) {
@@ -297,7 +305,7 @@ int rt_closure_one_group(const rt_closure *c)
 {
     return rt_fail(c->opt->ctx, JOPT_EINVAL, "jopt_add_param_group: %s doesn't "
                    "support per-parameter options (parameter groups)",
-                   display_name(c));
+                   c->d->name);
 }
 
 /* ---- the step ---------------------------------------------------------------- */
@@ -319,7 +327,7 @@ int rt_closure_step(rt_closure *c, jopt_closure closure, void *user,
     if (!closure)
         return rt_fail(c->opt->ctx, JOPT_EINVAL, "jopt_step: %s needs a closure: "
                        "it evaluates the function several times per step",
-                       display_name(c));
+                       c->d->name);
     int rc = rt_closure_busy(c, "jopt_step");
     if (rc)
         return rc;
@@ -355,7 +363,7 @@ int rt_closure_busy(const rt_closure *c, const char *fn)
         return rt_fail(c->opt->ctx, JOPT_EINVAL, "%s: called from inside the "
                        "closure of a step of this %s optimizer (a closure may "
                        "only evaluate the model and read the optimizer)", fn,
-                       display_name(c));
+                       c->d->name);
     return JOPT_OK;
 }
 
@@ -366,7 +374,7 @@ int rt_closure_state_get(const rt_closure *c, size_t index, const char *name,
     int flat = 0;
     if (!c->d->state_get || !c->d->state_get(c->state, name, &d, &flat))
         return rt_fail(c->opt->ctx, JOPT_EINVAL, "jopt_state_get: %s has no state "
-                       "'%s'", display_name(c), name);
+                       "'%s'", c->d->name, name);
     *data = d && flat ? d + c->offset[index] : d;
     if (numel)
         *numel = !d ? 0 : flat ? c->gr->params[index].n : 1;
@@ -397,12 +405,12 @@ int rt_closure_load(rt_closure *c, const void *buf, size_t len, const char *fn,
     const void *blob = rt_take(&r, n);
     if (r.bad || r.pos != r.len || *steps < 0 || *steps > (int64_t)1 << 53)
         return rt_fail(c->opt->ctx, JOPT_EINVAL, "%s: the %s state in the "
-                       "checkpoint is malformed", fn, display_name(c));
+                       "checkpoint is malformed", fn, c->d->name);
     if (!c->d->load) {
         if (n || !(*state = c->d->state_new(c)))
             return n ? rt_fail(c->opt->ctx, JOPT_EINVAL, "%s: the checkpoint has "
                                "%s state this jopt does not expect", fn,
-                               display_name(c))
+                               c->d->name)
                      : rt_fail(c->opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
         return JOPT_OK;
     }
@@ -416,7 +424,7 @@ int rt_closure_load(rt_closure *c, const void *buf, size_t len, const char *fn,
     }
     if (rc)
         return rt_fail(c->opt->ctx, rc, "%s: the %s state in the checkpoint: %s",
-                       fn, display_name(c), err);
+                       fn, c->d->name, err);
     return JOPT_OK;
 }
 

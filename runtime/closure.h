@@ -40,6 +40,8 @@ typedef struct rt_kernel_sig {
 
 typedef struct rt_driver {
     const char *method;   /* the spec's `method` */
+    const char *name;     /* in messages, as torch names it ("LBFGS") */
+    const char *source;   /* where the driver lives, for tools */
     const rt_kernel_sig *kernels;
     int nkernels;
     /* Makes the driver's state for a new optimizer (NULL on failure).  May
@@ -101,6 +103,12 @@ void rt_vk(rt_closure *c, int k, const rt_vec *arrays, const double *scalars,
 
 /* The driver for a spec's method, or NULL. */
 const rt_driver *rt_driver_find(const char *method);
+/* Whether the spec's kernel for the driver's kernel i, with layout l (NULL:
+ * the spec has none), is what the driver needs: the shape, and no write to
+ * an array it binds to the user's gradients.  JOPT_OK, or JOPT_ESPEC with
+ * a message in err. */
+int rt_driver_kernel_fits(const rt_driver *d, int i, const cg_spec *spec,
+                          const cg_layout *l, char *err);
 /* Builds the closure machinery of an optimizer whose spec has a method:
  * one group, its kernels compiled, the driver's state.  Messages name the
  * optimizer as torch does ("LBFGS doesn't support per-parameter options"). */

@@ -325,6 +325,8 @@ static int cg_step(rt_closure *c, void *state, double *loss)
 
 const rt_driver rt_conjgrad_driver = {
     .method = "cg",
+    .name = "cg",
+    .source = "runtime/conjgrad.c",
     .kernels = cg_kernels,
     .nkernels = K_COUNT,
     .state_new = cg_state_new,

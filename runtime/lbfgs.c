@@ -638,6 +638,8 @@ static void lbfgs_prepare(rt_closure *c)
 
 const rt_driver rt_lbfgs_driver = {
     .method = "lbfgs",
+    .name = "LBFGS",
+    .source = "runtime/lbfgs.c",
     .kernels = lbfgs_kernels,
     .nkernels = K_COUNT,
     .state_new = lbfgs_state_new,

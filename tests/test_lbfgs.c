@@ -448,30 +448,29 @@ static int steps_to(lrun *r, double target, int max_steps)
  * below 1e-9 (|x - 1| a few 1e-5) and then stops on tolerance_change.  The
  * step counts are this port's deterministic trajectory (same bits with
  * either engine and any thread count). */
+/* strong Wolfe to f < 1e-9 in exactly `want` steps, ending near all ones */
+static void converges(const char *problem, int max_steps, int want)
+{
+    lrun r;
+    lrun_new(&r, problem, "line_search_fn=strong_wolfe");
+    int s = steps_to(&r, 1e-9, max_steps);
+    print_message("%s: f < 1e-9 after %d steps, %lld calls, max|x-1| %.3g\n",
+                  problem, s, (long long)r.ncalls, t_problem_dist_to_one(&r.p));
+    assert_int_equal(s, want);
+    assert_true(t_problem_dist_to_one(&r.p) < 1e-4);
+    lrun_free(&r);
+}
+
 static void test_converges_rosen2(void **state)
 {
     (void)state;
-    lrun r;
-    lrun_new(&r, "rosen2", "line_search_fn=strong_wolfe");
-    int s = steps_to(&r, 1e-9, 10);
-    print_message("rosen2: f < 1e-9 after %d steps, %lld calls, max|x-1| %.3g\n",
-                  s, (long long)r.ncalls, t_problem_dist_to_one(&r.p));
-    assert_int_equal(s, 3);
-    assert_true(t_problem_dist_to_one(&r.p) < 1e-4);
-    lrun_free(&r);
+    converges("rosen2", 10, 3);
 }
 
 static void test_converges_rosen100(void **state)
 {
     (void)state;
-    lrun r;
-    lrun_new(&r, "rosen100", "line_search_fn=strong_wolfe");
-    int s = steps_to(&r, 1e-9, 60);
-    print_message("rosen100: f < 1e-9 after %d steps, %lld calls, max|x-1| %.3g\n",
-                  s, (long long)r.ncalls, t_problem_dist_to_one(&r.p));
-    assert_int_equal(s, 25);
-    assert_true(t_problem_dist_to_one(&r.p) < 1e-4);
-    lrun_free(&r);
+    converges("rosen100", 60, 25);
 }
 
 /* torch's logreg runs end at 0.22247225 (the README's "loss at final

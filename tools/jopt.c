@@ -250,19 +250,6 @@ static int cmd_list(jopt_ctx *ctx)
 
 /* ---- closure optimizers -------------------------------------------------- */
 
-/* where a method's driver lives, for messages */
-static const char *method_source(const char *method)
-{
-    static const struct { const char *method, *file; } files[] = {
-        {"lbfgs", "runtime/lbfgs.c"},
-        {"cg", "runtime/conjgrad.c"},
-    };
-    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
-        if (!strcmp(files[i].method, method))
-            return files[i].file;
-    return "runtime/";
-}
-
 /* the spec's kernel names, "a, b, c" */
 static void kernel_names(const cg_spec *spec, char *buf, size_t cap)
 {
@@ -299,31 +286,20 @@ static int driver_mismatches(const cg_spec *spec, const cg_layout *const *layout
     }
     int bad = 0;
     for (int i = 0; i < d->nkernels; i++) {
-        const rt_kernel_sig *want = &d->kernels[i];
         const cg_layout *l = NULL;
         int found = 0;
         for (size_t j = 0; j < cg_spec_nvkernels(spec); j++)
-            if (!strcmp(cg_spec_vkernel(spec, j)->name, want->name)) {
+            if (!strcmp(cg_spec_vkernel(spec, j)->name, d->kernels[i].name)) {
                 found = 1;
                 l = layouts[j];
             }
         if (found && !l)
             continue; /* its trace error is reported already */
-        if (found && l->narrays == want->narrays &&
-            l->nscalars == want->nscalars && l->nresults == want->nresults)
-            continue;
-        bad++;
-        if (!found)
-            printf("  %s (%s) needs a kernel '%s' (arrays %d, scalars %d, "
-                   "results %d): the spec has none\n", method,
-                   method_source(method), want->name, want->narrays,
-                   want->nscalars, want->nresults);
-        else
-            printf("  %s (%s) needs kernel '%s' with arrays %d, scalars %d, "
-                   "results %d: the spec's has %d, %d, %d\n", method,
-                   method_source(method), want->name, want->narrays,
-                   want->nscalars, want->nresults, l->narrays, l->nscalars,
-                   l->nresults);
+        char err[CG_ERRLEN];
+        if (rt_driver_kernel_fits(d, i, spec, l, err)) {
+            printf("  %s\n", err);
+            bad++;
+        }
     }
     return bad;
 }
@@ -333,9 +309,11 @@ static int driver_mismatches(const cg_spec *spec, const cg_layout *const *layout
 static int show_method(const cg_spec *spec)
 {
     const char *method = cg_spec_method(spec);
+    const rt_driver *d = rt_driver_find(method);
     size_t nk = cg_spec_nvkernels(spec);
     printf("\nmethod: %s, a closure optimizer: control flow in C (%s), step "
-           "needs a closure\n", method, method_source(method));
+           "needs a closure\n", method, d ? d->source : "no driver of that name "
+           "in this build");
     printf("\nvector kernels (over the group's tensors as one flat vector; "
            "the same for any options):\n");
     int w = 14, aw = 6;
