@@ -1,6 +1,7 @@
 /*
  * cg_int.h - codegen's private view: the expression graph that a traced spec
- * becomes, and the passes over it (validate, emit, interpret).
+ * becomes, the passes over it (validate, print, emit, interpret), and the
+ * kernel protocol the batch runs.
  *
  * A graph is a list of nodes in topological order (an operand always comes
  * before its user).  A node is uniform (one value per step, computed in
@@ -11,22 +12,12 @@
 #define CG_INT_H
 
 #include "cg.h"
+#include "ops.h"
 
 typedef enum cg_op {
-    CG_CONST, /* value */
-    CG_STEP,  /* the step count t */
-    CG_LOAD,  /* array slot `slot`, element i */
-    CG_SCALAR, /* the per-tensor scalar state in array slot `slot` */
-    CG_HYPER, /* a hyperparameter passed at run time: values[slot] */
-    CG_NEG, CG_ABS, CG_SQRT, CG_SIGN, CG_EXP, CG_LOG, CG_NOT,
-    CG_F32,   /* rounds a per-step value to float32, as a torch tensor op */
-    CG_ADD, CG_SUB, CG_MUL, CG_DIV, CG_POW, CG_MIN, CG_MAX,
-    CG_LT, CG_LE, CG_GT, CG_GE, CG_EQ, CG_NE, CG_AND, CG_OR,
-    CG_FMA,   /* a * b + c, one rounding */
-    CG_LERP,  /* ATen's lerp(a, b, w) */
-    CG_WHERE, /* a ? b : c */
-    CG_SUM,   /* per step: the sum over the tensor of a per-element value */
-    CG_MAXALL, /* per step: the NaN-propagating maximum over the tensor */
+#define CG_OP_ENUM(id, name, arity, flags, d, f, ir) CG_##id,
+    CG_OPS(CG_OP_ENUM)
+#undef CG_OP_ENUM
     CG_NOPS
 } cg_op;
 
@@ -35,8 +26,9 @@ typedef struct cg_node {
     uint8_t varying; /* per element (float) rather than per step (double) */
     uint8_t boolean; /* a truth value rather than a number */
     int32_t arg[3];
-    int32_t slot;    /* CG_LOAD, CG_SCALAR: the array slot; CG_SUM,
-                        CG_MAXALL: its index in the reductions */
+    int32_t slot;    /* CG_LOAD, CG_SCALAR: the array slot; CG_HYPER: the
+                        offset in the value vector; CG_SUM, CG_MAXALL: its
+                        index in the reductions */
     int32_t uslot;   /* uniform nodes varying code reads: index in u[] */
     double value;    /* CG_CONST */
 } cg_node;
@@ -46,6 +38,11 @@ typedef struct cg_node {
  * the range in lane (i - begin) % CG_LANES, then the lanes in order
  * (emit.c, interp.c): a fixed order of operations that vectorizes. */
 #define CG_LANES 16
+
+/* How a reduction combines: a sum in double, or the NaN-propagating
+ * maximum.  A range's partial results start at cg_reduce_init and merge in
+ * element order with cg_reduce_merge. */
+typedef enum cg_reduce_kind { CG_REDUCE_SUM, CG_REDUCE_MAX } cg_reduce_kind;
 
 typedef struct cg_graph {
     cg_node *nodes;
@@ -68,6 +65,7 @@ typedef struct cg_graph {
     uint8_t reduce_kind[CG_MAX_REDUCE]; /* cg_reduce_kind of each */
     uint8_t late_store[CG_MAX_SLOTS];
     int32_t *subst;
+    uint64_t read; /* slots a live node loads */
     /* the state layout the trace produced */
     int state[CG_MAX_SLOTS];
     cg_init init[CG_MAX_SLOTS];
@@ -91,12 +89,21 @@ int32_t cg_graph_scalar(cg_graph *g, int slot);
 int32_t cg_graph_hyper(cg_graph *g, int offset);
 int32_t cg_graph_op(cg_graph *g, cg_op op, int32_t a, int32_t b, int32_t c);
 int cg_op_arity(cg_op op);
+int cg_op_flags(cg_op op);
 const char *cg_op_name(cg_op op);
 /* Checks ops, types and references; numbers the uniforms varying code
  * reads.  Returns JOPT_OK or JOPT_ESPEC with a message. */
 int cg_graph_finish(cg_graph *g, char *err);
-/* Serialises what determines the kernel, for tests and hashing. */
-uint64_t cg_graph_hash(const cg_graph *g);
+/* Whether pass 1 stores anything (a kernel with sums may need only the
+ * epilogue after them). */
+int cg_graph_has_late(const cg_graph *g);
+
+/* print.c: the finished graph in its stable text form (docs/specs.md);
+ * `slot_names` name the array slots, `hyper_names` the value vector's
+ * offsets (NULL where unnamed).  Caller frees *text. */
+int cg_graph_print(const cg_graph *g, const char *title,
+                   const char *const *slot_names,
+                   const char *const *hyper_names, char **text, char *err);
 
 /* interp.c: the reference semantics, shared by folding, the uniform
  * prologue and the reference kernel. */
@@ -104,6 +111,8 @@ double cg_eval_double(cg_op op, double a, double b, double c);
 float cg_eval_float(cg_op op, float a, float b, float c);
 /* llvm.maximum on doubles: NaN-propagating, -0 < +0 */
 double cg_max_nan(double a, double b);
+void cg_reduce_init(const cg_graph *g, double *red);
+void cg_reduce_merge(const cg_graph *g, double *acc, const double *part);
 /* Evaluates the per-step values for step t into u, reading per-tensor
  * scalar states from arrays[slot][0] and then writing their new values
  * back there (rounded to float, as torch's 0-dim float32 tensors). */
@@ -124,6 +133,30 @@ int cg_trace(const cg_spec *spec, const double *values,
  * 0..narrays-1, its scalars CG_HYPER nodes reading values[0..nscalars-1]. */
 int cg_trace_vkernel(const cg_spec *spec, const char *name, cg_graph **out,
                      char *err);
+
+/* The kernel ABI (emit.c, interp.c, batch.c): one range of one tensor for
+ * a pass: its arrays, elements [begin, end), its per-step values, and where
+ * the range's sums go (added to, in element order, in double). */
+typedef struct cg_task {
+    float *const *arrays;
+    int64_t begin, end;
+    const double *u;
+    double *red;
+} cg_task;
+
+/* A kernel pass over a list of ranges: one call covers any number of
+ * tensors of a group. */
+typedef void (*cg_kernel_fn)(const cg_task *tasks, int64_t ntasks);
+
+/* kernel.c: the protocol the batch drives (cg.h's order) */
+const cg_graph *cg_kernel_graph(const cg_kernel *k);
+void cg_kernel_prologue(const cg_kernel *k, double t, const double *values,
+                        float *const *arrays, double *u);
+void cg_kernel_pass(const cg_kernel *k, int pass, const cg_task *tasks,
+                    int64_t ntasks);
+void cg_kernel_epilogue(const cg_kernel *k, double t, const double *values,
+                        float *const *arrays, const double *red, double *u);
+void cg_kernel_results(const cg_kernel *k, const double *u, double *out);
 
 /* emit.c + jit.c */
 typedef struct cg_llvm cg_llvm;

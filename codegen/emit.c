@@ -1,22 +1,38 @@
 /*
  * emit.c - a finished graph becomes LLVM IR.
  *
- *   void NAME(float *const *arrays, i64 begin, i64 end, const double *u)
- *     -> calls an internal alwaysinline function taking each array as its
- *        own `noalias` pointer, so after inlining the loop vectorizer widens
- *        the loop with no runtime overlap checks (the runtime guarantees
- *        that no two arrays overlap).
+ * For each pass (pass 1 only with sums), the module has
+ *
+ *   void NAME[_late](const cg_task *tasks, i64 ntasks)
+ *     the ABI the batch calls (cg_int.h): a loop over the task list, each
+ *     task's arrays loaded and passed to
+ *   internal alwaysinline void inner[_late](float *noalias a0, ...,
+ *       i64 begin, i64 end, double *noalias u, double *noalias red)
+ *     the loop over the elements of one range.  Each array is its own
+ *     `noalias` pointer, so after inlining the loop vectorizer widens the
+ *     loop with no runtime overlap checks (the runtime guarantees that no
+ *     two arrays overlap).
  *
  * Uniform operands are read from u[] and rounded to float once, before the
- * loop.  No fast-math flags: each node is one IEEE operation, as interp.c.
+ * loop.  Each node is the IR of its row in ops.h; no fast-math flags, so
+ * each node is one IEEE operation, as in interp.c.
  */
 #include <llvm-c/Core.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "emit.h"
+
+/* the outer function reads cg_task through this LLVM struct type: the C
+ * layout it mirrors, checked here and against the target's data layout
+ * when a module is built */
+_Static_assert(offsetof(cg_task, arrays) == 0 && offsetof(cg_task, begin) == 8 &&
+               offsetof(cg_task, end) == 16 && offsetof(cg_task, u) == 24 &&
+               offsetof(cg_task, red) == 32 && sizeof(cg_task) == 40,
+               "emit.c's task type mirrors cg_task: update task_type()");
 
 typedef struct emitter {
     LLVMContextRef ctx;
@@ -37,68 +53,65 @@ static LLVMValueRef intrinsic_t(emitter *e, const char *name, LLVMTypeRef t,
     return LLVMBuildCall2(e->b, ty, fn, args, n, "");
 }
 
-static LLVMValueRef intrinsic(emitter *e, const char *name, LLVMValueRef *args,
-                              unsigned n)
+/* ---- the IR of ops.h's rows ------------------------------------------------ */
+
+static LLVMValueRef ir_call(emitter *e, const char *name, LLVMValueRef *a,
+                           unsigned n)
 {
-    return intrinsic_t(e, name, e->f32, args, n);
+    return intrinsic_t(e, name, e->f32, a, n);
 }
 
-static LLVMValueRef fcmp(emitter *e, LLVMRealPredicate p, LLVMValueRef a,
-                         LLVMValueRef b)
+static LLVMValueRef ir_fcmp(emitter *e, LLVMRealPredicate p, LLVMValueRef *a)
 {
-    return LLVMBuildFCmp(e->b, p, a, b, "");
+    return LLVMBuildFCmp(e->b, p, a[0], a[1], "");
 }
 
-static LLVMValueRef emit_varying(emitter *e, const cg_node *x, LLVMValueRef idx)
+static LLVMValueRef ir_sign(emitter *e, LLVMValueRef *a)
+{
+    LLVMValueRef zero = LLVMConstReal(e->f32, 0.0);
+    LLVMValueRef lt[2] = {zero, a[0]}, gt[2] = {a[0], zero};
+    LLVMValueRef pos = LLVMBuildUIToFP(e->b, ir_fcmp(e, LLVMRealOLT, lt), e->f32, "");
+    LLVMValueRef neg = LLVMBuildUIToFP(e->b, ir_fcmp(e, LLVMRealOLT, gt), e->f32, "");
+    return LLVMBuildFSub(e->b, pos, neg, "");
+}
+
+/* ATen: |w| < 0.5 ? fma(w, b-a, a) : fma(w-1, b-a, b) */
+static LLVMValueRef ir_lerp(emitter *e, LLVMValueRef *a)
 {
     LLVMBuilderRef b = e->b;
-    LLVMValueRef a[3] = {NULL, NULL, NULL};
+    LLVMValueRef d = LLVMBuildFSub(b, a[1], a[0], "");
+    LLVMValueRef w = a[2];
+    LLVMValueRef cmp[2] = {ir_call(e, "llvm.fabs", &w, 1), LLVMConstReal(e->f32, 0.5)};
+    LLVMValueRef small = ir_fcmp(e, LLVMRealOLT, cmp);
+    LLVMValueRef lo[3] = {w, d, a[0]};
+    LLVMValueRef hi[3] = {LLVMBuildFSub(b, w, LLVMConstReal(e->f32, 1.0), ""), d, a[1]};
+    return LLVMBuildSelect(b, small, ir_call(e, "llvm.fma", lo, 3),
+                           ir_call(e, "llvm.fma", hi, 3), "");
+}
+
+static LLVMValueRef load_elem(emitter *e, int slot, LLVMValueRef idx)
+{
+    LLVMValueRef p = LLVMBuildInBoundsGEP2(e->b, e->f32, e->array[slot], &idx, 1, "");
+    return LLVMBuildLoad2(e->b, e->f32, p, "");
+}
+
+/* a per-element node: its row of ops.h (graph.c keeps per-step-only ops,
+ * leaves other than loads and reductions out of per-element code) */
+static LLVMValueRef emit_varying(emitter *e, const cg_node *x, LLVMValueRef idx)
+{
+    LLVMValueRef A[3] = {NULL, NULL, NULL};
+    emitter *E = e;
+    if (x->op == CG_LOAD)
+        return load_elem(e, x->slot, idx);
     for (int k = 0; k < cg_op_arity((cg_op)x->op); k++)
-        a[k] = e->val[x->arg[k]];
-    LLVMValueRef one = LLVMConstReal(e->f32, 1.0), zero = LLVMConstReal(e->f32, 0.0);
+        A[k] = e->val[x->arg[k]];
     switch ((cg_op)x->op) {
-    case CG_LOAD: {
-        LLVMValueRef p = LLVMBuildInBoundsGEP2(b, e->f32, e->array[x->slot], &idx, 1, "");
-        return LLVMBuildLoad2(b, e->f32, p, "");
+#define EMIT_OP(id, name, arity, flags, d, f, ir) case CG_##id: return (ir);
+        CG_OPS(EMIT_OP)
+#undef EMIT_OP
+    case CG_NOPS: break;
     }
-    case CG_F32: return a[0]; /* already float */
-    case CG_NEG: return LLVMBuildFNeg(b, a[0], "");
-    case CG_ABS: return intrinsic(e, "llvm.fabs", a, 1);
-    case CG_SQRT: return intrinsic(e, "llvm.sqrt", a, 1);
-    case CG_SIGN: {
-        LLVMValueRef pos = LLVMBuildUIToFP(b, fcmp(e, LLVMRealOLT, zero, a[0]), e->f32, "");
-        LLVMValueRef neg = LLVMBuildUIToFP(b, fcmp(e, LLVMRealOLT, a[0], zero), e->f32, "");
-        return LLVMBuildFSub(b, pos, neg, "");
-    }
-    case CG_NOT: return LLVMBuildNot(b, a[0], "");
-    case CG_ADD: return LLVMBuildFAdd(b, a[0], a[1], "");
-    case CG_SUB: return LLVMBuildFSub(b, a[0], a[1], "");
-    case CG_MUL: return LLVMBuildFMul(b, a[0], a[1], "");
-    case CG_DIV: return LLVMBuildFDiv(b, a[0], a[1], "");
-    case CG_MIN: return intrinsic(e, "llvm.minimum", a, 2);
-    case CG_MAX: return intrinsic(e, "llvm.maximum", a, 2);
-    case CG_LT: return fcmp(e, LLVMRealOLT, a[0], a[1]);
-    case CG_LE: return fcmp(e, LLVMRealOLE, a[0], a[1]);
-    case CG_GT: return fcmp(e, LLVMRealOGT, a[0], a[1]);
-    case CG_GE: return fcmp(e, LLVMRealOGE, a[0], a[1]);
-    case CG_EQ: return fcmp(e, LLVMRealOEQ, a[0], a[1]);
-    case CG_NE: return fcmp(e, LLVMRealUNE, a[0], a[1]);
-    case CG_AND: return LLVMBuildAnd(b, a[0], a[1], "");
-    case CG_OR: return LLVMBuildOr(b, a[0], a[1], "");
-    case CG_FMA: return intrinsic(e, "llvm.fma", a, 3);
-    case CG_LERP: { /* ATen: |w| < 0.5 ? fma(w, b-a, a) : fma(w-1, b-a, b) */
-        LLVMValueRef d = LLVMBuildFSub(b, a[1], a[0], "");
-        LLVMValueRef w = a[2];
-        LLVMValueRef small = fcmp(e, LLVMRealOLT, intrinsic(e, "llvm.fabs", &w, 1),
-                                  LLVMConstReal(e->f32, 0.5));
-        LLVMValueRef lo[3] = {w, d, a[0]};
-        LLVMValueRef hi[3] = {LLVMBuildFSub(b, w, one, ""), d, a[1]};
-        return LLVMBuildSelect(b, small, intrinsic(e, "llvm.fma", lo, 3),
-                               intrinsic(e, "llvm.fma", hi, 3), "");
-    }
-    case CG_WHERE: return LLVMBuildSelect(b, a[0], a[1], a[2], "");
-    default: return NULL; /* pow/exp/log/step are uniform-only (graph.c) */
-    }
+    return NULL;
 }
 
 /* the float (or i1) value of a uniform node, computed before the loop */
@@ -150,10 +163,7 @@ static void emit_element(emitter *e, int pass, LLVMValueRef idx)
         if (!g->nodes[k].varying)
             continue;
         if (pass == 1 && g->subst[k] >= 0) {
-            cg_node load = g->nodes[k];
-            load.op = CG_LOAD;
-            load.slot = g->subst[k];
-            e->val[k] = emit_varying(e, &load, idx);
+            e->val[k] = load_elem(e, g->subst[k], idx);
         } else {
             e->val[k] = emit_varying(e, &g->nodes[k], idx);
         }
@@ -341,9 +351,73 @@ static void emit_inner(emitter *e, LLVMValueRef fn, int pass)
         emit_plain_loop(e, fn, pass, entry, begin, end);
 }
 
+/* cg_task as an LLVM struct: {ptr arrays, i64 begin, i64 end, ptr u,
+ * ptr red}; 0 if the target lays it out unlike the C compiler did */
+static LLVMTypeRef task_type(emitter *e, const cg_target *t)
+{
+    LLVMTypeRef fields[5] = {e->ptr, e->i64, e->i64, e->ptr, e->ptr};
+    static const size_t offsets[5] = {
+        offsetof(cg_task, arrays), offsetof(cg_task, begin),
+        offsetof(cg_task, end), offsetof(cg_task, u), offsetof(cg_task, red)};
+    LLVMTypeRef ty = LLVMStructTypeInContext(e->ctx, fields, 5, 0);
+    for (unsigned f = 0; f < 5; f++)
+        if (LLVMOffsetOfElement(t->layout, ty, f) != offsets[f])
+            return NULL;
+    if (LLVMABISizeOfType(t->layout, ty) != sizeof(cg_task))
+        return NULL;
+    return ty;
+}
+
+/* outer: the ABI the batch calls, a loop over the task list that calls
+ * `inner` on each task's arrays and range */
+static void emit_outer(emitter *e, const cg_target *t, LLVMTypeRef task_ty,
+                       LLVMValueRef inner, LLVMTypeRef inner_ty,
+                       const char *fname, LLVMValueRef *args)
+{
+    const cg_graph *g = e->g;
+    LLVMBuilderRef b = e->b;
+    LLVMTypeRef outer_params[2] = {e->ptr, e->i64};
+    LLVMTypeRef outer_ty = LLVMFunctionType(LLVMVoidTypeInContext(e->ctx),
+                                            outer_params, 2, 0);
+    LLVMValueRef outer = LLVMAddFunction(e->mod, fname, outer_ty);
+    target_attrs(e->ctx, outer, t);
+    LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(e->ctx, outer, "entry");
+    LLVMBasicBlockRef loop = LLVMAppendBasicBlockInContext(e->ctx, outer, "task");
+    LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(e->ctx, outer, "done");
+    LLVMValueRef tasks = LLVMGetParam(outer, 0), ntasks = LLVMGetParam(outer, 1);
+    LLVMPositionBuilderAtEnd(b, entry);
+    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSGT, ntasks,
+                                     LLVMConstInt(e->i64, 0, 0), ""), loop, done);
+    LLVMPositionBuilderAtEnd(b, loop);
+    LLVMValueRef ti = LLVMBuildPhi(b, e->i64, "t");
+    LLVMValueRef task = LLVMBuildInBoundsGEP2(b, task_ty, tasks, &ti, 1, "");
+    LLVMTypeRef field_ty[5] = {e->ptr, e->i64, e->i64, e->ptr, e->ptr};
+    LLVMValueRef fields[5];
+    for (unsigned f = 0; f < 5; f++)
+        fields[f] = LLVMBuildLoad2(b, field_ty[f],
+                                   LLVMBuildStructGEP2(b, task_ty, task, f, ""), "");
+    for (int sl = 0; sl < g->nslots; sl++) {
+        LLVMValueRef off = LLVMConstInt(e->i64, (unsigned long long)sl, 0);
+        LLVMValueRef p = LLVMBuildInBoundsGEP2(b, e->ptr, fields[0], &off, 1, "");
+        args[sl] = LLVMBuildLoad2(b, e->ptr, p, "");
+    }
+    for (int k = 0; k < 4; k++)
+        args[g->nslots + k] = fields[k + 1];
+    LLVMBuildCall2(b, inner_ty, inner, args, (unsigned)g->nslots + 4, "");
+    LLVMValueRef tnext = LLVMBuildNSWAdd(b, ti, LLVMConstInt(e->i64, 1, 0), "");
+    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, tnext, ntasks, ""), loop, done);
+    LLVMValueRef tin[2] = {LLVMConstInt(e->i64, 0, 0), tnext};
+    LLVMBasicBlockRef tbb[2] = {entry, loop};
+    LLVMAddIncoming(ti, tin, tbb, 2);
+    LLVMPositionBuilderAtEnd(b, done);
+    LLVMBuildRetVoid(b);
+}
+
 int cg_emit_module(LLVMContextRef ctx, const cg_target *t, const cg_graph *g,
                    const char *name, LLVMModuleRef *out, char *err)
 {
+    int rc = JOPT_OK;
+    unsigned np = (unsigned)g->nslots + 4;
     emitter e;
     memset(&e, 0, sizeof e);
     e.ctx = ctx;
@@ -355,17 +429,22 @@ int cg_emit_module(LLVMContextRef ctx, const cg_target *t, const cg_graph *g,
     e.ptr = LLVMPointerTypeInContext(ctx, 0);
     e.val = calloc((size_t)g->n + 1, sizeof *e.val);
     e.array = calloc((size_t)g->nslots + 1, sizeof *e.array);
-    LLVMTypeRef *params = calloc((size_t)g->nslots + 4, sizeof *params);
-    if (!e.val || !e.array || !params) {
-        free(e.val);
-        free(e.array);
-        free(params);
-        return cg_fail(err, JOPT_ENOMEM, "out of memory emitting IR");
+    LLVMTypeRef *params = calloc(np, sizeof *params);
+    LLVMValueRef *args = calloc(np, sizeof *args);
+    if (!e.val || !e.array || !params || !args) {
+        rc = cg_fail(err, JOPT_ENOMEM, "out of memory emitting IR");
+        goto done;
     }
     e.mod = LLVMModuleCreateWithNameInContext(name, ctx);
     LLVMSetTarget(e.mod, t->triple);
     LLVMSetModuleDataLayout(e.mod, t->layout);
     e.b = LLVMCreateBuilderInContext(ctx);
+    LLVMTypeRef task_ty = task_type(&e, t);
+    if (!task_ty) {
+        rc = cg_fail(err, JOPT_ECOMPILE, "internal error: the target lays out "
+                     "cg_task unlike the C compiler");
+        goto done;
+    }
 
     /* inner: (ptr noalias a0, ..., i64 begin, i64 end, ptr noalias u,
      *         ptr noalias red) */
@@ -375,24 +454,7 @@ int cg_emit_module(LLVMContextRef ctx, const cg_target *t, const cg_graph *g,
     params[g->nslots + 1] = e.i64;
     params[g->nslots + 2] = e.ptr;
     params[g->nslots + 3] = e.ptr;
-    unsigned np = (unsigned)g->nslots + 4;
     LLVMTypeRef inner_ty = LLVMFunctionType(LLVMVoidTypeInContext(ctx), params, np, 0);
-    /* outer: void NAME(const cg_task *tasks, i64 ntasks), cg_task being
-     * {ptr arrays, i64 begin, i64 end, ptr u, ptr red} (codegen/cg.h) */
-    LLVMTypeRef task_fields[5] = {e.ptr, e.i64, e.i64, e.ptr, e.ptr};
-    LLVMTypeRef task_ty = LLVMStructTypeInContext(ctx, task_fields, 5, 0);
-    LLVMTypeRef outer_params[2] = {e.ptr, e.i64};
-    LLVMTypeRef outer_ty = LLVMFunctionType(LLVMVoidTypeInContext(ctx),
-                                            outer_params, 2, 0);
-    LLVMValueRef *args = calloc(np, sizeof *args);
-    if (!args) {
-        LLVMDisposeBuilder(e.b);
-        LLVMDisposeModule(e.mod);
-        free(e.val);
-        free(e.array);
-        free(params);
-        return cg_fail(err, JOPT_ENOMEM, "out of memory emitting IR");
-    }
     for (int pass = 0; pass < (g->nreduce ? 2 : 1); pass++) {
         char fname[160];
         snprintf(fname, sizeof fname, "%s%s", name, pass ? "_late" : "");
@@ -405,46 +467,18 @@ int cg_emit_module(LLVMContextRef ctx, const cg_target *t, const cg_graph *g,
             if (k != (unsigned)g->nslots && k != (unsigned)g->nslots + 1)
                 add_attr(ctx, inner, k + 1, "noalias");
         emit_inner(&e, inner, pass);
-
-        /* outer: the ABI the runtime calls, a loop over the task list */
-        LLVMValueRef outer = LLVMAddFunction(e.mod, fname, outer_ty);
-        target_attrs(ctx, outer, t);
-        LLVMBasicBlockRef oentry = LLVMAppendBasicBlockInContext(ctx, outer, "entry");
-        LLVMBasicBlockRef oloop = LLVMAppendBasicBlockInContext(ctx, outer, "task");
-        LLVMBasicBlockRef odone = LLVMAppendBasicBlockInContext(ctx, outer, "done");
-        LLVMValueRef tasks = LLVMGetParam(outer, 0), ntasks = LLVMGetParam(outer, 1);
-        LLVMPositionBuilderAtEnd(e.b, oentry);
-        LLVMBuildCondBr(e.b, LLVMBuildICmp(e.b, LLVMIntSGT, ntasks,
-                                           LLVMConstInt(e.i64, 0, 0), ""), oloop, odone);
-        LLVMPositionBuilderAtEnd(e.b, oloop);
-        LLVMValueRef ti = LLVMBuildPhi(e.b, e.i64, "t");
-        LLVMValueRef task = LLVMBuildInBoundsGEP2(e.b, task_ty, tasks, &ti, 1, "");
-        LLVMValueRef fields[5];
-        for (unsigned f = 0; f < 5; f++)
-            fields[f] = LLVMBuildLoad2(e.b, task_fields[f],
-                                       LLVMBuildStructGEP2(e.b, task_ty, task, f, ""), "");
-        for (int sl = 0; sl < g->nslots; sl++) {
-            LLVMValueRef off = LLVMConstInt(e.i64, (unsigned long long)sl, 0);
-            LLVMValueRef p = LLVMBuildInBoundsGEP2(e.b, e.ptr, fields[0], &off, 1, "");
-            args[sl] = LLVMBuildLoad2(e.b, e.ptr, p, "");
-        }
-        for (int k = 0; k < 4; k++)
-            args[g->nslots + k] = fields[k + 1];
-        LLVMBuildCall2(e.b, inner_ty, inner, args, np, "");
-        LLVMValueRef tnext = LLVMBuildNSWAdd(e.b, ti, LLVMConstInt(e.i64, 1, 0), "");
-        LLVMBuildCondBr(e.b, LLVMBuildICmp(e.b, LLVMIntSLT, tnext, ntasks, ""), oloop, odone);
-        LLVMValueRef tin[2] = {LLVMConstInt(e.i64, 0, 0), tnext};
-        LLVMBasicBlockRef tbb[2] = {oentry, oloop};
-        LLVMAddIncoming(ti, tin, tbb, 2);
-        LLVMPositionBuilderAtEnd(e.b, odone);
-        LLVMBuildRetVoid(e.b);
+        emit_outer(&e, t, task_ty, inner, inner_ty, fname, args);
     }
-
-    LLVMDisposeBuilder(e.b);
+done:
+    if (e.b)
+        LLVMDisposeBuilder(e.b);
+    if (rc && e.mod)
+        LLVMDisposeModule(e.mod);
+    else
+        *out = e.mod;
     free(args);
     free(e.val);
     free(e.array);
     free(params);
-    *out = e.mod;
-    return JOPT_OK;
+    return rc;
 }

@@ -12,28 +12,15 @@
 
 static const struct {
     const char *name;
-    int arity;
+    int arity, flags;
 } op_info[CG_NOPS] = {
-    [CG_CONST] = {"const", 0}, [CG_STEP] = {"step", 0},
-    [CG_LOAD] = {"load", 0},   [CG_SCALAR] = {"scalar", 0},
-    [CG_HYPER] = {"hyper", 0},
-    [CG_F32] = {"f32", 1},     [CG_NEG] = {"neg", 1},
-    [CG_ABS] = {"abs", 1},     [CG_SQRT] = {"sqrt", 1},
-    [CG_SIGN] = {"sign", 1},   [CG_EXP] = {"exp", 1},
-    [CG_LOG] = {"log", 1},     [CG_NOT] = {"not_", 1},
-    [CG_ADD] = {"add", 2},     [CG_SUB] = {"sub", 2},
-    [CG_MUL] = {"mul", 2},     [CG_DIV] = {"div", 2},
-    [CG_POW] = {"pow", 2},     [CG_MIN] = {"min", 2},
-    [CG_MAX] = {"max", 2},     [CG_LT] = {"lt", 2},
-    [CG_LE] = {"le", 2},       [CG_GT] = {"gt", 2},
-    [CG_GE] = {"ge", 2},       [CG_EQ] = {"eq", 2},
-    [CG_NE] = {"ne", 2},       [CG_AND] = {"and_", 2},
-    [CG_OR] = {"or_", 2},      [CG_FMA] = {"fma", 3},
-    [CG_LERP] = {"lerp", 3},   [CG_WHERE] = {"where", 3},
-    [CG_SUM] = {"sum", 1},     [CG_MAXALL] = {"maxall", 1},
+#define OP_INFO(id, name, arity, flags, d, f, ir) [CG_##id] = {name, arity, flags},
+    CG_OPS(OP_INFO)
+#undef OP_INFO
 };
 
 int cg_op_arity(cg_op op) { return op_info[op].arity; }
+int cg_op_flags(cg_op op) { return op_info[op].flags; }
 const char *cg_op_name(cg_op op) { return op_info[op].name; }
 
 int cg_fail(char *err, int status, const char *fmt, ...)
@@ -68,9 +55,16 @@ void cg_graph_free(cg_graph *g)
     free(g);
 }
 
+uint64_t cg_fnv(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *c = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ c[i]) * 1099511628211ull;
+    return h;
+}
+
 static uint64_t node_hash(const cg_node *n)
 {
-    uint64_t h = 1469598103934665603ull;
     unsigned char buf[sizeof(double) + 4 * sizeof(int32_t) + 3];
     size_t k = 0;
     memcpy(buf + k, &n->value, sizeof n->value), k += sizeof n->value;
@@ -79,9 +73,7 @@ static uint64_t node_hash(const cg_node *n)
     buf[k++] = n->op;
     buf[k++] = n->varying;
     buf[k++] = n->boolean;
-    for (size_t i = 0; i < k; i++)
-        h = (h ^ buf[i]) * 1099511628211ull;
-    return h;
+    return cg_fnv(CG_FNV_INIT, buf, k);
 }
 
 static int node_equal(const cg_node *a, const cg_node *b)
@@ -182,19 +174,17 @@ int32_t cg_graph_hyper(cg_graph *g, int offset)
     return intern(g, &n);
 }
 
-static int is_compare(cg_op op)
-{
-    return op >= CG_LT && op <= CG_NE;
-}
-
-/* Type rules.  Returns -2 for a type error (the tracer words it), -1 for
- * an allocation failure or an oversized graph. */
+/* Type rules.  Returns -2 for a type error (the tracer words it), -3 for
+ * a per-step-only op on a per-element value, -4 for a reduction of a
+ * per-step value, -1 for an allocation failure or an oversized graph. */
 int32_t cg_graph_op(cg_graph *g, cg_op op, int32_t a, int32_t b, int32_t c)
 {
     int32_t args[3] = {a, b, c};
-    int arity = cg_op_arity(op);
+    int arity = cg_op_arity(op), flags = cg_op_flags(op);
     cg_node n = blank(op);
     int all_const = 1;
+    if (flags & CG_F_LEAF)
+        return -2;
     for (int i = 0; i < arity; i++) {
         if (args[i] < 0 || args[i] >= g->n)
             return -2;
@@ -202,25 +192,24 @@ int32_t cg_graph_op(cg_graph *g, cg_op op, int32_t a, int32_t b, int32_t c)
         n.arg[i] = args[i];
         n.varying |= x->varying;
         all_const &= x->op == CG_CONST;
-        /* which operands must be truth values */
-        int want_bool = op == CG_NOT || op == CG_AND || op == CG_OR ||
-                        (op == CG_WHERE && i == 0);
-        if (op == CG_WHERE && i > 0)
+        /* which operands must be truth values; where's two branches
+         * may be either, as long as they agree */
+        int want_bool = (flags & CG_F_BOOLARGS) || ((flags & CG_F_SELECT) && i == 0);
+        if ((flags & CG_F_SELECT) && i > 0)
             continue;
         if (x->boolean != want_bool)
             return -2;
     }
-    if (op == CG_WHERE) {
+    if (flags & CG_F_SELECT) {
         if (g->nodes[b].boolean != g->nodes[c].boolean)
             return -2;
         n.boolean = g->nodes[b].boolean;
     } else {
-        n.boolean = is_compare(op) || op == CG_NOT || op == CG_AND ||
-                    op == CG_OR;
+        n.boolean = (flags & CG_F_BOOL) != 0;
     }
-    if (n.varying && (op == CG_POW || op == CG_EXP || op == CG_LOG))
+    if (n.varying && (flags & CG_F_UNIFORM))
         return -3;
-    if (op == CG_SUM || op == CG_MAXALL) { /* per element in, per step out */
+    if (flags & CG_F_REDUCE) { /* per element in, per step out */
         if (!n.varying)
             return -4;
         n.varying = 0;
@@ -255,7 +244,7 @@ static int split_passes(cg_graph *g, char *err)
         g->subst[i] = -1;
         for (int k = 0; k < cg_op_arity((cg_op)x->op); k++)
             late[i] |= late[x->arg[k]];
-        if (x->op == CG_SUM || x->op == CG_MAXALL) {
+        if (cg_op_flags((cg_op)x->op) & CG_F_REDUCE) {
             if (late[i] || g->nreduce == CG_MAX_REDUCE) {
                 rc = cg_fail(err, JOPT_ESPEC, late[i]
                              ? "a sum over a value that depends on another sum "
@@ -296,6 +285,32 @@ done:
     free(late);
     free(need);
     return rc;
+}
+
+/* The array slots that live per-element code loads: what the stores and
+ * the results need, back to the leaves (LLVM drops the rest). */
+static int mark_reads(cg_graph *g, char *err)
+{
+    uint8_t *live = calloc((size_t)g->n + 1, 1);
+    if (!live)
+        return cg_fail(err, JOPT_ENOMEM, "out of memory finishing graph");
+    for (int s = 0; s < g->nslots; s++)
+        if (g->store[s] >= 0)
+            live[g->store[s]] = 1;
+    for (int r = 0; r < g->nresult; r++)
+        live[g->result[r]] = 1;
+    g->read = 0;
+    for (int i = g->n - 1; i >= 0; i--) {
+        const cg_node *x = &g->nodes[i];
+        if (!live[i])
+            continue;
+        for (int k = 0; k < cg_op_arity((cg_op)x->op); k++)
+            live[x->arg[k]] = 1;
+        if (x->op == CG_LOAD)
+            g->read |= 1ull << x->slot;
+    }
+    free(live);
+    return JOPT_OK;
 }
 
 int cg_graph_finish(cg_graph *g, char *err)
@@ -373,21 +388,17 @@ int cg_graph_finish(cg_graph *g, char *err)
     free(g->uniform);
     g->uniform = uni;
     g->nuniform = nuni;
-    return JOPT_OK;
+    return mark_reads(g, err);
 bad:
     free(uni);
     free(slot_of);
     return cg_fail(err, JOPT_ESPEC, "internal error: malformed graph");
 }
 
-uint64_t cg_graph_hash(const cg_graph *g)
+int cg_graph_has_late(const cg_graph *g)
 {
-    uint64_t h = 1469598103934665603ull;
-    for (int i = 0; i < g->n; i++)
-        h = (h ^ node_hash(&g->nodes[i])) * 1099511628211ull;
     for (int s = 0; s < g->nslots; s++)
-        h = (h ^ (uint64_t)(uint32_t)g->store[s]) * 1099511628211ull;
-    for (int r = 0; r < g->nresult; r++)
-        h = (h ^ (uint64_t)(uint32_t)g->result[r]) * 1099511628211ull;
-    return h;
+        if (g->nreduce && g->store[s] >= 0 && g->late_store[s] && !g->scalar[s])
+            return 1;
+    return 0;
 }

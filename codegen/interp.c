@@ -22,7 +22,7 @@ double cg_max_nan(double a, double b)
     return a > b ? a : b;
 }
 
-static double min_d(double a, double b)
+static double cg_min_nan(double a, double b)
 {
     if (isnan(a) || isnan(b))
         return a + b;
@@ -31,7 +31,7 @@ static double min_d(double a, double b)
     return a < b ? a : b;
 }
 
-static float max_f(float a, float b)
+static float cg_max_nanf(float a, float b)
 {
     if (isnan(a) || isnan(b))
         return a + b;
@@ -40,7 +40,7 @@ static float max_f(float a, float b)
     return a > b ? a : b;
 }
 
-static float min_f(float a, float b)
+static float cg_min_nanf(float a, float b)
 {
     if (isnan(a) || isnan(b))
         return a + b;
@@ -49,74 +49,57 @@ static float min_f(float a, float b)
     return a < b ? a : b;
 }
 
+/* ATen's lerp (cpu/LerpKernel.cpp): two branches on |w|, one fma each;
+ * in float the weight is rounded to float first */
+static double cg_lerp(double a, double b, double w)
+{
+    double d = b - a;
+    return fabs(w) < 0.5 ? fma(w, d, a) : fma(w - 1.0, d, b);
+}
+
+static float cg_lerpf(float a, float b, float w)
+{
+    float d = b - a;
+    return fabsf(w) < 0.5f ? fmaf(w, d, a) : fmaf(w - 1.0f, d, b);
+}
+
+/* Each op's semantics are ops.h's columns; leaves and reductions never
+ * reach these (their columns are placeholders). */
 double cg_eval_double(cg_op op, double a, double b, double c)
 {
+    (void)b, (void)c;
     switch (op) {
-    case CG_F32: return (double)(float)a;
-    case CG_NEG: return -a;
-    case CG_ABS: return fabs(a);
-    case CG_SQRT: return sqrt(a);
-    case CG_SIGN: return (double)(0 < a) - (double)(a < 0);
-    case CG_EXP: return exp(a);
-    case CG_LOG: return log(a);
-    case CG_NOT: return a == 0;
-    case CG_ADD: return a + b;
-    case CG_SUB: return a - b;
-    case CG_MUL: return a * b;
-    case CG_DIV: return a / b;
-    case CG_POW: return pow(a, b);
-    case CG_MIN: return min_d(a, b);
-    case CG_MAX: return cg_max_nan(a, b);
-    case CG_LT: return a < b;
-    case CG_LE: return a <= b;
-    case CG_GT: return a > b;
-    case CG_GE: return a >= b;
-    case CG_EQ: return a == b;
-    case CG_NE: return a != b;
-    case CG_AND: return a != 0 && b != 0;
-    case CG_OR: return a != 0 || b != 0;
-    case CG_FMA: return fma(a, b, c);
-    case CG_LERP: {
-        double d = b - a;
-        return fabs(c) < 0.5 ? fma(c, d, a) : fma(c - 1.0, d, b);
+#define EVAL_D(id, name, arity, flags, d, f, ir) case CG_##id: return (d);
+    CG_OPS(EVAL_D)
+#undef EVAL_D
+    case CG_NOPS: break;
     }
-    case CG_WHERE: return a != 0 ? b : c;
-    default: return NAN; /* CONST, STEP, LOAD never reach here */
-    }
+    return NAN;
 }
 
 float cg_eval_float(cg_op op, float a, float b, float c)
 {
+    (void)b, (void)c;
     switch (op) {
-    case CG_F32: return a;
-    case CG_NEG: return -a;
-    case CG_ABS: return fabsf(a);
-    case CG_SQRT: return sqrtf(a);
-    case CG_SIGN: return (float)(0 < a) - (float)(a < 0);
-    case CG_NOT: return a == 0;
-    case CG_ADD: return a + b;
-    case CG_SUB: return a - b;
-    case CG_MUL: return a * b;
-    case CG_DIV: return a / b;
-    case CG_MIN: return min_f(a, b);
-    case CG_MAX: return max_f(a, b);
-    case CG_LT: return a < b;
-    case CG_LE: return a <= b;
-    case CG_GT: return a > b;
-    case CG_GE: return a >= b;
-    case CG_EQ: return a == b;
-    case CG_NE: return a != b;
-    case CG_AND: return a != 0 && b != 0;
-    case CG_OR: return a != 0 || b != 0;
-    case CG_FMA: return fmaf(a, b, c);
-    case CG_LERP: {
-        /* ATen cpu/LerpKernel.cpp: the weight is rounded to float first */
-        float d = b - a;
-        return fabsf(c) < 0.5f ? fmaf(c, d, a) : fmaf(c - 1.0f, d, b);
+#define EVAL_F(id, name, arity, flags, d, f, ir) case CG_##id: return (f);
+    CG_OPS(EVAL_F)
+#undef EVAL_F
+    case CG_NOPS: break;
     }
-    case CG_WHERE: return a != 0 ? b : c;
-    default: return NAN; /* pow/exp/log are uniform-only (graph.c) */
-    }
+    return NAN;
+}
+
+void cg_reduce_init(const cg_graph *g, double *red)
+{
+    for (int r = 0; r < g->nreduce; r++)
+        red[r] = g->reduce_kind[r] == CG_REDUCE_MAX ? -INFINITY : 0.0;
+}
+
+void cg_reduce_merge(const cg_graph *g, double *acc, const double *part)
+{
+    for (int r = 0; r < g->nreduce; r++)
+        acc[r] = g->reduce_kind[r] == CG_REDUCE_MAX ? cg_max_nan(acc[r], part[r])
+                                                    : acc[r] + part[r];
 }
 
 void cg_interp_uniforms(const cg_graph *g, double t, const double *values,

@@ -67,6 +67,11 @@ int cg_llvm_new(cg_llvm **out, char *err)
 {
     if (LLVMInitializeNativeTarget() || LLVMInitializeNativeAsmPrinter())
         return cg_fail(err, JOPT_ECOMPILE, "LLVM has no native target");
+    int rc = JOPT_OK;
+    char *msg = NULL;
+    LLVMErrorRef e;
+    LLVMTargetRef target;
+    LLVMOrcJITTargetMachineBuilderRef jtmb;
     cg_llvm *l = calloc(1, sizeof *l);
     if (!l)
         return cg_fail(err, JOPT_ENOMEM, "out of memory");
@@ -75,40 +80,35 @@ int cg_llvm_new(cg_llvm **out, char *err)
     t->cpu = LLVMGetHostCPUName();
     t->features = LLVMGetHostCPUFeatures();
     t->vector_width = strstr(t->features, "+avx512f") ? "512" : "256";
-    LLVMTargetRef target;
-    char *msg = NULL;
     if (LLVMGetTargetFromTriple(t->triple, &target, &msg)) {
-        int rc = cg_fail(err, JOPT_ECOMPILE, "LLVM target %s: %s", t->triple, msg);
-        LLVMDisposeMessage(msg);
-        cg_llvm_free(l);
-        return rc;
+        rc = cg_fail(err, JOPT_ECOMPILE, "LLVM target %s: %s", t->triple, msg);
+        goto fail;
     }
     l->tm = LLVMCreateTargetMachine(target, t->triple, t->cpu, t->features,
                                     LLVMCodeGenLevelAggressive, LLVMRelocPIC,
                                     LLVMCodeModelJITDefault);
     if (!l->tm) {
-        cg_llvm_free(l);
-        return cg_fail(err, JOPT_ECOMPILE, "cannot create an LLVM target machine");
+        rc = cg_fail(err, JOPT_ECOMPILE, "cannot create an LLVM target machine");
+        goto fail;
     }
     t->layout = LLVMCreateTargetDataLayout(l->tm);
-
-    LLVMOrcJITTargetMachineBuilderRef jtmb;
-    LLVMErrorRef e = LLVMOrcJITTargetMachineBuilderDetectHost(&jtmb);
-    if (e) {
-        int rc = llvm_error(err, e, "detecting the host for LLJIT");
-        cg_llvm_free(l);
-        return rc;
+    if ((e = LLVMOrcJITTargetMachineBuilderDetectHost(&jtmb))) {
+        rc = llvm_error(err, e, "detecting the host for LLJIT");
+        goto fail;
     }
     LLVMOrcLLJITBuilderRef builder = LLVMOrcCreateLLJITBuilder();
     LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(builder, jtmb);
-    if ((e = LLVMOrcCreateLLJIT(&l->jit, builder))) {
+    if ((e = LLVMOrcCreateLLJIT(&l->jit, builder))) { /* takes the builder */
         l->jit = NULL;
-        int rc = llvm_error(err, e, "creating LLJIT");
-        cg_llvm_free(l);
-        return rc;
+        rc = llvm_error(err, e, "creating LLJIT");
+        goto fail;
     }
     *out = l;
     return JOPT_OK;
+fail:
+    LLVMDisposeMessage(msg);
+    cg_llvm_free(l);
+    return rc;
 }
 
 /* emit + verify + O3, in a context of its own (an LLVM context keeps
@@ -117,42 +117,43 @@ int cg_llvm_new(cg_llvm **out, char *err)
 static int build(cg_llvm *l, const cg_graph *g, const char *name,
                  LLVMOrcThreadSafeContextRef *tsc, LLVMModuleRef *out, char *err)
 {
+    LLVMModuleRef mod = NULL;
+    char *msg = NULL;
+    LLVMErrorRef e;
     *tsc = LLVMOrcCreateNewThreadSafeContext();
     LLVMContextRef ctx = LLVMOrcThreadSafeContextGetContext(*tsc);
     LLVMContextSetDiagnosticHandler(ctx, on_diagnostic, l);
-    LLVMModuleRef mod;
     l->diag[0] = 0;
     int rc = cg_emit_module(ctx, &l->target, g, name, &mod, err);
-    if (rc) {
-        LLVMOrcDisposeThreadSafeContext(*tsc);
-        return rc;
-    }
-    char *msg = NULL;
+    if (rc)
+        goto fail;
     if (LLVMVerifyModule(mod, LLVMReturnStatusAction, &msg)) {
         rc = cg_fail(err, JOPT_ECOMPILE, "internal error: invalid IR: %s", msg);
-        LLVMDisposeMessage(msg);
-        LLVMDisposeModule(mod);
-        LLVMOrcDisposeThreadSafeContext(*tsc);
-        return rc;
+        goto fail;
     }
-    LLVMDisposeMessage(msg);
     LLVMPassBuilderOptionsRef opts = LLVMCreatePassBuilderOptions();
     LLVMPassBuilderOptionsSetLoopVectorization(opts, 1);
     LLVMPassBuilderOptionsSetSLPVectorization(opts, 1);
-    LLVMErrorRef e = LLVMRunPasses(mod, "default<O3>", l->tm, opts);
+    e = LLVMRunPasses(mod, "default<O3>", l->tm, opts);
     LLVMDisposePassBuilderOptions(opts);
     if (e) {
-        LLVMDisposeModule(mod);
-        LLVMOrcDisposeThreadSafeContext(*tsc);
-        return llvm_error(err, e, "optimising");
+        rc = llvm_error(err, e, "optimising");
+        goto fail;
     }
     if (l->diag[0]) {
-        LLVMDisposeModule(mod);
-        LLVMOrcDisposeThreadSafeContext(*tsc);
-        return cg_fail(err, JOPT_ECOMPILE, "LLVM: %s", l->diag);
+        rc = cg_fail(err, JOPT_ECOMPILE, "LLVM: %s", l->diag);
+        goto fail;
     }
+    LLVMDisposeMessage(msg);
     *out = mod;
     return JOPT_OK;
+fail:
+    LLVMDisposeMessage(msg);
+    if (mod)
+        LLVMDisposeModule(mod);
+    LLVMOrcDisposeThreadSafeContext(*tsc);
+    *tsc = NULL;
+    return rc;
 }
 
 int cg_llvm_compile(cg_llvm *l, const cg_graph *g, const char *name,
@@ -160,6 +161,7 @@ int cg_llvm_compile(cg_llvm *l, const cg_graph *g, const char *name,
 {
     LLVMModuleRef mod;
     LLVMOrcThreadSafeContextRef tsc;
+    LLVMErrorRef e;
     int rc = build(l, g, name, &tsc, &mod, err);
     if (rc)
         return rc;
@@ -167,26 +169,31 @@ int cg_llvm_compile(cg_llvm *l, const cg_graph *g, const char *name,
     LLVMOrcResourceTrackerRef rt = LLVMOrcJITDylibCreateResourceTracker(jd);
     LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(mod, tsc);
     LLVMOrcDisposeThreadSafeContext(tsc); /* the module keeps it alive */
-    LLVMErrorRef e = LLVMOrcLLJITAddLLVMIRModuleWithRT(l->jit, rt, tsm);
-    if (e) { /* the JIT took the module, even on failure */
-        LLVMOrcReleaseResourceTracker(rt);
-        return llvm_error(err, e, "adding the kernel to the JIT");
+    if ((e = LLVMOrcLLJITAddLLVMIRModuleWithRT(l->jit, rt, tsm))) {
+        /* the JIT took the module, even on failure */
+        rc = llvm_error(err, e, "adding the kernel to the JIT");
+        goto fail;
     }
     fn[1] = NULL;
     for (int pass = 0; pass < (g->nreduce ? 2 : 1); pass++) {
         char fname[160];
         snprintf(fname, sizeof fname, "%s%s", name, pass ? "_late" : "");
         LLVMOrcExecutorAddress addr = 0;
-        if ((e = LLVMOrcLLJITLookup(l->jit, &addr, fname)) || !addr) {
-            rc = e ? llvm_error(err, e, "compiling the kernel")
-                   : cg_fail(err, JOPT_ECOMPILE, "kernel %s has no address", fname);
-            cg_llvm_remove(l, rt);
-            return rc;
+        if ((e = LLVMOrcLLJITLookup(l->jit, &addr, fname))) {
+            rc = llvm_error(err, e, "compiling the kernel");
+            goto fail;
+        }
+        if (!addr) {
+            rc = cg_fail(err, JOPT_ECOMPILE, "kernel %s has no address", fname);
+            goto fail;
         }
         fn[pass] = (cg_kernel_fn)(uintptr_t)addr;
     }
     *tracker = rt;
     return JOPT_OK;
+fail:
+    cg_llvm_remove(l, rt);
+    return rc;
 }
 
 void cg_llvm_remove(cg_llvm *l, void *tracker)
@@ -200,6 +207,34 @@ void cg_llvm_remove(cg_llvm *l, void *tracker)
     LLVMOrcReleaseResourceTracker(tracker);
 }
 
+/* the module's machine code; emitting it changes the module, so from a
+ * clone (caller frees *text) */
+static int module_asm(cg_llvm *l, LLVMModuleRef mod, char **text, char *err)
+{
+    LLVMModuleRef clone = LLVMCloneModule(mod);
+    LLVMMemoryBufferRef buf = NULL;
+    char *msg = NULL;
+    int rc = JOPT_OK;
+    if (LLVMTargetMachineEmitToMemoryBuffer(l->tm, clone, LLVMAssemblyFile,
+                                            &msg, &buf)) {
+        rc = cg_fail(err, JOPT_ECOMPILE, "emitting assembly: %s", msg);
+        goto done;
+    }
+    size_t n = LLVMGetBufferSize(buf);
+    if (!(*text = malloc(n + 1))) {
+        rc = cg_fail(err, JOPT_ENOMEM, "out of memory");
+        goto done;
+    }
+    memcpy(*text, LLVMGetBufferStart(buf), n);
+    (*text)[n] = 0;
+done:
+    if (buf)
+        LLVMDisposeMemoryBuffer(buf);
+    LLVMDisposeMessage(msg);
+    LLVMDisposeModule(clone);
+    return rc;
+}
+
 int cg_llvm_text(cg_llvm *l, const cg_graph *g, const char *what, char **text,
                  char *err)
 {
@@ -211,36 +246,15 @@ int cg_llvm_text(cg_llvm *l, const cg_graph *g, const char *what, char **text,
     int rc = build(l, g, "jopt_kernel", &tsc, &mod, err);
     if (rc)
         return rc;
-    char *out = NULL;
     if (as_asm) {
-        /* emitting machine code changes the module: emit from a clone */
-        LLVMModuleRef clone = LLVMCloneModule(mod);
-        LLVMMemoryBufferRef buf = NULL;
-        char *msg = NULL;
-        if (LLVMTargetMachineEmitToMemoryBuffer(l->tm, clone, LLVMAssemblyFile,
-                                                &msg, &buf)) {
-            rc = cg_fail(err, JOPT_ECOMPILE, "emitting assembly: %s", msg);
-            LLVMDisposeMessage(msg);
-        } else {
-            size_t n = LLVMGetBufferSize(buf);
-            if ((out = malloc(n + 1))) {
-                memcpy(out, LLVMGetBufferStart(buf), n);
-                out[n] = 0;
-            }
-            LLVMDisposeMemoryBuffer(buf);
-        }
-        LLVMDisposeModule(clone);
+        rc = module_asm(l, mod, text, err);
     } else {
         char *s = LLVMPrintModuleToString(mod);
-        out = strdup(s);
+        if (!(*text = strdup(s)))
+            rc = cg_fail(err, JOPT_ENOMEM, "out of memory");
         LLVMDisposeMessage(s);
     }
     LLVMDisposeModule(mod);
     LLVMOrcDisposeThreadSafeContext(tsc);
-    if (rc)
-        return rc;
-    if (!out)
-        return cg_fail(err, JOPT_ENOMEM, "out of memory");
-    *text = out;
-    return JOPT_OK;
+    return rc;
 }

@@ -14,7 +14,6 @@
 #include <string.h>
 
 #include "cg_int.h"
-#include "sandbox.h"
 
 #define CACHE_KEEP 64
 
@@ -92,7 +91,7 @@ static unsigned char *make_key(const cg_request *r, size_t *len, uint64_t *hash)
     size_t srclen, nv = r->vkernel ? 0 : cg_spec_nvalues(r->spec);
     size_t nh = r->vkernel ? 0 : cg_spec_nhyper(r->spec);
     size_t vklen = r->vkernel ? strlen(r->vkernel) + 1 : 0;
-    const char *src = spec_source(r->spec, &srclen);
+    const char *src = cg_spec_text(r->spec, &srclen);
     /* the lengths first: no two different (spec, values) share a key */
     uint64_t lens[4] = {nh, nv, vklen, srclen};
     *len = 2 + sizeof lens + nh + nv * sizeof(double) + vklen + srclen;
@@ -115,10 +114,7 @@ static unsigned char *make_key(const cg_request *r, size_t *len, uint64_t *hash)
     if (vklen)
         memcpy(vals + nv * sizeof(double), r->vkernel, vklen);
     memcpy(vals + nv * sizeof(double) + vklen, src, srclen);
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < *len; i++)
-        h = (h ^ key[i]) * 1099511628211ull;
-    *hash = h;
+    *hash = cg_fnv(CG_FNV_INIT, key, *len);
     return key;
 }
 
@@ -150,13 +146,13 @@ static int trace_into(const cg_request *r, cg_kernel *k, char *err)
     k->layout.scalar = g->scalar + 2; /* by state, as the other fields */
     k->layout.nuniform = g->nuniform;
     k->layout.nreduce = g->nreduce;
-    k->layout.reduce_kind = g->reduce_kind;
+    for (int i = 0; i < g->nreduce; i++)
+        *(g->reduce_kind[i] == CG_REDUCE_MAX ? &k->layout.nmaxima : &k->layout.nsums) += 1;
+    k->layout.npasses = cg_graph_has_late(g) ? 2 : 1;
+    k->layout.read = g->read;
     for (int s = 0; s < g->nslots; s++)
         if (g->store[s] >= 0)
             k->layout.written |= 1ull << s;
-    for (int s = 0; s < g->nslots; s++)
-        k->layout.has_late |= g->nreduce && g->store[s] >= 0 && g->late_store[s] &&
-                              !g->scalar[s];
     if (r->vkernel) {
         k->layout.narrays = g->nslots;
         k->layout.nscalars = cg_spec_find_vkernel(r->spec, r->vkernel)->nscalars;
@@ -261,6 +257,7 @@ void cg_kernel_release(cg_kernel *k)
 }
 
 const cg_layout *cg_kernel_layout(const cg_kernel *k) { return &k->layout; }
+const cg_graph *cg_kernel_graph(const cg_kernel *k) { return k->graph; }
 
 void cg_kernel_prologue(const cg_kernel *k, double t, const double *values,
                         float *const *arrays, double *u)
@@ -295,26 +292,69 @@ void cg_kernel_results(const cg_kernel *k, const double *u, double *out)
     }
 }
 
-void cg_reduce_init(const cg_layout *l, double *red)
+/* The names `cg_graph_print` shows: each array slot's, and each value a
+ * hyper node reads (a hyperparameter, "betas[1]", or a kernel scalar). */
+static int print_graph(const cg_request *r, const cg_graph *g, char **text,
+                       char *err)
 {
-    for (int r = 0; r < l->nreduce; r++)
-        red[r] = l->reduce_kind[r] == CG_REDUCE_MAX ? -INFINITY : 0.0;
-}
-
-void cg_reduce_merge(const cg_layout *l, double *acc, const double *part)
-{
-    for (int r = 0; r < l->nreduce; r++)
-        acc[r] = l->reduce_kind[r] == CG_REDUCE_MAX ? cg_max_nan(acc[r], part[r])
-                                                    : acc[r] + part[r];
+    const cg_spec *spec = r->spec;
+    const cg_vkernel_sig *vk = r->vkernel ? cg_spec_find_vkernel(spec, r->vkernel) : NULL;
+    size_t nv = vk ? (size_t)vk->nscalars : cg_spec_nvalues(spec);
+    const char **slots = calloc(CG_MAX_SLOTS, sizeof *slots);
+    char **hyper = calloc(nv + 1, sizeof *hyper);
+    char title[256];
+    int rc = JOPT_OK;
+    if (!slots || !hyper) {
+        rc = cg_fail(err, JOPT_ENOMEM, "out of memory printing the graph");
+        goto done;
+    }
+    for (int s = 0; s < g->nslots; s++)
+        slots[s] = vk ? vk->arrays[s]
+                   : s == 0 ? "param"
+                   : s == 1 ? "grad"
+                            : cg_spec_state_name(spec, (size_t)g->state[s - 2]);
+    for (size_t i = 0; vk && i < nv; i++)
+        hyper[i] = (char *)vk->scalars[i];
+    for (size_t i = 0; !vk && i < cg_spec_nhyper(spec); i++) {
+        const cg_hyper *h = cg_spec_hyper(spec, i);
+        for (int k = 0; k < h->len; k++) {
+            size_t need = strlen(h->name) + 16;
+            if (!(hyper[h->offset + k] = malloc(need))) {
+                rc = cg_fail(err, JOPT_ENOMEM, "out of memory printing the graph");
+                goto done;
+            }
+            if (h->tuple)
+                snprintf(hyper[h->offset + k], need, "%s[%d]", h->name, k);
+            else
+                snprintf(hyper[h->offset + k], need, "%s", h->name);
+        }
+    }
+    snprintf(title, sizeof title, "%s %s%s", cg_spec_name(spec),
+             vk ? "kernel " : "update", vk ? vk->name : r->fresh ? " (fresh)" : "");
+    rc = cg_graph_print(g, title, slots, (const char *const *)hyper, text, err);
+done:
+    for (size_t i = 0; !vk && hyper && i < nv; i++)
+        free(hyper[i]);
+    free(hyper);
+    free(slots);
+    return rc;
 }
 
 int cg_emit_text(cg_jit *j, const cg_request *r, const char *what, char **text,
                  char *err)
 {
+    if (strcmp(what, "graph") && strcmp(what, "ir") && strcmp(what, "asm"))
+        return cg_fail(err, JOPT_EINVAL, "unknown output '%s' (graph, ir or "
+                       "asm)", what);
     cg_graph *g;
     int rc = trace_request(r, &g, err);
     if (rc)
         return rc;
+    if (!strcmp(what, "graph")) {
+        rc = print_graph(r, g, text, err);
+        cg_graph_free(g);
+        return rc;
+    }
     pthread_mutex_lock(&jit_lock);
     if (!j->llvm)
         rc = cg_llvm_new(&j->llvm, err);

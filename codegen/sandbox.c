@@ -29,7 +29,7 @@ static void *sb_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         sb->mem -= old;
         return NULL;
     }
-    /* Outside sb_pcall an allocation failure would make Lua panic (and
+    /* Outside cg_sb_pcall an allocation failure would make Lua panic (and
      * abort), so jopt's own C side gets a margin over the spec's cap. */
     size_t cap = sb->in_lua ? SB_MEM_LIMIT : SB_MEM_LIMIT + SB_C_MARGIN;
     if (nsize > old && ((sb->in_lua && sb->tripped == SB_MEM) ||
@@ -231,7 +231,7 @@ static int build_env(lua_State *L)
     lua_rawsetp(L, LUA_REGISTRYINDEX, &UNSET_KEY);
     lua_getfield(L, -1, "none");
     lua_rawsetp(L, LUA_REGISTRYINDEX, &NONE_KEY);
-    trace_open_lib(L);
+    cg_trace_open_lib(L);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &ENV_KEY);
     /* drop the unfiltered globals: nothing can reach them any more */
     lua_pushglobaltable(L);
@@ -246,7 +246,7 @@ static int build_env(lua_State *L)
     return 0;
 }
 
-int sb_open(sandbox *sb, const char *path, char *err)
+int cg_sb_open(sandbox *sb, const char *path, char *err)
 {
     memset(sb, 0, sizeof *sb);
     sb->path = path;
@@ -260,39 +260,39 @@ int sb_open(sandbox *sb, const char *path, char *err)
     if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
         int rc = cg_fail(err, JOPT_ENOMEM, "spec %s: cannot set up sandbox: %s",
                          path, lua_tostring(L, -1));
-        sb_close(sb);
+        cg_sb_close(sb);
         return rc;
     }
     lua_sethook(L, hook, LUA_MASKCOUNT, 1000);
     return JOPT_OK;
 }
 
-void sb_reset_budgets(sandbox *sb)
+void cg_sb_reset_budgets(sandbox *sb)
 {
     sb->instr = 0;
     clock_gettime(CLOCK_MONOTONIC, &sb->start);
 }
 
-void sb_close(sandbox *sb)
+void cg_sb_close(sandbox *sb)
 {
     if (sb->L)
         lua_close(sb->L);
     sb->L = NULL;
 }
 
-void sb_rawfield(lua_State *L, int idx, const char *k)
+void cg_sb_rawfield(lua_State *L, int idx, const char *k)
 {
     idx = lua_absindex(L, idx);
     lua_pushstring(L, k);
     lua_rawget(L, idx);
 }
 
-void sb_push_env(sandbox *sb)
+void cg_sb_push_env(sandbox *sb)
 {
     lua_rawgetp(sb->L, LUA_REGISTRYINDEX, &ENV_KEY);
 }
 
-void sb_set_proxy(lua_State *L, lua_CFunction set)
+void cg_sb_set_proxy(lua_State *L, lua_CFunction set)
 {
     lua_createtable(L, 0, 3);
     lua_insert(L, -2);
@@ -304,12 +304,12 @@ void sb_set_proxy(lua_State *L, lua_CFunction set)
     lua_setmetatable(L, -2);
 }
 
-void sb_push_unset(sandbox *sb)
+void cg_sb_push_unset(sandbox *sb)
 {
     lua_rawgetp(sb->L, LUA_REGISTRYINDEX, &UNSET_KEY);
 }
 
-void sb_push_none(lua_State *L)
+void cg_sb_push_none(lua_State *L)
 {
     lua_rawgetp(L, LUA_REGISTRYINDEX, &NONE_KEY);
 }
@@ -323,7 +323,7 @@ static int spec_error(char *err, const sandbox *sb, const char *msg)
     return cg_fail(err, JOPT_ESPEC, "spec %s: %s", sb->path, msg);
 }
 
-int sb_pcall(sandbox *sb, int nargs, int nresults, char *err)
+int cg_sb_pcall(sandbox *sb, int nargs, int nresults, char *err)
 {
     lua_State *L = sb->L;
     sb->in_lua = 1;
@@ -366,7 +366,7 @@ int sb_pcall(sandbox *sb, int nargs, int nresults, char *err)
     return rc;
 }
 
-int sb_run_spec(sandbox *sb, const char *src, size_t len, char *err)
+int cg_sb_run_spec(sandbox *sb, const char *src, size_t len, char *err)
 {
     lua_State *L = sb->L;
     char chunkname[512];
@@ -380,9 +380,9 @@ int sb_run_spec(sandbox *sb, const char *src, size_t len, char *err)
         lua_pop(L, 1);
         return rc;
     }
-    sb_push_env(sb);
+    cg_sb_push_env(sb);
     lua_setupvalue(L, -2, 1);
-    int rc = sb_pcall(sb, 0, 1, err);
+    int rc = cg_sb_pcall(sb, 0, 1, err);
     if (rc != JOPT_OK)
         return rc;
     if (!lua_istable(L, -1)) {

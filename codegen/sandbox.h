@@ -24,54 +24,56 @@ typedef struct sandbox {
     long instr;
     struct timespec start;
     sb_trip tripped;
-    int in_lua;               /* inside sb_pcall: the memory cap is hard */
+    int in_lua;               /* inside cg_sb_pcall: the memory cap is hard */
     int invalid;              /* require_that() refused a value */
     char message[CG_ERRLEN];  /* its message */
     const char *path;
 } sandbox;
 
 /* Opens the state and builds the environment (left in the registry). */
-int sb_open(sandbox *sb, const char *path, char *err);
-void sb_close(sandbox *sb);
+int cg_sb_open(sandbox *sb, const char *path, char *err);
+void cg_sb_close(sandbox *sb);
 /* Restarts the instruction and time budgets, for a sandbox that is used
  * again (a spec's checker). */
-void sb_reset_budgets(sandbox *sb);
+void cg_sb_reset_budgets(sandbox *sb);
 
 /* Loads `src` as text chunk named by the path, with the sandbox environment
  * as _ENV, and runs it: on success the spec's table is on the stack. */
-int sb_run_spec(sandbox *sb, const char *src, size_t len, char *err);
+int cg_sb_run_spec(sandbox *sb, const char *src, size_t len, char *err);
 
 /* lua_pcall with the sandbox's error reporting: JOPT_OK, or JOPT_EINVAL for
  * a require_that() failure, JOPT_ESPEC (or JOPT_ENOMEM) otherwise, with the
  * message in err. */
-int sb_pcall(sandbox *sb, int nargs, int nresults, char *err);
+int cg_sb_pcall(sandbox *sb, int nargs, int nresults, char *err);
 
 /* Pushes t[k] of the table at `idx` without metamethods: C code outside
  * a protected call must never run the spec's Lua code. */
-void sb_rawfield(lua_State *L, int idx, const char *k);
+void cg_sb_rawfield(lua_State *L, int idx, const char *k);
 
 /* Pushes the sandbox environment table. */
-void sb_push_env(sandbox *sb);
+void cg_sb_push_env(sandbox *sb);
 
 /* Makes the table just below the top of the stack a proxy: a locked
  * metatable whose __index is the value at the top (popped) and whose
  * __newindex is `set`.  For the read-only `h` and the state proxy `s`. */
-void sb_set_proxy(lua_State *L, lua_CFunction set);
+void cg_sb_set_proxy(lua_State *L, lua_CFunction set);
 
 /* Pushes the `unset` sentinel a spec's state table may name. */
-void sb_push_unset(sandbox *sb);
+void cg_sb_push_unset(sandbox *sb);
 /* Pushes `none`, the default of an optional number (torch's None). */
-void sb_push_none(lua_State *L);
+void cg_sb_push_none(lua_State *L);
 
 /* trace.c: sets the tracing prelude (sqrt, fma, where, ...) into the table
  * at the top of the stack. */
-void trace_open_lib(lua_State *L);
+void cg_trace_open_lib(lua_State *L);
 
 /* spec.c: opens a sandbox for `spec`, runs it, and leaves the spec's table
  * and the hyperparameter table `h` built from `values` on the stack. */
-int spec_enter(sandbox *sb, const cg_spec *spec, const double *values,
+int cg_spec_enter(sandbox *sb, const cg_spec *spec, const double *values,
                char *err);
-/* The source text of a spec. */
-const char *spec_source(const cg_spec *spec, size_t *len);
+
+/* options.c: pushes value v of hyperparameter h as the spec sees it (a
+ * number, an integer, a boolean, a choice's name, or `none`). */
+void cg_hyper_push(lua_State *L, const cg_hyper *h, double v);
 
 #endif /* CG_SANDBOX_H */

@@ -37,7 +37,7 @@ struct cg_spec {
 static void checker_close(cg_spec *s)
 {
     if (s->checker) {
-        sb_close(s->checker);
+        cg_sb_close(s->checker);
         free(s->checker);
         s->checker = NULL;
     }
@@ -59,6 +59,9 @@ void cg_spec_free(cg_spec *s)
         for (int k = 0; k < s->vk[i].narrays; k++)
             free((char *)s->vk[i].arrays[k]);
         free((void *)s->vk[i].arrays);
+        for (int k = 0; k < s->vk[i].nscalars; k++)
+            free((char *)s->vk[i].scalars[k]);
+        free((void *)s->vk[i].scalars);
     }
     free(s->vk);
     free(s->method);
@@ -97,11 +100,6 @@ const cg_vkernel_sig *cg_spec_find_vkernel(const cg_spec *s, const char *name)
 }
 
 const char *cg_spec_text(const cg_spec *s, size_t *len)
-{
-    return spec_source(s, len);
-}
-
-const char *spec_source(const cg_spec *s, size_t *len)
 {
     *len = s->srclen;
     return s->src;
@@ -301,7 +299,7 @@ static int read_hyper(lua_State *L, cg_spec *s, char *err)
         h->offset = off;
         h->len = 1;
         s->nhyper = i + 1;
-        sb_rawfield(L, -1, names[i]);
+        cg_sb_rawfield(L, -1, names[i]);
         switch (lua_type(L, -1)) {
         case LUA_TNUMBER:
             h->kind = CG_HYPER_NUMBER;
@@ -313,7 +311,7 @@ static int read_hyper(lua_State *L, cg_spec *s, char *err)
             s->defaults[off] = lua_toboolean(L, -1);
             break;
         case LUA_TTABLE: {
-            sb_push_none(L);
+            cg_sb_push_none(L);
             int is_none = lua_rawequal(L, -1, -2);
             lua_pop(L, 1);
             if (is_none) { /* torch's None: the method derives a value */
@@ -442,7 +440,7 @@ static int read_vkernel(lua_State *L, cg_spec *s, cg_vkernel_sig *k, char *err)
         return cg_fail(err, JOPT_ESPEC, "spec %s: kernel '%s' must be a table "
                        "{ arrays = \"...\", scalars = \"...\", run = function }",
                        s->path, k->name);
-    sb_rawfield(L, -1, "run");
+    cg_sb_rawfield(L, -1, "run");
     int ok = lua_isfunction(L, -1);
     lua_pop(L, 1);
     if (!ok)
@@ -450,7 +448,7 @@ static int read_vkernel(lua_State *L, cg_spec *s, cg_vkernel_sig *k, char *err)
                        "function", s->path, k->name);
     const char *field[2] = {"arrays", "scalars"};
     for (int f = 0; f < 2; f++) {
-        sb_rawfield(L, -1, field[f]);
+        cg_sb_rawfield(L, -1, field[f]);
         const char *text = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
                            : f == 1 && lua_isnil(L, -1) ? "" : NULL;
         char **names = NULL;
@@ -469,9 +467,7 @@ static int read_vkernel(lua_State *L, cg_spec *s, cg_vkernel_sig *k, char *err)
             k->arrays = (const char *const *)names;
             k->narrays = n;
         } else {
-            for (int j = 0; j < n; j++)
-                free(names[j]);
-            free(names);
+            k->scalars = (const char *const *)names;
             k->nscalars = n;
         }
     }
@@ -481,7 +477,7 @@ static int read_vkernel(lua_State *L, cg_spec *s, cg_vkernel_sig *k, char *err)
 /* `method` and `kernels`: a closure optimizer's driver and vector kernels */
 static int read_method(lua_State *L, cg_spec *s, char *err)
 {
-    sb_rawfield(L, -1, "method");
+    cg_sb_rawfield(L, -1, "method");
     int t = lua_type(L, -1);
     if (t == LUA_TSTRING && !(s->method = strdup(lua_tostring(L, -1)))) {
         lua_pop(L, 1);
@@ -491,7 +487,7 @@ static int read_method(lua_State *L, cg_spec *s, char *err)
     if (t != LUA_TSTRING && t != LUA_TNIL)
         return cg_fail(err, JOPT_ESPEC, "spec %s: 'method' must be a string",
                        s->path);
-    sb_rawfield(L, -1, "kernels");
+    cg_sb_rawfield(L, -1, "kernels");
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
         return s->method ? cg_fail(err, JOPT_ESPEC, "spec %s: a spec with a "
@@ -522,7 +518,7 @@ static int read_method(lua_State *L, cg_spec *s, char *err)
     }
     free(names);
     for (size_t i = 0; i < n && rc == JOPT_OK; i++) {
-        sb_rawfield(L, -1, s->vk[i].name);
+        cg_sb_rawfield(L, -1, s->vk[i].name);
         rc = read_vkernel(L, s, &s->vk[i], err);
         lua_pop(L, 1);
     }
@@ -535,26 +531,26 @@ static int read_spec_table(lua_State *L, cg_spec *s, char *err)
     int rc = read_method(L, s, err);
     if (rc)
         return rc;
-    sb_rawfield(L, -1, "update");
+    cg_sb_rawfield(L, -1, "update");
     int ok = s->method ? lua_isnil(L, -1) : lua_isfunction(L, -1);
     lua_pop(L, 1);
     if (!ok)
         return cg_fail(err, JOPT_ESPEC, s->method
                        ? "spec %s: a spec with a method has kernels, not an 'update'"
                        : "spec %s: 'update' must be a function", s->path);
-    sb_rawfield(L, -1, "check");
+    cg_sb_rawfield(L, -1, "check");
     ok = lua_isnil(L, -1) || lua_isfunction(L, -1);
     lua_pop(L, 1);
     if (!ok)
         return cg_fail(err, JOPT_ESPEC, "spec %s: 'check' must be a function",
                        s->path);
-    sb_rawfield(L, -1, "doc");
+    cg_sb_rawfield(L, -1, "doc");
     if (lua_type(L, -1) == LUA_TSTRING && !(s->doc = strdup(lua_tostring(L, -1)))) {
         lua_pop(L, 1);
         return cg_fail(err, JOPT_ENOMEM, "out of memory");
     }
     lua_pop(L, 1);
-    sb_rawfield(L, -1, "hyper");
+    cg_sb_rawfield(L, -1, "hyper");
     if (!lua_istable(L, -1)) {
         lua_pop(L, 1);
         return cg_fail(err, JOPT_ESPEC, "spec %s: 'hyper' must be a table",
@@ -564,12 +560,12 @@ static int read_spec_table(lua_State *L, cg_spec *s, char *err)
     lua_pop(L, 1);
     if (rc)
         return rc;
-    sb_rawfield(L, -1, "runtime");
+    cg_sb_rawfield(L, -1, "runtime");
     rc = read_runtime(L, s, err);
     lua_pop(L, 1);
     if (rc)
         return rc;
-    sb_rawfield(L, -1, "state");
+    cg_sb_rawfield(L, -1, "state");
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
         return JOPT_OK;
@@ -617,12 +613,12 @@ int cg_spec_parse(char *path, char *text, size_t len, cg_spec **out, char *err)
         return cg_fail(err, JOPT_ENOMEM, "out of memory");
     }
     sandbox sb;
-    int rc = sb_open(&sb, s->path, err);
+    int rc = cg_sb_open(&sb, s->path, err);
     if (rc == JOPT_OK) {
-        rc = sb_run_spec(&sb, s->src, s->srclen, err);
+        rc = cg_sb_run_spec(&sb, s->src, s->srclen, err);
         if (rc == JOPT_OK)
             rc = read_spec_table(sb.L, s, err);
-        sb_close(&sb);
+        cg_sb_close(&sb);
     }
     if (rc == JOPT_EINVAL) /* require_that at load time is a spec bug */
         rc = JOPT_ESPEC;
@@ -681,28 +677,19 @@ static void push_h(lua_State *L, const cg_spec *s, const double *values)
                 lua_pushnumber(L, v[k]);
                 lua_rawseti(L, -2, k + 1);
             }
-            sb_set_proxy(L, h_newindex);
+            cg_sb_set_proxy(L, h_newindex);
             lua_getmetatable(L, -1); /* #h.betas: the tuple's length */
             lua_pushinteger(L, h->len);
             lua_pushcclosure(L, tuple_len, 1);
             lua_setfield(L, -2, "__len");
             lua_pop(L, 1);
-        } else if (h->kind == CG_HYPER_BOOL) {
-            lua_pushboolean(L, v[0] != 0);
-        } else if (h->kind == CG_HYPER_CHOICE) { /* values were checked */
-            int c = v[0] >= 0 && v[0] < h->nchoices ? (int)v[0] : 0;
-            lua_pushstring(L, h->choices[c]);
-        } else if (h->optional && isnan(v[0])) {
-            sb_push_none(L);
-        } else if (h->integer && fabs(v[0]) < 9e15 && v[0] == (double)(lua_Integer)v[0]) {
-            lua_pushinteger(L, (lua_Integer)v[0]);
         } else {
-            lua_pushnumber(L, v[0]);
+            cg_hyper_push(L, h, v[0]);
         }
         lua_setfield(L, -2, h->name);
     }
     lua_pushcclosure(L, h_index, 1);
-    sb_set_proxy(L, h_newindex);
+    cg_sb_set_proxy(L, h_newindex);
 }
 
 /* push_h allocates: run it protected, so that a spec that used up its
@@ -725,21 +712,21 @@ static int push_h_protected(sandbox *sb, const cg_spec *s, const double *values,
     lua_pushcfunction(L, push_h_main);
     lua_pushlightuserdata(L, (void *)s);
     lua_pushlightuserdata(L, (void *)values);
-    return sb_pcall(sb, 2, 1, err);
+    return cg_sb_pcall(sb, 2, 1, err);
 }
 
-int spec_enter(sandbox *sb, const cg_spec *s, const double *values, char *err)
+int cg_spec_enter(sandbox *sb, const cg_spec *s, const double *values, char *err)
 {
-    int rc = sb_open(sb, s->path, err);
+    int rc = cg_sb_open(sb, s->path, err);
     if (rc)
         return rc;
-    rc = sb_run_spec(sb, s->src, s->srclen, err);
+    rc = cg_sb_run_spec(sb, s->src, s->srclen, err);
     if (rc) {
-        sb_close(sb);
+        cg_sb_close(sb);
         return rc == JOPT_EINVAL ? JOPT_ESPEC : rc;
     }
     if ((rc = push_h_protected(sb, s, values, err))) {
-        sb_close(sb);
+        cg_sb_close(sb);
         return rc == JOPT_EINVAL ? JOPT_ESPEC : rc;
     }
     return JOPT_OK;
@@ -751,14 +738,14 @@ static int checker_open(cg_spec *s, char *err)
     sandbox *sb = calloc(1, sizeof *sb);
     if (!sb)
         return cg_fail(err, JOPT_ENOMEM, "out of memory");
-    int rc = sb_open(sb, s->path, err);
+    int rc = cg_sb_open(sb, s->path, err);
     if (rc) {
         free(sb);
         return rc;
     }
-    rc = sb_run_spec(sb, s->src, s->srclen, err);
+    rc = cg_sb_run_spec(sb, s->src, s->srclen, err);
     if (rc) {
-        sb_close(sb);
+        cg_sb_close(sb);
         free(sb);
         return rc == JOPT_EINVAL ? JOPT_ESPEC : rc;
     }
@@ -775,16 +762,16 @@ int cg_spec_check(cg_spec *s, const double *values, char *err)
     }
     sandbox *sb = s->checker;
     lua_State *L = sb->L;
-    sb_reset_budgets(sb);
+    cg_sb_reset_budgets(sb);
     lua_settop(L, 1);
-    sb_rawfield(L, 1, "check");
+    cg_sb_rawfield(L, 1, "check");
     if (!lua_isfunction(L, -1)) {
         lua_settop(L, 1);
         return JOPT_OK;
     }
     int rc = push_h_protected(sb, s, values, err);
     if (rc == JOPT_OK)
-        rc = sb_pcall(sb, 1, 0, err);
+        rc = cg_sb_pcall(sb, 1, 0, err);
     lua_settop(L, 1);
     /* a refused value leaves the state sound; anything else (a limit, an
      * error in check) may not: start afresh next time */

@@ -101,7 +101,7 @@ static int apply(lua_State *L)
     const char *name = cg_op_name(op);
     tracer *tr = get_tracer(L, name);
     int arity = cg_op_arity(op);
-    if (op == CG_WHERE && lua_type(L, 1) == LUA_TBOOLEAN) {
+    if ((cg_op_flags(op) & CG_F_SELECT) && lua_type(L, 1) == LUA_TBOOLEAN) {
         lua_pushvalue(L, lua_toboolean(L, 1) ? 2 : 3); /* decided here */
         return 1;
     }
@@ -190,23 +190,19 @@ static void push_op(lua_State *L, cg_op op)
     lua_pushcclosure(L, apply, 1);
 }
 
-void trace_open_lib(lua_State *L)
+void cg_trace_open_lib(lua_State *L)
 {
-    static const struct {
-        const char *name;
-        cg_op op;
-    } fns[] = {
-        {"sqrt", CG_SQRT}, {"abs", CG_ABS}, {"sign", CG_SIGN}, {"exp", CG_EXP},
-        {"log", CG_LOG},   {"min", CG_MIN}, {"max", CG_MAX},   {"pow", CG_POW},
-        {"fma", CG_FMA},   {"lerp", CG_LERP}, {"where", CG_WHERE},
-        {"lt", CG_LT},     {"le", CG_LE},   {"gt", CG_GT},     {"ge", CG_GE},
-        {"eq", CG_EQ},     {"ne", CG_NE},   {"and_", CG_AND},  {"or_", CG_OR},
-        {"not_", CG_NOT},  {"f32", CG_F32},  {"sum", CG_SUM},
-        {"maxall", CG_MAXALL},
+    /* every op ops.h marks as a prelude function, by its name */
+    static const cg_op prelude[] = {
+#define PRELUDE_OP(id, name, arity, flags, d, f, ir) CG_##id,
+        CG_OPS(PRELUDE_OP)
+#undef PRELUDE_OP
     };
-    for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
-        push_op(L, fns[i].op);
-        lua_setfield(L, -2, fns[i].name);
+    for (size_t i = 0; i < sizeof prelude / sizeof prelude[0]; i++) {
+        if (!(cg_op_flags(prelude[i]) & CG_F_PRELUDE))
+            continue;
+        push_op(L, prelude[i]);
+        lua_setfield(L, -2, cg_op_name(prelude[i]));
     }
     luaL_newmetatable(L, SCALAR);
     lua_pushliteral(L, "locked");
@@ -315,7 +311,7 @@ static void layout_state(lua_State *L, sandbox *sb, tracer *tr, int st, int h)
             lua_pop(L, 1);
             continue;
         }
-        sb_push_unset(sb);
+        cg_sb_push_unset(sb);
         int unset = lua_rawequal(L, -1, -2);
         lua_pop(L, 1);
         double *scalar = luaL_testudata(L, -1, SCALAR);
@@ -387,7 +383,7 @@ static int trace_main(lua_State *L)
     push_node(L, tr, check(L, cg_graph_load(tr->g, 1), "g"));
     lua_newtable(L);                                       /* s */
     lua_pushcfunction(L, state_get);
-    sb_set_proxy(L, state_set);
+    cg_sb_set_proxy(L, state_set);
     lua_pushvalue(L, 2);
     push_node(L, tr, check(L, cg_graph_step(tr->g), "t"));
     lua_call(L, 5, 1);
@@ -420,7 +416,7 @@ static int run_trace(tracer *tr, const double *values, lua_CFunction body,
     if (!(tr->g = cg_graph_new()))
         return cg_fail(err, JOPT_ENOMEM, "out of memory");
     sandbox sb;
-    int rc = spec_enter(&sb, tr->spec, values, err);
+    int rc = cg_spec_enter(&sb, tr->spec, values, err);
     if (rc) {
         cg_graph_free(tr->g);
         return rc;
@@ -431,8 +427,8 @@ static int run_trace(tracer *tr, const double *values, lua_CFunction body,
     lua_pushcfunction(L, body);
     lua_insert(L, -3);
     lua_pushlightuserdata(L, &sb);
-    rc = sb_pcall(&sb, 3, 0, err);
-    sb_close(&sb);
+    rc = cg_sb_pcall(&sb, 3, 0, err);
+    cg_sb_close(&sb);
     if (rc == JOPT_EINVAL) /* require_that while tracing: a spec bug */
         rc = JOPT_ESPEC;
     if (rc == JOPT_OK)
@@ -503,7 +499,7 @@ static int vk_main(lua_State *L)
     int base = lua_gettop(L) - 1;
     lua_newtable(L);                                  /* v */
     lua_pushcfunction(L, vk_get);
-    sb_set_proxy(L, vk_set);
+    cg_sb_set_proxy(L, vk_set);
     luaL_checkstack(L, vk->nscalars + 8, "kernel scalars");
     for (int k = 0; k < vk->nscalars; k++)
         push_node(L, tr, check(L, cg_graph_hyper(g, k), "scalar"));

@@ -35,7 +35,7 @@ static uint64_t spec_hash(const cg_spec *s)
 {
     size_t len;
     const char *src = cg_spec_text(s, &len);
-    return rt_fnv(RT_FNV_INIT, src, len);
+    return cg_fnv(CG_FNV_INIT, src, len);
 }
 
 static void serialise(const jopt_optim *opt, rt_out *o)

@@ -3,11 +3,11 @@
  * tensors as one flat vector, the spec's vector kernels run over it, the
  * user's closure, and a step that changes nothing when it fails.
  *
- * A vector kernel runs as an update does (step.c): its per-call values
- * (the prologue), pass 0 over ranges of at most RT_CHUNK elements of each
- * tensor on the thread pool, the ranges' sums and maxima merged in element
- * order, the epilogue, pass 1.  The ranges do not depend on the thread
- * count, so neither do the results.
+ * A vector kernel runs as one call of the batch (codegen/batch.c) over
+ * every tensor of the group: its per-call values (the prologue), pass 0
+ * over the tensors cut into tasks on the thread pool, the sums and maxima
+ * merged in element order, the epilogue, pass 1.  The cut does not depend
+ * on the thread count, so neither do the results.
  */
 #include <math.h>
 #include <stdio.h>
@@ -32,11 +32,10 @@ struct rt_closure {
     int64_t evals, steps;
     int bug;                    /* a driver or spec broke rt_vk's contract */
     int in_step;                /* the driver's step is running */
-    /* rt_vk's space: each tensor's operands, the tasks and their sums */
+    /* rt_vk's space: each tensor's operands as a part of one call */
     float **arrays;             /* gr->n rows of CG_MAX_SLOTS */
-    cg_task *tasks;
-    double (*red)[CG_MAX_REDUCE];
-    size_t maxtasks;
+    cg_part *parts;
+    cg_batch *batch;
     double *u;
     size_t ucap;
 };
@@ -88,22 +87,6 @@ int rt_closure_eval(rt_closure *c, double *loss)
 
 /* ---- vector kernels ------------------------------------------------------ */
 
-typedef struct vk_run {
-    rt_closure *c;
-    const cg_kernel *k;
-    int pass;
-} vk_run;
-
-static void vk_share(void *arg, size_t lo, size_t hi)
-{
-    const vk_run *r = arg;
-    if (r->pass == 0)
-        for (size_t i = lo; i < hi; i++)
-            cg_reduce_init(cg_kernel_layout(r->k), r->c->red[i]);
-    if (hi > lo)
-        cg_kernel_pass(r->k, r->pass, r->c->tasks + lo, (int64_t)(hi - lo));
-}
-
 static int operands_distinct(const rt_vec *a, int n)
 {
     for (int i = 0; i < n; i++)
@@ -130,7 +113,7 @@ void rt_vk(rt_closure *c, int k, const rt_vec *arrays, const double *scalars,
             results[r] = NAN;
         return;
     }
-    size_t nt = 0;
+    size_t np = 0;
     for (size_t i = 0; i < c->gr->n; i++) {
         const rt_param *p = &c->gr->params[i];
         if (!p->n)
@@ -140,26 +123,17 @@ void rt_vk(rt_closure *c, int k, const rt_vec *arrays, const double *scalars,
             row[a] = arrays[a].kind == RT_VEC_PARAMS ? p->p
                      : arrays[a].kind == RT_VEC_GRADS ? (p->g ? p->g : c->zeros)
                                                       : arrays[a].buf + c->offset[i];
-        for (int64_t b = 0; b < p->n; b += RT_CHUNK, nt++)
-            c->tasks[nt] = (cg_task){row, b, b + RT_CHUNK < p->n ? b + RT_CHUNK : p->n,
-                                     c->u, c->red[nt]};
+        c->parts[np++] = (cg_part){row, p->n};
     }
-    cg_kernel_prologue(kern, 0, scalars, NULL, c->u);
-    jopt_ctx *ctx = c->opt->ctx;
-    rt_pool *pool = c->n >= RT_PARALLEL_MIN ? ctx->pool : NULL;
-    vk_run r = {c, kern, 0};
-    rt_pool_run(pool, nt, vk_share, &r, ctx->flush);
-    if (l->nreduce) {
-        double acc[CG_MAX_REDUCE];
-        cg_reduce_init(l, acc);
-        for (size_t t = 0; t < nt; t++)
-            cg_reduce_merge(l, acc, c->red[t]);
-        cg_kernel_epilogue(kern, 0, scalars, NULL, acc, c->u);
-        r.pass = 1;
-        if (l->has_late)
-            rt_pool_run(pool, nt, vk_share, &r, ctx->flush);
+    cg_call call = {kern, c->parts, np, 0, scalars, c->u, results};
+    rt_par par;
+    cg_parallel run = rt_ctx_parallel(c->opt->ctx, c->n, &par);
+    char err[CG_ERRLEN];
+    if (cg_batch_run(c->batch, &call, 1, &run, err)) {
+        c->bug = 1; /* cannot happen: the batch has room for the group */
+        for (int r = 0; r < l->nresults; r++)
+            results[r] = NAN;
     }
-    cg_kernel_results(kern, c->u, results);
 }
 
 /* ---- construction ---------------------------------------------------------- */
@@ -220,6 +194,7 @@ static int make_space(rt_closure *c)
 {
     int64_t largest = 0;
     size_t nt = 0;
+    char err[CG_ERRLEN];
     c->offset = calloc(c->gr->n + 1, sizeof *c->offset);
     if (!c->offset)
         return JOPT_ENOMEM;
@@ -228,16 +203,15 @@ static int make_space(rt_closure *c)
         c->offset[i] = c->n;
         c->n += n;
         largest = n > largest ? n : largest;
-        nt += (size_t)((n + RT_CHUNK - 1) / RT_CHUNK);
+        nt += cg_batch_tasks(n);
     }
-    c->maxtasks = nt;
     c->arrays = calloc(c->gr->n * CG_MAX_SLOTS + 1, sizeof *c->arrays);
-    c->tasks = calloc(nt + 1, sizeof *c->tasks);
-    c->red = calloc(nt + 1, sizeof *c->red);
+    c->parts = calloc(c->gr->n + 1, sizeof *c->parts);
     c->u = calloc(c->ucap + 1, sizeof *c->u);
     c->zeros = calloc((size_t)largest + 1, sizeof *c->zeros);
     c->snapshot = malloc(((size_t)c->n + 1) * sizeof *c->snapshot);
-    if (!c->arrays || !c->tasks || !c->red || !c->u || !c->zeros || !c->snapshot)
+    if (!c->arrays || !c->parts || !c->u || !c->zeros || !c->snapshot ||
+        cg_batch_new(&c->batch, err) || cg_batch_reserve(c->batch, nt, err))
         return JOPT_ENOMEM;
     return JOPT_OK;
 }
@@ -293,8 +267,8 @@ void rt_closure_free(rt_closure *c)
     free(c->k);
     free(c->offset);
     free(c->arrays);
-    free(c->tasks);
-    free(c->red);
+    free(c->parts);
+    cg_batch_free(c->batch);
     free(c->u);
     free(c->zeros);
     free(c->snapshot);

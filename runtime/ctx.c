@@ -52,7 +52,9 @@ static void free_dirs(jopt_ctx *ctx)
     for (size_t i = 0; i < ctx->ndirs; i++)
         free(ctx->dirs[i]);
     free(ctx->dirs);
+    free(ctx->path);
     ctx->dirs = NULL;
+    ctx->path = NULL;
     ctx->ndirs = 0;
 }
 
@@ -63,8 +65,13 @@ static int set_dirs(jopt_ctx *ctx, const char *folders)
     for (const char *c = folders; *c; c++)
         n += *c == ':';
     char **dirs = calloc(n, sizeof *dirs);
-    if (!dirs)
+    char *path = malloc(strlen(folders) + 1);
+    if (!dirs || !path) {
+        free(dirs);
+        free(path);
         return JOPT_ENOMEM;
+    }
+    path[0] = 0;
     size_t k = 0;
     for (const char *c = folders;;) {
         const char *e = strchr(c, ':');
@@ -74,8 +81,12 @@ static int set_dirs(jopt_ctx *ctx, const char *folders)
                 for (size_t i = 0; i < k; i++)
                     free(dirs[i]);
                 free(dirs);
+                free(path);
                 return JOPT_ENOMEM;
             }
+            if (k)
+                strcat(path, ":");
+            strcat(path, dirs[k]);
             k++;
         }
         if (!e)
@@ -84,6 +95,7 @@ static int set_dirs(jopt_ctx *ctx, const char *folders)
     }
     free_dirs(ctx);
     ctx->dirs = dirs;
+    ctx->path = path;
     ctx->ndirs = k;
     return JOPT_OK;
 }
@@ -203,6 +215,19 @@ int rt_ctx_pool(jopt_ctx *ctx)
     rt_pool_free(ctx->pool);
     ctx->pool = p;
     return JOPT_OK;
+}
+
+static void par_run(void *arg, size_t n, cg_range_fn fn, void *fn_arg)
+{
+    const rt_par *p = arg;
+    rt_pool_run(p->pool, n, fn, fn_arg, p->flush);
+}
+
+cg_parallel rt_ctx_parallel(const jopt_ctx *ctx, int64_t total, rt_par *par)
+{
+    par->pool = total >= RT_PARALLEL_MIN ? ctx->pool : NULL;
+    par->flush = ctx->flush;
+    return (cg_parallel){par_run, par};
 }
 
 JOPT_API int jopt_ctx_set_threads(jopt_ctx *ctx, int threads)

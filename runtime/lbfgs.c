@@ -103,7 +103,7 @@ static int buf_acquire(lb_state *st)
 }
 
 /* acquires into tmp slot k */
-int lb_acquire_tmp(lb_state *st, int k)
+int rt_lb_acquire_tmp(lb_state *st, int k)
 {
     st->tmp[k] = -1;
     st->tmp[k] = buf_acquire(st);
@@ -209,7 +209,7 @@ static int hist_push(lb_hist *h, double history_size, int y, int s, double ro)
 
 /* gathers the user's gradients into buffer `buf`; returns sum|g| and, with
  * d >= 0, g.d in *gtd */
-double lb_gather(lb_state *st, int buf, int d, double *gtd)
+double rt_lb_gather(lb_state *st, int buf, int d, double *gtd)
 {
     double r[3];
     if (d >= 0) {
@@ -253,7 +253,7 @@ static int two_loop(lb_state *st, int g, double *gtd)
 {
     lb_vars *w = &st->work;
     const lb_hist *h = &w->h;
-    int rc = lb_acquire_tmp(st, T_D);
+    int rc = rt_lb_acquire_tmp(st, T_D);
     if (rc != JOPT_OK)
         return rc;
     int d = st->tmp[T_D], n = h->count;
@@ -314,8 +314,8 @@ static int direction(lb_state *st, const lb_opts *o, int g, double *gtd)
     /* a line search that returned t = 0 gives back the same gradient
      * buffer: y = 0, so y.s = 0 (or NaN) and no pair is stored */
     if (g != w->pfg) {
-        if ((rc = lb_acquire_tmp(st, T_Y)) != JOPT_OK ||
-            (rc = lb_acquire_tmp(st, T_S)) != JOPT_OK)
+        if ((rc = rt_lb_acquire_tmp(st, T_Y)) != JOPT_OK ||
+            (rc = rt_lb_acquire_tmp(st, T_S)) != JOPT_OK)
             return rc;
         rt_vec a[5] = {V(st, st->tmp[T_Y]), V(st, st->tmp[T_S]), V(st, g),
                        V(st, w->pfg), V(st, w->d)};
@@ -335,9 +335,9 @@ static int direction(lb_state *st, const lb_opts *o, int g, double *gtd)
 /* gathers the gradients into a fresh flat_grad, tmp[T_FG]; *gsum = sum|g| */
 static int new_flat_grad(lb_state *st, double *gsum)
 {
-    int rc = lb_acquire_tmp(st, T_FG);
+    int rc = rt_lb_acquire_tmp(st, T_FG);
     if (rc == JOPT_OK)
-        *gsum = lb_gather(st, st->tmp[T_FG], -1, NULL);
+        *gsum = rt_lb_gather(st, st->tmp[T_FG], -1, NULL);
     return rc;
 }
 
@@ -394,13 +394,13 @@ static int run_step(lb_state *st, const lb_opts *o, double *loss)
         int cond = 0;
         if (o->strong_wolfe) {
             lb_ls_ctx ls = {st, -1, w->d, 0};
-            if ((rc = lb_acquire_tmp(st, T_X)) != JOPT_OK)
+            if ((rc = rt_lb_acquire_tmp(st, T_X)) != JOPT_OK)
                 return rc;
             ls.x = st->tmp[T_X];
             rt_vec a[2] = {V(st, ls.x), RT_PARAMS};
             rt_vk(st->c, K_COPY, a, NULL, NULL);
             double ms = o->max_eval - current_evals;
-            rc = lb_strong_wolfe(&ls, &t, &lossv, gtd, ms);
+            rc = rt_lb_strong_wolfe(&ls, &t, &lossv, gtd, ms);
             if (rc != JOPT_OK)
                 return rc;
             w->t = t.v;

@@ -132,11 +132,11 @@ static inline rt_vec V(lb_state *st, int i) { return RT_BUF(B(st, i)); }
 /* ---- lbfgs.c ------------------------------------------------------------------ */
 
 /* acquires a buffer no root refers to into tmp slot k */
-int lb_acquire_tmp(lb_state *st, int k);
+int rt_lb_acquire_tmp(lb_state *st, int k);
 
 /* gathers the user's gradients into buffer `buf`; returns sum|g| and, with
  * d >= 0, g.d in *gtd */
-double lb_gather(lb_state *st, int buf, int d, double *gtd);
+double rt_lb_gather(lb_state *st, int buf, int d, double *gtd);
 
 /* ---- lbfgs_wolfe.c ------------------------------------------------------------ */
 
@@ -148,6 +148,6 @@ typedef struct lb_ls_ctx {
 
 /* _strong_wolfe(obj_func, x, t, d, f, g, gtd, max_ls=max_ls) with g in
  * tmp[T_FG]; returns f_new in *f, t in *t and g_new in tmp[T_FG] */
-int lb_strong_wolfe(lb_ls_ctx *ls, num *tio, double *fio, num gtd, double max_ls);
+int rt_lb_strong_wolfe(lb_ls_ctx *ls, num *tio, double *fio, num gtd, double max_ls);
 
 #endif /* RT_LBFGS_H */

@@ -60,17 +60,17 @@ static int directional_evaluate(lb_ls_ctx *ls, num t, double *f_new, num *gtd_ne
     if (rc != JOPT_OK)
         return rc;
     ls->evals++;
-    if ((rc = lb_acquire_tmp(st, T_GNEW)) != JOPT_OK)
+    if ((rc = rt_lb_acquire_tmp(st, T_GNEW)) != JOPT_OK)
         return rc;
     double gtd = 0;
-    lb_gather(st, st->tmp[T_GNEW], ls->d, &gtd);
+    rt_lb_gather(st, st->tmp[T_GNEW], ls->d, &gtd);
     *gtd_new = tens(gtd);
     return JOPT_OK;
 }
 
 /* _strong_wolfe(obj_func, x, t, d, f, g, gtd, max_ls=max_ls) with g in
  * tmp[T_FG]; returns f_new in *f, t in *t and g_new in tmp[T_FG] */
-int lb_strong_wolfe(lb_ls_ctx *ls, num *tio, double *fio, num gtd, double max_ls)
+int rt_lb_strong_wolfe(lb_ls_ctx *ls, num *tio, double *fio, num gtd, double max_ls)
 {
     const double c1 = 1e-4, c2 = 0.9, tolerance_change = 1e-9;
     lb_state *st = ls->st;

@@ -111,19 +111,16 @@ int rt_check_values(jopt_optim *opt, const char *where, const double *values)
 {
     /* what the options parser guarantees, for values that come from
      * elsewhere (jopt_option_set, a checkpoint) */
-    for (size_t i = 0; i < cg_spec_nhyper(opt->spec); i++) {
-        const cg_hyper *h = cg_spec_hyper(opt->spec, i);
-        double v = values[h->offset];
-        if (h->kind == CG_HYPER_BOOL && v != 0 && v != 1)
-            return rt_fail(opt->ctx, JOPT_EINVAL, "%s: option '%s' is a "
-                           "boolean: 0 or 1, not %g", where, h->name, v);
-        if (h->kind == CG_HYPER_CHOICE && !(v >= 0 && v < h->nchoices && v == (int)v))
-            return rt_fail(opt->ctx, JOPT_EINVAL, "%s: option '%s' is a choice: "
-                           "the index of one of its %d names, not %g", where,
-                           h->name, h->nchoices, v);
-    }
     char err[CG_ERRLEN];
-    int rc = cg_spec_check(opt->spec, values, err);
+    int rc = JOPT_OK;
+    for (size_t i = 0; i < cg_spec_nhyper(opt->spec) && rc == JOPT_OK; i++) {
+        const cg_hyper *h = cg_spec_hyper(opt->spec, i);
+        for (int k = 0; k < h->len && rc == JOPT_OK; k++)
+            rc = cg_hyper_check(h, values[h->offset + k], where, err);
+    }
+    if (rc)
+        return rt_fail(opt->ctx, rc, "%s", err);
+    rc = cg_spec_check(opt->spec, values, err);
     return rc ? rt_fail_cg(opt->ctx, rc, where, err) : JOPT_OK;
 }
 
@@ -228,21 +225,23 @@ int rt_reserve_uniforms(jopt_optim *opt, size_t need)
     return JOPT_OK;
 }
 
-/* room for every parameter cut into RT_CHUNK tasks, and its uniforms */
+/* room for every parameter cut into tasks, its call and its uniforms */
 static int plan_space(jopt_optim *opt)
 {
-    size_t nt = 0, need = 0;
+    size_t nt = 0, np = 0, need = 0;
+    char err[CG_ERRLEN];
     for (size_t g = 0; g < opt->ngroups; g++) {
         const rt_group *gr = &opt->groups[g];
         size_t u = rt_uniforms_needed(gr->steady, gr->fresh);
         need = u > need ? u : need;
+        np += gr->n;
         for (size_t i = 0; i < gr->n; i++)
-            nt += (size_t)((gr->params[i].n + RT_CHUNK - 1) / RT_CHUNK);
+            nt += cg_batch_tasks(gr->params[i].n);
     }
-    opt->tasks = calloc(nt + 1, sizeof *opt->tasks);
-    opt->ktasks = calloc(nt + 1, sizeof *opt->ktasks);
-    opt->maxtasks = nt;
-    if (!opt->tasks || !opt->ktasks || rt_reserve_uniforms(opt, need))
+    opt->calls = calloc(np + 1, sizeof *opt->calls);
+    opt->parts = calloc(np + 1, sizeof *opt->parts);
+    if (!opt->calls || !opt->parts || cg_batch_new(&opt->batch, err) ||
+        cg_batch_reserve(opt->batch, nt, err) || rt_reserve_uniforms(opt, need))
         return JOPT_ENOMEM;
     return JOPT_OK;
 }
@@ -282,8 +281,9 @@ JOPT_API void jopt_optim_free(jopt_optim *opt)
     free_groups(opt);
     free(opt->defaults);
     free(opt->ubuf);
-    free(opt->tasks);
-    free(opt->ktasks);
+    cg_batch_free(opt->batch);
+    free(opt->calls);
+    free(opt->parts);
     rt_closure_free(opt->closure);
     if (opt->spec)
         rt_spec_put(opt->ctx, opt->spec);
@@ -323,7 +323,7 @@ static int group_init(jopt_optim *opt, const char *fn, size_t g,
             return rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
     }
     memcpy(gr->values, opt->defaults, nv * sizeof(double));
-    if ((rc = rt_options_parse(opt->spec, ug->options, gr->values, err)))
+    if ((rc = cg_options_parse(opt->spec, ug->options, gr->values, err)))
         return rt_fail(ctx, rc, "%s: group %zu: %s", fn, g, err);
     snprintf(where, sizeof where, "%s: group %zu", fn, g);
     if ((rc = rt_check_values(opt, where, gr->values)))
@@ -378,7 +378,7 @@ JOPT_API int jopt_optim_new(jopt_ctx *ctx, const char *spec,
         goto fail;
     }
     memcpy(opt->defaults, cg_spec_defaults(opt->spec), nv * sizeof(double));
-    if ((rc = rt_options_parse(opt->spec, defaults, opt->defaults, err))) {
+    if ((rc = cg_options_parse(opt->spec, defaults, opt->defaults, err))) {
         rt_fail(ctx, rc, "%s: defaults: %s", fn, err);
         goto fail;
     }
@@ -426,34 +426,38 @@ JOPT_API int jopt_add_param_group(jopt_optim *opt, const jopt_group *group)
     }
     /* step()'s space for the bigger optimizer, or everything as it was */
     rt_group *old_groups = opt->groups;
-    rt_task *old_tasks = opt->tasks;
-    cg_task *old_ktasks = opt->ktasks;
+    cg_batch *old_batch = opt->batch;
+    cg_call *old_calls = opt->calls;
+    cg_part *old_parts = opt->parts;
     double *old_ubuf = opt->ubuf;
-    size_t old_ucap = opt->ucap, old_max = opt->maxtasks;
+    size_t old_ucap = opt->ucap;
     opt->groups = groups;
     opt->ngroups = n + 1;
-    opt->tasks = NULL;
-    opt->ktasks = NULL;
+    opt->batch = NULL;
+    opt->calls = NULL;
+    opt->parts = NULL;
     opt->ubuf = NULL;
     opt->ucap = 0;
     if (plan_space(opt)) {
-        free(opt->tasks);
-        free(opt->ktasks);
+        cg_batch_free(opt->batch);
+        free(opt->calls);
+        free(opt->parts);
         free(opt->ubuf);
         free_group(opt, &groups[n]);
         free(groups);
         opt->groups = old_groups;
         opt->ngroups = n;
-        opt->tasks = old_tasks;
-        opt->ktasks = old_ktasks;
+        opt->batch = old_batch;
+        opt->calls = old_calls;
+        opt->parts = old_parts;
         opt->ubuf = old_ubuf;
         opt->ucap = old_ucap;
-        opt->maxtasks = old_max;
         return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
     }
     free(old_groups);
-    free(old_tasks);
-    free(old_ktasks);
+    cg_batch_free(old_batch);
+    free(old_calls);
+    free(old_parts);
     free(old_ubuf);
     return JOPT_OK;
 }
@@ -497,7 +501,7 @@ JOPT_API int jopt_option_get(const jopt_optim *opt, size_t group,
         return rc;
     char err[CG_ERRLEN];
     const cg_hyper *h;
-    int off = rt_option_offset(opt->spec, name, &h, err);
+    int off = cg_option_offset(opt->spec, name, &h, err);
     if (off < 0)
         return rt_fail_cg(opt->ctx, JOPT_EINVAL, fn, err);
     *value = opt->groups[group].values[off];
@@ -584,17 +588,11 @@ JOPT_API int jopt_option_set(jopt_optim *opt, size_t group, const char *name,
         return rc;
     char err[CG_ERRLEN];
     const cg_hyper *h;
-    int off = rt_option_offset(opt->spec, name, &h, err);
+    int off = cg_option_offset(opt->spec, name, &h, err);
     if (off < 0)
         return rt_fail_cg(opt->ctx, JOPT_EINVAL, fn, err);
-    if (h->kind == CG_HYPER_BOOL && value != 0 && value != 1)
-        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: option '%s' is a boolean: "
-                       "give 0 or 1, not %g", fn, name, value);
-    if (h->kind == CG_HYPER_CHOICE &&
-        !(value >= 0 && value < h->nchoices && value == (int)value))
-        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: option '%s' is a choice: "
-                       "give the index of one of its %d names, not %g", fn,
-                       name, h->nchoices, value);
+    if ((rc = cg_hyper_check(h, value, fn, err)))
+        return rt_fail(opt->ctx, rc, "%s", err);
     double *v = copy_values(opt, group);
     if (!v)
         return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
@@ -617,7 +615,7 @@ JOPT_API int jopt_options_set(jopt_optim *opt, size_t group,
     if (!v)
         return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
     char err[CG_ERRLEN];
-    rc = rt_options_parse(opt->spec, options, v, err);
+    rc = cg_options_parse(opt->spec, options, v, err);
     if (rc)
         rt_fail_cg(opt->ctx, rc, fn, err);
     else
@@ -640,7 +638,7 @@ JOPT_API int jopt_option_runtime(jopt_optim *opt, size_t group,
     const cg_hyper *h = cg_spec_find_hyper(opt->spec, name);
     if (!h) {
         char err[CG_ERRLEN];
-        rt_option_offset(opt->spec, name, &h, err);
+        cg_option_offset(opt->spec, name, &h, err);
         return rt_fail_cg(opt->ctx, JOPT_EINVAL, fn, err);
     }
     if (!h->runtime_ok)

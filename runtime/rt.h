@@ -1,21 +1,19 @@
 /*
  * rt.h - the runtime's private structures: the context, the optimizer, its
  * groups and per-parameter state.  The runtime sees codegen only through
- * codegen/cg.h.
+ * cg.h (codegen/include: the build gives the runtime no other codegen
+ * folder, and no LLVM or Lua headers).
  */
 #ifndef RT_H
 #define RT_H
 
-#include "../codegen/cg.h"
+#include "cg.h"
 #include "jopt.h"
 #include "pool.h"
 
-/* step() cuts tensors into tasks of this many elements (a multiple of 16
- * floats, so cuts fall on 64-byte boundaries of an aligned tensor).  The
- * cut does not depend on the thread count, so neither do sums. */
-#define RT_CHUNK 65536
-/* below this many elements in a step, the caller does all the work */
-#define RT_PARALLEL_MIN (16 * RT_CHUNK)
+/* below this many elements in a step, the caller does all the work (the
+ * batch cuts tensors into CG_CHUNK tasks either way) */
+#define RT_PARALLEL_MIN (16 * CG_CHUNK)
 
 /* a loaded spec, shared by the context's optimizers */
 typedef struct rt_spec_entry {
@@ -29,6 +27,7 @@ struct jopt_ctx {
     rt_spec_entry *specs; /* every spec loaded, kept until the context goes */
     char **dirs; /* spec search path */
     size_t ndirs;
+    char *path;  /* the same, ':'-separated (jopt_ctx_spec_path) */
     cg_jit *jit;
     jopt_engine engine;
     rt_pool *pool;  /* started by the first step that can use it */
@@ -44,23 +43,10 @@ typedef struct rt_param {
     uint64_t scalar_mask; /* states holding one float, not n */
     int fresh;      /* some state that starts unset was just created and
                        has not been written yet: run the fresh kernel */
-    /* this step's work: set up by step(), allocated with the optimizer */
-    const cg_kernel *k;
-    const double *values; /* its group's hyperparameters */
-    float *arrays[CG_MAX_SLOTS];
+    float *arrays[CG_MAX_SLOTS]; /* this step's: p, g, states in the
+                                    kernel's slot order */
     double *u;      /* per-step values: optim->ucap doubles */
-    const double *uv; /* the per-step values its passes read: u, or those
-                         of an earlier parameter of its group with the
-                         same kernel and step count */
-    double red[CG_MAX_REDUCE];
 } rt_param;
-
-/* a range of one parameter's elements, with its partial sums; the kernel
- * sees its cg_task twin (optim->ktasks, same index) */
-typedef struct rt_task {
-    rt_param *p;
-    double red[CG_MAX_REDUCE];
-} rt_task;
 
 /* torch's scheduler keys in a param group: "initial_lr", set by the first
  * scheduler made, and OneCycleLR's "max_lr", "min_lr", "max_momentum" and
@@ -96,9 +82,9 @@ struct jopt_optim {
     /* step()'s preallocated work space: no allocation while stepping */
     double *ubuf;     /* every parameter's u, ucap doubles each */
     size_t ucap;
-    rt_task *tasks;   /* room for every parameter cut into RT_CHUNKs */
-    cg_task *ktasks;  /* the same tasks as the kernels take them */
-    size_t maxtasks;
+    cg_batch *batch;  /* room for every parameter cut into tasks */
+    cg_call *calls;   /* a call and a part per parameter */
+    cg_part *parts;
 };
 
 /* optim.c: the spec's check() of a group's values, and the kernels for
@@ -118,6 +104,14 @@ int rt_reserve_uniforms(jopt_optim *opt, size_t need);
 /* ctx.c: starts the context's thread pool if it has none; a pool that
  * cannot start leaves steps on the caller's thread, which is not an error */
 int rt_ctx_pool(jopt_ctx *ctx);
+/* ctx.c: the parallel-for for `total` elements of work: the pool from
+ * RT_PARALLEL_MIN up, else the caller alone (with FTZ/DAZ if asked);
+ * `par` is its storage */
+typedef struct rt_par {
+    rt_pool *pool;
+    int flush;
+} rt_par;
+cg_parallel rt_ctx_parallel(const jopt_ctx *ctx, int64_t total, rt_par *par);
 /* ctx.c: the spec `name` resolves to, loaded once per file text (a cache
  * hit reads the file but starts no Lua); rt_spec_put drops the reference */
 int rt_spec_get(jopt_ctx *ctx, const char *name, cg_spec **out, char *err);
@@ -155,8 +149,6 @@ uint64_t rt_get_u64(rt_in *r);
 double rt_get_f64(rt_in *r);
 int rt_get_str_eq(rt_in *r, const char *want); /* a string equal to want */
 
-#define RT_FNV_INIT 1469598103934665603ull
-uint64_t rt_fnv(uint64_t h, const void *p, size_t n); /* FNV-1a 64 */
 /* whether the last 8 bytes are the FNV-1a of those before */
 int rt_sealed(const void *buf, size_t len);
 
@@ -169,11 +161,5 @@ int rt_write_atomic(jopt_ctx *ctx, const char *fn, const char *path,
 int rt_read_file(jopt_ctx *ctx, const char *fn, const char *path,
                  unsigned char **buf, size_t *len);
 
-/* options.c: overlays "name=value ..." onto `values` */
-int rt_options_parse(const cg_spec *spec, const char *text, double *values,
-                     char *err);
-/* finds "name" or "name[i]": the offset in a value vector, or -1 */
-int rt_option_offset(const cg_spec *spec, const char *name,
-                     const cg_hyper **hyper, char *err);
 
 #endif /* RT_H */

@@ -13,12 +13,12 @@
 
 /* ---- what a saved state is valid for ----------------------------------- */
 
-static uint64_t hash_i(uint64_t h, int64_t v) { return rt_fnv(h, &v, 8); }
-static uint64_t hash_d(uint64_t h, double v) { return rt_fnv(h, &v, 8); }
+static uint64_t hash_i(uint64_t h, int64_t v) { return cg_fnv(h, &v, 8); }
+static uint64_t hash_d(uint64_t h, double v) { return cg_fnv(h, &v, 8); }
 
 static uint64_t hash_ds(uint64_t h, const double *a, size_t n)
 {
-    return a ? rt_fnv(hash_i(h, (int64_t)n), a, n * sizeof *a) : hash_i(h, -1);
+    return a ? cg_fnv(hash_i(h, (int64_t)n), a, n * sizeof *a) : hash_i(h, -1);
 }
 
 /* FNV-1a of everything the constructor read or derived from its options
@@ -27,7 +27,7 @@ static uint64_t hash_ds(uint64_t h, const double *a, size_t n)
  * callback is not part of it: it cannot be saved, as in torch. */
 uint64_t rt_sched_options_hash(const jopt_sched *s, const double *pre)
 {
-    uint64_t h = RT_FNV_INIT;
+    uint64_t h = CG_FNV_INIT;
     size_t ng = s->ngroups;
     h = hash_i(h, s->kind);
     h = hash_i(h, (int64_t)ng);

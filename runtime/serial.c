@@ -36,15 +36,7 @@ void rt_put_str(rt_out *o, const char *s)
 /* appends the checksum of everything written so far */
 void rt_put_seal(rt_out *o)
 {
-    rt_put_u64(o, o->buf ? rt_fnv(RT_FNV_INIT, o->buf, o->len) : 0);
-}
-
-uint64_t rt_fnv(uint64_t h, const void *p, size_t n)
-{
-    const unsigned char *c = p;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ c[i]) * 1099511628211ull;
-    return h;
+    rt_put_u64(o, o->buf ? cg_fnv(CG_FNV_INIT, o->buf, o->len) : 0);
 }
 
 /* ---- reading from memory ------------------------------------------------ */
@@ -102,7 +94,7 @@ int rt_sealed(const void *buf, size_t len)
     if (len < 8)
         return 0;
     memcpy(&sum, (const unsigned char *)buf + len - 8, 8);
-    return rt_fnv(RT_FNV_INIT, buf, len - 8) == sum;
+    return cg_fnv(CG_FNV_INIT, buf, len - 8) == sum;
 }
 
 /* ---- files -------------------------------------------------------------- */

@@ -4,12 +4,10 @@
  *   step(closure): closure (may fail: nothing changed yet)
  *               -> create missing state for every parameter with a gradient
  *                  (may fail: what was created is freed, nothing changed)
- *               -> per parameter: its kernel, its arrays, the per-step
- *                  values for its step count t (the prologue)
- *               -> pass 0 over every parameter, cut into RT_CHUNK tasks,
- *                  on the thread pool
- *               -> for kernels with sums: the sums of each parameter's
- *                  tasks added in element order, the epilogue, pass 1
+ *               -> per stepping parameter, a call of its group's kernel on
+ *                  its arrays at its step count
+ *               -> cg_batch_run: prologues, passes on the thread pool,
+ *                  sums merged in order, epilogues (codegen/batch.c)
  * Nothing after the state is created can fail, and nothing allocates.
  */
 #include <math.h>
@@ -127,71 +125,33 @@ static int ensure_state(jopt_optim *opt)
     return JOPT_OK;
 }
 
-typedef struct run {
-    const jopt_optim *opt;
-    int pass;
-} run;
-
-/* a thread's share of the tasks: one kernel call for each run of tasks
- * with the same kernel (a group's tensors, in order) */
-static void run_share(void *arg, size_t lo, size_t hi)
-{
-    const run *r = arg;
-    rt_task *tasks = r->opt->tasks;
-    const cg_task *kt = r->opt->ktasks;
-    for (size_t i = lo; i < hi;) {
-        size_t j = i;
-        while (j < hi && tasks[j].p->k == tasks[i].p->k)
-            cg_reduce_init(cg_kernel_layout(tasks[i].p->k), tasks[j++].red);
-        cg_kernel_pass(tasks[i].p->k, r->pass, kt + i, (int64_t)(j - i));
-        i = j;
-    }
-}
-
-/* Sets up each stepping parameter and cuts it into tasks; returns the
- * number of tasks, and the elements in *total. */
+/* A call per stepping parameter, in group order; returns the number of
+ * calls, and the elements in *total. */
 static size_t plan(jopt_optim *opt, int64_t *total)
 {
-    size_t nt = 0;
+    size_t nc = 0;
     *total = 0;
     for (size_t g = 0; g < opt->ngroups; g++) {
         rt_group *gr = &opt->groups[g];
-        const rt_param *prev = NULL;
         for (size_t i = 0; i < gr->n; i++) {
             rt_param *p = &gr->params[i];
-            if (!p->g || !p->n) {
-                p->k = NULL;
+            if (!p->g || !p->n)
                 continue;
-            }
-            p->k = kernel_for(gr, p);
-            p->values = gr->values;
-            const cg_layout *lay = cg_kernel_layout(p->k);
+            const cg_kernel *k = kernel_for(gr, p);
+            const cg_layout *lay = cg_kernel_layout(k);
             p->arrays[0] = p->p;
             p->arrays[1] = p->g;
             for (int s = 0; s < lay->nstate; s++)
                 p->arrays[2 + s] = p->state[lay->state[s]];
-            /* per-step values depend on the kernel, the step count and the
-             * group's values, unless the tensor has scalar state or sums:
-             * most tensors of a group share one prologue */
-            if (prev && prev->k == p->k && prev->step == p->step &&
-                !lay->has_scalar && !lay->nreduce) {
-                p->uv = prev->uv;
-            } else {
-                cg_kernel_prologue(p->k, (double)(p->step + 1), p->values,
-                                   p->arrays, p->u);
-                p->uv = p->u;
-            }
-            prev = p;
-            for (int64_t b = 0; b < p->n; b += RT_CHUNK, nt++) {
-                opt->tasks[nt].p = p;
-                opt->ktasks[nt] = (cg_task){p->arrays, b,
-                                            b + RT_CHUNK < p->n ? b + RT_CHUNK : p->n,
-                                            p->uv, opt->tasks[nt].red};
-            }
+            opt->parts[nc] = (cg_part){p->arrays, p->n};
+            opt->calls[nc] = (cg_call){k, &opt->parts[nc], 1,
+                                       (double)(p->step + 1), gr->values,
+                                       p->u, NULL};
+            nc++;
             *total += p->n;
         }
     }
-    return nt;
+    return nc;
 }
 
 JOPT_API int jopt_step(jopt_optim *opt, jopt_closure closure, void *user_data,
@@ -212,41 +172,16 @@ JOPT_API int jopt_step(jopt_optim *opt, jopt_closure closure, void *user_data,
     if (rc)
         return rc;
     int64_t total;
-    size_t nt = plan(opt, &total);
-    jopt_ctx *ctx = opt->ctx;
-    rt_pool *pool = total >= RT_PARALLEL_MIN ? ctx->pool : NULL;
-    run r = {opt, 0};
-    rt_pool_run(pool, nt, run_share, &r, ctx->flush);
-
-    /* kernels with sums: each parameter's sums, task by task in element
-     * order, then the second pass over the same tasks */
-    size_t late = 0;
-    for (size_t i = 0; i < nt; i++) {
-        rt_task *t = &opt->tasks[i];
-        const cg_task *kt = &opt->ktasks[i];
-        const cg_layout *lay = cg_kernel_layout(t->p->k);
-        if (!lay->nreduce)
-            continue;
-        if (kt->begin == 0)
-            cg_reduce_init(lay, t->p->red);
-        cg_reduce_merge(lay, t->p->red, t->red);
-        if (kt->end == t->p->n)
-            cg_kernel_epilogue(t->p->k, (double)(t->p->step + 1), t->p->values,
-                               t->p->arrays, t->p->red, t->p->u);
-        /* compacted: pass 1 runs these only (uv is u for kernels with sums) */
-        opt->tasks[late] = *t;
-        opt->ktasks[late] = *kt;
-        opt->ktasks[late].red = opt->tasks[late].red;
-        late++;
-    }
-    if (late) {
-        r.pass = 1;
-        rt_pool_run(pool, late, run_share, &r, ctx->flush);
-    }
+    size_t nc = plan(opt, &total);
+    rt_par par;
+    cg_parallel run = rt_ctx_parallel(opt->ctx, total, &par);
+    char err[CG_ERRLEN];
+    if ((rc = cg_batch_run(opt->batch, opt->calls, nc, &run, err)))
+        return rt_fail_cg(opt->ctx, rc, "jopt_step", err);
     for (size_t g = 0; g < opt->ngroups; g++)
         for (size_t i = 0; i < opt->groups[g].n; i++) {
             rt_param *p = &opt->groups[g].params[i];
-            if (p->k) {
+            if (p->g && p->n) {
                 p->step++;
                 p->fresh = 0;
             }

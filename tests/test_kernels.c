@@ -11,7 +11,6 @@
 #include <string.h>
 
 #include "helpers.h"
-#include "rt.h"
 
 /* lengths around the vector width (16 floats with AVX-512) and its unroll */
 static const int64_t lengths[] = {1, 3, 15, 16, 17, 31, 33, 63, 65, 1000, 4099};
@@ -80,7 +79,8 @@ static void compare(const char *spec, const char *options, size_t ntensors)
     run jit, ref;
     run_new(&jit, JOPT_ENGINE_JIT, spec, options, ntensors);
     run_new(&ref, JOPT_ENGINE_REFERENCE, spec, options, ntensors);
-    const cg_spec *sp = jit.opt->spec;
+    jopt_spec *sp;
+    T_OK(jit.ctx, jopt_spec_open(jit.ctx, spec, options, &sp));
     for (int s = 0; s < STEPS; s++) {
         for (size_t t = 0; t < ntensors; t++) {
             fill_grad(jit.params[t].grad, jit.params[t].numel, 77 * (uint64_t)s + t);
@@ -92,8 +92,10 @@ static void compare(const char *spec, const char *options, size_t ntensors)
         for (size_t t = 0; t < ntensors; t++) {
             int64_t n = jit.params[t].numel;
             assert_same_bits(jit.params[t].param, ref.params[t].param, n, "param", options);
-            for (size_t k = 0; k < cg_spec_nstate(sp); k++) {
-                const char *name = cg_spec_state_name(sp, k);
+            for (size_t k = 0; k < jopt_spec_nstate(sp); k++) {
+                jopt_state_info info;
+                T_OK(jit.ctx, jopt_spec_state(sp, k, &info));
+                const char *name = info.name;
                 const float *a, *b;
                 T_OK(jit.ctx, jopt_state_get(jit.opt, 0, t, name, &a, NULL));
                 T_OK(ref.ctx, jopt_state_get(ref.opt, 0, t, name, &b, NULL));
@@ -106,6 +108,7 @@ static void compare(const char *spec, const char *options, size_t ntensors)
             }
         }
     }
+    jopt_spec_free(sp);
     run_free(&jit, ntensors);
     run_free(&ref, ntensors);
 }
@@ -194,26 +197,17 @@ static void test_kernels_family_matches_reference(void **state)
 static char *kernel_text(const char *spec_name, const char *options,
                          const char *what)
 {
-    const char *dir = JOPT_SOURCE_DIR "/specs";
-    char err[CG_ERRLEN];
-    cg_spec *spec;
-    assert_int_equal(cg_spec_load(&dir, 1, spec_name, &spec, err), JOPT_OK);
-    size_t nv = cg_spec_nvalues(spec);
-    double *values = malloc(nv * sizeof *values);
-    memcpy(values, cg_spec_defaults(spec), nv * sizeof *values);
-    if (rt_options_parse(spec, options, values, err) != JOPT_OK)
-        fail_msg("options: %s", err);
-    cg_jit *jit;
-    assert_int_equal(cg_jit_new(&jit, err), JOPT_OK);
-    cg_request req = {.spec = spec, .values = values};
-    char *text = NULL;
-    int rc = cg_emit_text(jit, &req, what, &text, err);
-    if (rc != JOPT_OK)
-        fail_msg("cg_emit_text: %s", err);
-    cg_jit_free(jit);
-    free(values);
-    cg_spec_free(spec);
-    return text;
+    jopt_ctx *ctx;
+    jopt_spec *spec;
+    const char *text;
+    assert_int_equal(jopt_ctx_new(&ctx), JOPT_OK);
+    T_OK(ctx, jopt_ctx_set_spec_path(ctx, JOPT_SOURCE_DIR "/specs"));
+    T_OK(ctx, jopt_spec_open(ctx, spec_name, options, &spec));
+    T_OK(ctx, jopt_spec_emit(spec, NULL, what, &text));
+    char *copy = strdup(text);
+    jopt_spec_free(spec);
+    jopt_ctx_free(ctx);
+    return copy;
 }
 
 static int count(const char *text, const char *needle)

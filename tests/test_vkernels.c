@@ -49,26 +49,24 @@ static int load_spec(const char *path, cg_spec **spec, char *err)
 
 /* ---- JIT == reference on every shipped kernel ---------------------------- */
 
-/* one call of a vector kernel over n elements, in two ranges */
+/* one call of a vector kernel over n elements, as two parts (the batch
+ * then merges the sums of both, in order) */
 static void run_vk(cg_kernel *k, float **arrays, int64_t n, const double *scalars,
                    double *results)
 {
-    const cg_layout *l = cg_kernel_layout(k);
-    double u[4096], red[2][CG_MAX_REDUCE], acc[CG_MAX_REDUCE];
-    cg_kernel_prologue(k, 0, scalars, NULL, u);
-    cg_reduce_init(l, red[0]);
-    cg_reduce_init(l, red[1]);
+    double u[CG_MAX_UNIFORMS + 1];
+    char err[CG_ERRLEN];
     int64_t mid = n / 3;
-    cg_task t[2] = {{arrays, 0, mid, u, red[0]}, {arrays, mid, n, u, red[1]}};
-    cg_kernel_pass(k, 0, t, 2);
-    if (l->nreduce) {
-        cg_reduce_init(l, acc);
-        cg_reduce_merge(l, acc, red[0]);
-        cg_reduce_merge(l, acc, red[1]);
-        cg_kernel_epilogue(k, 0, scalars, NULL, acc, u);
-        cg_kernel_pass(k, 1, t, 2);
-    }
-    cg_kernel_results(k, u, results);
+    float *second[CG_MAX_SLOTS];
+    for (int a = 0; a < cg_kernel_layout(k)->narrays; a++)
+        second[a] = arrays[a] + mid;
+    cg_part parts[2] = {{arrays, mid}, {second, n - mid}};
+    cg_call call = {k, parts, 2, 0, scalars, u, results};
+    cg_batch *b;
+    assert_int_equal(cg_batch_new(&b, err), JOPT_OK);
+    assert_int_equal(cg_batch_reserve(b, cg_batch_tasks(mid) + cg_batch_tasks(n - mid), err), JOPT_OK);
+    assert_int_equal(cg_batch_run(b, &call, 1, NULL, err), JOPT_OK);
+    cg_batch_free(b);
 }
 
 /* data with the values that break kernels: zeros, subnormals, inf, NaN */
@@ -229,7 +227,7 @@ static void test_vk_maxall_in_update_any_thread_count(void **state)
     (void)state;
     char path[512];
     write_spec(path, sizeof path, "clip", clip_spec);
-    const int64_t n = 3 * 65536 + 777 + 16 * 65536; /* over RT_PARALLEL_MIN */
+    const int64_t n = 3 * 65536 + 777 + 16 * 65536; /* over the runtime's RT_PARALLEL_MIN */
     float *p1 = t_alloc(n), *p2 = t_alloc(n), *g = t_alloc(n);
     t_fill(p1, n, 1, 0);
     memcpy(p2, p1, (size_t)n * sizeof *p1);

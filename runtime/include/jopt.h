@@ -83,6 +83,10 @@ JOPT_API int jopt_ctx_set_flush_denormals(jopt_ctx *ctx, int on);
 /* Kernels compiled so far and cache hits (for tests and benchmarks). */
 JOPT_API void jopt_ctx_stats(const jopt_ctx *ctx, size_t *compiles, size_t *cache_hits);
 
+/* The spec search path, its folders separated by ':'.  Owned by the
+ * context, valid until the path changes. */
+JOPT_API const char *jopt_ctx_spec_path(const jopt_ctx *ctx);
+
 /* ---- Optimizer ---------------------------------------------------------- */
 
 typedef struct jopt_optim jopt_optim;
@@ -185,6 +189,127 @@ JOPT_API int jopt_state_get(const jopt_optim *opt, size_t group, size_t index,
  * per-tensor scalar state, 0 if it does not exist yet. */
 JOPT_API int jopt_state_numel(const jopt_optim *opt, size_t group,
                               size_t index, const char *name, int64_t *numel);
+
+/* ---- Specs: what a spec declares, and its kernels as text ---------------- */
+
+/* An opened spec answers what `jopt show` prints: its hyperparameters (and
+ * their values under some options), its states, its kernels, and each
+ * kernel's graph, LLVM IR or machine code.  It builds no optimizer.  Its
+ * errors are reported on the context it was opened with. */
+typedef struct jopt_spec jopt_spec;
+
+/* Opens the spec `name` (found as jopt_optim_new finds it) with `options`
+ * over its defaults (NULL or "" for none), checked by the spec as a
+ * group's options are.  Caller frees *out with jopt_spec_free, before the
+ * context. */
+JOPT_API int jopt_spec_open(jopt_ctx *ctx, const char *name,
+                            const char *options, jopt_spec **out);
+JOPT_API void jopt_spec_free(jopt_spec *spec); /* NULL is a no-op */
+
+/* Owned by the spec: "adam", the file it was read from, its doc line. */
+JOPT_API const char *jopt_spec_name(const jopt_spec *spec);
+JOPT_API const char *jopt_spec_path(const jopt_spec *spec);
+JOPT_API const char *jopt_spec_doc(const jopt_spec *spec);
+/* A closure optimizer's method ("lbfgs"), or NULL for a spec with an
+ * update; and where this build's driver for it lives ("runtime/lbfgs.c"),
+ * or NULL if it has none. */
+JOPT_API const char *jopt_spec_method(const jopt_spec *spec);
+JOPT_API const char *jopt_spec_method_source(const jopt_spec *spec);
+
+typedef enum jopt_kind {
+    JOPT_KIND_NUMBER, /* a number, or a tuple of numbers */
+    JOPT_KIND_BOOL,   /* true or false: reads as 1 or 0 */
+    JOPT_KIND_CHOICE  /* one of a list of names: reads as its index */
+} jopt_kind;
+
+/* A hyperparameter; pointers are owned by the spec. */
+typedef struct jopt_hyper_info {
+    const char *name;
+    jopt_kind kind;
+    int len;             /* how many values: 1, or a tuple's length */
+    int tuple;           /* written as a tuple ({0.9, 0.999}) */
+    int integer;         /* its default is a whole number (torch's int) */
+    int optional;        /* may be None (torch's None), which reads as NaN */
+    int runtime;         /* may be passed per step (the spec's `runtime`) */
+    const double *value; /* len values: the defaults under the options */
+    const double *spec_default; /* len values: the spec's own defaults */
+    const char *const *choices; /* a choice's names, the default first */
+    int nchoices;
+} jopt_hyper_info;
+
+/* The hyperparameters, sorted by name. */
+JOPT_API size_t jopt_spec_nhyper(const jopt_spec *spec);
+JOPT_API int jopt_spec_hyper(const jopt_spec *spec, size_t i,
+                             jopt_hyper_info *out);
+/* Hyperparameter i's value as an options string writes it ("0.9,0.999",
+ * "true", "strong_wolfe", "None"), into buf (cap bytes, truncated). */
+JOPT_API int jopt_spec_format(const jopt_spec *spec, size_t i, char *buf,
+                              size_t cap);
+
+/* A state the spec declares, as the options given keep it. */
+typedef struct jopt_state_info {
+    const char *name;
+    int kept;      /* 0: not kept with these options */
+    int scalar;    /* one float per tensor (ASGD's eta), not per element */
+    int unset;     /* starts unset (torch's `buf is None`) */
+    double init;   /* otherwise, the value it starts at */
+} jopt_state_info;
+
+/* The states, sorted by name (those of an update spec; a closure
+ * optimizer's live in its driver). */
+JOPT_API size_t jopt_spec_nstate(const jopt_spec *spec);
+JOPT_API int jopt_spec_state(jopt_spec *spec, size_t i, jopt_state_info *out);
+
+/* A kernel: the update ("update": its arrays are "param", "grad" and the
+ * kept states), or a closure optimizer's vector kernel. */
+typedef struct jopt_kernel_info {
+    const char *name;
+    int narrays;
+    const char *const *arrays; /* names, in the kernel's order */
+    int nscalars;              /* per-call inputs of a vector kernel */
+    int nresults;              /* per-call results of a vector kernel */
+    int nsums, nmaxima;        /* reductions over the data per call */
+    int npasses;               /* passes over the data per call: 1 or 2 */
+    uint64_t read, written;    /* bit per array: loaded, stored */
+} jopt_kernel_info;
+
+/* The update, or a closure optimizer's kernels sorted by name.  Tracing a
+ * kernel can fail (a spec bug): JOPT_ESPEC with the spec's line. */
+JOPT_API size_t jopt_spec_nkernels(const jopt_spec *spec);
+JOPT_API int jopt_spec_kernel(jopt_spec *spec, size_t i,
+                              jopt_kernel_info *out);
+/* Kernel i's name without tracing it ("update"), or NULL past the end. */
+JOPT_API const char *jopt_spec_kernel_name(const jopt_spec *spec, size_t i);
+
+/* Whether jopt_optim_new would take the spec's kernels: for a closure
+ * optimizer, its driver exists and each kernel the driver calls has the
+ * arrays, scalars and results it needs and writes no gradient.
+ * JOPT_OK, or JOPT_ESPEC naming the first misfit. */
+JOPT_API int jopt_spec_validate(jopt_spec *spec);
+
+/* Kernel `kernel` (NULL for the update) as text: what is "graph" (the
+ * validated expression graph, in the form docs/specs.md describes), "ir"
+ * (optimised LLVM IR) or "asm" (machine code).  *text is owned by the
+ * spec, valid until the next jopt_spec_emit or jopt_spec_free. */
+JOPT_API int jopt_spec_emit(jopt_spec *spec, const char *kernel,
+                            const char *what, const char **text);
+
+/* ---- A vector kernel on arrays of your own -------------------------------- */
+
+/* A closure optimizer's vector kernel, compiled with the context's engine
+ * and run over flat float32 arrays, cut and summed exactly as jopt_step
+ * runs it (for tools and tests: `jopt check` runs the JIT against the
+ * reference interpreter this way). */
+typedef struct jopt_kernel jopt_kernel;
+
+JOPT_API int jopt_kernel_new(jopt_ctx *ctx, const char *spec,
+                             const char *name, jopt_kernel **out);
+JOPT_API void jopt_kernel_free(jopt_kernel *k); /* NULL is a no-op */
+/* One call over n elements: arrays[i] is the kernel's i-th array (n
+ * floats, borrowed, no two overlapping), scalars its per-call inputs and
+ * results gets its results (jopt_kernel_info's counts). */
+JOPT_API int jopt_kernel_run(jopt_kernel *k, float *const *arrays, int64_t n,
+                             const double *scalars, double *results);
 
 /* ---- Learning-rate schedulers (torch.optim.lr_scheduler) --------------- */
 

@@ -1,11 +1,16 @@
 /*
- * cg.h - all the runtime sees of codegen.
+ * cg.h - all the runtime sees of codegen, and the one internal header the
+ * tests may include besides jopt.h.
  *
  *   spec text --cg_spec_load--> cg_spec (hyperparameter schema, state names)
- *   cg_spec + hyperparameter values --cg_kernel_get--> cg_kernel
+ *   options text --cg_options_parse--> a value vector (checked by the spec)
+ *   cg_spec + values --cg_kernel_get--> cg_kernel
  *       (sandboxed trace -> validated graph -> LLVM IR -> O3 -> LLJIT, cached)
+ *   cg_kernel + tensors --cg_batch_run--> the update, or a vector kernel's
+ *       results (prologue, passes, in-order merges of sums, epilogue)
  *
- * No Lua or LLVM type crosses this header.  Status codes are jopt's.
+ * No Lua or LLVM type crosses this header.  Status codes are jopt's; every
+ * function that fails writes a message into `err` (CG_ERRLEN bytes).
  */
 #ifndef CG_H
 #define CG_H
@@ -21,6 +26,17 @@
 #define CG_MAX_REDUCE 16      /* sums over the tensor in one update */
 #define CG_MAX_RESULTS 16     /* per-call results of a vector kernel */
 #define CG_MAX_CHOICES 16     /* names a choice hyperparameter allows */
+#define CG_MAX_TUPLE 8        /* values a tuple hyperparameter holds */
+/* A call's parts are cut into tasks of this many elements (a multiple of
+ * 16 floats, so cuts fall on 64-byte boundaries of an aligned tensor).
+ * Sums are added range by range in this fixed cut, so they do not depend
+ * on the thread count. */
+#define CG_CHUNK 65536
+
+/* FNV-1a, 64 bits: the key of the kernel cache and the seal of
+ * checkpoints. */
+#define CG_FNV_INIT 1469598103934665603ull
+uint64_t cg_fnv(uint64_t h, const void *p, size_t n);
 
 typedef struct cg_spec cg_spec;
 typedef struct cg_jit cg_jit;
@@ -59,6 +75,7 @@ typedef struct cg_vkernel_sig {
     const char *name;
     int narrays, nscalars;
     const char *const *arrays; /* their names, in the spec's order */
+    const char *const *scalars;
 } cg_vkernel_sig;
 
 /* Finds and loads a spec: `name` is looked up as <dir>/<name>.lua in each of
@@ -101,6 +118,46 @@ const cg_vkernel_sig *cg_spec_find_vkernel(const cg_spec *spec,
  * calls, so a scheduler's per-step checks cost microseconds. */
 int cg_spec_check(cg_spec *spec, const double *values, char *err);
 
+/* ---- Options (options.c) -------------------------------------------------
+ * The options string, shared by optimizers and schedulers:
+ *   "lr=1e-3 betas=0.9,0.999 betas=(0.9,0.999) milestones=[30,80]"
+ * Items are separated by white space; a value is a word, or a list of
+ * words separated by commas, optionally in ( ) or [ ] (where spaces are
+ * allowed). */
+
+#define CG_OPT_NAME 64
+#define CG_OPT_TEXT 512
+#define CG_OPT_MAXVALS 64
+
+/* one item of an options string: its name and its values' text */
+typedef struct cg_opt_item {
+    char name[CG_OPT_NAME];
+    char text[CG_OPT_TEXT];       /* the values, NUL-separated */
+    const char *val[CG_OPT_MAXVALS];
+    int nval;
+    int list;                     /* written in ( ) or [ ] */
+} cg_opt_item;
+
+/* Reads the next item at *cursor into `it` and advances: 1 for an item,
+ * 0 at the end, JOPT_EINVAL (with a message) for malformed text. */
+int cg_opt_next(const char **cursor, cg_opt_item *it, char *err);
+
+/* Overlays "name=value ..." onto a spec's value vector: each value read
+ * by its hyperparameter's kind; nothing changes on error. */
+int cg_options_parse(const cg_spec *spec, const char *text, double *values,
+                     char *err);
+/* "name" or "name[i]": the offset in a value vector and the hyperparameter,
+ * or -1 with a message. */
+int cg_option_offset(const cg_spec *spec, const char *name,
+                     const cg_hyper **hyper, char *err);
+/* Whether v is a value of the hyperparameter's kind (a boolean is 0 or 1,
+ * a choice the index of a name).  `where` prefixes the message. */
+int cg_hyper_check(const cg_hyper *h, double v, const char *where, char *err);
+/* The hyperparameter's value as the options string writes it ("0.9,0.999",
+ * "true", "strong_wolfe", "None"). */
+void cg_hyper_format(const cg_hyper *h, const double *v, char *buf,
+                     size_t cap);
+
 /* ---- Kernels ------------------------------------------------------------ */
 
 /* How a state array starts: filled with a constant, or unset (the first
@@ -117,37 +174,16 @@ typedef struct cg_layout {
     const uint8_t *scalar;    /* 1: one float per tensor, not an array */
     int has_unset;            /* some state starts unset */
     int nuniform;             /* per-step values the kernel reads */
-    int nreduce;              /* sums over the tensor: 0, or two passes */
+    int nreduce;              /* sums and maxima over the data per call */
+    int nsums, nmaxima;       /* of which sums, maxima */
+    int npasses;              /* passes over the data: 1, or 2 when a
+                                 stored value depends on a reduction */
     int has_scalar;           /* some state is a per-tensor scalar */
-    const uint8_t *reduce_kind; /* cg_reduce_kind of each reduction */
     /* vector kernels: arrays are slots 0..narrays-1 (no p, g or state) */
     int narrays, nscalars, nresults;
-    int has_late;             /* pass 1 stores something (else skip it) */
+    uint64_t read;            /* bit per array slot the kernel loads */
     uint64_t written;         /* bit per array slot the kernel stores to */
 } cg_layout;
-
-/* How a reduction combines: a sum in double, or the NaN-propagating
- * maximum.  A range's partial results start at cg_reduce_init and merge in
- * element order with cg_reduce_merge; the runtime's ranges depend only on
- * the tensors' sizes, so the result does not depend on the thread count. */
-typedef enum cg_reduce_kind { CG_REDUCE_SUM, CG_REDUCE_MAX } cg_reduce_kind;
-void cg_reduce_init(const cg_layout *l, double *red);
-void cg_reduce_merge(const cg_layout *l, double *acc, const double *part);
-
-/* One range of one tensor for a kernel pass: its arrays (slot 0 the
- * parameter, 1 the gradient, then the states), elements [begin, end), its
- * per-step values, and where the range's sums go (added to, in element
- * order, in double). */
-typedef struct cg_task {
-    float *const *arrays;
-    int64_t begin, end;
-    const double *u;
-    double *red;
-} cg_task;
-
-/* A kernel pass over a list of ranges: one call covers any number of
- * tensors of a group. */
-typedef void (*cg_kernel_fn)(const cg_task *tasks, int64_t ntasks);
 
 /* Creates the JIT (lazily: the first compile starts LLVM). */
 int cg_jit_new(cg_jit **out, char *err);
@@ -174,33 +210,70 @@ void cg_kernel_release(cg_kernel *k); /* NULL is a no-op */
 
 const cg_layout *cg_kernel_layout(const cg_kernel *k);
 
-/* One step of the update of one tensor at step count t (1 on the first)
- * (a vector kernel: one call, t unused, `values` its scalars):
- *   cg_kernel_prologue   the per-step values into `u` (layout->nuniform
- *                        doubles), reading the tensor's scalar states and
- *                        the group's hyperparameter `values` (those passed
- *                        at run time)
- *   cg_kernel_pass(0)    over every element, in any split into ranges
- *                        (cg_task), any number per call; a range adds its
- *                        sums (layout->nreduce) into its `red`
- *   with two passes: cg_kernel_epilogue with the sums of all ranges, added
- *                        in element order, then cg_kernel_pass(1)
- * The scalar states get their new values in the prologue (one pass) or the
- * epilogue (two).  None of these allocates. */
-void cg_kernel_prologue(const cg_kernel *k, double t, const double *values,
-                        float *const *arrays, double *u);
-void cg_kernel_pass(const cg_kernel *k, int pass, const cg_task *tasks,
-                    int64_t ntasks);
-void cg_kernel_epilogue(const cg_kernel *k, double t, const double *values,
-                        float *const *arrays, const double *red, double *u);
-
-/* A vector kernel's results after its last pass (the epilogue, or the
- * prologue without reductions): layout->nresults doubles from u. */
-void cg_kernel_results(const cg_kernel *k, const double *u, double *out);
-
-/* The optimised IR ("ir") or machine code ("asm") of a request's kernel,
- * for tools and tests.  Caller frees *text with free(). */
+/* A request's kernel as text: "graph" (the validated graph, in the stable
+ * form docs/specs.md describes), "ir" (optimised LLVM IR) or "asm"
+ * (machine code).  Caller frees *text with free(). */
 int cg_emit_text(cg_jit *jit, const cg_request *req, const char *what,
                  char **text, char *err);
+
+/* ---- Running kernels: the batch (batch.c) --------------------------------
+ * A batch runs calls of kernels in the one order that makes every engine
+ * and every thread count give the same bits:
+ *
+ *   prologue   each call's per-step values, in double, on the caller
+ *              (reading and, without sums, writing per-tensor scalars)
+ *   pass 0     every part cut into CG_CHUNK tasks, on the caller's
+ *              parallel-for; a task adds its sums in 16 fixed lanes
+ *   merge      each call's task sums, in task order, on the caller
+ *   epilogue   the per-step values that depend on the sums
+ *   pass 1     the stores that depend on the sums (kernels with sums)
+ *
+ * Tasks of consecutive calls of one kernel run in one kernel invocation;
+ * consecutive calls with the same kernel, step and values and without
+ * scalar state or sums share one prologue. */
+
+/* One tensor's part of a call: its arrays in the layout's slot order
+ * (slot 0 the parameter, 1 the gradient, then the states; or a vector
+ * kernel's arrays) and its length. */
+typedef struct cg_part {
+    float *const *arrays;
+    int64_t n;
+} cg_part;
+
+/* One call of a kernel over its parts, seen as one vector: one prologue,
+ * one set of sums over all the parts in order, one epilogue.  An update
+ * makes one call per tensor; a vector kernel one call over a group. */
+typedef struct cg_call {
+    const cg_kernel *k;
+    const cg_part *parts;
+    size_t nparts;
+    double t;             /* the step count, 1 on the first (updates) */
+    const double *values; /* hyperparameters, or a vector kernel's scalars */
+    double *u;            /* room for layout->nuniform + 1 doubles */
+    double *results;      /* a vector kernel's results (layout->nresults
+                             doubles), or NULL */
+} cg_call;
+
+/* The caller's parallel-for: runs fn(arg, lo, hi) over shares of [0, n)
+ * that cover it, and returns when all are done. */
+typedef void (*cg_range_fn)(void *arg, size_t lo, size_t hi);
+typedef struct cg_parallel {
+    void (*run)(void *pool, size_t n, cg_range_fn fn, void *arg);
+    void *pool;
+} cg_parallel;
+
+typedef struct cg_batch cg_batch;
+int cg_batch_new(cg_batch **out, char *err);
+void cg_batch_free(cg_batch *b); /* NULL is a no-op */
+/* The tasks a part of n elements is cut into. */
+size_t cg_batch_tasks(int64_t n);
+/* Room for `ntasks` tasks in one run (never shrinks).  JOPT_ENOMEM
+ * changes nothing. */
+int cg_batch_reserve(cg_batch *b, size_t ntasks, char *err);
+/* Runs the calls; `par` NULL runs every task on the caller.  Allocates
+ * nothing; JOPT_EINVAL (nothing run) when the calls need more tasks than
+ * were reserved. */
+int cg_batch_run(cg_batch *b, const cg_call *calls, size_t ncalls,
+                 const cg_parallel *par, char *err);
 
 #endif /* CG_H */

@@ -1,0 +1,85 @@
+/*
+ * ops.h - the expression graph's operations, as one table.
+ *
+ * Every file that needs the list expands CG_OPS with its own X: the enum
+ * (cg_int.h), names, arities and type rules (graph.c), the prelude a spec
+ * sees (trace.c), the reference semantics (interp.c) and the LLVM IR
+ * (emit.c).  Adding an op is one line here; a backend that lacks it does
+ * not compile.
+ *
+ *   X(ID, name, arity, flags, double, float, ir)
+ *
+ * name     how the spec's prelude and the printed graph call it
+ * flags    CG_F_* below
+ * double   its value on per-step operands a, b, c (interp.c, folding)
+ * float    its value on per-element operands a, b, c (interp.c); the
+ *          JIT must give the same bits
+ * ir       the LLVM value for per-element operands A[0..2], built by the
+ *          emitter E (emit.c's helpers ir_*); NULL for ops that are never
+ *          per element
+ *
+ * No fast-math anywhere: each op is one IEEE operation (fma: one rounding;
+ * lerp: ATen's two-branch formula; min/max: NaN-propagating, -0 < +0).
+ */
+#ifndef CG_OPS_H
+#define CG_OPS_H
+
+enum {
+    CG_F_LEAF = 1,      /* no operands: a constant, t, an array, a value */
+    CG_F_PRELUDE = 2,   /* a prelude function of that name */
+    CG_F_UNIFORM = 4,   /* per-step operands only (pow, exp, log) */
+    CG_F_BOOL = 8,      /* its result is a truth value */
+    CG_F_BOOLARGS = 16, /* its operands are truth values */
+    CG_F_SELECT = 32,   /* where(c, x, y): c a truth value, x and y alike */
+    CG_F_REDUCE = 64    /* per element in, per step out (over the tensor) */
+};
+
+#define CG_PB (CG_F_PRELUDE | CG_F_BOOL)
+#define CG_PL (CG_F_PRELUDE | CG_F_BOOL | CG_F_BOOLARGS)
+
+#define CG_OPS(X)                                                              \
+    X(CONST, "const", 0, CG_F_LEAF, 0, 0, NULL)                                \
+    X(STEP, "t", 0, CG_F_LEAF, 0, 0, NULL)                                     \
+    X(LOAD, "load", 0, CG_F_LEAF, 0, 0, NULL)                                  \
+    X(SCALAR, "scalar", 0, CG_F_LEAF, 0, 0, NULL)                              \
+    X(HYPER, "hyper", 0, CG_F_LEAF, 0, 0, NULL)                                \
+    X(NEG, "neg", 1, 0, -a, -a, LLVMBuildFNeg(E->b, A[0], ""))                 \
+    X(ABS, "abs", 1, CG_F_PRELUDE, fabs(a), fabsf(a),                          \
+      ir_call(E, "llvm.fabs", A, 1))                                           \
+    X(SQRT, "sqrt", 1, CG_F_PRELUDE, sqrt(a), sqrtf(a),                        \
+      ir_call(E, "llvm.sqrt", A, 1))                                           \
+    X(SIGN, "sign", 1, CG_F_PRELUDE, (double)(0 < a) - (double)(a < 0),        \
+      (float)(0 < a) - (float)(a < 0), ir_sign(E, A))                          \
+    X(EXP, "exp", 1, CG_F_PRELUDE | CG_F_UNIFORM, exp(a), NAN, NULL)           \
+    X(LOG, "log", 1, CG_F_PRELUDE | CG_F_UNIFORM, log(a), NAN, NULL)           \
+    X(NOT, "not_", 1, CG_PL, a == 0, a == 0, LLVMBuildNot(E->b, A[0], ""))     \
+    X(F32, "f32", 1, CG_F_PRELUDE, (double)(float)a, a, A[0])                  \
+    X(ADD, "add", 2, 0, a + b, a + b, LLVMBuildFAdd(E->b, A[0], A[1], ""))     \
+    X(SUB, "sub", 2, 0, a - b, a - b, LLVMBuildFSub(E->b, A[0], A[1], ""))     \
+    X(MUL, "mul", 2, 0, a * b, a * b, LLVMBuildFMul(E->b, A[0], A[1], ""))     \
+    X(DIV, "div", 2, 0, a / b, a / b, LLVMBuildFDiv(E->b, A[0], A[1], ""))     \
+    X(POW, "pow", 2, CG_F_PRELUDE | CG_F_UNIFORM, pow(a, b), NAN, NULL)        \
+    X(MIN, "min", 2, CG_F_PRELUDE, cg_min_nan(a, b), cg_min_nanf(a, b),        \
+      ir_call(E, "llvm.minimum", A, 2))                                        \
+    X(MAX, "max", 2, CG_F_PRELUDE, cg_max_nan(a, b), cg_max_nanf(a, b),        \
+      ir_call(E, "llvm.maximum", A, 2))                                        \
+    X(LT, "lt", 2, CG_PB, a < b, a < b, ir_fcmp(E, LLVMRealOLT, A))            \
+    X(LE, "le", 2, CG_PB, a <= b, a <= b, ir_fcmp(E, LLVMRealOLE, A))          \
+    X(GT, "gt", 2, CG_PB, a > b, a > b, ir_fcmp(E, LLVMRealOGT, A))            \
+    X(GE, "ge", 2, CG_PB, a >= b, a >= b, ir_fcmp(E, LLVMRealOGE, A))          \
+    X(EQ, "eq", 2, CG_PB, a == b, a == b, ir_fcmp(E, LLVMRealOEQ, A))          \
+    X(NE, "ne", 2, CG_PB, a != b, a != b, ir_fcmp(E, LLVMRealUNE, A))          \
+    X(AND, "and_", 2, CG_PL, a != 0 && b != 0, a != 0 && b != 0,               \
+      LLVMBuildAnd(E->b, A[0], A[1], ""))                                      \
+    X(OR, "or_", 2, CG_PL, a != 0 || b != 0, a != 0 || b != 0,                 \
+      LLVMBuildOr(E->b, A[0], A[1], ""))                                       \
+    X(FMA, "fma", 3, CG_F_PRELUDE, fma(a, b, c), fmaf(a, b, c),                \
+      ir_call(E, "llvm.fma", A, 3))                                            \
+    X(LERP, "lerp", 3, CG_F_PRELUDE, cg_lerp(a, b, c), cg_lerpf(a, b, c),      \
+      ir_lerp(E, A))                                                           \
+    X(WHERE, "where", 3, CG_F_PRELUDE | CG_F_SELECT, a != 0 ? b : c,           \
+      a != 0 ? b : c, LLVMBuildSelect(E->b, A[0], A[1], A[2], ""))             \
+    X(SUM, "sum", 1, CG_F_PRELUDE | CG_F_REDUCE, NAN, NAN, NULL)               \
+    X(MAXALL, "maxall", 1, CG_F_PRELUDE | CG_F_REDUCE, NAN, NAN, NULL)
+
+#endif /* CG_OPS_H */

@@ -1,0 +1,156 @@
+/*
+ * print.c - a finished graph as text: what `jopt compile --emit graph`
+ * prints and what the golden tests in tests/graph/ compare against, so the
+ * form is stable (docs/specs.md, "Reading a graph"):
+ *
+ *   graph adam update
+ *   slot 0 param
+ *   slot 2 exp_avg array init 0
+ *   %3 = mul %1, %2  elem
+ *   %7 = pow %5, %6  step u1
+ *   store 2 %9
+ *   store 0 %14 late
+ *
+ * One line per node in graph order: `elem` marks per-element values
+ * (float32), `step` per-step ones (double), `bool` truth values, `uK` the
+ * per-step values per-element code reads (index K in u), `rK` reduction K,
+ * `from S` a value pass 1 reads back from slot S; `late` marks the stores
+ * of pass 1.  Numbers are printed with the digits that read back exactly.
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cg_int.h"
+
+typedef struct out {
+    char *buf;
+    size_t len, cap;
+    int oom;
+} out;
+
+static void put(out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(out *o, const char *fmt, ...)
+{
+    if (o->oom)
+        return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(o->buf + o->len, o->cap - o->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            o->oom = 1;
+            return;
+        }
+        if ((size_t)n < o->cap - o->len) {
+            o->len += (size_t)n;
+            return;
+        }
+        size_t cap = o->cap * 2 + (size_t)n + 64;
+        char *b = realloc(o->buf, cap);
+        if (!b) {
+            o->oom = 1;
+            return;
+        }
+        o->buf = b;
+        o->cap = cap;
+    }
+}
+
+/* the shortest %g that reads back as v */
+static void put_num(out *o, double v)
+{
+    char buf[40];
+    for (int p = 1; p <= 17; p++) {
+        snprintf(buf, sizeof buf, "%.*g", p, v);
+        if (strtod(buf, NULL) == v || isnan(v))
+            break;
+    }
+    put(o, "%s", buf);
+}
+
+static const char *name_or(const char *const *names, int i, char *buf,
+                           size_t cap, const char *what)
+{
+    if (names && names[i])
+        return names[i];
+    snprintf(buf, cap, "%s%d", what, i);
+    return buf;
+}
+
+static void put_node(out *o, const cg_graph *g, int i,
+                     const char *const *slots, const char *const *hypers)
+{
+    const cg_node *x = &g->nodes[i];
+    char nb[32];
+    put(o, "%%%d = %s", i, cg_op_name((cg_op)x->op));
+    switch ((cg_op)x->op) {
+    case CG_CONST:
+        put(o, " ");
+        if (x->boolean)
+            put(o, "%s", x->value != 0 ? "true" : "false");
+        else
+            put_num(o, x->value);
+        break;
+    case CG_LOAD:
+    case CG_SCALAR:
+        put(o, " %s", name_or(slots, x->slot, nb, sizeof nb, "slot"));
+        break;
+    case CG_HYPER:
+        put(o, " %s", name_or(hypers, x->slot, nb, sizeof nb, "value"));
+        break;
+    default:
+        for (int k = 0; k < cg_op_arity((cg_op)x->op); k++)
+            put(o, "%s%%%d", k ? ", " : " ", x->arg[k]);
+    }
+    if (x->op != CG_CONST) {
+        put(o, "  %s", x->varying ? "elem" : "step");
+        if (x->boolean)
+            put(o, " bool");
+    }
+    if (x->uslot >= 0)
+        put(o, " u%d", x->uslot);
+    if (cg_op_flags((cg_op)x->op) & CG_F_REDUCE)
+        put(o, " r%d", x->slot);
+    if (g->subst && g->subst[i] >= 0 && g->nreduce)
+        put(o, " from %d", g->subst[i]);
+    put(o, "\n");
+}
+
+int cg_graph_print(const cg_graph *g, const char *title,
+                   const char *const *slots, const char *const *hypers,
+                   char **text, char *err)
+{
+    out o = {NULL, 0, 0, 0};
+    char nb[32];
+    put(&o, "graph %s\n", title);
+    for (int s = 0; s < g->nslots; s++) {
+        put(&o, "slot %d %s", s, name_or(slots, s, nb, sizeof nb, "slot"));
+        int k = s - 2; /* a state's index, in an update's layout */
+        if (k >= 0 && k < g->nstate) {
+            put(&o, " %s init ", g->scalar[s] ? "scalar" : "array");
+            if (g->init[k] == CG_INIT_UNSET)
+                put(&o, "unset");
+            else
+                put_num(&o, g->init_value[k]);
+        }
+        put(&o, "\n");
+    }
+    for (int i = 0; i < g->n; i++)
+        put_node(&o, g, i, slots, hypers);
+    for (int s = 0; s < g->nslots; s++)
+        if (g->store[s] >= 0)
+            put(&o, "store %d %%%d%s\n", s, g->store[s],
+                g->nreduce && g->late_store[s] && !g->scalar[s] ? " late" : "");
+    for (int r = 0; r < g->nresult; r++)
+        put(&o, "result %d %%%d\n", r, g->result[r]);
+    if (o.oom || !o.buf) {
+        free(o.buf);
+        return cg_fail(err, JOPT_ENOMEM, "out of memory printing the graph");
+    }
+    *text = o.buf;
+    return JOPT_OK;
+}

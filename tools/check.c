@@ -1,0 +1,397 @@
+/*
+ * check.c - `jopt check`: the JIT against the reference interpreter, bit for
+ * bit, on random data with zeros, subnormals, NaN and infinities.  An update
+ * runs in two optimizers (one per engine) over several tensors and steps; a
+ * closure optimizer's vector kernels run through jopt_kernel_run on both
+ * engines, cut into tasks as a step cuts them.  Only jopt.h is used.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint64_t rng(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+/* mostly ordinary values, with zeros, subnormals, NaN and infinities */
+static float random_value(float scale)
+{
+    uint64_t r = rng();
+    double u = (double)(r >> 11) / 9007199254740992.0 * 2 - 1;
+    switch (r % 128) {
+    case 0: return 0.0f;
+    case 1: return -0.0f;
+    case 2: return (float)u * 1e-39f;  /* subnormal */
+    case 3: return 1.4e-45f;           /* the smallest */
+    case 4: return NAN;
+    case 5: return INFINITY;
+    case 6: return -INFINITY;
+    default: return (float)u * scale;
+    }
+}
+
+/* float bits on a line: the distance in ulps between a and b */
+static int64_t ordered(float f)
+{
+    int32_t i;
+    memcpy(&i, &f, sizeof i);
+    return i < 0 ? (int64_t)INT32_MIN - i : i;
+}
+
+typedef struct tally {
+    const char *name;
+    int64_t maxulp, differ, nans, compared;
+} tally;
+
+static void compare(tally *t, const float *x, const float *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        t->compared++;
+        if (isnan(x[i]) && isnan(y[i])) {
+            t->nans++;
+            continue;
+        }
+        if (!memcmp(&x[i], &y[i], sizeof x[i]))
+            continue;
+        t->differ++;
+        int64_t d = isnan(x[i]) || isnan(y[i]) ? INT64_MAX
+                                               : llabs(ordered(x[i]) - ordered(y[i]));
+        if (d > t->maxulp)
+            t->maxulp = d;
+        if (t->differ <= 5)
+            printf("  %s: element %lld: JIT %a, reference %a\n", t->name,
+                   (long long)i, x[i], y[i]);
+    }
+}
+
+#define NTENSOR 6
+#define NSTEPS 4
+static const int64_t check_sizes[NTENSOR] = {1, 3, 17, 255, 1027, 70001};
+
+static double random_scalar(int ordinary)
+{
+    uint64_t r = rng();
+    double u = (double)(r >> 11) / 9007199254740992.0 * 2 - 1;
+    double scale = pow(10.0, (double)(int)(rng() % 9) - 4); /* 1e-4..1e4 */
+    switch (ordinary ? 127 : r % 32) {
+    case 0: return 0.0;
+    case 1: return -0.0;
+    case 2: return u * 1e-40;
+    case 3: return u * 1e39;
+    case 4: return NAN;
+    case 5: return INFINITY;
+    case 6: return -INFINITY;
+    default: return u * scale;
+    }
+}
+
+/* doubles on a line, as `ordered` does floats */
+static int64_t ordered_d(double f)
+{
+    int64_t i;
+    memcpy(&i, &f, sizeof i);
+    return i < 0 ? INT64_MIN - i : i;
+}
+
+static void compare_d(tally *t, const double *x, const double *y, int n,
+                      const char *kernel, int64_t size)
+{
+    for (int i = 0; i < n; i++) {
+        t->compared++;
+        if (isnan(x[i]) && isnan(y[i])) {
+            t->nans++;
+            continue;
+        }
+        if (!memcmp(&x[i], &y[i], sizeof x[i]))
+            continue;
+        t->differ++;
+        int64_t d = INT64_MAX; /* NaN against a number */
+        if (!isnan(x[i]) && !isnan(y[i])) {
+            int64_t ox = ordered_d(x[i]), oy = ordered_d(y[i]);
+            uint64_t ud = ox > oy ? (uint64_t)ox - (uint64_t)oy
+                                  : (uint64_t)oy - (uint64_t)ox;
+            d = ud >= (uint64_t)INT64_MAX ? INT64_MAX - 1 : (int64_t)ud;
+        }
+        if (d > t->maxulp)
+            t->maxulp = d;
+        if (t->differ <= 5)
+            printf("  %s: result %d (vectors of %lld): JIT %a, reference %a\n",
+                   kernel, i, (long long)size, x[i], y[i]);
+    }
+}
+
+static void fmt_ulp(char *buf, size_t cap, int64_t ulp)
+{
+    if (ulp == INT64_MAX)
+        snprintf(buf, cap, "NaN");
+    else
+        snprintf(buf, cap, "%lld", (long long)ulp);
+}
+
+/* calls per size: finite arrays (so that sums and maxima are numbers) or
+ * arrays with NaN and Inf, each with ordinary scalars or random ones; the
+ * last size spans several of the library's 65,536-element tasks */
+#define VK_ROUNDS 4
+static const int64_t vk_sizes[] = {0, 1, 3, 17, 255, 1027, 70001, 2 * 65536 + 5};
+#define VK_NSIZES ((int)(sizeof vk_sizes / sizeof vk_sizes[0]))
+#define VK_MAX 64 /* arrays, scalars and results a checked kernel may have */
+
+/* one kernel on both engines over the sizes; returns 1 if any bit differs,
+ * -1 if it cannot run */
+static int check_kernel(jopt_kernel *const k[2], const jopt_kernel_info *info,
+                        float *const buf[2][VK_MAX])
+{
+    tally ta = {info->name, 0, 0, 0, 0}, tr = {info->name, 0, 0, 0, 0};
+    for (int z = 0; z < VK_NSIZES; z++) {
+        const int64_t n = vk_sizes[z];
+        for (int round = 0; round < VK_ROUNDS; round++) {
+            double sc[VK_MAX] = {0}, res[2][VK_MAX];
+            for (int s = 0; s < info->nscalars; s++)
+                sc[s] = random_scalar(!(round & 1));
+            for (int s = 0; s < info->narrays; s++)
+                for (int64_t j = 0; j < n; j++) {
+                    float v = random_value(1.0f);
+                    while (round < 2 && !isfinite(v))
+                        v = random_value(1.0f);
+                    buf[0][s][j] = buf[1][s][j] = v;
+                }
+            for (int e = 0; e < 2; e++) {
+                memset(res[e], 0, sizeof res[e]);
+                if (jopt_kernel_run(k[e], buf[e], n, sc, res[e]))
+                    return -1;
+            }
+            for (int s = 0; s < info->narrays; s++) {
+                char where[256]; /* for compare's messages */
+                snprintf(where, sizeof where, "%s: array %s of %lld",
+                         info->name, info->arrays[s], (long long)n);
+                ta.name = where;
+                compare(&ta, buf[0][s], buf[1][s], n);
+                ta.name = info->name;
+            }
+            compare_d(&tr, res[0], res[1], info->nresults, info->name, n);
+        }
+    }
+    char ua[24], ur[24];
+    fmt_ulp(ua, sizeof ua, ta.maxulp);
+    fmt_ulp(ur, sizeof ur, tr.maxulp);
+    printf("  %-16s %9lld array values max ulp %-4s %3lld results max ulp "
+           "%-4s %lld differ  %lld NaN (both)\n", info->name,
+           (long long)ta.compared, ua, (long long)tr.compared, ur,
+           (long long)(ta.differ + tr.differ), (long long)(ta.nans + tr.nans));
+    return ta.differ + tr.differ ? 1 : 0;
+}
+
+/* JIT against the reference interpreter for each vector kernel of a spec
+ * with a method (or just a->kernel).  Builds no optimizer. */
+static int check_method(jopt_ctx *const ctx[2], jopt_spec *spec, const args *a)
+{
+    size_t nk = jopt_spec_nkernels(spec);
+    char names[1024];
+    kernel_names(spec, names, sizeof names);
+    if (!nk)
+        return fail("%s: method '%s' but no kernels", jopt_spec_name(spec),
+                    jopt_spec_method(spec));
+    if (a->kernel && !has_kernel(spec, a->kernel))
+        return fail("%s has no kernel '%s' (its kernels: %s)", jopt_spec_name(spec),
+                    a->kernel, names);
+    const int64_t maxn = vk_sizes[VK_NSIZES - 1];
+    float *buf[2][VK_MAX] = {{NULL}};
+    int rc = 1, bad = 0, broken = 0, misfit = 0;
+    for (int e = 0; e < 2; e++)
+        for (int s = 0; s < VK_MAX; s++)
+            if (!(buf[e][s] = malloc((size_t)maxn * sizeof(float)))) {
+                fail("out of memory");
+                goto done;
+            }
+    printf("check %s: JIT against the reference interpreter, %s%s%s, on "
+           "vectors of %lld..%lld elements, %d calls each (finite or with NaN "
+           "and Inf; ordinary or random scalars)\n",
+           jopt_spec_name(spec), a->kernel ? "kernel " : "every vector kernel (",
+           a->kernel ? a->kernel : names, a->kernel ? "" : ")",
+           (long long)vk_sizes[0], (long long)maxn, VK_ROUNDS);
+    if (a->options[0])
+        printf("(the options do not change vector kernels)\n");
+    for (size_t i = 0; i < nk; i++) {
+        const char *name = jopt_spec_kernel_name(spec, i);
+        if (a->kernel && strcmp(name, a->kernel))
+            continue;
+        jopt_kernel_info info;
+        jopt_kernel *k[2] = {NULL, NULL};
+        int built = !jopt_spec_kernel(spec, i, &info);
+        if (built && (info.narrays > VK_MAX || info.nscalars > VK_MAX ||
+                      info.nresults > VK_MAX)) {
+            fail("%s: kernel %s has more than %d arrays, scalars or results",
+                 jopt_spec_name(spec), name, VK_MAX);
+            built = 0;
+        } else if (!built) {
+            fail("%s", jopt_errmsg(ctx[0]));
+        }
+        for (int e = 0; e < 2 && built; e++)
+            if (jopt_kernel_new(ctx[e], jopt_spec_path(spec), name, &k[e])) {
+                fail("%s (%s)", jopt_errmsg(ctx[e]), e ? "reference" : "JIT");
+                built = 0;
+            }
+        int r = built ? check_kernel(k, &info, buf) : -1;
+        if (r < 0 && built)
+            fail("%s", jopt_errmsg(ctx[0]));
+        broken += r < 0;
+        bad += r > 0;
+        jopt_kernel_free(k[0]);
+        jopt_kernel_free(k[1]);
+    }
+    if (!a->kernel && jopt_spec_validate(spec)) {
+        printf("  %s\n", jopt_errmsg(ctx[0]));
+        misfit = 1;
+    }
+    if (!bad && !broken && !misfit)
+        printf("PASS: JIT == reference, bit for bit\n");
+    else
+        printf("FAIL:%s%s%s%s%s\n",
+               bad ? " the JIT and the reference interpreter differ" : "",
+               bad && (broken || misfit) ? ";" : "",
+               broken ? " a kernel fails to build" : "",
+               broken && misfit ? ";" : "",
+               misfit ? " the kernels do not fit the method's driver" : "");
+    rc = bad || broken || misfit ? 1 : 0;
+done:
+    for (int e = 0; e < 2; e++)
+        for (int s = 0; s < VK_MAX; s++)
+            free(buf[e][s]);
+    return rc;
+}
+
+/* the update over NTENSOR tensors and NSTEPS steps on both engines */
+static int check_update(jopt_ctx *const ctx[2], jopt_spec *spec, const args *a)
+{
+    jopt_optim *opt[2] = {NULL, NULL};
+    float *buf[2][NTENSOR][2] = {{{NULL}}};
+    tally *tl = NULL;
+    int rc = 1;
+    jopt_param params[2][NTENSOR];
+    for (int t = 0; t < NTENSOR; t++)
+        for (int e = 0; e < 2; e++) {
+            for (int b = 0; b < 2; b++)
+                if (!(buf[e][t][b] = malloc(check_sizes[t] * sizeof(float)))) {
+                    fail("out of memory");
+                    goto done;
+                }
+            params[e][t] = (jopt_param){buf[e][t][0], buf[e][t][1], check_sizes[t]};
+        }
+    for (int t = 0; t < NTENSOR; t++)
+        for (int64_t i = 0; i < check_sizes[t]; i++)
+            buf[0][t][0][i] = buf[1][t][0][i] = random_value(1.0f);
+    for (int e = 0; e < 2; e++) {
+        jopt_group g = {params[e], NTENSOR, NULL};
+        if (jopt_optim_new(ctx[e], a->spec, &g, 1, a->options, &opt[e])) {
+            fail("%s", jopt_errmsg(ctx[e]));
+            goto done;
+        }
+    }
+    for (int s = 0; s < NSTEPS; s++) {
+        for (int t = 0; t < NTENSOR; t++)
+            for (int64_t i = 0; i < check_sizes[t]; i++)
+                buf[0][t][1][i] = buf[1][t][1][i] = random_value(0.1f);
+        for (int e = 0; e < 2; e++)
+            if (jopt_step(opt[e], NULL, NULL, NULL)) {
+                fail("step %d: %s", s + 1, jopt_errmsg(ctx[e]));
+                goto done;
+            }
+    }
+    size_t nstate = jopt_spec_nstate(spec);
+    if (!(tl = calloc(nstate + 1, sizeof *tl))) {
+        fail("out of memory");
+        goto done;
+    }
+    printf("check %s%s%s: JIT against the reference interpreter, %d tensors "
+           "of %lld..%lld elements, %d steps\n",
+           jopt_spec_name(spec), a->options[0] ? " " : "", a->options, NTENSOR,
+           (long long)check_sizes[0], (long long)check_sizes[NTENSOR - 1], NSTEPS);
+    tl[0].name = "param";
+    int mismatch = 0;
+    for (int t = 0; t < NTENSOR; t++)
+        compare(&tl[0], buf[0][t][0], buf[1][t][0], check_sizes[t]);
+    for (size_t s = 0; s < nstate; s++) {
+        jopt_state_info st;
+        if (jopt_spec_state(spec, s, &st)) {
+            fail("%s", jopt_errmsg(ctx[0]));
+            goto done;
+        }
+        tl[s + 1].name = st.name;
+        for (int t = 0; t < NTENSOR; t++) {
+            const float *d[2];
+            int64_t st_step[2], numel = 0;
+            int r0 = jopt_state_get(opt[0], 0, t, st.name, &d[0], &st_step[0]);
+            int r1 = jopt_state_get(opt[1], 0, t, st.name, &d[1], &st_step[1]);
+            if (r0 != r1 || !d[0] != !d[1] || (!r0 && st_step[0] != st_step[1])) {
+                printf("  %s of tensor %d: exists in one engine only\n", st.name, t);
+                mismatch++;
+                continue;
+            }
+            if (r0 || !d[0] || jopt_state_numel(opt[0], 0, t, st.name, &numel))
+                continue;
+            compare(&tl[s + 1], d[0], d[1], numel);
+        }
+    }
+    int64_t differ = mismatch;
+    for (size_t s = 0; s <= nstate; s++) {
+        if (!tl[s].compared) {
+            printf("  %-16s not kept\n", tl[s].name);
+            continue;
+        }
+        differ += tl[s].differ;
+        char ulp[24];
+        fmt_ulp(ulp, sizeof ulp, tl[s].maxulp);
+        printf("  %-16s %8lld values  max ulp %-4s %lld differ  %lld NaN (both)\n",
+               tl[s].name, (long long)tl[s].compared, ulp,
+               (long long)tl[s].differ, (long long)tl[s].nans);
+    }
+    printf("%s: %s\n", differ ? "FAIL" : "PASS",
+           differ ? "the JIT and the reference interpreter differ"
+                  : "JIT == reference, bit for bit");
+    rc = differ ? 1 : 0;
+done:
+    free(tl);
+    for (int e = 0; e < 2; e++) {
+        jopt_optim_free(opt[e]);
+        for (int t = 0; t < NTENSOR; t++)
+            for (int b = 0; b < 2; b++)
+                free(buf[e][t][b]);
+    }
+    return rc;
+}
+
+int cmd_check(const args *a)
+{
+    jopt_ctx *ctx[2] = {NULL, NULL};
+    jopt_spec *spec = NULL;
+    int rc = 1;
+    for (int e = 0; e < 2; e++) {
+        if (jopt_ctx_new(&ctx[e]) ||
+            jopt_ctx_set_engine(ctx[e], e ? JOPT_ENGINE_REFERENCE : JOPT_ENGINE_JIT)) {
+            fail("cannot create a context");
+            goto done;
+        }
+    }
+    if (open_spec(ctx[0], a, &spec)) /* the spec and options first */
+        goto done;
+    if (jopt_spec_method(spec))
+        rc = check_method(ctx, spec, a);
+    else if (a->kernel)
+        fail("%s has an update, not vector kernels: --kernel is for closure "
+             "optimizers (specs with a method)", jopt_spec_name(spec));
+    else
+        rc = check_update(ctx, spec, a);
+done:
+    jopt_spec_free(spec);
+    for (int e = 0; e < 2; e++)
+        jopt_ctx_free(ctx[e]);
+    return rc;
+}
