@@ -106,48 +106,14 @@ static int opts_parse(opts *o, const char *text)
     for (int i = 0; i < n; i++)
         if (kd->opts[i].dflt)
             snprintf(o->text[i], OPT_TEXT, "%s", kd->opts[i].dflt);
-    for (const char *c = text ? text : "";;) {
-        while (isspace((unsigned char)*c))
-            c++;
-        if (!*c)
-            break;
-        char name[64], val[OPT_TEXT];
-        size_t k = 0;
-        int too_long = 0;
-        for (; *c && *c != '=' && !isspace((unsigned char)*c); c++)
-            if (k + 1 < sizeof name)
-                name[k++] = *c;
-            else
-                too_long = 1;
-        name[k] = 0;
-        if (too_long)
-            return rt_sched_fail(o->t, o->s, JOPT_EINVAL, "option name '%s...' "
-                                 "is too long", name);
-        if (*c != '=')
-            return rt_sched_fail(o->t, o->s, JOPT_EINVAL, "option '%s' has no "
-                                 "value (write %s=VALUE)", name, name);
-        c++;
-        /* a value: up to white space, or a list in ( ) or [ ] */
-        char close = *c == '(' ? ')' : *c == '[' ? ']' : 0;
-        if (close)
-            c++;
-        k = 0;
-        for (; *c && (close ? *c != close : !isspace((unsigned char)*c)); c++)
-            if (!isspace((unsigned char)*c)) {
-                if (k + 1 < sizeof val)
-                    val[k++] = *c;
-                else
-                    too_long = 1;
-            }
-        val[k] = 0;
-        if (close && *c++ != close)
-            return rt_sched_fail(o->t, o->s, JOPT_EINVAL, "option '%s': "
-                                 "missing '%c'", name, close);
-        if (too_long)
-            return rt_sched_fail(o->t, o->s, JOPT_EINVAL, "option '%s': value "
-                                 "is too long", name);
+    cg_opt_item *it = malloc(sizeof *it);
+    if (!it)
+        return rt_sched_fail(o->t, o->s, JOPT_ENOMEM, "out of memory");
+    char err[CG_ERRLEN];
+    int rc;
+    for (const char *c = text ? text : ""; (rc = cg_opt_next(&c, it, err)) == 1;) {
         int i = 0;
-        while (i < n && strcmp(kd->opts[i].name, name) != 0)
+        while (i < n && strcmp(kd->opts[i].name, it->name) != 0)
             i++;
         if (i == n) {
             char known[512] = "";
@@ -156,14 +122,26 @@ static int opts_parse(opts *o, const char *text)
                 snprintf(known + l, sizeof known - l, "%s%s", j ? ", " : "",
                          kd->opts[j].name);
             }
-            return rt_sched_fail(o->t, o->s, JOPT_EINVAL, "unknown option '%s' "
-                                 "(known: %s)", name, known);
+            rc = rt_sched_fail(o->t, o->s, JOPT_EINVAL, "unknown option '%s' "
+                               "(known: %s)", it->name, known);
+            free(it);
+            return rc;
         }
-        if (o->given[i]++)
+        if (o->given[i]++) {
+            free(it);
             return rt_sched_fail(o->t, o->s, JOPT_EINVAL, "option '%s' given "
-                                 "twice", name);
-        memcpy(o->text[i], val, k + 1);
+                                 "twice", kd->opts[i].name);
+        }
+        /* the values as "a,b,c", as the readers below take them */
+        o->text[i][0] = 0;
+        for (int v = 0; v < it->nval; v++) {
+            size_t l = strlen(o->text[i]);
+            snprintf(o->text[i] + l, OPT_TEXT - l, "%s%s", v ? "," : "", it->val[v]);
+        }
     }
+    free(it);
+    if (rc)
+        return rt_sched_fail(o->t, o->s, rc, "%s", err);
     for (int i = 0; i < n; i++)
         if (!kd->opts[i].dflt && !o->given[i])
             return rt_sched_fail(o->t, o->s, JOPT_EINVAL, "option '%s' is "

@@ -176,6 +176,62 @@ static void test_options_group_defaults_fill_missing(void **state)
     free(p1), free(g1), free(p2), free(g2);
 }
 
+/* One options syntax for optimizers and schedulers: a tuple as a,b, (a, b)
+ * or [a, b], in defaults, group options, option changes and schedulers. */
+static void test_options_tuples_in_every_syntax(void **state)
+{
+    jopt_ctx *ctx = *state;
+    float *p = t_alloc(4), *g = t_alloc(4);
+    jopt_param a = {p, g, 4};
+    static const char *const forms[] = {
+        "betas=0.5,0.75", "betas=(0.5,0.75)", "betas=(0.5, 0.75)",
+        "betas=[0.5,0.75]", "betas=[ 0.5 , 0.75 ]"};
+    for (size_t f = 0; f < sizeof forms / sizeof forms[0]; f++) {
+        jopt_group grp = {&a, 1, forms[f]};
+        jopt_optim *opt = NULL;
+        /* in the group's options, then in the defaults, then changed */
+        T_OK(ctx, jopt_optim_new(ctx, "adam", &grp, 1, NULL, &opt));
+        assert_true(opt_get(ctx, opt, 0, "betas[0]") == 0.5);
+        assert_true(opt_get(ctx, opt, 0, "betas[1]") == 0.75);
+        jopt_optim_free(opt);
+        grp.options = NULL;
+        T_OK(ctx, jopt_optim_new(ctx, "adam", &grp, 1, forms[f], &opt));
+        assert_true(opt_get(ctx, opt, 0, "betas[1]") == 0.75);
+        T_OK(ctx, jopt_options_set(opt, 0, "betas=[0.25, 0.5]"));
+        assert_true(opt_get(ctx, opt, 0, "betas[0]") == 0.25);
+        T_OK(ctx, jopt_options_set(opt, 0, "betas=(0.3,0.6)"));
+        assert_true(opt_get(ctx, opt, 0, "betas[1]") == 0.6);
+        jopt_optim_free(opt);
+    }
+    /* the example, and a list that does not close */
+    jopt_group grp = {&a, 1, NULL};
+    jopt_optim *opt = NULL;
+    T_OK(ctx, jopt_optim_new(ctx, "adam", &grp, 1, "betas=[0.9,0.99]", &opt));
+    assert_true(opt_get(ctx, opt, 0, "betas[1]") == 0.99);
+    assert_int_equal(jopt_options_set(opt, 0, "betas=[0.9,0.99"), JOPT_EINVAL);
+    assert_non_null(strstr(jopt_errmsg(ctx), "option 'betas': missing ']'"));
+    assert_true(opt_get(ctx, opt, 0, "betas[1]") == 0.99);
+    /* schedulers read tuples the same way */
+    static const char *const milestones[] = {"milestones=2,4", "milestones=(2,4)",
+                                             "milestones=[2, 4]"};
+    double lr[3][6];
+    for (size_t f = 0; f < 3; f++) {
+        T_OK(ctx, jopt_option_set(opt, 0, "lr", 1.0));
+        jopt_sched *s = NULL;
+        T_OK(ctx, jopt_sched_new(opt, "multistep", milestones[f], &s));
+        for (int e = 0; e < 6; e++) {
+            T_OK(ctx, jopt_sched_step(s));
+            T_OK(ctx, jopt_sched_last_lr(s, 0, &lr[f][e]));
+        }
+        jopt_sched_free(s);
+    }
+    assert_memory_equal(lr[0], lr[1], sizeof lr[0]);
+    assert_memory_equal(lr[0], lr[2], sizeof lr[0]);
+    assert_true(lr[0][0] == 1.0 && lr[0][1] == 0.1 && lr[0][3] == 0.1 * 0.1);
+    jopt_optim_free(opt);
+    free(p), free(g);
+}
+
 /* ---- 2. per-group values drive the update -------------------------------- */
 
 static void test_step_each_group_uses_its_own_lr(void **state)
@@ -1031,6 +1087,7 @@ int main(void)
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup_ctx, teardown_ctx)
     const struct CMUnitTest tests[] = {
         T(test_options_group_defaults_fill_missing),
+        T(test_options_tuples_in_every_syntax),
         T(test_step_each_group_uses_its_own_lr),
         T(test_step_closure_loss_returned_and_called_once),
         T(test_step_without_closure_loss_is_nan),

@@ -112,6 +112,24 @@ jopt_state_save_mem = _proto("jopt_state_save_mem", c_int, c_void_p, c_void_p, c
 jopt_state_load_mem = _proto("jopt_state_load_mem", c_int, c_void_p, c_void_p, c_size_t)
 
 
+class HyperInfo(ctypes.Structure):
+    """jopt_hyper_info (jopt.h)"""
+    _fields_ = [("name", c_char_p), ("kind", c_int), ("len", c_int),
+                ("tuple", c_int), ("integer", c_int), ("optional", c_int),
+                ("runtime", c_int), ("value", ctypes.POINTER(c_double)),
+                ("spec_default", ctypes.POINTER(c_double)),
+                ("choices", ctypes.POINTER(c_char_p)), ("nchoices", c_int)]
+
+
+KIND_NUMBER, KIND_BOOL, KIND_CHOICE = 0, 1, 2
+jopt_spec_open = _proto("jopt_spec_open", c_int, c_void_p, c_char_p, c_char_p,
+                        ctypes.POINTER(c_void_p))
+jopt_spec_free = _proto("jopt_spec_free", None, c_void_p)
+jopt_spec_nhyper = _proto("jopt_spec_nhyper", c_size_t, c_void_p)
+jopt_spec_hyper = _proto("jopt_spec_hyper", c_int, c_void_p, c_size_t,
+                         ctypes.POINTER(HyperInfo))
+
+
 # ---- errors -----------------------------------------------------------------
 
 class JoptError(Exception):
@@ -259,6 +277,48 @@ def default_context():
 
 
 # ---- option strings -------------------------------------------------------------
+
+def spec_hyperparameters(ctx, spec):
+    """The hyperparameters spec `spec` declares, from the library's
+    introspection (jopt_spec_open): {name: (default, info)} where default is
+    the Python value torch would take (a float or int, a tuple, a bool, a
+    choice's name, None) and info a dict of kind, len, tuple, integer,
+    optional, runtime and choices."""
+    h = c_void_p()
+    _check_ctx(ctx, jopt_spec_open(ctx.handle, spec.encode(), None, ctypes.byref(h)))
+    try:
+        out = {}
+        for i in range(jopt_spec_nhyper(h)):
+            hi = HyperInfo()
+            _check_ctx(ctx, jopt_spec_hyper(h, i, ctypes.byref(hi)))
+            vals = [hi.spec_default[k] for k in range(hi.len)]
+            choices = [hi.choices[k].decode() for k in range(hi.nchoices)]
+            if hi.kind == KIND_BOOL:
+                d = bool(vals[0])
+            elif hi.kind == KIND_CHOICE:
+                d = choices[int(vals[0])]
+                d = None if d == "none" else d  # torch's None
+            elif hi.optional and vals[0] != vals[0]:
+                d = None
+            elif hi.tuple:
+                d = tuple(vals)
+            elif hi.integer:
+                d = int(vals[0])
+            else:
+                d = vals[0]
+            out[hi.name.decode()] = (d, dict(
+                kind=hi.kind, len=hi.len, tuple=bool(hi.tuple),
+                integer=bool(hi.integer), optional=bool(hi.optional),
+                runtime=bool(hi.runtime), choices=choices))
+        return out
+    finally:
+        jopt_spec_free(h)
+
+
+def _check_ctx(ctx, st):
+    if st != OK:
+        _raise(st, ctx.handle)
+
 
 def format_value(v):
     if v is None:

@@ -1,113 +1,87 @@
-"""The optimizers jopt ships: spec name, torch-style hyperparameters (in
-torch's positional order, with jopt's/torch's defaults), and the torch-only
-implementation flags jopt accepts at their default values only."""
+"""The optimizers jopt ships, as torch.optim spells them: the spec behind
+each class, its hyperparameters in torch's positional order, and the
+torch-only implementation flags jopt accepts at their default values only.
 
+The hyperparameters' defaults are not copied here: they come from the spec
+itself, through the library's introspection (jopt_spec_open), so a spec
+file is the one place a default lives."""
+
+import functools
 import inspect
+
+from ._lib import default_context, spec_hyperparameters
 
 _P = inspect.Parameter
 
+# torch's implementation flags: accepted, and ignored at these values only
+# (their default is the first)
+FLAGS = {"foreach": (None, False, True), "differentiable": (False,),
+         "capturable": (False,), "fused": (None, False)}
 
-def _sig(positional, keyword=(), extra=()):
-    """Signature (params, *positional, *, keyword) plus flags `extra`."""
-    ps = [_P("params", _P.POSITIONAL_OR_KEYWORD)]
-    ps += [_P(n, _P.POSITIONAL_OR_KEYWORD, default=d) for n, d in positional]
-    ps += [_P(n, _P.KEYWORD_ONLY, default=d) for n, d in keyword]
-    return inspect.Signature(ps)
-
-
-B = (0.9, 0.999)
-# name: (spec, positional [(name, default)], keyword-only [(name, default)],
-#        hyperparameters jopt knows)
+# name: (spec, positional names, keyword-only names), in torch's order
 OPTIMIZERS = {
-    "SGD": ("sgd",
-            [("lr", 1e-3), ("momentum", 0.0), ("dampening", 0.0),
-             ("weight_decay", 0.0), ("nesterov", False)],
-            [("maximize", False), ("foreach", None), ("differentiable", False),
-             ("fused", None)]),
-    "Adam": ("adam",
-             [("lr", 1e-3), ("betas", B), ("eps", 1e-8), ("weight_decay", 0.0),
-              ("amsgrad", False)],
-             [("foreach", None), ("maximize", False), ("capturable", False),
-              ("differentiable", False), ("fused", None),
-              ("decoupled_weight_decay", False)]),
-    "AdamW": ("adamw",
-              [("lr", 1e-3), ("betas", B), ("eps", 1e-8), ("weight_decay", 1e-2),
-               ("amsgrad", False)],
-              [("maximize", False), ("foreach", None), ("capturable", False),
-               ("differentiable", False), ("fused", None)]),
-    "Adadelta": ("adadelta",
-                 [("lr", 1.0), ("rho", 0.9), ("eps", 1e-6), ("weight_decay", 0.0),
-                  ("foreach", None)],
-                 [("capturable", False), ("maximize", False), ("differentiable", False)]),
-    "Adagrad": ("adagrad",
-                [("lr", 1e-2), ("lr_decay", 0.0), ("weight_decay", 0.0),
-                 ("initial_accumulator_value", 0.0), ("eps", 1e-10), ("foreach", None)],
-                [("maximize", False), ("differentiable", False), ("fused", None)]),
-    "Adamax": ("adamax",
-               [("lr", 2e-3), ("betas", B), ("eps", 1e-8), ("weight_decay", 0.0),
-                ("foreach", None)],
-               [("maximize", False), ("differentiable", False), ("capturable", False)]),
-    "ASGD": ("asgd",
-             [("lr", 1e-2), ("lambd", 1e-4), ("alpha", 0.75), ("t0", 1e6),
-              ("weight_decay", 0.0), ("foreach", None), ("maximize", False),
-              ("differentiable", False), ("capturable", False)],
-             []),
-    "NAdam": ("nadam",
-              [("lr", 2e-3), ("betas", B), ("eps", 1e-8), ("weight_decay", 0.0),
-               ("momentum_decay", 4e-3), ("decoupled_weight_decay", False)],
-              [("foreach", None), ("maximize", False), ("capturable", False),
-               ("differentiable", False)]),
-    "RAdam": ("radam",
-              [("lr", 1e-3), ("betas", B), ("eps", 1e-8), ("weight_decay", 0.0),
-               ("decoupled_weight_decay", False)],
-              [("foreach", None), ("maximize", False), ("capturable", False),
-               ("differentiable", False)]),
-    "RMSprop": ("rmsprop",
-                [("lr", 1e-2), ("alpha", 0.99), ("eps", 1e-8), ("weight_decay", 0.0),
-                 ("momentum", 0.0), ("centered", False), ("capturable", False),
-                 ("foreach", None), ("maximize", False), ("differentiable", False)],
-                []),
-    "Rprop": ("rprop",
-              [("lr", 1e-2), ("etas", (0.5, 1.2)), ("step_sizes", (1e-6, 50.0))],
-              [("capturable", False), ("foreach", None), ("maximize", False),
-               ("differentiable", False)]),
+    "SGD": ("sgd", ["lr", "momentum", "dampening", "weight_decay", "nesterov"],
+            ["maximize", "foreach", "differentiable", "fused"]),
+    "Adam": ("adam", ["lr", "betas", "eps", "weight_decay", "amsgrad"],
+             ["foreach", "maximize", "capturable", "differentiable", "fused",
+              "decoupled_weight_decay"]),
+    "AdamW": ("adamw", ["lr", "betas", "eps", "weight_decay", "amsgrad"],
+              ["maximize", "foreach", "capturable", "differentiable", "fused"]),
+    "Adadelta": ("adadelta", ["lr", "rho", "eps", "weight_decay", "foreach"],
+                 ["capturable", "maximize", "differentiable"]),
+    "Adagrad": ("adagrad", ["lr", "lr_decay", "weight_decay",
+                            "initial_accumulator_value", "eps", "foreach"],
+                ["maximize", "differentiable", "fused"]),
+    "Adamax": ("adamax", ["lr", "betas", "eps", "weight_decay", "foreach"],
+               ["maximize", "differentiable", "capturable"]),
+    "ASGD": ("asgd", ["lr", "lambd", "alpha", "t0", "weight_decay", "foreach",
+                      "maximize", "differentiable", "capturable"], []),
+    "NAdam": ("nadam", ["lr", "betas", "eps", "weight_decay", "momentum_decay",
+                        "decoupled_weight_decay"],
+              ["foreach", "maximize", "capturable", "differentiable"]),
+    "RAdam": ("radam", ["lr", "betas", "eps", "weight_decay",
+                        "decoupled_weight_decay"],
+              ["foreach", "maximize", "capturable", "differentiable"]),
+    "RMSprop": ("rmsprop", ["lr", "alpha", "eps", "weight_decay", "momentum",
+                            "centered", "capturable", "foreach", "maximize",
+                            "differentiable"], []),
+    "Rprop": ("rprop", ["lr", "etas", "step_sizes"],
+              ["capturable", "foreach", "maximize", "differentiable"]),
     # not in torch.optim: jopt specs only
-    "Lion": ("lion",
-             [("lr", 1e-4), ("betas", (0.9, 0.99)), ("weight_decay", 0.0)],
-             [("maximize", False)]),
-    "LAMB": ("lamb",
-             [("lr", 1e-3), ("betas", B), ("eps", 1e-6), ("weight_decay", 0.0)],
-             [("maximize", False)]),
+    "Lion": ("lion", ["lr", "betas", "weight_decay"], ["maximize"]),
+    "LAMB": ("lamb", ["lr", "betas", "eps", "weight_decay"], ["maximize"]),
     # closure optimizers: step(closure) evaluates the function several times
-    "LBFGS": ("lbfgs",
-              [("lr", 1), ("max_iter", 20), ("max_eval", None), ("tolerance_grad", 1e-7),
-               ("tolerance_change", 1e-9), ("history_size", 100),
-               ("line_search_fn", None)],
-              []),
+    "LBFGS": ("lbfgs", ["lr", "max_iter", "max_eval", "tolerance_grad",
+                        "tolerance_change", "history_size", "line_search_fn"], []),
     # torch7's optim.cg (torch.optim has no CG); `int` is torch7's name, and
     # a legal Python keyword argument: CG(params, int=0.2)
-    "CG": ("cg",
-           [("rho", 0.01), ("sig", 0.5), ("int", 0.1), ("ext", 3.0), ("max_iter", 20),
-            ("ratio", 100), ("max_eval", None)],
-           []),
+    "CG": ("cg", ["rho", "sig", "int", "ext", "max_iter", "ratio", "max_eval"], []),
 }
 
 CLOSURE = ("LBFGS", "CG")
 
 
-# torch implementation flags: accepted, and ignored at these values only
-FLAGS = {"foreach": (None, False, True), "differentiable": (False,),
-         "capturable": (False,), "fused": (None, False)}
+@functools.lru_cache(maxsize=None)
+def spec_defaults(spec):
+    """{hyperparameter: default} of a spec, as the library reads it."""
+    return {k: d for k, (d, _) in spec_hyperparameters(default_context(), spec).items()}
 
 
 def describe(name):
     """(spec, signature, hyper names (jopt options), flag names)."""
     spec, pos, kw = OPTIMIZERS[name]
-    sig = _sig(pos, kw)
-    allp = [n for n, _ in pos] + [n for n, _ in kw]
-    hyper = [n for n in allp if n not in FLAGS]
-    flags = [n for n in allp if n in FLAGS]
-    return spec, sig, hyper, flags
+    dflt = spec_defaults(spec)
+    for n in pos + kw:
+        if n not in FLAGS and n not in dflt:
+            raise RuntimeError("jopt.%s: spec %s has no hyperparameter '%s'"
+                               % (name, spec, n))
+    default = lambda n: FLAGS[n][0] if n in FLAGS else dflt[n]
+    ps = [_P("params", _P.POSITIONAL_OR_KEYWORD)]
+    ps += [_P(n, _P.POSITIONAL_OR_KEYWORD, default=default(n)) for n in pos]
+    ps += [_P(n, _P.KEYWORD_ONLY, default=default(n)) for n in kw]
+    allp = pos + kw
+    return (spec, inspect.Signature(ps), [n for n in allp if n not in FLAGS],
+            [n for n in allp if n in FLAGS])
 
 
 def prepare(name, values):
