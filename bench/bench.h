@@ -1,9 +1,13 @@
 /*
- * bench.h - what the files of bench_optim share: the naive kernels it
- * measures jopt against (naive.c), the memory-only loops that measure the
- * machine's bandwidth for an optimizer's own access pattern and the bench's
- * own thread pool (membw.c), the table, CSV and SVG writers (report.c), and
- * the allocation and libm-call probes (probe.c).
+ * bench.h - what the files of bench_optim share: the graph text jopt prints
+ * and its per-step evaluation (graph_text.c), the naive kernels it measures
+ * jopt against (naive.c), the memory-only loops that measure the machine's
+ * bandwidth for an optimizer's own access pattern and the bench's own
+ * thread pool (membw.c), the table, CSV and SVG writers (report.c), and the
+ * allocation and libm-call probes (probe.c).
+ *
+ * The bench sees jopt only through jopt.h: what it knows of a kernel comes
+ * from jopt_spec_kernel, jopt_spec_state and jopt_spec_emit.
  */
 #ifndef BENCH_H
 #define BENCH_H
@@ -13,7 +17,17 @@
 #include <stdio.h>
 
 #include "jopt.h"
-#include "cg_int.h"
+
+/* jopt's task size: tensors are cut into ranges of 65,536 elements
+ * (jopt.h, jopt_ctx_set_threads), each range's sums are taken in 16 lanes
+ * and the ranges' sums added in order (docs/specs.md, `sum`); a step of
+ * under 1,048,576 elements runs on the caller alone (jopt.h, same place). */
+#define B_CHUNK 65536
+#define B_LANES 16
+#define B_PARALLEL_MIN 1048576
+/* arrays a kernel takes: one bit each in jopt_kernel_info's read/written */
+#define B_MAX_SLOTS 64
+#define B_MAX_REDUCE 64
 
 /* ---- clock and data ---------------------------------------------------- */
 
@@ -43,6 +57,71 @@ void b_pool_run(b_pool *p, int nthreads, b_pool_fn fn, void *arg);
  * cut on a 16-float (64-byte) boundary */
 void b_split(int64_t n, int t, int nt, int64_t *lo, int64_t *hi);
 
+/* ---- a kernel's graph, as jopt prints it (graph_text.c) ------------------ */
+
+/* The ops of the printed graph, by the names codegen/ops.h gives them. */
+#define B_OPS(X)                                                               \
+    X(CONST, "const", 0) X(STEP, "t", 0) X(LOAD, "load", 0)                    \
+    X(SCALAR, "scalar", 0) X(HYPER, "hyper", 0)                                \
+    X(NEG, "neg", 1) X(ABS, "abs", 1) X(SQRT, "sqrt", 1) X(SIGN, "sign", 1)    \
+    X(EXP, "exp", 1) X(LOG, "log", 1) X(NOT, "not_", 1) X(F32, "f32", 1)       \
+    X(ADD, "add", 2) X(SUB, "sub", 2) X(MUL, "mul", 2) X(DIV, "div", 2)        \
+    X(POW, "pow", 2) X(MIN, "min", 2) X(MAX, "max", 2)                         \
+    X(LT, "lt", 2) X(LE, "le", 2) X(GT, "gt", 2) X(GE, "ge", 2)                \
+    X(EQ, "eq", 2) X(NE, "ne", 2) X(AND, "and_", 2) X(OR, "or_", 2)            \
+    X(FMA, "fma", 3) X(LERP, "lerp", 3) X(WHERE, "where", 3)                   \
+    X(SUM, "sum", 1) X(MAXALL, "maxall", 1)
+
+typedef enum b_op {
+#define B_OP_ENUM(id, name, arity) B_##id,
+    B_OPS(B_OP_ENUM)
+#undef B_OP_ENUM
+    B_NOPS
+} b_op;
+
+int b_op_arity(b_op op);
+
+/* One line `%i = op args  elem|step [bool] [uK] [rK] [from S]`. */
+typedef struct b_node {
+    uint8_t op;       /* b_op */
+    uint8_t elem;     /* per element (float32), else per step (double) */
+    uint8_t boolean;  /* a truth value */
+    int32_t arg[3];   /* -1 past the arity */
+    int32_t slot;     /* load, scalar: the array slot; sum, maxall: the
+                         reduction's index; else -1 */
+    int32_t uslot;    /* uK: a per-step value per-element code reads, or -1 */
+    int32_t from;     /* from S: pass 1 reads it back from slot S, or -1 */
+    double value;     /* const; hyper: its value under the spec's options */
+} b_node;
+
+typedef struct b_graph {
+    char title[128];
+    int nslots, nstate;        /* slots 0 param, 1 grad, 2.. the states */
+    char name[B_MAX_SLOTS][64];
+    uint8_t scalar[B_MAX_SLOTS]; /* one float per tensor, not per element */
+    int32_t store[B_MAX_SLOTS];  /* node stored to each slot, or -1 */
+    uint8_t late[B_MAX_SLOTS];   /* stored by pass 1 */
+    b_node *nodes;
+    int n, nuniform, nstep;      /* nodes, uK values, per-step nodes */
+    int nreduce;
+    uint8_t reduce_max[B_MAX_REDUCE]; /* maxall (1) or sum (0) */
+} b_graph;
+
+/* Reads the text of jopt_spec_emit(spec, NULL, "graph", ..); `hyper` nodes
+ * take their values from `spec` (jopt_spec_hyper's value under the
+ * options it was opened with).  0, or -1 with a message in err. */
+int b_graph_parse(const char *text, const jopt_spec *spec, b_graph **out,
+                  char *err, size_t errlen);
+void b_graph_free(b_graph *g);
+
+/* Every per-step node's value (val[i], double) at step count t, as jopt's
+ * prologue computes it (red NULL: the sums are not known yet and read as
+ * NaN) or its epilogue (red: each reduction's result).  Then, once the sums
+ * are known (or if there are none), each scalar state's new value, rounded
+ * to float, into arrays[slot][0]: after every read of the old ones. */
+void b_graph_steps(const b_graph *g, double t, float *const *arrays,
+                   const double *red, double *val);
+
 /* ---- access patterns and the memory-only loop (membw.c) ---------------- */
 
 /* Which arrays of a kernel's slots the update reads and writes.  A slot that
@@ -50,11 +129,14 @@ void b_split(int64_t n, int t, int nt, int64_t *lo, int64_t *hi);
 typedef struct b_pattern {
     int nslots;
     int reads, writes;            /* array counts (scalar states excluded) */
-    uint8_t read[CG_MAX_SLOTS], written[CG_MAX_SLOTS];
-    int passes;                   /* 2 for kernels with sums */
+    uint8_t read[B_MAX_SLOTS], written[B_MAX_SLOTS];
+    int passes;                   /* 2 for kernels that store after sums */
 } b_pattern;
 
-void b_pattern_of(const cg_graph *g, b_pattern *pat);
+/* The update's pattern, from jopt_spec_kernel's read and written masks and
+ * passes, leaving out the scalar states (jopt_spec_state).  0, or -1 (the
+ * message on the spec's context). */
+int b_pattern_of(jopt_spec *spec, b_pattern *pat);
 /* bytes moved per element by one step: 4 * (reads + writes) */
 double b_pattern_bytes(const b_pattern *pat);
 /* "4R/3W" */
@@ -74,12 +156,10 @@ void b_membw(const b_pattern *pat, float *const *arrays, int64_t lo,
  * whose result is a state's new value writes that state in place when no
  * later op reads the old value.  Same bits as the JIT kernel. */
 typedef struct b_unfused b_unfused;
-int b_unfused_new(const cg_graph *g, int64_t maxn, b_unfused **out);
+int b_unfused_new(const b_graph *g, int64_t maxn, b_unfused **out);
 void b_unfused_free(b_unfused *u);
-/* one step of one tensor of n elements at step count t; `values` is the
- * group's hyperparameter vector */
-void b_unfused_step(b_unfused *u, double t, const double *values,
-                    float *const *arrays, int64_t n);
+/* one step of one tensor of n elements at step count t */
+void b_unfused_step(b_unfused *u, double t, float *const *arrays, int64_t n);
 int b_unfused_temps(const b_unfused *u); /* temporary arrays it holds */
 int b_unfused_ops(const b_unfused *u);   /* loops per step */
 
@@ -146,12 +226,11 @@ typedef struct b_opt {
     char label[160];       /* "sgd:momentum=0.9" as given */
     char spec[128];        /* "sgd" */
     char options[160];     /* "momentum=0.9" or "" */
-    cg_spec *cs;           /* loaded by the bench, for traces and timings */
-    double *values;        /* the group's hyperparameter vector */
-    cg_graph *graph;       /* the steady kernel's graph */
+    jopt_spec *js;         /* the spec under the options (on b_ctx1) */
+    b_graph *graph;        /* the steady kernel's graph, as jopt prints it */
     b_pattern pat;
     b_hand hand;
-    const char *statename[CG_MAX_SLOTS]; /* slot 2 + s */
+    const char *statename[B_MAX_SLOTS]; /* slot 2 + s */
 } b_opt;
 
 /* the contexts: JIT on 1 thread, JIT on 2 threads, reference on 1 */

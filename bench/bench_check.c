@@ -3,15 +3,14 @@
  * that every kernel it times computes the same thing (JIT == reference
  * interpreter == unfused, bit for bit; the hand-written loops within a
  * tolerance), what constructing an optimizer costs (cold compile, kernel-
- * cache hit, and their parts), and what one step costs besides the kernel
- * (per call, per tensor, the per-step prologue, a thread-pool run).
+ * cache hit, and what jopt.h lets the bench time of their parts), and what
+ * one step costs besides the kernel (per call, per tensor).
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "bench.h"
-#include "../runtime/rt.h"
 
 /* ---- comparisons ---------------------------------------------------------- */
 
@@ -109,7 +108,7 @@ static const float *state(jopt_optim *opt, const b_opt *o, int i, int s)
 
 int b_check(const b_opt *o, const int64_t *numel, int n, int threads, int steps)
 {
-    const cg_graph *gr = o->graph;
+    const b_graph *gr = o->graph;
     int nslots = gr->nslots, bad = 0;
     int64_t total = 0, maxn = 0;
     for (int i = 0; i < n; i++) {
@@ -159,8 +158,8 @@ int b_check(const b_opt *o, const int64_t *numel, int n, int threads, int steps)
         }
         if (k == 1) { /* the others start from the JIT's state after step 1 */
             for (int i = 0; i < n; i++) {
-                t.u[i] = calloc(CG_MAX_SLOTS, sizeof(float *));
-                t.h[i] = calloc(CG_MAX_SLOTS, sizeof(float *));
+                t.u[i] = calloc(B_MAX_SLOTS, sizeof(float *));
+                t.h[i] = calloc(B_MAX_SLOTS, sizeof(float *));
                 t.u[i][0] = dup(t.p[i], numel[i]);
                 t.h[i][0] = dup(t.p[i], numel[i]);
                 t.u[i][1] = t.h[i][1] = t.g[i];
@@ -172,7 +171,7 @@ int b_check(const b_opt *o, const int64_t *numel, int n, int threads, int steps)
             }
         } else {
             for (int i = 0; i < n; i++) {
-                b_unfused_step(unf, k, o->values, t.u[i], numel[i]);
+                b_unfused_step(unf, k, t.u[i], numel[i]);
                 if (o->hand.kind)
                     b_hand_step(&o->hand, k, t.h[i], 0, numel[i]);
             }
@@ -294,9 +293,8 @@ void b_bench_construction(const b_opt *opts, int nopts, double first_s)
            first_s * 1e3);
     double one = first_s;
     row("adam", "construct", "first-optimizer", &one, 1, NULL);
-    printf("  %-24s %7s %9s %9s %8s %9s | %8s %9s %8s %8s %8s %8s\n", "optimizer",
-           "kernels", "cold", "/kernel", "trace", "LLVM/k", "hit", "spec load",
-           "check", "check 2", "kern get", "rest");
+    printf("  %-24s %7s %9s %9s %8s %9s | %8s %9s %8s\n", "optimizer", "kernels",
+           "cold", "/kernel", "trace", "LLVM/k", "hit", "spec open", "rest");
     b_probe probe_free;
     for (int k = 0; k < nopts; k++) {
         /* a context each: the cache keeps 64 unused kernels, and the cold
@@ -305,9 +303,8 @@ void b_bench_construction(const b_opt *opts, int nopts, double first_s)
         if (jopt_ctx_new(&ctx))
             return;
         const b_opt *o = &opts[k];
-        double cold[CREPS], hit[CREPS], perk[CREPS], load[CREPS], chk[CREPS],
-            chk2[CREPS], kget[CREPS], trace[CREPS];
-        char options[256], err[CG_ERRLEN];
+        double cold[CREPS], hit[CREPS], perk[CREPS], open[CREPS], trace[CREPS];
+        char options[256];
         size_t kernels = 0;
         for (int r = 0; r < CREPS; r++) {
             /* an lr the cache has never seen */
@@ -321,41 +318,33 @@ void b_bench_construction(const b_opt *opts, int nopts, double first_s)
             perk[r] = cold[r] / (double)(kernels ? kernels : 1);
             hit[r] = build(ctx, o, options);
         }
-        /* the parts: hold one optimizer so its kernel stays cached */
+        /* the parts jopt.h can time: hold one optimizer so its spec and
+         * kernel stay cached; opening the spec under the same options is a
+         * hit's spec work (read and compare the file, parse the options,
+         * check() in the kept sandbox); printing the graph traces it anew
+         * each time (a cold build's trace, plus the printing) */
         float p[64] = {0}, g[64] = {0};
         jopt_param param = {p, g, 64};
         jopt_group group = {&param, 1, NULL};
         jopt_optim *held = NULL;
         jopt_optim_new(ctx, o->spec, &group, 1, o->options, &held);
         for (int r = 0; r < CREPS; r++) {
-            cg_spec *cs = NULL;
+            jopt_spec *sp = NULL;
+            const char *text;
             double t0 = b_now();
-            cg_spec_load((const char *const *)ctx->dirs, ctx->ndirs, o->spec, &cs, err);
-            load[r] = b_now() - t0;
+            int rc = jopt_spec_open(ctx, o->spec, o->options, &sp);
+            open[r] = b_now() - t0;
             t0 = b_now();
-            cg_spec_check(cs, o->values, err);
-            chk[r] = b_now() - t0;
-            t0 = b_now();
-            cg_spec_check(cs, o->values, err);
-            chk2[r] = b_now() - t0;
-            cg_request req = {.spec = cs, .values = o->values};
-            cg_kernel *kern = NULL;
-            t0 = b_now();
-            cg_kernel_get(ctx->jit, &req, &kern, err);
-            kget[r] = b_now() - t0;
-            cg_kernel_release(kern);
-            cg_graph *gr = NULL;
-            t0 = b_now();
-            cg_trace(o->cs, o->values, NULL, 0, &gr, err);
+            rc = rc ? rc : jopt_spec_emit(sp, NULL, "graph", &text);
             trace[r] = b_now() - t0;
-            cg_graph_free(gr);
-            cg_spec_free(cs);
+            if (rc) {
+                fprintf(stderr, "  %s: %s\n", o->label, jopt_errmsg(ctx));
+                open[r] = trace[r] = NAN;
+            }
+            jopt_spec_free(sp);
         }
         b_probe pr;
         b_probe_begin();
-        double tc = b_now();
-        int cores = rt_pool_default_threads();
-        tc = b_now() - tc;
         double th = b_now();
         jopt_optim *again = NULL;
         jopt_optim_new(ctx, o->spec, &group, 1, o->options, &again);
@@ -366,45 +355,33 @@ void b_bench_construction(const b_opt *opts, int nopts, double first_s)
         b_probe_end(&probe_free);
         if (pr.allocs >= 0 && k == 0)
             printf("  a cache hit (%s, %.3f ms): %ld Lua states started, %ld "
-                   "allocations, %ld libm calls; jopt_optim_free: %ld allocations;\n"
-                   "  rt_pool_default_threads() (sysconf, called by every "
-                   "jopt_optim_new): %.1f us (%d cores)\n",
+                   "allocations, %ld libm calls; jopt_optim_free: %ld allocations\n",
                    o->label, th * 1e3, pr.lua_states, pr.allocs, pr.libm,
-                   probe_free.allocs, tc * 1e6, cores);
+                   probe_free.allocs);
         jopt_optim_free(held);
         jopt_ctx_free(ctx);
         row(o->label, "construct", "compile-cold", cold, CREPS, NULL);
         row(o->label, "construct", "compile-per-kernel", perk, CREPS, NULL);
         row(o->label, "construct", "cache-hit", hit, CREPS, NULL);
-        row(o->label, "construct", "hit:spec-load", load, CREPS, NULL);
-        row(o->label, "construct", "hit:spec-check", chk, CREPS, "first check of a loaded spec");
-        row(o->label, "construct", "hit:spec-check-again", chk2, CREPS, NULL);
-        row(o->label, "construct", "hit:kernel-get", kget, CREPS, NULL);
-        row(o->label, "construct", "cold:trace", trace, CREPS, NULL);
+        row(o->label, "construct", "hit:spec-open", open, CREPS,
+            "jopt_spec_open on a context holding the spec");
+        row(o->label, "construct", "cold:trace", trace, CREPS,
+            "jopt_spec_emit graph: trace and print");
         double mc = median(cold, CREPS), mk = median(perk, CREPS), mh = median(hit, CREPS);
-        double ml = median(load, CREPS), mch = median(chk, CREPS);
-        double mch2 = median(chk2, CREPS), mg = median(kget, CREPS);
-        double mt = median(trace, CREPS);
-        printf("  %-24s %7zu %9.3f %9.3f %8.3f %9.3f | %8.3f %9.3f %8.3f %8.3f %8.4f %8.3f\n",
-               o->label, kernels, mc * 1e3, mk * 1e3, mt * 1e3, (mk - mt) * 1e3, mh * 1e3,
-               ml * 1e3, mch * 1e3, mch2 * 1e3, mg * 1e3,
-               (mh - ml - mch - mg) * 1e3);
+        double mo = median(open, CREPS), mt = median(trace, CREPS);
+        printf("  %-24s %7zu %9.3f %9.3f %8.3f %9.3f | %8.3f %9.3f %8.3f\n", o->label,
+               kernels, mc * 1e3, mk * 1e3, mt * 1e3, (mk - mt) * 1e3, mh * 1e3,
+               mo * 1e3, (mh - mo) * 1e3);
     }
-    printf("  (cold: a new lr each time, so a trace and a compile per kernel; hit: the "
-           "same options again;\n   the hit's parts: load the spec in a Lua sandbox, "
-           "run its check() in a fresh sandbox, a second check (kept sandbox),\n"
-           "   the cache lookup, the rest of jopt_optim_new)\n");
+    printf("  (cold: a new lr each time, so a trace and a compile per kernel; trace: "
+           "jopt_spec_emit's graph,\n   which traces the update and prints it; hit: "
+           "the same options again; spec open: jopt_spec_open\n   with those options "
+           "on the same context (read and compare the file, parse, check()); rest:\n"
+           "   the cache lookup and the rest of jopt_optim_new)\n");
     fflush(stdout);
 }
 
 /* ---- per-step overheads --------------------------------------------------------- */
-
-static void noop(void *arg, size_t lo, size_t hi)
-{
-    (void)arg;
-    (void)lo;
-    (void)hi;
-}
 
 static double time_steps(jopt_optim *opt, int per_sample, double *samples, int n)
 {
@@ -423,15 +400,14 @@ static double time_steps(jopt_optim *opt, int per_sample, double *samples, int n
  * 512-bit vector instructions. */
 static void kernel_code(const b_opt *o)
 {
-    char err[CG_ERRLEN], *text = NULL;
-    cg_request req = {.spec = o->cs, .values = o->values};
-    if (cg_emit_text(b_ctx1->jit, &req, "asm", &text, err) != JOPT_OK) {
-        printf("  kernel code: %s\n", err);
+    const char *text = NULL;
+    if (jopt_spec_emit(o->js, NULL, "asm", &text) != JOPT_OK) {
+        printf("  kernel code: %s\n", jopt_errmsg(b_ctx1));
         return;
     }
     int calls = 0, zmm = 0, lines = 0;
-    for (char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
-        char *e = strchr(l, '\n');
+    for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        const char *e = strchr(l, '\n');
         size_t len = e ? (size_t)(e - l) : strlen(l);
         char line[256];
         snprintf(line, sizeof line, "%.*s", (int)(len < 255 ? len : 255), l);
@@ -444,15 +420,13 @@ static void kernel_code(const b_opt *o)
     }
     printf("  kernel code: %d instructions, %d calls, %d with zmm (512-bit) "
            "registers\n", lines, calls, zmm);
-    free(text);
 }
 
 void b_bench_overhead(const b_opt *o)
 {
     kernel_code(o);
     enum { NT = 161, NS = 15 };
-    static int pool_done;
-    double s1[NS], s161[NS], spro[NS], spool[NS];
+    double s1[NS], s161[NS];
     float *p[NT], *g[NT];
     jopt_param params[NT];
     for (int i = 0; i < NT; i++) {
@@ -471,33 +445,15 @@ void b_bench_overhead(const b_opt *o)
         b_probe_begin();
         jopt_step(om, NULL, NULL, NULL);
         b_probe_end(&probe);
-        /* the prologue alone: the per-step values of one tensor */
-        float buf[CG_MAX_SLOTS][16];
-        float *arrays[CG_MAX_SLOTS];
-        double *u = calloc((size_t)o->graph->nuniform + 1, sizeof *u);
-        double *scratch = calloc((size_t)o->graph->n + 1, sizeof *scratch);
-        memset(buf, 0, sizeof buf);
-        for (int s = 0; s < CG_MAX_SLOTS; s++)
-            arrays[s] = buf[s];
-        for (int s = 0; s < NS && u && scratch; s++) {
-            double t0 = b_now();
-            for (int i = 0; i < 10000; i++)
-                cg_interp_uniforms(o->graph, 2 + i, o->values, arrays, NULL, u, scratch);
-            spro[s] = (b_now() - t0) / 10000;
-        }
-        free(u);
-        free(scratch);
-        double tp = median(spro, NS);
         row(o->label, "1x16", "step-overhead", s1, NS, "one tensor of 16 elements");
         row(o->label, "161x16", "step-overhead", s161, NS, "161 tensors of 16 elements");
-        row(o->label, "1", "prologue", spro, NS, "cg_interp_uniforms, one tensor");
         printf("  step() overhead: %.2f us per call (1 tensor of 16), %.2f us per call "
                "(161 tensors of 16) = %.3f us per extra tensor;\n"
-               "  of which the per-step prologue (%d graph nodes, %d uniforms) %.3f us "
-               "per tensor; one step over 161 tensors: %ld allocations, %ld libm "
+               "  the graph: %d nodes, %d per step, %d per-step values read per "
+               "element; one step over 161 tensors: %ld allocations, %ld libm "
                "calls%s%s%s\n",
                t1 * 1e6, tm * 1e6, (tm - t1) / (NT - 1) * 1e6, o->graph->n,
-               o->graph->nuniform, tp * 1e6, probe.allocs, probe.libm,
+               o->graph->nstep, o->graph->nuniform, probe.allocs, probe.libm,
                probe.libm ? " (" : "", probe.libm_names, probe.libm ? ")" : "");
     }
     jopt_optim_free(o1);
@@ -505,24 +461,6 @@ void b_bench_overhead(const b_opt *o)
     for (int i = 0; i < NT; i++) {
         free(p[i]);
         free(g[i]);
-    }
-    if (!pool_done) { /* once: what one run of jopt's 2-thread pool costs */
-        rt_pool *rp;
-        pool_done = 1;
-        if (rt_pool_new(2, &rp) == 0) {
-            for (int i = 0; i < 100; i++)
-                rt_pool_run(rp, 4, noop, NULL, 0);
-            for (int s = 0; s < NS; s++) {
-                double t0 = b_now();
-                for (int i = 0; i < 1000; i++)
-                    rt_pool_run(rp, 4, noop, NULL, 0);
-                spool[s] = (b_now() - t0) / 1000;
-            }
-            row("jopt", "noop", "pool-run", spool, NS, "rt_pool_run, 2 threads, 4 empty tasks");
-            printf("  jopt's thread pool: %.2f us per run (2 threads, 4 empty tasks)\n",
-                   median(spool, NS) * 1e6);
-            rt_pool_free(rp);
-        }
     }
     fflush(stdout);
 }

@@ -22,7 +22,6 @@
 
 #include "bench.h"
 #include "resnet50.h"
-#include "../runtime/rt.h"
 
 jopt_ctx *b_ctx1, *b_ctx2, *b_ctxr;
 b_results b_res;
@@ -146,9 +145,9 @@ static double option(jopt_optim *opt, const char *name)
 /* Picks the hand-written loop that computes the same update, if any. */
 static void choose_hand(b_opt *o, jopt_optim *opt)
 {
-    const cg_graph *g = o->graph;
+    const b_graph *g = o->graph;
     memset(&o->hand, 0, sizeof o->hand);
-    const char *name = cg_spec_name(o->cs);
+    const char *name = jopt_spec_name(o->js);
     if (!strcmp(name, "sgd") && g->nstate == 1 &&
         !strcmp(o->statename[0], "momentum_buffer") && option(opt, "dampening") == 0 &&
         option(opt, "nesterov") == 0 && option(opt, "weight_decay") == 0 &&
@@ -173,6 +172,14 @@ static void choose_hand(b_opt *o, jopt_optim *opt)
     o->hand.lr = (float)option(opt, "lr");
 }
 
+static void opt_free(b_opt *o)
+{
+    b_graph_free(o->graph);
+    jopt_spec_free(o->js);
+    o->graph = NULL;
+    o->js = NULL;
+}
+
 static int opt_init(b_opt *o, const char *arg)
 {
     memset(o, 0, sizeof *o);
@@ -193,46 +200,34 @@ static int opt_init(b_opt *o, const char *arg)
         fprintf(stderr, "bench_optim: %s: %s\n", arg, jopt_errmsg(b_ctx1));
         return -1;
     }
-    char err[CG_ERRLEN];
-    int rc = cg_spec_load((const char *const *)b_ctx1->dirs, b_ctx1->ndirs, o->spec,
-                          &o->cs, err);
-    if (rc) {
+    /* the spec under the same options: the steady kernel's graph and its
+     * access pattern */
+    const char *text;
+    char err[256];
+    if (jopt_spec_open(b_ctx1, o->spec, o->options, &o->js) != JOPT_OK ||
+        jopt_spec_emit(o->js, NULL, "graph", &text) != JOPT_OK) {
+        fprintf(stderr, "bench_optim: %s: %s\n", arg, jopt_errmsg(b_ctx1));
+        goto fail;
+    }
+    if (b_graph_parse(text, o->js, &o->graph, err, sizeof err)) {
         fprintf(stderr, "bench_optim: %s: %s\n", arg, err);
-        jopt_optim_free(opt);
-        return -1;
+        goto fail;
     }
-    size_t nv = cg_spec_nvalues(o->cs);
-    o->values = calloc(nv + 1, sizeof *o->values);
-    for (size_t h = 0; h < cg_spec_nhyper(o->cs); h++) {
-        const cg_hyper *hy = cg_spec_hyper(o->cs, h);
-        for (int k = 0; k < hy->len; k++) {
-            char name[96];
-            if (hy->tuple)
-                snprintf(name, sizeof name, "%s[%d]", hy->name, k);
-            else
-                snprintf(name, sizeof name, "%s", hy->name);
-            o->values[hy->offset + k] = option(opt, name);
-        }
-    }
-    rc = cg_trace(o->cs, o->values, NULL, 0, &o->graph, err);
-    if (rc) {
-        fprintf(stderr, "bench_optim: %s: trace: %s\n", arg, err);
-        jopt_optim_free(opt);
-        return -1;
+    if (b_pattern_of(o->js, &o->pat) || o->pat.nslots != o->graph->nslots) {
+        fprintf(stderr, "bench_optim: %s: %s\n", arg,
+                o->pat.nslots ? "the kernel's arrays are not the graph's slots"
+                              : jopt_errmsg(b_ctx1));
+        goto fail;
     }
     for (int s = 0; s < o->graph->nstate; s++)
-        o->statename[s] = cg_spec_state_name(o->cs, (size_t)o->graph->state[s]);
-    b_pattern_of(o->graph, &o->pat);
+        o->statename[s] = o->graph->name[2 + s];
     choose_hand(o, opt);
     jopt_optim_free(opt);
     return 0;
-}
-
-static void opt_free(b_opt *o)
-{
-    cg_graph_free(o->graph);
-    cg_spec_free(o->cs);
-    free(o->values);
+fail:
+    jopt_optim_free(opt);
+    opt_free(o);
+    return -1;
 }
 
 /* ---- one case: an optimizer's buffers under each engine -------------------- */
@@ -274,7 +269,7 @@ static float ***slots_of(const b_opt *o, bset *b, jopt_optim *opt)
 {
     float ***a = calloc((size_t)b->n, sizeof *a);
     for (int i = 0; a && i < b->n; i++) {
-        a[i] = calloc(CG_MAX_SLOTS, sizeof **a);
+        a[i] = calloc(B_MAX_SLOTS, sizeof **a);
         if (!a[i])
             return a;
         a[i][0] = b->p[i];
@@ -383,7 +378,7 @@ static void run_hand2(bset *b) { b_pool_run(pool, 2, hand_task, b); b->t_hand++;
 static void run_unfused(bset *b)
 {
     for (int i = 0; i < b->n; i++)
-        b_unfused_step(b->unf, b->t_unf, b->o->values, b->a1[i], b->numel[i]);
+        b_unfused_step(b->unf, b->t_unf, b->a1[i], b->numel[i]);
     b->t_unf++;
 }
 
@@ -515,9 +510,9 @@ static void run_shapes(const config *c, const b_opt *o, const shape *sh, int nsh
         x->bytes = b_pattern_bytes(&o->pat) * (double)total[k];
         if (!strcmp(rs[r].impl, "membw"))
             roof[k][rs[r].threads] = x->med;
-        if (!strcmp(rs[r].impl, "jit") && rs[r].threads == 2 && total[k] < RT_PARALLEL_MIN)
+        if (!strcmp(rs[r].impl, "jit") && rs[r].threads == 2 && total[k] < B_PARALLEL_MIN)
             snprintf(x->note, sizeof x->note, "runs on the caller (< %d elements)",
-                     RT_PARALLEL_MIN);
+                     B_PARALLEL_MIN);
         if (!strcmp(rs[r].impl, "hand"))
             snprintf(x->note, sizeof x->note, "%s", b_hand_name(o->hand.kind));
     }
@@ -559,7 +554,7 @@ static void print_targets(const config *c, const b_opt *opts, int nopts)
     printf("\nTargets (reported, not asserted)\n");
     for (int k = 0; k < nopts; k++) {
         const b_opt *o = &opts[k];
-        const char *name = cg_spec_name(o->cs);
+        const char *name = jopt_spec_name(o->js);
         for (int t = 1; t <= 2; t++) {
             double worst = 1e9, wn = 0, unf = 1e9;
             for (int s = 0; s < c->nsizes; s++) {

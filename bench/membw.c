@@ -1,8 +1,8 @@
 /*
  * membw.c - the roof the kernels are held against: a memory-only loop that
  * reads and writes exactly the arrays an optimizer's update reads and writes
- * (Adam: reads p, g, m, v and writes p, m, v), derived from the traced
- * graph.  A STREAM triad (2 reads, 1 write) would undercount that pattern.
+ * (Adam: reads p, g, m, v and writes p, m, v), as jopt_spec_kernel reports
+ * them.  A STREAM triad (2 reads, 1 write) would undercount that pattern.
  * Also the bench's clock, data and its own small thread pool, which the
  * memory-only and hand-written loops use for their 2-thread runs.
  */
@@ -155,32 +155,31 @@ void b_split(int64_t n, int t, int nt, int64_t *lo, int64_t *hi)
 
 /* ---- access pattern ------------------------------------------------------- */
 
-void b_pattern_of(const cg_graph *g, b_pattern *pat)
+int b_pattern_of(jopt_spec *spec, b_pattern *pat)
 {
+    jopt_kernel_info k;
     memset(pat, 0, sizeof *pat);
-    pat->nslots = g->nslots;
-    pat->passes = g->nreduce ? 2 : 1;
-    /* only what the stores need counts: LLVM drops the rest */
-    uint8_t *need = calloc((size_t)g->n + 1, 1);
-    if (!need)
-        return;
-    for (int s = 0; s < g->nslots; s++)
-        if (g->store[s] >= 0)
-            need[g->store[s]] = 1;
-    for (int i = g->n - 1; i >= 0; i--)
-        if (need[i])
-            for (int k = 0; k < cg_op_arity((cg_op)g->nodes[i].op); k++)
-                need[g->nodes[i].arg[k]] = 1;
-    for (int i = 0; i < g->n; i++)
-        if (need[i] && g->nodes[i].op == CG_LOAD && !g->scalar[g->nodes[i].slot])
-            pat->read[g->nodes[i].slot] = 1;
-    for (int s = 0; s < g->nslots; s++)
-        pat->written[s] = g->store[s] >= 0 && !g->scalar[s];
-    for (int s = 0; s < g->nslots; s++) {
-        pat->reads += pat->read[s];
-        pat->writes += pat->written[s];
+    if (jopt_spec_nkernels(spec) != 1 || jopt_spec_method(spec) ||
+        jopt_spec_kernel(spec, 0, &k) || k.narrays > B_MAX_SLOTS)
+        return -1;
+    pat->nslots = k.narrays;
+    pat->passes = k.npasses;
+    /* read: the arrays live per-element code loads (LLVM drops the rest);
+     * a scalar state is one float per tensor, not streamed */
+    for (int a = 0; a < k.narrays; a++) {
+        int scalar = 0;
+        for (size_t i = 0; a >= 2 && i < jopt_spec_nstate(spec); i++) {
+            jopt_state_info st;
+            if (jopt_spec_state(spec, i, &st) == JOPT_OK && st.kept &&
+                !strcmp(st.name, k.arrays[a]))
+                scalar = st.scalar;
+        }
+        pat->read[a] = !scalar && (k.read >> a & 1);
+        pat->written[a] = !scalar && (k.written >> a & 1);
+        pat->reads += pat->read[a];
+        pat->writes += pat->written[a];
     }
-    free(need);
+    return 0;
 }
 
 double b_pattern_bytes(const b_pattern *pat)
@@ -288,7 +287,7 @@ static void generic(const b_pattern *pat, float *const *x, int64_t lo,
 void b_membw(const b_pattern *pat, float *const *arrays, int64_t lo, int64_t hi)
 {
     float c = zero_at_run_time;
-    float *rw[CG_MAX_SLOTS];
+    float *rw[B_MAX_SLOTS];
     const float *ro = NULL;
     int nrw = 0, nro = 0, other = 0;
     for (int k = 0; k < pat->nslots; k++) {

@@ -1,12 +1,13 @@
 /*
  * naive.c - the kernels jopt is measured against, besides its own reference
- * interpreter: an unfused kernel built from the traced graph (one loop per
- * op over the whole tensor, as an eager framework's per-op path runs), and
- * hand-written fused scalar C loops for SGD with momentum, Adam and AdamW,
- * written as llm.c writes AdamW.
+ * interpreter: an unfused kernel built from the graph jopt prints (one loop
+ * per op over the whole tensor, as an eager framework's per-op path runs),
+ * and hand-written fused scalar C loops for SGD with momentum, Adam and
+ * AdamW, written as llm.c writes AdamW.
  *
- * The unfused kernel follows jopt's semantics op for op (interp.c's
- * cg_eval_float, inlined here so the element loops vectorize), so its
+ * The unfused kernel follows jopt's semantics op for op (the float column of
+ * codegen/ops.h, written out here so the element loops vectorize; the
+ * per-step values from graph_text.c), and sums in jopt's order, so its
  * results are jopt's bits; bench_optim checks that before timing.
  */
 #include <math.h>
@@ -14,10 +15,8 @@
 #include <string.h>
 
 #include "bench.h"
-#include "../runtime/rt.h" /* RT_CHUNK: the order jopt adds sums in */
 
-/* ---- element semantics: interp.c's cg_eval_float, op for op --------------- */
-
+/* ---- element semantics: ops.h's float column, op for op ------------------ */
 static inline float f_max(float a, float b)
 {
     if (isnan(a) || isnan(b))
@@ -109,34 +108,76 @@ typedef struct opnd {
         }                                                                      \
     } while (0)
 
-static void run_op(cg_op op, float *d, const opnd *o, int64_t n)
+static void run_op(b_op op, float *d, const opnd *o, int64_t n)
 {
     switch (op) {
-    case CG_F32: E1(F_ID); break;
-    case CG_NEG: E1(F_NEG); break;
-    case CG_ABS: E1(F_ABS); break;
-    case CG_SQRT: E1(F_SQRT); break;
-    case CG_SIGN: E1(F_SIGN); break;
-    case CG_NOT: E1(F_NOT); break;
-    case CG_ADD: E2(F_ADD); break;
-    case CG_SUB: E2(F_SUB); break;
-    case CG_MUL: E2(F_MUL); break;
-    case CG_DIV: E2(F_DIV); break;
-    case CG_MIN: E2(f_min); break;
-    case CG_MAX: E2(f_max); break;
-    case CG_LT: E2(F_LT); break;
-    case CG_LE: E2(F_LE); break;
-    case CG_GT: E2(F_GT); break;
-    case CG_GE: E2(F_GE); break;
-    case CG_EQ: E2(F_EQ); break;
-    case CG_NE: E2(F_NE); break;
-    case CG_AND: E2(F_AND); break;
-    case CG_OR: E2(F_OR); break;
-    case CG_FMA: E3(fmaf); break;
-    case CG_LERP: E3(f_lerp); break;
-    case CG_WHERE: E3(F_WHERE); break;
-    default: break; /* pow, exp, log, step, sum: per-step only */
+    case B_F32: E1(F_ID); break;
+    case B_NEG: E1(F_NEG); break;
+    case B_ABS: E1(F_ABS); break;
+    case B_SQRT: E1(F_SQRT); break;
+    case B_SIGN: E1(F_SIGN); break;
+    case B_NOT: E1(F_NOT); break;
+    case B_ADD: E2(F_ADD); break;
+    case B_SUB: E2(F_SUB); break;
+    case B_MUL: E2(F_MUL); break;
+    case B_DIV: E2(F_DIV); break;
+    case B_MIN: E2(f_min); break;
+    case B_MAX: E2(f_max); break;
+    case B_LT: E2(F_LT); break;
+    case B_LE: E2(F_LE); break;
+    case B_GT: E2(F_GT); break;
+    case B_GE: E2(F_GE); break;
+    case B_EQ: E2(F_EQ); break;
+    case B_NE: E2(F_NE); break;
+    case B_AND: E2(F_AND); break;
+    case B_OR: E2(F_OR); break;
+    case B_FMA: E3(fmaf); break;
+    case B_LERP: E3(f_lerp); break;
+    case B_WHERE: E3(F_WHERE); break;
+    default: break; /* pow, exp, log, t, sums: per step only (parse checks) */
     }
+}
+
+/* ---- reductions: jopt's order ---------------------------------------------- */
+
+static double max_nan(double a, double b)
+{
+    if (isnan(a) || isnan(b))
+        return a + b;
+    if (a == b)
+        return signbit(a) ? b : a;
+    return a > b ? a : b;
+}
+
+/* One reduction over n elements (x, or the per-step value xs broadcast):
+ * per 65,536-element range, element i of the range into lane i mod 16 in
+ * double, the lanes added in order, the ranges in order (docs/specs.md,
+ * `sum`; codegen/interp.c). */
+static double reduce(int is_max, const float *x, float xs, int64_t n)
+{
+    double init = is_max ? -INFINITY : 0.0, acc = init;
+    for (int64_t b = 0; b < n; b += B_CHUNK) {
+        int64_t m = n - b < B_CHUNK ? n - b : B_CHUNK, e = 0;
+        double lane[B_LANES];
+        for (int l = 0; l < B_LANES; l++)
+            lane[l] = init;
+        if (!is_max && x) {
+            const float *p = x + b;
+            for (; e + B_LANES <= m; e += B_LANES)
+                for (int l = 0; l < B_LANES; l++)
+                    lane[l] += (double)p[e + l];
+        }
+        for (; e < m; e++) {
+            double v = x ? (double)x[b + e] : (double)xs;
+            int l = (int)(e % B_LANES);
+            lane[l] = is_max ? max_nan(lane[l], v) : lane[l] + v;
+        }
+        double part = init;
+        for (int l = 0; l < B_LANES; l++)
+            part = is_max ? max_nan(part, lane[l]) : part + lane[l];
+        acc = is_max ? max_nan(acc, part) : acc + part;
+    }
+    return acc;
 }
 
 /* ---- the unfused kernel ---------------------------------------------------- */
@@ -144,7 +185,7 @@ static void run_op(cg_op op, float *d, const opnd *o, int64_t n)
 enum { AT_UNIFORM, AT_TEMP, AT_SLOT };
 
 struct b_unfused {
-    const cg_graph *g;
+    const b_graph *g;
     int64_t maxn;
     uint8_t *kind;   /* per node: AT_* */
     int *where;      /* temp index or array slot */
@@ -152,21 +193,12 @@ struct b_unfused {
     int norder, nops;
     float **tmp;
     int ntmp;
-    double *u, *scratch;
+    double *val;     /* per node: its per-step value */
 };
 
-static int sum_dependent(const cg_graph *g, uint8_t *dep)
-{
-    for (int i = 0; i < g->n; i++) {
-        const cg_node *x = &g->nodes[i];
-        dep[i] = x->op == CG_SUM;
-        for (int k = 0; k < cg_op_arity((cg_op)x->op); k++)
-            dep[i] |= dep[x->arg[k]];
-    }
-    return 0;
-}
+static int is_reduce(const b_node *x) { return x->op == B_SUM || x->op == B_MAXALL; }
 
-int b_unfused_new(const cg_graph *g, int64_t maxn, b_unfused **out)
+int b_unfused_new(const b_graph *g, int64_t maxn, b_unfused **out)
 {
     size_t n = (size_t)g->n + 1;
     b_unfused *u = calloc(1, sizeof *u);
@@ -181,9 +213,8 @@ int b_unfused_new(const cg_graph *g, int64_t maxn, b_unfused **out)
     u->where = calloc(n, sizeof *u->where);
     u->order = calloc(n + 1, sizeof *u->order);
     u->tmp = calloc(n, sizeof *u->tmp);
-    u->u = calloc((size_t)g->nuniform + 1, sizeof *u->u);
-    u->scratch = calloc(n, sizeof *u->scratch);
-    if (!u->kind || !u->where || !u->order || !u->tmp || !u->u || !u->scratch)
+    u->val = calloc(n, sizeof *u->val);
+    if (!u->kind || !u->where || !u->order || !u->tmp || !u->val)
         goto fail;
 
     /* what the stores need, and what waits for the sums */
@@ -195,12 +226,19 @@ int b_unfused_new(const cg_graph *g, int64_t maxn, b_unfused **out)
         }
     for (int i = g->n - 1; i >= 0; i--)
         if (need[i])
-            for (int k = 0; k < cg_op_arity((cg_op)g->nodes[i].op); k++)
+            for (int k = 0; k < b_op_arity((b_op)g->nodes[i].op); k++)
                 need[g->nodes[i].arg[k]] = 1;
-    sum_dependent(g, dep);
+    for (int i = 0; i < g->n; i++) {
+        const b_node *x = &g->nodes[i];
+        dep[i] = is_reduce(x);
+        for (int k = 0; k < b_op_arity((b_op)x->op); k++)
+            dep[i] |= dep[x->arg[k]];
+        if (is_reduce(x) && dep[x->arg[0]])
+            goto fail; /* a sum of a sum: jopt has two passes */
+    }
 
     /* the order: what does not need a sum, the sums, the rest (jopt's two
-     * passes); positions of SUM nodes are the marker's */
+     * passes); positions of the reductions are the marker's */
     int marker = -1;
     for (int i = 0; i < g->n; i++)
         pos[i] = -1;
@@ -209,12 +247,12 @@ int b_unfused_new(const cg_graph *g, int64_t maxn, b_unfused **out)
             marker = u->norder;
             u->order[u->norder++] = -1;
             for (int i = 0; i < g->n; i++)
-                if (g->nodes[i].op == CG_SUM)
+                if (is_reduce(&g->nodes[i]))
                     pos[i] = marker;
         }
         for (int i = 0; i < g->n; i++) {
-            const cg_node *x = &g->nodes[i];
-            if (!need[i] || !x->varying || x->op == CG_LOAD || dep[i] != pass)
+            const b_node *x = &g->nodes[i];
+            if (!need[i] || !x->elem || x->op == B_LOAD || dep[i] != pass)
                 continue;
             pos[i] = u->norder;
             u->order[u->norder++] = i;
@@ -225,20 +263,20 @@ int b_unfused_new(const cg_graph *g, int64_t maxn, b_unfused **out)
     for (int i = 0; i < g->n; i++)
         last[i] = -1;
     for (int i = 0; i < g->n; i++) {
-        const cg_node *x = &g->nodes[i];
+        const b_node *x = &g->nodes[i];
         if (!need[i] || pos[i] < 0)
             continue;
-        for (int k = 0; k < cg_op_arity((cg_op)x->op); k++)
+        for (int k = 0; k < b_op_arity((b_op)x->op); k++)
             if (last[x->arg[k]] < pos[i])
                 last[x->arg[k]] = pos[i];
     }
-    int32_t load_of[CG_MAX_SLOTS];
-    for (int s = 0; s < CG_MAX_SLOTS; s++)
+    int32_t load_of[B_MAX_SLOTS];
+    for (int s = 0; s < B_MAX_SLOTS; s++)
         load_of[s] = -1;
     for (int i = 0; i < g->n; i++) {
-        const cg_node *x = &g->nodes[i];
-        u->kind[i] = x->varying ? AT_TEMP : AT_UNIFORM;
-        if (x->op == CG_LOAD) {
+        const b_node *x = &g->nodes[i];
+        u->kind[i] = x->elem ? AT_TEMP : AT_UNIFORM;
+        if (x->op == B_LOAD) {
             u->kind[i] = AT_SLOT;
             u->where[i] = x->slot;
             load_of[x->slot] = i;
@@ -246,21 +284,28 @@ int b_unfused_new(const cg_graph *g, int64_t maxn, b_unfused **out)
     }
     /* destinations: in place into a state when the old value is dead,
      * else a temporary, reusing dead ones */
-    uint8_t inplace[CG_MAX_SLOTS] = {0};
+    uint8_t inplace[B_MAX_SLOTS] = {0};
     int nfree = 0;
     for (int k = 0; k < u->norder; k++) {
         int32_t i = u->order[k];
+        /* the operands whose last use this is (at the marker: the sums') */
+        for (int j = i < 0 ? 0 : i; j < (i < 0 ? g->n : i + 1); j++) {
+            const b_node *x = &g->nodes[j];
+            if (i < 0 && !(need[j] && is_reduce(x)))
+                continue;
+            for (int a = 0; a < b_op_arity((b_op)x->op); a++) {
+                int32_t y = x->arg[a];
+                int dup = 0;
+                for (int b = 0; b < a; b++)
+                    dup |= x->arg[b] == y;
+                if (!dup && u->kind[y] == AT_TEMP && last[y] == k && !stored[y]) {
+                    freelist[nfree++] = u->where[y];
+                    last[y] = -2; /* freed once */
+                }
+            }
+        }
         if (i < 0)
             continue;
-        const cg_node *x = &g->nodes[i];
-        for (int a = 0; a < cg_op_arity((cg_op)x->op); a++) {
-            int32_t y = x->arg[a];
-            int dup = 0;
-            for (int b = 0; b < a; b++)
-                dup |= x->arg[b] == y;
-            if (!dup && u->kind[y] == AT_TEMP && last[y] == k && !stored[y])
-                freelist[nfree++] = u->where[y];
-        }
         int slot = -1;
         for (int s = 0; s < g->nslots && slot < 0; s++) {
             if (g->store[s] != i || g->scalar[s] || inplace[s])
@@ -281,7 +326,6 @@ int b_unfused_new(const cg_graph *g, int64_t maxn, b_unfused **out)
     for (int t = 0; t < u->ntmp; t++)
         if (!(u->tmp[t] = b_alloc(maxn)))
             goto fail;
-    (void)marker;
     free(need);
     free(dep);
     free(stored);
@@ -311,24 +355,18 @@ void b_unfused_free(b_unfused *u)
     free(u->kind);
     free(u->where);
     free(u->order);
-    free(u->u);
-    free(u->scratch);
+    free(u->val);
     free(u);
 }
 
 int b_unfused_temps(const b_unfused *u) { return u->ntmp; }
 int b_unfused_ops(const b_unfused *u) { return u->nops; }
 
-/* a uniform operand as the kernels see it: rounded to float once */
-static float uniform_value(const cg_node *x, const double *u)
+/* a per-step operand as the kernels see it: rounded to float once, a truth
+ * value as 0 or 1 */
+static float uniform_value(const b_node *x, double v)
 {
-    if (x->boolean)
-        return x->op == CG_CONST ? (x->value != 0)
-               : x->uslot >= 0   ? (u[x->uslot] != 0)
-                                 : 0.0f;
-    return x->op == CG_CONST ? (float)x->value
-           : x->uslot >= 0   ? (float)u[x->uslot]
-                             : 0.0f;
+    return x->boolean ? (float)(v != 0) : (float)v;
 }
 
 static float *loc(const b_unfused *u, float *const *arrays, int32_t i)
@@ -336,40 +374,37 @@ static float *loc(const b_unfused *u, float *const *arrays, int32_t i)
     return u->kind[i] == AT_SLOT ? arrays[u->where[i]] : u->tmp[u->where[i]];
 }
 
-void b_unfused_step(b_unfused *u, double t, const double *values,
-                    float *const *arrays, int64_t n)
+void b_unfused_step(b_unfused *u, double t, float *const *arrays, int64_t n)
 {
-    const cg_graph *g = u->g;
-    cg_interp_uniforms(g, t, values, arrays, NULL, u->u, u->scratch);
+    const b_graph *g = u->g;
+    b_graph_steps(g, t, arrays, NULL, u->val); /* the prologue */
     for (int k = 0; k < u->norder; k++) {
         int32_t i = u->order[k];
-        if (i < 0) { /* the sums, in jopt's order: per RT_CHUNK, then added */
-            double red[CG_MAX_REDUCE] = {0};
+        if (i < 0) { /* the sums, in jopt's order, then the epilogue */
+            double red[B_MAX_REDUCE];
             for (int j = 0; j < g->n; j++) {
-                if (g->nodes[j].op != CG_SUM)
+                const b_node *x = &g->nodes[j];
+                if (!is_reduce(x))
                     continue;
-                const float *x = loc(u, arrays, g->nodes[j].arg[0]);
-                for (int64_t b = 0; b < n; b += RT_CHUNK) {
-                    int64_t e1 = b + RT_CHUNK < n ? b + RT_CHUNK : n;
-                    double s = 0;
-                    for (int64_t e = b; e < e1; e++)
-                        s += (double)x[e];
-                    red[g->nodes[j].slot] += s;
-                }
+                int32_t y = x->arg[0];
+                int uni = u->kind[y] == AT_UNIFORM;
+                red[x->slot] = reduce(x->op == B_MAXALL, uni ? NULL : loc(u, arrays, y),
+                                      uni ? uniform_value(&g->nodes[y], u->val[y]) : 0,
+                                      n);
             }
-            cg_interp_uniforms(g, t, values, arrays, red, u->u, u->scratch);
+            b_graph_steps(g, t, arrays, red, u->val);
             continue;
         }
-        const cg_node *x = &g->nodes[i];
+        const b_node *x = &g->nodes[i];
         opnd o[3] = {{NULL, 0}, {NULL, 0}, {NULL, 0}};
-        for (int a = 0; a < cg_op_arity((cg_op)x->op); a++) {
+        for (int a = 0; a < b_op_arity((b_op)x->op); a++) {
             int32_t y = x->arg[a];
             if (u->kind[y] == AT_UNIFORM)
-                o[a].s = uniform_value(&g->nodes[y], u->u);
+                o[a].s = uniform_value(&g->nodes[y], u->val[y]);
             else
                 o[a].p = loc(u, arrays, y);
         }
-        run_op((cg_op)x->op, loc(u, arrays, i), o, n);
+        run_op((b_op)x->op, loc(u, arrays, i), o, n);
     }
     /* stores not done in place: a copy (or a fill, for a per-step value) */
     for (int s = 0; s < g->nslots; s++) {
@@ -378,7 +413,7 @@ void b_unfused_step(b_unfused *u, double t, const double *values,
             continue;
         float *dst = arrays[s];
         if (u->kind[v] == AT_UNIFORM) {
-            float c = uniform_value(&g->nodes[v], u->u);
+            float c = uniform_value(&g->nodes[v], u->val[v]);
             for (int64_t e = 0; e < n; e++)
                 dst[e] = c;
         } else {
