@@ -18,13 +18,12 @@
 
 #include "jopt.h"
 
-/* jopt's task size: tensors are cut into ranges of 65,536 elements
- * (jopt.h, jopt_ctx_set_threads), each range's sums are taken in 16 lanes
- * and the ranges' sums added in order (docs/specs.md, `sum`); a step of
- * under 1,048,576 elements runs on the caller alone (jopt.h, same place). */
-#define B_CHUNK 65536
+/* jopt's task size, and the order its sums are added in: 16 lanes per
+ * task, then the tasks in order (jopt.h, JOPT_TASK_ELEMS); a step of under
+ * JOPT_PARALLEL_MIN elements runs on the caller alone */
+#define B_CHUNK JOPT_TASK_ELEMS
 #define B_LANES 16
-#define B_PARALLEL_MIN 1048576
+#define B_PARALLEL_MIN JOPT_PARALLEL_MIN
 /* arrays a kernel takes: one bit each in jopt_kernel_info's read/written */
 #define B_MAX_SLOTS 64
 #define B_MAX_REDUCE 64

@@ -167,13 +167,7 @@ int b_pattern_of(jopt_spec *spec, b_pattern *pat)
     /* read: the arrays live per-element code loads (LLVM drops the rest);
      * a scalar state is one float per tensor, not streamed */
     for (int a = 0; a < k.narrays; a++) {
-        int scalar = 0;
-        for (size_t i = 0; a >= 2 && i < jopt_spec_nstate(spec); i++) {
-            jopt_state_info st;
-            if (jopt_spec_state(spec, i, &st) == JOPT_OK && st.kept &&
-                !strcmp(st.name, k.arrays[a]))
-                scalar = st.scalar;
-        }
+        int scalar = k.scalar >> a & 1;
         pat->read[a] = !scalar && (k.read >> a & 1);
         pat->written[a] = !scalar && (k.written >> a & 1);
         pat->reads += pat->read[a];

@@ -228,8 +228,10 @@ JOPT_API int jopt_spec_kernel(jopt_spec *s, size_t i, jopt_kernel_info *out)
     } else {
         s->update_arrays[0] = "param";
         s->update_arrays[1] = "grad";
-        for (int k2 = 0; k2 < l->nstate; k2++)
+        for (int k2 = 0; k2 < l->nstate; k2++) {
             s->update_arrays[2 + k2] = cg_spec_state_name(s->spec, (size_t)l->state[k2]);
+            out->scalar |= (uint64_t)(l->scalar[k2] != 0) << (2 + k2);
+        }
         out->name = "update";
         out->narrays = 2 + l->nstate;
         out->arrays = s->update_arrays;

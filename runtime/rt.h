@@ -13,7 +13,7 @@
 
 /* below this many elements in a step, the caller does all the work (the
  * batch cuts tensors into CG_CHUNK tasks either way) */
-#define RT_PARALLEL_MIN (16 * CG_CHUNK)
+#define RT_PARALLEL_MIN JOPT_PARALLEL_MIN
 
 /* a loaded spec, shared by the context's optimizers */
 typedef struct rt_spec_entry {

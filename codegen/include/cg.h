@@ -31,7 +31,7 @@
  * 16 floats, so cuts fall on 64-byte boundaries of an aligned tensor).
  * Sums are added range by range in this fixed cut, so they do not depend
  * on the thread count. */
-#define CG_CHUNK 65536
+#define CG_CHUNK JOPT_TASK_ELEMS
 
 /* FNV-1a, 64 bits: the key of the kernel cache and the seal of
  * checkpoints. */

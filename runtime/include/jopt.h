@@ -65,6 +65,14 @@ JOPT_API int jopt_ctx_set_spec_path(jopt_ctx *ctx, const char *folders);
 typedef enum jopt_engine { JOPT_ENGINE_JIT = 0, JOPT_ENGINE_REFERENCE = 1 } jopt_engine;
 JOPT_API int jopt_ctx_set_engine(jopt_ctx *ctx, jopt_engine engine);
 
+/* Steps cut tensors into tasks of JOPT_TASK_ELEMS elements, and add each
+ * task's sums and maxima in 16 lanes (element i of a task in lane i % 16,
+ * in double, then the lanes in order), then the tasks in order: a fixed
+ * order, whatever the thread count.  A step of under JOPT_PARALLEL_MIN
+ * elements runs on the caller alone. */
+#define JOPT_TASK_ELEMS 65536
+#define JOPT_PARALLEL_MIN (16 * JOPT_TASK_ELEMS)
+
 /* Threads that step() uses (the caller included): 0, the default, is every
  * core.  Tensors are cut into ranges of 65,536 elements, shared among the
  * threads; a step of under 1,048,576 elements runs on the caller alone,
@@ -271,6 +279,8 @@ typedef struct jopt_kernel_info {
     int nsums, nmaxima;        /* reductions over the data per call */
     int npasses;               /* passes over the data per call: 1 or 2 */
     uint64_t read, written;    /* bit per array: loaded, stored */
+    uint64_t scalar;           /* bit per array holding one float per
+                                  tensor (a scalar state), not streamed */
 } jopt_kernel_info;
 
 /* The update, or a closure optimizer's kernels sorted by name.  Tracing a
