@@ -197,7 +197,9 @@ CASES = [
      "warmup_wd"),
     ("ademamix", "lr=0.01 cautious=true maximize=true", "cautious_maximize"),
     # Cautious AdamW (AdamW's options; see REFS).
-    ("cautious_adamw", "lr=0.01", "lr"),
+    # Every case names weight_decay: the reference's default (AdEMAMix, 0)
+    # is not torch AdamW's (1e-2), and jopt's spec may take either.
+    ("cautious_adamw", "lr=0.01 weight_decay=0.01", "lr_wd"),
     ("cautious_adamw", "lr=0.01 weight_decay=0.1 betas=0.8,0.99 eps=1e-6", "wd_betas_eps"),
     ("cautious_adamw", "lr=0.005 weight_decay=0.01 maximize=true", "maximize"),
 ]
