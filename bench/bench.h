@@ -80,7 +80,7 @@ typedef enum b_op {
 
 int b_op_arity(b_op op);
 
-/* One line `%i = op args  elem|step [bool] [uK] [rK] [from S]`. */
+/* One line `%i = op args  elem|tensor|group [bool] [uK] [rK] [@L]`. */
 typedef struct b_node {
     uint8_t op;       /* b_op */
     uint8_t elem;     /* per element (float32), else per step (double) */
@@ -89,7 +89,6 @@ typedef struct b_node {
     int32_t slot;     /* load, scalar: the array slot; sum, maxall: the
                          reduction's index; else -1 */
     int32_t uslot;    /* uK: a per-step value per-element code reads, or -1 */
-    int32_t from;     /* from S: pass 1 reads it back from slot S, or -1 */
     double value;     /* const; hyper: its value under the spec's options */
 } b_node;
 

@@ -7,8 +7,11 @@
  *
  *   graph adam update
  *   slot 2 exp_avg array init 0
- *   %7 = pow %5, %6  step u1
- *   store 0 %14 late
+ *   %7 = pow %5, %6  tensor u1
+ *   store 0 %14 @1
+ *
+ * The bench's kernels are flat (no per-row or per-column values) and take
+ * one or two passes (level 0, and 1 after the sums).
  *
  * Each op's per-step value is the double column of codegen/ops.h, written
  * out again here: an op the library gains and this file lacks makes the
@@ -148,7 +151,7 @@ static int parse_node(reader *r, b_graph *g, char **w, int nw,
         strcmp(w[1], "="))
         return fail(r, "expected `%%%d = OP ...`", g->n);
     b_node *x = &g->nodes[i];
-    *x = (b_node){.arg = {-1, -1, -1}, .slot = -1, .uslot = -1, .from = -1};
+    *x = (b_node){.arg = {-1, -1, -1}, .slot = -1, .uslot = -1};
     int op = 0;
     while (op < B_NOPS && strcmp(ops[op].name, w[2]))
         op++;
@@ -187,8 +190,10 @@ static int parse_node(reader *r, b_graph *g, char **w, int nw,
                 return fail(r, "%s takes %d operands, earlier nodes", w[2],
                             ops[op].arity);
     }
-    if (k >= nw || (strcmp(w[k], "elem") && strcmp(w[k], "step")))
-        return fail(r, "expected elem or step after the operands");
+    if (k >= nw || (strcmp(w[k], "elem") && strcmp(w[k], "tensor") &&
+                    strcmp(w[k], "group")))
+        return fail(r, "expected elem, tensor or group after the operands "
+                       "(the bench takes flat kernels)");
     x->elem = !strcmp(w[k++], "elem");
     for (; k < nw; k++) {
         int v;
@@ -198,11 +203,9 @@ static int parse_node(reader *r, b_graph *g, char **w, int nw,
             x->uslot = v;
         else if (integer(w[k], "r", 0, B_MAX_REDUCE - 1, &v))
             x->slot = v;
-        else if (!strcmp(w[k], "from") && k + 1 < nw &&
-                 integer(w[k + 1], "", 0, B_MAX_SLOTS - 1, &v)) {
-            x->from = v;
-            k++;
-        } else
+        else if (integer(w[k], "@", 0, 1, &v))
+            ; /* its level: the unfused kernel finds its passes itself */
+        else
             return fail(r, "unknown flag '%s'", w[k]);
     }
     /* what the unfused kernel relies on */
@@ -276,8 +279,8 @@ int b_graph_parse(const char *text, const jopt_spec *spec, b_graph **out,
             int s, v;
             if ((nw != 3 && nw != 4) || !integer(w[1], "", 0, g->nslots - 1, &s) ||
                 !integer(w[2], "%", 0, g->n - 1, &v) ||
-                (nw == 4 && strcmp(w[3], "late")))
-                rc = fail(&r, "expected `store SLOT %%NODE [late]`");
+                (nw == 4 && strcmp(w[3], "@1")))
+                rc = fail(&r, "expected `store SLOT %%NODE [@1]`");
             else if (g->store[s] >= 0 || s == 1)
                 rc = fail(&r, "slot %d stored twice, or the gradient", s);
             else if (g->nodes[v].elem && g->scalar[s])

@@ -1,21 +1,27 @@
 /*
  * emit.c - a finished graph becomes LLVM IR.
  *
- * For each pass (pass 1 only with sums), the module has
+ * For each loop of the graph's plan (cg_loop: a level and a kind), the
+ * module has
  *
- *   void NAME[_late](const cg_task *tasks, i64 ntasks)
+ *   void NAME_<i>(const cg_task *tasks, i64 ntasks)
  *     the ABI the batch calls (cg_int.h): a loop over the task list, each
  *     task's arrays loaded and passed to
- *   internal alwaysinline void inner[_late](float *noalias a0, ...,
- *       i64 begin, i64 end, double *noalias u, double *noalias red)
- *     the loop over the elements of one range.  Each array is its own
+ *   internal alwaysinline void inner_<i>(float *noalias a0, ...,
+ *       double *noalias axis0, ..., i64 begin, i64 end, double *noalias u,
+ *       double *noalias red, i64 rows, i64 cols, i64 base)
+ *     the loop over the elements of one task.  Each array is its own
  *     `noalias` pointer, so after inlining the loop vectorizer widens the
  *     loop with no runtime overlap checks (the runtime guarantees that no
  *     two arrays overlap).
  *
- * Uniform operands are read from u[] and rounded to float once, before the
- * loop.  Each node is the IR of its row in ops.h; no fast-math flags, so
- * each node is one IEEE operation, as in interp.c.
+ * Loops: flat (elements of a 1-D kernel, rows or columns of a 2-D one):
+ * one index; 2-D elements: rows [begin, end), each row's columns; column
+ * blocks: columns [begin, end) of the matrix at row `base`, row by row.
+ * Per-step operands are read from u[] and rounded to float once, before
+ * the loop.  Each node is the IR of its row in ops.h; no fast-math flags,
+ * so each node is one IEEE operation, as in interp.c, and every sum is
+ * added in interp.c's order.
  */
 #include <llvm-c/Core.h>
 #include <math.h>
@@ -31,8 +37,12 @@
  * when a module is built */
 _Static_assert(offsetof(cg_task, arrays) == 0 && offsetof(cg_task, begin) == 8 &&
                offsetof(cg_task, end) == 16 && offsetof(cg_task, u) == 24 &&
-               offsetof(cg_task, red) == 32 && sizeof(cg_task) == 40,
+               offsetof(cg_task, red) == 32 && offsetof(cg_task, axis) == 40 &&
+               offsetof(cg_task, rows) == 48 && offsetof(cg_task, cols) == 56 &&
+               offsetof(cg_task, base) == 64 && sizeof(cg_task) == 72,
                "emit.c's task type mirrors cg_task: update task_type()");
+
+#define NFIELDS 9
 
 typedef struct emitter {
     LLVMContextRef ctx;
@@ -40,8 +50,14 @@ typedef struct emitter {
     LLVMBuilderRef b;
     LLVMTypeRef f32, f64, i1, i64, ptr;
     const cg_graph *g;
-    LLVMValueRef *val;   /* per node */
-    LLVMValueRef *array; /* per slot */
+    const cg_loop *loop;
+    uint8_t *how;          /* the current loop's plan */
+    LLVMValueRef *val;     /* per node */
+    LLVMValueRef fn;       /* the inner function being built */
+    LLVMValueRef array[CG_MAX_SLOTS];
+    LLVMValueRef axis[2 * CG_MAX_AXISRED];
+    LLVMValueRef begin, end, u, red, rows, cols, base;
+    LLVMValueRef at_e, at_row, at_col; /* the element's indices */
 } emitter;
 
 static LLVMValueRef intrinsic_t(emitter *e, const char *name, LLVMTypeRef t,
@@ -51,6 +67,11 @@ static LLVMValueRef intrinsic_t(emitter *e, const char *name, LLVMTypeRef t,
     LLVMValueRef fn = LLVMGetIntrinsicDeclaration(e->mod, id, &t, 1);
     LLVMTypeRef ty = LLVMIntrinsicGetType(e->ctx, id, &t, 1);
     return LLVMBuildCall2(e->b, ty, fn, args, n, "");
+}
+
+static LLVMValueRef i64c(emitter *e, long long v)
+{
+    return LLVMConstInt(e->i64, (unsigned long long)v, 1);
 }
 
 /* ---- the IR of ops.h's rows ------------------------------------------------ */
@@ -89,20 +110,38 @@ static LLVMValueRef ir_lerp(emitter *e, LLVMValueRef *a)
                            ir_call(e, "llvm.fma", hi, 3), "");
 }
 
-static LLVMValueRef load_elem(emitter *e, int slot, LLVMValueRef idx)
+/* ---- values ------------------------------------------------------------------ */
+
+static LLVMValueRef gep(emitter *e, LLVMTypeRef t, LLVMValueRef base, LLVMValueRef i)
 {
-    LLVMValueRef p = LLVMBuildInBoundsGEP2(e->b, e->f32, e->array[slot], &idx, 1, "");
-    return LLVMBuildLoad2(e->b, e->f32, p, "");
+    return LLVMBuildInBoundsGEP2(e->b, t, base, &i, 1, "");
 }
 
-/* a per-element node: its row of ops.h (graph.c keeps per-step-only ops,
- * leaves other than loads and reductions out of per-element code) */
-static LLVMValueRef emit_varying(emitter *e, const cg_node *x, LLVMValueRef idx)
+/* element `at` of slot s's array, by what the slot holds */
+static LLVMValueRef slot_ptr(emitter *e, int s)
 {
+    int k = e->g->kind[s];
+    return gep(e, e->f32, e->array[s], k == CG_KIND_ROW ? e->at_row
+                                       : k == CG_KIND_COL ? e->at_col : e->at_e);
+}
+
+/* a row or column reduction's value, rounded to float */
+static LLVMValueRef axis_value(emitter *e, const cg_node *x)
+{
+    int to = cg_reduce_dom((cg_op)x->op);
+    LLVMValueRef p = to == CG_DOM_ROW ? gep(e, e->f64, e->axis[x->slot], e->at_row)
+                                      : gep(e, e->f64, e->axis[e->g->nrowred + x->slot],
+                                            e->at_col);
+    return LLVMBuildFPTrunc(e->b, LLVMBuildLoad2(e->b, e->f64, p, ""), e->f32, "");
+}
+
+static LLVMValueRef compute(emitter *e, int32_t i)
+{
+    const cg_node *x = &e->g->nodes[i];
     LLVMValueRef A[3] = {NULL, NULL, NULL};
     emitter *E = e;
     if (x->op == CG_LOAD)
-        return load_elem(e, x->slot, idx);
+        return LLVMBuildLoad2(e->b, e->f32, slot_ptr(e, x->slot), "");
     for (int k = 0; k < cg_op_arity((cg_op)x->op); k++)
         A[k] = e->val[x->arg[k]];
     switch ((cg_op)x->op) {
@@ -114,21 +153,416 @@ static LLVMValueRef emit_varying(emitter *e, const cg_node *x, LLVMValueRef idx)
     return NULL;
 }
 
-/* the float (or i1) value of a uniform node, computed before the loop */
-static LLVMValueRef emit_uniform(emitter *e, const cg_node *x, LLVMValueRef u)
+/* interp.c's phase(): 1 once per row (2-D element and column loops), 2
+ * per element, 0 not in the loop */
+static int phase(const emitter *e, int32_t i)
 {
-    if (x->op == CG_CONST)
-        return x->boolean ? LLVMConstInt(e->i1, x->value != 0, 0)
-                          : LLVMConstReal(e->f32, (double)(float)x->value);
-    if (x->uslot < 0)
-        return NULL; /* not read by varying code */
-    LLVMValueRef off = LLVMConstInt(e->i64, (unsigned long long)x->uslot, 0);
-    LLVMValueRef p = LLVMBuildInBoundsGEP2(e->b, e->f64, u, &off, 1, "");
-    LLVMValueRef d = LLVMBuildLoad2(e->b, e->f64, p, "");
-    if (x->boolean)
-        return LLVMBuildFCmp(e->b, LLVMRealUNE, d, LLVMConstReal(e->f64, 0), "");
-    return LLVMBuildFPTrunc(e->b, d, e->f32, "");
+    int per_row = e->g->two_d && e->loop->kind >= CG_LOOP_COLS;
+    switch (e->how[i]) {
+    case CG_HOW_ROWWISE: return 1;
+    case CG_HOW_RELOAD:
+    case CG_HOW_AXIS: return per_row && e->g->nodes[i].dom == CG_DOM_ROW ? 1 : 2;
+    case CG_HOW_COMPUTE: return 2;
+    default: return 0;
+    }
 }
+
+static void eval(emitter *e, int ph)
+{
+    const cg_graph *g = e->g;
+    for (int i = 0; i < g->n; i++) {
+        if (phase(e, i) != ph)
+            continue;
+        if (e->how[i] == CG_HOW_RELOAD)
+            e->val[i] = LLVMBuildLoad2(e->b, e->f32,
+                                       slot_ptr(e, cg_reload_slot(g, i, e->loop)), "");
+        else if (e->how[i] == CG_HOW_AXIS)
+            e->val[i] = axis_value(e, &g->nodes[i]);
+        else
+            e->val[i] = compute(e, i);
+    }
+}
+
+/* the loop's stores, after all of the element's loads */
+static void store(emitter *e)
+{
+    const cg_graph *g = e->g;
+    for (int s = 0; s < g->nslots; s++) {
+        int lv, k;
+        cg_store_loop(g, s, &lv, &k);
+        if (lv == e->loop->level && k == e->loop->kind)
+            LLVMBuildStore(e->b, e->val[g->store[s]], slot_ptr(e, s));
+    }
+}
+
+/* the per-step operands, before the loop */
+static void uniforms(emitter *e)
+{
+    const cg_graph *g = e->g;
+    for (int i = 0; i < g->n; i++) {
+        const cg_node *x = &g->nodes[i];
+        if (e->how[i] != CG_HOW_UNIFORM)
+            continue;
+        if (x->op == CG_CONST) {
+            e->val[i] = x->boolean ? LLVMConstInt(e->i1, x->value != 0, 0)
+                                   : LLVMConstReal(e->f32, (double)(float)x->value);
+            continue;
+        }
+        LLVMValueRef d = LLVMBuildLoad2(e->b, e->f64, gep(e, e->f64, e->u,
+                                                          i64c(e, x->uslot)), "");
+        e->val[i] = x->boolean ? LLVMBuildFCmp(e->b, LLVMRealUNE, d,
+                                               LLVMConstReal(e->f64, 0), "")
+                               : LLVMBuildFPTrunc(e->b, d, e->f32, "");
+    }
+}
+
+/* ---- reductions ------------------------------------------------------------- */
+
+/* the reductions loop l accumulates, by their target: tensor sums (into
+ * red[]), row sums, column sums (interp.c's accumulates()) */
+typedef struct accs {
+    int32_t tensor[CG_MAX_REDUCE], row[CG_MAX_AXISRED], col[CG_MAX_AXISRED];
+    int nt, nr, nc;
+} accs;
+
+static void find_accs(const cg_graph *g, const cg_loop *l, accs *a)
+{
+    memset(a, 0, sizeof *a);
+    for (int i = 0; i < g->n; i++) {
+        const cg_node *x = &g->nodes[i];
+        if (!(cg_op_flags((cg_op)x->op) & CG_F_REDUCE) || x->level != l->level + 1)
+            continue;
+        int to = cg_reduce_dom((cg_op)x->op), from = g->nodes[x->arg[0]].dom;
+        if (to == CG_DOM_GROUP)
+            continue;
+        if (to == CG_DOM_COL) {
+            if (l->kind == CG_LOOP_COLS)
+                a->col[a->nc++] = i;
+        } else if (to == CG_DOM_ROW) {
+            if (l->kind == CG_LOOP_ELEM)
+                a->row[a->nr++] = i;
+        } else if (l->kind == (from == CG_DOM_ROW ? CG_LOOP_ROW : from == CG_DOM_COL
+                                                                 ? CG_LOOP_COL : CG_LOOP_ELEM)) {
+            a->tensor[a->nt++] = i;
+        }
+    }
+}
+
+static int kind_of(const cg_graph *g, int32_t i)
+{
+    const cg_node *x = &g->nodes[i];
+    int to = cg_reduce_dom((cg_op)x->op);
+    return to == CG_DOM_ROW ? g->row_kind[x->slot] : to == CG_DOM_COL
+                                                     ? g->col_kind[x->slot]
+                                                     : g->reduce_kind[x->slot];
+}
+
+/* acc (+) x, in double */
+static LLVMValueRef reduce_add(emitter *e, int kind, LLVMValueRef acc, LLVMValueRef x)
+{
+    if (kind == CG_REDUCE_MAX) {
+        LLVMValueRef mx[2] = {acc, x};
+        return intrinsic_t(e, "llvm.maximum", e->f64, mx, 2);
+    }
+    return LLVMBuildFAdd(e->b, acc, x, "");
+}
+
+static LLVMValueRef identity(emitter *e, int kind)
+{
+    return LLVMConstReal(e->f64, cg_reduce_identity(kind));
+}
+
+static LLVMValueRef widen(emitter *e, int32_t i)
+{
+    return LLVMBuildFPExt(e->b, e->val[e->g->nodes[i].arg[0]], e->f64, "");
+}
+
+/* ---- flat loops ------------------------------------------------------------- */
+
+static void set_flat_index(emitter *e, LLVMValueRef i)
+{
+    e->at_e = e->at_row = e->at_col = i;
+}
+
+/* A flat loop without reductions: one element per iteration; the loop
+ * vectorizer widens it (the arrays are noalias). */
+static void emit_plain_loop(emitter *e, LLVMBasicBlockRef entry)
+{
+    LLVMBuilderRef b = e->b;
+    LLVMBasicBlockRef loop = LLVMAppendBasicBlockInContext(e->ctx, e->fn, "loop");
+    LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(e->ctx, e->fn, "done");
+    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, e->begin, e->end, ""), loop, done);
+    LLVMPositionBuilderAtEnd(b, loop);
+    LLVMValueRef i = LLVMBuildPhi(b, e->i64, "i");
+    set_flat_index(e, i);
+    eval(e, 2);
+    store(e);
+    LLVMValueRef next = LLVMBuildNSWAdd(b, i, i64c(e, 1), "");
+    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, next, e->end, ""), loop, done);
+    LLVMBasicBlockRef in_b[2] = {entry, loop};
+    LLVMValueRef in_v[2] = {e->begin, next};
+    LLVMAddIncoming(i, in_v, in_b, 2);
+    LLVMPositionBuilderAtEnd(b, done);
+    LLVMBuildRetVoid(b);
+}
+
+/* A flat loop with tensor sums.  Element i of the range adds into lane
+ * (i - begin) % CG_LANES of each; the lanes are then added to red[] in
+ * lane order.  The order of every addition is fixed by the element's place
+ * in its range, not by the vector width, so the JIT and interp.c agree bit
+ * for bit, and independent lanes let the sums run at the speed of memory.
+ * The body is emitted CG_LANES times per block, one copy per lane (the SLP
+ * vectorizer packs them), then once more for the tail of fewer than
+ * CG_LANES elements. */
+static void emit_lane_loop(emitter *e, LLVMBasicBlockRef entry, const accs *a)
+{
+    LLVMBuilderRef b = e->b;
+    int nr = a->nt;
+    int kind[CG_MAX_REDUCE];
+    LLVMValueRef acc_in[CG_MAX_REDUCE];
+    for (int r = 0; r < nr; r++) {
+        kind[r] = kind_of(e->g, a->tensor[r]);
+        acc_in[r] = LLVMBuildLoad2(b, e->f64, gep(e, e->f64, e->red,
+                                                  i64c(e, e->g->nodes[a->tensor[r]].slot)), "");
+    }
+    /* blk_end = begin + (max(end - begin, 0) rounded down to CG_LANES) */
+    LLVMValueRef zero = i64c(e, 0);
+    LLVMValueRef n = LLVMBuildSub(b, e->end, e->begin, "");
+    n = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSGT, n, zero, ""), n, zero, "");
+    LLVMValueRef blk_end = LLVMBuildAdd(b, e->begin, LLVMBuildAnd(b, n,
+                                        i64c(e, -(long long)CG_LANES), ""), "");
+    LLVMBasicBlockRef block = LLVMAppendBasicBlockInContext(e->ctx, e->fn, "block");
+    LLVMBasicBlockRef tailck = LLVMAppendBasicBlockInContext(e->ctx, e->fn, "tailck");
+    LLVMBasicBlockRef tail = LLVMAppendBasicBlockInContext(e->ctx, e->fn, "tail");
+    LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(e->ctx, e->fn, "done");
+    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, e->begin, blk_end, ""), block, tailck);
+
+    LLVMValueRef lane[CG_MAX_REDUCE][CG_LANES], next[CG_MAX_REDUCE][CG_LANES],
+        at_tail[CG_MAX_REDUCE][CG_LANES], tl[CG_MAX_REDUCE][CG_LANES],
+        tl_next[CG_MAX_REDUCE][CG_LANES];
+    /* the blocks of CG_LANES elements */
+    LLVMPositionBuilderAtEnd(b, block);
+    LLVMValueRef i = LLVMBuildPhi(b, e->i64, "i");
+    for (int r = 0; r < nr; r++)
+        for (int j = 0; j < CG_LANES; j++)
+            lane[r][j] = LLVMBuildPhi(b, e->f64, "");
+    for (int j = 0; j < CG_LANES; j++) {
+        set_flat_index(e, LLVMBuildNSWAdd(b, i, i64c(e, j), ""));
+        eval(e, 2);
+        store(e);
+        for (int r = 0; r < nr; r++)
+            next[r][j] = reduce_add(e, kind[r], lane[r][j], widen(e, a->tensor[r]));
+    }
+    LLVMValueRef inext = LLVMBuildNSWAdd(b, i, i64c(e, CG_LANES), "");
+    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, inext, blk_end, ""), block, tailck);
+    LLVMBasicBlockRef from2[2] = {entry, block};
+    LLVMValueRef iv[2] = {e->begin, inext};
+    LLVMAddIncoming(i, iv, from2, 2);
+    for (int r = 0; r < nr; r++)
+        for (int j = 0; j < CG_LANES; j++) {
+            LLVMValueRef v[2] = {identity(e, kind[r]), next[r][j]};
+            LLVMAddIncoming(lane[r][j], v, from2, 2);
+        }
+
+    /* the lanes after the blocks; the tail, one element per iteration,
+     * element t of it going to lane t */
+    LLVMPositionBuilderAtEnd(b, tailck);
+    for (int r = 0; r < nr; r++)
+        for (int j = 0; j < CG_LANES; j++) {
+            at_tail[r][j] = LLVMBuildPhi(b, e->f64, "");
+            LLVMValueRef v[2] = {identity(e, kind[r]), next[r][j]};
+            LLVMAddIncoming(at_tail[r][j], v, from2, 2);
+        }
+    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, blk_end, e->end, ""), tail, done);
+    LLVMPositionBuilderAtEnd(b, tail);
+    LLVMValueRef it = LLVMBuildPhi(b, e->i64, "it");
+    for (int r = 0; r < nr; r++)
+        for (int j = 0; j < CG_LANES; j++)
+            tl[r][j] = LLVMBuildPhi(b, e->f64, "");
+    set_flat_index(e, it);
+    eval(e, 2);
+    store(e);
+    LLVMValueRef t = LLVMBuildSub(b, it, blk_end, "");
+    for (int r = 0; r < nr; r++) {
+        LLVMValueRef x = widen(e, a->tensor[r]);
+        for (int j = 0; j < CG_LANES; j++) {
+            LLVMValueRef is = LLVMBuildICmp(b, LLVMIntEQ, t, i64c(e, j), "");
+            tl_next[r][j] = LLVMBuildSelect(b, is, reduce_add(e, kind[r], tl[r][j], x),
+                                            tl[r][j], "");
+        }
+    }
+    LLVMValueRef itnext = LLVMBuildNSWAdd(b, it, i64c(e, 1), "");
+    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, itnext, e->end, ""), tail, done);
+    LLVMBasicBlockRef from3[2] = {tailck, tail};
+    LLVMValueRef itv[2] = {blk_end, itnext};
+    LLVMAddIncoming(it, itv, from3, 2);
+    for (int r = 0; r < nr; r++)
+        for (int j = 0; j < CG_LANES; j++) {
+            LLVMValueRef v[2] = {at_tail[r][j], tl_next[r][j]};
+            LLVMAddIncoming(tl[r][j], v, from3, 2);
+        }
+
+    /* red[r] (+)= lane 0 (+) lane 1 ... in lane order */
+    LLVMPositionBuilderAtEnd(b, done);
+    LLVMValueRef fin[CG_MAX_REDUCE][CG_LANES]; /* the phis first, then the sums */
+    for (int r = 0; r < nr; r++)
+        for (int j = 0; j < CG_LANES; j++) {
+            fin[r][j] = LLVMBuildPhi(b, e->f64, "");
+            LLVMValueRef v[2] = {at_tail[r][j], tl_next[r][j]};
+            LLVMAddIncoming(fin[r][j], v, from3, 2);
+        }
+    for (int r = 0; r < nr; r++) {
+        LLVMValueRef acc = acc_in[r];
+        for (int j = 0; j < CG_LANES; j++)
+            acc = reduce_add(e, kind[r], acc, fin[r][j]);
+        LLVMBuildStore(b, acc, gep(e, e->f64, e->red,
+                                   i64c(e, e->g->nodes[a->tensor[r]].slot)));
+    }
+    LLVMBuildRetVoid(b);
+}
+
+/* ---- 2-D loops ------------------------------------------------------------------ */
+
+/* a counted loop `for (i = from; i < to; i++)`: loop_open leaves the
+ * builder in its body with c->i the index, loop_close after it */
+typedef struct counted {
+    LLVMBasicBlockRef body, done, pre;
+    LLVMValueRef i;
+} counted;
+
+static void loop_open(emitter *e, counted *c, LLVMValueRef from, LLVMValueRef to,
+                      const char *name)
+{
+    LLVMBuilderRef b = e->b;
+    c->pre = LLVMGetInsertBlock(b);
+    c->body = LLVMAppendBasicBlockInContext(e->ctx, e->fn, name);
+    c->done = LLVMAppendBasicBlockInContext(e->ctx, e->fn, "after");
+    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, from, to, ""), c->body, c->done);
+    LLVMPositionBuilderAtEnd(b, c->body);
+    c->i = LLVMBuildPhi(b, e->i64, name);
+    LLVMValueRef in[1] = {from};
+    LLVMBasicBlockRef from_b[1] = {c->pre};
+    LLVMAddIncoming(c->i, in, from_b, 1);
+}
+
+static void loop_close(emitter *e, counted *c, LLVMValueRef to)
+{
+    LLVMBuilderRef b = e->b;
+    LLVMValueRef next = LLVMBuildNSWAdd(b, c->i, i64c(e, 1), "");
+    LLVMBasicBlockRef latch = LLVMGetInsertBlock(b);
+    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, next, to, ""), c->body, c->done);
+    LLVMValueRef in[1] = {next};
+    LLVMBasicBlockRef from_b[1] = {latch};
+    LLVMAddIncoming(c->i, in, from_b, 1);
+    LLVMPositionBuilderAtEnd(b, c->done);
+}
+
+static LLVMValueRef lane_slot(emitter *e, LLVMValueRef lanes, int r, LLVMValueRef j)
+{
+    LLVMValueRef idx = LLVMBuildAdd(e->b, i64c(e, (long long)r * CG_LANES), j, "");
+    return gep(e, e->f64, lanes, idx);
+}
+
+/* A 2-D element loop: rows [begin, end), each row's columns.  Row values
+ * are computed once per row; tensor sums take lane c % CG_LANES of column
+ * c, over all the task's rows, then the lanes in order; row sums the same
+ * within a row, written to the row's entry.  The lanes live in allocas
+ * (SROA makes them registers). */
+static void emit_rows_loop(emitter *e, const accs *a)
+{
+    LLVMBuilderRef b = e->b;
+    LLVMTypeRef lanes_ty = LLVMArrayType2(e->f64, (unsigned)((a->nt + a->nr + 1) * CG_LANES));
+    LLVMValueRef lanes = LLVMBuildAlloca(b, lanes_ty, "lanes");
+    for (int r = 0; r < a->nt; r++)
+        for (int j = 0; j < CG_LANES; j++)
+            LLVMBuildStore(b, identity(e, kind_of(e->g, a->tensor[r])),
+                           lane_slot(e, lanes, r, i64c(e, j)));
+    counted rows;
+    loop_open(e, &rows, e->begin, e->end, "row");
+    LLVMValueRef m = rows.i;
+    LLVMValueRef colbase = LLVMBuildMul(b, LLVMBuildSDiv(b, m, e->rows, ""), e->cols, "");
+    LLVMValueRef rowbase = LLVMBuildMul(b, m, e->cols, "");
+    e->at_row = m;
+    eval(e, 1);
+    for (int r = 0; r < a->nr; r++)
+        for (int j = 0; j < CG_LANES; j++)
+            LLVMBuildStore(b, identity(e, kind_of(e->g, a->row[r])),
+                           lane_slot(e, lanes, a->nt + r, i64c(e, j)));
+    counted cols;
+    loop_open(e, &cols, i64c(e, 0), e->cols, "col");
+    LLVMValueRef c = cols.i;
+    e->at_row = m;
+    e->at_e = LLVMBuildAdd(b, rowbase, c, "");
+    e->at_col = LLVMBuildAdd(b, colbase, c, "");
+    eval(e, 2);
+    LLVMValueRef j = LLVMBuildSRem(b, c, i64c(e, CG_LANES), "");
+    for (int r = 0; r < a->nt + a->nr; r++) {
+        int32_t node = r < a->nt ? a->tensor[r] : a->row[r - a->nt];
+        LLVMValueRef p = lane_slot(e, lanes, r, j);
+        LLVMBuildStore(b, reduce_add(e, kind_of(e->g, node),
+                                     LLVMBuildLoad2(b, e->f64, p, ""), widen(e, node)), p);
+    }
+    store(e);
+    loop_close(e, &cols, e->cols);
+    for (int r = 0; r < a->nr; r++) { /* the row's sums, lanes in order */
+        int kind = kind_of(e->g, a->row[r]);
+        LLVMValueRef acc = identity(e, kind);
+        for (int l = 0; l < CG_LANES; l++)
+            acc = reduce_add(e, kind, acc, LLVMBuildLoad2(b, e->f64,
+                             lane_slot(e, lanes, a->nt + r, i64c(e, l)), ""));
+        LLVMBuildStore(b, acc, gep(e, e->f64, e->axis[e->g->nodes[a->row[r]].slot], m));
+    }
+    loop_close(e, &rows, e->end);
+    for (int r = 0; r < a->nt; r++) {
+        int kind = kind_of(e->g, a->tensor[r]);
+        LLVMValueRef slot = i64c(e, e->g->nodes[a->tensor[r]].slot);
+        LLVMValueRef acc = LLVMBuildLoad2(b, e->f64, gep(e, e->f64, e->red, slot), "");
+        for (int l = 0; l < CG_LANES; l++)
+            acc = reduce_add(e, kind, acc, LLVMBuildLoad2(b, e->f64,
+                             lane_slot(e, lanes, r, i64c(e, l)), ""));
+        LLVMBuildStore(b, acc, gep(e, e->f64, e->red, slot));
+    }
+    LLVMBuildRetVoid(b);
+}
+
+/* Column sums over the matrix at row `base`: columns [begin, end), each a
+ * sum over the rows in order, kept in the column's entry. */
+static void emit_cols_loop(emitter *e, const accs *a)
+{
+    LLVMBuilderRef b = e->b;
+    LLVMValueRef colbase = LLVMBuildMul(b, LLVMBuildSDiv(b, e->base, e->rows, ""),
+                                        e->cols, "");
+    counted init;
+    loop_open(e, &init, e->begin, e->end, "init");
+    LLVMValueRef ci = LLVMBuildAdd(b, colbase, init.i, "");
+    for (int r = 0; r < a->nc; r++)
+        LLVMBuildStore(b, identity(e, kind_of(e->g, a->col[r])),
+                       gep(e, e->f64, e->axis[e->g->nrowred + e->g->nodes[a->col[r]].slot], ci));
+    loop_close(e, &init, e->end);
+    LLVMValueRef last = LLVMBuildAdd(b, e->base, e->rows, "");
+    counted rows;
+    loop_open(e, &rows, e->base, last, "row");
+    LLVMValueRef m = rows.i, rowbase = LLVMBuildMul(b, m, e->cols, "");
+    e->at_row = m;
+    eval(e, 1);
+    counted cols;
+    loop_open(e, &cols, e->begin, e->end, "col");
+    e->at_row = m;
+    e->at_e = LLVMBuildAdd(b, rowbase, cols.i, "");
+    e->at_col = LLVMBuildAdd(b, colbase, cols.i, "");
+    eval(e, 2);
+    for (int r = 0; r < a->nc; r++) {
+        const cg_node *x = &e->g->nodes[a->col[r]];
+        LLVMValueRef p = gep(e, e->f64, e->axis[e->g->nrowred + x->slot], e->at_col);
+        LLVMBuildStore(b, reduce_add(e, kind_of(e->g, a->col[r]),
+                                     LLVMBuildLoad2(b, e->f64, p, ""), widen(e, a->col[r])), p);
+    }
+    loop_close(e, &cols, e->end);
+    loop_close(e, &rows, last);
+    LLVMBuildRetVoid(b);
+}
+
+/* ---- functions ------------------------------------------------------------------- */
 
 static void add_attr(LLVMContextRef ctx, LLVMValueRef fn, unsigned idx,
                      const char *name)
@@ -153,215 +587,59 @@ static void target_attrs(LLVMContextRef ctx, LLVMValueRef fn, const cg_target *t
     add_attr(ctx, fn, LLVMAttributeFunctionIndex, "nounwind");
 }
 
-/* One element: every varying node at `idx` into e->val, then the stores
- * of this pass (after all of the element's loads).  In pass 1 a value
- * pass 0 stored is read back rather than recomputed. */
-static void emit_element(emitter *e, int pass, LLVMValueRef idx)
+/* the inner function's parameters: slots, axis arrays, begin, end, u, red,
+ * rows, cols, base */
+static unsigned naxis(const cg_graph *g)
 {
-    const cg_graph *g = e->g;
-    for (int k = 0; k < g->n; k++) {
-        if (!g->nodes[k].varying)
-            continue;
-        if (pass == 1 && g->subst[k] >= 0) {
-            e->val[k] = load_elem(e, g->subst[k], idx);
-        } else {
-            e->val[k] = emit_varying(e, &g->nodes[k], idx);
-        }
-    }
-    for (int s = 0; s < g->nslots; s++) {
-        if (g->store[s] < 0 || g->scalar[s] || g->late_store[s] != pass)
-            continue;
-        LLVMValueRef p = LLVMBuildInBoundsGEP2(e->b, e->f32, e->array[s], &idx, 1, "");
-        LLVMBuildStore(e->b, e->val[g->store[s]], p);
-    }
+    return (unsigned)(g->nrowred + g->ncolred);
 }
 
-/* acc (+) x for reduction r, in double */
-static LLVMValueRef reduce_op(emitter *e, int r, LLVMValueRef acc, LLVMValueRef x)
-{
-    if (e->g->reduce_kind[r] == CG_REDUCE_MAX) {
-        LLVMValueRef mx[2] = {acc, x};
-        return intrinsic_t(e, "llvm.maximum", e->f64, mx, 2);
-    }
-    return LLVMBuildFAdd(e->b, acc, x, "");
-}
-
-static LLVMValueRef reduce_identity(emitter *e, int r)
-{
-    return LLVMConstReal(e->f64, e->g->reduce_kind[r] == CG_REDUCE_MAX ? -INFINITY : 0.0);
-}
-
-/* A pass without reductions: one element per iteration; the loop
- * vectorizer widens it (the arrays are noalias). */
-static void emit_plain_loop(emitter *e, LLVMValueRef fn, int pass,
-                            LLVMBasicBlockRef entry, LLVMValueRef begin,
-                            LLVMValueRef end)
-{
-    LLVMBuilderRef b = e->b;
-    LLVMBasicBlockRef loop = LLVMAppendBasicBlockInContext(e->ctx, fn, "loop");
-    LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(e->ctx, fn, "done");
-    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, begin, end, ""), loop, done);
-    LLVMPositionBuilderAtEnd(b, loop);
-    LLVMValueRef i = LLVMBuildPhi(b, e->i64, "i");
-    emit_element(e, pass, i);
-    LLVMValueRef next = LLVMBuildNSWAdd(b, i, LLVMConstInt(e->i64, 1, 0), "");
-    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, next, end, ""), loop, done);
-    LLVMBasicBlockRef in_b[2] = {entry, loop};
-    LLVMValueRef in_v[2] = {begin, next};
-    LLVMAddIncoming(i, in_v, in_b, 2);
-    LLVMPositionBuilderAtEnd(b, done);
-    LLVMBuildRetVoid(b);
-}
-
-/* Pass 0 with reductions.  Element i of the range adds into lane
- * (i - begin) % CG_LANES of each reduction; the lanes are then added to
- * red[] in lane order.  The order of every addition is fixed by the
- * element's place in its range, not by the vector width, so the JIT and
- * interp.c agree bit for bit, and independent lanes let the sums run at
- * the speed of memory.  The body is emitted CG_LANES times per block, one
- * copy per lane (the SLP vectorizer packs them), then once more for the
- * tail of fewer than CG_LANES elements. */
-static void emit_lane_loop(emitter *e, LLVMValueRef fn, LLVMBasicBlockRef entry,
-                           LLVMValueRef begin, LLVMValueRef end, LLVMValueRef red)
+static void emit_inner(emitter *e)
 {
     const cg_graph *g = e->g;
     LLVMBuilderRef b = e->b;
-    int nr = g->nreduce;
-    int32_t arg[CG_MAX_REDUCE];
-    for (int i = 0; i < g->n; i++)
-        if (g->nodes[i].op == CG_SUM || g->nodes[i].op == CG_MAXALL)
-            arg[g->nodes[i].slot] = g->nodes[i].arg[0];
-    LLVMValueRef acc_in[CG_MAX_REDUCE];
-    for (int r = 0; r < nr; r++) {
-        LLVMValueRef off = LLVMConstInt(e->i64, (unsigned long long)r, 0);
-        acc_in[r] = LLVMBuildLoad2(b, e->f64, LLVMBuildInBoundsGEP2(b, e->f64, red, &off, 1, ""), "");
-    }
-    /* blk_end = begin + (max(end - begin, 0) rounded down to CG_LANES) */
-    LLVMValueRef zero = LLVMConstInt(e->i64, 0, 0);
-    LLVMValueRef n = LLVMBuildSub(b, end, begin, "");
-    n = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSGT, n, zero, ""), n, zero, "");
-    LLVMValueRef blk_end = LLVMBuildAdd(b, begin, LLVMBuildAnd(b, n,
-                                        LLVMConstInt(e->i64, ~(unsigned long long)(CG_LANES - 1), 0), ""), "");
-    LLVMBasicBlockRef block = LLVMAppendBasicBlockInContext(e->ctx, fn, "block");
-    LLVMBasicBlockRef tailck = LLVMAppendBasicBlockInContext(e->ctx, fn, "tailck");
-    LLVMBasicBlockRef tail = LLVMAppendBasicBlockInContext(e->ctx, fn, "tail");
-    LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(e->ctx, fn, "done");
-    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, begin, blk_end, ""), block, tailck);
-
-    LLVMValueRef lane[CG_MAX_REDUCE][CG_LANES], next[CG_MAX_REDUCE][CG_LANES],
-        at_tail[CG_MAX_REDUCE][CG_LANES], tl[CG_MAX_REDUCE][CG_LANES],
-        tl_next[CG_MAX_REDUCE][CG_LANES];
-    /* the blocks of CG_LANES elements */
-    LLVMPositionBuilderAtEnd(b, block);
-    LLVMValueRef i = LLVMBuildPhi(b, e->i64, "i");
-    for (int r = 0; r < nr; r++)
-        for (int j = 0; j < CG_LANES; j++)
-            lane[r][j] = LLVMBuildPhi(b, e->f64, "");
-    for (int j = 0; j < CG_LANES; j++) {
-        emit_element(e, 0, LLVMBuildNSWAdd(b, i, LLVMConstInt(e->i64, (unsigned long long)j, 0), ""));
-        for (int r = 0; r < nr; r++)
-            next[r][j] = reduce_op(e, r, lane[r][j], LLVMBuildFPExt(b, e->val[arg[r]], e->f64, ""));
-    }
-    LLVMValueRef inext = LLVMBuildNSWAdd(b, i, LLVMConstInt(e->i64, CG_LANES, 0), "");
-    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, inext, blk_end, ""), block, tailck);
-    LLVMBasicBlockRef from2[2] = {entry, block};
-    LLVMValueRef iv[2] = {begin, inext};
-    LLVMAddIncoming(i, iv, from2, 2);
-    for (int r = 0; r < nr; r++)
-        for (int j = 0; j < CG_LANES; j++) {
-            LLVMValueRef v[2] = {reduce_identity(e, r), next[r][j]};
-            LLVMAddIncoming(lane[r][j], v, from2, 2);
-        }
-
-    /* the lanes after the blocks; the tail, one element per iteration,
-     * element t of it going to lane t */
-    LLVMPositionBuilderAtEnd(b, tailck);
-    for (int r = 0; r < nr; r++)
-        for (int j = 0; j < CG_LANES; j++) {
-            at_tail[r][j] = LLVMBuildPhi(b, e->f64, "");
-            LLVMValueRef v[2] = {reduce_identity(e, r), next[r][j]};
-            LLVMAddIncoming(at_tail[r][j], v, from2, 2);
-        }
-    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, blk_end, end, ""), tail, done);
-    LLVMPositionBuilderAtEnd(b, tail);
-    LLVMValueRef it = LLVMBuildPhi(b, e->i64, "it");
-    for (int r = 0; r < nr; r++)
-        for (int j = 0; j < CG_LANES; j++)
-            tl[r][j] = LLVMBuildPhi(b, e->f64, "");
-    emit_element(e, 0, it);
-    LLVMValueRef t = LLVMBuildSub(b, it, blk_end, "");
-    for (int r = 0; r < nr; r++) {
-        LLVMValueRef x = LLVMBuildFPExt(b, e->val[arg[r]], e->f64, "");
-        for (int j = 0; j < CG_LANES; j++) {
-            LLVMValueRef is = LLVMBuildICmp(b, LLVMIntEQ, t,
-                                            LLVMConstInt(e->i64, (unsigned long long)j, 0), "");
-            tl_next[r][j] = LLVMBuildSelect(b, is, reduce_op(e, r, tl[r][j], x), tl[r][j], "");
-        }
-    }
-    LLVMValueRef itnext = LLVMBuildNSWAdd(b, it, LLVMConstInt(e->i64, 1, 0), "");
-    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, itnext, end, ""), tail, done);
-    LLVMBasicBlockRef from3[2] = {tailck, tail};
-    LLVMValueRef itv[2] = {blk_end, itnext};
-    LLVMAddIncoming(it, itv, from3, 2);
-    for (int r = 0; r < nr; r++)
-        for (int j = 0; j < CG_LANES; j++) {
-            LLVMValueRef v[2] = {at_tail[r][j], tl_next[r][j]};
-            LLVMAddIncoming(tl[r][j], v, from3, 2);
-        }
-
-    /* red[r] (+)= lane 0 (+) lane 1 ... in lane order */
-    LLVMPositionBuilderAtEnd(b, done);
-    LLVMValueRef fin[CG_MAX_REDUCE][CG_LANES];
-    for (int r = 0; r < nr; r++)
-        for (int j = 0; j < CG_LANES; j++) {
-            fin[r][j] = LLVMBuildPhi(b, e->f64, "");
-            LLVMValueRef v[2] = {at_tail[r][j], tl_next[r][j]};
-            LLVMAddIncoming(fin[r][j], v, from3, 2);
-        }
-    for (int r = 0; r < nr; r++) {
-        LLVMValueRef acc = acc_in[r];
-        for (int j = 0; j < CG_LANES; j++)
-            acc = reduce_op(e, r, acc, fin[r][j]);
-        LLVMValueRef off = LLVMConstInt(e->i64, (unsigned long long)r, 0);
-        LLVMBuildStore(b, acc, LLVMBuildInBoundsGEP2(b, e->f64, red, &off, 1, ""));
-    }
-    LLVMBuildRetVoid(b);
-}
-
-/* The loop over the elements for one pass; the inner function's
- * parameters are the arrays (0..nslots-1), begin, end, u and red. */
-static void emit_inner(emitter *e, LLVMValueRef fn, int pass)
-{
-    const cg_graph *g = e->g;
-    LLVMBuilderRef b = e->b;
-    LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(e->ctx, fn, "entry");
-    for (int s = 0; s < g->nslots; s++)
-        e->array[s] = LLVMGetParam(fn, (unsigned)s);
-    LLVMValueRef begin = LLVMGetParam(fn, (unsigned)g->nslots);
-    LLVMValueRef end = LLVMGetParam(fn, (unsigned)g->nslots + 1);
-    LLVMValueRef u = LLVMGetParam(fn, (unsigned)g->nslots + 2);
-    LLVMValueRef red = LLVMGetParam(fn, (unsigned)g->nslots + 3);
+    unsigned ns = (unsigned)g->nslots, na = naxis(g);
+    LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(e->ctx, e->fn, "entry");
+    for (unsigned s = 0; s < ns; s++)
+        e->array[s] = LLVMGetParam(e->fn, s);
+    for (unsigned k = 0; k < na; k++)
+        e->axis[k] = LLVMGetParam(e->fn, ns + k);
+    e->begin = LLVMGetParam(e->fn, ns + na);
+    e->end = LLVMGetParam(e->fn, ns + na + 1);
+    e->u = LLVMGetParam(e->fn, ns + na + 2);
+    e->red = LLVMGetParam(e->fn, ns + na + 3);
+    e->rows = LLVMGetParam(e->fn, ns + na + 4);
+    e->cols = LLVMGetParam(e->fn, ns + na + 5);
+    e->base = LLVMGetParam(e->fn, ns + na + 6);
     LLVMPositionBuilderAtEnd(b, entry);
-    for (int i = 0; i < g->n; i++)
-        if (!g->nodes[i].varying)
-            e->val[i] = emit_uniform(e, &g->nodes[i], u);
-    if (pass == 0 && g->nreduce)
-        emit_lane_loop(e, fn, entry, begin, end, red);
+    uniforms(e);
+    accs a;
+    find_accs(g, e->loop, &a);
+    if (e->loop->kind == CG_LOOP_COLS)
+        emit_cols_loop(e, &a);
+    else if (e->loop->kind == CG_LOOP_ELEM && g->two_d)
+        emit_rows_loop(e, &a);
+    else if (a.nt)
+        emit_lane_loop(e, entry, &a);
     else
-        emit_plain_loop(e, fn, pass, entry, begin, end);
+        emit_plain_loop(e, entry);
 }
 
-/* cg_task as an LLVM struct: {ptr arrays, i64 begin, i64 end, ptr u,
- * ptr red}; 0 if the target lays it out unlike the C compiler did */
-static LLVMTypeRef task_type(emitter *e, const cg_target *t)
+/* cg_task as an LLVM struct, NULL if the target lays it out unlike the C
+ * compiler did */
+static LLVMTypeRef task_type(emitter *e, const cg_target *t, LLVMTypeRef *fields)
 {
-    LLVMTypeRef fields[5] = {e->ptr, e->i64, e->i64, e->ptr, e->ptr};
-    static const size_t offsets[5] = {
+    LLVMTypeRef f[NFIELDS] = {e->ptr, e->i64, e->i64, e->ptr, e->ptr, e->ptr,
+                              e->i64, e->i64, e->i64};
+    static const size_t offsets[NFIELDS] = {
         offsetof(cg_task, arrays), offsetof(cg_task, begin),
-        offsetof(cg_task, end), offsetof(cg_task, u), offsetof(cg_task, red)};
-    LLVMTypeRef ty = LLVMStructTypeInContext(e->ctx, fields, 5, 0);
-    for (unsigned f = 0; f < 5; f++)
-        if (LLVMOffsetOfElement(t->layout, ty, f) != offsets[f])
+        offsetof(cg_task, end), offsetof(cg_task, u), offsetof(cg_task, red),
+        offsetof(cg_task, axis), offsetof(cg_task, rows),
+        offsetof(cg_task, cols), offsetof(cg_task, base)};
+    memcpy(fields, f, sizeof f);
+    LLVMTypeRef ty = LLVMStructTypeInContext(e->ctx, fields, NFIELDS, 0);
+    for (unsigned k = 0; k < NFIELDS; k++)
+        if (LLVMOffsetOfElement(t->layout, ty, k) != offsets[k])
             return NULL;
     if (LLVMABISizeOfType(t->layout, ty) != sizeof(cg_task))
         return NULL;
@@ -371,11 +649,12 @@ static LLVMTypeRef task_type(emitter *e, const cg_target *t)
 /* outer: the ABI the batch calls, a loop over the task list that calls
  * `inner` on each task's arrays and range */
 static void emit_outer(emitter *e, const cg_target *t, LLVMTypeRef task_ty,
-                       LLVMValueRef inner, LLVMTypeRef inner_ty,
-                       const char *fname, LLVMValueRef *args)
+                       const LLVMTypeRef *field_ty, LLVMValueRef inner,
+                       LLVMTypeRef inner_ty, const char *fname, LLVMValueRef *args)
 {
     const cg_graph *g = e->g;
     LLVMBuilderRef b = e->b;
+    unsigned ns = (unsigned)g->nslots, na = naxis(g);
     LLVMTypeRef outer_params[2] = {e->ptr, e->i64};
     LLVMTypeRef outer_ty = LLVMFunctionType(LLVMVoidTypeInContext(e->ctx),
                                             outer_params, 2, 0);
@@ -386,27 +665,26 @@ static void emit_outer(emitter *e, const cg_target *t, LLVMTypeRef task_ty,
     LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(e->ctx, outer, "done");
     LLVMValueRef tasks = LLVMGetParam(outer, 0), ntasks = LLVMGetParam(outer, 1);
     LLVMPositionBuilderAtEnd(b, entry);
-    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSGT, ntasks,
-                                     LLVMConstInt(e->i64, 0, 0), ""), loop, done);
+    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSGT, ntasks, i64c(e, 0), ""), loop, done);
     LLVMPositionBuilderAtEnd(b, loop);
     LLVMValueRef ti = LLVMBuildPhi(b, e->i64, "t");
-    LLVMValueRef task = LLVMBuildInBoundsGEP2(b, task_ty, tasks, &ti, 1, "");
-    LLVMTypeRef field_ty[5] = {e->ptr, e->i64, e->i64, e->ptr, e->ptr};
-    LLVMValueRef fields[5];
-    for (unsigned f = 0; f < 5; f++)
+    LLVMValueRef task = gep(e, task_ty, tasks, ti);
+    LLVMValueRef fields[NFIELDS];
+    for (unsigned f = 0; f < NFIELDS; f++)
         fields[f] = LLVMBuildLoad2(b, field_ty[f],
                                    LLVMBuildStructGEP2(b, task_ty, task, f, ""), "");
-    for (int sl = 0; sl < g->nslots; sl++) {
-        LLVMValueRef off = LLVMConstInt(e->i64, (unsigned long long)sl, 0);
-        LLVMValueRef p = LLVMBuildInBoundsGEP2(b, e->ptr, fields[0], &off, 1, "");
-        args[sl] = LLVMBuildLoad2(b, e->ptr, p, "");
-    }
-    for (int k = 0; k < 4; k++)
-        args[g->nslots + k] = fields[k + 1];
-    LLVMBuildCall2(b, inner_ty, inner, args, (unsigned)g->nslots + 4, "");
-    LLVMValueRef tnext = LLVMBuildNSWAdd(b, ti, LLVMConstInt(e->i64, 1, 0), "");
+    for (unsigned s = 0; s < ns; s++)
+        args[s] = LLVMBuildLoad2(b, e->ptr, gep(e, e->ptr, fields[0], i64c(e, s)), "");
+    for (unsigned k = 0; k < na; k++)
+        args[ns + k] = LLVMBuildLoad2(b, e->ptr, gep(e, e->ptr, fields[5], i64c(e, k)), "");
+    LLVMValueRef rest[7] = {fields[1], fields[2], fields[3], fields[4], fields[6],
+                            fields[7], fields[8]};
+    for (unsigned k = 0; k < 7; k++)
+        args[ns + na + k] = rest[k];
+    LLVMBuildCall2(b, inner_ty, inner, args, ns + na + 7, "");
+    LLVMValueRef tnext = LLVMBuildNSWAdd(b, ti, i64c(e, 1), "");
     LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, tnext, ntasks, ""), loop, done);
-    LLVMValueRef tin[2] = {LLVMConstInt(e->i64, 0, 0), tnext};
+    LLVMValueRef tin[2] = {i64c(e, 0), tnext};
     LLVMBasicBlockRef tbb[2] = {entry, loop};
     LLVMAddIncoming(ti, tin, tbb, 2);
     LLVMPositionBuilderAtEnd(b, done);
@@ -417,7 +695,7 @@ int cg_emit_module(LLVMContextRef ctx, const cg_target *t, const cg_graph *g,
                    const char *name, LLVMModuleRef *out, char *err)
 {
     int rc = JOPT_OK;
-    unsigned np = (unsigned)g->nslots + 4;
+    unsigned np = (unsigned)g->nslots + naxis(g) + 7;
     emitter e;
     memset(&e, 0, sizeof e);
     e.ctx = ctx;
@@ -428,10 +706,10 @@ int cg_emit_module(LLVMContextRef ctx, const cg_target *t, const cg_graph *g,
     e.i64 = LLVMInt64TypeInContext(ctx);
     e.ptr = LLVMPointerTypeInContext(ctx, 0);
     e.val = calloc((size_t)g->n + 1, sizeof *e.val);
-    e.array = calloc((size_t)g->nslots + 1, sizeof *e.array);
-    LLVMTypeRef *params = calloc(np, sizeof *params);
+    e.how = malloc((size_t)g->n + 1);
+    LLVMTypeRef *params = calloc(np, sizeof *params), field_ty[NFIELDS];
     LLVMValueRef *args = calloc(np, sizeof *args);
-    if (!e.val || !e.array || !params || !args) {
+    if (!e.val || !e.how || !params || !args) {
         rc = cg_fail(err, JOPT_ENOMEM, "out of memory emitting IR");
         goto done;
     }
@@ -439,35 +717,33 @@ int cg_emit_module(LLVMContextRef ctx, const cg_target *t, const cg_graph *g,
     LLVMSetTarget(e.mod, t->triple);
     LLVMSetModuleDataLayout(e.mod, t->layout);
     e.b = LLVMCreateBuilderInContext(ctx);
-    LLVMTypeRef task_ty = task_type(&e, t);
+    LLVMTypeRef task_ty = task_type(&e, t, field_ty);
     if (!task_ty) {
         rc = cg_fail(err, JOPT_ECOMPILE, "internal error: the target lays out "
                      "cg_task unlike the C compiler");
         goto done;
     }
-
-    /* inner: (ptr noalias a0, ..., i64 begin, i64 end, ptr noalias u,
-     *         ptr noalias red) */
-    for (int s = 0; s < g->nslots; s++)
-        params[s] = e.ptr;
-    params[g->nslots] = e.i64;
-    params[g->nslots + 1] = e.i64;
-    params[g->nslots + 2] = e.ptr;
-    params[g->nslots + 3] = e.ptr;
+    /* inner: (ptr noalias slots..., ptr noalias axis..., i64 begin, i64 end,
+     *         ptr noalias u, ptr noalias red, i64 rows, i64 cols, i64 base) */
+    unsigned nptr = (unsigned)g->nslots + naxis(g);
+    for (unsigned k = 0; k < np; k++)
+        params[k] = k < nptr || k == nptr + 2 || k == nptr + 3 ? e.ptr : e.i64;
     LLVMTypeRef inner_ty = LLVMFunctionType(LLVMVoidTypeInContext(ctx), params, np, 0);
-    for (int pass = 0; pass < (g->nreduce ? 2 : 1); pass++) {
-        char fname[160];
-        snprintf(fname, sizeof fname, "%s%s", name, pass ? "_late" : "");
-        LLVMValueRef inner = LLVMAddFunction(e.mod, pass ? "inner_late" : "inner",
-                                             inner_ty);
-        LLVMSetLinkage(inner, LLVMInternalLinkage);
-        target_attrs(ctx, inner, t);
-        add_attr(ctx, inner, LLVMAttributeFunctionIndex, "alwaysinline");
+    for (int li = 0; li < g->nloops; li++) {
+        char fname[160], iname[32];
+        snprintf(fname, sizeof fname, "%s_%d", name, li);
+        snprintf(iname, sizeof iname, "inner_%d", li);
+        e.loop = &g->loops[li];
+        cg_loop_plan(g, e.loop, e.how);
+        e.fn = LLVMAddFunction(e.mod, iname, inner_ty);
+        LLVMSetLinkage(e.fn, LLVMInternalLinkage);
+        target_attrs(ctx, e.fn, t);
+        add_attr(ctx, e.fn, LLVMAttributeFunctionIndex, "alwaysinline");
         for (unsigned k = 0; k < np; k++)
-            if (k != (unsigned)g->nslots && k != (unsigned)g->nslots + 1)
-                add_attr(ctx, inner, k + 1, "noalias");
-        emit_inner(&e, inner, pass);
-        emit_outer(&e, t, task_ty, inner, inner_ty, fname, args);
+            if (params[k] == e.ptr)
+                add_attr(ctx, e.fn, k + 1, "noalias");
+        emit_inner(&e);
+        emit_outer(&e, t, task_ty, field_ty, e.fn, inner_ty, fname, args);
     }
 done:
     if (e.b)
@@ -478,7 +754,7 @@ done:
         *out = e.mod;
     free(args);
     free(e.val);
-    free(e.array);
+    free(e.how);
     free(params);
     return rc;
 }

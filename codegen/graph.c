@@ -1,8 +1,10 @@
 /*
- * graph.c - the expression graph: node construction with type inference,
- * constant folding and hash-consing (equal subexpressions are one node), and
- * cg_graph_finish, the whitelist check every graph passes before LLVM.
+ * graph.c - the expression graph: node construction with domain and type
+ * inference, constant folding and hash-consing (equal subexpressions are
+ * one node); and cg_graph_finish, the check every graph passes before LLVM,
+ * which also cuts the update into levels and plans their loops.
  */
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +25,13 @@ int cg_op_arity(cg_op op) { return op_info[op].arity; }
 int cg_op_flags(cg_op op) { return op_info[op].flags; }
 const char *cg_op_name(cg_op op) { return op_info[op].name; }
 
+int cg_reduce_dom(cg_op op)
+{
+    int f = cg_op_flags(op);
+    return f & CG_F_TO_ROW ? CG_DOM_ROW : f & CG_F_TO_COL ? CG_DOM_COL
+           : f & CG_F_TO_GROUP ? CG_DOM_GROUP : CG_DOM_TENSOR;
+}
+
 int cg_fail(char *err, int status, const char *fmt, ...)
 {
     if (err) {
@@ -34,6 +43,14 @@ int cg_fail(char *err, int status, const char *fmt, ...)
     return status;
 }
 
+uint64_t cg_fnv(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *c = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ c[i]) * 1099511628211ull;
+    return h;
+}
+
 cg_graph *cg_graph_new(void)
 {
     cg_graph *g = calloc(1, sizeof *g);
@@ -41,6 +58,9 @@ cg_graph *cg_graph_new(void)
         return NULL;
     for (int i = 0; i < CG_MAX_SLOTS; i++)
         g->store[i] = -1;
+    for (int i = 0; i < CG_MAX_GSTATE; i++)
+        g->gstore[i] = -1;
+    g->rank = -1;
     return g;
 }
 
@@ -51,18 +71,10 @@ void cg_graph_free(cg_graph *g)
     free(g->nodes);
     free(g->table);
     free(g->uniform);
-    free(g->subst);
     free(g);
 }
 
-uint64_t cg_fnv(uint64_t h, const void *p, size_t n)
-{
-    const unsigned char *c = p;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ c[i]) * 1099511628211ull;
-    return h;
-}
-
+/* what identifies a node: everything but its level, u slot and line */
 static uint64_t node_hash(const cg_node *n)
 {
     unsigned char buf[sizeof(double) + 4 * sizeof(int32_t) + 3];
@@ -71,15 +83,15 @@ static uint64_t node_hash(const cg_node *n)
     memcpy(buf + k, n->arg, sizeof n->arg), k += sizeof n->arg;
     memcpy(buf + k, &n->slot, sizeof n->slot), k += sizeof n->slot;
     buf[k++] = n->op;
-    buf[k++] = n->varying;
+    buf[k++] = n->dom;
     buf[k++] = n->boolean;
     return cg_fnv(CG_FNV_INIT, buf, k);
 }
 
 static int node_equal(const cg_node *a, const cg_node *b)
 {
-    return a->op == b->op && a->varying == b->varying &&
-           a->boolean == b->boolean && a->slot == b->slot &&
+    return a->op == b->op && a->dom == b->dom && a->boolean == b->boolean &&
+           a->slot == b->slot &&
            memcmp(&a->value, &b->value, sizeof a->value) == 0 &&
            memcmp(a->arg, b->arg, sizeof a->arg) == 0;
 }
@@ -102,7 +114,8 @@ static int grow_table(cg_graph *g)
     return 0;
 }
 
-/* Returns the index of a node equal to `n`, adding it if new. */
+/* Returns the index of a node equal to `n`, adding it if new (an existing
+ * node keeps the line that first made it). */
 static int32_t intern(cg_graph *g, const cg_node *n)
 {
     if (g->tcap == 0 || (g->n + 1) * 2 > g->tcap)
@@ -143,41 +156,24 @@ int32_t cg_graph_const(cg_graph *g, double v)
 {
     cg_node n = blank(CG_CONST);
     n.value = v; /* compared bitwise: -0.0 and NaN stay distinct */
+    n.dom = CG_DOM_GROUP;
     return intern(g, &n);
 }
 
-int32_t cg_graph_step(cg_graph *g)
+int32_t cg_graph_leaf(cg_graph *g, cg_op op, int dom, int slot)
 {
-    cg_node n = blank(CG_STEP);
-    return intern(g, &n);
-}
-
-int32_t cg_graph_load(cg_graph *g, int slot)
-{
-    cg_node n = blank(CG_LOAD);
-    n.varying = 1;
+    cg_node n = blank(op);
+    n.dom = (uint8_t)dom;
     n.slot = slot;
-    return intern(g, &n);
-}
-
-int32_t cg_graph_scalar(cg_graph *g, int slot)
-{
-    cg_node n = blank(CG_SCALAR);
-    n.slot = slot;
-    return intern(g, &n);
-}
-
-int32_t cg_graph_hyper(cg_graph *g, int offset)
-{
-    cg_node n = blank(CG_HYPER);
-    n.slot = offset;
     return intern(g, &n);
 }
 
 /* Type rules.  Returns -2 for a type error (the tracer words it), -3 for
- * a per-step-only op on a per-element value, -4 for a reduction of a
- * per-step value, -1 for an allocation failure or an oversized graph. */
-int32_t cg_graph_op(cg_graph *g, cg_op op, int32_t a, int32_t b, int32_t c)
+ * a per-step-only op on a per-element value, -4 for a reduction of a value
+ * that does not vary over what it reduces, -5 for a group reduction of a
+ * per-element value, -1 for an allocation failure or an oversized graph. */
+int32_t cg_graph_op(cg_graph *g, cg_op op, int32_t a, int32_t b, int32_t c,
+                    int line)
 {
     int32_t args[3] = {a, b, c};
     int arity = cg_op_arity(op), flags = cg_op_flags(op);
@@ -185,12 +181,13 @@ int32_t cg_graph_op(cg_graph *g, cg_op op, int32_t a, int32_t b, int32_t c)
     int all_const = 1;
     if (flags & CG_F_LEAF)
         return -2;
+    n.dom = CG_DOM_GROUP;
     for (int i = 0; i < arity; i++) {
         if (args[i] < 0 || args[i] >= g->n)
             return -2;
         const cg_node *x = &g->nodes[args[i]];
         n.arg[i] = args[i];
-        n.varying |= x->varying;
+        n.dom = (uint8_t)cg_dom_join(n.dom, x->dom);
         all_const &= x->op == CG_CONST;
         /* which operands must be truth values; where's two branches
          * may be either, as long as they agree */
@@ -207,14 +204,16 @@ int32_t cg_graph_op(cg_graph *g, cg_op op, int32_t a, int32_t b, int32_t c)
     } else {
         n.boolean = (flags & CG_F_BOOL) != 0;
     }
-    if (n.varying && (flags & CG_F_UNIFORM))
+    if (cg_dom_varying(n.dom) && (flags & CG_F_UNIFORM))
         return -3;
-    if (flags & CG_F_REDUCE) { /* per element in, per step out */
-        if (!n.varying)
-            return -4;
-        n.varying = 0;
+    if (flags & CG_F_REDUCE) {
+        int to = cg_reduce_dom(op), from = n.dom;
+        if (to == CG_DOM_GROUP ? from != CG_DOM_TENSOR : !cg_dom_varying(from))
+            return to == CG_DOM_GROUP && cg_dom_varying(from) ? -5 : -4;
+        n.dom = (uint8_t)to;
         all_const = 0;
     }
+    n.line = line;
     if (all_const) {
         double v[3] = {0, 0, 0};
         for (int i = 0; i < arity; i++)
@@ -222,183 +221,327 @@ int32_t cg_graph_op(cg_graph *g, cg_op op, int32_t a, int32_t b, int32_t c)
         cg_node k = blank(CG_CONST);
         k.value = cg_eval_double(op, v[0], v[1], v[2]);
         k.boolean = n.boolean;
+        k.dom = CG_DOM_GROUP;
         return intern(g, &k);
     }
     return intern(g, &n);
 }
 
-/* Numbers the reductions and splits the stores between the two passes
- * (see cg_graph); refuses what two passes cannot do. */
-static int split_passes(cg_graph *g, char *err)
+/* ---- levels and loops -------------------------------------------------------- */
+
+/* the domain of what a slot holds */
+static int slot_dom(int kind)
 {
-    uint8_t *late = calloc((size_t)g->n + 1, 1);
-    uint8_t *need = calloc((size_t)g->n + 1, 1);
-    g->subst = malloc(((size_t)g->n + 1) * sizeof *g->subst);
-    int rc = JOPT_OK;
-    if (!late || !need || !g->subst) {
-        rc = cg_fail(err, JOPT_ENOMEM, "out of memory finishing graph");
-        goto done;
-    }
-    for (int i = 0; i < g->n; i++) {
-        cg_node *x = &g->nodes[i];
-        g->subst[i] = -1;
-        for (int k = 0; k < cg_op_arity((cg_op)x->op); k++)
-            late[i] |= late[x->arg[k]];
-        if (cg_op_flags((cg_op)x->op) & CG_F_REDUCE) {
-            if (late[i] || g->nreduce == CG_MAX_REDUCE) {
-                rc = cg_fail(err, JOPT_ESPEC, late[i]
-                             ? "a sum over a value that depends on another sum "
-                               "(one level of reductions is supported)"
-                             : "more than %d sums in one update", CG_MAX_REDUCE);
-                goto done;
-            }
-            g->reduce_kind[g->nreduce] = x->op == CG_SUM ? CG_REDUCE_SUM
-                                                         : CG_REDUCE_MAX;
-            x->slot = g->nreduce++;
-            late[i] = 1;
-        }
-    }
-    for (int s = 0; s < g->nslots; s++) {
-        int32_t v = g->store[s];
-        g->late_store[s] = v >= 0 && late[v];
-        if (v >= 0 && !late[v] && !g->scalar[s] && g->nodes[v].varying)
-            g->subst[v] = s;
-        if (v >= 0 && late[v] && !g->scalar[s])
-            need[v] = 1;
-    }
-    /* pass 1 recomputes what it needs, except what pass 0 stored: it must
-     * not need the old value of an array that pass 0 overwrote */
-    for (int i = g->n - 1; i >= 0; i--) {
-        const cg_node *x = &g->nodes[i];
-        if (!need[i] || !x->varying || g->subst[i] >= 0)
-            continue;
-        if (x->op == CG_LOAD && g->store[x->slot] >= 0 && !g->late_store[x->slot]) {
-            rc = cg_fail(err, JOPT_ESPEC, "after a sum, update() uses the old "
-                         "value of array %d, which the pass before the sum "
-                         "already overwrote", x->slot);
-            goto done;
-        }
-        for (int k = 0; k < cg_op_arity((cg_op)x->op); k++)
-            need[x->arg[k]] = 1;
-    }
-done:
-    free(late);
-    free(need);
-    return rc;
+    return kind == CG_KIND_ROW ? CG_DOM_ROW : kind == CG_KIND_COL ? CG_DOM_COL
+           : kind == CG_KIND_SCALAR || kind == CG_KIND_SCALAR64 ? CG_DOM_TENSOR
+                                                                : CG_DOM_ELEM;
 }
 
-/* The array slots that live per-element code loads: what the stores and
- * the results need, back to the leaves (LLVM drops the rest). */
-static int mark_reads(cg_graph *g, char *err)
+void cg_store_loop(const cg_graph *g, int slot, int *level, int *kind)
 {
-    uint8_t *live = calloc((size_t)g->n + 1, 1);
-    if (!live)
-        return cg_fail(err, JOPT_ENOMEM, "out of memory finishing graph");
+    int v = g->store[slot];
+    *level = v >= 0 ? g->nodes[v].level : -1;
+    int d = slot_dom(g->kind[slot]);
+    *kind = d == CG_DOM_ROW ? CG_LOOP_ROW : d == CG_DOM_COL ? CG_LOOP_COL
+            : d == CG_DOM_ELEM ? CG_LOOP_ELEM : -1; /* a scalar: per step */
+}
+
+/* the loop that accumulates reduction node x (-1: merged per step) */
+static int reduce_loop(const cg_graph *g, const cg_node *x)
+{
+    int to = cg_reduce_dom((cg_op)x->op), from = g->nodes[x->arg[0]].dom;
+    if (to == CG_DOM_GROUP)
+        return -1;
+    if (to == CG_DOM_COL)
+        return CG_LOOP_COLS;
+    if (to == CG_DOM_ROW) /* each row's sum, in the element loop */
+        return CG_LOOP_ELEM;
+    return from == CG_DOM_ROW ? CG_LOOP_ROW : from == CG_DOM_COL ? CG_LOOP_COL
+                                                                 : CG_LOOP_ELEM;
+}
+
+/* whether loop l stores or accumulates anything */
+int cg_loop_busy(const cg_graph *g, const cg_loop *l)
+{
+    for (int s = 0; s < g->nslots; s++) {
+        int lv, k;
+        cg_store_loop(g, s, &lv, &k);
+        if (lv == l->level && k == l->kind)
+            return 1;
+    }
+    for (int i = 0; i < g->n; i++) {
+        const cg_node *x = &g->nodes[i];
+        if ((cg_op_flags((cg_op)x->op) & CG_F_REDUCE) &&
+            x->level == l->level + 1 && reduce_loop(g, x) == l->kind)
+            return 1;
+    }
+    return 0;
+}
+
+/* Whether a value stored in slot s is already written when loop (level,
+ * kind) runs: stores of an earlier level, or of an earlier loop of the
+ * same level. */
+static int written_before(const cg_graph *g, int s, int level, int kind)
+{
+    int lv, k;
+    cg_store_loop(g, s, &lv, &k);
+    return lv >= 0 && k >= 0 && (lv < level || (lv == level && k < kind));
+}
+
+/* a stored slot of node i written before loop (level, kind), or -1 */
+static int reload_slot(const cg_graph *g, int32_t i, int level, int kind)
+{
     for (int s = 0; s < g->nslots; s++)
-        if (g->store[s] >= 0)
-            live[g->store[s]] = 1;
-    for (int r = 0; r < g->nresult; r++)
-        live[g->result[r]] = 1;
-    g->read = 0;
+        if (g->store[s] == i && slot_dom(g->kind[s]) == g->nodes[i].dom &&
+            written_before(g, s, level, kind))
+            return s;
+    return -1;
+}
+
+void cg_loop_plan(const cg_graph *g, const cg_loop *l, uint8_t *how)
+{
+    memset(how, CG_HOW_NONE, (size_t)g->n);
+    uint8_t *need = how; /* marked COMPUTE first, refined below */
+    for (int s = 0; s < g->nslots; s++) {
+        int lv, k;
+        cg_store_loop(g, s, &lv, &k);
+        if (lv == l->level && k == l->kind)
+            need[g->store[s]] = CG_HOW_COMPUTE;
+    }
+    for (int i = 0; i < g->n; i++) {
+        const cg_node *x = &g->nodes[i];
+        if ((cg_op_flags((cg_op)x->op) & CG_F_REDUCE) &&
+            x->level == l->level + 1 && reduce_loop(g, x) == l->kind)
+            need[x->arg[0]] = CG_HOW_COMPUTE;
+    }
     for (int i = g->n - 1; i >= 0; i--) {
         const cg_node *x = &g->nodes[i];
-        if (!live[i])
+        if (need[i] == CG_HOW_NONE)
             continue;
+        if (x->op == CG_CONST || !cg_dom_varying(x->dom)) {
+            how[i] = CG_HOW_UNIFORM;
+            continue;
+        }
+        if (cg_op_flags((cg_op)x->op) & CG_F_REDUCE) { /* a row or column sum */
+            how[i] = CG_HOW_AXIS;
+            continue;
+        }
+        if (reload_slot(g, i, l->level, l->kind) >= 0) {
+            how[i] = CG_HOW_RELOAD;
+            continue;
+        }
+        how[i] = x->dom == CG_DOM_ROW && l->kind >= CG_LOOP_COLS ? CG_HOW_ROWWISE
+                                                                 : CG_HOW_COMPUTE;
         for (int k = 0; k < cg_op_arity((cg_op)x->op); k++)
-            live[x->arg[k]] = 1;
-        if (x->op == CG_LOAD)
-            g->read |= 1ull << x->slot;
+            if (need[x->arg[k]] == CG_HOW_NONE)
+                need[x->arg[k]] = CG_HOW_COMPUTE;
     }
-    free(live);
+}
+
+int cg_reload_slot(const cg_graph *g, int32_t i, const cg_loop *l)
+{
+    return reload_slot(g, i, l->level, l->kind);
+}
+
+static int fail_at(char *err, const char *where, int line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int fail_at(char *err, const char *where, int line, const char *fmt, ...)
+{
+    char msg[CG_ERRLEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (line > 0)
+        return cg_fail(err, JOPT_ESPEC, "%s:%d: %s", where, line, msg);
+    return cg_fail(err, JOPT_ESPEC, "%s: %s", where, msg);
+}
+
+/* Levels: a node is known one level after the reductions it depends on.
+ * Numbers the reductions by kind; refuses what the loops cannot do. */
+static int assign_levels(cg_graph *g, const char *where, char *err)
+{
+    g->nlevels = 1;
+    for (int i = 0; i < g->n; i++) {
+        cg_node *x = &g->nodes[i];
+        int lv = 0;
+        for (int k = 0; k < cg_op_arity((cg_op)x->op); k++) {
+            int a = g->nodes[x->arg[k]].level;
+            lv = a > lv ? a : lv;
+        }
+        int flags = cg_op_flags((cg_op)x->op);
+        if (flags & CG_F_REDUCE) {
+            int to = cg_reduce_dom((cg_op)x->op), max = flags & CG_F_MAX;
+            int *count = to == CG_DOM_ROW ? &g->nrowred : to == CG_DOM_COL ? &g->ncolred
+                         : to == CG_DOM_GROUP ? &g->ngred : &g->nreduce;
+            int cap = to == CG_DOM_ROW || to == CG_DOM_COL ? CG_MAX_AXISRED : CG_MAX_REDUCE;
+            if (*count == cap)
+                return fail_at(err, where, x->line, "more than %d reductions of "
+                               "this kind (%s) in one update", cap,
+                               cg_op_name((cg_op)x->op));
+            uint8_t *kinds = to == CG_DOM_ROW ? g->row_kind : to == CG_DOM_COL ? g->col_kind
+                             : to == CG_DOM_GROUP ? g->gred_kind : g->reduce_kind;
+            kinds[*count] = max ? CG_REDUCE_MAX : CG_REDUCE_SUM;
+            if (to == CG_DOM_GROUP)
+                g->gred_arg[*count] = x->arg[0];
+            x->slot = (*count)++;
+            lv++;
+            if (lv >= CG_MAX_LEVELS)
+                return fail_at(err, where, x->line, "reductions nested %d deep "
+                               "(at most %d: each needs a pass over the data)",
+                               lv, CG_MAX_LEVELS - 1);
+        }
+        x->level = (uint8_t)lv;
+        if (lv + 1 > g->nlevels)
+            g->nlevels = lv + 1;
+        if (x->dom == CG_DOM_ROW || x->dom == CG_DOM_COL)
+            g->two_d = 1;
+    }
+    for (int s = 0; s < g->nslots; s++)
+        if (g->kind[s] == CG_KIND_ROW || g->kind[s] == CG_KIND_COL)
+            g->two_d = 1;
     return JOPT_OK;
 }
 
-int cg_graph_finish(cg_graph *g, char *err)
+/* name of slot s for messages */
+static const char *what_slot(int s, char *buf, size_t cap)
 {
-    int rc0 = split_passes(g, err);
-    if (rc0)
-        return rc0;
-    int nuni = 0;
-    int32_t *uni = malloc(((size_t)g->n + 1) * sizeof *uni);
-    int *slot_of = malloc(((size_t)g->n + 1) * sizeof *slot_of);
-    if (!uni || !slot_of) {
-        free(uni);
-        free(slot_of);
+    if (s == 0)
+        return "the parameter";
+    if (s == 1)
+        return "the gradient";
+    snprintf(buf, cap, "array %d", s);
+    return buf;
+}
+
+/* Plans the loops of every level; refuses a loop that would need the old
+ * value of an array an earlier loop overwrote. */
+static int plan_loops(cg_graph *g, const char *where, char *err)
+{
+    uint8_t *how = malloc((size_t)g->n + 1);
+    if (!how)
         return cg_fail(err, JOPT_ENOMEM, "out of memory finishing graph");
-    }
-    for (int i = 0; i < g->n; i++)
-        slot_of[i] = -1;
-    for (int i = 0; i < g->n; i++) {
-        cg_node *x = &g->nodes[i];
-        if (x->op >= CG_NOPS)
-            goto bad;
-        int arity = cg_op_arity((cg_op)x->op);
-        for (int k = 0; k < 3; k++) {
-            if (k < arity ? (x->arg[k] < 0 || x->arg[k] >= i) : x->arg[k] != -1)
-                goto bad;
-        }
-        if ((x->op == CG_LOAD || x->op == CG_SCALAR) &&
-            (x->slot < 0 || x->slot >= g->nslots ||
-             g->scalar[x->slot] != (x->op == CG_SCALAR)))
-            goto bad;
-        if (!x->varying)
-            continue;
-        /* a varying node's uniform, non-constant operands get a slot */
-        for (int k = 0; k < arity; k++) {
-            int32_t a = x->arg[k];
-            const cg_node *y = &g->nodes[a];
-            if (!y->varying && y->op != CG_CONST && slot_of[a] < 0) {
-                slot_of[a] = nuni;
-                uni[nuni++] = a;
+    int rc = JOPT_OK;
+    g->nloops = 0;
+    g->read = 0;
+    for (int lv = 0; lv < g->nlevels && rc == JOPT_OK; lv++)
+        for (int kind = 0; kind < CG_NLOOP_KINDS && rc == JOPT_OK; kind++) {
+            cg_loop l = {(uint8_t)lv, (uint8_t)kind};
+            if (!cg_loop_busy(g, &l))
+                continue;
+            if (kind != CG_LOOP_ELEM && !g->two_d)
+                continue;
+            cg_loop_plan(g, &l, how);
+            for (int i = 0; i < g->n && rc == JOPT_OK; i++) {
+                const cg_node *x = &g->nodes[i];
+                if (how[i] != CG_HOW_COMPUTE && how[i] != CG_HOW_ROWWISE)
+                    continue;
+                if (x->op == CG_LOAD) {
+                    char b[32];
+                    g->read |= 1ull << x->slot;
+                    if (written_before(g, x->slot, lv, kind) &&
+                        g->store[x->slot] != i)
+                        rc = fail_at(err, where, x->line, "uses the old value "
+                                     "of %s after a reduction, when the pass "
+                                     "before it has already overwritten it",
+                                     what_slot(x->slot, b, sizeof b));
+                }
             }
+            g->loops[g->nloops++] = l;
         }
+    free(how);
+    return rc;
+}
+
+/* Numbers the per-step values that other code reads: operands of loop
+ * code, values stored into arrays, results, group sums' operands and group
+ * states' new values. */
+static int number_uniforms(cg_graph *g, const char *where, char *err)
+{
+    uint8_t *keep = calloc((size_t)g->n + 1, 1), *how = malloc((size_t)g->n + 1);
+    int32_t *uni = malloc(((size_t)g->n + 1) * sizeof *uni);
+    int nuni = 0, rc = JOPT_OK;
+    if (!keep || !how || !uni) {
+        rc = cg_fail(err, JOPT_ENOMEM, "out of memory finishing graph");
+        goto done;
     }
-    for (int s = 0; s < g->nslots; s++) {
-        int32_t v = g->store[s];
-        if (v >= g->n || (v >= 0 && g->nodes[v].boolean) ||
-            (v >= 0 && g->scalar[s] && g->nodes[v].varying))
-            goto bad;
-        /* a uniform stored into an array needs a slot too (a scalar
-         * state's new value is written by the uniform pass instead) */
-        if (v >= 0 && !g->scalar[s] && !g->nodes[v].varying &&
-            g->nodes[v].op != CG_CONST && slot_of[v] < 0) {
-            slot_of[v] = nuni;
-            uni[nuni++] = v;
-        }
+    for (int li = 0; li < g->nloops; li++) {
+        cg_loop_plan(g, &g->loops[li], how);
+        for (int i = 0; i < g->n; i++)
+            keep[i] |= how[i] == CG_HOW_UNIFORM && g->nodes[i].op != CG_CONST;
     }
-    /* a vector kernel's results are read from u after its last pass */
-    for (int r = 0; r < g->nresult; r++) {
-        int32_t v = g->result[r];
-        if (v < 0 || v >= g->n || g->nodes[v].varying || g->nodes[v].boolean)
-            goto bad;
-        if (g->nodes[v].op != CG_CONST && slot_of[v] < 0) {
-            slot_of[v] = nuni;
-            uni[nuni++] = v;
-        }
+    for (int r = 0; r < g->nresult; r++)
+        keep[g->result[r]] |= g->nodes[g->result[r]].op != CG_CONST;
+    for (int r = 0; r < g->ngred; r++)
+        keep[g->gred_arg[r]] = 1;
+    for (int s = 0; s < g->ngstate; s++)
+        if (g->gstore[s] >= 0)
+            keep[g->gstore[s]] = 1;
+    for (int i = 0; i < g->n; i++) {
+        g->nodes[i].uslot = keep[i] ? nuni : -1;
+        if (keep[i])
+            uni[nuni++] = i;
     }
     if (nuni > CG_MAX_UNIFORMS) {
-        free(uni);
-        free(slot_of);
-        return cg_fail(err, JOPT_ESPEC, "update() needs %d per-step values "
-                       "(at most %d)", nuni, CG_MAX_UNIFORMS);
+        rc = cg_fail(err, JOPT_ESPEC, "%s: update() needs %d per-step values "
+                     "(at most %d)", where, nuni, CG_MAX_UNIFORMS);
+        goto done;
     }
-    for (int i = 0; i < g->n; i++)
-        g->nodes[i].uslot = slot_of[i];
-    free(slot_of);
     free(g->uniform);
     g->uniform = uni;
     g->nuniform = nuni;
-    return mark_reads(g, err);
-bad:
+    uni = NULL;
+done:
+    free(keep);
+    free(how);
     free(uni);
-    free(slot_of);
-    return cg_fail(err, JOPT_ESPEC, "internal error: malformed graph");
+    return rc;
 }
 
-int cg_graph_has_late(const cg_graph *g)
+int cg_graph_finish(cg_graph *g, const char *where, char *err)
 {
-    for (int s = 0; s < g->nslots; s++)
-        if (g->nreduce && g->store[s] >= 0 && g->late_store[s] && !g->scalar[s])
-            return 1;
-    return 0;
+    /* the whitelist: ops, references, slots, and what may be stored where */
+    for (int i = 0; i < g->n; i++) {
+        const cg_node *x = &g->nodes[i];
+        if (x->op >= CG_NOPS)
+            goto bad;
+        int arity = cg_op_arity((cg_op)x->op);
+        for (int k = 0; k < 3; k++)
+            if (k < arity ? (x->arg[k] < 0 || x->arg[k] >= i) : x->arg[k] != -1)
+                goto bad;
+        if (x->op == CG_LOAD &&
+            (x->slot < 0 || x->slot >= g->nslots || slot_dom(g->kind[x->slot]) != x->dom))
+            goto bad;
+        if (x->op == CG_SCALAR &&
+            (x->slot < 0 || x->slot >= g->nslots || slot_dom(g->kind[x->slot]) != CG_DOM_TENSOR))
+            goto bad;
+        if (x->op == CG_GSTATE && (x->slot < 0 || x->slot >= CG_MAX_SLOTS))
+            goto bad;
+    }
+    for (int s = 0; s < g->nslots; s++) {
+        int32_t v = g->store[s];
+        if (v < -1 || v >= g->n || (v >= 0 && g->nodes[v].boolean) ||
+            (v >= 0 && g->kind[s] == CG_KIND_INPUT) ||
+            (v >= 0 && cg_dom_join(g->nodes[v].dom, slot_dom(g->kind[s])) !=
+                           slot_dom(g->kind[s])))
+            goto bad;
+    }
+    for (int s = 0; s < g->ngstate; s++) {
+        int32_t v = g->gstore[s];
+        if (v < -1 || v >= g->n || (v >= 0 && g->nodes[v].dom != CG_DOM_GROUP))
+            goto bad;
+    }
+    for (int r = 0; r < g->nresult; r++) {
+        int32_t v = g->result[r];
+        if (v < 0 || v >= g->n || cg_dom_varying(g->nodes[v].dom) || g->nodes[v].boolean)
+            goto bad;
+    }
+    int rc = assign_levels(g, where, err);
+    if (rc == JOPT_OK)
+        rc = plan_loops(g, where, err);
+    if (rc == JOPT_OK)
+        rc = number_uniforms(g, where, err);
+    return rc;
+bad:
+    return cg_fail(err, JOPT_ESPEC, "%s: internal error: malformed graph", where);
 }

@@ -89,34 +89,45 @@ float cg_eval_float(cg_op op, float a, float b, float c)
     return NAN;
 }
 
-void cg_reduce_init(const cg_graph *g, double *red)
+double cg_reduce_identity(int kind)
 {
-    for (int r = 0; r < g->nreduce; r++)
-        red[r] = g->reduce_kind[r] == CG_REDUCE_MAX ? -INFINITY : 0.0;
+    return kind == CG_REDUCE_MAX ? -INFINITY : 0.0;
 }
 
-void cg_reduce_merge(const cg_graph *g, double *acc, const double *part)
+double cg_reduce_add(int kind, double acc, double x)
 {
-    for (int r = 0; r < g->nreduce; r++)
-        acc[r] = g->reduce_kind[r] == CG_REDUCE_MAX ? cg_max_nan(acc[r], part[r])
-                                                    : acc[r] + part[r];
+    return kind == CG_REDUCE_MAX ? cg_max_nan(acc, x) : acc + x;
 }
 
-void cg_interp_uniforms(const cg_graph *g, double t, const double *values,
-                        float *const *arrays, const double *red, double *u,
+/* ---- per-step values ------------------------------------------------------- */
+
+void cg_interp_uniforms(const cg_graph *g, const cg_env *env, double *u,
                         double *val)
 {
     for (int i = 0; i < g->n; i++) {
         const cg_node *x = &g->nodes[i];
-        if (x->varying)
+        if (cg_dom_varying(x->dom))
             continue;
-        switch (x->op) {
+        if (x->level > env->level) { /* depends on sums not taken yet */
+            val[i] = NAN;
+            continue;
+        }
+        switch ((cg_op)x->op) {
         case CG_CONST: val[i] = x->value; break;
-        case CG_STEP: val[i] = t; break;
-        case CG_SCALAR: val[i] = arrays[x->slot][0]; break;
-        case CG_HYPER: val[i] = values[x->slot]; break;
-        case CG_SUM:
-        case CG_MAXALL: val[i] = red ? red[x->slot] : NAN; break;
+        case CG_STEP: val[i] = env->t; break;
+        case CG_SCALAR:
+            val[i] = g->kind[x->slot] == CG_KIND_SCALAR64
+                         ? *(const double *)(const void *)env->arrays[x->slot]
+                         : env->arrays[x->slot][0];
+            break;
+        case CG_GSTATE: val[i] = env->gstate[x->slot]; break;
+        case CG_HYPER: val[i] = env->values[x->slot]; break;
+        case CG_SHAPE:
+            val[i] = x->slot == 0 ? env->numel
+                     : x->slot <= env->rank ? (double)env->shape[x->slot - 1] : NAN;
+            break;
+        case CG_SUM: case CG_MAXALL: val[i] = env->red[x->slot]; break;
+        case CG_GSUM: case CG_GMAX: val[i] = env->gred[x->slot]; break;
         default:
             val[i] = cg_eval_double((cg_op)x->op,
                                     x->arg[0] >= 0 ? val[x->arg[0]] : 0,
@@ -126,81 +137,221 @@ void cg_interp_uniforms(const cg_graph *g, double t, const double *values,
     }
     for (int s = 0; s < g->nuniform; s++)
         u[s] = val[g->uniform[s]];
-    /* new scalar states: after every read of the old ones, and only once
-     * the sums are known */
-    for (int s = 0; s < g->nslots && (red || !g->nreduce); s++)
-        if (g->scalar[s] && g->store[s] >= 0)
-            arrays[s][0] = (float)val[g->store[s]];
+    /* new scalar states: once every level has read the old ones */
+    for (int s = 0; env->last && s < g->nslots; s++) {
+        if (g->store[s] < 0)
+            continue;
+        if (g->kind[s] == CG_KIND_SCALAR)
+            env->arrays[s][0] = (float)val[g->store[s]];
+        else if (g->kind[s] == CG_KIND_SCALAR64)
+            *(double *)(void *)env->arrays[s] = val[g->store[s]];
+    }
 }
 
-void cg_interp_run(const cg_graph *g, int pass, float *const *arrays,
-                   int64_t begin, int64_t end, const double *u, double *red)
+/* ---- the reference loops ------------------------------------------------------
+ * The same order of operations as emit.c's: per-element values in float,
+ * stores after the element's loads, sums in CG_LANES lanes by position. */
+
+typedef struct where {
+    int64_t e, row, col; /* the element, its row and its column index */
+} where;
+
+static float *slot_at(const cg_task *t, const cg_graph *g, int s, where at)
+{
+    int k = g->kind[s];
+    return &t->arrays[s][k == CG_KIND_ROW ? at.row : k == CG_KIND_COL ? at.col : at.e];
+}
+
+static float axis_at(const cg_task *t, const cg_graph *g, const cg_node *x,
+                     where at)
+{
+    int to = cg_reduce_dom((cg_op)x->op);
+    return to == CG_DOM_ROW ? (float)t->axis[x->slot][at.row]
+                            : (float)t->axis[g->nrowred + x->slot][at.col];
+}
+
+/* which nodes are evaluated once per row (1) or per element (2) */
+static int phase(const cg_graph *g, const cg_loop *l, int how, int32_t i)
+{
+    int per_row = g->two_d && l->kind >= CG_LOOP_COLS;
+    switch (how) {
+    case CG_HOW_ROWWISE: return 1;
+    case CG_HOW_RELOAD:
+    case CG_HOW_AXIS: return per_row && g->nodes[i].dom == CG_DOM_ROW ? 1 : 2;
+    case CG_HOW_COMPUTE: return 2;
+    default: return 0;
+    }
+}
+
+static void eval(const cg_graph *g, const cg_loop *l, const uint8_t *how,
+                 int ph, float *val, const cg_task *t, where at)
+{
+    for (int i = 0; i < g->n; i++) {
+        if (phase(g, l, how[i], i) != ph)
+            continue;
+        const cg_node *x = &g->nodes[i];
+        if (how[i] == CG_HOW_RELOAD)
+            val[i] = *slot_at(t, g, cg_reload_slot(g, i, l), at);
+        else if (how[i] == CG_HOW_AXIS)
+            val[i] = axis_at(t, g, x, at);
+        else if (x->op == CG_LOAD)
+            val[i] = *slot_at(t, g, x->slot, at);
+        else
+            val[i] = cg_eval_float((cg_op)x->op,
+                                   x->arg[0] >= 0 ? val[x->arg[0]] : 0,
+                                   x->arg[1] >= 0 ? val[x->arg[1]] : 0,
+                                   x->arg[2] >= 0 ? val[x->arg[2]] : 0);
+    }
+}
+
+/* the loop's stores, after all of the element's loads */
+static void store(const cg_graph *g, const cg_loop *l, const float *val,
+                  const cg_task *t, where at)
+{
+    for (int s = 0; s < g->nslots; s++) {
+        int lv, k;
+        cg_store_loop(g, s, &lv, &k);
+        if (lv == l->level && k == l->kind)
+            *slot_at(t, g, s, at) = val[g->store[s]];
+    }
+}
+
+/* whether reduction node x accumulates in loop l */
+static int accumulates(const cg_graph *g, const cg_loop *l, const cg_node *x)
+{
+    if (!(cg_op_flags((cg_op)x->op) & CG_F_REDUCE) || x->level != l->level + 1)
+        return 0;
+    int to = cg_reduce_dom((cg_op)x->op), from = g->nodes[x->arg[0]].dom;
+    if (to == CG_DOM_GROUP)
+        return 0;
+    if (to == CG_DOM_COL)
+        return l->kind == CG_LOOP_COLS;
+    if (to == CG_DOM_ROW)
+        return l->kind == CG_LOOP_ELEM;
+    return l->kind == (from == CG_DOM_ROW ? CG_LOOP_ROW : from == CG_DOM_COL
+                                                          ? CG_LOOP_COL : CG_LOOP_ELEM);
+}
+
+void cg_interp_run(const cg_graph *g, const cg_loop *l, const cg_task *t)
 {
     /* the reference engine runs on the pool's threads: its scratch is on
      * the stack, except for graphs too big for it */
-    float stack[1024];
-    float *val = (size_t)g->n <= sizeof stack / sizeof stack[0]
-                     ? stack
-                     : malloc(((size_t)g->n + 1) * sizeof *val);
-    if (!val) { /* make the failure visible rather than skip the range */
+    float vstack[1024];
+    uint8_t hstack[1024];
+    int big = g->n > 1024;
+    float *val = big ? malloc(((size_t)g->n + 1) * sizeof *val) : vstack;
+    uint8_t *how = big ? malloc((size_t)g->n + 1) : hstack;
+    if (!val || !how) { /* make the failure visible rather than skip it */
         for (int s = 0; s < g->nslots; s++)
-            if (g->store[s] >= 0 && !g->scalar[s] && g->late_store[s] == pass)
-                for (int64_t e = begin; e < end; e++)
-                    arrays[s][e] = NAN;
+            if (g->store[s] >= 0 && g->kind[s] == CG_KIND_ELEM && l->kind == CG_LOOP_ELEM)
+                for (int64_t e = t->begin * (g->two_d ? t->cols : 1);
+                     e < t->end * (g->two_d ? t->cols : 1); e++)
+                    t->arrays[s][e] = NAN;
+        if (big) {
+            free(val);
+            free(how);
+        }
         return;
     }
-    /* uniform operands, rounded to float once, as the kernel's prologue */
-    for (int i = 0; i < g->n; i++) {
+    cg_loop_plan(g, l, how);
+    for (int i = 0; i < g->n; i++) { /* per-step operands, rounded once */
         const cg_node *x = &g->nodes[i];
-        if (x->varying)
+        if (how[i] != CG_HOW_UNIFORM)
             continue;
-        val[i] = x->op == CG_CONST ? (float)x->value
-                 : x->uslot >= 0   ? (float)u[x->uslot]
-                                   : 0.0f;
-        if (x->boolean)
-            val[i] = x->op == CG_CONST ? (x->value != 0)
-                     : x->uslot >= 0   ? (u[x->uslot] != 0)
-                                       : 0.0f;
+        double v = x->op == CG_CONST ? x->value : t->u[x->uslot];
+        val[i] = x->boolean ? (v != 0) : (float)v;
     }
-    /* each reduction's lanes, as emit.c's */
-    double lane[CG_MAX_REDUCE][CG_LANES];
+    /* tensor sums: lanes by position in the task (by column in a 2-D
+     * task); row sums: lanes by column, per row; column sums: in place,
+     * row after row */
+    double lane[CG_MAX_REDUCE][CG_LANES], rlane[CG_MAX_AXISRED][CG_LANES];
     for (int r = 0; r < g->nreduce; r++)
-        for (int l = 0; l < CG_LANES; l++)
-            lane[r][l] = g->reduce_kind[r] == CG_REDUCE_MAX ? -INFINITY : 0.0;
-    for (int64_t e = begin; e < end; e++) {
-        for (int i = 0; i < g->n; i++) {
-            const cg_node *x = &g->nodes[i];
-            if (!x->varying)
-                continue;
-            if (pass == 1 && g->subst[i] >= 0) /* stored by pass 0 */
-                val[i] = arrays[g->subst[i]][e];
-            else if (x->op == CG_LOAD)
-                val[i] = arrays[x->slot][e];
-            else
-                val[i] = cg_eval_float((cg_op)x->op,
-                                       x->arg[0] >= 0 ? val[x->arg[0]] : 0,
-                                       x->arg[1] >= 0 ? val[x->arg[1]] : 0,
-                                       x->arg[2] >= 0 ? val[x->arg[2]] : 0);
-        }
-        if (pass == 0) {
-            int l = (int)((e - begin) % CG_LANES);
-            for (int i = 0; i < g->n; i++) {
-                const cg_node *x = &g->nodes[i];
-                if (x->op == CG_SUM)
-                    lane[x->slot][l] += (double)val[x->arg[0]];
-                else if (x->op == CG_MAXALL)
-                    lane[x->slot][l] = cg_max_nan(lane[x->slot][l], (double)val[x->arg[0]]);
+        for (int j = 0; j < CG_LANES; j++)
+            lane[r][j] = cg_reduce_identity(g->reduce_kind[r]);
+    int64_t pos = 0; /* the element's position in the task */
+    if (l->kind == CG_LOOP_COLS) {
+        int64_t colbase = t->base / t->rows * t->cols;
+        for (int i = 0; i < g->n; i++)
+            if (accumulates(g, l, &g->nodes[i]))
+                for (int64_t c = t->begin; c < t->end; c++)
+                    t->axis[g->nrowred + g->nodes[i].slot][colbase + c] =
+                        cg_reduce_identity(g->col_kind[g->nodes[i].slot]);
+        for (int64_t m = t->base; m < t->base + t->rows; m++) {
+            where at = {0, m, 0};
+            eval(g, l, how, 1, val, t, at);
+            for (int64_t c = t->begin; c < t->end; c++) {
+                at = (where){m * t->cols + c, m, colbase + c};
+                eval(g, l, how, 2, val, t, at);
+                for (int i = 0; i < g->n; i++) {
+                    const cg_node *x = &g->nodes[i];
+                    if (accumulates(g, l, x)) {
+                        double *acc = &t->axis[g->nrowred + x->slot][colbase + c];
+                        *acc = cg_reduce_add(g->col_kind[x->slot], *acc,
+                                             (double)val[x->arg[0]]);
+                    }
+                }
             }
         }
-        /* stores after all loads of the element, as the kernel does */
-        for (int s = 0; s < g->nslots; s++)
-            if (g->store[s] >= 0 && !g->scalar[s] && g->late_store[s] == pass)
-                arrays[s][e] = val[g->store[s]];
+    } else if (l->kind == CG_LOOP_ELEM && g->two_d) {
+        for (int64_t m = t->begin; m < t->end; m++) {
+            int64_t colbase = m / t->rows * t->cols;
+            where at = {0, m, 0};
+            eval(g, l, how, 1, val, t, at);
+            for (int r = 0; r < g->nrowred; r++)
+                for (int j = 0; j < CG_LANES; j++)
+                    rlane[r][j] = cg_reduce_identity(g->row_kind[r]);
+            for (int64_t c = 0; c < t->cols; c++) {
+                at = (where){m * t->cols + c, m, colbase + c};
+                eval(g, l, how, 2, val, t, at);
+                for (int i = 0; i < g->n; i++) {
+                    const cg_node *x = &g->nodes[i];
+                    if (!accumulates(g, l, x))
+                        continue;
+                    double v = (double)val[x->arg[0]];
+                    if (cg_reduce_dom((cg_op)x->op) == CG_DOM_ROW) {
+                        double *a = &rlane[x->slot][c % CG_LANES];
+                        *a = cg_reduce_add(g->row_kind[x->slot], *a, v);
+                    } else { /* tensor sums: lanes by column, all rows */
+                        double *a = &lane[x->slot][c % CG_LANES];
+                        *a = cg_reduce_add(g->reduce_kind[x->slot], *a, v);
+                    }
+                }
+                store(g, l, val, t, at);
+            }
+            for (int i = 0; i < g->n; i++) {
+                const cg_node *x = &g->nodes[i];
+                if (!accumulates(g, l, x) || cg_reduce_dom((cg_op)x->op) != CG_DOM_ROW)
+                    continue;
+                double acc = cg_reduce_identity(g->row_kind[x->slot]);
+                for (int j = 0; j < CG_LANES; j++)
+                    acc = cg_reduce_add(g->row_kind[x->slot], acc, rlane[x->slot][j]);
+                t->axis[x->slot][m] = acc;
+            }
+        }
+    } else { /* a flat loop: elements, rows or columns */
+        for (int64_t e = t->begin; e < t->end; e++, pos++) {
+            where at = {e, e, e};
+            eval(g, l, how, 2, val, t, at);
+            for (int i = 0; i < g->n; i++) {
+                const cg_node *x = &g->nodes[i];
+                if (accumulates(g, l, x)) {
+                    double *a = &lane[x->slot][pos % CG_LANES];
+                    *a = cg_reduce_add(g->reduce_kind[x->slot], *a, (double)val[x->arg[0]]);
+                }
+            }
+            store(g, l, val, t, at);
+        }
     }
-    for (int r = 0; pass == 0 && r < g->nreduce; r++)
-        for (int l = 0; l < CG_LANES; l++)
-            red[r] = g->reduce_kind[r] == CG_REDUCE_MAX ? cg_max_nan(red[r], lane[r][l])
-                                                      : red[r] + lane[r][l];
-    if (val != stack)
+    for (int i = 0; i < g->n; i++) {
+        const cg_node *x = &g->nodes[i];
+        if (!accumulates(g, l, x) || cg_reduce_dom((cg_op)x->op) != CG_DOM_TENSOR)
+            continue;
+        for (int j = 0; j < CG_LANES; j++)
+            t->red[x->slot] = cg_reduce_add(g->reduce_kind[x->slot], t->red[x->slot],
+                                            lane[x->slot][j]);
+    }
+    if (big) {
         free(val);
+        free(how);
+    }
 }

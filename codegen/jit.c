@@ -157,7 +157,7 @@ fail:
 }
 
 int cg_llvm_compile(cg_llvm *l, const cg_graph *g, const char *name,
-                    cg_kernel_fn fn[2], void **tracker, char *err)
+                    cg_kernel_fn *fn, void **tracker, char *err)
 {
     LLVMModuleRef mod;
     LLVMOrcThreadSafeContextRef tsc;
@@ -174,10 +174,9 @@ int cg_llvm_compile(cg_llvm *l, const cg_graph *g, const char *name,
         rc = llvm_error(err, e, "adding the kernel to the JIT");
         goto fail;
     }
-    fn[1] = NULL;
-    for (int pass = 0; pass < (g->nreduce ? 2 : 1); pass++) {
+    for (int li = 0; li < g->nloops; li++) {
         char fname[160];
-        snprintf(fname, sizeof fname, "%s%s", name, pass ? "_late" : "");
+        snprintf(fname, sizeof fname, "%s_%d", name, li);
         LLVMOrcExecutorAddress addr = 0;
         if ((e = LLVMOrcLLJITLookup(l->jit, &addr, fname))) {
             rc = llvm_error(err, e, "compiling the kernel");
@@ -187,7 +186,7 @@ int cg_llvm_compile(cg_llvm *l, const cg_graph *g, const char *name,
             rc = cg_fail(err, JOPT_ECOMPILE, "kernel %s has no address", fname);
             goto fail;
         }
-        fn[pass] = (cg_kernel_fn)(uintptr_t)addr;
+        fn[li] = (cg_kernel_fn)(uintptr_t)addr;
     }
     *tracker = rt;
     return JOPT_OK;

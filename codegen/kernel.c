@@ -2,9 +2,11 @@
  * kernel.c - the kernel cache in front of trace and JIT.
  *
  * A kernel is keyed by everything that determines it: the spec's text, the
- * hyperparameter values it was specialised to, the variant (fresh or not)
- * and the engine (the target is the host, fixed per process).  Two groups
- * with equal values share one kernel.  Kernels are reference counted; an
+ * hyperparameter values it was specialised to, the variant (fresh or not,
+ * a named kernel, the inputs given), the tensors' rank when the spec looks
+ * at it, and the engine (the target is the host, fixed per process).  Two
+ * groups with equal values share one kernel, and so do tensors of any rank
+ * when the spec never asks for it.  Kernels are reference counted; an
  * unreferenced one stays cached until the cache is over CACHE_KEEP.
  */
 #include <math.h>
@@ -26,7 +28,8 @@ struct cg_kernel {
     cg_graph *graph;
     double *scratch; /* the uniform pass's, so that step() never allocates */
     cg_layout layout;
-    cg_kernel_fn fn[2]; /* pass 0 and 1; NULL: the reference interpreter */
+    cg_kernel_fn fn[CG_MAX_LEVELS * CG_NLOOP_KINDS]; /* per loop; NULL: the
+                                   reference interpreter */
     void *tracker;
     cg_kernel *next;
 };
@@ -83,25 +86,28 @@ void cg_jit_stats(const cg_jit *j, size_t *compiles, size_t *hits)
         *hits = j->hits;
 }
 
-/* The key: variant, engine, the values folded into the kernel (a value
- * passed at run time counts only as "runtime"), and the spec's text. */
-static unsigned char *make_key(const cg_request *r, size_t *len, uint64_t *hash)
+/* The key: variant, engine, rank (-1: any), the values folded into the
+ * kernel (a value passed at run time counts only as "runtime"), the kernel's
+ * name, and the spec's text. */
+static unsigned char *make_key(const cg_request *r, int rank, size_t *len,
+                               uint64_t *hash)
 {
     /* a vector kernel depends on its name, not on the values */
     size_t srclen, nv = r->vkernel ? 0 : cg_spec_nvalues(r->spec);
     size_t nh = r->vkernel ? 0 : cg_spec_nhyper(r->spec);
-    size_t vklen = r->vkernel ? strlen(r->vkernel) + 1 : 0;
+    const char *name = r->vkernel ? r->vkernel : r->named ? r->named : "";
+    size_t namelen = strlen(name) + 1;
     const char *src = cg_spec_text(r->spec, &srclen);
-    /* the lengths first: no two different (spec, values) share a key */
-    uint64_t lens[4] = {nh, nv, vklen, srclen};
-    *len = 2 + sizeof lens + nh + nv * sizeof(double) + vklen + srclen;
+    /* the lengths first: no two different requests share a key */
+    int64_t head[7] = {(int64_t)nh, (int64_t)nv, (int64_t)namelen,
+                       (int64_t)srclen, rank, r->vkernel ? 0 : r->fresh,
+                       (int64_t)r->inputs * 4 + r->reference * 2 + (r->vkernel != NULL)};
+    *len = sizeof head + nh + nv * sizeof(double) + namelen + srclen;
     unsigned char *key = malloc(*len);
     if (!key)
         return NULL;
-    key[0] = (unsigned char)(r->vkernel ? 0 : r->fresh);
-    key[1] = (unsigned char)r->reference;
-    memcpy(key + 2, lens, sizeof lens);
-    unsigned char *flags = key + 2 + sizeof lens, *vals = flags + nh;
+    memcpy(key, head, sizeof head);
+    unsigned char *flags = key + sizeof head, *vals = flags + nh;
     if (nv)
         memcpy(vals, r->values, nv * sizeof(double));
     for (size_t i = 0; i < nh; i++) {
@@ -111,9 +117,8 @@ static unsigned char *make_key(const cg_request *r, size_t *len, uint64_t *hash)
             memset(vals + (size_t)h->offset * sizeof(double), 0,
                    (size_t)h->len * sizeof(double));
     }
-    if (vklen)
-        memcpy(vals + nv * sizeof(double), r->vkernel, vklen);
-    memcpy(vals + nv * sizeof(double) + vklen, src, srclen);
+    memcpy(vals + nv * sizeof(double), name, namelen);
+    memcpy(vals + nv * sizeof(double) + namelen, src, srclen);
     *hash = cg_fnv(CG_FNV_INIT, key, *len);
     return key;
 }
@@ -128,7 +133,7 @@ static int trace_request(const cg_request *r, cg_graph **g, char *err)
         return cg_fail(err, JOPT_ESPEC, "spec %s has method '%s' and vector "
                        "kernels, not an update", cg_spec_path(r->spec),
                        cg_spec_method(r->spec));
-    return cg_trace(r->spec, r->values, r->runtime, r->fresh, g, err);
+    return cg_trace(r->spec, r, g, err);
 }
 
 static int trace_into(const cg_request *r, cg_kernel *k, char *err)
@@ -137,30 +142,50 @@ static int trace_into(const cg_request *r, cg_kernel *k, char *err)
     if (rc)
         return rc;
     cg_graph *g = k->graph;
+    cg_layout *l = &k->layout;
     if (!(k->scratch = malloc(((size_t)g->n + 1) * sizeof *k->scratch)))
         return cg_fail(err, JOPT_ENOMEM, "out of memory");
-    k->layout.nstate = g->nstate;
-    k->layout.state = g->state;
-    k->layout.init = g->init;
-    k->layout.init_value = g->init_value;
-    k->layout.scalar = g->scalar + 2; /* by state, as the other fields */
-    k->layout.nuniform = g->nuniform;
-    k->layout.nreduce = g->nreduce;
+    l->nstate = g->nstate;
+    l->state = g->state;
+    l->init = g->init;
+    l->init_value = g->init_value;
+    l->kind = g->kind + 2; /* by state, as the other fields */
+    l->ninput = g->ninput;
+    l->input = g->input;
+    l->ngstate = g->ngstate;
+    l->gstate = g->gstate;
+    l->gstate_f32 = g->gstate_f32;
+    l->ginit = g->ginit;
+    l->nuniform = g->nuniform;
+    l->nreduce = g->nreduce + g->nrowred + g->ncolred + g->ngred;
     for (int i = 0; i < g->nreduce; i++)
-        *(g->reduce_kind[i] == CG_REDUCE_MAX ? &k->layout.nmaxima : &k->layout.nsums) += 1;
-    k->layout.npasses = cg_graph_has_late(g) ? 2 : 1;
-    k->layout.read = g->read;
+        *(g->reduce_kind[i] == CG_REDUCE_MAX ? &l->nmaxima : &l->nsums) += 1;
+    for (int i = 0; i < g->nrowred; i++)
+        *(g->row_kind[i] == CG_REDUCE_MAX ? &l->nmaxima : &l->nsums) += 1;
+    for (int i = 0; i < g->ncolred; i++)
+        *(g->col_kind[i] == CG_REDUCE_MAX ? &l->nmaxima : &l->nsums) += 1;
+    for (int i = 0; i < g->ngred; i++)
+        *(g->gred_kind[i] == CG_REDUCE_MAX ? &l->nmaxima : &l->nsums) += 1;
+    l->npasses = 0;
+    for (int i = 0; i < g->nloops; i++) /* passes over the elements */
+        l->npasses += g->loops[i].kind >= CG_LOOP_COLS;
+    if (!l->npasses)
+        l->npasses = 1;
+    l->rank = g->rank;
+    l->read = g->read;
     for (int s = 0; s < g->nslots; s++)
         if (g->store[s] >= 0)
-            k->layout.written |= 1ull << s;
+            l->written |= 1ull << s;
     if (r->vkernel) {
-        k->layout.narrays = g->nslots;
-        k->layout.nscalars = cg_spec_find_vkernel(r->spec, r->vkernel)->nscalars;
-        k->layout.nresults = g->nresult;
+        l->narrays = g->nslots;
+        l->nscalars = cg_spec_find_vkernel(r->spec, r->vkernel)->nscalars;
+        l->nresults = g->nresult;
     }
+    l->has_scalar = g->ngstate > 0;
     for (int i = 0; i < g->nstate; i++) {
-        k->layout.has_unset |= g->init[i] == CG_INIT_UNSET;
-        k->layout.has_scalar |= g->scalar[2 + i];
+        l->has_unset |= g->init[i] == CG_INIT_UNSET;
+        l->has_scalar |= g->kind[2 + i] == CG_KIND_SCALAR ||
+                         g->kind[2 + i] == CG_KIND_SCALAR64;
     }
     return JOPT_OK;
 }
@@ -196,40 +221,53 @@ static cg_kernel *lookup_locked(cg_jit *j, const unsigned char *key, size_t len,
 
 int cg_kernel_get(cg_jit *j, const cg_request *r, cg_kernel **out, char *err)
 {
-    size_t len;
-    uint64_t hash;
-    unsigned char *key = make_key(r, &len, &hash);
-    if (!key)
+    size_t len[2];
+    uint64_t hash[2];
+    int rank = r->vkernel ? 1 : r->rank > 0 ? r->rank : 1;
+    /* a kernel for any rank first, then one for this rank */
+    unsigned char *key[2] = {make_key(r, -1, &len[0], &hash[0]),
+                             make_key(r, rank, &len[1], &hash[1])};
+    if (!key[0] || !key[1]) {
+        free(key[0]);
+        free(key[1]);
         return cg_fail(err, JOPT_ENOMEM, "out of memory");
+    }
     pthread_mutex_lock(&jit_lock);
-    cg_kernel *hit = lookup_locked(j, key, len, hash);
+    cg_kernel *hit = lookup_locked(j, key[0], len[0], hash[0]);
+    if (!hit)
+        hit = lookup_locked(j, key[1], len[1], hash[1]);
     pthread_mutex_unlock(&jit_lock);
     if (hit) {
-        free(key);
+        free(key[0]);
+        free(key[1]);
         *out = hit;
         return JOPT_OK;
     }
+    cg_request req = *r;
+    req.rank = rank;
     cg_kernel *k = calloc(1, sizeof *k);
-    int rc = k ? trace_into(r, k, err) : cg_fail(err, JOPT_ENOMEM, "out of memory");
+    int rc = k ? trace_into(&req, k, err) : cg_fail(err, JOPT_ENOMEM, "out of memory");
+    int which = rc == JOPT_OK && k->graph->rank >= 0; /* its key */
+    free(key[!which]);
     pthread_mutex_lock(&jit_lock);
-    if (rc == JOPT_OK && (hit = lookup_locked(j, key, len, hash)) == NULL)
-        rc = compile_locked(j, r, k, err);
+    if (rc == JOPT_OK && (hit = lookup_locked(j, key[which], len[which], hash[which])) == NULL)
+        rc = compile_locked(j, &req, k, err);
     if (rc || hit) {
         if (k) {
             k->jit = j;
             kernel_destroy(k);
         }
         pthread_mutex_unlock(&jit_lock);
-        free(key);
+        free(key[which]);
         if (hit)
             *out = hit;
         return rc;
     }
     k->jit = j;
     k->refs = 1;
-    k->key = key;
-    k->keylen = len;
-    k->hash = hash;
+    k->key = key[which];
+    k->keylen = len[which];
+    k->hash = hash[which];
     k->next = j->cache;
     j->cache = k;
     j->ncached++;
@@ -259,28 +297,41 @@ void cg_kernel_release(cg_kernel *k)
 const cg_layout *cg_kernel_layout(const cg_kernel *k) { return &k->layout; }
 const cg_graph *cg_kernel_graph(const cg_kernel *k) { return k->graph; }
 
-void cg_kernel_prologue(const cg_kernel *k, double t, const double *values,
-                        float *const *arrays, double *u)
+void cg_kernel_uniforms(const cg_kernel *k, const cg_env *env, double *u)
 {
-    cg_interp_uniforms(k->graph, t, values, arrays, NULL, u, k->scratch);
+    cg_interp_uniforms(k->graph, env, u, k->scratch);
 }
 
-void cg_kernel_pass(const cg_kernel *k, int pass, const cg_task *tasks,
+void cg_kernel_loop(const cg_kernel *k, int loop, const cg_task *tasks,
                     int64_t ntasks)
 {
-    if (k->fn[0]) {
-        k->fn[pass](tasks, ntasks);
+    if (k->fn[loop]) {
+        k->fn[loop](tasks, ntasks);
         return;
     }
     for (int64_t i = 0; i < ntasks; i++)
-        cg_interp_run(k->graph, pass, tasks[i].arrays, tasks[i].begin,
-                      tasks[i].end, tasks[i].u, tasks[i].red);
+        cg_interp_run(k->graph, &k->graph->loops[loop], &tasks[i]);
 }
 
-void cg_kernel_epilogue(const cg_kernel *k, double t, const double *values,
-                        float *const *arrays, const double *red, double *u)
+int64_t cg_kind_numel(int kind, int64_t n, const int64_t *shape, int rank)
 {
-    cg_interp_uniforms(k->graph, t, values, arrays, red, u, k->scratch);
+    int64_t rows = rank >= 2 ? shape[1] : 1, cols = rank >= 1 ? shape[0] : n;
+    switch (kind) {
+    case CG_KIND_ROW: return cols ? n / cols : 0;
+    case CG_KIND_COL: return rows ? n / rows : 0;
+    case CG_KIND_SCALAR: return 1;
+    case CG_KIND_SCALAR64: return 2;
+    default: return n;
+    }
+}
+
+size_t cg_call_work(const cg_kernel *k, int64_t n, const int64_t *shape, int rank)
+{
+    const cg_graph *g = k->graph;
+    if (!g->two_d || rank < 2)
+        return 0;
+    return (size_t)(g->nrowred * cg_kind_numel(CG_KIND_ROW, n, shape, rank) +
+                    g->ncolred * cg_kind_numel(CG_KIND_COL, n, shape, rank));
 }
 
 void cg_kernel_results(const cg_kernel *k, const double *u, double *out)
@@ -301,6 +352,7 @@ static int print_graph(const cg_request *r, const cg_graph *g, char **text,
     const cg_vkernel_sig *vk = r->vkernel ? cg_spec_find_vkernel(spec, r->vkernel) : NULL;
     size_t nv = vk ? (size_t)vk->nscalars : cg_spec_nvalues(spec);
     const char **slots = calloc(CG_MAX_SLOTS, sizeof *slots);
+    const char *gnames[CG_MAX_GSTATE];
     char **hyper = calloc(nv + 1, sizeof *hyper);
     char title[256];
     int rc = JOPT_OK;
@@ -312,7 +364,10 @@ static int print_graph(const cg_request *r, const cg_graph *g, char **text,
         slots[s] = vk ? vk->arrays[s]
                    : s == 0 ? "param"
                    : s == 1 ? "grad"
-                            : cg_spec_state_name(spec, (size_t)g->state[s - 2]);
+                   : s - 2 < g->nstate ? cg_spec_state_name(spec, (size_t)g->state[s - 2])
+                                       : cg_spec_input(spec, (size_t)g->input[s - 2 - g->nstate]);
+    for (int i = 0; i < g->ngstate; i++)
+        gnames[i] = cg_spec_state_name(spec, (size_t)g->gstate[i]);
     for (size_t i = 0; vk && i < nv; i++)
         hyper[i] = (char *)vk->scalars[i];
     for (size_t i = 0; !vk && i < cg_spec_nhyper(spec); i++) {
@@ -329,9 +384,10 @@ static int print_graph(const cg_request *r, const cg_graph *g, char **text,
                 snprintf(hyper[h->offset + k], need, "%s", h->name);
         }
     }
-    snprintf(title, sizeof title, "%s %s%s", cg_spec_name(spec),
-             vk ? "kernel " : "update", vk ? vk->name : r->fresh ? " (fresh)" : "");
-    rc = cg_graph_print(g, title, slots, (const char *const *)hyper, text, err);
+    snprintf(title, sizeof title, "%s %s%s%s", cg_spec_name(spec),
+             vk || r->named ? "kernel " : "update", vk ? vk->name : r->named ? r->named : "",
+             r->fresh && !vk ? " (fresh)" : "");
+    rc = cg_graph_print(g, title, slots, gnames, (const char *const *)hyper, text, err);
 done:
     for (size_t i = 0; !vk && hyper && i < nv; i++)
         free(hyper[i]);

@@ -9,6 +9,12 @@
  *
  *   X(ID, name, arity, flags, double, float, ir)
  *
+ * Leaves: CONST, t (the step count), LOAD (an array's element), SCALAR (a
+ * tensor's scalar state), GSTATE (a group's state), HYPER (a value passed
+ * per step), SHAPE (a size of the tensor).  Reductions (sum, maxall, the
+ * row, column and group ones) are built by trace.c from sum(x [, axis]),
+ * mean(...), amax(...); the others are prelude functions by their name.
+ *
  * name     how the spec's prelude and the printed graph call it
  * flags    CG_F_* below
  * double   its value on per-step operands a, b, c (interp.c, folding)
@@ -31,8 +37,15 @@ enum {
     CG_F_BOOL = 8,      /* its result is a truth value */
     CG_F_BOOLARGS = 16, /* its operands are truth values */
     CG_F_SELECT = 32,   /* where(c, x, y): c a truth value, x and y alike */
-    CG_F_REDUCE = 64    /* per element in, per step out (over the tensor) */
+    CG_F_REDUCE = 64,   /* a reduction: over the tensor, unless one of: */
+    CG_F_TO_ROW = 128,  /*   over the last axis: one value per row */
+    CG_F_TO_COL = 256,  /*   over the second-to-last: one per column */
+    CG_F_TO_GROUP = 512, /*  over the tensors of a group: per group */
+    CG_F_MAX = 1024     /* a reduction taking the maximum, not the sum */
 };
+
+#define CG_R (CG_F_REDUCE)
+#define CG_RM (CG_F_REDUCE | CG_F_MAX)
 
 #define CG_PB (CG_F_PRELUDE | CG_F_BOOL)
 #define CG_PL (CG_F_PRELUDE | CG_F_BOOL | CG_F_BOOLARGS)
@@ -42,7 +55,9 @@ enum {
     X(STEP, "t", 0, CG_F_LEAF, 0, 0, NULL)                                     \
     X(LOAD, "load", 0, CG_F_LEAF, 0, 0, NULL)                                  \
     X(SCALAR, "scalar", 0, CG_F_LEAF, 0, 0, NULL)                              \
+    X(GSTATE, "gstate", 0, CG_F_LEAF, 0, 0, NULL)                              \
     X(HYPER, "hyper", 0, CG_F_LEAF, 0, 0, NULL)                                \
+    X(SHAPE, "size", 0, CG_F_LEAF, 0, 0, NULL)                                 \
     X(NEG, "neg", 1, 0, -a, -a, LLVMBuildFNeg(E->b, A[0], ""))                 \
     X(ABS, "abs", 1, CG_F_PRELUDE, fabs(a), fabsf(a),                          \
       ir_call(E, "llvm.fabs", A, 1))                                           \
@@ -79,7 +94,13 @@ enum {
       ir_lerp(E, A))                                                           \
     X(WHERE, "where", 3, CG_F_PRELUDE | CG_F_SELECT, a != 0 ? b : c,           \
       a != 0 ? b : c, LLVMBuildSelect(E->b, A[0], A[1], A[2], ""))             \
-    X(SUM, "sum", 1, CG_F_PRELUDE | CG_F_REDUCE, NAN, NAN, NULL)               \
-    X(MAXALL, "maxall", 1, CG_F_PRELUDE | CG_F_REDUCE, NAN, NAN, NULL)
+    X(SUM, "sum", 1, CG_R, NAN, NAN, NULL)                                     \
+    X(MAXALL, "maxall", 1, CG_RM, NAN, NAN, NULL)                              \
+    X(RSUM, "rowsum", 1, CG_R | CG_F_TO_ROW, NAN, NAN, NULL)                   \
+    X(RMAX, "rowmax", 1, CG_RM | CG_F_TO_ROW, NAN, NAN, NULL)                  \
+    X(CSUM, "colsum", 1, CG_R | CG_F_TO_COL, NAN, NAN, NULL)                   \
+    X(CMAX, "colmax", 1, CG_RM | CG_F_TO_COL, NAN, NAN, NULL)                  \
+    X(GSUM, "groupsum", 1, CG_R | CG_F_TO_GROUP, NAN, NAN, NULL)               \
+    X(GMAX, "groupmax", 1, CG_RM | CG_F_TO_GROUP, NAN, NAN, NULL)
 
 #endif /* CG_OPS_H */

@@ -7,15 +7,18 @@
  *   slot 0 param
  *   slot 2 exp_avg array init 0
  *   %3 = mul %1, %2  elem
- *   %7 = pow %5, %6  step u1
+ *   %7 = pow %5, %6  tensor u1
+ *   %9 = sum %8  tensor r0 @1
  *   store 2 %9
- *   store 0 %14 late
+ *   store 0 %14 @1
  *
- * One line per node in graph order: `elem` marks per-element values
- * (float32), `step` per-step ones (double), `bool` truth values, `uK` the
- * per-step values per-element code reads (index K in u), `rK` reduction K,
- * `from S` a value pass 1 reads back from slot S; `late` marks the stores
- * of pass 1.  Numbers are printed with the digits that read back exactly.
+ * One line per node in graph order, with its domain: `elem` (per element,
+ * float32), `row`, `col` (per row or column, float32), `tensor` (per tensor
+ * and step, double), `group` (per group and step; constants carry none);
+ * `bool` marks truth values, `uK` the per-step values other code reads
+ * (index K in u), `rK` reduction K of its kind, `@L` a level above 0 (one
+ * more than the reductions it depends on).  Stores carry their level too.
+ * Numbers are printed with the digits that read back exactly.
  */
 #include <math.h>
 #include <stdarg.h>
@@ -86,7 +89,8 @@ static const char *name_or(const char *const *names, int i, char *buf,
 }
 
 static void put_node(out *o, const cg_graph *g, int i,
-                     const char *const *slots, const char *const *hypers)
+                     const char *const *slots, const char *const *gstates,
+                     const char *const *hypers)
 {
     const cg_node *x = &g->nodes[i];
     char nb[32];
@@ -106,12 +110,26 @@ static void put_node(out *o, const cg_graph *g, int i,
     case CG_HYPER:
         put(o, " %s", name_or(hypers, x->slot, nb, sizeof nb, "value"));
         break;
+    case CG_GSTATE:
+        for (int k = 0; k < g->ngstate; k++)
+            if (g->gstate[k] == x->slot)
+                put(o, " %s", name_or(gstates, k, nb, sizeof nb, "gstate"));
+        break;
+    case CG_SHAPE:
+        if (x->slot == 0)
+            put(o, " numel");
+        else
+            put(o, " %d", -x->slot);
+        break;
+    case CG_STEP:
+        break;
     default:
         for (int k = 0; k < cg_op_arity((cg_op)x->op); k++)
             put(o, "%s%%%d", k ? ", " : " ", x->arg[k]);
     }
+    static const char *const dom[] = {"group", "tensor", "row", "col", "elem"};
     if (x->op != CG_CONST) {
-        put(o, "  %s", x->varying ? "elem" : "step");
+        put(o, "  %s", dom[x->dom]);
         if (x->boolean)
             put(o, " bool");
     }
@@ -119,36 +137,52 @@ static void put_node(out *o, const cg_graph *g, int i,
         put(o, " u%d", x->uslot);
     if (cg_op_flags((cg_op)x->op) & CG_F_REDUCE)
         put(o, " r%d", x->slot);
-    if (g->subst && g->subst[i] >= 0 && g->nreduce)
-        put(o, " from %d", g->subst[i]);
+    if (x->level)
+        put(o, " @%d", x->level);
     put(o, "\n");
 }
 
 int cg_graph_print(const cg_graph *g, const char *title,
-                   const char *const *slots, const char *const *hypers,
-                   char **text, char *err)
+                   const char *const *slots, const char *const *gstates,
+                   const char *const *hypers, char **text, char *err)
 {
     out o = {NULL, 0, 0, 0};
     char nb[32];
     put(&o, "graph %s\n", title);
+    static const char *const kinds[] = {"array", "rows", "cols", "scalar",
+                                        "double", "input"};
     for (int s = 0; s < g->nslots; s++) {
         put(&o, "slot %d %s", s, name_or(slots, s, nb, sizeof nb, "slot"));
         int k = s - 2; /* a state's index, in an update's layout */
         if (k >= 0 && k < g->nstate) {
-            put(&o, " %s init ", g->scalar[s] ? "scalar" : "array");
+            put(&o, " %s init ", kinds[g->kind[s]]);
             if (g->init[k] == CG_INIT_UNSET)
                 put(&o, "unset");
             else
                 put_num(&o, g->init_value[k]);
+        } else if (g->kind[s] == CG_KIND_INPUT) {
+            put(&o, " input");
         }
         put(&o, "\n");
     }
+    for (int s = 0; s < g->ngstate; s++) {
+        put(&o, "group %d %s %s init ", s, name_or(gstates, s, nb, sizeof nb, "gstate"),
+            g->gstate_f32[s] ? "float" : "double");
+        put_num(&o, g->ginit[s]);
+        put(&o, "\n");
+    }
     for (int i = 0; i < g->n; i++)
-        put_node(&o, g, i, slots, hypers);
+        put_node(&o, g, i, slots, gstates, hypers);
     for (int s = 0; s < g->nslots; s++)
-        if (g->store[s] >= 0)
-            put(&o, "store %d %%%d%s\n", s, g->store[s],
-                g->nreduce && g->late_store[s] && !g->scalar[s] ? " late" : "");
+        if (g->store[s] >= 0) {
+            put(&o, "store %d %%%d", s, g->store[s]);
+            if (g->nodes[g->store[s]].level)
+                put(&o, " @%d", g->nodes[g->store[s]].level);
+            put(&o, "\n");
+        }
+    for (int s = 0; s < g->ngstate; s++)
+        if (g->gstore[s] >= 0)
+            put(&o, "gstore %d %%%d\n", s, g->gstore[s]);
     for (int r = 0; r < g->nresult; r++)
         put(&o, "result %d %%%d\n", r, g->result[r]);
     if (o.oom || !o.buf) {

@@ -309,6 +309,15 @@ void cg_sb_push_unset(sandbox *sb)
     lua_rawgetp(sb->L, LUA_REGISTRYINDEX, &UNSET_KEY);
 }
 
+int cg_sb_is_unset(lua_State *L, int idx)
+{
+    idx = lua_absindex(L, idx);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &UNSET_KEY);
+    int is = lua_rawequal(L, idx, -1);
+    lua_pop(L, 1);
+    return is;
+}
+
 void cg_sb_push_none(lua_State *L)
 {
     lua_rawgetp(L, LUA_REGISTRYINDEX, &NONE_KEY);

@@ -60,6 +60,8 @@ void cg_sb_set_proxy(lua_State *L, lua_CFunction set);
 
 /* Pushes the `unset` sentinel a spec's state table may name. */
 void cg_sb_push_unset(sandbox *sb);
+/* Whether the value at idx is the `unset` sentinel. */
+int cg_sb_is_unset(lua_State *L, int idx);
 /* Pushes `none`, the default of an optional number (torch's None). */
 void cg_sb_push_none(lua_State *L);
 

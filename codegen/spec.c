@@ -16,7 +16,6 @@
 #include "sandbox.h"
 
 #define MAX_SPEC_BYTES (1u << 20)
-#define MAX_TUPLE 8
 #define MAX_HYPER 256
 
 struct cg_spec {
@@ -31,6 +30,11 @@ struct cg_spec {
     char *method;          /* NULL: an update spec */
     cg_vkernel_sig *vk;    /* sorted by name */
     size_t nvk;
+    char **named;          /* an update spec's named kernels, sorted */
+    size_t nnamed;
+    char **inputs;         /* per-element inputs, in the spec's order */
+    size_t ninputs;
+    int group_steps;       /* steps = "group": t counts the group's steps */
     sandbox *checker; /* kept between cg_spec_check calls, or NULL */
 };
 
@@ -65,6 +69,12 @@ void cg_spec_free(cg_spec *s)
     }
     free(s->vk);
     free(s->method);
+    for (size_t i = 0; i < s->nnamed; i++)
+        free(s->named[i]);
+    free(s->named);
+    for (size_t i = 0; i < s->ninputs; i++)
+        free(s->inputs[i]);
+    free(s->inputs);
     for (size_t i = 0; i < s->nstate; i++)
         free(s->state[i]);
     free(s->hyper);
@@ -88,6 +98,19 @@ size_t cg_spec_nstate(const cg_spec *s) { return s->nstate; }
 const char *cg_spec_state_name(const cg_spec *s, size_t i) { return s->state[i]; }
 
 const char *cg_spec_method(const cg_spec *s) { return s->method; }
+size_t cg_spec_nnamed(const cg_spec *s) { return s->nnamed; }
+const char *cg_spec_named(const cg_spec *s, size_t i) { return s->named[i]; }
+size_t cg_spec_ninputs(const cg_spec *s) { return s->ninputs; }
+const char *cg_spec_input(const cg_spec *s, size_t i) { return s->inputs[i]; }
+int cg_spec_group_steps(const cg_spec *s) { return s->group_steps; }
+
+int cg_spec_find_named(const cg_spec *s, const char *name)
+{
+    for (size_t i = 0; i < s->nnamed; i++)
+        if (!strcmp(s->named[i], name))
+            return (int)i;
+    return -1;
+}
 size_t cg_spec_nvkernels(const cg_spec *s) { return s->nvk; }
 const cg_vkernel_sig *cg_spec_vkernel(const cg_spec *s, size_t i) { return &s->vk[i]; }
 
@@ -285,7 +308,7 @@ static int read_hyper(lua_State *L, cg_spec *s, char *err)
                        s->path, MAX_HYPER);
     }
     s->hyper = calloc(n ? n : 1, sizeof *s->hyper);
-    s->defaults = calloc(n * MAX_TUPLE + 1, sizeof *s->defaults);
+    s->defaults = calloc(n * CG_MAX_TUPLE + 1, sizeof *s->defaults);
     if (!s->hyper || !s->defaults) {
         for (size_t i = 0; i < n; i++)
             free(names[i]);
@@ -330,18 +353,23 @@ static int read_hyper(lua_State *L, cg_spec *s, char *err)
                 break;
             }
             lua_Integer len = (lua_Integer)lua_rawlen(L, -1);
-            if (len < 1 || len > MAX_TUPLE)
+            if (len < 1 || len > CG_MAX_TUPLE)
                 goto bad;
             h->kind = CG_HYPER_NUMBER;
             h->len = (int)len;
             h->tuple = 1;
             for (int k = 0; k < h->len; k++) {
                 lua_rawgeti(L, -1, k + 1);
-                if (lua_type(L, -1) != LUA_TNUMBER) {
+                cg_sb_push_none(L);
+                int none = lua_rawequal(L, -1, -2);
+                lua_pop(L, 1);
+                if (!none && lua_type(L, -1) != LUA_TNUMBER) {
                     lua_pop(L, 1);
                     goto bad;
                 }
-                s->defaults[off + k] = lua_tonumber(L, -1);
+                /* an element that may be None (Adafactor's eps[0]) */
+                h->optional |= none;
+                s->defaults[off + k] = none ? NAN : lua_tonumber(L, -1);
                 lua_pop(L, 1);
             }
             break;
@@ -355,9 +383,9 @@ static int read_hyper(lua_State *L, cg_spec *s, char *err)
     bad:
         rc = cg_fail(err, JOPT_ESPEC,
                      "spec %s: hyperparameter '%s' must be a number, a "
-                     "boolean, none, a list of 1 to %d numbers or a list of "
+                     "boolean, none, a list of 1 to %d numbers (or none) or a list of "
                      "1 to %d names (a choice)",
-                     s->path, h->name, MAX_TUPLE, CG_MAX_CHOICES);
+                     s->path, h->name, CG_MAX_TUPLE, CG_MAX_CHOICES);
     fail:
         lua_pop(L, 1);
         for (size_t j = i + 1; j < n; j++)
@@ -502,15 +530,33 @@ static int read_method(lua_State *L, cg_spec *s, char *err)
     char **names;
     size_t n;
     int rc = sorted_keys(L, &names, &n, "kernels", s->path, err);
-    if (rc == JOPT_OK && !(s->vk = calloc(n + 1, sizeof *s->vk))) {
-        for (size_t i = 0; i < n; i++)
-            free(names[i]);
-        free(names);
-        rc = cg_fail(err, JOPT_ENOMEM, "out of memory");
-    }
     if (rc) {
         lua_pop(L, 1);
         return rc;
+    }
+    if (!s->method) { /* an update spec's named kernels: functions */
+        s->named = names;
+        s->nnamed = n;
+        for (size_t i = 0; i < n && rc == JOPT_OK; i++) {
+            cg_sb_rawfield(L, -1, names[i]);
+            if (!lua_isfunction(L, -1))
+                rc = cg_fail(err, JOPT_ESPEC, "spec %s: kernel '%s' must be a "
+                             "function (p, s, h, t) returning the parameter's "
+                             "new value", s->path, names[i]);
+            if (rc == JOPT_OK && !strcmp(names[i], "update"))
+                rc = cg_fail(err, JOPT_ESPEC, "spec %s: a kernel cannot be "
+                             "named 'update'", s->path);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+        return rc;
+    }
+    if (!(s->vk = calloc(n + 1, sizeof *s->vk))) {
+        for (size_t i = 0; i < n; i++)
+            free(names[i]);
+        free(names);
+        lua_pop(L, 1);
+        return cg_fail(err, JOPT_ENOMEM, "out of memory");
     }
     for (size_t i = 0; i < n; i++) { /* the names are owned by s->vk now */
         s->vk[i].name = names[i];
@@ -526,9 +572,61 @@ static int read_method(lua_State *L, cg_spec *s, char *err)
     return rc;
 }
 
+/* `inputs = {"hessian"}`: per-element inputs besides the gradient, and
+ * `steps = "group"`: t counts the group's steps, not the tensor's */
+static int read_inputs(lua_State *L, cg_spec *s, char *err)
+{
+    cg_sb_rawfield(L, -1, "steps");
+    int t = lua_type(L, -1);
+    const char *steps = t == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    int ok = t == LUA_TNIL ||
+             (steps && (!strcmp(steps, "group") || !strcmp(steps, "tensor")));
+    s->group_steps = steps && !strcmp(steps, "group");
+    lua_pop(L, 1);
+    if (!ok)
+        return cg_fail(err, JOPT_ESPEC, "spec %s: 'steps' must be \"tensor\" "
+                       "(t counts each tensor's steps, as torch) or \"group\" "
+                       "(the group's)", s->path);
+    cg_sb_rawfield(L, -1, "inputs");
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return JOPT_OK;
+    }
+    lua_Integer n = lua_istable(L, -1) ? (lua_Integer)lua_rawlen(L, -1) : -1;
+    if (n < 0 || n > CG_MAX_INPUTS) {
+        lua_pop(L, 1);
+        return cg_fail(err, JOPT_ESPEC, "spec %s: 'inputs' must be a list of at "
+                       "most %d names", s->path, CG_MAX_INPUTS);
+    }
+    if (!(s->inputs = calloc((size_t)n + 1, sizeof *s->inputs))) {
+        lua_pop(L, 1);
+        return cg_fail(err, JOPT_ENOMEM, "out of memory");
+    }
+    int rc = JOPT_OK;
+    for (lua_Integer i = 1; i <= n && rc == JOPT_OK; i++) {
+        lua_rawgeti(L, -1, i);
+        const char *name = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+        int good = name && is_name(name);
+        for (size_t j = 0; good && j < s->ninputs; j++)
+            good = strcmp(s->inputs[j], name) != 0;
+        if (!good)
+            rc = cg_fail(err, JOPT_ESPEC, "spec %s: input %lld is not a name, "
+                         "or repeats one", s->path, (long long)i);
+        else if (!(s->inputs[s->ninputs] = strdup(name)))
+            rc = cg_fail(err, JOPT_ENOMEM, "out of memory");
+        else
+            s->ninputs++;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return rc;
+}
+
 static int read_spec_table(lua_State *L, cg_spec *s, char *err)
 {
     int rc = read_method(L, s, err);
+    if (rc == JOPT_OK)
+        rc = read_inputs(L, s, err);
     if (rc)
         return rc;
     cg_sb_rawfield(L, -1, "update");
@@ -674,7 +772,10 @@ static void push_h(lua_State *L, const cg_spec *s, const double *values)
             lua_newtable(L);
             lua_createtable(L, h->len, 0);
             for (int k = 0; k < h->len; k++) {
-                lua_pushnumber(L, v[k]);
+                if (h->optional && isnan(v[k]))
+                    cg_sb_push_none(L);
+                else
+                    lua_pushnumber(L, v[k]);
                 lua_rawseti(L, -2, k + 1);
             }
             cg_sb_set_proxy(L, h_newindex);

@@ -1,15 +1,17 @@
 /*
  * checkpoint.c - saving and loading everything needed to resume.
  *
- * Format (version 1, little-endian, see docs/checkpoint.md):
+ * Format (version 2, little-endian, see docs/checkpoint.md):
  *   "JOPTCKPT" u32 version u32 reserved
  *   u32 len, spec name; u64 spec text hash
  *   u32 nvalues u32 nhyper u32 nstate; per state: u32 len, name
  *   u32 nkeys; per scheduler key: u32 len, name
  *   u32 ngroups; per group: u32 nparams, f64 values[nvalues], u8 runtime[nhyper],
- *     f64 keys[nkeys] (NaN: unset),
- *     per parameter: i64 numel, i64 step, u64 present (bit per state),
- *       per present state: u64 count, f32 data[count]
+ *     f64 keys[nkeys] (NaN: unset), u64 group step, u64 group-state set
+ *     (bit per state), f64 per group state,
+ *     per parameter: i64 numel, u32 ndim, i64 sizes[ndim], i64 step,
+ *       u64 present (bit per state), per present state: u64 count,
+ *       f32 data[count]
  *   closure optimizers only: u64 steps, u64 len, the driver's state
  *     (rt_closure_save)
  *   u64 checksum (FNV-1a over every byte before it)
@@ -19,6 +21,7 @@
  * before it allocates state or changes anything, and builds the kernels
  * for the loaded values before it swaps anything in.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +29,7 @@
 #include "closure.h"
 
 #define MAGIC "JOPTCKPT"
-#define VERSION 1u
+#define VERSION 2u /* version 1 (no shapes, no group state) still loads */
 #define MAX_STATES 62 /* CG_MAX_SLOTS - 2: one presence bit each in a u64 */
 
 /* ---- writing ------------------------------------------------------------ */
@@ -62,18 +65,29 @@ static void serialise(const jopt_optim *opt, rt_out *o)
         rt_put(o, gr->values, nv * sizeof(double));
         rt_put(o, gr->runtime, nh);
         rt_put(o, gr->keys, RT_NKEYS * sizeof(double));
+        rt_put_u64(o, (uint64_t)gr->step);
+        uint64_t gset = 0;
+        for (size_t k = 0; k < ns; k++)
+            gset |= (uint64_t)(gr->gstate && gr->gstate[k] == gr->gstate[k]) << k;
+        rt_put_u64(o, gset);
+        for (size_t k = 0; k < ns; k++)
+            if (gset >> k & 1)
+                rt_put_f64(o, gr->gstate[k]);
         for (size_t i = 0; i < gr->n; i++) {
             const rt_param *p = &gr->params[i];
             uint64_t present = 0;
             for (size_t k = 0; k < ns; k++)
                 present |= (uint64_t)(p->state[k] != NULL) << k;
             rt_put_u64(o, (uint64_t)p->n);
+            rt_put_u32(o, (uint32_t)p->rank);
+            for (int d = p->rank - 1; d >= 0; d--) /* torch's order */
+                rt_put_u64(o, (uint64_t)p->shape[d]);
             rt_put_u64(o, (uint64_t)p->step);
             rt_put_u64(o, present);
             for (size_t k = 0; k < ns; k++) {
                 if (!p->state[k])
                     continue;
-                uint64_t count = p->scalar_mask >> k & 1 ? 1 : (uint64_t)p->n;
+                uint64_t count = (uint64_t)p->state_n[k];
                 rt_put_u64(o, count);
                 rt_put(o, p->state[k], count * sizeof(float));
             }
@@ -147,7 +161,9 @@ typedef struct loaded {
     double *keys;    /* ngroups x RT_NKEYS */
     float ***state;  /* per group, per param: ns arrays (NULL if absent) */
     int64_t **steps; /* per group, per param */
-    uint64_t **scalar; /* per group, per param: states of one float */
+    int64_t **count; /* per group, per param: ns float counts */
+    int64_t *gstep;  /* per group */
+    double *gstate;  /* ngroups x nstate (NaN: absent) */
     const void *closure; /* a closure optimizer's part, and its length */
     size_t closure_len;
 } loaded;
@@ -163,9 +179,9 @@ static int parse(jopt_optim *opt, rt_in *r, loaded *L, const char *fn)
         return FAIL("%s: not a jopt checkpoint (wrong magic)", fn);
     uint32_t version = rt_get_u32(r);
     rt_get_u32(r);
-    if (version != VERSION)
-        return FAIL("%s: checkpoint version %u; this jopt reads version %u", fn,
-                    version, VERSION);
+    if (version != VERSION && version != 1)
+        return FAIL("%s: checkpoint version %u; this jopt reads versions 1 and "
+                    "%u", fn, version, VERSION);
     if (!rt_get_str_eq(r, cg_spec_name(s)))
         return FAIL("%s: the checkpoint is not of spec '%s' (another "
                     "optimizer's file?)", fn, cg_spec_name(s));
@@ -209,16 +225,43 @@ static int parse(jopt_optim *opt, rt_in *r, loaded *L, const char *fn)
             memcpy(L->runtime + g * nh, rt, nh);
             memcpy(L->keys + g * RT_NKEYS, keys, RT_NKEYS * sizeof(double));
         }
+        if (version >= 2) {
+            int64_t gstep = (int64_t)rt_get_u64(r);
+            uint64_t gset = rt_get_u64(r);
+            if (!r->bad && (gstep < 0 || gstep > (int64_t)1 << 53 ||
+                            (ns < 64 && gset >> ns)))
+                return FAIL("%s: group %zu: corrupt group step or state set", fn, g);
+            if (L)
+                L->gstep[g] = gstep;
+            for (size_t k = 0; k < ns; k++) {
+                double v = gset >> k & 1 ? rt_get_f64(r) : NAN;
+                if (L)
+                    L->gstate[g * ns + k] = v;
+            }
+        } else if (L) {
+            for (size_t k = 0; k < ns; k++)
+                L->gstate[g * ns + k] = NAN;
+        }
         for (size_t i = 0; i < gr->n && !r->bad; i++) {
             const rt_param *p = &gr->params[i];
-            int64_t n = (int64_t)rt_get_u64(r), step = (int64_t)rt_get_u64(r);
-            uint64_t present = rt_get_u64(r);
-            if (r->bad)
-                break;
-            if (n != p->n)
+            int64_t n = (int64_t)rt_get_u64(r);
+            if (!r->bad && n != p->n)
                 return FAIL("%s: group %zu parameter %zu has %lld elements in the "
                             "checkpoint, %lld here", fn, g, i, (long long)n,
                             (long long)p->n);
+            if (version >= 2) {
+                uint32_t rank = rt_get_u32(r);
+                int same = rank == (uint32_t)p->rank;
+                for (uint32_t d = 0; d < rank && rank <= CG_MAX_RANK && !r->bad; d++)
+                    same &= (int64_t)rt_get_u64(r) == p->shape[rank - 1 - d];
+                if (!r->bad && !same)
+                    return FAIL("%s: group %zu parameter %zu has another shape in "
+                                "the checkpoint", fn, g, i);
+            }
+            int64_t step = (int64_t)rt_get_u64(r);
+            uint64_t present = rt_get_u64(r);
+            if (r->bad)
+                break;
             if (step < 0 || step > (int64_t)1 << 53 || (ns < 64 && present >> ns))
                 return FAIL("%s: group %zu parameter %zu: corrupt step count or "
                             "state set", fn, g, i);
@@ -228,14 +271,14 @@ static int parse(jopt_optim *opt, rt_in *r, loaded *L, const char *fn)
                 if (!(present >> k & 1))
                     continue;
                 uint64_t count = rt_get_u64(r);
-                if (count != (uint64_t)n && count != 1)
+                if (count > (uint64_t)n && count > 2)
                     return FAIL("%s: group %zu parameter %zu: state '%s' has %llu "
-                                "values, not %lld or 1", fn, g, i,
-                                cg_spec_state_name(s, k), (unsigned long long)count,
-                                (long long)n);
+                                "values, more than the parameter's %lld", fn, g,
+                                i, cg_spec_state_name(s, k),
+                                (unsigned long long)count, (long long)n);
                 const void *data = rt_take(r, count * sizeof(float));
-                if (L && data && count == 1)
-                    L->scalar[g][i] |= 1ull << k;
+                if (L && data)
+                    L->count[g][i * ns + k] = (int64_t)count;
                 if (L && data) {
                     size_t bytes = ((size_t)count * sizeof(float) + 63) & ~(size_t)63;
                     if (!(L->state[g][i * ns + k] = aligned_alloc(64, bytes)))
@@ -270,12 +313,14 @@ static void loaded_free(jopt_optim *opt, loaded *L)
         free(L->state[g]);
         if (L->steps)
             free(L->steps[g]);
-        if (L->scalar)
-            free(L->scalar[g]);
+        if (L->count)
+            free(L->count[g]);
     }
     free(L->state);
     free(L->steps);
-    free(L->scalar);
+    free(L->count);
+    free(L->gstep);
+    free(L->gstate);
     free(L->values);
     free(L->runtime);
     free(L->keys);
@@ -309,17 +354,19 @@ JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len)
                 .keys = calloc(ng * RT_NKEYS + 1, sizeof(double)),
                 .state = calloc(ng, sizeof(float **)),
                 .steps = calloc(ng, sizeof(int64_t *)),
-                .scalar = calloc(ng, sizeof(uint64_t *))};
-    cg_kernel **kernels = calloc(2 * ng + 1, sizeof *kernels);
+                .count = calloc(ng, sizeof(int64_t *)),
+                .gstep = calloc(ng + 1, sizeof(int64_t)),
+                .gstate = calloc(ng * ns + 1, sizeof(double))};
+    rt_kset *kernels = calloc(ng + 1, sizeof *kernels);
     int rc = JOPT_OK;
     if (!L.values || !L.runtime || !L.keys || !L.state || !L.steps ||
-        !L.scalar || !kernels)
+        !L.count || !L.gstep || !L.gstate || !kernels)
         goto oom;
     for (size_t g = 0; g < ng; g++) {
         L.state[g] = calloc(opt->groups[g].n * ns + 1, sizeof(float *));
         L.steps[g] = calloc(opt->groups[g].n + 1, sizeof(int64_t));
-        L.scalar[g] = calloc(opt->groups[g].n + 1, sizeof(uint64_t));
-        if (!L.state[g] || !L.steps[g] || !L.scalar[g])
+        L.count[g] = calloc(opt->groups[g].n * ns + 1, sizeof(int64_t));
+        if (!L.state[g] || !L.steps[g] || !L.count[g])
             goto oom;
     }
     r = (rt_in){buf, len - 8, 0, 0};
@@ -330,22 +377,26 @@ JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len)
     for (size_t g = 0; g < ng; g++) {
         char where[96];
         snprintf(where, sizeof where, "%s: group %zu", fn, g);
-        if ((rc = rt_check_values(opt, where, L.values + g * nv)) ||
-            (rc = rt_group_kernels(opt, where, L.values + g * nv,
-                                   L.runtime + g * nh, &kernels[2 * g],
-                                   &kernels[2 * g + 1])))
+        if ((rc = rt_check_values(opt, where, L.values + g * nv)))
             goto done;
-        size_t need = rt_uniforms_needed(kernels[2 * g], kernels[2 * g + 1]);
-        if (rt_reserve_uniforms(opt, need))
+        if (opt->closure)
+            continue;
+        rt_kset none = {NULL, 0, 0};
+        const rt_group *gr = &opt->groups[g];
+        if ((rc = rt_kset_rebuild(opt, gr, where, L.values + g * nv,
+                                  L.runtime + g * nh, &none, 0, &kernels[g])))
+            goto done;
+        if (rt_reserve_uniforms(opt, rt_kset_uniforms(&kernels[g])))
             goto oom;
-        /* each saved state must be of the kind (one float or an array)
-         * the kernel for the saved values expects */
-        for (size_t i = 0; kernels[2 * g] && i < opt->groups[g].n; i++) {
-            uint64_t present = 0;
-            for (size_t k = 0; k < ns; k++)
-                present |= (uint64_t)(L.state[g][i * ns + k] != NULL) << k;
-            int bad = rt_state_misfit(kernels[2 * g], present, L.scalar[g][i],
-                                      opt->groups[g].params[i].n);
+        /* each saved state must be of the size the kernel for the saved
+         * values gives it, and group states must be the spec's */
+        for (size_t i = 0; i < gr->n; i++) {
+            const rt_param *p = &gr->params[i];
+            const cg_kernel *k;
+            if ((rc = rt_kset_get(opt, &kernels[g], where, L.values + g * nv,
+                                  L.runtime + g * nh, p->rank, 0, 0, -1, &k)))
+                goto done;
+            int bad = rt_state_misfit(k, p, L.count[g] + i * ns);
             if (bad >= 0) {
                 rc = rt_fail(opt->ctx, JOPT_EINVAL, "%s: group %zu parameter %zu: "
                              "state '%s' has the wrong size for spec '%s'", fn, g,
@@ -368,11 +419,15 @@ JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len)
         memcpy(gr->values, L.values + g * nv, nv * sizeof(double));
         memcpy(gr->runtime, L.runtime + g * nh, nh);
         memcpy(gr->keys, L.keys + g * RT_NKEYS, RT_NKEYS * sizeof(double));
-        cg_kernel_release(gr->steady);
-        cg_kernel_release(gr->fresh);
-        gr->steady = kernels[2 * g];
-        gr->fresh = kernels[2 * g + 1];
-        kernels[2 * g] = kernels[2 * g + 1] = NULL;
+        if (!opt->closure) {
+            rt_kset_free(&gr->ks);
+            gr->ks = kernels[g];
+            memset(&kernels[g], 0, sizeof kernels[g]);
+        }
+        gr->step = L.gstep[g];
+        for (size_t k = 0; k < ns; k++) /* saved group states; the others as made */
+            if (L.gstate[g * ns + k] == L.gstate[g * ns + k])
+                gr->gstate[k] = L.gstate[g * ns + k];
         for (size_t i = 0; i < gr->n; i++) {
             rt_param *p = &gr->params[i];
             for (size_t k = 0; k < ns; k++) {
@@ -381,7 +436,7 @@ JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len)
                 L.state[g][i * ns + k] = NULL;
             }
             p->step = L.steps[g][i];
-            p->scalar_mask = L.scalar[g][i];
+            memcpy(p->state_n, L.count[g] + i * ns, ns * sizeof(int64_t));
             p->fresh = 0;
         }
     }
@@ -389,8 +444,8 @@ JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len)
 oom:
     rc = rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
 done:
-    for (size_t k = 0; kernels && k < 2 * ng; k++)
-        cg_kernel_release(kernels[k]);
+    for (size_t g = 0; kernels && g < ng; g++)
+        rt_kset_free(&kernels[g]);
     free(kernels);
     loaded_free(opt, &L);
     return rc;

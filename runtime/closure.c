@@ -125,7 +125,8 @@ void rt_vk(rt_closure *c, int k, const rt_vec *arrays, const double *scalars,
                                                       : arrays[a].buf + c->offset[i];
         c->parts[np++] = (cg_part){row, p->n};
     }
-    cg_call call = {kern, c->parts, np, 0, scalars, c->u, results};
+    cg_call call = {.k = kern, .parts = c->parts, .nparts = np,
+                    .values = scalars, .u = c->u, .results = results};
     rt_par par;
     cg_parallel run = rt_ctx_parallel(c->opt->ctx, c->n, &par);
     char err[CG_ERRLEN];
@@ -203,7 +204,7 @@ static int make_space(rt_closure *c)
         c->offset[i] = c->n;
         c->n += n;
         largest = n > largest ? n : largest;
-        nt += cg_batch_tasks(n);
+        nt += cg_batch_tasks(n, NULL, 0);
     }
     c->arrays = calloc(c->gr->n * CG_MAX_SLOTS + 1, sizeof *c->arrays);
     c->parts = calloc(c->gr->n + 1, sizeof *c->parts);
@@ -211,7 +212,7 @@ static int make_space(rt_closure *c)
     c->zeros = calloc((size_t)largest + 1, sizeof *c->zeros);
     c->snapshot = malloc(((size_t)c->n + 1) * sizeof *c->snapshot);
     if (!c->arrays || !c->parts || !c->u || !c->zeros || !c->snapshot ||
-        cg_batch_new(&c->batch, err) || cg_batch_reserve(c->batch, nt, err))
+        cg_batch_new(&c->batch, err) || cg_batch_reserve(c->batch, nt, 1, err))
         return JOPT_ENOMEM;
     return JOPT_OK;
 }

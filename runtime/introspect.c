@@ -188,7 +188,7 @@ JOPT_API int jopt_spec_state(jopt_spec *s, size_t i, jopt_state_info *out)
     for (int k2 = 0; k2 < l->nstate; k2++)
         if (l->state[k2] == (int)i) {
             out->kept = 1;
-            out->scalar = l->scalar[k2];
+            out->scalar = l->kind[k2] == CG_KIND_SCALAR || l->kind[k2] == CG_KIND_SCALAR64;
             out->unset = l->init[k2] == CG_INIT_UNSET;
             out->init = out->unset ? 0 : l->init_value[k2];
         }
@@ -230,7 +230,8 @@ JOPT_API int jopt_spec_kernel(jopt_spec *s, size_t i, jopt_kernel_info *out)
         s->update_arrays[1] = "grad";
         for (int k2 = 0; k2 < l->nstate; k2++) {
             s->update_arrays[2 + k2] = cg_spec_state_name(s->spec, (size_t)l->state[k2]);
-            out->scalar |= (uint64_t)(l->scalar[k2] != 0) << (2 + k2);
+            out->scalar |= (uint64_t)(l->kind[k2] == CG_KIND_SCALAR ||
+                                      l->kind[k2] == CG_KIND_SCALAR64) << (2 + k2);
         }
         out->name = "update";
         out->narrays = 2 + l->nstate;
@@ -387,11 +388,12 @@ JOPT_API int jopt_kernel_run(jopt_kernel *k, float *const *arrays, int64_t n,
         if (!arrays[a])
             return rt_fail(k->ctx, JOPT_EINVAL, "%s: array %d is NULL", fn, a);
     char err[CG_ERRLEN];
-    int rc = cg_batch_reserve(k->batch, cg_batch_tasks(n), err);
+    int rc = cg_batch_reserve(k->batch, cg_batch_tasks(n, NULL, 0), 1, err);
     if (rc)
         return rt_fail_cg(k->ctx, rc, fn, err);
     cg_part part = {arrays, n};
-    cg_call call = {k->k, &part, 1, 0, scalars, k->u, results};
+    cg_call call = {.k = k->k, .parts = &part, .nparts = 1, .values = scalars,
+                    .u = k->u, .results = results};
     rt_par par;
     cg_parallel run = rt_ctx_parallel(k->ctx, n, &par);
     if ((rc = cg_batch_run(k->batch, &call, 1, &run, err)))

@@ -86,6 +86,26 @@ static int check_buffers(jopt_ctx *ctx, const char *fn, const rt_group *groups,
     return rc;
 }
 
+int rt_buffer_overlaps(jopt_optim *opt, const float *buf, int64_t n)
+{
+    uintptr_t lo = (uintptr_t)buf, hi = lo + (uintptr_t)n * sizeof(float);
+    for (size_t g = 0; g < opt->ngroups; g++)
+        for (size_t i = 0; i < opt->groups[g].n; i++) {
+            const rt_param *p = &opt->groups[g].params[i];
+            const float *mine[2 + CG_MAX_INPUTS] = {p->p, p->g};
+            memcpy(mine + 2, p->input, sizeof p->input);
+            for (size_t k = 0; k < 2 + CG_MAX_INPUTS; k++) {
+                uintptr_t a = (uintptr_t)mine[k], b = a + (uintptr_t)p->n * sizeof(float);
+                if (mine[k] && mine[k] != buf && p->n && n && a < hi && lo < b)
+                    return rt_fail(opt->ctx, JOPT_EINVAL, "the buffer overlaps "
+                                   "group %zu parameter %zu's %s (no two buffers "
+                                   "of an optimizer may share memory)", g, i,
+                                   k == 0 ? "param" : k == 1 ? "grad" : "input");
+            }
+        }
+    return 0;
+}
+
 static int check_param(jopt_ctx *ctx, const char *fn, size_t g, size_t i,
                        const jopt_param *p)
 {
@@ -124,86 +144,7 @@ int rt_check_values(jopt_optim *opt, const char *where, const double *values)
     return rc ? rt_fail_cg(opt->ctx, rc, where, err) : JOPT_OK;
 }
 
-/* Gets the kernels for checked values, those flagged in `runtime` passed
- * per step; on failure nothing is held. */
-int rt_group_kernels(jopt_optim *opt, const char *where, const double *values,
-                     const uint8_t *runtime, cg_kernel **steady,
-                     cg_kernel **fresh)
-{
-    jopt_ctx *ctx = opt->ctx;
-    char err[CG_ERRLEN];
-    if (cg_spec_method(opt->spec)) { /* vector kernels: closure.c */
-        *steady = *fresh = NULL;
-        return JOPT_OK;
-    }
-    cg_request req = {.spec = opt->spec, .values = values, .runtime = runtime,
-                      .reference = opt->engine == JOPT_ENGINE_REFERENCE};
-    int rc = cg_kernel_get(ctx->jit, &req, steady, err);
-    if (rc)
-        return rt_fail_cg(ctx, rc, where, err);
-    *fresh = NULL;
-    if (cg_kernel_layout(*steady)->has_unset) {
-        req.fresh = 1;
-        if ((rc = cg_kernel_get(ctx->jit, &req, fresh, err))) {
-            cg_kernel_release(*steady);
-            *steady = NULL;
-            return rt_fail_cg(ctx, rc, where, err);
-        }
-    }
-    return JOPT_OK;
-}
-
-/* Whether the states a parameter already has (bits of `present`; those
- * holding one float in `one`) are of the kind the kernel's layout expects:
- * a state cannot turn from a per-tensor scalar into an array or back.
- * Returns the spec state index that does not fit, or -1. */
-int rt_state_misfit(const cg_kernel *k, uint64_t present, uint64_t one,
-                    int64_t n)
-{
-    const cg_layout *l = cg_kernel_layout(k);
-    for (int s = 0; s < l->nstate; s++) {
-        int si = l->state[s];
-        if (!(present >> si & 1))
-            continue;
-        int is_one = one >> si & 1;
-        if (l->scalar[s] ? !is_one : (n != 1 && is_one))
-            return si;
-    }
-    return -1;
-}
-
-static uint64_t present_mask(const jopt_optim *opt, const rt_param *p)
-{
-    uint64_t m = 0;
-    for (size_t k = 0; k < cg_spec_nstate(opt->spec); k++)
-        m |= (uint64_t)(p->state[k] != NULL) << k;
-    return m;
-}
-
-/* refuses kernels whose layout the group's existing state does not fit */
-static int check_fits(jopt_optim *opt, const char *where, const rt_group *gr,
-                      const cg_kernel *k)
-{
-    for (size_t i = 0; k && i < gr->n; i++) {
-        const rt_param *p = &gr->params[i];
-        int bad = rt_state_misfit(k, present_mask(opt, p), p->scalar_mask, p->n);
-        if (bad >= 0)
-            return rt_fail(opt->ctx, JOPT_EINVAL, "%s: state '%s' of parameter "
-                           "%zu would change between a per-tensor scalar and "
-                           "an array with these values", where,
-                           cg_spec_state_name(opt->spec, (size_t)bad), i);
-    }
-    return JOPT_OK;
-}
-
 /* ---- step()'s work space ------------------------------------------------ */
-
-size_t rt_uniforms_needed(const cg_kernel *steady, const cg_kernel *fresh)
-{
-    size_t a = steady ? (size_t)cg_kernel_layout(steady)->nuniform : 0;
-    size_t b = fresh ? (size_t)cg_kernel_layout(fresh)->nuniform : 0;
-    return (a > b ? a : b) + 1;
-}
 
 int rt_reserve_uniforms(jopt_optim *opt, size_t need)
 {
@@ -232,16 +173,18 @@ static int plan_space(jopt_optim *opt)
     char err[CG_ERRLEN];
     for (size_t g = 0; g < opt->ngroups; g++) {
         const rt_group *gr = &opt->groups[g];
-        size_t u = rt_uniforms_needed(gr->steady, gr->fresh);
+        size_t u = rt_kset_uniforms(&gr->ks);
         need = u > need ? u : need;
         np += gr->n;
-        for (size_t i = 0; i < gr->n; i++)
-            nt += cg_batch_tasks(gr->params[i].n);
+        for (size_t i = 0; i < gr->n; i++) {
+            const rt_param *p = &gr->params[i];
+            nt += cg_batch_tasks(p->n, p->shape, p->rank);
+        }
     }
     opt->calls = calloc(np + 1, sizeof *opt->calls);
     opt->parts = calloc(np + 1, sizeof *opt->parts);
     if (!opt->calls || !opt->parts || cg_batch_new(&opt->batch, err) ||
-        cg_batch_reserve(opt->batch, nt, err) || rt_reserve_uniforms(opt, need))
+        cg_batch_reserve(opt->batch, nt, np, err) || rt_reserve_uniforms(opt, need))
         return JOPT_ENOMEM;
     return JOPT_OK;
 }
@@ -258,13 +201,15 @@ static void free_group(const jopt_optim *opt, rt_group *gr)
         for (size_t s = 0; gr->params[i].state && s < ns; s++)
             free(gr->params[i].state[s]);
         free(gr->params[i].state);
+        free(gr->params[i].state_n);
+        free(gr->params[i].work);
     }
     free(gr->params);
     free(gr->values);
     free(gr->runtime);
     free(gr->keys);
-    cg_kernel_release(gr->steady);
-    cg_kernel_release(gr->fresh);
+    free(gr->gstate);
+    rt_kset_free(&gr->ks);
 }
 
 static void free_groups(jopt_optim *opt)
@@ -290,6 +235,23 @@ JOPT_API void jopt_optim_free(jopt_optim *opt)
     free(opt);
 }
 
+/* The group's states start at their spec values (NaN: not kept). */
+static int init_group_state(jopt_optim *opt, rt_group *gr, const char *where)
+{
+    size_t ns = cg_spec_nstate(opt->spec);
+    for (size_t k = 0; k < ns; k++)
+        gr->gstate[k] = NAN;
+    const cg_kernel *k;
+    int rc = rt_kset_get(opt, &gr->ks, where, gr->values, gr->runtime,
+                         gr->n ? gr->params[0].rank : 1, 0, 0, -1, &k);
+    if (rc)
+        return rc;
+    const cg_layout *l = cg_kernel_layout(k);
+    for (int s = 0; s < l->ngstate; s++)
+        gr->gstate[l->gstate[s]] = l->ginit[s];
+    return JOPT_OK;
+}
+
 /* Builds group `g` from the user's description: its parameters, its
  * values (the optimizer's defaults under its own options), checked, and
  * its kernels.  On failure the caller frees what was built (free_group). */
@@ -309,7 +271,8 @@ static int group_init(jopt_optim *opt, const char *fn, size_t g,
     gr->values = malloc((nv + 1) * sizeof(double));
     gr->runtime = calloc(cg_spec_nhyper(opt->spec) + 1, 1);
     gr->keys = malloc(RT_NKEYS * sizeof(double));
-    if (!gr->params || !gr->values || !gr->runtime || !gr->keys)
+    gr->gstate = malloc((ns + 1) * sizeof(double));
+    if (!gr->params || !gr->values || !gr->runtime || !gr->keys || !gr->gstate)
         return rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
     for (size_t k = 0; k < RT_NKEYS; k++)
         gr->keys[k] = NAN; /* no scheduler has set them */
@@ -317,9 +280,12 @@ static int group_init(jopt_optim *opt, const char *fn, size_t g,
         const jopt_param *p = &ug->params[i];
         if ((rc = check_param(ctx, fn, g, i, p)))
             return rc;
-        gr->params[i] = (rt_param){.p = p->param, .g = p->grad, .n = p->numel};
+        rt_param *rp = &gr->params[i];
+        *rp = (rt_param){.p = p->param, .g = p->grad, .n = p->numel, .rank = 1};
+        rp->shape[0] = p->numel;
         gr->n = i + 1;
-        if (!(gr->params[i].state = calloc(ns + 1, sizeof(float *))))
+        if (!(rp->state = calloc(ns + 1, sizeof(float *))) ||
+            !(rp->state_n = calloc(ns + 1, sizeof(int64_t))))
             return rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
     }
     memcpy(gr->values, opt->defaults, nv * sizeof(double));
@@ -328,8 +294,12 @@ static int group_init(jopt_optim *opt, const char *fn, size_t g,
     snprintf(where, sizeof where, "%s: group %zu", fn, g);
     if ((rc = rt_check_values(opt, where, gr->values)))
         return rc;
-    return rt_group_kernels(opt, where, gr->values, gr->runtime, &gr->steady,
-                            &gr->fresh);
+    if (cg_spec_method(opt->spec)) /* vector kernels: closure.c */
+        return JOPT_OK;
+    rt_kset empty = {NULL, 0, 0};
+    if ((rc = rt_kset_rebuild(opt, gr, where, gr->values, gr->runtime, &empty, 0, &gr->ks)))
+        return rc;
+    return init_group_state(opt, gr, where);
 }
 
 /* a spec with a method: the driver that runs it */
@@ -537,28 +507,19 @@ static int set_values(jopt_optim *opt, const char *fn, size_t group,
                      (h->runtime_ok && (changed || (int)i == make_runtime));
         rebuild |= runtime[i] != gr->runtime[i] || (changed && !runtime[i]);
     }
-    cg_kernel *steady = gr->steady, *fresh = gr->fresh;
-    if (rebuild) {
-        if ((rc = rt_group_kernels(opt, where, values, runtime, &steady, &fresh))) {
+    if (rebuild && !opt->closure) {
+        rt_kset ks;
+        if ((rc = rt_kset_rebuild(opt, gr, where, values, runtime, &gr->ks, 1, &ks))) {
             free(runtime);
             return rc;
         }
-        if ((rc = check_fits(opt, where, gr, steady))) {
-            cg_kernel_release(steady);
-            cg_kernel_release(fresh);
-            free(runtime);
-            return rc;
-        }
-        if (rt_reserve_uniforms(opt, rt_uniforms_needed(steady, fresh))) {
-            cg_kernel_release(steady);
-            cg_kernel_release(fresh);
+        if (rt_reserve_uniforms(opt, rt_kset_uniforms(&ks))) {
+            rt_kset_free(&ks);
             free(runtime);
             return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
         }
-        cg_kernel_release(gr->steady);
-        cg_kernel_release(gr->fresh);
-        gr->steady = steady;
-        gr->fresh = fresh;
+        rt_kset_free(&gr->ks);
+        gr->ks = ks;
     }
     memcpy(gr->values, values, cg_spec_nvalues(opt->spec) * sizeof(double));
     memcpy(gr->runtime, runtime, nh);
@@ -663,6 +624,56 @@ JOPT_API int jopt_option_is_runtime(const jopt_optim *opt, size_t group,
     return h ? opt->groups[group].runtime[h - cg_spec_hyper(opt->spec, 0)] : 0;
 }
 
+JOPT_API int jopt_set_shape(jopt_optim *opt, size_t group, size_t index,
+                            int ndim, const int64_t *shape)
+{
+    static const char fn[] = "jopt_set_shape";
+    if (!opt)
+        return JOPT_EINVAL;
+    int rc = check_index(opt, fn, group, index);
+    if (rc)
+        return rc;
+    rt_param *p = &opt->groups[group].params[index];
+    if (ndim < 1 || ndim > CG_MAX_RANK || !shape)
+        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: group %zu parameter %zu: "
+                       "%s", fn, group, index, !shape ? "shape is NULL"
+                       : "ndim must be 1 to 8");
+    int64_t prod = 1;
+    for (int d = 0; d < ndim; d++) {
+        if (shape[d] < 0)
+            return rt_fail(opt->ctx, JOPT_EINVAL, "%s: group %zu parameter %zu: "
+                           "size %d is negative (%lld)", fn, group, index, d,
+                           (long long)shape[d]);
+        prod = shape[d] && prod > INT64_MAX / shape[d] ? -1 : prod * shape[d];
+    }
+    if (prod != p->n)
+        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: group %zu parameter %zu: a "
+                       "shape of %lld elements for a parameter of %lld", fn,
+                       group, index, (long long)prod, (long long)p->n);
+    for (size_t k = 0; k < cg_spec_nstate(opt->spec); k++)
+        if (p->state[k])
+            return rt_fail(opt->ctx, JOPT_EINVAL, "%s: group %zu parameter %zu "
+                           "has stepped already: its state is made for its "
+                           "old shape", fn, group, index);
+    /* room for the shape's tasks, before anything changes */
+    rt_param old = *p;
+    p->rank = ndim;
+    for (int d = 0; d < ndim; d++) /* kept last first, as codegen reads it */
+        p->shape[d] = shape[ndim - 1 - d];
+    size_t nt = 0, np = 0;
+    char err[CG_ERRLEN];
+    for (size_t g = 0; g < opt->ngroups; g++)
+        for (size_t i = 0; i < opt->groups[g].n; i++, np++) {
+            const rt_param *q = &opt->groups[g].params[i];
+            nt += cg_batch_tasks(q->n, q->shape, q->rank);
+        }
+    if ((rc = cg_batch_reserve(opt->batch, nt, np, err))) {
+        *p = old;
+        return rt_fail_cg(opt->ctx, rc, fn, err);
+    }
+    return JOPT_OK;
+}
+
 JOPT_API int jopt_set_grad(jopt_optim *opt, size_t group, size_t index,
                            float *grad)
 {
@@ -728,6 +739,49 @@ JOPT_API int jopt_state_numel(const jopt_optim *opt, size_t group,
     size_t k = 0;
     while (strcmp(cg_spec_state_name(opt->spec, k), name) != 0)
         k++; /* found: jopt_state_get accepted the name */
-    *numel = !data ? 0 : p->scalar_mask >> k & 1 ? 1 : p->n;
+    *numel = !data ? 0 : p->state_n[k];
     return JOPT_OK;
+}
+
+JOPT_API int jopt_state_scalar(const jopt_optim *opt, size_t group,
+                               size_t index, const char *name, double *value)
+{
+    static const char fn[] = "jopt_state_scalar";
+    if (!opt)
+        return JOPT_EINVAL;
+    if (!value)
+        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: value is NULL", fn);
+    const float *data;
+    int64_t n;
+    int rc = jopt_state_get(opt, group, index, name, &data, NULL);
+    if (rc == JOPT_OK)
+        rc = jopt_state_numel(opt, group, index, name, &n);
+    if (rc)
+        return rc;
+    if (data && n > 2)
+        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: state '%s' holds %lld values, "
+                       "not one (jopt_state_get reads it)", fn, name, (long long)n);
+    *value = !data ? NAN : n == 2 ? *(const double *)(const void *)data : data[0];
+    return JOPT_OK;
+}
+
+JOPT_API int jopt_group_state(const jopt_optim *opt, size_t group,
+                              const char *name, double *value)
+{
+    static const char fn[] = "jopt_group_state";
+    if (!opt)
+        return JOPT_EINVAL;
+    if (!name || !value)
+        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: %s is NULL", fn,
+                       !name ? "name" : "value");
+    int rc = check_group(opt, fn, group);
+    if (rc)
+        return rc;
+    for (size_t k = 0; !opt->closure && k < cg_spec_nstate(opt->spec); k++)
+        if (!strcmp(cg_spec_state_name(opt->spec, k), name)) {
+            *value = opt->groups[group].gstate[k];
+            return JOPT_OK;
+        }
+    return rt_fail(opt->ctx, JOPT_EINVAL, "%s: spec '%s' has no state '%s'", fn,
+                   cg_spec_name(opt->spec), name);
 }

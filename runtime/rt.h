@@ -38,15 +38,36 @@ struct jopt_ctx {
 typedef struct rt_param {
     float *p, *g; /* borrowed */
     int64_t n;
+    int rank;                     /* 1 for a tensor given without a shape */
+    int64_t shape[CG_MAX_RANK];   /* its sizes, the last first */
     int64_t step;   /* steps taken */
     float **state;  /* one per spec state, NULL until created; owned */
-    uint64_t scalar_mask; /* states holding one float, not n */
+    int64_t *state_n; /* floats each state holds (cg_kind_numel) */
     int fresh;      /* some state that starts unset was just created and
                        has not been written yet: run the fresh kernel */
-    float *arrays[CG_MAX_SLOTS]; /* this step's: p, g, states in the
-                                    kernel's slot order */
+    float *input[CG_MAX_INPUTS]; /* the spec's inputs for the next step
+                                    (borrowed; NULL: not given) */
+    double *work;   /* the kernel's workspace (row and column sums) */
+    size_t workcap;
+    const cg_kernel *k;          /* this step's kernel */
+    float *arrays[CG_MAX_SLOTS]; /* this step's: p, g, states, inputs in
+                                    the kernel's slot order */
     double *u;      /* per-step values: optim->ucap doubles */
 } rt_param;
+
+/* A group's kernels for its current values: the update for each rank of
+ * its tensors, fresh or steady, with the inputs given, and named kernels.
+ * Looked up per step; a variant not yet built is built then. */
+typedef struct rt_kentry {
+    int rank, fresh, named; /* named: index of a named kernel, or -1 */
+    unsigned inputs;
+    cg_kernel *k;
+} rt_kentry;
+
+typedef struct rt_kset {
+    rt_kentry *e;
+    size_t n, cap;
+} rt_kset;
 
 /* torch's scheduler keys in a param group: "initial_lr", set by the first
  * scheduler made, and OneCycleLR's "max_lr", "min_lr", "max_momentum" and
@@ -62,9 +83,12 @@ typedef struct rt_group {
     size_t n;
     double *values;     /* hyperparameters, cg_spec_nvalues() of them */
     uint8_t *runtime;   /* per hyperparameter: passed per step, not folded */
-    cg_kernel *steady;  /* the update */
-    cg_kernel *fresh;   /* the update with unset states nil, or NULL */
+    rt_kset ks;         /* its kernels */
     double *keys;       /* RT_NKEYS scheduler keys, NaN while unset */
+    int64_t step;       /* the group's steps (a spec's `steps = "group"`) */
+    double *gstate;     /* the spec's per-group states (by spec state
+                           index; NaN while a state is not kept) */
+    double gred[CG_MAX_REDUCE]; /* the batch's group sums */
 } rt_group;
 
 struct rt_closure; /* closure.h */
@@ -87,15 +111,33 @@ struct jopt_optim {
     cg_part *parts;
 };
 
-/* optim.c: the spec's check() of a group's values, and the kernels for
- * checked values (nothing held on failure) */
+/* optim.c: whether n floats at buf overlap any parameter, gradient or
+ * input of the optimizer (other than buf itself): JOPT_EINVAL with a
+ * message naming which, else 0 */
+int rt_buffer_overlaps(jopt_optim *opt, const float *buf, int64_t n);
+
+/* optim.c: the spec's check() of a group's values */
 int rt_check_values(jopt_optim *opt, const char *where, const double *values);
-int rt_group_kernels(jopt_optim *opt, const char *where, const double *values,
-                     const uint8_t *runtime, cg_kernel **steady,
-                     cg_kernel **fresh);
-size_t rt_uniforms_needed(const cg_kernel *steady, const cg_kernel *fresh);
-int rt_state_misfit(const cg_kernel *k, uint64_t present, uint64_t one,
-                    int64_t n);
+
+/* kernels.c: a group's kernel for (rank, fresh, inputs, named) under
+ * `values` and `runtime`, from the set or built and added to it */
+int rt_kset_get(jopt_optim *opt, rt_kset *ks, const char *where,
+                const double *values, const uint8_t *runtime, int rank,
+                int fresh, unsigned inputs, int named, const cg_kernel **out);
+void rt_kset_free(rt_kset *ks);
+/* A set for new values holding the same variants as `old` (and at least
+ * the steady update for each rank of the group's tensors): built aside,
+ * checked against the group's existing state; nothing held on failure. */
+int rt_kset_rebuild(jopt_optim *opt, const rt_group *gr, const char *where,
+                    const double *values, const uint8_t *runtime,
+                    const rt_kset *old, int check_state, rt_kset *out);
+/* Whether a parameter's existing states are of the size the kernel's
+ * layout gives its shape; -1 if they fit, else the spec state index that
+ * does not.  `state_n` as rt_param's (0: absent). */
+int rt_state_misfit(const cg_kernel *k, const rt_param *p,
+                    const int64_t *state_n);
+/* The doubles of per-step values any kernel of the set keeps, plus one. */
+size_t rt_kset_uniforms(const rt_kset *ks);
 
 /* optim.c: makes room for per-step values of `need` doubles per parameter
  * (never shrinks); JOPT_ENOMEM changes nothing */

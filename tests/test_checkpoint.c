@@ -218,10 +218,10 @@ static void test_checkpoint_wrong_header_refused(void **state)
     buf[0] = 'X';
     refused(&v, buf, v.len, "wrong magic");
     buf[0] = 'J';
-    buf[8] = 2; /* version 2, resealed */
+    buf[8] = 3; /* version 3, resealed: this jopt reads 1 and 2 */
     t_reseal(buf, v.len);
-    refused(&v, buf, v.len, "version 2");
-    buf[8] = 1;
+    refused(&v, buf, v.len, "version 3");
+    buf[8] = 2;
     t_reseal(buf, v.len);
     refused(&v, buf, 3, "too short");
     /* a lying count: 2^40 floats claimed, checksum fixed up: refused by
@@ -232,7 +232,7 @@ static void test_checkpoint_wrong_header_refused(void **state)
     assert_int_equal(count, (uint64_t)sizes[2]);
     memcpy(buf + off, &lie, 8);
     t_reseal(buf, v.len);
-    refused(&v, buf, v.len, "values, not");
+    refused(&v, buf, v.len, "values, more than");
     free(buf);
     victim_free(&v);
 }

@@ -61,10 +61,12 @@ static void run_vk(cg_kernel *k, float **arrays, int64_t n, const double *scalar
     for (int a = 0; a < cg_kernel_layout(k)->narrays; a++)
         second[a] = arrays[a] + mid;
     cg_part parts[2] = {{arrays, mid}, {second, n - mid}};
-    cg_call call = {k, parts, 2, 0, scalars, u, results};
+    cg_call call = {.k = k, .parts = parts, .nparts = 2, .values = scalars,
+                    .u = u, .results = results};
     cg_batch *b;
     assert_int_equal(cg_batch_new(&b, err), JOPT_OK);
-    assert_int_equal(cg_batch_reserve(b, cg_batch_tasks(mid) + cg_batch_tasks(n - mid), err), JOPT_OK);
+    assert_int_equal(cg_batch_reserve(b, cg_batch_tasks(mid, NULL, 0) +
+                                         cg_batch_tasks(n - mid, NULL, 0), 1, err), JOPT_OK);
     assert_int_equal(cg_batch_run(b, &call, 1, NULL, err), JOPT_OK);
     cg_batch_free(b);
 }

@@ -27,6 +27,10 @@
 #define CG_MAX_RESULTS 16     /* per-call results of a vector kernel */
 #define CG_MAX_CHOICES 16     /* names a choice hyperparameter allows */
 #define CG_MAX_TUPLE 8        /* values a tuple hyperparameter holds */
+#define CG_MAX_GSTATE 16      /* per-group states of a spec */
+#define CG_MAX_AXISRED 8      /* row (or column) reductions in one update */
+#define CG_MAX_INPUTS 8       /* per-element inputs besides the gradient */
+#define CG_MAX_RANK 8         /* dimensions of a tensor */
 /* A call's parts are cut into tasks of this many elements (a multiple of
  * 16 floats, so cuts fall on 64-byte boundaries of an aligned tensor).
  * Sums are added range by range in this fixed cut, so they do not depend
@@ -112,6 +116,16 @@ size_t cg_spec_nvkernels(const cg_spec *spec);
 const cg_vkernel_sig *cg_spec_vkernel(const cg_spec *spec, size_t i);
 const cg_vkernel_sig *cg_spec_find_vkernel(const cg_spec *spec,
                                            const char *name);
+/* An update spec's named kernels (`kernels = { eval = function ... }`),
+ * sorted; the index of one, or -1. */
+size_t cg_spec_nnamed(const cg_spec *spec);
+const char *cg_spec_named(const cg_spec *spec, size_t i);
+int cg_spec_find_named(const cg_spec *spec, const char *name);
+/* Its per-element inputs besides the gradient (`inputs`), in order. */
+size_t cg_spec_ninputs(const cg_spec *spec);
+const char *cg_spec_input(const cg_spec *spec, size_t i);
+/* 1 if t counts the group's steps (`steps = "group"`), 0 the tensor's. */
+int cg_spec_group_steps(const cg_spec *spec);
 
 /* Runs the spec's check() on a value vector: JOPT_EINVAL with the spec's
  * message if the values are refused.  Keeps a sandbox in the spec between
@@ -164,26 +178,49 @@ void cg_hyper_format(const cg_hyper *h, const double *v, char *buf,
  * write defines it, as torch's `buf is None`). */
 typedef enum cg_init { CG_INIT_CONST, CG_INIT_UNSET } cg_init;
 
+/* What an array slot holds, and how many floats it takes for a tensor of
+ * n elements whose last two sizes are R (rows) and C (columns): */
+typedef enum cg_kind {
+    CG_KIND_ELEM,     /* one float per element: n */
+    CG_KIND_ROW,      /* one per row, reduced over the last axis: n / C */
+    CG_KIND_COL,      /* one per column, over the second-to-last: n / R */
+    CG_KIND_SCALAR,   /* one float32 per tensor: 1 */
+    CG_KIND_SCALAR64, /* one double per tensor: 2 floats' room, 8-aligned */
+    CG_KIND_INPUT     /* a per-element input of the step (read only): n */
+} cg_kind;
+
 /* The arrays a kernel takes: slot 0 is the parameter, slot 1 the gradient,
- * slots 2.. the states listed here (indices into the spec's state names). */
+ * slots 2.. the states listed here (indices into the spec's state names),
+ * then the inputs.  A vector kernel's arrays are its own. */
 typedef struct cg_layout {
     int nstate;
     const int *state;         /* spec state index of slot 2 + i */
     const cg_init *init;
     const double *init_value; /* for CG_INIT_CONST */
-    const uint8_t *scalar;    /* 1: one float per tensor, not an array */
+    const uint8_t *kind;      /* cg_kind of slot 2 + i */
+    int ninput;
+    const int *input;         /* spec input index of slot 2 + nstate + i */
+    int ngstate;              /* per-group states */
+    const int *gstate;        /* their spec state indices */
+    const uint8_t *gstate_f32; /* 1: rounded to float32 when stored */
+    const double *ginit;
     int has_unset;            /* some state starts unset */
-    int nuniform;             /* per-step values the kernel reads */
-    int nreduce;              /* sums and maxima over the data per call */
+    int has_scalar;           /* some state is per tensor or per group */
+    int nuniform;             /* per-step values the kernel keeps */
+    int nreduce;              /* reductions over the data per call */
     int nsums, nmaxima;       /* of which sums, maxima */
-    int npasses;              /* passes over the data: 1, or 2 when a
-                                 stored value depends on a reduction */
-    int has_scalar;           /* some state is a per-tensor scalar */
+    int npasses;              /* passes over the data per call */
+    int rank;                 /* the tensors' rank it was built for; -1:
+                                 any (the spec did not look at shapes) */
     /* vector kernels: arrays are slots 0..narrays-1 (no p, g or state) */
     int narrays, nscalars, nresults;
     uint64_t read;            /* bit per array slot the kernel loads */
     uint64_t written;         /* bit per array slot the kernel stores to */
 } cg_layout;
+
+/* Floats a state of kind k takes for a tensor of n elements and `rank`
+ * sizes (shape[0] the last). */
+int64_t cg_kind_numel(int kind, int64_t n, const int64_t *shape, int rank);
 
 /* Creates the JIT (lazily: the first compile starts LLVM). */
 int cg_jit_new(cg_jit **out, char *err);
@@ -200,6 +237,12 @@ typedef struct cg_request {
     const char *vkernel;  /* a vector kernel of the spec by name (values,
                              runtime and fresh are then unused); NULL: the
                              update */
+    const char *named;    /* a named kernel of an update spec ("eval"),
+                             run on the parameters and their state; NULL:
+                             the update */
+    int rank;             /* the tensor's rank (a kernel that does not look
+                             at it serves every rank) */
+    unsigned inputs;      /* bit per spec input given this step */
 } cg_request;
 
 /* Returns the kernel for a request, from the cache or compiled now.  The
@@ -218,41 +261,52 @@ int cg_emit_text(cg_jit *jit, const cg_request *req, const char *what,
 
 /* ---- Running kernels: the batch (batch.c) --------------------------------
  * A batch runs calls of kernels in the one order that makes every engine
- * and every thread count give the same bits:
+ * and every thread count give the same bits.  A kernel has levels (one, or
+ * more when stores depend on reductions); for each level, in turn:
  *
- *   prologue   each call's per-step values, in double, on the caller
- *              (reading and, without sums, writing per-tensor scalars)
- *   pass 0     every part cut into CG_CHUNK tasks, on the caller's
- *              parallel-for; a task adds its sums in 16 fixed lanes
+ *   per-step   each call's per-step values, in double, on the caller;
+ *              then each group's reductions of per-tensor values, call
+ *              by call in order
+ *   loops      each of the level's loops over every call's data cut into
+ *              tasks of a fixed size, on the caller's parallel-for; a task
+ *              adds its sums in 16 fixed lanes
  *   merge      each call's task sums, in task order, on the caller
- *   epilogue   the per-step values that depend on the sums
- *   pass 1     the stores that depend on the sums (kernels with sums)
  *
- * Tasks of consecutive calls of one kernel run in one kernel invocation;
- * consecutive calls with the same kernel, step and values and without
- * scalar state or sums share one prologue. */
+ * At the last level the tensors' and groups' scalar states are written.
+ * Tasks of consecutive calls of one kernel run in one kernel invocation. */
 
-/* One tensor's part of a call: its arrays in the layout's slot order
- * (slot 0 the parameter, 1 the gradient, then the states; or a vector
- * kernel's arrays) and its length. */
+/* One tensor's part of a call: its arrays in the layout's slot order and
+ * its length. */
 typedef struct cg_part {
     float *const *arrays;
     int64_t n;
 } cg_part;
 
-/* One call of a kernel over its parts, seen as one vector: one prologue,
- * one set of sums over all the parts in order, one epilogue.  An update
- * makes one call per tensor; a vector kernel one call over a group. */
+/* One call of a kernel over its parts, seen as one vector: one set of
+ * per-step values, one set of sums over all the parts in order.  An
+ * update makes one call per tensor; a vector kernel one call over a
+ * group.  Calls of one group (sharing `gstate`) must be consecutive. */
 typedef struct cg_call {
     const cg_kernel *k;
     const cg_part *parts;
-    size_t nparts;
+    size_t nparts;        /* one for a kernel of rank >= 2 */
     double t;             /* the step count, 1 on the first (updates) */
     const double *values; /* hyperparameters, or a vector kernel's scalars */
+    const int64_t *shape; /* the tensor's sizes, last first (NULL: flat) */
+    int rank;
+    double *gstate;       /* the group's state, by spec state index (the
+                             layout's gstate[] say which), or NULL */
+    double *gred;         /* the group's reductions (CG_MAX_REDUCE doubles) */
     double *u;            /* room for layout->nuniform + 1 doubles */
+    double *work;         /* room for cg_call_work() doubles */
     double *results;      /* a vector kernel's results (layout->nresults
                              doubles), or NULL */
 } cg_call;
+
+/* Doubles of workspace a call of k over a tensor of n elements of that
+ * shape needs (for its row and column reductions). */
+size_t cg_call_work(const cg_kernel *k, int64_t n, const int64_t *shape,
+                    int rank);
 
 /* The caller's parallel-for: runs fn(arg, lo, hi) over shares of [0, n)
  * that cover it, and returns when all are done. */
@@ -265,14 +319,15 @@ typedef struct cg_parallel {
 typedef struct cg_batch cg_batch;
 int cg_batch_new(cg_batch **out, char *err);
 void cg_batch_free(cg_batch *b); /* NULL is a no-op */
-/* The tasks a part of n elements is cut into. */
-size_t cg_batch_tasks(int64_t n);
-/* Room for `ntasks` tasks in one run (never shrinks).  JOPT_ENOMEM
- * changes nothing. */
-int cg_batch_reserve(cg_batch *b, size_t ntasks, char *err);
+/* The most tasks a loop over a part of n elements of that shape (NULL:
+ * flat) is cut into. */
+size_t cg_batch_tasks(int64_t n, const int64_t *shape, int rank);
+/* Room for `ntasks` tasks and `ncalls` calls in one run (never shrinks).
+ * JOPT_ENOMEM changes nothing. */
+int cg_batch_reserve(cg_batch *b, size_t ntasks, size_t ncalls, char *err);
 /* Runs the calls; `par` NULL runs every task on the caller.  Allocates
- * nothing; JOPT_EINVAL (nothing run) when the calls need more tasks than
- * were reserved. */
+ * nothing; JOPT_EINVAL (nothing run) when the calls need more room than
+ * was reserved. */
 int cg_batch_run(cg_batch *b, const cg_call *calls, size_t ncalls,
                  const cg_parallel *par, char *err);
 

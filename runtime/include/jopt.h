@@ -99,7 +99,8 @@ JOPT_API const char *jopt_ctx_spec_path(const jopt_ctx *ctx);
 
 typedef struct jopt_optim jopt_optim;
 
-/* One parameter tensor: float32, contiguous, `numel` elements.  `grad` may be
+/* One parameter tensor: float32, contiguous, `numel` elements, seen as
+ * flat unless jopt_set_shape gives it a shape.  `grad` may be
  * NULL: the parameter then has no gradient and is skipped by jopt_step, as a
  * torch parameter whose .grad is None.  A parameter of 0 elements takes no
  * steps and has no state.  No two buffers of an optimizer may overlap. */
@@ -148,10 +149,31 @@ typedef int (*jopt_closure)(void *user_data, double *loss);
 JOPT_API int jopt_step(jopt_optim *opt, jopt_closure closure, void *user_data,
                        double *loss);
 
+/* Gives parameter `index` of `group` the spec's per-element input `name`
+ * (one of its `inputs`, such as Sophia's "hessian": numel floats) for the
+ * next step only; NULL, or not calling it, gives none, which the spec sees
+ * as nil.  Borrowed until that step; must not overlap other buffers. */
+JOPT_API int jopt_set_input(jopt_optim *opt, size_t group, size_t index,
+                            const char *name, float *data);
+
+/* Runs the spec's named kernel `kernel` (a function in its `kernels`,
+ * such as Schedule-Free's "eval" and "train") once over every parameter
+ * that has state, on every group: it may change the parameter and its
+ * state, as the spec says.  It takes no step. */
+JOPT_API int jopt_optim_call(jopt_optim *opt, const char *kernel);
+
 /* Replaces the gradient buffer of parameter `index` of group `group`; NULL
  * marks the gradient absent.  Borrowed; must not overlap other buffers. */
 JOPT_API int jopt_set_grad(jopt_optim *opt, size_t group, size_t index,
                            float *grad);
+
+/* Gives parameter `index` of `group` a shape: `ndim` sizes (1 to 8), the
+ * first outermost as torch's, whose product is its numel.  A spec may then
+ * reduce over its last two axes or keep state per row or column
+ * (Adafactor); other specs see the same flat elements.  Copied.  Before the
+ * parameter's first step only (its state is made for its shape). */
+JOPT_API int jopt_set_shape(jopt_optim *opt, size_t group, size_t index,
+                            int ndim, const int64_t *shape);
 
 JOPT_API size_t jopt_group_count(const jopt_optim *opt);
 
@@ -193,8 +215,9 @@ JOPT_API int jopt_state_get(const jopt_optim *opt, size_t group, size_t index,
                             const char *name, const float **data,
                             int64_t *step);
 
-/* How many floats that state holds: the parameter's numel, 1 for a
- * per-tensor scalar state, 0 if it does not exist yet. */
+/* How many floats that state holds: the parameter's numel, a row's or a
+ * column's count for a state per row or per column, 1 for a per-tensor
+ * float32 scalar, 2 for a double one, 0 if it does not exist yet. */
 JOPT_API int jopt_state_numel(const jopt_optim *opt, size_t group,
                               size_t index, const char *name, int64_t *numel);
 
@@ -320,6 +343,14 @@ JOPT_API void jopt_kernel_free(jopt_kernel *k); /* NULL is a no-op */
  * results gets its results (jopt_kernel_info's counts). */
 JOPT_API int jopt_kernel_run(jopt_kernel *k, float *const *arrays, int64_t n,
                              const double *scalars, double *results);
+
+/* A per-tensor scalar state ("eta"), float32 or double, as a double; or a
+ * per-group state (jopt_group_state: Prodigy's "d").  NaN if the state
+ * does not exist yet. */
+JOPT_API int jopt_state_scalar(const jopt_optim *opt, size_t group,
+                               size_t index, const char *name, double *value);
+JOPT_API int jopt_group_state(const jopt_optim *opt, size_t group,
+                              const char *name, double *value);
 
 /* ---- Learning-rate schedulers (torch.optim.lr_scheduler) --------------- */
 

@@ -14,7 +14,7 @@ slot 0 param
 slot 1 grad
 %0 = load param  elem
 %1 = load grad  elem
-%2 = t  step
+%2 = t  tensor
 %3 = abs %1  elem
 %4 = const 1
 %5 = gt %3, %4  elem bool

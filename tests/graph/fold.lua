@@ -15,7 +15,7 @@ slot 0 param
 slot 1 grad
 %0 = load param  elem
 %1 = load grad  elem
-%2 = t  step
+%2 = t  tensor
 %3 = const 1
 %4 = mul %3, %1  elem
 %5 = const 1.5

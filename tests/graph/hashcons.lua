@@ -16,7 +16,7 @@ slot 0 param
 slot 1 grad
 %0 = load param  elem
 %1 = load grad  elem
-%2 = t  step
+%2 = t  tensor
 %3 = mul %1, %1  elem
 %4 = fma %1, %1, %3  elem
 %5 = add %4, %4  elem

@@ -19,24 +19,24 @@ slot 2 m array init 0
 %0 = load m  elem
 %1 = load param  elem
 %2 = load grad  elem
-%3 = t  step
+%3 = t  tensor
 %4 = const 0.09999999999999998
-%5 = lerp %0, %2, %4  elem from 2
+%5 = lerp %0, %2, %4  elem
 %6 = mul %5, %5  elem
-%7 = sum %6  step r0
-%8 = sqrt %7  step
+%7 = sum %6  tensor r0 @1
+%8 = sqrt %7  tensor @1
 %9 = mul %1, %1  elem
-%10 = sum %9  step r1
-%11 = sqrt %10  step
+%10 = sum %9  tensor r1 @1
+%11 = sqrt %10  tensor @1
 %12 = const 0
-%13 = gt %11, %12  step bool
-%14 = div %11, %8  step
+%13 = gt %11, %12  tensor bool @1
+%14 = div %11, %8  tensor @1
 %15 = const 1
-%16 = where %13, %14, %15  step
+%16 = where %13, %14, %15  tensor @1
 %17 = const 0.1
-%18 = mul %17, %16  step u0
-%19 = mul %18, %5  elem
-%20 = sub %1, %19  elem
-store 0 %20 late
+%18 = mul %17, %16  tensor u0 @1
+%19 = mul %18, %5  elem @1
+%20 = sub %1, %19  elem @1
+store 0 %20 @1
 store 2 %5
 ]]

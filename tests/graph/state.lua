@@ -22,20 +22,20 @@ slot 3 buf array init unset
 slot 4 count scalar init 1
 %0 = load acc  elem
 %1 = load buf  elem
-%2 = scalar count  step
+%2 = scalar count  tensor
 %3 = load param  elem
 %4 = load grad  elem
-%5 = t  step
+%5 = t  tensor
 %6 = mul %4, %4  elem
 %7 = add %0, %6  elem
 %8 = const 0.9
 %9 = fma %1, %8, %4  elem
 %10 = const 0.5
-%11 = mul %2, %10  step
-%12 = add %11, %5  step
-%13 = f32 %12  step
+%11 = mul %2, %10  tensor
+%12 = add %11, %5  tensor
+%13 = f32 %12  tensor
 %14 = const 0.1
-%15 = mul %14, %13  step u0
+%15 = mul %14, %13  tensor u0
 %16 = mul %15, %9  elem
 %17 = const 1e-08
 %18 = add %7, %17  elem

@@ -16,13 +16,13 @@ slot 0 param
 slot 1 grad
 %0 = load param  elem
 %1 = load grad  elem
-%2 = t  step
+%2 = t  tensor
 %3 = const 0.9
-%4 = pow %3, %2  step
+%4 = pow %3, %2  tensor
 %5 = const 1
-%6 = sub %5, %4  step
+%6 = sub %5, %4  tensor
 %7 = const 0.1
-%8 = div %7, %6  step u0
+%8 = div %7, %6  tensor u0
 %9 = mul %8, %1  elem
 %10 = sub %0, %9  elem
 store 0 %10

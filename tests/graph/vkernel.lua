@@ -19,15 +19,15 @@ slot 0 y
 slot 1 x
 %0 = load y  elem
 %1 = load x  elem
-%2 = hyper a  step u0
-%3 = fma %1, %2, %0  elem from 0
+%2 = hyper a  group u0
+%3 = fma %1, %2, %0  elem
 %4 = mul %1, %3  elem
-%5 = sum %4  step u1 r0
+%5 = sum %4  tensor u1 r0 @1
 %6 = abs %3  elem
-%7 = maxall %6  step u2 r1
+%7 = maxall %6  tensor u2 r1 @1
 %8 = mul %3, %3  elem
-%9 = sum %8  step r2
-%10 = sqrt %9  step u3
+%9 = sum %8  tensor r2 @1
+%10 = sqrt %9  tensor u3 @1
 store 0 %3
 result 0 %5
 result 1 %7
