@@ -4,9 +4,10 @@
  *
  * The bench executable defines malloc & co. (forwarding to glibc's
  * __libc_* entry points) and the libm functions jopt's C code can reach
- * (forwarding to libm through dlsym), so calls from the statically linked
- * library land here.  Code the JIT emits cannot call these (bench_optim
- * reads the kernels' machine code for calls instead).  Under
+ * (forwarding to libm through dlsym), and exports them, so libjopt.so's
+ * calls bind to them by ELF interposition and land here.  Code the JIT
+ * emits cannot call these (bench_optim reads the kernels' machine code for
+ * calls instead).  Under
  * AddressSanitizer, which owns malloc, the probe is off.
  */
 #include <dlfcn.h>

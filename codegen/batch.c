@@ -75,7 +75,7 @@ static int64_t cols_per_task(int64_t rows)
 
 static int64_t ceil_div(int64_t a, int64_t b)
 {
-    return b ? (a + b - 1) / b : 0;
+    return b ? a / b + (a % b != 0) : 0; /* no a + b - 1 to overflow */
 }
 
 size_t cg_batch_tasks(int64_t n, const int64_t *shape, int rank)

@@ -5,7 +5,10 @@
  * (cg_int.h), names, arities and type rules (graph.c), the prelude a spec
  * sees (trace.c), the reference semantics (interp.c) and the LLVM IR
  * (emit.c).  Adding an op is one line here; a backend that lacks it does
- * not compile.
+ * not compile.  One copy lives outside the library on purpose: the
+ * benchmark's unfused kernel (bench/graph_text.c) reads the printed graph
+ * through jopt.h alone and spells the ops again; bench_smoke fails on an op
+ * it does not know.
  *
  *   X(ID, name, arity, flags, double, float, ir)
  *

@@ -50,7 +50,6 @@ int cg_opt_next(const char **cursor, cg_opt_item *it, char *err)
     /* the value: up to white space, or a list in ( ) or [ ], where white
      * space is allowed and dropped */
     char close = *c == '(' ? ')' : *c == '[' ? ']' : 0;
-    it->list = close != 0;
     if (close)
         c++;
     k = 0;
@@ -149,12 +148,12 @@ int cg_hyper_check(const cg_hyper *h, double v, const char *where, char *err)
     case CG_HYPER_BOOL:
         if (v != 0 && v != 1)
             return cg_fail(err, JOPT_EINVAL, "%s: option '%s' is a boolean: "
-                           "0 or 1, not %g", where, h->name, v);
+                           "give 0 or 1, not %g", where, h->name, v);
         break;
     case CG_HYPER_CHOICE:
         if (!(v >= 0 && v < h->nchoices && v == (int)v))
-            return cg_fail(err, JOPT_EINVAL, "%s: option '%s' is a choice: the "
-                           "index of one of its %d names, not %g", where,
+            return cg_fail(err, JOPT_EINVAL, "%s: option '%s' is a choice: give "
+                           "the index of one of its %d names, not %g", where,
                            h->name, h->nchoices, v);
         break;
     case CG_HYPER_NUMBER:
@@ -163,8 +162,7 @@ int cg_hyper_check(const cg_hyper *h, double v, const char *where, char *err)
     return JOPT_OK;
 }
 
-/* the shortest %g that reads back as v; whole numbers without exponent */
-static void format_number(double v, char *buf, size_t cap)
+void cg_format_number(double v, char *buf, size_t cap)
 {
     if (v == floor(v) && fabs(v) < 1e15) { /* 50, not 5e+01 */
         snprintf(buf, cap, "%.0f", v);
@@ -191,7 +189,7 @@ void cg_hyper_format(const cg_hyper *h, const double *v, char *buf, size_t cap)
         else if (h->optional && isnan(v[k]))
             snprintf(one, sizeof one, "None");
         else
-            format_number(v[k], one, sizeof one);
+            cg_format_number(v[k], one, sizeof one);
         snprintf(buf + l, cap - l, "%s%s", k ? "," : "", one);
     }
 }

@@ -63,19 +63,10 @@ static void put(out *o, const char *fmt, ...)
     }
 }
 
-/* the shortest %g that reads back as v; whole numbers without exponent */
 static void put_num(out *o, double v)
 {
     char buf[40];
-    if (v == floor(v) && fabs(v) < 1e15) {
-        put(o, "%.0f", v);
-        return;
-    }
-    for (int p = 1; p <= 17; p++) {
-        snprintf(buf, sizeof buf, "%.*g", p, v);
-        if (strtod(buf, NULL) == v || isnan(v))
-            break;
-    }
+    cg_format_number(v, buf, sizeof buf);
     put(o, "%s", buf);
 }
 

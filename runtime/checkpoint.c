@@ -287,6 +287,10 @@ static int parse(jopt_optim *opt, rt_in *r, loaded *L, const char *fn)
                     memcpy(L->state[g][i * ns + k], data, count * sizeof(float));
                 }
             }
+            /* version 1 kept no group step: the group has stepped at least
+             * as often as its busiest parameter */
+            if (L && version < 2 && L->steps[g][i] > L->gstep[g])
+                L->gstep[g] = L->steps[g][i];
         }
     }
     if (opt->closure && !r->bad) { /* its step count and driver state */

@@ -6,7 +6,8 @@
  * A vector kernel runs as one call of the batch (codegen/batch.c) over
  * every tensor of the group: its per-call values (the prologue), pass 0
  * over the tensors cut into tasks on the thread pool, the sums and maxima
- * merged in element order, the epilogue, pass 1.  The cut does not depend
+ * taken in 16 lanes per task and the tasks merged in order, the epilogue,
+ * pass 1.  The cut does not depend
  * on the thread count, so neither do the results.
  */
 #include <math.h>

@@ -22,7 +22,9 @@ struct jopt_spec {
     cg_kernel **kernels;  /* traced on demand: the update, or each vector
                              kernel (by index) */
     size_t nkernels;
-    const char **update_arrays; /* "param", "grad", the kept states */
+    const char **update_arrays; /* "param", "grad", the kept states, inputs */
+    int rank;             /* the variant shown: the tensors' rank */
+    unsigned inputs;      /* and the inputs given */
     char *text;           /* the last jopt_spec_emit's */
 };
 
@@ -51,7 +53,9 @@ JOPT_API int jopt_spec_open(jopt_ctx *ctx, const char *name,
         return rt_fail_cg(ctx, rc, fn, err);
     }
     size_t nv = cg_spec_nvalues(s->spec);
-    s->nkernels = cg_spec_method(s->spec) ? cg_spec_nvkernels(s->spec) : 1;
+    s->nkernels = cg_spec_method(s->spec) ? cg_spec_nvkernels(s->spec)
+                                          : 1 + cg_spec_nnamed(s->spec);
+    s->rank = 1;
     s->values = malloc((nv + 1) * sizeof *s->values);
     s->kernels = calloc(s->nkernels + 1, sizeof *s->kernels);
     s->update_arrays = calloc(CG_MAX_SLOTS, sizeof *s->update_arrays);
@@ -159,11 +163,14 @@ static int traced(jopt_spec *s, const char *fn, size_t i, const cg_kernel **out)
         char err[CG_ERRLEN];
         const char *method = cg_spec_method(s->spec);
         cg_request req = {.spec = s->spec, .values = s->values, .reference = 1,
-                          .vkernel = method ? cg_spec_vkernel(s->spec, i)->name : NULL};
+                          .vkernel = method ? cg_spec_vkernel(s->spec, i)->name : NULL,
+                          .named = !method && i ? cg_spec_named(s->spec, i - 1) : NULL,
+                          .rank = s->rank, .inputs = i ? 0 : s->inputs};
         int rc = cg_kernel_get(s->ctx->jit, &req, &s->kernels[i], err);
+        const char *kname = req.vkernel ? req.vkernel : req.named;
         if (rc)
             return rt_fail(s->ctx, rc, "%s: %s%s%s: %s", fn, cg_spec_name(s->spec),
-                           method ? ": kernel " : "", method ? req.vkernel : "", err);
+                           kname ? ": kernel " : "", kname ? kname : "", err);
     }
     *out = s->kernels[i];
     return JOPT_OK;
@@ -185,12 +192,25 @@ JOPT_API int jopt_spec_state(jopt_spec *s, size_t i, jopt_state_info *out)
         return rc;
     const cg_layout *l = cg_kernel_layout(k);
     *out = (jopt_state_info){.name = cg_spec_state_name(s->spec, i)};
+    static const jopt_state_kind kinds[] = {
+        [CG_KIND_ELEM] = JOPT_STATE_ELEM, [CG_KIND_ROW] = JOPT_STATE_ROW,
+        [CG_KIND_COL] = JOPT_STATE_COL, [CG_KIND_SCALAR] = JOPT_STATE_TENSOR,
+        [CG_KIND_SCALAR64] = JOPT_STATE_TENSOR};
     for (int k2 = 0; k2 < l->nstate; k2++)
         if (l->state[k2] == (int)i) {
             out->kept = 1;
-            out->scalar = l->kind[k2] == CG_KIND_SCALAR || l->kind[k2] == CG_KIND_SCALAR64;
+            out->kind = kinds[l->kind[k2]];
+            out->scalar = out->kind == JOPT_STATE_TENSOR;
+            out->f64 = l->kind[k2] == CG_KIND_SCALAR64;
             out->unset = l->init[k2] == CG_INIT_UNSET;
             out->init = out->unset ? 0 : l->init_value[k2];
+        }
+    for (int k2 = 0; k2 < l->ngstate; k2++)
+        if (l->gstate[k2] == (int)i) {
+            out->kept = 1;
+            out->kind = JOPT_STATE_GROUP;
+            out->f64 = !l->gstate_f32[k2];
+            out->init = l->ginit[k2];
         }
     return JOPT_OK;
 }
@@ -203,7 +223,8 @@ JOPT_API const char *jopt_spec_kernel_name(const jopt_spec *s, size_t i)
 {
     if (!s || i >= s->nkernels)
         return NULL;
-    return cg_spec_method(s->spec) ? cg_spec_vkernel(s->spec, i)->name : "update";
+    return cg_spec_method(s->spec) ? cg_spec_vkernel(s->spec, i)->name
+           : i ? cg_spec_named(s->spec, i - 1) : "update";
 }
 
 JOPT_API int jopt_spec_kernel(jopt_spec *s, size_t i, jopt_kernel_info *out)
@@ -233,9 +254,47 @@ JOPT_API int jopt_spec_kernel(jopt_spec *s, size_t i, jopt_kernel_info *out)
             out->scalar |= (uint64_t)(l->kind[k2] == CG_KIND_SCALAR ||
                                       l->kind[k2] == CG_KIND_SCALAR64) << (2 + k2);
         }
-        out->name = "update";
-        out->narrays = 2 + l->nstate;
+        for (int k2 = 0; k2 < l->ninput; k2++)
+            s->update_arrays[2 + l->nstate + k2] =
+                cg_spec_input(s->spec, (size_t)l->input[k2]);
+        out->name = jopt_spec_kernel_name(s, i);
+        out->narrays = 2 + l->nstate + l->ninput;
         out->arrays = s->update_arrays;
+    }
+    return JOPT_OK;
+}
+
+JOPT_API int jopt_spec_set_variant(jopt_spec *s, int rank, const char *inputs)
+{
+    static const char fn[] = "jopt_spec_set_variant";
+    if (!s)
+        return JOPT_EINVAL;
+    if (rank < 1 || rank > CG_MAX_RANK)
+        return rt_fail(s->ctx, JOPT_EINVAL, "%s: rank %d (give 1 to %d)", fn,
+                       rank, CG_MAX_RANK);
+    unsigned mask = 0;
+    for (const char *c = inputs ? inputs : ""; *c;) {
+        while (*c == ' ')
+            c++;
+        size_t len = strcspn(c, " ");
+        if (!len)
+            break;
+        size_t i = 0;
+        while (i < cg_spec_ninputs(s->spec) &&
+               (strlen(cg_spec_input(s->spec, i)) != len ||
+                strncmp(cg_spec_input(s->spec, i), c, len)))
+            i++;
+        if (i == cg_spec_ninputs(s->spec))
+            return rt_fail(s->ctx, JOPT_EINVAL, "%s: spec '%s' has no input "
+                           "'%.*s'", fn, cg_spec_name(s->spec), (int)len, c);
+        mask |= 1u << i;
+        c += len;
+    }
+    s->rank = rank;
+    s->inputs = mask;
+    for (size_t i = 0; i < s->nkernels; i++) { /* traced again on demand */
+        cg_kernel_release(s->kernels[i]);
+        s->kernels[i] = NULL;
     }
     return JOPT_OK;
 }
@@ -289,13 +348,14 @@ JOPT_API int jopt_spec_emit(jopt_spec *s, const char *kernel, const char *what,
         return rt_fail(s->ctx, JOPT_EINVAL, "%s: %s is a closure optimizer "
                        "(method '%s'): it has vector kernels, not an update",
                        fn, cg_spec_name(s->spec), method);
-    if (!method && kernel)
-        return rt_fail(s->ctx, JOPT_EINVAL, "%s: %s has an update, not vector "
-                       "kernels", fn, cg_spec_name(s->spec));
-    if (kernel && !cg_spec_find_vkernel(s->spec, kernel))
+    if (kernel && !(method ? cg_spec_find_vkernel(s->spec, kernel) != NULL
+                           : cg_spec_find_named(s->spec, kernel) >= 0))
         return rt_fail(s->ctx, JOPT_EINVAL, "%s: %s has no kernel '%s'", fn,
                        cg_spec_name(s->spec), kernel);
-    cg_request req = {.spec = s->spec, .values = s->values, .vkernel = kernel};
+    cg_request req = {.spec = s->spec, .values = s->values,
+                      .vkernel = method ? kernel : NULL,
+                      .named = method ? NULL : kernel, .rank = s->rank,
+                      .inputs = kernel ? 0 : s->inputs};
     char err[CG_ERRLEN], *t = NULL;
     int rc = cg_emit_text(s->ctx->jit, &req, what, &t, err);
     if (rc)
@@ -384,9 +444,22 @@ JOPT_API int jopt_kernel_run(jopt_kernel *k, float *const *arrays, int64_t n,
                        n < 0 ? "n is negative" : !arrays ? "arrays is NULL"
                        : l->nscalars && !scalars ? "scalars is NULL"
                                                  : "results is NULL");
-    for (int a = 0; n > 0 && a < l->narrays; a++)
+    if ((uint64_t)n > (uint64_t)(INTPTR_MAX / 8))
+        return rt_fail(k->ctx, JOPT_EINVAL, "%s: n %lld is too large", fn,
+                       (long long)n);
+    for (int a = 0; n > 0 && a < l->narrays; a++) {
         if (!arrays[a])
             return rt_fail(k->ctx, JOPT_EINVAL, "%s: array %d is NULL", fn, a);
+        /* the kernel takes each array as noalias: no two may overlap */
+        uintptr_t lo = (uintptr_t)arrays[a], hi = lo + (uintptr_t)n * sizeof(float);
+        for (int b = 0; b < a; b++) {
+            uintptr_t lo2 = (uintptr_t)arrays[b], hi2 = lo2 + (uintptr_t)n * sizeof(float);
+            if (lo < hi2 && lo2 < hi)
+                return rt_fail(k->ctx, JOPT_EINVAL, "%s: arrays %d and %d "
+                               "overlap (no two arrays of a kernel may share "
+                               "memory)", fn, b, a);
+        }
+    }
     char err[CG_ERRLEN];
     int rc = cg_batch_reserve(k->batch, cg_batch_tasks(n, NULL, 0), 1, err);
     if (rc)

@@ -127,6 +127,50 @@ static void test_checkpoint_resume_same_bits(void **state)
     resume("rprop", "", 1);
 }
 
+/* Checkpoints of format 1 (jopt before group steps and shapes; written by
+ * tests/fixtures/checkpoint/make_v1.c at commit d7c48a0) still load: the
+ * model of resume() after 3 steps, loaded into a model stepped 3 times
+ * here, steps on exactly as one that never stopped, and saves as format 2. */
+static void test_checkpoint_reads_format_1(void **state)
+{
+    (void)state;
+    const char *cases[][2] = {{"adam", "lr=0.01 amsgrad=true"},
+                              {"asgd", "lr=0.01 t0=1"}};
+    for (int k = 0; k < 2; k++) {
+        model a, b;
+        model_new(&a, cases[k][0], cases[k][1]);
+        model_new(&b, cases[k][0], cases[k][1]);
+        for (int s = 0; s < 3; s++) {
+            model_step(&a, s);
+            model_step(&b, s);
+        }
+        /* b forgets its state: everything it has comes from the file */
+        model c;
+        model_new(&c, cases[k][0], cases[k][1]);
+        size_t len0;
+        unsigned char *fresh = snapshot(&c, &len0);
+        T_OK(b.ctx, jopt_state_load_mem(b.opt, fresh, len0));
+        free(fresh);
+        model_free(&c);
+        char path[512];
+        snprintf(path, sizeof path, "%s/tests/fixtures/checkpoint/v1-%s.ckpt",
+                 JOPT_SOURCE_DIR, cases[k][0]);
+        T_OK(b.ctx, jopt_state_load(b.opt, path));
+        size_t la, lb;
+        unsigned char *sa = snapshot(&a, &la), *sb = snapshot(&b, &lb);
+        assert_int_equal(la, lb);
+        assert_memory_equal(sa, sb, la);
+        free(sa), free(sb);
+        for (int s = 3; s < 6; s++) {
+            model_step(&a, s);
+            model_step(&b, s);
+            same_params(&a, &b);
+        }
+        model_free(&a);
+        model_free(&b);
+    }
+}
+
 /* A model stepped twice, whose checkpoint every failing load must leave
  * exactly as it was: its checkpoint bytes, and the next step. */
 typedef struct victim {
@@ -478,6 +522,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_checkpoint_resume_same_bits),
+        cmocka_unit_test(test_checkpoint_reads_format_1),
         cmocka_unit_test(test_checkpoint_truncated_at_every_offset),
         cmocka_unit_test(test_checkpoint_bit_flips_refused),
         cmocka_unit_test(test_checkpoint_wrong_header_refused),

@@ -554,6 +554,30 @@ static void test_sched_failed_step_changes_nothing(void **state)
     world_free(&w);
 }
 
+/* a milestone list longer than any fixed table: MultiStepLR over 100 */
+static void test_sched_many_milestones(void **state)
+{
+    (void)state;
+    static const char *const ONE[] = {""};
+    world w;
+    world_new(&w, "sgd", "lr=0.1", ONE, 1);
+    char opts[512] = "gamma=0.5 milestones=(";
+    for (int k = 1; k <= 100; k++)
+        snprintf(opts + strlen(opts), sizeof opts - strlen(opts), "%d%s", k,
+                 k < 100 ? "," : ")");
+    jopt_sched *s = NULL;
+    T_OK(w.ctx, jopt_sched_new(w.opt, "multistep", opts, &s));
+    double lr, want = 0.1;
+    for (int k = 1; k <= 70; k++) {
+        T_OK(w.ctx, jopt_sched_step(s));
+        want *= 0.5;
+    }
+    T_OK(w.ctx, jopt_option_get(w.opt, 0, "lr", &lr));
+    assert_true(fabs(lr - want) <= 1e-15 * want);
+    jopt_sched_free(s);
+    world_free(&w);
+}
+
 /* torch raises past total_steps; momentum and lr stay as they were */
 static void test_sched_onecycle_past_total_steps(void **state)
 {
@@ -776,6 +800,7 @@ int main(void)
         cmocka_unit_test(test_sched_bad_arguments),
         cmocka_unit_test(test_sched_failed_step_changes_nothing),
         cmocka_unit_test(test_sched_onecycle_past_total_steps),
+        cmocka_unit_test(test_sched_many_milestones),
         cmocka_unit_test(test_sched_python_errors),
         cmocka_unit_test(test_sched_composite_errors),
         cmocka_unit_test(test_sched_sequential_failure_changes_nothing),

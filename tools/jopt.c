@@ -10,6 +10,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -279,7 +280,7 @@ static int show_method(jopt_ctx *ctx, jopt_spec *spec)
 
 static void put_num(char *buf, size_t cap, double v)
 {
-    if (v == (double)(long long)v && v > -1e15 && v < 1e15) {
+    if (v == floor(v) && fabs(v) < 1e15) { /* 50, not 5e+01 */
         snprintf(buf, cap, "%.0f", v);
         return;
     }
@@ -366,9 +367,9 @@ static int cmd_show(jopt_ctx *ctx, const args *a)
     jopt_kernel_info k;
     if (!rc && jopt_spec_kernel(spec, 0, &k))
         rc = fail("%s", jopt_errmsg(ctx));
-    else if (!rc && k.nsums + k.nmaxima)
-        printf("\ntwo passes per step (%d sums over the tensor)\n",
-               k.nsums + k.nmaxima);
+    else if (!rc && k.npasses > 1)
+        printf("\n%d passes over the data per step (%d sums and maxima: a "
+               "stored value depends on them)\n", k.npasses, k.nsums + k.nmaxima);
     jopt_spec_free(spec);
     return rc;
 }

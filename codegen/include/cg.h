@@ -141,7 +141,7 @@ int cg_spec_check(cg_spec *spec, const double *values, char *err);
 
 #define CG_OPT_NAME 64
 #define CG_OPT_TEXT 512
-#define CG_OPT_MAXVALS 64
+#define CG_OPT_MAXVALS CG_OPT_TEXT /* no limit but the text's length */
 
 /* one item of an options string: its name and its values' text */
 typedef struct cg_opt_item {
@@ -149,7 +149,6 @@ typedef struct cg_opt_item {
     char text[CG_OPT_TEXT];       /* the values, NUL-separated */
     const char *val[CG_OPT_MAXVALS];
     int nval;
-    int list;                     /* written in ( ) or [ ] */
 } cg_opt_item;
 
 /* Reads the next item at *cursor into `it` and advances: 1 for an item,
@@ -167,6 +166,9 @@ int cg_option_offset(const cg_spec *spec, const char *name,
 /* Whether v is a value of the hyperparameter's kind (a boolean is 0 or 1,
  * a choice the index of a name).  `where` prefixes the message. */
 int cg_hyper_check(const cg_hyper *h, double v, const char *where, char *err);
+/* v with the fewest digits that read back exactly; a whole number without
+ * an exponent ("50", "0.9", "1e-08") */
+void cg_format_number(double v, char *buf, size_t cap);
 /* The hyperparameter's value as the options string writes it ("0.9,0.999",
  * "true", "strong_wolfe", "None"). */
 void cg_hyper_format(const cg_hyper *h, const double *v, char *buf,

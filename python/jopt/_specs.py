@@ -67,14 +67,23 @@ def spec_defaults(spec):
     return {k: d for k, (d, _) in spec_hyperparameters(default_context(), spec).items()}
 
 
+# name: why the class cannot be built (its spec is missing or unreadable, or
+# the library did not load).  Import never fails for one spec: the class
+# exists, and constructing it raises this message.
+UNAVAILABLE = {}
+
+
 def describe(name):
     """(spec, signature, hyper names (jopt options), flag names)."""
     spec, pos, kw = OPTIMIZERS[name]
-    dflt = spec_defaults(spec)
-    for n in pos + kw:
-        if n not in FLAGS and n not in dflt:
-            raise RuntimeError("jopt.%s: spec %s has no hyperparameter '%s'"
-                               % (name, spec, n))
+    try:
+        dflt = spec_defaults(spec)
+        for n in pos + kw:
+            if n not in FLAGS and n not in dflt:
+                raise RuntimeError("spec %s has no hyperparameter '%s'" % (spec, n))
+    except Exception as e:  # OSError (no library), RuntimeError (bad spec)
+        UNAVAILABLE[name] = "jopt.%s is unavailable: %s" % (name, e)
+        dflt = {n: None for n in pos + kw}
     default = lambda n: FLAGS[n][0] if n in FLAGS else dflt[n]
     ps = [_P("params", _P.POSITIONAL_OR_KEYWORD)]
     ps += [_P(n, _P.POSITIONAL_OR_KEYWORD, default=default(n)) for n in pos]
@@ -98,6 +107,8 @@ def prepare(name, values):
 
 
 def check_flags(cls_name, values):
+    if cls_name in UNAVAILABLE:
+        raise RuntimeError(UNAVAILABLE[cls_name])
     for k, v in values.items():
         if k in FLAGS and v not in FLAGS[k]:
             raise ValueError("jopt.%s: %s=%r is not supported (jopt runs its own "

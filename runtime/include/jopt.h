@@ -48,7 +48,8 @@ typedef struct jopt_ctx jopt_ctx;
 
 /* Creates a context.  Specs are looked up in $JOPT_SPEC_PATH (a ':'-separated
  * list of folders) if set, else in the specs folder jopt was built with.
- * Caller frees with jopt_ctx_free, after every optimizer made from it. */
+ * Caller frees with jopt_ctx_free, after every optimizer, spec and kernel
+ * made from it. */
 JOPT_API int jopt_ctx_new(jopt_ctx **out);
 JOPT_API void jopt_ctx_free(jopt_ctx *ctx); /* NULL is a no-op */
 
@@ -277,13 +278,26 @@ JOPT_API int jopt_spec_hyper(const jopt_spec *spec, size_t i,
 JOPT_API int jopt_spec_format(const jopt_spec *spec, size_t i, char *buf,
                               size_t cap);
 
-/* A state the spec declares, as the options given keep it. */
+/* What a state holds. */
+typedef enum jopt_state_kind {
+    JOPT_STATE_ELEM,   /* one value per element of the parameter */
+    JOPT_STATE_ROW,    /* one per row (a mean over the last axis) */
+    JOPT_STATE_COL,    /* one per column (over the second-to-last) */
+    JOPT_STATE_TENSOR, /* one per tensor (ASGD's eta) */
+    JOPT_STATE_GROUP   /* one per group (Prodigy's d): jopt_group_state */
+} jopt_state_kind;
+
+/* A state the spec declares, as the options given (and the variant shown,
+ * jopt_spec_set_variant) keep it. */
 typedef struct jopt_state_info {
     const char *name;
     int kept;      /* 0: not kept with these options */
-    int scalar;    /* one float per tensor (ASGD's eta), not per element */
+    int scalar;    /* one value per tensor (kind JOPT_STATE_TENSOR) */
     int unset;     /* starts unset (torch's `buf is None`) */
     double init;   /* otherwise, the value it starts at */
+    jopt_state_kind kind;
+    int f64;       /* kept in double, not float32 (a tensor's or a
+                      group's scalar) */
 } jopt_state_info;
 
 /* The states, sorted by name (those of an update spec; a closure
@@ -291,8 +305,9 @@ typedef struct jopt_state_info {
 JOPT_API size_t jopt_spec_nstate(const jopt_spec *spec);
 JOPT_API int jopt_spec_state(jopt_spec *spec, size_t i, jopt_state_info *out);
 
-/* A kernel: the update ("update": its arrays are "param", "grad" and the
- * kept states), or a closure optimizer's vector kernel. */
+/* A kernel: the update ("update": its arrays are "param", "grad", the
+ * kept states and the inputs given), a named kernel of the spec's
+ * `kernels`, or a closure optimizer's vector kernel. */
 typedef struct jopt_kernel_info {
     const char *name;
     int narrays;
@@ -306,13 +321,20 @@ typedef struct jopt_kernel_info {
                                   tensor (a scalar state), not streamed */
 } jopt_kernel_info;
 
-/* The update, or a closure optimizer's kernels sorted by name.  Tracing a
- * kernel can fail (a spec bug): JOPT_ESPEC with the spec's line. */
+/* The update then the spec's named kernels, or a closure optimizer's
+ * kernels, sorted by name.  Tracing a kernel can fail (a spec bug):
+ * JOPT_ESPEC with the spec's line. */
 JOPT_API size_t jopt_spec_nkernels(const jopt_spec *spec);
 JOPT_API int jopt_spec_kernel(jopt_spec *spec, size_t i,
                               jopt_kernel_info *out);
 /* Kernel i's name without tracing it ("update"), or NULL past the end. */
 JOPT_API const char *jopt_spec_kernel_name(const jopt_spec *spec, size_t i);
+
+/* Which variant states, kernels and jopt_spec_emit show: for tensors of
+ * `rank` dimensions (1, the default, for a flat one) with the inputs named
+ * in `inputs` given (space-separated; NULL: none). */
+JOPT_API int jopt_spec_set_variant(jopt_spec *spec, int rank,
+                                   const char *inputs);
 
 /* Whether jopt_optim_new would take the spec's kernels: for a closure
  * optimizer, its driver exists and each kernel the driver calls has the
@@ -320,7 +342,7 @@ JOPT_API const char *jopt_spec_kernel_name(const jopt_spec *spec, size_t i);
  * JOPT_OK, or JOPT_ESPEC naming the first misfit. */
 JOPT_API int jopt_spec_validate(jopt_spec *spec);
 
-/* Kernel `kernel` (NULL for the update) as text: what is "graph" (the
+/* Kernel `kernel` (NULL or "update" for the update) as text: what is "graph" (the
  * validated expression graph, in the form docs/specs.md describes), "ir"
  * (optimised LLVM IR) or "asm" (machine code).  *text is owned by the
  * spec, valid until the next jopt_spec_emit or jopt_spec_free. */
@@ -332,7 +354,8 @@ JOPT_API int jopt_spec_emit(jopt_spec *spec, const char *kernel,
 /* A closure optimizer's vector kernel, compiled with the context's engine
  * and run over flat float32 arrays, cut and summed exactly as jopt_step
  * runs it (for tools and tests: `jopt check` runs the JIT against the
- * reference interpreter this way). */
+ * reference interpreter this way).  Errors are reported on its context.
+ * Caller frees *out with jopt_kernel_free, before the context. */
 typedef struct jopt_kernel jopt_kernel;
 
 JOPT_API int jopt_kernel_new(jopt_ctx *ctx, const char *spec,
