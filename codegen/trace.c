@@ -243,9 +243,20 @@ void cg_trace_open_lib(lua_State *L)
 
 /* ---- the state proxy `s` ------------------------------------------------ */
 
+/* a name from the spec (s.name, v.name): a string without a NUL byte,
+ * which C would read as its end (s['m\0x'] as s.m) */
+static const char *check_name(lua_State *L, int idx)
+{
+    size_t len;
+    const char *k = luaL_checklstring(L, idx, &len);
+    if (strlen(k) != len)
+        luaL_error(L, "names contain no NUL byte (got '%s\\0...')", k);
+    return k;
+}
+
 static int state_index_of(lua_State *L, tracer *tr)
 {
-    const char *k = luaL_checkstring(L, 2);
+    const char *k = check_name(L, 2);
     size_t n = cg_spec_nstate(tr->spec);
     for (size_t i = 0; i < n; i++)
         if (strcmp(cg_spec_state_name(tr->spec, i), k) == 0) {
@@ -456,7 +467,7 @@ int cg_trace(const cg_spec *spec, const double *values,
 
 static int vk_index_of(lua_State *L, const tracer *tr)
 {
-    const char *k = luaL_checkstring(L, 2);
+    const char *k = check_name(L, 2);
     for (int i = 0; i < tr->vk->narrays; i++)
         if (!strcmp(tr->vk->arrays[i], k))
             return i;

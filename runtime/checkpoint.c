@@ -19,6 +19,7 @@
  * before it allocates state or changes anything, and builds the kernels
  * for the loaded values before it swaps anything in.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,6 +112,8 @@ JOPT_API int jopt_state_save_mem(const jopt_optim *opt, void *buf, size_t cap,
     if (cap < need)
         return rt_fail(opt->ctx, JOPT_EINVAL, "%s: the buffer holds %zu bytes; "
                        "the checkpoint needs %zu (jopt_state_size)", fn, cap, need);
+    if (rt_closure_savable(opt->closure, fn))
+        return JOPT_EINVAL;
     rt_out o = {buf, 0, cap};
     serialise(opt, &o);
     return JOPT_OK;
@@ -125,6 +128,8 @@ JOPT_API int jopt_state_save(const jopt_optim *opt, const char *path)
     if (!path || !*path)
         return rt_fail(opt->ctx, JOPT_EINVAL, "%s: path is %s", fn,
                        path ? "empty" : "NULL");
+    if (rt_closure_savable(opt->closure, fn))
+        return JOPT_EINVAL;
     size_t len;
     jopt_state_size(opt, &len);
     unsigned char *buf = malloc(len);
@@ -162,10 +167,13 @@ static int parse(jopt_optim *opt, rt_in *r, loaded *L, const char *fn)
     if (!magic || memcmp(magic, MAGIC, 8) != 0)
         return FAIL("%s: not a jopt checkpoint (wrong magic)", fn);
     uint32_t version = rt_get_u32(r);
-    rt_get_u32(r);
+    uint32_t reserved = rt_get_u32(r);
     if (version != VERSION)
         return FAIL("%s: checkpoint version %u; this jopt reads version %u", fn,
                     version, VERSION);
+    if (reserved != 0)
+        return FAIL("%s: the checkpoint's reserved field is %u, not 0 (a "
+                    "newer format, or corrupt)", fn, reserved);
     if (!rt_get_str_eq(r, cg_spec_name(s)))
         return FAIL("%s: the checkpoint is not of spec '%s' (another "
                     "optimizer's file?)", fn, cg_spec_name(s));
@@ -204,6 +212,15 @@ static int parse(jopt_optim *opt, rt_in *r, loaded *L, const char *fn)
             if (rt[h] > 1 || (rt[h] && !cg_spec_hyper(s, h)->runtime_ok))
                 return FAIL("%s: group %zu: corrupt run-time flag for '%s'", fn, g,
                             cg_spec_hyper(s, h)->name);
+        /* a scheduler key is unset (NaN) or a finite number: an lr that
+         * reached infinity would fill the parameters with NaN */
+        for (size_t k = 0; keys && k < RT_NKEYS; k++) {
+            double v;
+            memcpy(&v, (const char *)keys + k * sizeof v, sizeof v);
+            if (isinf(v))
+                return FAIL("%s: group %zu: scheduler key '%s' is %g, not a "
+                            "finite number", fn, g, rt_key_names[k], v);
+        }
         if (L && vals && rt && keys) {
             memcpy(L->values + g * nv, vals, nv * sizeof(double));
             memcpy(L->runtime + g * nh, rt, nh);

@@ -370,6 +370,15 @@ void rt_closure_save(const rt_closure *c, rt_out *o)
         c->d->save(c->state, o);
 }
 
+int rt_closure_savable(const rt_closure *c, const char *fn)
+{
+    char err[CG_ERRLEN];
+    if (!c || !c->d->savable || c->d->savable(c->state, err) == JOPT_OK)
+        return JOPT_OK;
+    return rt_fail(c->opt->ctx, JOPT_EINVAL, "%s: the %s state cannot be "
+                   "saved: %s", fn, c->d->name, err);
+}
+
 int rt_closure_load(rt_closure *c, const void *buf, size_t len, const char *fn,
                     void **state, int64_t *steps)
 {

@@ -67,6 +67,10 @@ typedef struct rt_driver {
      * makes a fresh state. */
     void (*save)(const void *state, rt_out *o);
     int (*load)(rt_closure *c, rt_in *r, void **out, char *err);
+    /* Optional: JOPT_OK if `load` would take what `save` writes now, else
+     * JOPT_EINVAL with a message in err (L-BFGS refuses a non-finite t,
+     * H_diag or prev_loss), so that no save writes what no load reads. */
+    int (*savable)(const void *state, char *err);
     /* Optional, at construction: fills options the method derives once
      * from others (torch's LBFGS turns max_eval=None into max_iter*5//4
      * in its constructor), with rt_closure_set_value. */
@@ -134,6 +138,7 @@ int rt_closure_one_group(const rt_closure *c);
  * (JOPT_EINVAL or JOPT_ENOMEM with the context's message, nothing changed),
  * then rt_closure_adopt swaps it in or rt_closure_discard drops it */
 void rt_closure_save(const rt_closure *c, rt_out *o);
+int rt_closure_savable(const rt_closure *c, const char *fn);
 int rt_closure_load(rt_closure *c, const void *buf, size_t len, const char *fn,
                     void **state, int64_t *steps);
 void rt_closure_adopt(rt_closure *c, void *state, int64_t steps);

@@ -113,15 +113,24 @@ int rt_check_values(jopt_optim *opt, const char *where, const double *values)
      * elsewhere (jopt_option_set, a checkpoint) */
     char err[CG_ERRLEN];
     int rc = JOPT_OK;
-    for (size_t i = 0; i < cg_spec_nhyper(opt->spec) && rc == JOPT_OK; i++) {
-        const cg_hyper *h = cg_spec_hyper(opt->spec, i);
-        for (int k = 0; k < h->len && rc == JOPT_OK; k++)
-            rc = cg_hyper_check(h, values[h->offset + k], where, err);
+    /* booleans and choices first: the spec sees them as Lua values; then
+     * the spec's check, so that a NaN lr gets torch's message; then the
+     * numbers must be finite (unless the spec lists them as `infinite`),
+     * where torch would take an inf lr and fill the parameters with NaN */
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < cg_spec_nhyper(opt->spec) && rc == JOPT_OK; i++) {
+            const cg_hyper *h = cg_spec_hyper(opt->spec, i);
+            if ((h->kind == CG_HYPER_NUMBER) != pass)
+                continue;
+            for (int k = 0; k < h->len && rc == JOPT_OK; k++)
+                rc = cg_hyper_check(h, values[h->offset + k], where, err);
+        }
+        if (rc)
+            return rt_fail(opt->ctx, rc, "%s", err);
+        if (pass == 0 && (rc = cg_spec_check(opt->spec, values, err)))
+            return rt_fail_cg(opt->ctx, rc, where, err);
     }
-    if (rc)
-        return rt_fail(opt->ctx, rc, "%s", err);
-    rc = cg_spec_check(opt->spec, values, err);
-    return rc ? rt_fail_cg(opt->ctx, rc, where, err) : JOPT_OK;
+    return JOPT_OK;
 }
 
 /* Gets the kernels for checked values, those flagged in `runtime` passed
@@ -591,7 +600,8 @@ JOPT_API int jopt_option_set(jopt_optim *opt, size_t group, const char *name,
     int off = cg_option_offset(opt->spec, name, &h, err);
     if (off < 0)
         return rt_fail_cg(opt->ctx, JOPT_EINVAL, fn, err);
-    if ((rc = cg_hyper_check(h, value, fn, err)))
+    /* a number is checked with the spec's check() (set_values) */
+    if (h->kind != CG_HYPER_NUMBER && (rc = cg_hyper_check(h, value, fn, err)))
         return rt_fail(opt->ctx, rc, "%s", err);
     double *v = copy_values(opt, group);
     if (!v)

@@ -63,6 +63,9 @@ typedef struct cg_hyper {
                        only, so it can be passed per step, not folded */
     int optional; /* a number whose default is `none` (torch's None):
                      NaN in a value vector while unset */
+    int infinite; /* in the spec's `infinite` list: may be +-inf (an
+                     absent bound, as Rprop's step_sizes); every other
+                     number must be finite */
     const char *const *choices; /* CG_HYPER_CHOICE: the names, default first */
     int nchoices;
     int offset;
@@ -151,7 +154,9 @@ int cg_options_parse(const cg_spec *spec, const char *text, double *values,
 int cg_option_offset(const cg_spec *spec, const char *name,
                      const cg_hyper **hyper, char *err);
 /* Whether v is a value of the hyperparameter's kind (a boolean is 0 or 1,
- * a choice the index of a name).  `where` prefixes the message. */
+ * a choice the index of a name, a number finite unless the spec lists it
+ * as `infinite`, and NaN only for an optional one: None).  `where`
+ * prefixes the message. */
 int cg_hyper_check(const cg_hyper *h, double v, const char *where, char *err);
 /* The hyperparameter's value as the options string writes it ("0.9,0.999",
  * "true", "strong_wolfe", "None"). */

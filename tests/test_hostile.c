@@ -1,0 +1,347 @@
+/*
+ * test_hostile.c - regressions for issue 16, what hostile testing found:
+ * non-finite values, NUL bytes in names, errors without a line, kernels
+ * that depended on the process, LLVM printing, re-entry from closures,
+ * the checkpoint contracts and unbounded compile times.  Each test failed
+ * before its fix.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "helpers.h"
+
+static char dir[] = "/tmp/jopt_hostile_XXXXXX";
+
+static const char *write_spec(const char *name, const char *text, size_t len)
+{
+    static char path[256];
+    snprintf(path, sizeof path, "%s/%s.lua", dir, name);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    fwrite(text, 1, len ? len : strlen(text), f);
+    fclose(f);
+    return path;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    return mkdtemp(dir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static int try_new(jopt_ctx *ctx, const char *spec, const char *options,
+                   float *p, float *g, int64_t n, jopt_optim **opt)
+{
+    jopt_param param = {p, g, n};
+    jopt_group group = {&param, 1, NULL};
+    *opt = NULL;
+    return jopt_optim_new(ctx, spec, &group, 1, options, opt);
+}
+
+/* the checkpoint of `opt`, malloc'd */
+static unsigned char *save(jopt_ctx *ctx, jopt_optim *opt, size_t *len)
+{
+    T_OK(ctx, jopt_state_size(opt, len));
+    unsigned char *buf = malloc(*len);
+    assert_non_null(buf);
+    T_OK(ctx, jopt_state_save_mem(opt, buf, *len, len));
+    return buf;
+}
+
+/* replaces every 8-byte occurrence of `from` by `to` in a copy of buf,
+ * one at a time, and checks that load refuses each with `why` */
+static int refuse_each(jopt_ctx *ctx, jopt_optim *opt, const unsigned char *buf,
+                       size_t len, double from, double to, const char *why,
+                       int sched, jopt_sched *s)
+{
+    int found = 0;
+    unsigned char *copy = malloc(len);
+    assert_non_null(copy);
+    for (size_t at = 16; at + 16 <= len; at++) {
+        if (memcmp(buf + at, &from, 8) != 0)
+            continue;
+        memcpy(copy, buf, len);
+        memcpy(copy + at, &to, 8);
+        t_reseal(copy, len);
+        int rc = sched ? jopt_sched_load_mem(s, copy, len)
+                       : jopt_state_load_mem(opt, copy, len);
+        assert_int_equal(rc, JOPT_EINVAL);
+        if (!strstr(jopt_errmsg(ctx), why))
+            fail_msg("at %zu: '%s' lacks '%s'", at, jopt_errmsg(ctx), why);
+        found++;
+    }
+    free(copy);
+    return found;
+}
+
+/* ---- 1. non-finite values ------------------------------------------------ */
+
+static void test_hostile_options_must_be_finite(void **state)
+{
+    (void)state;
+    jopt_ctx *ctx;
+    T_OK(NULL, jopt_ctx_new(&ctx));
+    float *p = t_alloc(8), *g = t_alloc(8);
+    jopt_optim *opt;
+    static const char *const bad[] = {"lr=inf", "lr=1e400", "lr=-1e400",
+                                      "lr=nan", "eps=-inf", "betas=0.9,inf",
+                                      "weight_decay=NaN"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        /* torch's message where torch refuses (a NaN lr), ours where
+         * torch would take it (an inf lr) */
+        assert_int_equal(try_new(ctx, "adam", bad[i], p, g, 8, &opt), JOPT_EINVAL);
+        const char *m = jopt_errmsg(ctx);
+        if (!strstr(m, "finite") && !strstr(m, "Invalid"))
+            fail_msg("%s: %s", bad[i], m);
+    }
+    assert_int_equal(try_new(ctx, "lbfgs", "history_size=1e400", p, g, 8, &opt),
+                     JOPT_EINVAL);
+    assert_non_null(strstr(jopt_errmsg(ctx), "finite"));
+    /* None is spelled None, never nan */
+    assert_int_equal(try_new(ctx, "cg", "max_eval=nan", p, g, 8, &opt), JOPT_EINVAL);
+    T_OK(ctx, try_new(ctx, "cg", "max_eval=None", p, g, 8, &opt));
+    jopt_optim_free(opt);
+
+    T_OK(ctx, try_new(ctx, "adam", "lr=0.5", p, g, 8, &opt));
+    assert_int_equal(jopt_option_set(opt, 0, "eps", INFINITY), JOPT_EINVAL);
+    assert_non_null(strstr(jopt_errmsg(ctx), "finite"));
+    assert_int_equal(jopt_option_set(opt, 0, "lr", NAN), JOPT_EINVAL);
+    assert_int_equal(jopt_option_set(opt, 0, "betas[1]", -INFINITY), JOPT_EINVAL);
+    assert_int_equal(jopt_options_set(opt, 0, "lr=1e999"), JOPT_EINVAL);
+    double lr;
+    T_OK(ctx, jopt_option_get(opt, 0, "lr", &lr));
+    assert_true(lr == 0.5);
+    jopt_optim_free(opt);
+
+    /* Rprop's step_sizes may be unbounded, as torch allows (the spec lists
+     * it as `infinite`); NaN never */
+    T_OK(ctx, try_new(ctx, "rprop", "step_sizes=(1e-6, inf)", p, g, 8, &opt));
+    T_OK(ctx, jopt_option_set(opt, 0, "step_sizes[1]", INFINITY));
+    assert_int_equal(jopt_option_set(opt, 0, "step_sizes[1]", NAN), JOPT_EINVAL);
+    t_fill(g, 8, 1, 0);
+    t_fill(p, 8, 2, 0);
+    T_OK(ctx, jopt_step(opt, NULL, NULL, NULL));
+    for (int i = 0; i < 8; i++)
+        assert_true(isfinite(p[i]));
+    jopt_optim_free(opt);
+
+    /* a scheduler's options too */
+    T_OK(ctx, try_new(ctx, "sgd", "lr=0.1", p, g, 8, &opt));
+    jopt_sched *s;
+    assert_int_equal(jopt_sched_new(opt, "cosine", "T_max=10 eta_min=inf", &s),
+                     JOPT_EINVAL);
+    assert_int_equal(jopt_sched_new(opt, "exponential", "gamma=1e400", &s),
+                     JOPT_EINVAL);
+    assert_non_null(strstr(jopt_errmsg(ctx), "finite"));
+    jopt_optim_free(opt);
+
+    /* and a spec's own default */
+    const char *path = write_spec("infdefault",
+        "return { hyper = { lr = math.huge }, update = function (p, g, s, h) "
+        "return p - h.lr * g end }\n", 0);
+    assert_int_equal(try_new(ctx, path, NULL, p, g, 8, &opt), JOPT_ESPEC);
+    assert_non_null(strstr(jopt_errmsg(ctx), "must be finite"));
+    jopt_ctx_free(ctx);
+    free(p), free(g);
+}
+
+static void test_hostile_checkpoint_values_must_be_finite(void **state)
+{
+    (void)state;
+    jopt_ctx *ctx;
+    T_OK(NULL, jopt_ctx_new(&ctx));
+    float *p = t_alloc(8), *g = t_alloc(8);
+    t_fill(g, 8, 3, 0);
+    jopt_optim *opt;
+    T_OK(ctx, try_new(ctx, "adam", "lr=0.123456789 eps=0.0314159 weight_decay=0.0271828",
+                      p, g, 8, &opt));
+    jopt_sched *s;
+    T_OK(ctx, jopt_sched_new(opt, "cosine", "T_max=10", &s)); /* initial_lr */
+    T_OK(ctx, jopt_step(opt, NULL, NULL, NULL));
+    size_t len;
+    unsigned char *buf = save(ctx, opt, &len);
+    /* lr is in the values and in initial_lr: each refused on its own */
+    assert_int_equal(refuse_each(ctx, opt, buf, len, 0.123456789, INFINITY,
+                                 "finite", 0, NULL), 2);
+    assert_int_equal(refuse_each(ctx, opt, buf, len, 0.0314159, INFINITY,
+                                 "finite", 0, NULL), 1);
+    assert_int_equal(refuse_each(ctx, opt, buf, len, 0.0271828, INFINITY,
+                                 "finite", 0, NULL), 1);
+    /* the header's reserved field */
+    unsigned char *copy = malloc(len);
+    memcpy(copy, buf, len);
+    copy[12] = 1;
+    t_reseal(copy, len);
+    assert_int_equal(jopt_state_load_mem(opt, copy, len), JOPT_EINVAL);
+    assert_non_null(strstr(jopt_errmsg(ctx), "reserved"));
+    free(copy);
+    T_OK(ctx, jopt_state_load_mem(opt, buf, len)); /* unchanged, loads */
+    free(buf);
+
+    /* the scheduler's own state: base_lrs and last lrs, reserved */
+    T_OK(ctx, jopt_sched_step(s));
+    T_OK(ctx, jopt_sched_state_size(s, &len));
+    buf = malloc(len);
+    T_OK(ctx, jopt_sched_save_mem(s, buf, len, &len));
+    assert_true(refuse_each(ctx, opt, buf, len, 0.123456789, INFINITY,
+                            "finite", 1, s) >= 1);
+    copy = malloc(len);
+    memcpy(copy, buf, len);
+    copy[12] = 7;
+    t_reseal(copy, len);
+    assert_int_equal(jopt_sched_load_mem(s, copy, len), JOPT_EINVAL);
+    assert_non_null(strstr(jopt_errmsg(ctx), "reserved"));
+    T_OK(ctx, jopt_sched_load_mem(s, buf, len));
+    free(copy);
+    free(buf);
+    jopt_sched_free(s);
+    jopt_optim_free(opt);
+    jopt_ctx_free(ctx);
+    free(p), free(g);
+}
+
+/* f(x) = sum (x - 1)^2, with a loss that can be made infinite */
+typedef struct quad {
+    float *x, *g;
+    int n;
+    int inf_loss;
+} quad;
+
+static int quad_closure(void *user, double *loss)
+{
+    quad *q = user;
+    double l = 0;
+    for (int i = 0; i < q->n; i++) {
+        q->g[i] = 2 * (q->x[i] - 1);
+        l += (double)(q->x[i] - 1) * (q->x[i] - 1);
+    }
+    *loss = q->inf_loss ? INFINITY : l;
+    return 0;
+}
+
+/* where the L-BFGS state starts in a checkpoint: u64 steps, u64 length,
+ * then u64 numel, f64 t, H_diag, prev_loss ... (runtime/lbfgs.c) */
+static size_t lbfgs_blob(const unsigned char *buf, size_t len, uint64_t numel)
+{
+    for (size_t off = 16; off + 24 <= len; off++) {
+        uint64_t l, n;
+        memcpy(&l, buf + off + 8, 8);
+        memcpy(&n, buf + off + 16, 8);
+        if (n == numel && l <= len && off + 16 + l == len - 8)
+            return off + 16;
+    }
+    fail_msg("no L-BFGS state in the checkpoint");
+    return 0;
+}
+
+static void test_hostile_lbfgs_state_must_be_finite(void **state)
+{
+    (void)state;
+    jopt_ctx *ctx;
+    T_OK(NULL, jopt_ctx_new(&ctx));
+    quad q = {t_alloc(6), t_alloc(6), 6, 0};
+    t_fill(q.x, 6, 4, 0);
+    jopt_optim *opt;
+    T_OK(ctx, try_new(ctx, "lbfgs", "max_iter=3", q.x, q.g, 6, &opt));
+    double loss;
+    T_OK(ctx, jopt_step(opt, quad_closure, &q, &loss));
+    size_t len;
+    unsigned char *buf = save(ctx, opt, &len);
+    size_t at = lbfgs_blob(buf, len, 6) + 8;
+    unsigned char *copy = malloc(len);
+    const double bad[] = {INFINITY, -INFINITY, NAN};
+    for (int field = 0; field < 3; field++) /* t, H_diag, prev_loss */
+        for (int b = 0; b < 3; b++) {
+            memcpy(copy, buf, len);
+            memcpy(copy + at + 8 * field, &bad[b], 8);
+            t_reseal(copy, len);
+            assert_int_equal(jopt_state_load_mem(opt, copy, len), JOPT_EINVAL);
+            assert_non_null(strstr(jopt_errmsg(ctx), "finite"));
+        }
+    T_OK(ctx, jopt_state_load_mem(opt, buf, len));
+    free(copy);
+    free(buf);
+    /* and what a load would refuse, a save refuses: an infinite loss */
+    q.inf_loss = 1;
+    T_OK(ctx, jopt_step(opt, quad_closure, &q, &loss));
+    T_OK(ctx, jopt_state_size(opt, &len));
+    buf = malloc(len);
+    assert_int_equal(jopt_state_save_mem(opt, buf, len, &len), JOPT_EINVAL);
+    assert_non_null(strstr(jopt_errmsg(ctx), "prev_loss is inf"));
+    free(buf);
+    jopt_optim_free(opt);
+    jopt_ctx_free(ctx);
+    free(q.x), free(q.g);
+}
+
+/* ---- 3. NUL bytes in names ------------------------------------------------ */
+
+static void test_hostile_nul_in_names(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text;
+        const char *why;
+    } cases[] = {
+        {"return { hyper = { ['lr\\0x'] = 0.1, lr = 0.5 },\n"
+         "  update = function (p, g, s, h) return p - h.lr * g end }\n",
+         "NUL byte"},
+        {"return { hyper = { lr = 0.5 }, state = { ['m\\0x'] = 0, m = 0 },\n"
+         "  update = function (p, g, s, h) s.m = g return p - h.lr * g end }\n",
+         "NUL byte"},
+        {"return { hyper = { lr = 0.5 }, state = { m = 0 },\n"
+         "  update = function (p, g, s, h) s['m\\0x'] = g return p - h.lr * g end }\n",
+         "NUL byte"},
+        {"return { hyper = { lr = 0.5 },\n"
+         "  update = function (p, g, s, h) return p - h['lr\\0x'] * g end }\n",
+         "NUL byte"},
+        {"return { hyper = { lr = 0.5, c = {'a\\0b', 'b'} },\n"
+         "  update = function (p, g, s, h) return p - h.lr * g end }\n",
+         "NUL byte"},
+        {"return { hyper = { lr = 0.5 }, runtime = { 'lr\\0' },\n"
+         "  update = function (p, g, s, h) return p - h.lr * g end }\n",
+         "NUL byte"},
+        {"return { method = 'lbfgs', hyper = { lr = 1 }, kernels = {\n"
+         "  copy = { arrays = 'y\\0 x', run = function (v) v.y = v.x end } } }\n",
+         "NUL byte"},
+        {"return { method = 'lb\\0fgs', hyper = { lr = 1 }, kernels = {} }\n",
+         "NUL byte"},
+    };
+    jopt_ctx *ctx;
+    T_OK(NULL, jopt_ctx_new(&ctx));
+    float *p = t_alloc(8), *g = t_alloc(8);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        jopt_optim *opt;
+        int rc = try_new(ctx, write_spec("nul", cases[i].text, 0), "lr=0.3",
+                         p, g, 8, &opt);
+        if (rc != JOPT_ESPEC || !strstr(jopt_errmsg(ctx), cases[i].why))
+            fail_msg("case %zu: %d %s", i, rc, jopt_errmsg(ctx));
+    }
+    jopt_ctx_free(ctx);
+    free(p), free(g);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_hostile_options_must_be_finite),
+        cmocka_unit_test(test_hostile_checkpoint_values_must_be_finite),
+        cmocka_unit_test(test_hostile_lbfgs_state_must_be_finite),
+        cmocka_unit_test(test_hostile_nul_in_names),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
