@@ -303,7 +303,7 @@ JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len)
     static const char fn[] = "jopt_state_load";
     if (!opt)
         return JOPT_EINVAL;
-    if (rt_closure_busy(opt->closure, fn))
+    if (rt_busy(opt, fn))
         return JOPT_EINVAL;
     if (!buf)
         return rt_fail(opt->ctx, JOPT_EINVAL, "%s: buf is NULL", fn);

@@ -31,7 +31,6 @@ struct rt_closure {
     void *user;
     int64_t evals, steps;
     int bug;                    /* a driver or spec broke rt_vk's contract */
-    int in_step;                /* the driver's step is running */
     /* rt_vk's space: each tensor's operands as a part of one call */
     float **arrays;             /* gr->n rows of CG_MAX_SLOTS */
     cg_part *parts;
@@ -74,8 +73,12 @@ void rt_closure_set_value(rt_closure *c, const char *name, double v)
 int rt_closure_eval(rt_closure *c, double *loss)
 {
     double l = NAN;
+    RT_GUARD_CALL(c->opt);
     int rc = c->closure(c->user, &l);
     c->evals++;
+    if (c->opt->free_pending)
+        return rt_fail(c->opt->ctx, JOPT_EINVAL, "jopt_step: the closure freed "
+                       "its optimizer");
     if (rc != 0)
         return rt_fail(c->opt->ctx, JOPT_ECLOSURE, "jopt_step: the closure "
                        "returned %d at evaluation %lld of the step; the "
@@ -302,14 +305,11 @@ int rt_closure_step(rt_closure *c, jopt_closure closure, void *user,
         return rt_fail(c->opt->ctx, JOPT_EINVAL, "jopt_step: %s needs a closure: "
                        "it evaluates the function several times per step",
                        c->d->name);
-    int rc = rt_closure_busy(c, "jopt_step");
-    if (rc)
-        return rc;
+    int rc;
     c->closure = closure;
     c->user = user;
     c->evals = 0;
     c->bug = 0;
-    c->in_step = 1;
     copy_params(c, 0);
     double l = NAN;
     rc = c->d->step(c, c->state, &l);
@@ -318,7 +318,6 @@ int rt_closure_step(rt_closure *c, jopt_closure closure, void *user,
                      "method '%s' writes the gradients, or the driver passed one "
                      "buffer twice to a kernel", cg_spec_path(c->opt->spec),
                      c->d->method);
-    c->in_step = 0;
     c->closure = NULL;
     c->user = NULL;
     if (rc) {
@@ -331,14 +330,12 @@ int rt_closure_step(rt_closure *c, jopt_closure closure, void *user,
     return JOPT_OK;
 }
 
-int rt_closure_busy(const rt_closure *c, const char *fn)
+void rt_closure_abandon(rt_closure *c)
 {
-    if (c && c->in_step)
-        return rt_fail(c->opt->ctx, JOPT_EINVAL, "%s: called from inside the "
-                       "closure of a step of this %s optimizer (a closure may "
-                       "only evaluate the model and read the optimizer)", fn,
-                       c->d->name);
-    return JOPT_OK;
+    if (c) {
+        c->closure = NULL;
+        c->user = NULL;
+    }
 }
 
 int rt_closure_state_get(const rt_closure *c, size_t index, const char *name,

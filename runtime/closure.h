@@ -122,11 +122,9 @@ void rt_closure_free(rt_closure *c);
  * the parameters are put back as they were before the step. */
 int rt_closure_step(rt_closure *c, jopt_closure closure, void *user,
                     double *loss);
-/* JOPT_EINVAL (with a message naming `fn`) while a step of this optimizer
- * is running, i.e. when called from inside its closure: a nested step, a
- * checkpoint load or an option change would pull the state from under the
- * step.  c may be NULL (not a closure optimizer): JOPT_OK. */
-int rt_closure_busy(const rt_closure *c, const char *fn);
+/* A step left by a longjmp out of the closure (guard.c): forget it.  The
+ * driver's committed state is as before that step.  c may be NULL. */
+void rt_closure_abandon(rt_closure *c);
 /* jopt_state_get and jopt_state_numel of a closure optimizer (index
  * already checked); numel and step may be NULL */
 int rt_closure_state_get(const rt_closure *c, size_t index, const char *name,

@@ -285,7 +285,7 @@ static void free_groups(jopt_optim *opt)
 
 JOPT_API void jopt_optim_free(jopt_optim *opt)
 {
-    if (!opt)
+    if (!opt || rt_free_deferred(opt)) /* from its own closure: the step frees it */
         return;
     free_groups(opt);
     free(opt->defaults);
@@ -418,6 +418,8 @@ JOPT_API int jopt_add_param_group(jopt_optim *opt, const jopt_group *group)
         return JOPT_EINVAL;
     if (!group)
         return rt_fail(opt->ctx, JOPT_EINVAL, "%s: group is NULL", fn);
+    if (rt_busy(opt, fn))
+        return JOPT_EINVAL;
     if (opt->closure)
         return rt_closure_one_group(opt->closure);
     size_t n = opt->ngroups;
@@ -529,7 +531,7 @@ static int set_values(jopt_optim *opt, const char *fn, size_t group,
     size_t nh = cg_spec_nhyper(opt->spec);
     char where[96];
     snprintf(where, sizeof where, "%s: group %zu", fn, group);
-    int rc = rt_closure_busy(opt->closure, fn);
+    int rc = rt_busy(opt, fn);
     if (rc == JOPT_OK)
         rc = rt_check_values(opt, where, values);
     if (rc)

@@ -85,6 +85,12 @@ struct jopt_optim {
     cg_batch *batch;  /* room for every parameter cut into tasks */
     cg_call *calls;   /* a call and a part per parameter */
     cg_part *parts;
+    /* guard.c: a step is running the user's closure */
+    int busy;
+    int free_pending;  /* the closure called jopt_optim_free */
+    volatile uint64_t *guard_slot; /* the token in that step's frame */
+    uint64_t guard_token;
+    uintptr_t closure_frame; /* the frame that calls the closure */
 };
 
 /* optim.c: the spec's check() of a group's values, and the kernels for
@@ -100,6 +106,20 @@ int rt_state_misfit(const cg_kernel *k, uint64_t present, uint64_t one,
 /* optim.c: makes room for per-step values of `need` doubles per parameter
  * (never shrinks); JOPT_ENOMEM changes nothing */
 int rt_reserve_uniforms(jopt_optim *opt, size_t need);
+
+/* guard.c: while a step runs the closure.  rt_guard_enter marks the
+ * optimizer busy, with a token in `slot`, a local of the caller's frame;
+ * rt_guard_leave ends it.  rt_busy: JOPT_EINVAL (with a message naming
+ * fn) if called from inside that closure; a step left by longjmp is
+ * cleared instead.  rt_free_deferred: 1 if jopt_optim_free must only mark
+ * the optimizer (the step frees it when the closure returns). */
+void rt_guard_enter(jopt_optim *opt, volatile uint64_t *slot);
+/* in the function that calls the closure, just before the call */
+#define RT_GUARD_CALL(opt) \
+    ((opt)->closure_frame = (uintptr_t)__builtin_frame_address(0))
+void rt_guard_leave(jopt_optim *opt);
+int rt_busy(jopt_optim *opt, const char *fn);
+int rt_free_deferred(jopt_optim *opt);
 
 /* ctx.c: starts the context's thread pool if it has none; a pool that
  * cannot start leaves steps on the caller's thread, which is not an error */

@@ -157,18 +157,37 @@ static size_t plan(jopt_optim *opt, int64_t *total)
 JOPT_API int jopt_step(jopt_optim *opt, jopt_closure closure, void *user_data,
                        double *loss)
 {
+    /* the user's code runs between enter and leave (guard.c); the slot is
+     * zeroed first, in case an abandoned step left its token here */
+    volatile uint64_t token = 0;
     if (!opt)
         return JOPT_EINVAL;
-    if (opt->closure)
-        return rt_closure_step(opt->closure, closure, user_data, loss);
+    if (rt_busy(opt, "jopt_step"))
+        return JOPT_EINVAL;
     double l = NAN;
-    if (closure) {
-        int crc = closure(user_data, &l);
-        if (crc != 0)
-            return rt_fail(opt->ctx, JOPT_ECLOSURE, "jopt_step: the closure "
-                           "returned %d; the step was not taken", crc);
+    int rc = JOPT_OK, crc = 0;
+    if (opt->closure || closure) {
+        rt_guard_enter(opt, &token);
+        if (opt->closure)
+            rc = rt_closure_step(opt->closure, closure, user_data, loss);
+        else
+            crc = (RT_GUARD_CALL(opt), closure(user_data, &l));
+        rt_guard_leave(opt);
+        if (opt->free_pending) {
+            jopt_ctx *ctx = opt->ctx;
+            opt->free_pending = 0;
+            jopt_optim_free(opt);
+            return rt_fail(ctx, JOPT_EINVAL, "jopt_step: the closure freed its "
+                           "optimizer (jopt_optim_free): it is freed now that the "
+                           "step has returned, and the step was not taken");
+        }
+        if (opt->closure)
+            return rc;
     }
-    int rc = ensure_state(opt);
+    if (crc != 0)
+        return rt_fail(opt->ctx, JOPT_ECLOSURE, "jopt_step: the closure "
+                       "returned %d; the step was not taken", crc);
+    rc = ensure_state(opt);
     if (rc)
         return rc;
     int64_t total;

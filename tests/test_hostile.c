@@ -6,6 +6,7 @@
  * before its fix.
  */
 #include <errno.h>
+#include <setjmp.h>
 #include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
@@ -335,6 +336,174 @@ static void test_hostile_nul_in_names(void **state)
     free(p), free(g);
 }
 
+
+/* ---- 6. re-entry from a closure ------------------------------------------ */
+
+typedef struct reenter {
+    jopt_optim *opt;
+    jopt_ctx *ctx;
+    float *x, *g;
+    int n;
+    int calls;
+    int refused;          /* calls on opt refused with JOPT_EINVAL */
+    int free_it;          /* jopt_optim_free(opt) at the first call */
+    int jump_at;          /* longjmp out at this call (0: never) */
+    jmp_buf *out;
+    const char *name;     /* an option the spec has */
+    unsigned char *ckpt;
+    size_t ckpt_len;
+} reenter;
+
+static int reenter_closure(void *user, double *loss)
+{
+    reenter *r = user;
+    r->calls++;
+    if (r->jump_at && r->calls == r->jump_at)
+        longjmp(*r->out, 1);
+    double l = 0;
+    for (int i = 0; i < r->n; i++) {
+        r->g[i] = 2 * (r->x[i] - 1);
+        l += (double)(r->x[i] - 1) * (r->x[i] - 1);
+    }
+    *loss = l;
+    if (r->free_it) {
+        jopt_optim_free(r->opt);
+        return 0;
+    }
+    if (r->calls > 1)
+        return 0;
+    /* everything that would change the optimizer under its step */
+    float q[4] = {0}, h[4] = {0};
+    jopt_param extra = {q, h, 4};
+    jopt_group grp = {&extra, 1, NULL};
+    int rcs[] = {
+        jopt_step(r->opt, reenter_closure, r, NULL),
+        jopt_step(r->opt, NULL, NULL, NULL),
+        jopt_option_set(r->opt, 0, r->name, 0.5),
+        jopt_options_set(r->opt, 0, r->name[0] == 'l' ? "lr=0.25" : "rho=0.25"),
+        jopt_state_load_mem(r->opt, r->ckpt, r->ckpt_len),
+        jopt_add_param_group(r->opt, &grp),
+    };
+    for (size_t i = 0; i < sizeof rcs / sizeof rcs[0]; i++)
+        r->refused += rcs[i] == JOPT_EINVAL;
+    /* reading is allowed */
+    double lr;
+    if (jopt_option_get(r->opt, 0, r->name, &lr) != JOPT_OK)
+        r->refused = -100;
+    return 0;
+}
+
+static void test_hostile_closure_cannot_reenter(void **state)
+{
+    (void)state;
+    static const char *const specs[] = {"adam", "sgd", "lbfgs", "cg"};
+    jopt_ctx *ctx;
+    T_OK(NULL, jopt_ctx_new(&ctx));
+    for (size_t k = 0; k < 4; k++) {
+        int closure_opt = k >= 2;
+        reenter r = {.ctx = ctx, .x = t_alloc(6), .g = t_alloc(6), .n = 6,
+                     .name = k == 3 ? "rho" : "lr"};
+        float *x2 = t_alloc(6), *g2 = t_alloc(6);
+        t_fill(r.x, 6, 5, 0);
+        memcpy(x2, r.x, 6 * sizeof(float));
+        const char *opts = closure_opt ? "max_iter=2" : "lr=0.1";
+        T_OK(ctx, try_new(ctx, specs[k], opts, r.x, r.g, 6, &r.opt));
+        r.ckpt = save(ctx, r.opt, &r.ckpt_len);
+        double loss;
+        T_OK(ctx, jopt_step(r.opt, reenter_closure, &r, &loss));
+        if (r.refused != 6)
+            fail_msg("%s: %d of 6 calls refused", specs[k], r.refused);
+        /* the outer step applied exactly one update: as a twin's */
+        jopt_optim *twin;
+        T_OK(ctx, try_new(ctx, specs[k], opts, x2, g2, 6, &twin));
+        reenter r2 = {.ctx = ctx, .x = x2, .g = g2, .n = 6, .opt = twin,
+                      .calls = 1}; /* tries nothing */
+        T_OK(ctx, jopt_step(twin, reenter_closure, &r2, &loss));
+        assert_memory_equal(r.x, x2, 6 * sizeof(float));
+        double lr;
+        T_OK(ctx, jopt_option_get(r.opt, 0, r.name, &lr));
+        assert_true(lr == (k == 3 ? 0.01 : closure_opt ? 1.0 : 0.1));
+        assert_int_equal(jopt_group_count(r.opt), 1);
+        /* and the optimizer is not left busy */
+        T_OK(ctx, jopt_option_set(r.opt, 0, r.name, k == 3 ? 0.05 : 0.5));
+        jopt_optim_free(twin);
+        jopt_optim_free(r.opt);
+        free(r.ckpt);
+        free(r.x), free(r.g), free(x2), free(g2);
+    }
+    jopt_ctx_free(ctx);
+}
+
+/* a closure that frees its optimizer: deferred to the end of the step,
+ * which reports it (ASan would see a use after free otherwise) */
+static void test_hostile_closure_frees_its_optimizer(void **state)
+{
+    (void)state;
+    static const char *const specs[] = {"adam", "lbfgs", "cg"};
+    jopt_ctx *ctx;
+    T_OK(NULL, jopt_ctx_new(&ctx));
+    for (size_t k = 0; k < 3; k++) {
+        reenter r = {.ctx = ctx, .x = t_alloc(6), .g = t_alloc(6), .n = 6,
+                     .free_it = 1};
+        t_fill(r.x, 6, 6, 0);
+        float before[6];
+        memcpy(before, r.x, sizeof before);
+        T_OK(ctx, try_new(ctx, specs[k], NULL, r.x, r.g, 6, &r.opt));
+        double loss;
+        assert_int_equal(jopt_step(r.opt, reenter_closure, &r, &loss), JOPT_EINVAL);
+        assert_non_null(strstr(jopt_errmsg(ctx), "freed"));
+        assert_memory_equal(r.x, before, sizeof before); /* no step taken */
+        free(r.x), free(r.g);
+    }
+    jopt_ctx_free(ctx);
+}
+
+/* a longjmp out of a closure (an error in an embedding language) abandons
+ * the step; the optimizer must not refuse every later step */
+static void test_hostile_longjmp_out_of_closure(void **state)
+{
+    (void)state;
+    static const char *const specs[] = {"lbfgs", "adam", "cg"};
+    jopt_ctx *ctx;
+    T_OK(NULL, jopt_ctx_new(&ctx));
+    for (size_t k = 0; k < 3; k++) {
+        reenter r = {.ctx = ctx, .x = t_alloc(6), .g = t_alloc(6), .n = 6};
+        t_fill(r.x, 6, 7, 0);
+        /* one iteration first, so that the next step iterates again */
+        T_OK(ctx, try_new(ctx, specs[k], k == 1 ? NULL : "max_iter=1", r.x,
+                          r.g, 6, &r.opt));
+        double loss;
+        r.calls = 1; /* no re-entry tries */
+        T_OK(ctx, jopt_step(r.opt, reenter_closure, &r, &loss));
+        if (k != 1)
+            T_OK(ctx, jopt_option_set(r.opt, 0, "max_iter", 20));
+        size_t len1;
+        unsigned char *ck1 = save(ctx, r.opt, &len1);
+        jmp_buf out;
+        r.out = &out;
+        r.calls = 1;
+        r.jump_at = k == 1 ? 2 : 3; /* the second evaluation of the step */
+        if (setjmp(out) == 0) {
+            jopt_step(r.opt, reenter_closure, &r, &loss);
+            fail_msg("%s: the closure did not jump", specs[k]);
+        }
+        /* the committed state is as before the abandoned step */
+        size_t len2;
+        unsigned char *ck2 = save(ctx, r.opt, &len2);
+        assert_int_equal(len1, len2);
+        assert_memory_equal(ck1, ck2, len1);
+        r.jump_at = 0;
+        for (int i = 0; i < 3; i++)
+            T_OK(ctx, jopt_step(r.opt, reenter_closure, &r, &loss));
+        T_OK(ctx, jopt_option_set(r.opt, 0, k == 1 ? "lr" : "max_eval", 100));
+        T_OK(ctx, jopt_state_load_mem(r.opt, ck1, len1));
+        jopt_optim_free(r.opt);
+        free(ck1), free(ck2);
+        free(r.x), free(r.g);
+    }
+    jopt_ctx_free(ctx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -342,6 +511,9 @@ int main(void)
         cmocka_unit_test(test_hostile_checkpoint_values_must_be_finite),
         cmocka_unit_test(test_hostile_lbfgs_state_must_be_finite),
         cmocka_unit_test(test_hostile_nul_in_names),
+        cmocka_unit_test(test_hostile_closure_cannot_reenter),
+        cmocka_unit_test(test_hostile_closure_frees_its_optimizer),
+        cmocka_unit_test(test_hostile_longjmp_out_of_closure),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
