@@ -298,6 +298,34 @@ static void loaded_free(jopt_optim *opt, loaded *L)
     free(L->keys);
 }
 
+/* State k of p becomes the loaded buffer *in (NULL: absent; `one`: a
+ * scalar's one float).  jopt.h promises that the buffers jopt_state_get
+ * handed out stay valid until the optimizer is freed, so the data is
+ * copied into the buffer p has (or kept as a spare) when the kinds match,
+ * and a buffer taken out is kept as a spare, never freed. */
+static void install_state(rt_param *p, size_t k, float **in, int one)
+{
+    float *old = p->state[k];
+    int old_one = (int)(p->scalar_mask >> k & 1);
+    float **spare = &p->spare[2 * k + (size_t)one];
+    if (old && (!*in || old_one != one)) { /* taken out: kept */
+        p->spare[2 * k + (size_t)old_one] = old; /* that slot is empty:
+                                                    one buffer per kind */
+        old = NULL;
+    }
+    if (!old && *in && *spare) { /* a buffer kept before, of this kind */
+        old = *spare;
+        *spare = NULL;
+    }
+    if (old && *in) {
+        memcpy(old, *in, (one ? 1 : (size_t)p->n) * sizeof(float));
+        free(*in);
+        *in = NULL;
+    }
+    p->state[k] = old ? old : *in;
+    *in = NULL;
+}
+
 JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len)
 {
     static const char fn[] = "jopt_state_load";
@@ -392,11 +420,9 @@ JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len)
         kernels[2 * g] = kernels[2 * g + 1] = NULL;
         for (size_t i = 0; i < gr->n; i++) {
             rt_param *p = &gr->params[i];
-            for (size_t k = 0; k < ns; k++) {
-                free(p->state[k]);
-                p->state[k] = L.state[g][i * ns + k];
-                L.state[g][i * ns + k] = NULL;
-            }
+            for (size_t k = 0; k < ns; k++)
+                install_state(p, k, &L.state[g][i * ns + k],
+                              L.scalar[g][i] >> k & 1);
             p->step = L.steps[g][i];
             p->scalar_mask = L.scalar[g][i];
             p->fresh = 0;

@@ -386,13 +386,11 @@ int rt_closure_load(rt_closure *c, const void *buf, size_t len, const char *fn,
     if (r.bad || r.pos != r.len || *steps < 0 || *steps > (int64_t)1 << 53)
         return rt_fail(c->opt->ctx, JOPT_EINVAL, "%s: the %s state in the "
                        "checkpoint is malformed", fn, c->d->name);
-    if (!c->d->load) {
-        if (n || !(*state = c->d->state_new(c)))
-            return n ? rt_fail(c->opt->ctx, JOPT_EINVAL, "%s: the checkpoint has "
-                               "%s state this jopt does not expect", fn,
-                               c->d->name)
-                     : rt_fail(c->opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
-        return JOPT_OK;
+    if (!c->d->load) { /* nothing saved: the state is scratch, kept */
+        *state = NULL;
+        return n ? rt_fail(c->opt->ctx, JOPT_EINVAL, "%s: the checkpoint has "
+                           "%s state this jopt does not expect", fn, c->d->name)
+                 : JOPT_OK;
     }
     char err[CG_ERRLEN] = "";
     rt_in br = {blob, n, 0, 0};
@@ -410,10 +408,18 @@ int rt_closure_load(rt_closure *c, const void *buf, size_t len, const char *fn,
 
 void rt_closure_adopt(rt_closure *c, void *state, int64_t steps)
 {
+    c->steps = steps;
+    if (!state)
+        return;
+    if (c->d->adopt) { /* the buffers jopt_state_get handed out stay */
+        c->d->adopt(c->state, state);
+        return;
+    }
     c->d->state_free(c->state);
     c->state = state;
-    c->steps = steps;
 }
+
+const void *rt_closure_state(const rt_closure *c) { return c->state; }
 
 void rt_closure_discard(const rt_closure *c, void *state)
 {

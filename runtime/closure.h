@@ -71,6 +71,12 @@ typedef struct rt_driver {
      * JOPT_EINVAL with a message in err (L-BFGS refuses a non-finite t,
      * H_diag or prev_loss), so that no save writes what no load reads. */
     int (*savable)(const void *state, char *err);
+    /* Optional: moves a loaded state into the current one and frees the
+     * loaded one's shell, keeping every buffer jopt_state_get handed out
+     * from `cur` valid (jopt.h: until the optimizer is freed).  Cannot
+     * fail: `load` reserved what it needs (rt_closure_state gives it the
+     * current state).  NULL: the current state is freed. */
+    void (*adopt)(void *cur, void *loaded);
     /* Optional, at construction: fills options the method derives once
      * from others (torch's LBFGS turns max_eval=None into max_iter*5//4
      * in its constructor), with rt_closure_set_value. */
@@ -140,6 +146,7 @@ int rt_closure_savable(const rt_closure *c, const char *fn);
 int rt_closure_load(rt_closure *c, const void *buf, size_t len, const char *fn,
                     void **state, int64_t *steps);
 void rt_closure_adopt(rt_closure *c, void *state, int64_t steps);
+const void *rt_closure_state(const rt_closure *c);
 void rt_closure_discard(const rt_closure *c, void *state);
 
 #endif /* RT_CLOSURE_H */

@@ -611,6 +611,13 @@ static int lbfgs_load(rt_closure *c, rt_in *r, void **out, char *err)
     lb_state *st = lbfgs_state_new(c);
     if (!st || hist_resize(&st->cur.h, pairs ? (int)pairs : 1) != JOPT_OK)
         goto oom;
+    /* room for the loaded vectors and for the current state's buffers,
+     * which lbfgs_adopt keeps as spares */
+    const lb_state *cur = rt_closure_state(c);
+    int need = 2 * (int)pairs + 2 + (cur ? cur->nbufs : 0);
+    if (!(st->bufs = malloc(sizeof *st->bufs * (size_t)(need + 1))))
+        goto oom;
+    st->capbufs = need + 1;
     lb_vars *v = &st->cur;
     v->t = sc[0];
     v->H_diag = sc[1];
@@ -644,6 +651,22 @@ oom:
     return snprintf(err, CG_ERRLEN, "out of memory"), JOPT_ENOMEM;
 }
 
+/* a loaded state replaces the current one in place: `cur` keeps its
+ * address (jopt_state_get handed out &cur->shown[k]) and its buffers, as
+ * spares of the loaded history (handed out as d or prev_flat_grad) */
+static void lbfgs_adopt(void *cur_, void *loaded)
+{
+    lb_state *cur = cur_, *st = loaded;
+    for (int i = 0; i < cur->nbufs; i++) /* room reserved by lbfgs_load */
+        st->bufs[st->nbufs++] = (lb_buf){cur->bufs[i].p, 0, 0};
+    free(cur->bufs);
+    hist_free(&cur->cur.h);
+    hist_free(&cur->work.h);
+    free(cur->al);
+    *cur = *st;
+    free(st);
+}
+
 /* torch's constructor: max_eval=None becomes max_iter * 5 // 4, once */
 static void lbfgs_prepare(rt_closure *c)
 {
@@ -665,5 +688,6 @@ const rt_driver rt_lbfgs_driver = {
     .save = lbfgs_save,
     .load = lbfgs_load,
     .savable = lbfgs_savable,
+    .adopt = lbfgs_adopt,
     .prepare = lbfgs_prepare,
 };

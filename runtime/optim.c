@@ -266,7 +266,10 @@ static void free_group(const jopt_optim *opt, rt_group *gr)
     for (size_t i = 0; i < gr->n; i++) {
         for (size_t s = 0; gr->params[i].state && s < ns; s++)
             free(gr->params[i].state[s]);
+        for (size_t s = 0; gr->params[i].spare && s < 2 * ns; s++)
+            free(gr->params[i].spare[s]);
         free(gr->params[i].state);
+        free(gr->params[i].spare);
     }
     free(gr->params);
     free(gr->values);
@@ -328,7 +331,8 @@ static int group_init(jopt_optim *opt, const char *fn, size_t g,
             return rc;
         gr->params[i] = (rt_param){.p = p->param, .g = p->grad, .n = p->numel};
         gr->n = i + 1;
-        if (!(gr->params[i].state = calloc(ns + 1, sizeof(float *))))
+        if (!(gr->params[i].state = calloc(ns + 1, sizeof(float *))) ||
+            !(gr->params[i].spare = calloc(2 * ns + 1, sizeof(float *))))
             return rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
     }
     memcpy(gr->values, opt->defaults, nv * sizeof(double));

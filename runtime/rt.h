@@ -40,6 +40,11 @@ typedef struct rt_param {
     int64_t n;
     int64_t step;   /* steps taken */
     float **state;  /* one per spec state, NULL until created; owned */
+    /* buffers a checkpoint load took out of `state`, kept because
+     * jopt_state_get may have handed them out (valid until the optimizer
+     * is freed), and reused when the state is made again: 2 per spec
+     * state, [2k] an array of n floats, [2k + 1] a scalar's one float */
+    float **spare;
     uint64_t scalar_mask; /* states holding one float, not n */
     int fresh;      /* some state that starts unset was just created and
                        has not been written yet: run the fresh kernel */

@@ -59,12 +59,19 @@ static int create_state(jopt_optim *opt, unsigned char *created)
                 if (p->state[si])
                     continue;
                 int64_t n = l->scalar[s] ? 1 : p->n;
-                if (!(p->state[si] = alloc_state(n)))
+                float **spare = &p->spare[2 * si + (l->scalar[s] != 0)];
+                if (*spare) { /* a buffer a load kept: same kind, same size */
+                    p->state[si] = *spare;
+                    *spare = NULL;
+                    created[k + (size_t)si] = 2;
+                } else if (!(p->state[si] = alloc_state(n))) {
                     return JOPT_ENOMEM;
-                created[k + (size_t)si] = 1;
+                } else {
+                    created[k + (size_t)si] = 1;
+                }
                 p->fresh |= l->init[s] == CG_INIT_UNSET;
-                if (l->scalar[s])
-                    p->scalar_mask |= 1ull << si;
+                p->scalar_mask = (p->scalar_mask & ~(1ull << si)) |
+                                 (uint64_t)(l->scalar[s] != 0) << si;
                 float v = l->init[s] == CG_INIT_CONST ? (float)l->init_value[s] : 0.0f;
                 for (int64_t e = 0; e < n; e++)
                     p->state[si][e] = v;
@@ -81,9 +88,13 @@ static void undo_state(jopt_optim *opt, const unsigned char *created)
         for (size_t i = 0; i < opt->groups[g].n; i++, k += ns)
             for (size_t s = 0; s < ns; s++)
                 if (created[k + s]) {
-                    free(opt->groups[g].params[i].state[s]);
-                    opt->groups[g].params[i].state[s] = NULL;
-                    opt->groups[g].params[i].fresh = 0;
+                    rt_param *p = &opt->groups[g].params[i];
+                    if (created[k + s] == 2) /* back where it came from */
+                        p->spare[2 * s + (p->scalar_mask >> s & 1)] = p->state[s];
+                    else
+                        free(p->state[s]);
+                    p->state[s] = NULL;
+                    p->fresh = 0;
                 }
 }
 

@@ -13,8 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include "cg.h"
 #include "helpers.h"
 
 static char dir[] = "/tmp/jopt_hostile_XXXXXX";
@@ -112,6 +114,10 @@ static void test_hostile_options_must_be_finite(void **state)
     assert_int_equal(try_new(ctx, "lbfgs", "history_size=1e400", p, g, 8, &opt),
                      JOPT_EINVAL);
     assert_non_null(strstr(jopt_errmsg(ctx), "finite"));
+    /* a fractional count never equals one: a step would not end (fuzzed) */
+    assert_int_equal(try_new(ctx, "lbfgs", "max_iter=20.5", p, g, 8, &opt),
+                     JOPT_EINVAL);
+    assert_non_null(strstr(jopt_errmsg(ctx), "whole number"));
     /* None is spelled None, never nan */
     assert_int_equal(try_new(ctx, "cg", "max_eval=nan", p, g, 8, &opt), JOPT_EINVAL);
     T_OK(ctx, try_new(ctx, "cg", "max_eval=None", p, g, 8, &opt));
@@ -504,6 +510,148 @@ static void test_hostile_longjmp_out_of_closure(void **state)
     jopt_ctx_free(ctx);
 }
 
+/* ---- 7. contracts ----------------------------------------------------------- */
+
+/* jopt.h: state buffers stay valid until the optimizer is freed, so a
+ * load copies into them (or keeps them), never frees them */
+static void test_hostile_load_keeps_state_buffers(void **state)
+{
+    (void)state;
+    jopt_ctx *ctx;
+    T_OK(NULL, jopt_ctx_new(&ctx));
+    float *p = t_alloc(10), *g = t_alloc(10);
+    t_fill(g, 10, 8, 0);
+    jopt_optim *opt;
+    T_OK(ctx, try_new(ctx, "adam", "amsgrad=true", p, g, 10, &opt));
+    size_t len0;
+    unsigned char *fresh = save(ctx, opt, &len0); /* no state yet */
+    T_OK(ctx, jopt_step(opt, NULL, NULL, NULL));
+    const float *m, *v;
+    T_OK(ctx, jopt_state_get(opt, 0, 0, "exp_avg", &m, NULL));
+    T_OK(ctx, jopt_state_get(opt, 0, 0, "max_exp_avg_sq", &v, NULL));
+    assert_non_null(m);
+    size_t len1;
+    unsigned char *one = save(ctx, opt, &len1);
+    float m1[10];
+    memcpy(m1, m, sizeof m1);
+    T_OK(ctx, jopt_step(opt, NULL, NULL, NULL));
+    T_OK(ctx, jopt_state_load_mem(opt, one, len1));
+    const float *m2;
+    T_OK(ctx, jopt_state_get(opt, 0, 0, "exp_avg", &m2, NULL));
+    assert_ptr_equal(m2, m);            /* loaded into the same buffer */
+    assert_memory_equal(m, m1, sizeof m1);
+    /* a checkpoint without state: the buffers stay readable (ASan) */
+    T_OK(ctx, jopt_state_load_mem(opt, fresh, len0));
+    T_OK(ctx, jopt_state_get(opt, 0, 0, "exp_avg", &m2, NULL));
+    assert_null(m2);
+    volatile float sink = m[9] + v[9];
+    (void)sink;
+    T_OK(ctx, jopt_step(opt, NULL, NULL, NULL)); /* made again, in them */
+    T_OK(ctx, jopt_state_get(opt, 0, 0, "exp_avg", &m2, NULL));
+    assert_ptr_equal(m2, m);
+    T_OK(ctx, jopt_state_load_mem(opt, one, len1));
+    T_OK(ctx, jopt_state_get(opt, 0, 0, "exp_avg", &m2, NULL));
+    assert_ptr_equal(m2, m);
+    assert_memory_equal(m, m1, sizeof m1);
+    jopt_optim_free(opt);
+    free(fresh), free(one);
+
+    /* L-BFGS: its scalars and vectors stay readable across a load */
+    quad q = {t_alloc(6), t_alloc(6), 6, 0};
+    t_fill(q.x, 6, 9, 0);
+    T_OK(ctx, try_new(ctx, "lbfgs", "max_iter=2", q.x, q.g, 6, &opt));
+    double loss;
+    T_OK(ctx, jopt_step(opt, quad_closure, &q, &loss));
+    const float *t, *d;
+    T_OK(ctx, jopt_state_get(opt, 0, 0, "t", &t, NULL));
+    T_OK(ctx, jopt_state_get(opt, 0, 0, "d", &d, NULL));
+    assert_non_null(t);
+    assert_non_null(d);
+    float t1 = *t;
+    unsigned char *ck = save(ctx, opt, &len1);
+    T_OK(ctx, jopt_step(opt, quad_closure, &q, &loss));
+    T_OK(ctx, jopt_state_load_mem(opt, ck, len1));
+    const float *t2;
+    T_OK(ctx, jopt_state_get(opt, 0, 0, "t", &t2, NULL));
+    assert_ptr_equal(t2, t);
+    assert_true(*t == t1);
+    sink = d[5];
+    (void)sink;
+    T_OK(ctx, jopt_step(opt, quad_closure, &q, &loss));
+    jopt_optim_free(opt);
+    free(ck);
+    free(q.x), free(q.g);
+    jopt_ctx_free(ctx);
+}
+
+/* an I/O error when the folder is synced after the rename: the test's
+ * fsync stands in for the C library's (the tests link libjopt statically) */
+static int fail_dir_fsync;
+
+int fsync(int fd);
+int fsync(int fd)
+{
+    struct stat st;
+    if (fail_dir_fsync && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+        errno = EIO;
+        return -1;
+    }
+    return (int)syscall(SYS_fsync, fd);
+}
+
+static void test_hostile_folder_fsync_error_reported(void **state)
+{
+    (void)state;
+    jopt_ctx *ctx;
+    T_OK(NULL, jopt_ctx_new(&ctx));
+    float *p = t_alloc(4), *g = t_alloc(4);
+    jopt_optim *opt;
+    T_OK(ctx, try_new(ctx, "sgd", "momentum=0.9", p, g, 4, &opt));
+    char path[300];
+    snprintf(path, sizeof path, "%s/ckpt.bin", dir);
+    T_OK(ctx, jopt_state_save(opt, path));
+    fail_dir_fsync = 1;
+    int rc = jopt_state_save(opt, path);
+    jopt_sched *s;
+    T_OK(ctx, jopt_sched_new(opt, "step", "step_size=2", &s));
+    int rc2 = jopt_sched_save(s, path);
+    fail_dir_fsync = 0;
+    assert_int_equal(rc2, JOPT_EINVAL);
+    assert_non_null(strstr(jopt_errmsg(ctx), "Input/output error"));
+    assert_int_equal(rc, JOPT_EINVAL);
+    jopt_sched_free(s);
+    jopt_optim_free(opt);
+    jopt_ctx_free(ctx);
+    free(p), free(g);
+}
+
+/* the seal is FNV-1a 64 with FNV's offset basis (it had lost its last
+ * digit); seals made the old way still load */
+static void test_hostile_fnv_offset_basis(void **state)
+{
+    (void)state;
+    assert_true(CG_FNV_INIT == 0xcbf29ce484222325ull);
+    assert_true(cg_fnv(CG_FNV_INIT, "a", 1) == 0xaf63dc4c8601ec8cull);
+    assert_true(cg_fnv(CG_FNV_INIT, "foobar", 6) == 0x85944171f73967e8ull);
+    jopt_ctx *ctx;
+    T_OK(NULL, jopt_ctx_new(&ctx));
+    float *p = t_alloc(4), *g = t_alloc(4);
+    jopt_optim *opt;
+    T_OK(ctx, try_new(ctx, "sgd", "momentum=0.9", p, g, 4, &opt));
+    size_t len;
+    unsigned char *buf = save(ctx, opt, &len);
+    uint64_t h;
+    memcpy(&h, buf + len - 8, 8);
+    assert_true(h == cg_fnv(0xcbf29ce484222325ull, buf, len - 8));
+    h = cg_fnv(CG_FNV_INIT_OLD, buf, len - 8); /* an older jopt's file */
+    memcpy(buf + len - 8, &h, 8);
+    T_OK(ctx, jopt_state_load_mem(opt, buf, len));
+    jopt_optim_free(opt);
+    free(buf);
+    jopt_ctx_free(ctx);
+    free(p), free(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -514,6 +662,9 @@ int main(void)
         cmocka_unit_test(test_hostile_closure_cannot_reenter),
         cmocka_unit_test(test_hostile_closure_frees_its_optimizer),
         cmocka_unit_test(test_hostile_longjmp_out_of_closure),
+        cmocka_unit_test(test_hostile_load_keeps_state_buffers),
+        cmocka_unit_test(test_hostile_folder_fsync_error_reported),
+        cmocka_unit_test(test_hostile_fnv_offset_basis),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

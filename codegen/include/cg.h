@@ -34,8 +34,12 @@
 #define CG_CHUNK JOPT_TASK_ELEMS
 
 /* FNV-1a, 64 bits: the key of the kernel cache and the seal of
- * checkpoints. */
-#define CG_FNV_INIT 1469598103934665603ull
+ * checkpoints.  The offset basis is FNV's, 14695981039346656037
+ * (0xcbf29ce484222325); jopt before issue 16 used it without its last
+ * digit, and checkpoint loaders still accept seals made with that one
+ * (CG_FNV_INIT_OLD). */
+#define CG_FNV_INIT 14695981039346656037ull
+#define CG_FNV_INIT_OLD 1469598103934665603ull
 uint64_t cg_fnv(uint64_t h, const void *p, size_t n);
 
 typedef struct cg_spec cg_spec;
