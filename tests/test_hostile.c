@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -652,6 +653,61 @@ static void test_hostile_fnv_offset_basis(void **state)
     free(p), free(g);
 }
 
+/* ---- 5. LLVM kept quiet ------------------------------------------------------ */
+
+/* executable memory refused, as a W^X policy does: the test's mprotect
+ * stands in for the C library's for libLLVM (the test exports it) */
+static int refuse_exec;
+
+int mprotect(void *addr, size_t len, int prot);
+int mprotect(void *addr, size_t len, int prot)
+{
+    if (refuse_exec && (prot & PROT_EXEC)) {
+        errno = EACCES;
+        return -1;
+    }
+    return (int)syscall(SYS_mprotect, addr, len, prot);
+}
+
+static void test_hostile_jit_errors_captured(void **state)
+{
+    (void)state;
+    jopt_ctx *ctx;
+    T_OK(NULL, jopt_ctx_new(&ctx));
+    float *p = t_alloc(4), *g = t_alloc(4);
+    jopt_optim *opt;
+    T_OK(ctx, try_new(ctx, "sgd", NULL, p, g, 4, &opt)); /* LLVM started */
+    jopt_optim_free(opt);
+    /* stderr into a file while the compile fails */
+    char errpath[300];
+    snprintf(errpath, sizeof errpath, "%s/stderr.txt", dir);
+    fflush(stderr);
+    int saved = dup(2), fd = open(errpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(saved >= 0 && fd >= 0);
+    dup2(fd, 2);
+    refuse_exec = 1;
+    int rc = try_new(ctx, "adam", "lr=0.0123", p, g, 4, &opt);
+    refuse_exec = 0;
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    close(fd);
+    struct stat st;
+    assert_int_equal(stat(errpath, &st), 0);
+    if (st.st_size != 0)
+        fail_msg("LLVM wrote %lld bytes to stderr", (long long)st.st_size);
+    assert_int_equal(rc, JOPT_ECOMPILE);
+    const char *m = jopt_errmsg(ctx);
+    if (!strstr(m, "Permission denied") || !strstr(m, "executable memory"))
+        fail_msg("the error does not name the cause: %s", m);
+    /* and the JIT still works once memory is executable again */
+    T_OK(ctx, try_new(ctx, "adam", "lr=0.0123", p, g, 4, &opt));
+    T_OK(ctx, jopt_step(opt, NULL, NULL, NULL));
+    jopt_optim_free(opt);
+    jopt_ctx_free(ctx);
+    free(p), free(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -665,6 +721,7 @@ int main(void)
         cmocka_unit_test(test_hostile_load_keeps_state_buffers),
         cmocka_unit_test(test_hostile_folder_fsync_error_reported),
         cmocka_unit_test(test_hostile_fnv_offset_basis),
+        cmocka_unit_test(test_hostile_jit_errors_captured),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
