@@ -708,8 +708,124 @@ static void test_hostile_jit_errors_captured(void **state)
     free(p), free(g);
 }
 
-int main(void)
+/* ---- 4. kernels independent of the process ------------------------------- */
+
+static const char pairs_spec[] =
+    "-- builds its update in pairs() order over a table it makes itself\n"
+    "local terms = { alpha = 0.5, beta = 0.25, gamma = 0.125, delta = 2,\n"
+    "  eps = 3, zeta = 5, eta = 7, theta = 11, iota = 13, kappa = 17,\n"
+    "  [1] = 19, [2.5] = 23, [true] = 29 }\n"
+    "local names = {}\n"
+    "for k in pairs(terms) do names[#names + 1] = tostring(k) end\n"
+    "return { hyper = { lr = 0.1 },\n"
+    "  update = function (p, g, s, h)\n"
+    "    local acc = 0\n"
+    "    for k, v in pairs(terms) do acc = acc * 1.5 + v * g end\n"
+    "    local t = {}\n"
+    "    for i, n in ipairs(names) do t[n .. tostring({}) .. i] = i end\n"
+    "    for k, v in next, t do acc = acc + v * p end\n"
+    "    return p - h.lr * acc\n"
+    "  end }\n";
+
+static char *emit_graph(const char *path)
 {
+    jopt_ctx *ctx;
+    jopt_spec *spec;
+    const char *text;
+    if (jopt_ctx_new(&ctx) || jopt_spec_open(ctx, path, NULL, &spec) ||
+        jopt_spec_emit(spec, NULL, "graph", &text)) {
+        fprintf(stderr, "%s\n", jopt_errmsg(ctx));
+        return NULL;
+    }
+    char *copy = strdup(text);
+    jopt_spec_free(spec);
+    jopt_ctx_free(ctx);
+    return copy;
+}
+
+/* each Lua state seeds its string hash afresh, and addresses differ
+ * between processes: 20 processes must print the same graph */
+static void test_hostile_kernel_same_in_every_process(void **state)
+{
+    (void)state;
+    const char *path = write_spec("pairs", pairs_spec, 0);
+    char *first = NULL;
+    int differ = 0;
+    for (int i = 0; i < 20; i++) {
+        char cmd[600], *out = calloc(1, 1 << 16);
+        snprintf(cmd, sizeof cmd, "/proc/%d/exe --emit-graph %s", (int)getpid(),
+                 path);
+        FILE *f = popen(cmd, "r");
+        assert_non_null(f);
+        size_t n = fread(out, 1, (1 << 16) - 1, f);
+        assert_int_equal(pclose(f), 0);
+        assert_true(n > 0);
+        if (!first)
+            first = out;
+        else {
+            differ += strcmp(first, out) != 0;
+            free(out);
+        }
+    }
+    if (differ)
+        fail_msg("%d of 19 processes printed another graph", differ);
+    /* and this process agrees */
+    char *mine = emit_graph(path);
+    assert_non_null(mine);
+    assert_string_equal(mine, first);
+    free(mine);
+    free(first);
+}
+
+static void test_hostile_no_addresses_reach_a_spec(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *body;
+        const char *why; /* NULL: the spec loads */
+    } cases[] = {
+        {"for k in pairs({[{}] = 1}) do end", "no order"},
+        {"for k in pairs({[print or type] = 1}) do end", "no order"},
+        {"local s = string.format('%p', {})", "%p"},
+        {"assert(tostring({}) == 'table' and tostring(type) == 'function')", NULL},
+        {"assert(string.format('%s|%5s', {}, {}) == 'table|table')", NULL},
+        {"local t = setmetatable({}, {__tostring = function () return 'x' end})\n"
+         "assert(tostring(t) == 'x' and string.format('%s', t) == 'x')", NULL},
+        {"local o = {} for k in pairs({b = 1, a = 2, [3] = 0, [1] = 0, [false] = 0})"
+         " do o[#o + 1] = tostring(k) end\n"
+         "assert(table.concat == nil and #o == 5 and o[1] == '1' and o[2] == '3' and"
+         " o[3] == 'a' and o[4] == 'b' and o[5] == 'false')", NULL},
+        {"local mt = {__pairs = function (t) return function (_, k) if not k then"
+         " return 1, 1 end end, t, nil end}\n"
+         "local n = 0 for k in pairs(setmetatable({}, mt)) do n = n + 1 end\n"
+         "assert(n == 1)", NULL},
+    };
+    jopt_ctx *ctx;
+    T_OK(NULL, jopt_ctx_new(&ctx));
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char text[1024];
+        snprintf(text, sizeof text, "%s\nreturn { hyper = { lr = 0.1 },\n"
+                 "  update = function (p, g, s, h) return p - h.lr * g end }\n",
+                 cases[i].body);
+        jopt_spec *spec = NULL;
+        int rc = jopt_spec_open(ctx, write_spec("addr", text, 0), NULL, &spec);
+        if (cases[i].why ? rc != JOPT_ESPEC || !strstr(jopt_errmsg(ctx), cases[i].why)
+                         : rc != JOPT_OK)
+            fail_msg("case %zu: %d %s", i, rc, jopt_errmsg(ctx));
+        jopt_spec_free(spec);
+    }
+    jopt_ctx_free(ctx);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 3 && !strcmp(argv[1], "--emit-graph")) { /* a child */
+        char *g = emit_graph(argv[2]);
+        if (g)
+            fputs(g, stdout);
+        free(g);
+        return g ? 0 : 1;
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hostile_options_must_be_finite),
         cmocka_unit_test(test_hostile_checkpoint_values_must_be_finite),
@@ -722,6 +838,8 @@ int main(void)
         cmocka_unit_test(test_hostile_folder_fsync_error_reported),
         cmocka_unit_test(test_hostile_fnv_offset_basis),
         cmocka_unit_test(test_hostile_jit_errors_captured),
+        cmocka_unit_test(test_hostile_kernel_same_in_every_process),
+        cmocka_unit_test(test_hostile_no_addresses_reach_a_spec),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
