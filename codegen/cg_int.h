@@ -30,6 +30,8 @@ typedef struct cg_node {
                         offset in the value vector; CG_SUM, CG_MAXALL: its
                         index in the reductions */
     int32_t uslot;   /* uniform nodes varying code reads: index in u[] */
+    int32_t line;    /* the spec's line that made it (0: none), for errors;
+                        not part of a node's identity */
     double value;    /* CG_CONST */
 } cg_node;
 
@@ -75,6 +77,10 @@ typedef struct cg_graph {
      * returned them */
     int32_t result[CG_MAX_RESULTS];
     int nresult;
+    /* errors: the spec line new nodes get (the tracer sets it), and the
+     * node cg_graph_finish found at fault (-1: none) */
+    int32_t line;
+    int32_t fault;
 } cg_graph;
 
 /* graph.c */
@@ -92,7 +98,8 @@ int cg_op_arity(cg_op op);
 int cg_op_flags(cg_op op);
 const char *cg_op_name(cg_op op);
 /* Checks ops, types and references; numbers the uniforms varying code
- * reads.  Returns JOPT_OK or JOPT_ESPEC with a message. */
+ * reads.  Returns JOPT_OK or JOPT_ESPEC with a message, and g->fault set
+ * to the node at fault where there is one (its line names it). */
 int cg_graph_finish(cg_graph *g, char *err);
 /* Whether pass 1 stores anything (a kernel with sums may need only the
  * epilogue after them). */

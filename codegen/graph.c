@@ -41,6 +41,7 @@ cg_graph *cg_graph_new(void)
         return NULL;
     for (int i = 0; i < CG_MAX_SLOTS; i++)
         g->store[i] = -1;
+    g->fault = -1;
     return g;
 }
 
@@ -124,6 +125,7 @@ static int32_t intern(cg_graph *g, const cg_node *n)
         g->cap = cap;
     }
     g->nodes[g->n] = *n;
+    g->nodes[g->n].line = g->line;
     g->table[h] = g->n + 1;
     return g->n++;
 }
@@ -233,9 +235,10 @@ static int split_passes(cg_graph *g, char *err)
 {
     uint8_t *late = calloc((size_t)g->n + 1, 1);
     uint8_t *need = calloc((size_t)g->n + 1, 1);
+    int32_t *by = malloc(((size_t)g->n + 1) * sizeof *by); /* who needs it */
     g->subst = malloc(((size_t)g->n + 1) * sizeof *g->subst);
     int rc = JOPT_OK;
-    if (!late || !need || !g->subst) {
+    if (!late || !need || !by || !g->subst) {
         rc = cg_fail(err, JOPT_ENOMEM, "out of memory finishing graph");
         goto done;
     }
@@ -244,8 +247,10 @@ static int split_passes(cg_graph *g, char *err)
         g->subst[i] = -1;
         for (int k = 0; k < cg_op_arity((cg_op)x->op); k++)
             late[i] |= late[x->arg[k]];
+        by[i] = i;
         if (cg_op_flags((cg_op)x->op) & CG_F_REDUCE) {
             if (late[i] || g->nreduce == CG_MAX_REDUCE) {
+                g->fault = i;
                 rc = cg_fail(err, JOPT_ESPEC, late[i]
                              ? "a sum over a value that depends on another sum "
                                "(one level of reductions is supported)"
@@ -273,17 +278,22 @@ static int split_passes(cg_graph *g, char *err)
         if (!need[i] || !x->varying || g->subst[i] >= 0)
             continue;
         if (x->op == CG_LOAD && g->store[x->slot] >= 0 && !g->late_store[x->slot]) {
+            g->fault = by[i]; /* where the old value is used */
             rc = cg_fail(err, JOPT_ESPEC, "after a sum, update() uses the old "
                          "value of array %d, which the pass before the sum "
                          "already overwrote", x->slot);
             goto done;
         }
         for (int k = 0; k < cg_op_arity((cg_op)x->op); k++)
-            need[x->arg[k]] = 1;
+            if (!need[x->arg[k]]) {
+                need[x->arg[k]] = 1;
+                by[x->arg[k]] = i;
+            }
     }
 done:
     free(late);
     free(need);
+    free(by);
     return rc;
 }
 
@@ -377,6 +387,7 @@ int cg_graph_finish(cg_graph *g, char *err)
         }
     }
     if (nuni > CG_MAX_UNIFORMS) {
+        g->fault = uni[CG_MAX_UNIFORMS]; /* the first one over */
         free(uni);
         free(slot_of);
         return cg_fail(err, JOPT_ESPEC, "update() needs %d per-step values "

@@ -483,12 +483,54 @@ static int spec_error(char *err, const sandbox *sb, const char *msg)
     return cg_fail(err, JOPT_ESPEC, "spec %s: %s", sb->path, msg);
 }
 
+/* The message handler: every error names the spec's file and line.  Lua
+ * adds "path:line:" to errors raised in the spec's code; this adds the
+ * line of the innermost call in the spec's file to the rest: error(x, 0),
+ * error({}), error(nil), error(42), and errors from C called by the
+ * prelude ("prelude:8: ..."). */
+static int msgh(lua_State *L)
+{
+    sandbox *sb = get_sb(L);
+    if (sb->tripped != SB_OK) /* cg_sb_pcall words the limit */
+        return 1;
+    if (lua_type(L, 1) != LUA_TSTRING && lua_type(L, 1) != LUA_TNUMBER) {
+        lua_pushfstring(L, "error object is %s%s, not a string",
+                        lua_isnil(L, 1) ? "" : "a ",
+                        lua_isnil(L, 1) ? "nil" : luaL_typename(L, 1));
+        lua_replace(L, 1);
+    } else if (lua_type(L, 1) == LUA_TNUMBER) {
+        lua_pushfstring(L, "error object is a number (%s), not a string",
+                        lua_tostring(L, 1)); /* a copy: not 1 itself */
+        lua_replace(L, 1);
+    }
+    const char *msg = lua_tostring(L, 1);
+    size_t pl = strlen(sb->path);
+    if (strncmp(msg, sb->path, pl) == 0 && msg[pl] == ':')
+        return 1; /* already "path:line: ..." */
+    if (strncmp(msg, "prelude:", 8) == 0) { /* the prelude's line is ours */
+        const char *rest = strchr(msg + 8, ':');
+        msg = rest && rest[1] == ' ' ? rest + 2 : msg;
+    }
+    lua_Debug ar;
+    for (int level = 1; lua_getstack(L, level, &ar); level++)
+        if (lua_getinfo(L, "Sl", &ar) && ar.source[0] == '@' &&
+            ar.currentline > 0 && strcmp(ar.source + 1, sb->path) == 0) {
+            lua_pushfstring(L, "%s:%d: %s", sb->path, ar.currentline, msg);
+            return 1;
+        }
+    return 1;
+}
+
 int cg_sb_pcall(sandbox *sb, int nargs, int nresults, char *err)
 {
     lua_State *L = sb->L;
+    int base = lua_gettop(L) - nargs; /* the function */
+    lua_pushcfunction(L, msgh);
+    lua_insert(L, base);
     sb->in_lua = 1;
-    int status = lua_pcall(L, nargs, nresults, 0);
+    int status = lua_pcall(L, nargs, nresults, base);
     sb->in_lua = 0;
+    lua_remove(L, base);
     if (status == LUA_OK && sb->tripped == SB_OK && !sb->invalid)
         return JOPT_OK;
     if (lua_type(L, -1) != LUA_TSTRING) { /* error({}), error(p): say what */

@@ -8,6 +8,7 @@
  * a plain number (or boolean), so branches on constants stay Lua branches.
  */
 #include <lauxlib.h>
+#include <stdarg.h>
 #include <string.h>
 
 #include "sandbox.h"
@@ -31,7 +32,21 @@ typedef struct tracer {
     int cond_line[256];
     int ncond;
     const cg_vkernel_sig *vk; /* tracing a vector kernel: its arrays */
+    int fn_line;              /* where update (or run) starts */
 } tracer;
+
+/* the line of the innermost call in the spec's own file (not the
+ * prelude's), or 0 */
+static int spec_line(lua_State *L, const tracer *tr)
+{
+    lua_Debug ar;
+    const char *path = cg_spec_path(tr->spec);
+    for (int level = 1; lua_getstack(L, level, &ar); level++)
+        if (lua_getinfo(L, "Sl", &ar) && ar.source[0] == '@' &&
+            ar.currentline > 0 && strcmp(ar.source + 1, path) == 0)
+            return ar.currentline;
+    return 0;
+}
 
 static tracer *get_tracer(lua_State *L, const char *what)
 {
@@ -40,7 +55,23 @@ static tracer *get_tracer(lua_State *L, const char *what)
     lua_pop(L, 1);
     if (!tr)
         luaL_error(L, "%s can only be used inside update()", what);
+    /* the nodes this call makes belong to this line (for errors found
+     * when the graph is finished) */
+    tr->g->line = spec_line(L, tr);
     return tr;
+}
+
+/* an error about the function the spec gave (update, a kernel's run),
+ * after it returned: named by the line it starts on */
+static int fn_error(lua_State *L, const tracer *tr, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    lua_pushfstring(L, "%s:%d: ", cg_spec_path(tr->spec), tr->fn_line);
+    lua_pushvfstring(L, fmt, ap);
+    va_end(ap);
+    lua_concat(L, 2);
+    return lua_error(L);
 }
 
 static void push_node(lua_State *L, tracer *tr, int32_t n)
@@ -94,6 +125,16 @@ static int32_t to_node(lua_State *L, tracer *tr, int idx, const char *op)
     }
 }
 
+/* the first line of the Lua function at idx (0 if it is not one) */
+static int fn_first_line(lua_State *L, int idx)
+{
+    lua_Debug ar;
+    if (!lua_isfunction(L, idx))
+        return 0;
+    lua_pushvalue(L, idx);
+    return lua_getinfo(L, ">S", &ar) && ar.linedefined > 0 ? ar.linedefined : 0;
+}
+
 /* Every prelude function and arithmetic metamethod: upvalue 1 is the op. */
 static int apply(lua_State *L)
 {
@@ -114,10 +155,8 @@ static int apply(lua_State *L)
     int32_t r = check(L, cg_graph_op(tr->g, op, a[0], a[1], a[2]), name);
     const cg_node *x = &tr->g->nodes[r];
     if (x->boolean && x->op != CG_CONST && tr->ncond < 256) {
-        lua_Debug ar;
-        int line = lua_getstack(L, 1, &ar) && lua_getinfo(L, "l", &ar) ? ar.currentline : 0;
         tr->cond[tr->ncond] = r;
-        tr->cond_line[tr->ncond++] = line;
+        tr->cond_line[tr->ncond++] = tr->g->line;
     }
     push_node(L, tr, r);
     return 1;
@@ -390,6 +429,7 @@ static int trace_main(lua_State *L)
     }
     layout_state(L, sb, tr, 4, 2);
     lua_getfield(L, 1, "update");                          /* 5 */
+    tr->fn_line = fn_first_line(L, -1);
     push_node(L, tr, check(L, cg_graph_load(tr->g, 0), "p"));
     push_node(L, tr, check(L, cg_graph_load(tr->g, 1), "g"));
     lua_newtable(L);                                       /* s */
@@ -398,19 +438,24 @@ static int trace_main(lua_State *L)
     lua_pushvalue(L, 2);
     push_node(L, tr, check(L, cg_graph_step(tr->g), "t"));
     lua_call(L, 5, 1);
+    tr->g->line = tr->fn_line;
     if (lua_isnil(L, -1))
-        return luaL_error(L, "update() must return the new parameter value");
+        return fn_error(L, tr, "update() must return the new parameter value");
+    if (lua_type(L, -1) != LUA_TNUMBER && lua_type(L, -1) != LUA_TBOOLEAN &&
+        !luaL_testudata(L, -1, TRACED))
+        return fn_error(L, tr, "update() result: expected a number or a "
+                        "traced value, got %s", luaL_typename(L, -1));
     tr->g->store[0] = to_node(L, tr, -1, "update() result");
     if (tr->g->nodes[tr->g->store[0]].boolean)
-        return luaL_error(L, "update() must return a number, not a truth value");
+        return fn_error(L, tr, "update() must return a number, not a truth value");
     size_t n = cg_spec_nstate(tr->spec);
     for (size_t i = 0; i < n; i++) {
         if (!tr->active[i])
             continue;
         if (tr->cur[i] < 0)
-            return luaL_error(L, "state '%s' starts unset but update() does "
-                                 "not set it on a parameter's first step",
-                              cg_spec_state_name(tr->spec, i));
+            return fn_error(L, tr, "state '%s' starts unset but update() does "
+                            "not set it on a parameter's first step",
+                            cg_spec_state_name(tr->spec, i));
         const cg_node *x = &tr->g->nodes[tr->cur[i]];
         if (!((x->op == CG_LOAD || x->op == CG_SCALAR) && x->slot == tr->slot[i]))
             tr->g->store[tr->slot[i]] = tr->cur[i];
@@ -442,8 +487,17 @@ static int run_trace(tracer *tr, const double *values, lua_CFunction body,
     cg_sb_close(&sb);
     if (rc == JOPT_EINVAL) /* require_that while tracing: a spec bug */
         rc = JOPT_ESPEC;
-    if (rc == JOPT_OK)
-        rc = cg_graph_finish(tr->g, err);
+    if (rc == JOPT_OK && (rc = cg_graph_finish(tr->g, err)) == JOPT_ESPEC) {
+        /* name the operation at fault: the spec's line that made it */
+        const cg_graph *g = tr->g;
+        int line = g->fault >= 0 ? g->nodes[g->fault].line : 0;
+        char msg[CG_ERRLEN];
+        snprintf(msg, sizeof msg, "%s", err);
+        if (line > 0)
+            cg_fail(err, rc, "%s:%d: %s", cg_spec_path(tr->spec), line, msg);
+        else
+            cg_fail(err, rc, "spec %s: %s", cg_spec_path(tr->spec), msg);
+    }
     if (rc) {
         cg_graph_free(tr->g);
         return rc;
@@ -507,6 +561,7 @@ static int vk_main(lua_State *L)
     lua_getfield(L, 1, "kernels");
     lua_getfield(L, -1, vk->name);
     lua_getfield(L, -1, "run");
+    tr->fn_line = fn_first_line(L, -1);
     int base = lua_gettop(L) - 1;
     lua_newtable(L);                                  /* v */
     lua_pushcfunction(L, vk_get);
@@ -516,17 +571,24 @@ static int vk_main(lua_State *L)
         push_node(L, tr, check(L, cg_graph_hyper(g, k), "scalar"));
     lua_call(L, 1 + vk->nscalars, LUA_MULTRET);
     int nres = lua_gettop(L) - base;
+    g->line = tr->fn_line;
     if (nres > CG_MAX_RESULTS)
-        return luaL_error(L, "kernel '%s' returns %d results (at most %d)",
-                          vk->name, nres, CG_MAX_RESULTS);
+        return fn_error(L, tr, "kernel '%s' returns %d results (at most %d)",
+                        vk->name, nres, CG_MAX_RESULTS);
     for (int r = 0; r < nres; r++) {
+        int t = lua_type(L, base + 1 + r);
+        if (t != LUA_TNUMBER && t != LUA_TBOOLEAN &&
+            !luaL_testudata(L, base + 1 + r, TRACED))
+            return fn_error(L, tr, "kernel '%s': result %d: expected a number "
+                            "or a traced value, got %s", vk->name, r + 1,
+                            luaL_typename(L, base + 1 + r));
         int32_t x = to_node(L, tr, base + 1 + r, "kernel result");
         const cg_node *n = &g->nodes[x];
         if (n->varying || n->boolean)
-            return luaL_error(L, "kernel '%s': result %d is %s; a kernel returns "
-                              "per-call numbers (sum(...), maxall(...) and what "
-                              "is computed from them)", vk->name, r + 1,
-                              n->boolean ? "a truth value" : "per element");
+            return fn_error(L, tr, "kernel '%s': result %d is %s; a kernel returns "
+                            "per-call numbers (sum(...), maxall(...) and what "
+                            "is computed from them)", vk->name, r + 1,
+                            n->boolean ? "a truth value" : "per element");
         g->result[r] = x;
     }
     g->nresult = nres;

@@ -8,5 +8,5 @@ return {
   end,
 }
 --[[expect
-error: a sum over a value that depends on another sum
+error: error_nested_sum.lua:7: a sum over a value that depends on another sum
 ]]
