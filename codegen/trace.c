@@ -92,8 +92,8 @@ static void push_node(lua_State *L, tracer *tr, int32_t n)
 static int32_t check(lua_State *L, int32_t r, const char *op)
 {
     if (r == -1)
-        luaL_error(L, "expression graph too large (over %d nodes) or out of "
-                      "memory", CG_MAX_NODES);
+        luaL_error(L, "expression graph too large (over %d nodes, a bound "
+                      "on compile time) or out of memory", CG_MAX_NODES);
     if (r == -2)
         luaL_error(L, "%s: a truth value where a number is needed, or the "
                       "reverse (conditions come from lt, le, gt, ge, eq, ne)", op);
@@ -487,6 +487,20 @@ static int run_trace(tracer *tr, const double *values, lua_CFunction body,
     cg_sb_close(&sb);
     if (rc == JOPT_EINVAL) /* require_that while tracing: a spec bug */
         rc = JOPT_ESPEC;
+    if (rc == JOPT_OK) { /* sums: the body is emitted 16 times */
+        const cg_graph *g = tr->g;
+        int nred = 0, nvar = 0, over = -1;
+        for (int i = 0; i < g->n; i++) {
+            nred += (cg_op_flags((cg_op)g->nodes[i].op) & CG_F_REDUCE) != 0;
+            if (g->nodes[i].varying && ++nvar == CG_MAX_NODES_REDUCE + 1)
+                over = i;
+        }
+        if (nred && over >= 0)
+            rc = cg_fail(err, JOPT_ESPEC, "%s:%d: expression graph too large "
+                         "for a kernel with sums (over %d per-element nodes, a "
+                         "bound on compile time)", cg_spec_path(tr->spec),
+                         g->nodes[over].line, CG_MAX_NODES_REDUCE);
+    }
     if (rc == JOPT_OK && (rc = cg_graph_finish(tr->g, err)) == JOPT_ESPEC) {
         /* name the operation at fault: the spec's line that made it */
         const cg_graph *g = tr->g;

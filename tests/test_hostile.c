@@ -15,6 +15,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cg.h"
@@ -817,6 +818,56 @@ static void test_hostile_no_addresses_reach_a_spec(void **state)
     jopt_ctx_free(ctx);
 }
 
+/* ---- 8. compile time is bounded ---------------------------------------------- */
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + t.tv_nsec / 1e9;
+}
+
+/* 12 lines, about 60,000 nodes: took 21-25 s and 229 MiB in LLVM */
+static void test_hostile_compile_time_bounded(void **state)
+{
+    (void)state;
+    static const char *const specs[][2] = {
+        {"-- a chain of 60,000 operations\n"
+         "return {\n"
+         "  hyper = { lr = 0.1 },\n"
+         "  update = function (p, g, s, h)\n"
+         "    local x = g\n"
+         "    for i = 1, 20000 do\n"
+         "      x = x * 1.0001 + p * i\n"
+         "    end\n"
+         "    return p - h.lr * x\n"
+         "  end,\n"
+         "}\n"
+         "-- end\n", "big.lua:7: expression graph too large"},
+        {"return { hyper = { lr = 0.1 }, update = function (p, g, s, h)\n"
+         "  local x = g\n"
+         "  for i = 1, 1500 do x = x * 1.0001 + p end\n"
+         "  return p - h.lr * x * sum(g) end }\n",
+         "big.lua:3: expression graph too large for a kernel with sums"},
+    };
+    jopt_ctx *ctx;
+    T_OK(NULL, jopt_ctx_new(&ctx));
+    float *p = t_alloc(8), *g = t_alloc(8);
+    for (int i = 0; i < 2; i++) {
+        jopt_optim *opt;
+        double t0 = now_s();
+        int rc = try_new(ctx, write_spec("big", specs[i][0], 0), NULL, p, g, 8, &opt);
+        double dt = now_s() - t0;
+        assert_int_equal(rc, JOPT_ESPEC);
+        if (!strstr(jopt_errmsg(ctx), specs[i][1]))
+            fail_msg("%s", jopt_errmsg(ctx));
+        if (dt > 5)
+            fail_msg("refused after %.1f s", dt);
+    }
+    jopt_ctx_free(ctx);
+    free(p), free(g);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && !strcmp(argv[1], "--emit-graph")) { /* a child */
@@ -840,6 +891,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_hostile_jit_errors_captured),
         cmocka_unit_test(test_hostile_kernel_same_in_every_process),
         cmocka_unit_test(test_hostile_no_addresses_reach_a_spec),
+        cmocka_unit_test(test_hostile_compile_time_bounded),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
