@@ -557,6 +557,7 @@ static void test_hostile_load_keeps_state_buffers(void **state)
     assert_memory_equal(m, m1, sizeof m1);
     jopt_optim_free(opt);
     free(fresh), free(one);
+    free(p), free(g);
 
     /* L-BFGS: its scalars and vectors stay readable across a load */
     quad q = {t_alloc(6), t_alloc(6), 6, 0};
