@@ -507,6 +507,7 @@ static int read_vkernel(lua_State *L, cg_spec *s, cg_vkernel_sig *k, char *err)
             return cg_fail(err, JOPT_ESPEC, "spec %s: kernel '%s': '%s' contains "
                            "a NUL byte", s->path, k->name, field[f]);
         if (rc || (f == 0 && n == 0)) {
+            free(names); /* "": no names, but the list (fuzz_spec found it) */
             return cg_fail(err, JOPT_ESPEC, "spec %s: kernel '%s': '%s' must be "
                            "a string of distinct names separated by spaces (at "
                            "most %d%s)", s->path, k->name, field[f], max,
