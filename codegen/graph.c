@@ -414,6 +414,21 @@ static const char *what_slot(int s, char *buf, size_t cap)
     return buf;
 }
 
+/* the line of the first operation in the loop (per `how`) that uses node
+ * i: a load has no line of its own */
+static int user_line(const cg_graph *g, const uint8_t *how, int32_t i)
+{
+    for (int j = i + 1; j < g->n; j++) {
+        const cg_node *y = &g->nodes[j];
+        if (how[j] != CG_HOW_COMPUTE && how[j] != CG_HOW_ROWWISE)
+            continue;
+        for (int k = 0; k < cg_op_arity((cg_op)y->op); k++)
+            if (y->arg[k] == i && y->line > 0)
+                return y->line;
+    }
+    return g->nodes[i].line;
+}
+
 /* Plans the loops of every level; refuses a loop that would need the old
  * value of an array an earlier loop overwrote. */
 static int plan_loops(cg_graph *g, const char *where, char *err)
@@ -441,7 +456,8 @@ static int plan_loops(cg_graph *g, const char *where, char *err)
                     g->read |= 1ull << x->slot;
                     if (written_before(g, x->slot, lv, kind) &&
                         g->store[x->slot] != i)
-                        rc = fail_at(err, where, x->line, "uses the old value "
+                        rc = fail_at(err, where, user_line(g, how, i),
+                                     "uses the old value "
                                      "of %s after a reduction, when the pass "
                                      "before it has already overwritten it",
                                      what_slot(x->slot, b, sizeof b));
@@ -483,8 +499,9 @@ static int number_uniforms(cg_graph *g, const char *where, char *err)
             uni[nuni++] = i;
     }
     if (nuni > CG_MAX_UNIFORMS) {
-        rc = cg_fail(err, JOPT_ESPEC, "%s: update() needs %d per-step values "
-                     "(at most %d)", where, nuni, CG_MAX_UNIFORMS);
+        rc = fail_at(err, where, g->nodes[uni[CG_MAX_UNIFORMS]].line, /* the first over */
+                     "update() needs %d per-step values (at most %d)", nuni,
+                     CG_MAX_UNIFORMS);
         goto done;
     }
     free(g->uniform);

@@ -27,7 +27,26 @@ struct cg_llvm {
     LLVMTargetMachineRef tm;
     cg_target target;
     char diag[CG_ERRLEN];
+    char orc[CG_ERRLEN]; /* what ORC reported since the compile began */
 };
+
+/* ORC reports errors it cannot return (a failed materialization, as when
+ * the system refuses executable memory) to the session's reporter, whose
+ * default prints "JIT session error: ..." to stderr.  Ours keeps them for
+ * the jopt error, as PostgreSQL's llvmjit does. */
+static void on_orc_error(void *ctx, LLVMErrorRef e)
+{
+    cg_llvm *l = ctx;
+    char *msg = LLVMGetErrorMessage(e); /* consumes e */
+    size_t n = strlen(l->orc);
+    snprintf(l->orc + n, sizeof l->orc - n, "%s%s", n ? "; " : "", msg);
+    LLVMDisposeErrorMessage(msg);
+}
+
+static LLVMOrcExecutionSessionRef session(cg_llvm *l)
+{
+    return LLVMOrcLLJITGetExecutionSession(l->jit);
+}
 
 static void on_diagnostic(LLVMDiagnosticInfoRef info, void *ctx)
 {
@@ -43,6 +62,27 @@ static int llvm_error(char *err, LLVMErrorRef e, const char *what)
 {
     char *msg = LLVMGetErrorMessage(e);
     int rc = cg_fail(err, JOPT_ECOMPILE, "%s: %s", what, msg);
+    LLVMDisposeErrorMessage(msg);
+    return rc;
+}
+
+/* llvm_error with what the session reported meanwhile, and the likely
+ * cause when it is one jopt can name */
+static int jit_error(cg_llvm *l, char *err, LLVMErrorRef e, const char *what)
+{
+    char *msg = LLVMGetErrorMessage(e);
+    const char *o = l->orc;
+    const char *cause =
+        strstr(o, "Permission denied") || strstr(o, "Operation not permitted")
+            ? ": the system refused executable memory for the kernel (a "
+              "policy that forbids mapping memory executable: SELinux "
+              "execmem, PaX MPROTECT, a seccomp filter); the reference "
+              "engine, JOPT_ENGINE_REFERENCE, needs none"
+        : strstr(o, "Cannot allocate memory") ? ": out of memory for the kernel's code"
+                                              : "";
+    int rc = cg_fail(err, JOPT_ECOMPILE, "%s: %s%s%s%s%s", what, msg,
+                     o[0] ? " (JIT session error: " : "", o, o[0] ? ")" : "",
+                     cause);
     LLVMDisposeErrorMessage(msg);
     return rc;
 }
@@ -103,6 +143,7 @@ int cg_llvm_new(cg_llvm **out, char *err)
         rc = llvm_error(err, e, "creating LLJIT");
         goto fail;
     }
+    LLVMOrcExecutionSessionSetErrorReporter(session(l), on_orc_error, l);
     *out = l;
     return JOPT_OK;
 fail:
@@ -165,13 +206,14 @@ int cg_llvm_compile(cg_llvm *l, const cg_graph *g, const char *name,
     int rc = build(l, g, name, &tsc, &mod, err);
     if (rc)
         return rc;
+    l->orc[0] = 0;
     LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(l->jit);
     LLVMOrcResourceTrackerRef rt = LLVMOrcJITDylibCreateResourceTracker(jd);
     LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(mod, tsc);
     LLVMOrcDisposeThreadSafeContext(tsc); /* the module keeps it alive */
     if ((e = LLVMOrcLLJITAddLLVMIRModuleWithRT(l->jit, rt, tsm))) {
         /* the JIT took the module, even on failure */
-        rc = llvm_error(err, e, "adding the kernel to the JIT");
+        rc = jit_error(l, err, e, "adding the kernel to the JIT");
         goto fail;
     }
     for (int li = 0; li < g->nloops; li++) {
@@ -179,7 +221,7 @@ int cg_llvm_compile(cg_llvm *l, const cg_graph *g, const char *name,
         snprintf(fname, sizeof fname, "%s_%d", name, li);
         LLVMOrcExecutorAddress addr = 0;
         if ((e = LLVMOrcLLJITLookup(l->jit, &addr, fname))) {
-            rc = llvm_error(err, e, "compiling the kernel");
+            rc = jit_error(l, err, e, "compiling the kernel");
             goto fail;
         }
         if (!addr) {
@@ -197,13 +239,16 @@ fail:
 
 void cg_llvm_remove(cg_llvm *l, void *tracker)
 {
-    (void)l;
     if (!tracker)
         return;
     LLVMErrorRef e = LLVMOrcResourceTrackerRemove(tracker);
     if (e)
         LLVMConsumeError(e);
     LLVMOrcReleaseResourceTracker(tracker);
+    /* the kernel's symbol names are dead now: drop them from the pool,
+     * or a long run that compiles and drops kernels keeps every name */
+    LLVMOrcSymbolStringPoolClearDeadEntries(
+        LLVMOrcExecutionSessionGetSymbolStringPool(session(l)));
 }
 
 /* the module's machine code; emitting it changes the module, so from a

@@ -126,10 +126,14 @@ static int read_number(const cg_hyper *h, const char *s, double *v, char *err)
     }
     char *end;
     *v = strtod(s, &end);
-    if (end != s && *end == 0)
-        return JOPT_OK;
-    return cg_fail(err, JOPT_EINVAL, "option '%s': cannot read '%s' as %s",
-                   h->name, s, h->optional ? "a number or None" : "a number");
+    /* "nan" and "inf" (and "1e400", which is inf) read here; the spec's
+     * check then refuses them in torch's words where torch does, and
+     * cg_hyper_check refuses the rest.  NaN is None for an optional
+     * number, so there None is written None. */
+    if (end == s || *end != 0 || (h->optional && isnan(*v)))
+        return cg_fail(err, JOPT_EINVAL, "option '%s': cannot read '%s' as %s",
+                       h->name, s, h->optional ? "a number or None" : "a number");
+    return JOPT_OK;
 }
 
 static int read_value(const cg_hyper *h, const char *s, double *v, char *err)
@@ -157,6 +161,12 @@ int cg_hyper_check(const cg_hyper *h, double v, const char *where, char *err)
                            h->name, h->nchoices, v);
         break;
     case CG_HYPER_NUMBER:
+        if (isnan(v) && !h->optional)
+            return cg_fail(err, JOPT_EINVAL, "%s: option '%s' must be a "
+                           "number, not NaN", where, h->name);
+        if (isinf(v) && !h->infinite)
+            return cg_fail(err, JOPT_EINVAL, "%s: option '%s' must be finite, "
+                           "not %g", where, h->name, v);
         break;
     }
     return JOPT_OK;

@@ -42,7 +42,9 @@ static void put(out *o, const char *fmt, ...)
     for (;;) {
         va_list ap;
         va_start(ap, fmt);
-        int n = vsnprintf(o->buf + o->len, o->cap - o->len, fmt, ap);
+        /* no buffer yet: measure (NULL + 0 is undefined behaviour) */
+        int n = vsnprintf(o->buf ? o->buf + o->len : NULL, o->cap - o->len,
+                          fmt, ap);
         va_end(ap);
         if (n < 0) {
             o->oom = 1;

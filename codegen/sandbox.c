@@ -126,6 +126,155 @@ static int refuse(lua_State *L)
     return lua_error(L);
 }
 
+/* ---- what a spec sees must not depend on the process -------------------
+ * Lua seeds its string hash per state and tables live at addresses that
+ * vary between runs, so pairs() order, tostring of a table and
+ * string.format's %p differ from process to process; a spec that built
+ * its update in pairs() order gave a different kernel in each.  In the
+ * sandbox, next() and pairs() go in key order (numbers by value, then
+ * strings by bytes, then false, true) and refuse keys that have no such
+ * order (tables, functions: their order would be their addresses);
+ * tostring and format print "table", not "table: 0x55..."; %p is refused. */
+
+static int key_rank(lua_State *L, int idx)
+{
+    switch (lua_type(L, idx)) {
+    case LUA_TNUMBER: return 0;
+    case LUA_TSTRING: return 1;
+    case LUA_TBOOLEAN: return 2;
+    default: return -1;
+    }
+}
+
+/* whether key a sorts before key b (both of a rank >= 0) */
+static int key_less(lua_State *L, int a, int b)
+{
+    int ra = key_rank(L, a), rb = key_rank(L, b);
+    if (ra != rb)
+        return ra < rb;
+    if (ra == 0)
+        return lua_compare(L, a, b, LUA_OPLT); /* numbers: no metamethod */
+    if (ra == 2)
+        return !lua_toboolean(L, a) && lua_toboolean(L, b);
+    size_t la, lb;
+    const char *sa = lua_tolstring(L, a, &la), *sb = lua_tolstring(L, b, &lb);
+    int c = memcmp(sa, sb, la < lb ? la : lb);
+    return c < 0 || (c == 0 && la < lb);
+}
+
+static sandbox *get_sb(lua_State *L);
+
+/* next(t, k) in key order: the least key greater than k (the least key
+ * for nil), by one pass over t, charged to the instruction budget */
+static int sorted_next(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 2);
+    luaL_checkstack(L, 6, "next");
+    sandbox *sb = get_sb(L);
+    int have = 0; /* the best key so far is at 3 */
+    long n = 0;
+    lua_pushnil(L); /* 3: best */
+    lua_pushnil(L); /* 4: the walk's key */
+    while (lua_next(L, 1)) {
+        lua_pop(L, 1);
+        n++;
+        if (key_rank(L, 4) < 0)
+            return luaL_error(L, "next/pairs: a key of type %s has no order "
+                              "that is the same in every process (use number "
+                              "or string keys)", luaL_typename(L, 4));
+        if ((lua_isnil(L, 2) || key_less(L, 2, 4)) &&
+            (!have || key_less(L, 4, 3))) {
+            lua_pushvalue(L, 4);
+            lua_replace(L, 3);
+            have = 1;
+        }
+    }
+    sb->instr += n;
+    if (sb->tripped == SB_OK && sb->instr > SB_INSTR_LIMIT)
+        sb->tripped = SB_INSTR;
+    if (sb->tripped != SB_OK)
+        return luaL_error(L, "sandbox limit exceeded");
+    if (!have) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_pushvalue(L, 3);
+    lua_pushvalue(L, 3);
+    lua_rawget(L, 1);
+    return 2;
+}
+
+/* pairs(t): t's __pairs if it has one (Lua 5.4's rule), else sorted_next */
+static int sorted_pairs(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    if (luaL_getmetafield(L, 1, "__pairs") != LUA_TNIL) {
+        lua_pushvalue(L, 1);
+        lua_call(L, 1, 3);
+        return 3;
+    }
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_pushcfunction(L, sorted_next);
+    lua_pushvalue(L, 1);
+    lua_pushnil(L);
+    return 3;
+}
+
+/* the value at idx as text without an address: a __tostring if it has
+ * one, else its type's name for a table, function, userdata or thread */
+static const char *plain_tostring(lua_State *L, int idx)
+{
+    int t = lua_type(L, idx);
+    if (t == LUA_TNIL || t == LUA_TBOOLEAN || t == LUA_TNUMBER ||
+        t == LUA_TSTRING || luaL_getmetafield(L, idx, "__tostring") != LUA_TNIL) {
+        if (t != LUA_TNIL && t != LUA_TBOOLEAN && t != LUA_TNUMBER &&
+            t != LUA_TSTRING)
+            lua_pop(L, 1); /* the __tostring pushed */
+        return luaL_tolstring(L, idx, NULL);
+    }
+    lua_pushstring(L, lua_typename(L, t));
+    return lua_tostring(L, -1);
+}
+
+static int safe_tostring(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    plain_tostring(L, 1);
+    return 1;
+}
+
+/* string.format without %p, and %s of a table printed without its address */
+static int safe_format(lua_State *L)
+{
+    size_t len;
+    const char *f = luaL_checklstring(L, 1, &len);
+    for (size_t i = 0; i + 1 < len; i++)
+        if (f[i] == '%') {
+            size_t j = i + 1;
+            while (j < len && strchr("-+ #0123456789.", f[j]))
+                j++;
+            if (j < len && f[j] == 'p')
+                return luaL_error(L, "string.format: %%p prints an address, "
+                                  "which differs between processes: not in a "
+                                  "spec");
+            i = j;
+        }
+    int n = lua_gettop(L);
+    for (int i = 2; i <= n; i++) {
+        int t = lua_type(L, i);
+        if (t == LUA_TTABLE || t == LUA_TFUNCTION || t == LUA_TUSERDATA ||
+            t == LUA_TLIGHTUSERDATA || t == LUA_TTHREAD) {
+            plain_tostring(L, i);
+            lua_replace(L, i);
+        }
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, n, 1);
+    return 1;
+}
+
 static const char *const base_names[] = {
     "assert", "error", "ipairs", "next", "pairs", "rawequal", "rawget",
     "rawlen", "select", "tonumber", "tostring", "type", "getmetatable",
@@ -192,6 +341,12 @@ static int build_env(lua_State *L)
     lua_pop(L, 1);
     lua_pushcfunction(L, safe_pcall);
     lua_setfield(L, -2, "pcall");
+    lua_pushcfunction(L, sorted_next);
+    lua_setfield(L, -2, "next");
+    lua_pushcfunction(L, sorted_pairs);
+    lua_setfield(L, -2, "pairs");
+    lua_pushcfunction(L, safe_tostring);
+    lua_setfield(L, -2, "tostring");
     lua_getglobal(L, "setmetatable");
     lua_pushcclosure(L, safe_setmetatable, 1);
     lua_setfield(L, -2, "setmetatable");
@@ -204,6 +359,11 @@ static int build_env(lua_State *L)
     for (size_t i = 0; i < sizeof libs / sizeof libs[0]; i++) {
         lua_getglobal(L, libs[i].name);
         copy_fields(L, libs[i].names);
+        if (i == 1) { /* format without addresses */
+            lua_getfield(L, -1, "format");
+            lua_pushcclosure(L, safe_format, 1);
+            lua_setfield(L, -2, "format");
+        }
         if (i == 1) { /* ("x"):upper() must see the filtered table only */
             lua_pushliteral(L, "");
             lua_getmetatable(L, -1);
@@ -332,12 +492,54 @@ static int spec_error(char *err, const sandbox *sb, const char *msg)
     return cg_fail(err, JOPT_ESPEC, "spec %s: %s", sb->path, msg);
 }
 
+/* The message handler: every error names the spec's file and line.  Lua
+ * adds "path:line:" to errors raised in the spec's code; this adds the
+ * line of the innermost call in the spec's file to the rest: error(x, 0),
+ * error({}), error(nil), error(42), and errors from C called by the
+ * prelude ("prelude:8: ..."). */
+static int msgh(lua_State *L)
+{
+    sandbox *sb = get_sb(L);
+    if (sb->tripped != SB_OK) /* cg_sb_pcall words the limit */
+        return 1;
+    if (lua_type(L, 1) != LUA_TSTRING && lua_type(L, 1) != LUA_TNUMBER) {
+        lua_pushfstring(L, "error object is %s%s, not a string",
+                        lua_isnil(L, 1) ? "" : "a ",
+                        lua_isnil(L, 1) ? "nil" : luaL_typename(L, 1));
+        lua_replace(L, 1);
+    } else if (lua_type(L, 1) == LUA_TNUMBER) {
+        lua_pushfstring(L, "error object is a number (%s), not a string",
+                        lua_tostring(L, 1)); /* a copy: not 1 itself */
+        lua_replace(L, 1);
+    }
+    const char *msg = lua_tostring(L, 1);
+    size_t pl = strlen(sb->path);
+    if (strncmp(msg, sb->path, pl) == 0 && msg[pl] == ':')
+        return 1; /* already "path:line: ..." */
+    if (strncmp(msg, "prelude:", 8) == 0) { /* the prelude's line is ours */
+        const char *rest = strchr(msg + 8, ':');
+        msg = rest && rest[1] == ' ' ? rest + 2 : msg;
+    }
+    lua_Debug ar;
+    for (int level = 1; lua_getstack(L, level, &ar); level++)
+        if (lua_getinfo(L, "Sl", &ar) && ar.source[0] == '@' &&
+            ar.currentline > 0 && strcmp(ar.source + 1, sb->path) == 0) {
+            lua_pushfstring(L, "%s:%d: %s", sb->path, ar.currentline, msg);
+            return 1;
+        }
+    return 1;
+}
+
 int cg_sb_pcall(sandbox *sb, int nargs, int nresults, char *err)
 {
     lua_State *L = sb->L;
+    int base = lua_gettop(L) - nargs; /* the function */
+    lua_pushcfunction(L, msgh);
+    lua_insert(L, base);
     sb->in_lua = 1;
-    int status = lua_pcall(L, nargs, nresults, 0);
+    int status = lua_pcall(L, nargs, nresults, base);
     sb->in_lua = 0;
+    lua_remove(L, base);
     if (status == LUA_OK && sb->tripped == SB_OK && !sb->invalid)
         return JOPT_OK;
     if (lua_type(L, -1) != LUA_TSTRING) { /* error({}), error(p): say what */

@@ -136,6 +136,21 @@ const cg_hyper *cg_spec_find_hyper(const cg_spec *s, const char *name)
     return NULL;
 }
 
+/* a Lua string at idx that is a whole C string: no NUL inside, which C
+ * would read as its end ("lr\0x" as "lr") */
+static const char *whole_string(lua_State *L, int idx)
+{
+    size_t len;
+    const char *s = lua_type(L, idx) == LUA_TSTRING ? lua_tolstring(L, idx, &len)
+                                                    : NULL;
+    return s && strlen(s) == len ? s : NULL;
+}
+
+static int has_nul(lua_State *L, int idx)
+{
+    return lua_type(L, idx) == LUA_TSTRING && !whole_string(L, idx);
+}
+
 static int is_name(const char *s)
 {
     if (!*s)
@@ -220,10 +235,12 @@ static int sorted_keys(lua_State *L, char ***out, size_t *n, const char *what,
 {
     size_t cap = 0, k = 0;
     char **keys = NULL;
+    int nul = 0;
     lua_pushnil(L);
     while (lua_next(L, -2)) {
         lua_pop(L, 1);
-        if (lua_type(L, -1) != LUA_TSTRING || !is_name(lua_tostring(L, -1))) {
+        if (!whole_string(L, -1) || !is_name(lua_tostring(L, -1))) {
+            nul = has_nul(L, -1);
             lua_pop(L, 1);
             goto bad;
         }
@@ -251,8 +268,9 @@ bad:
     for (size_t i = 0; i < k; i++)
         free(keys[i]);
     free(keys);
-    return cg_fail(err, JOPT_ESPEC, "spec %s: '%s' keys must be names", path,
-                   what);
+    return cg_fail(err, JOPT_ESPEC, nul ? "spec %s: a '%s' key contains a NUL "
+                   "byte (names are letters, digits and '_')"
+                   : "spec %s: '%s' keys must be names", path, what);
 oom:
     for (size_t i = 0; i < k; i++)
         free(keys[i]);
@@ -275,7 +293,8 @@ static int read_choice(lua_State *L, cg_spec *s, cg_hyper *h, char *err)
     h->choices = (const char *const *)names;
     for (int k = 0; k < len; k++) {
         lua_rawgeti(L, -1, k + 1);
-        const char *c = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+        const char *c = whole_string(L, -1);
+        int nul = has_nul(L, -1);
         int ok = c && is_name(c);
         for (int j = 0; ok && j < k; j++)
             ok = strcmp(names[j], c) != 0;
@@ -285,8 +304,9 @@ static int read_choice(lua_State *L, cg_spec *s, cg_hyper *h, char *err)
         }
         lua_pop(L, 1);
         if (!ok)
-            return cg_fail(err, JOPT_ESPEC, "spec %s: choice '%s': entry %d is "
-                           "not a name, or repeats one", s->path, h->name, k + 1);
+            return cg_fail(err, JOPT_ESPEC, "spec %s: choice '%s': entry %d %s",
+                           s->path, h->name, k + 1, nul ? "contains a NUL byte"
+                           : "is not a name, or repeats one");
         h->nchoices = k + 1;
     }
     return JOPT_OK;
@@ -399,32 +419,57 @@ static int read_hyper(lua_State *L, cg_spec *s, char *err)
 }
 
 /* `runtime = {"lr", "betas"}`: hyperparameters the spec uses only in
- * arithmetic, which may therefore be passed per step instead of folded */
-static int read_runtime(lua_State *L, cg_spec *s, char *err)
+ * arithmetic, which may therefore be passed per step instead of folded;
+ * `infinite = {"step_sizes"}`: numbers that may be +-inf (an absent bound),
+ * where every other number must be finite.  The list at -1 is `field`. */
+static int read_hyper_list(lua_State *L, cg_spec *s, const char *field,
+                           char *err)
 {
     if (lua_isnil(L, -1))
         return JOPT_OK;
     if (!lua_istable(L, -1))
-        return cg_fail(err, JOPT_ESPEC, "spec %s: 'runtime' must be a list of "
-                       "hyperparameter names", s->path);
+        return cg_fail(err, JOPT_ESPEC, "spec %s: '%s' must be a list of "
+                       "hyperparameter names", s->path, field);
     for (lua_Integer i = 1;; i++) {
         lua_rawgeti(L, -1, i);
         if (lua_isnil(L, -1)) {
             lua_pop(L, 1);
             return JOPT_OK;
         }
-        cg_hyper *h = lua_type(L, -1) == LUA_TSTRING
-                          ? (cg_hyper *)cg_spec_find_hyper(s, lua_tostring(L, -1))
-                          : NULL;
+        const char *name = whole_string(L, -1);
+        cg_hyper *h = name ? (cg_hyper *)cg_spec_find_hyper(s, name) : NULL;
         if (!h || h->kind != CG_HYPER_NUMBER) {
-            int rc = cg_fail(err, JOPT_ESPEC, "spec %s: runtime entry %lld is "
-                             "not a numeric hyperparameter", s->path, (long long)i);
+            int rc = cg_fail(err, JOPT_ESPEC, "spec %s: %s entry %lld %s",
+                             s->path, field, (long long)i, has_nul(L, -1)
+                             ? "contains a NUL byte"
+                             : "is not a numeric hyperparameter");
             lua_pop(L, 1);
             return rc;
         }
-        h->runtime_ok = 1;
+        if (field[0] == 'r')
+            h->runtime_ok = 1;
+        else
+            h->infinite = 1;
         lua_pop(L, 1);
     }
+}
+
+/* a default must be a value the options could set: finite, unless listed
+ * in `infinite` (NaN is None, for an optional number only) */
+static int check_defaults(cg_spec *s, char *err)
+{
+    for (size_t i = 0; i < s->nhyper; i++) {
+        const cg_hyper *h = &s->hyper[i];
+        for (int k = 0; h->kind == CG_HYPER_NUMBER && k < h->len; k++) {
+            double v = s->defaults[h->offset + k];
+            if ((isinf(v) && !h->infinite) || (isnan(v) && !h->optional))
+                return cg_fail(err, JOPT_ESPEC, "spec %s: hyperparameter '%s' "
+                               "defaults to %g; a number must be finite (list "
+                               "it in `infinite` if it may be +-inf)", s->path,
+                               h->name, v);
+        }
+    }
+    return JOPT_OK;
 }
 
 /* "y x g": names separated by spaces, at most `max`, distinct */
@@ -477,7 +522,8 @@ static int read_vkernel(lua_State *L, cg_spec *s, cg_vkernel_sig *k, char *err)
     const char *field[2] = {"arrays", "scalars"};
     for (int f = 0; f < 2; f++) {
         cg_sb_rawfield(L, -1, field[f]);
-        const char *text = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
+        int nul = has_nul(L, -1);
+        const char *text = whole_string(L, -1) ? lua_tostring(L, -1)
                            : f == 1 && lua_isnil(L, -1) ? "" : NULL;
         char **names = NULL;
         int n = 0, max = f == 0 ? CG_MAX_SLOTS : CG_MAX_UNIFORMS / 16;
@@ -485,7 +531,11 @@ static int read_vkernel(lua_State *L, cg_spec *s, cg_vkernel_sig *k, char *err)
         lua_pop(L, 1);
         if (rc == JOPT_ENOMEM)
             return cg_fail(err, rc, "out of memory reading spec %s", s->path);
+        if (nul)
+            return cg_fail(err, JOPT_ESPEC, "spec %s: kernel '%s': '%s' contains "
+                           "a NUL byte", s->path, k->name, field[f]);
         if (rc || (f == 0 && n == 0)) {
+            free(names); /* "": no names, but the list (fuzz_spec found it) */
             return cg_fail(err, JOPT_ESPEC, "spec %s: kernel '%s': '%s' must be "
                            "a string of distinct names separated by spaces (at "
                            "most %d%s)", s->path, k->name, field[f], max,
@@ -507,6 +557,11 @@ static int read_method(lua_State *L, cg_spec *s, char *err)
 {
     cg_sb_rawfield(L, -1, "method");
     int t = lua_type(L, -1);
+    if (has_nul(L, -1)) {
+        lua_pop(L, 1);
+        return cg_fail(err, JOPT_ESPEC, "spec %s: 'method' contains a NUL byte",
+                       s->path);
+    }
     if (t == LUA_TSTRING && !(s->method = strdup(lua_tostring(L, -1)))) {
         lua_pop(L, 1);
         return cg_fail(err, JOPT_ENOMEM, "out of memory");
@@ -659,9 +714,14 @@ static int read_spec_table(lua_State *L, cg_spec *s, char *err)
     if (rc)
         return rc;
     cg_sb_rawfield(L, -1, "runtime");
-    rc = read_runtime(L, s, err);
+    rc = read_hyper_list(L, s, "runtime", err);
     lua_pop(L, 1);
     if (rc)
+        return rc;
+    cg_sb_rawfield(L, -1, "infinite");
+    rc = read_hyper_list(L, s, "infinite", err);
+    lua_pop(L, 1);
+    if (rc || (rc = check_defaults(s, err)))
         return rc;
     cg_sb_rawfield(L, -1, "state");
     if (lua_isnil(L, -1)) {
@@ -744,6 +804,8 @@ static int h_index(lua_State *L)
     lua_rawget(L, lua_upvalueindex(1));
     if (!lua_isnil(L, -1))
         return 1;
+    if (has_nul(L, 2))
+        return luaL_error(L, "hyperparameter names contain no NUL byte");
     return luaL_error(L, "unknown hyperparameter '%s'", luaL_tolstring(L, 2, NULL));
 }
 

@@ -10,6 +10,7 @@
  * boolean), so branches on constants stay Lua branches.
  */
 #include <lauxlib.h>
+#include <stdarg.h>
 #include <string.h>
 
 #include "sandbox.h"
@@ -44,7 +45,21 @@ typedef struct tracer {
     int cond_line[256];
     int ncond;
     const cg_vkernel_sig *vk; /* tracing a vector kernel: its arrays */
+    int fn_line;              /* where update (or run) starts */
 } tracer;
+
+/* the line of the innermost call in the spec's own file (not the
+ * prelude's), or 0 */
+static int spec_line(lua_State *L, const tracer *tr)
+{
+    lua_Debug ar;
+    const char *path = cg_spec_path(tr->spec);
+    for (int level = 1; lua_getstack(L, level, &ar); level++)
+        if (lua_getinfo(L, "Sl", &ar) && ar.source[0] == '@' &&
+            ar.currentline > 0 && strcmp(ar.source + 1, path) == 0)
+            return ar.currentline;
+    return 0;
+}
 
 static tracer *get_tracer(lua_State *L, const char *what)
 {
@@ -56,11 +71,28 @@ static tracer *get_tracer(lua_State *L, const char *what)
     return tr;
 }
 
-/* the spec line calling the C function running now */
+/* the spec line calling the C function running now: the innermost line of
+ * the spec's own file, so an op made inside a prelude helper is named by
+ * the spec line that called the helper */
 static int caller_line(lua_State *L)
 {
-    lua_Debug ar;
-    return lua_getstack(L, 1, &ar) && lua_getinfo(L, "l", &ar) ? ar.currentline : 0;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &TRACER_KEY);
+    const tracer *tr = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return tr ? spec_line(L, tr) : 0;
+}
+
+/* an error about the function the spec gave (update, a kernel's run),
+ * after it returned: named by the line it starts on */
+static int fn_error(lua_State *L, const tracer *tr, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    lua_pushfstring(L, "%s:%d: ", cg_spec_path(tr->spec), tr->fn_line);
+    lua_pushvfstring(L, fmt, ap);
+    va_end(ap);
+    lua_concat(L, 2);
+    return lua_error(L);
 }
 
 static void push_node(lua_State *L, tracer *tr, int32_t n)
@@ -81,8 +113,8 @@ static void push_node(lua_State *L, tracer *tr, int32_t n)
 static int32_t check(lua_State *L, int32_t r, const char *op)
 {
     if (r == -1)
-        luaL_error(L, "expression graph too large (over %d nodes) or out of "
-                      "memory", CG_MAX_NODES);
+        luaL_error(L, "expression graph too large (over %d nodes, a bound "
+                      "on compile time) or out of memory", CG_MAX_NODES);
     if (r == -2)
         luaL_error(L, "%s: a truth value where a number is needed, or the "
                       "reverse (conditions come from lt, le, gt, ge, eq, ne)", op);
@@ -122,6 +154,16 @@ static int32_t to_node(lua_State *L, tracer *tr, int idx, const char *what)
         return -1;
     }
     }
+}
+
+/* the first line of the Lua function at idx (0 if it is not one) */
+static int fn_first_line(lua_State *L, int idx)
+{
+    lua_Debug ar;
+    if (!lua_isfunction(L, idx))
+        return 0;
+    lua_pushvalue(L, idx);
+    return lua_getinfo(L, ">S", &ar) && ar.linedefined > 0 ? ar.linedefined : 0;
 }
 
 /* remembers a traced condition, to check that the graph uses it */
@@ -426,9 +468,20 @@ void cg_trace_open_lib(lua_State *L)
 
 /* ---- the state proxy `s` ------------------------------------------------ */
 
+/* a name from the spec (s.name, v.name): a string without a NUL byte,
+ * which C would read as its end (s['m\0x'] as s.m) */
+static const char *check_name(lua_State *L, int idx)
+{
+    size_t len;
+    const char *k = luaL_checklstring(L, idx, &len);
+    if (strlen(k) != len)
+        luaL_error(L, "names contain no NUL byte (got '%s\\0...')", k);
+    return k;
+}
+
 static int state_index_of(lua_State *L, tracer *tr)
 {
-    const char *k = luaL_checkstring(L, 2);
+    const char *k = check_name(L, 2);
     size_t n = cg_spec_nstate(tr->spec);
     for (size_t i = 0; i < n; i++)
         if (strcmp(cg_spec_state_name(tr->spec, i), k) == 0) {
@@ -615,9 +668,9 @@ static int collect_state(lua_State *L, tracer *tr, int fresh)
             continue;
         if (tr->cur[i] < 0) {
             if (fresh)
-                return luaL_error(L, "state '%s' starts unset but update() does "
-                                     "not set it on a parameter's first step",
-                                  cg_spec_state_name(tr->spec, i));
+                return fn_error(L, tr, "state '%s' starts unset but update() "
+                                "does not set it on a parameter's first step",
+                                cg_spec_state_name(tr->spec, i));
             continue;
         }
         const cg_node *x = &g->nodes[tr->cur[i]];
@@ -651,6 +704,7 @@ static int trace_main(lua_State *L)
     } else {
         lua_getfield(L, 1, "update");
     }
+    tr->fn_line = fn_first_line(L, -1);
     push_node(L, tr, check(L, cg_graph_leaf(tr->g, CG_LOAD, CG_DOM_ELEM, 0), "p"));
     int nargs = 4;
     if (!named) {
@@ -664,14 +718,17 @@ static int trace_main(lua_State *L)
     int tdom = cg_spec_group_steps(tr->spec) ? CG_DOM_GROUP : CG_DOM_TENSOR;
     push_node(L, tr, check(L, cg_graph_leaf(tr->g, CG_STEP, tdom, -1), "t"));
     lua_call(L, nargs, 1);
+    const char *fn = named ? "a kernel" : "update()";
     if (lua_isnil(L, -1))
-        return luaL_error(L, "%s must return the new parameter value",
-                          named ? "a kernel" : "update()");
+        return fn_error(L, tr, "%s must return the new parameter value", fn);
+    if (lua_type(L, -1) != LUA_TNUMBER && lua_type(L, -1) != LUA_TBOOLEAN &&
+        !luaL_testudata(L, -1, TRACED))
+        return fn_error(L, tr, "%s result: expected a number or a traced "
+                        "value, got %s", fn, luaL_typename(L, -1));
     tr->g->store[0] = to_node(L, tr, -1, named ? "the kernel's result"
                                                 : "update() result");
     if (tr->g->nodes[tr->g->store[0]].boolean)
-        return luaL_error(L, "%s must return a number, not a truth value",
-                          named ? "a kernel" : "update()");
+        return fn_error(L, tr, "%s must return a number, not a truth value", fn);
     if (tr->g->nodes[tr->g->store[0]].op == CG_LOAD && tr->g->nodes[tr->g->store[0]].slot == 0)
         tr->g->store[0] = -1; /* unchanged */
     collect_state(L, tr, tr->req->fresh && !named);
@@ -702,6 +759,20 @@ static int run_trace(tracer *tr, const double *values, lua_CFunction body,
     cg_sb_close(&sb);
     if (rc == JOPT_EINVAL) /* require_that while tracing: a spec bug */
         rc = JOPT_ESPEC;
+    if (rc == JOPT_OK) { /* a bound on compile time for loops with sums */
+        const cg_graph *g = tr->g;
+        int nred = 0, nvar = 0, over = -1;
+        for (int i = 0; i < g->n; i++) {
+            nred += (cg_op_flags((cg_op)g->nodes[i].op) & CG_F_REDUCE) != 0;
+            if (cg_dom_varying(g->nodes[i].dom) && ++nvar == CG_MAX_NODES_REDUCE + 1)
+                over = i;
+        }
+        if (nred && over >= 0)
+            rc = cg_fail(err, JOPT_ESPEC, "%s:%d: expression graph too large "
+                         "for a kernel with sums (over %d per-element nodes, a "
+                         "bound on compile time)", cg_spec_path(tr->spec),
+                         g->nodes[over].line, CG_MAX_NODES_REDUCE);
+    }
     if (rc == JOPT_OK)
         rc = cg_graph_finish(tr->g, cg_spec_path(tr->spec), err);
     if (rc) {
@@ -730,7 +801,7 @@ int cg_trace(const cg_spec *spec, const cg_request *req, cg_graph **out,
 
 static int vk_index_of(lua_State *L, const tracer *tr)
 {
-    const char *k = luaL_checkstring(L, 2);
+    const char *k = check_name(L, 2);
     for (int i = 0; i < tr->vk->narrays; i++)
         if (!strcmp(tr->vk->arrays[i], k))
             return i;
@@ -770,6 +841,7 @@ static int vk_main(lua_State *L)
     lua_getfield(L, 1, "kernels");
     lua_getfield(L, -1, vk->name);
     lua_getfield(L, -1, "run");
+    tr->fn_line = fn_first_line(L, -1);
     int base = lua_gettop(L) - 1;
     lua_newtable(L);                                  /* v */
     lua_pushcfunction(L, vk_get);
@@ -780,16 +852,22 @@ static int vk_main(lua_State *L)
     lua_call(L, 1 + vk->nscalars, LUA_MULTRET);
     int nres = lua_gettop(L) - base;
     if (nres > CG_MAX_RESULTS)
-        return luaL_error(L, "kernel '%s' returns %d results (at most %d)",
-                          vk->name, nres, CG_MAX_RESULTS);
+        return fn_error(L, tr, "kernel '%s' returns %d results (at most %d)",
+                        vk->name, nres, CG_MAX_RESULTS);
     for (int r = 0; r < nres; r++) {
+        int t = lua_type(L, base + 1 + r);
+        if (t != LUA_TNUMBER && t != LUA_TBOOLEAN &&
+            !luaL_testudata(L, base + 1 + r, TRACED))
+            return fn_error(L, tr, "kernel '%s': result %d: expected a number "
+                            "or a traced value, got %s", vk->name, r + 1,
+                            luaL_typename(L, base + 1 + r));
         int32_t x = to_node(L, tr, base + 1 + r, "kernel result");
         const cg_node *n = &g->nodes[x];
         if (cg_dom_varying(n->dom) || n->boolean)
-            return luaL_error(L, "kernel '%s': result %d is %s; a kernel returns "
-                              "per-call numbers (sum(...), maxall(...) and what "
-                              "is computed from them)", vk->name, r + 1,
-                              n->boolean ? "a truth value" : "per element");
+            return fn_error(L, tr, "kernel '%s': result %d is %s; a kernel returns "
+                            "per-call numbers (sum(...), maxall(...) and what "
+                            "is computed from them)", vk->name, r + 1,
+                            n->boolean ? "a truth value" : "per element");
         g->result[r] = x;
     }
     g->nresult = nres;

@@ -34,11 +34,13 @@
 
 /* ---- writing ------------------------------------------------------------ */
 
-static uint64_t spec_hash(const cg_spec *s)
+/* the spec text's hash; files of jopt before issue 16 used another
+ * FNV offset basis (CG_FNV_INIT_OLD) */
+static uint64_t spec_hash(const cg_spec *s, uint64_t basis)
 {
     size_t len;
     const char *src = cg_spec_text(s, &len);
-    return cg_fnv(CG_FNV_INIT, src, len);
+    return cg_fnv(basis, src, len);
 }
 
 static void serialise(const jopt_optim *opt, rt_out *o)
@@ -49,7 +51,7 @@ static void serialise(const jopt_optim *opt, rt_out *o)
     rt_put_u32(o, VERSION);
     rt_put_u32(o, 0);
     rt_put_str(o, cg_spec_name(s));
-    rt_put_u64(o, spec_hash(s));
+    rt_put_u64(o, spec_hash(s, CG_FNV_INIT));
     rt_put_u32(o, (uint32_t)nv);
     rt_put_u32(o, (uint32_t)nh);
     rt_put_u32(o, (uint32_t)ns);
@@ -125,6 +127,8 @@ JOPT_API int jopt_state_save_mem(const jopt_optim *opt, void *buf, size_t cap,
     if (cap < need)
         return rt_fail(opt->ctx, JOPT_EINVAL, "%s: the buffer holds %zu bytes; "
                        "the checkpoint needs %zu (jopt_state_size)", fn, cap, need);
+    if (rt_closure_savable(opt->closure, fn))
+        return JOPT_EINVAL;
     rt_out o = {buf, 0, cap};
     serialise(opt, &o);
     return JOPT_OK;
@@ -139,6 +143,8 @@ JOPT_API int jopt_state_save(const jopt_optim *opt, const char *path)
     if (!path || !*path)
         return rt_fail(opt->ctx, JOPT_EINVAL, "%s: path is %s", fn,
                        path ? "empty" : "NULL");
+    if (rt_closure_savable(opt->closure, fn))
+        return JOPT_EINVAL;
     size_t len;
     jopt_state_size(opt, &len);
     unsigned char *buf = malloc(len);
@@ -178,14 +184,18 @@ static int parse(jopt_optim *opt, rt_in *r, loaded *L, const char *fn)
     if (!magic || memcmp(magic, MAGIC, 8) != 0)
         return FAIL("%s: not a jopt checkpoint (wrong magic)", fn);
     uint32_t version = rt_get_u32(r);
-    rt_get_u32(r);
+    uint32_t reserved = rt_get_u32(r);
     if (version != VERSION && version != 1)
         return FAIL("%s: checkpoint version %u; this jopt reads versions 1 and "
                     "%u", fn, version, VERSION);
+    if (reserved != 0)
+        return FAIL("%s: the checkpoint's reserved field is %u, not 0 (a "
+                    "newer format, or corrupt)", fn, reserved);
     if (!rt_get_str_eq(r, cg_spec_name(s)))
         return FAIL("%s: the checkpoint is not of spec '%s' (another "
                     "optimizer's file?)", fn, cg_spec_name(s));
-    if (rt_get_u64(r) != spec_hash(s))
+    uint64_t hash = rt_get_u64(r);
+    if (hash != spec_hash(s, CG_FNV_INIT) && hash != spec_hash(s, CG_FNV_INIT_OLD))
         return FAIL("%s: the checkpoint was made with a different text of spec "
                     "'%s' (%s)", fn, cg_spec_name(s), cg_spec_path(s));
     if (rt_get_u32(r) != nv || rt_get_u32(r) != nh || rt_get_u32(r) != ns)
@@ -220,6 +230,15 @@ static int parse(jopt_optim *opt, rt_in *r, loaded *L, const char *fn)
             if (rt[h] > 1 || (rt[h] && !cg_spec_hyper(s, h)->runtime_ok))
                 return FAIL("%s: group %zu: corrupt run-time flag for '%s'", fn, g,
                             cg_spec_hyper(s, h)->name);
+        /* a scheduler key is unset (NaN) or a finite number: an lr that
+         * reached infinity would fill the parameters with NaN */
+        for (size_t k = 0; keys && k < RT_NKEYS; k++) {
+            double v;
+            memcpy(&v, (const char *)keys + k * sizeof v, sizeof v);
+            if (isinf(v))
+                return FAIL("%s: group %zu: scheduler key '%s' is %g, not a "
+                            "finite number", fn, g, rt_key_names[k], v);
+        }
         if (L && vals && rt && keys) {
             memcpy(L->values + g * nv, vals, nv * sizeof(double));
             memcpy(L->runtime + g * nh, rt, nh);
@@ -330,12 +349,36 @@ static void loaded_free(jopt_optim *opt, loaded *L)
     free(L->keys);
 }
 
+/* State k of p becomes the loaded buffer *in of n floats (NULL: absent).
+ * jopt.h promises that the buffers jopt_state_get handed out stay valid
+ * until the optimizer is freed, so the data is copied into the buffer p
+ * has (or a kept one) when the sizes match, and a buffer taken out is kept
+ * (rt_spare_keep), never freed. */
+static void install_state(jopt_optim *opt, rt_param *p, size_t k, float **in,
+                          int64_t n)
+{
+    float *old = p->state[k];
+    if (old && (!*in || p->state_n[k] != n)) { /* taken out: kept */
+        rt_spare_keep(opt, p, k, old, p->state_n[k]);
+        old = NULL;
+    }
+    if (!old && *in)
+        old = rt_spare_take(p, k, n);
+    if (old && *in) {
+        memcpy(old, *in, (size_t)n * sizeof(float));
+        free(*in);
+        *in = NULL;
+    }
+    p->state[k] = old ? old : *in;
+    *in = NULL;
+}
+
 JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len)
 {
     static const char fn[] = "jopt_state_load";
     if (!opt)
         return JOPT_EINVAL;
-    if (rt_closure_busy(opt->closure, fn))
+    if (rt_busy(opt, fn))
         return JOPT_EINVAL;
     if (!buf)
         return rt_fail(opt->ctx, JOPT_EINVAL, "%s: buf is NULL", fn);
@@ -434,11 +477,9 @@ JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len)
                 gr->gstate[k] = L.gstate[g * ns + k];
         for (size_t i = 0; i < gr->n; i++) {
             rt_param *p = &gr->params[i];
-            for (size_t k = 0; k < ns; k++) {
-                free(p->state[k]);
-                p->state[k] = L.state[g][i * ns + k];
-                L.state[g][i * ns + k] = NULL;
-            }
+            for (size_t k = 0; k < ns; k++)
+                install_state(opt, p, k, &L.state[g][i * ns + k],
+                              L.count[g][i * ns + k]);
             p->step = L.steps[g][i];
             memcpy(p->state_n, L.count[g] + i * ns, ns * sizeof(int64_t));
             p->fresh = 0;

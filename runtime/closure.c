@@ -32,7 +32,6 @@ struct rt_closure {
     void *user;
     int64_t evals, steps;
     int bug;                    /* a driver or spec broke rt_vk's contract */
-    int in_step;                /* the driver's step is running */
     /* rt_vk's space: each tensor's operands as a part of one call */
     float **arrays;             /* gr->n rows of CG_MAX_SLOTS */
     cg_part *parts;
@@ -75,8 +74,12 @@ void rt_closure_set_value(rt_closure *c, const char *name, double v)
 int rt_closure_eval(rt_closure *c, double *loss)
 {
     double l = NAN;
+    RT_GUARD_CALL(c->opt);
     int rc = c->closure(c->user, &l);
     c->evals++;
+    if (c->opt->free_pending)
+        return rt_fail(c->opt->ctx, JOPT_EINVAL, "jopt_step: the closure freed "
+                       "its optimizer");
     if (rc != 0)
         return rt_fail(c->opt->ctx, JOPT_ECLOSURE, "jopt_step: the closure "
                        "returned %d at evaluation %lld of the step; the "
@@ -304,14 +307,11 @@ int rt_closure_step(rt_closure *c, jopt_closure closure, void *user,
         return rt_fail(c->opt->ctx, JOPT_EINVAL, "jopt_step: %s needs a closure: "
                        "it evaluates the function several times per step",
                        c->d->name);
-    int rc = rt_closure_busy(c, "jopt_step");
-    if (rc)
-        return rc;
+    int rc;
     c->closure = closure;
     c->user = user;
     c->evals = 0;
     c->bug = 0;
-    c->in_step = 1;
     copy_params(c, 0);
     double l = NAN;
     rc = c->d->step(c, c->state, &l);
@@ -320,7 +320,6 @@ int rt_closure_step(rt_closure *c, jopt_closure closure, void *user,
                      "method '%s' writes the gradients, or the driver passed one "
                      "buffer twice to a kernel", cg_spec_path(c->opt->spec),
                      c->d->method);
-    c->in_step = 0;
     c->closure = NULL;
     c->user = NULL;
     if (rc) {
@@ -333,14 +332,12 @@ int rt_closure_step(rt_closure *c, jopt_closure closure, void *user,
     return JOPT_OK;
 }
 
-int rt_closure_busy(const rt_closure *c, const char *fn)
+void rt_closure_abandon(rt_closure *c)
 {
-    if (c && c->in_step)
-        return rt_fail(c->opt->ctx, JOPT_EINVAL, "%s: called from inside the "
-                       "closure of a step of this %s optimizer (a closure may "
-                       "only evaluate the model and read the optimizer)", fn,
-                       c->d->name);
-    return JOPT_OK;
+    if (c) {
+        c->closure = NULL;
+        c->user = NULL;
+    }
 }
 
 int rt_closure_state_get(const rt_closure *c, size_t index, const char *name,
@@ -372,6 +369,15 @@ void rt_closure_save(const rt_closure *c, rt_out *o)
         c->d->save(c->state, o);
 }
 
+int rt_closure_savable(const rt_closure *c, const char *fn)
+{
+    char err[CG_ERRLEN];
+    if (!c || !c->d->savable || c->d->savable(c->state, err) == JOPT_OK)
+        return JOPT_OK;
+    return rt_fail(c->opt->ctx, JOPT_EINVAL, "%s: the %s state cannot be "
+                   "saved: %s", fn, c->d->name, err);
+}
+
 int rt_closure_load(rt_closure *c, const void *buf, size_t len, const char *fn,
                     void **state, int64_t *steps)
 {
@@ -382,13 +388,11 @@ int rt_closure_load(rt_closure *c, const void *buf, size_t len, const char *fn,
     if (r.bad || r.pos != r.len || *steps < 0 || *steps > (int64_t)1 << 53)
         return rt_fail(c->opt->ctx, JOPT_EINVAL, "%s: the %s state in the "
                        "checkpoint is malformed", fn, c->d->name);
-    if (!c->d->load) {
-        if (n || !(*state = c->d->state_new(c)))
-            return n ? rt_fail(c->opt->ctx, JOPT_EINVAL, "%s: the checkpoint has "
-                               "%s state this jopt does not expect", fn,
-                               c->d->name)
-                     : rt_fail(c->opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
-        return JOPT_OK;
+    if (!c->d->load) { /* nothing saved: the state is scratch, kept */
+        *state = NULL;
+        return n ? rt_fail(c->opt->ctx, JOPT_EINVAL, "%s: the checkpoint has "
+                           "%s state this jopt does not expect", fn, c->d->name)
+                 : JOPT_OK;
     }
     char err[CG_ERRLEN] = "";
     rt_in br = {blob, n, 0, 0};
@@ -406,10 +410,18 @@ int rt_closure_load(rt_closure *c, const void *buf, size_t len, const char *fn,
 
 void rt_closure_adopt(rt_closure *c, void *state, int64_t steps)
 {
+    c->steps = steps;
+    if (!state)
+        return;
+    if (c->d->adopt) { /* the buffers jopt_state_get handed out stay */
+        c->d->adopt(c->state, state);
+        return;
+    }
     c->d->state_free(c->state);
     c->state = state;
-    c->steps = steps;
 }
+
+const void *rt_closure_state(const rt_closure *c) { return c->state; }
 
 void rt_closure_discard(const rt_closure *c, void *state)
 {

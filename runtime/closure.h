@@ -67,6 +67,16 @@ typedef struct rt_driver {
      * makes a fresh state. */
     void (*save)(const void *state, rt_out *o);
     int (*load)(rt_closure *c, rt_in *r, void **out, char *err);
+    /* Optional: JOPT_OK if `load` would take what `save` writes now, else
+     * JOPT_EINVAL with a message in err (L-BFGS refuses a non-finite t,
+     * H_diag or prev_loss), so that no save writes what no load reads. */
+    int (*savable)(const void *state, char *err);
+    /* Optional: moves a loaded state into the current one and frees the
+     * loaded one's shell, keeping every buffer jopt_state_get handed out
+     * from `cur` valid (jopt.h: until the optimizer is freed).  Cannot
+     * fail: `load` reserved what it needs (rt_closure_state gives it the
+     * current state).  NULL: the current state is freed. */
+    void (*adopt)(void *cur, void *loaded);
     /* Optional, at construction: fills options the method derives once
      * from others (torch's LBFGS turns max_eval=None into max_iter*5//4
      * in its constructor), with rt_closure_set_value. */
@@ -118,11 +128,9 @@ void rt_closure_free(rt_closure *c);
  * the parameters are put back as they were before the step. */
 int rt_closure_step(rt_closure *c, jopt_closure closure, void *user,
                     double *loss);
-/* JOPT_EINVAL (with a message naming `fn`) while a step of this optimizer
- * is running, i.e. when called from inside its closure: a nested step, a
- * checkpoint load or an option change would pull the state from under the
- * step.  c may be NULL (not a closure optimizer): JOPT_OK. */
-int rt_closure_busy(const rt_closure *c, const char *fn);
+/* A step left by a longjmp out of the closure (guard.c): forget it.  The
+ * driver's committed state is as before that step.  c may be NULL. */
+void rt_closure_abandon(rt_closure *c);
 /* jopt_state_get and jopt_state_numel of a closure optimizer (index
  * already checked); numel and step may be NULL */
 int rt_closure_state_get(const rt_closure *c, size_t index, const char *name,
@@ -134,9 +142,11 @@ int rt_closure_one_group(const rt_closure *c);
  * (JOPT_EINVAL or JOPT_ENOMEM with the context's message, nothing changed),
  * then rt_closure_adopt swaps it in or rt_closure_discard drops it */
 void rt_closure_save(const rt_closure *c, rt_out *o);
+int rt_closure_savable(const rt_closure *c, const char *fn);
 int rt_closure_load(rt_closure *c, const void *buf, size_t len, const char *fn,
                     void **state, int64_t *steps);
 void rt_closure_adopt(rt_closure *c, void *state, int64_t steps);
+const void *rt_closure_state(const rt_closure *c);
 void rt_closure_discard(const rt_closure *c, void *state);
 
 #endif /* RT_CLOSURE_H */

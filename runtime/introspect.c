@@ -72,6 +72,14 @@ JOPT_API int jopt_spec_open(jopt_ctx *ctx, const char *name,
         rt_fail(ctx, rc, "%s: %s: %s", fn, cg_spec_name(s->spec), err);
         goto fail;
     }
+    for (size_t i = 0; i < cg_spec_nhyper(s->spec); i++) { /* finite */
+        const cg_hyper *h = cg_spec_hyper(s->spec, i);
+        for (int k = 0; k < h->len; k++)
+            if ((rc = cg_hyper_check(h, s->values[h->offset + k], fn, err))) {
+                rt_fail(ctx, rc, "%s", err);
+                goto fail;
+            }
+    }
     *out = s;
     return JOPT_OK;
 fail:

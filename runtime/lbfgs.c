@@ -554,6 +554,20 @@ static void lbfgs_save(const void *state, rt_out *o)
         rt_put(o, st->bufs[v->pfg].p, bytes);
 }
 
+/* what lbfgs_load accepts: t, H_diag and prev_loss finite (a run whose
+ * loss or step went to inf or NaN has diverged) */
+static int lbfgs_savable(const void *state, char *err)
+{
+    const lb_vars *v = &((const lb_state *)state)->cur;
+    const char *bad = !isfinite(v->t) ? "t" : !isfinite(v->H_diag) ? "H_diag"
+                      : !isfinite(v->prev_loss) ? "prev_loss" : NULL;
+    if (bad)
+        snprintf(err, CG_ERRLEN, "its %s is %g: a checkpoint holds finite "
+                 "values only (the run has diverged)", bad,
+                 bad[0] == 't' ? v->t : bad[0] == 'H' ? v->H_diag : v->prev_loss);
+    return bad ? JOPT_EINVAL : JOPT_OK;
+}
+
 /* a new buffer holding the next numel floats of r, or -1 */
 static int load_vec(lb_state *st, rt_in *r, size_t bytes)
 {
@@ -589,12 +603,21 @@ static int lbfgs_load(rt_closure *c, rt_in *r, void **out, char *err)
     if (!p || !has || r->bad || has[0] > 1 || has[1] > 1 ||
         !count_ok(sc[3]) || !count_ok(sc[4]) ||
         (sc[4] != 0 && !(has[0] && has[1])) || (pairs && !bytes) ||
+        !isfinite(sc[0]) || !isfinite(sc[1]) || !isfinite(sc[2]) ||
         pairs > (r->len - r->pos) / (8 + 2 * bytes))
-        return snprintf(err, CG_ERRLEN, "corrupt counters or history length"),
+        return snprintf(err, CG_ERRLEN, "corrupt counters or history length, "
+                        "or t, H_diag or prev_loss not a finite number"),
                JOPT_EINVAL;
     lb_state *st = lbfgs_state_new(c);
     if (!st || hist_resize(&st->cur.h, pairs ? (int)pairs : 1) != JOPT_OK)
         goto oom;
+    /* room for the loaded vectors and for the current state's buffers,
+     * which lbfgs_adopt keeps as spares */
+    const lb_state *cur = rt_closure_state(c);
+    int need = 2 * (int)pairs + 2 + (cur ? cur->nbufs : 0);
+    if (!(st->bufs = malloc(sizeof *st->bufs * (size_t)(need + 1))))
+        goto oom;
+    st->capbufs = need + 1;
     lb_vars *v = &st->cur;
     v->t = sc[0];
     v->H_diag = sc[1];
@@ -628,6 +651,22 @@ oom:
     return snprintf(err, CG_ERRLEN, "out of memory"), JOPT_ENOMEM;
 }
 
+/* a loaded state replaces the current one in place: `cur` keeps its
+ * address (jopt_state_get handed out &cur->shown[k]) and its buffers, as
+ * spares of the loaded history (handed out as d or prev_flat_grad) */
+static void lbfgs_adopt(void *cur_, void *loaded)
+{
+    lb_state *cur = cur_, *st = loaded;
+    for (int i = 0; i < cur->nbufs; i++) /* room reserved by lbfgs_load */
+        st->bufs[st->nbufs++] = (lb_buf){cur->bufs[i].p, 0, 0};
+    free(cur->bufs);
+    hist_free(&cur->cur.h);
+    hist_free(&cur->work.h);
+    free(cur->al);
+    *cur = *st;
+    free(st);
+}
+
 /* torch's constructor: max_eval=None becomes max_iter * 5 // 4, once */
 static void lbfgs_prepare(rt_closure *c)
 {
@@ -648,5 +687,7 @@ const rt_driver rt_lbfgs_driver = {
     .state_get = lbfgs_state_get,
     .save = lbfgs_save,
     .load = lbfgs_load,
+    .savable = lbfgs_savable,
+    .adopt = lbfgs_adopt,
     .prepare = lbfgs_prepare,
 };

@@ -133,15 +133,24 @@ int rt_check_values(jopt_optim *opt, const char *where, const double *values)
      * elsewhere (jopt_option_set, a checkpoint) */
     char err[CG_ERRLEN];
     int rc = JOPT_OK;
-    for (size_t i = 0; i < cg_spec_nhyper(opt->spec) && rc == JOPT_OK; i++) {
-        const cg_hyper *h = cg_spec_hyper(opt->spec, i);
-        for (int k = 0; k < h->len && rc == JOPT_OK; k++)
-            rc = cg_hyper_check(h, values[h->offset + k], where, err);
+    /* booleans and choices first: the spec sees them as Lua values; then
+     * the spec's check, so that a NaN lr gets torch's message; then the
+     * numbers must be finite (unless the spec lists them as `infinite`),
+     * where torch would take an inf lr and fill the parameters with NaN */
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < cg_spec_nhyper(opt->spec) && rc == JOPT_OK; i++) {
+            const cg_hyper *h = cg_spec_hyper(opt->spec, i);
+            if ((h->kind == CG_HYPER_NUMBER) != pass)
+                continue;
+            for (int k = 0; k < h->len && rc == JOPT_OK; k++)
+                rc = cg_hyper_check(h, values[h->offset + k], where, err);
+        }
+        if (rc)
+            return rt_fail(opt->ctx, rc, "%s", err);
+        if (pass == 0 && (rc = cg_spec_check(opt->spec, values, err)))
+            return rt_fail_cg(opt->ctx, rc, where, err);
     }
-    if (rc)
-        return rt_fail(opt->ctx, rc, "%s", err);
-    rc = cg_spec_check(opt->spec, values, err);
-    return rc ? rt_fail_cg(opt->ctx, rc, where, err) : JOPT_OK;
+    return JOPT_OK;
 }
 
 /* ---- step()'s work space ------------------------------------------------ */
@@ -194,14 +203,48 @@ static int plan_space(jopt_optim *opt)
 const char *const rt_key_names[RT_NKEYS] = {
     "initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum"};
 
+float *rt_spare_take(rt_param *p, size_t k, int64_t n)
+{
+    for (size_t j = 2 * k; j < 2 * k + 2; j++)
+        if (p->spare[j] && p->spare_n[j] == n) {
+            float *buf = p->spare[j];
+            p->spare[j] = NULL;
+            return buf;
+        }
+    return NULL;
+}
+
+void rt_spare_keep(jopt_optim *opt, rt_param *p, size_t k, float *buf, int64_t n)
+{
+    for (size_t j = 2 * k; j < 2 * k + 2; j++)
+        if (!p->spare[j]) {
+            p->spare[j] = buf;
+            p->spare_n[j] = n;
+            return;
+        }
+    /* a state's size changes only with its kind (an array or a scalar),
+     * so two slots suffice; a third size goes to the optimizer's list, or,
+     * out of memory, stays allocated until exit rather than freed under a
+     * pointer the caller may hold */
+    float **r = realloc(opt->retired, (opt->nretired + 1) * sizeof *r);
+    if (r) {
+        opt->retired = r;
+        r[opt->nretired++] = buf;
+    }
+}
+
 static void free_group(const jopt_optim *opt, rt_group *gr)
 {
     size_t ns = opt->spec ? cg_spec_nstate(opt->spec) : 0;
     for (size_t i = 0; i < gr->n; i++) {
         for (size_t s = 0; gr->params[i].state && s < ns; s++)
             free(gr->params[i].state[s]);
+        for (size_t s = 0; gr->params[i].spare && s < 2 * ns; s++)
+            free(gr->params[i].spare[s]);
         free(gr->params[i].state);
         free(gr->params[i].state_n);
+        free(gr->params[i].spare);
+        free(gr->params[i].spare_n);
         free(gr->params[i].work);
     }
     free(gr->params);
@@ -221,7 +264,7 @@ static void free_groups(jopt_optim *opt)
 
 JOPT_API void jopt_optim_free(jopt_optim *opt)
 {
-    if (!opt)
+    if (!opt || rt_free_deferred(opt)) /* from its own closure: the step frees it */
         return;
     free_groups(opt);
     free(opt->defaults);
@@ -230,6 +273,9 @@ JOPT_API void jopt_optim_free(jopt_optim *opt)
     free(opt->calls);
     free(opt->parts);
     rt_closure_free(opt->closure);
+    for (size_t i = 0; i < opt->nretired; i++)
+        free(opt->retired[i]);
+    free(opt->retired);
     if (opt->spec)
         rt_spec_put(opt->ctx, opt->spec);
     free(opt);
@@ -285,7 +331,9 @@ static int group_init(jopt_optim *opt, const char *fn, size_t g,
         rp->shape[0] = p->numel;
         gr->n = i + 1;
         if (!(rp->state = calloc(ns + 1, sizeof(float *))) ||
-            !(rp->state_n = calloc(ns + 1, sizeof(int64_t))))
+            !(rp->state_n = calloc(ns + 1, sizeof(int64_t))) ||
+            !(rp->spare = calloc(2 * ns + 1, sizeof(float *))) ||
+            !(rp->spare_n = calloc(2 * ns + 1, sizeof(int64_t))))
             return rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
     }
     memcpy(gr->values, opt->defaults, nv * sizeof(double));
@@ -379,6 +427,8 @@ JOPT_API int jopt_add_param_group(jopt_optim *opt, const jopt_group *group)
         return JOPT_EINVAL;
     if (!group)
         return rt_fail(opt->ctx, JOPT_EINVAL, "%s: group is NULL", fn);
+    if (rt_busy(opt, fn))
+        return JOPT_EINVAL;
     if (opt->closure)
         return rt_closure_one_group(opt->closure);
     size_t n = opt->ngroups;
@@ -490,7 +540,7 @@ static int set_values(jopt_optim *opt, const char *fn, size_t group,
     size_t nh = cg_spec_nhyper(opt->spec);
     char where[96];
     snprintf(where, sizeof where, "%s: group %zu", fn, group);
-    int rc = rt_closure_busy(opt->closure, fn);
+    int rc = rt_busy(opt, fn);
     if (rc == JOPT_OK)
         rc = rt_check_values(opt, where, values);
     if (rc)
@@ -552,7 +602,8 @@ JOPT_API int jopt_option_set(jopt_optim *opt, size_t group, const char *name,
     int off = cg_option_offset(opt->spec, name, &h, err);
     if (off < 0)
         return rt_fail_cg(opt->ctx, JOPT_EINVAL, fn, err);
-    if ((rc = cg_hyper_check(h, value, fn, err)))
+    /* a number is checked with the spec's check() (set_values) */
+    if (h->kind != CG_HYPER_NUMBER && (rc = cg_hyper_check(h, value, fn, err)))
         return rt_fail(opt->ctx, rc, "%s", err);
     double *v = copy_values(opt, group);
     if (!v)
@@ -628,7 +679,7 @@ JOPT_API int jopt_set_shape(jopt_optim *opt, size_t group, size_t index,
                             int ndim, const int64_t *shape)
 {
     static const char fn[] = "jopt_set_shape";
-    if (!opt)
+    if (!opt || rt_busy(opt, fn))
         return JOPT_EINVAL;
     int rc = check_index(opt, fn, group, index);
     if (rc)

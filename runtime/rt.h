@@ -43,6 +43,12 @@ typedef struct rt_param {
     int64_t step;   /* steps taken */
     float **state;  /* one per spec state, NULL until created; owned */
     int64_t *state_n; /* floats each state holds (cg_kind_numel) */
+    /* buffers a checkpoint load took out of `state`: jopt_state_get may
+     * have handed them out, valid until the optimizer is freed, so they are
+     * kept, two per spec state ([2k], [2k + 1]) with their sizes, and
+     * reused when a state of that size is made again (optim.c) */
+    float **spare;
+    int64_t *spare_n;
     int fresh;      /* some state that starts unset was just created and
                        has not been written yet: run the fresh kernel */
     float *input[CG_MAX_INPUTS]; /* the spec's inputs for the next step
@@ -109,6 +115,16 @@ struct jopt_optim {
     cg_batch *batch;  /* room for every parameter cut into tasks */
     cg_call *calls;   /* a call and a part per parameter */
     cg_part *parts;
+    /* guard.c: a step is running the user's closure */
+    int busy;
+    int free_pending;  /* the closure called jopt_optim_free */
+    /* kept buffers no spare slot had room for (a third size of one
+     * state): freed with the optimizer */
+    float **retired;
+    size_t nretired;
+    volatile uint64_t *guard_slot; /* the token in that step's frame */
+    uint64_t guard_token;
+    uintptr_t closure_frame; /* the frame that calls the closure */
 };
 
 /* optim.c: whether n floats at buf overlap any parameter, gradient or
@@ -142,6 +158,24 @@ size_t rt_kset_uniforms(const rt_kset *ks);
 /* optim.c: makes room for per-step values of `need` doubles per parameter
  * (never shrinks); JOPT_ENOMEM changes nothing */
 int rt_reserve_uniforms(jopt_optim *opt, size_t need);
+/* optim.c: a kept buffer of state k of exactly n floats, taken out of the
+ * spares (NULL: none); and keeping one (never fails, never frees). */
+float *rt_spare_take(rt_param *p, size_t k, int64_t n);
+void rt_spare_keep(jopt_optim *opt, rt_param *p, size_t k, float *buf, int64_t n);
+
+/* guard.c: while a step runs the closure.  rt_guard_enter marks the
+ * optimizer busy, with a token in `slot`, a local of the caller's frame;
+ * rt_guard_leave ends it.  rt_busy: JOPT_EINVAL (with a message naming
+ * fn) if called from inside that closure; a step left by longjmp is
+ * cleared instead.  rt_free_deferred: 1 if jopt_optim_free must only mark
+ * the optimizer (the step frees it when the closure returns). */
+void rt_guard_enter(jopt_optim *opt, volatile uint64_t *slot);
+/* in the function that calls the closure, just before the call */
+#define RT_GUARD_CALL(opt) \
+    ((opt)->closure_frame = (uintptr_t)__builtin_frame_address(0))
+void rt_guard_leave(jopt_optim *opt);
+int rt_busy(jopt_optim *opt, const char *fn);
+int rt_free_deferred(jopt_optim *opt);
 
 /* ctx.c: starts the context's thread pool if it has none; a pool that
  * cannot start leaves steps on the caller's thread, which is not an error */

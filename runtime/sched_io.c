@@ -5,6 +5,7 @@
  * the same way (docs/schedulers.md).  The optimizer's part, the lrs and
  * the scheduler keys, is saved with the optimizer (checkpoint.c).
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -239,6 +240,20 @@ static int get_node(loader *L, jopt_sched *s, const char *path)
          (!count_ok(st.T_i, 1) || st.T_cur < -1 || st.T_cur >= st.T_i)))
         return LFAIL("%s: the file's state of %s is corrupt (an epoch or "
                      "counter out of range)", L->fn, where);
+    /* lrs are finite; plateau's best starts at +-inf and never turns NaN */
+    if (isnan(st.best))
+        return LFAIL("%s: the file's state of %s is corrupt (best is NaN)",
+                     L->fn, where);
+    for (size_t g = 0; g < 2 * s->ngroups; g++) {
+        double v;
+        memcpy(&v, (const char *)(g < s->ngroups ? base : last) +
+                       (g % s->ngroups) * sizeof v, sizeof v);
+        if (!isfinite(v))
+            return LFAIL("%s: the file's state of %s is corrupt (group %zu's "
+                         "%s is %g, not a finite number)", L->fn, where,
+                         g % s->ngroups, g < s->ngroups ? "base_lr" : "last_lr",
+                         v);
+    }
     if (L->apply) {
         s->st = st;
         memcpy(s->base_lrs, base, s->ngroups * sizeof(double));
@@ -260,10 +275,13 @@ static int sched_parse(loader *L, jopt_sched *s)
     if (!magic || memcmp(magic, SCHED_MAGIC, 8) != 0)
         return LFAIL("%s: not a jopt scheduler state (wrong magic)", L->fn);
     uint32_t version = rt_get_u32(r);
-    rt_get_u32(r);
+    uint32_t reserved = rt_get_u32(r);
     if (version != SCHED_VERSION)
         return LFAIL("%s: scheduler state version %u; this jopt reads "
                      "version %u", L->fn, version, SCHED_VERSION);
+    if (reserved != 0)
+        return LFAIL("%s: the scheduler state's reserved field is %u, not 0 "
+                     "(a newer format, or corrupt)", L->fn, reserved);
     uint32_t ng = rt_get_u32(r);
     if (!r->bad && ng != s->ngroups)
         return LFAIL("%s: the file's scheduler was made for %u parameter "

@@ -185,7 +185,9 @@ static int read_num(const char *s, double *v)
     if (!*s || isspace((unsigned char)*s))
         return 0;
     *v = strtod(s, &end);
-    return *end == 0;
+    if (*end != 0)
+        return 0;
+    return isfinite(*v) ? 1 : -1; /* "inf", "nan", "1e400": refused */
 }
 
 static int get_int(opts *o, const char *name, int64_t *v)
@@ -199,9 +201,11 @@ static int get_int(opts *o, const char *name, int64_t *v)
 
 static int get_num(opts *o, const char *name, double *v)
 {
-    if (read_num(opt_text(o, name), v))
+    int ok = read_num(opt_text(o, name), v);
+    if (ok == 1)
         return JOPT_OK;
-    return rt_sched_fail(o->t, o->s, JOPT_EINVAL, "option '%s': cannot read "
+    return rt_sched_fail(o->t, o->s, JOPT_EINVAL, ok ? "option '%s': '%s' is "
+                         "not a finite number" : "option '%s': cannot read "
                          "'%s' as a number", name, opt_text(o, name));
 }
 
@@ -242,9 +246,10 @@ static int get_list(opts *o, const char *name, int ints, void *out,
             double d;
             ok = ints ? read_int(item, &i) : read_num(item, &d);
         }
-        if (!ok)
-            return rt_sched_fail(o->t, o->s, JOPT_EINVAL, "option '%s': cannot "
-                                 "read '%s' as %s", name, item,
+        if (ok != 1)
+            return rt_sched_fail(o->t, o->s, JOPT_EINVAL, ok ? "option '%s': "
+                                 "'%s' is not a finite number" : "option '%s': "
+                                 "cannot read '%s' as %s", name, item,
                                  ints ? "an integer" : "a number");
         (*n)++;
     }

@@ -94,7 +94,8 @@ int rt_sealed(const void *buf, size_t len)
     if (len < 8)
         return 0;
     memcpy(&sum, (const unsigned char *)buf + len - 8, 8);
-    return cg_fnv(CG_FNV_INIT, buf, len - 8) == sum;
+    return cg_fnv(CG_FNV_INIT, buf, len - 8) == sum ||
+           cg_fnv(CG_FNV_INIT_OLD, buf, len - 8) == sum; /* jopt < issue 16 */
 }
 
 /* ---- files -------------------------------------------------------------- */
@@ -142,20 +143,26 @@ int rt_write_atomic(jopt_ctx *ctx, const char *fn, const char *path,
     what = "rename";
     if (rename(tmp, path) != 0)
         goto fail;
-    /* make the rename itself durable */
-    char *dir = strdup(path);
-    if (dir) {
-        char *slash = strrchr(dir, '/');
-        const char *d = slash ? (slash == dir ? "/" : (*slash = 0, dir)) : ".";
-        int dfd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-            fsync(dfd);
-            close(dfd);
-        }
-        free(dir);
-    }
     free(tmp);
-    return JOPT_OK;
+    /* make the rename itself durable; the new file is in place now, so a
+     * failure here says so (EINVAL: a folder that cannot be synced) */
+    char *dir = strdup(path);
+    if (!dir)
+        return rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
+    char *slash = strrchr(dir, '/');
+    const char *d = slash ? (slash == dir ? "/" : (*slash = 0, dir)) : ".";
+    int dfd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int bad = dfd < 0 || (fsync(dfd) != 0 && errno != EINVAL);
+    int e = errno;
+    if (dfd >= 0)
+        close(dfd);
+    rc = bad ? rt_fail(ctx, JOPT_EINVAL, "%s: '%s' was written and renamed "
+                       "into place, but syncing its folder '%s' failed: %s (the "
+                       "file may not survive a crash)", fn, path, d,
+                       strerror(e))
+             : JOPT_OK;
+    free(dir);
+    return rc;
 fail:
     rc = rt_fail(ctx, JOPT_EINVAL, "%s: cannot %s '%s': %s (the previous "
                  "file, if any, is unchanged)", fn, what,

@@ -125,9 +125,12 @@ static int create_state(jopt_optim *opt, unsigned char *created)
                 if (p->state[si])
                     continue;
                 int64_t n = cg_kind_numel(l->kind[s], p->n, p->shape, p->rank);
-                if (!(p->state[si] = alloc_state(n)))
+                if ((p->state[si] = rt_spare_take(p, (size_t)si, n)))
+                    created[k + (size_t)si] = 2; /* a buffer a load kept */
+                else if ((p->state[si] = alloc_state(n)))
+                    created[k + (size_t)si] = 1;
+                else
                     return JOPT_ENOMEM;
-                created[k + (size_t)si] = 1;
                 p->state_n[si] = n;
                 p->fresh |= l->init[s] == CG_INIT_UNSET;
                 if (l->kind[s] == CG_KIND_SCALAR64) {
@@ -151,7 +154,10 @@ static void undo_state(jopt_optim *opt, const unsigned char *created)
             for (size_t s = 0; s < ns; s++)
                 if (created[k + s]) {
                     rt_param *p = &opt->groups[g].params[i];
-                    free(p->state[s]);
+                    if (created[k + s] == 2) /* back where it came from */
+                        rt_spare_keep(opt, p, s, p->state[s], p->state_n[s]);
+                    else
+                        free(p->state[s]);
                     p->state[s] = NULL;
                     p->state_n[s] = 0;
                     p->fresh = 0;
@@ -240,18 +246,37 @@ static size_t plan(jopt_optim *opt, int64_t *total)
 JOPT_API int jopt_step(jopt_optim *opt, jopt_closure closure, void *user_data,
                        double *loss)
 {
+    /* the user's code runs between enter and leave (guard.c); the slot is
+     * zeroed first, in case an abandoned step left its token here */
+    volatile uint64_t token = 0;
     if (!opt)
         return JOPT_EINVAL;
-    if (opt->closure)
-        return rt_closure_step(opt->closure, closure, user_data, loss);
+    if (rt_busy(opt, "jopt_step"))
+        return JOPT_EINVAL;
     double l = NAN;
-    if (closure) {
-        int crc = closure(user_data, &l);
-        if (crc != 0)
-            return rt_fail(opt->ctx, JOPT_ECLOSURE, "jopt_step: the closure "
-                           "returned %d; the step was not taken", crc);
+    int rc = JOPT_OK, crc = 0;
+    if (opt->closure || closure) {
+        rt_guard_enter(opt, &token);
+        if (opt->closure)
+            rc = rt_closure_step(opt->closure, closure, user_data, loss);
+        else
+            crc = (RT_GUARD_CALL(opt), closure(user_data, &l));
+        rt_guard_leave(opt);
+        if (opt->free_pending) {
+            jopt_ctx *ctx = opt->ctx;
+            opt->free_pending = 0;
+            jopt_optim_free(opt);
+            return rt_fail(ctx, JOPT_EINVAL, "jopt_step: the closure freed its "
+                           "optimizer (jopt_optim_free): it is freed now that the "
+                           "step has returned, and the step was not taken");
+        }
+        if (opt->closure)
+            return rc;
     }
-    int rc = choose_kernels(opt, "jopt_step", -1);
+    if (crc != 0)
+        return rt_fail(opt->ctx, JOPT_ECLOSURE, "jopt_step: the closure "
+                       "returned %d; the step was not taken", crc);
+    rc = choose_kernels(opt, "jopt_step", -1);
     if (rc == JOPT_OK)
         rc = ensure_state(opt);
     if (rc)
@@ -283,7 +308,7 @@ JOPT_API int jopt_step(jopt_optim *opt, jopt_closure closure, void *user_data,
 JOPT_API int jopt_optim_call(jopt_optim *opt, const char *kernel)
 {
     static const char fn[] = "jopt_optim_call";
-    if (!opt)
+    if (!opt || rt_busy(opt, fn))
         return JOPT_EINVAL;
     if (!kernel)
         return rt_fail(opt->ctx, JOPT_EINVAL, "%s: kernel is NULL", fn);

@@ -13,6 +13,14 @@ return {
             line_search_fn = {"none", "strong_wolfe"} },   -- a choice, default first
   check = function (h)
     require_that(0 <= h.lr, "Invalid learning rate: %s", h.lr)
+    -- torch types these int; a fraction would never equal a count, and a
+    -- step would run until the other budget (tests/fuzz found it)
+    for _, k in ipairs({"max_iter", "history_size", "max_eval"}) do
+      local v = h[k]
+      if v ~= none then
+        require_that(v == math.floor(v), "Invalid %s value: %s (a whole number)", k, v)
+      end
+    end
   end,
   kernels = {
     -- flat_grad = cat(grads), with max|g| (the optimality test) and Σ|g|

@@ -5,6 +5,7 @@ return {
   doc = "Rprop: resilient backpropagation, per-element step sizes from gradient signs",
   hyper = { lr = 1e-2, etas = {0.5, 1.2}, step_sizes = {1e-6, 50}, maximize = false },
   runtime = { "etas", "step_sizes" },   -- used only in arithmetic: may be passed per step
+  infinite = { "step_sizes" },          -- (0, inf): no bound, as torch allows
   check = function (h)
     require_lr(h)
     require_that(0 < h.etas[1] and h.etas[1] < 1 and 1 < h.etas[2],

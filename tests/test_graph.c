@@ -5,7 +5,8 @@
  *   --[[expect
  *   options: lr=0.5            (optional: the options to open it with)
  *   kernel: dot                (optional: a vector kernel, not the update)
- *   error: a sum over a value  (or: the message it must fail with)
+ *   error: f.lua:7: a sum over (or: the message it must fail with, which
+ *                               starts with the file and line at fault)
  *   graph NAME update          (else: the printed graph, exactly)
  *   ...
  *   ]]
@@ -103,7 +104,15 @@ static int run_one(jopt_ctx *ctx, const char *name)
         rc = jopt_spec_emit(spec, g.kernel[0] ? g.kernel : NULL, "graph", &got);
     int bad = 0;
     if (g.error[0]) {
-        if (rc == JOPT_OK || !strstr(jopt_errmsg(ctx), g.error)) {
+        /* every spec error names the file and the line at fault */
+        char want[600];
+        snprintf(want, sizeof want, "%s:", name);
+        const char *colon = strncmp(g.error, want, strlen(want)) == 0
+                                ? g.error + strlen(want) : NULL;
+        if (!colon || !(*colon >= '1' && *colon <= '9')) {
+            printf("%s: the expected error must start with %sLINE:\n", name, want);
+            bad = 1;
+        } else if (rc == JOPT_OK || !strstr(jopt_errmsg(ctx), g.error)) {
             printf("%s: expected an error with \"%s\", got %s: %s\n", name,
                    g.error, rc ? "error" : "success", rc ? jopt_errmsg(ctx) : "");
             bad = 1;

@@ -38,8 +38,12 @@
 #define CG_CHUNK JOPT_TASK_ELEMS
 
 /* FNV-1a, 64 bits: the key of the kernel cache and the seal of
- * checkpoints. */
-#define CG_FNV_INIT 1469598103934665603ull
+ * checkpoints.  The offset basis is FNV's, 14695981039346656037
+ * (0xcbf29ce484222325); jopt before issue 16 used it without its last
+ * digit, and checkpoint loaders still accept seals made with that one
+ * (CG_FNV_INIT_OLD). */
+#define CG_FNV_INIT 14695981039346656037ull
+#define CG_FNV_INIT_OLD 1469598103934665603ull
 uint64_t cg_fnv(uint64_t h, const void *p, size_t n);
 
 typedef struct cg_spec cg_spec;
@@ -67,6 +71,9 @@ typedef struct cg_hyper {
                        only, so it can be passed per step, not folded */
     int optional; /* a number whose default is `none` (torch's None):
                      NaN in a value vector while unset */
+    int infinite; /* in the spec's `infinite` list: may be +-inf (an
+                     absent bound, as Rprop's step_sizes); every other
+                     number must be finite */
     const char *const *choices; /* CG_HYPER_CHOICE: the names, default first */
     int nchoices;
     int offset;
@@ -164,7 +171,9 @@ int cg_options_parse(const cg_spec *spec, const char *text, double *values,
 int cg_option_offset(const cg_spec *spec, const char *name,
                      const cg_hyper **hyper, char *err);
 /* Whether v is a value of the hyperparameter's kind (a boolean is 0 or 1,
- * a choice the index of a name).  `where` prefixes the message. */
+ * a choice the index of a name, a number finite unless the spec lists it
+ * as `infinite`, and NaN only for an optional one: None).  `where`
+ * prefixes the message. */
 int cg_hyper_check(const cg_hyper *h, double v, const char *where, char *err);
 /* v with the fewest digits that read back exactly; a whole number without
  * an exponent ("50", "0.9", "1e-08") */

@@ -138,9 +138,15 @@ JOPT_API int jopt_zero_grad(jopt_optim *opt);
 /* A closure re-evaluates the model: zero the gradients, compute the loss and
  * the gradients, store the loss in *loss and return 0.  A non-zero return is
  * an error: jopt_step then fails with JOPT_ECLOSURE and changes nothing.
- * L-BFGS and CG call it several times per step (docs/closure.md); from
- * inside it, stepping, loading or changing the options of the same
- * optimizer fails with JOPT_EINVAL, and freeing it is not allowed. */
+ * L-BFGS and CG call it several times per step (docs/closure.md).  From
+ * inside it, for every optimizer, stepping, loading, adding a group or
+ * changing the options of the same optimizer (a scheduler step included),
+ * setting a shape or calling a named kernel (jopt_optim_call)
+ * fails with JOPT_EINVAL; jopt_optim_free of it is deferred until the step
+ * returns, which then frees it and fails with JOPT_EINVAL (the step not
+ * taken).  A closure may leave by longjmp: the step is abandoned (an
+ * L-BFGS history stays as before it; the parameters are where the closure
+ * left them) and the next call on the optimizer goes on normally. */
 typedef int (*jopt_closure)(void *user_data, double *loss);
 
 /* One optimization step over every group.  With a closure, calls it first
@@ -188,8 +194,10 @@ JOPT_API int jopt_option_get(const jopt_optim *opt, size_t group,
                              const char *name, double *value);
 
 /* Changes a group's hyperparameters; they take effect at the next step.  The
- * new values are validated and the kernel re-specialised (or found in the
- * cache) before anything changes. */
+ * new values are validated (by the spec's check, and a number must be
+ * finite unless the spec lists it as `infinite`: an inf lr is refused) and
+ * the kernel re-specialised (or found in the cache) before anything
+ * changes. */
 JOPT_API int jopt_option_set(jopt_optim *opt, size_t group, const char *name,
                              double value);
 JOPT_API int jopt_options_set(jopt_optim *opt, size_t group,
@@ -496,7 +504,9 @@ JOPT_API int jopt_add_param_group(jopt_optim *opt, const jopt_group *group);
  * (jopt_sched_save).
  *
  * jopt_state_save writes a file atomically (a temporary file, fsync,
- * rename, fsync of the folder): if it fails, the previous file is intact.
+ * rename, fsync of the folder): if it fails before the rename, the
+ * previous file is intact; if the folder's fsync fails, the call fails
+ * and says that the new file is in place but may not survive a crash.
  * jopt_state_size and jopt_state_save_mem write into the caller's memory
  * (a checkpoint container of your own); *len gets the size needed.
  *
@@ -506,7 +516,9 @@ JOPT_API int jopt_add_param_group(jopt_optim *opt, const jopt_group *group);
  * truncated or corrupt file, another spec's, a different number of groups,
  * parameters or elements each fail with JOPT_EINVAL and a message, and the
  * optimizer stays exactly as it was.  It never allocates more than the
- * file holds.  The parameters themselves are the caller's to save. */
+ * file holds.  Loading copies into the state buffers jopt_state_get handed
+ * out, which stay valid.  The parameters themselves are the caller's to
+ * save. */
 JOPT_API int jopt_state_save(const jopt_optim *opt, const char *path);
 JOPT_API int jopt_state_load(jopt_optim *opt, const char *path);
 JOPT_API int jopt_state_size(const jopt_optim *opt, size_t *len);

@@ -7,5 +7,5 @@ return {
   end,
 }
 --[[expect
-error: a condition on traced values is computed but never used
+error: error_condition.lua:5: a condition on traced values is computed but never used
 ]]

@@ -8,5 +8,5 @@ return {
   end,
 }
 --[[expect
-error: reductions nested 8 deep
+error: error_nesting.lua:6: reductions nested 8 deep
 ]]

@@ -9,5 +9,5 @@ return {
   end,
 }
 --[[expect
-error: uses the old value of array 2
+error: error_old_value.lua:8: uses the old value of array 2 after a reduction
 ]]

@@ -4,5 +4,5 @@ return {
   update = function (p, g, s, h) return where(g, p, 0) end,
 }
 --[[expect
-error: where: a truth value where a number is needed
+error: error_type.lua:4: where: a truth value where a number is needed
 ]]

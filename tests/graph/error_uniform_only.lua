@@ -4,5 +4,5 @@ return {
   update = function (p, g, s, h) return p - exp(g) end,
 }
 --[[expect
-error: exp takes per-step values only
+error: error_uniform_only.lua:4: exp takes per-step values only
 ]]

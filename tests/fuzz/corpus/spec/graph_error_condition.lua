@@ -1,0 +1,11 @@
+-- Lua cannot see a traced condition: `if gt(g, 0)` takes it as true.
+return {
+  hyper = {},
+  update = function (p, g, s, h)
+    if gt(g, 0) then return p - g end
+    return p
+  end,
+}
+--[[expect
+error: a condition on traced values is computed but never used
+]]

@@ -1,0 +1,13 @@
+-- After a sum, pass 1 cannot see the value pass 0 overwrote.
+return {
+  hyper = {},
+  state = { m = 0 },
+  update = function (p, g, s, h)
+    local old = s.m
+    s.m = g
+    return p - old * sum(g)
+  end,
+}
+--[[expect
+error: uses the old value of array 2
+]]
