@@ -38,6 +38,9 @@ struct rt_pool {
     size_t ntasks;
     _Atomic int active; /* workers still in the run */
     int flush;      /* FTZ/DAZ during the run */
+    /* another program's thread pool runs the tasks instead, if set */
+    rt_runner_fn run;
+    void *run_user;
 };
 
 #define MXCSR_FLUSH 0x8040u /* FTZ (bit 15) and DAZ (bit 6) */
@@ -174,9 +177,37 @@ int rt_pool_threads(const rt_pool *p)
     return p ? p->nworkers + 1 : 1;
 }
 
+void rt_pool_set_runner(rt_pool *p, rt_runner_fn run, void *user)
+{
+    p->run = run;
+    p->run_user = run ? user : NULL;
+}
+
+/* a run handed to a runner: each call sets the FTZ/DAZ choice on the
+ * thread it lands on, and restores that thread's after */
+typedef struct ext_run {
+    rt_task_fn fn;
+    void *arg;
+    int flush;
+} ext_run;
+
+static void ext_task(void *arg, size_t lo, size_t hi)
+{
+    const ext_run *r = arg;
+    unsigned old = flush_on(r->flush);
+    if (lo < hi)
+        r->fn(r->arg, lo, hi);
+    flush_restore(old);
+}
+
 void rt_pool_run(rt_pool *p, size_t ntasks, rt_task_fn fn, void *arg,
                  int flush)
 {
+    if (p && p->run && ntasks >= 2) {
+        ext_run r = {fn, arg, flush};
+        p->run(p->run_user, ntasks, ext_task, &r);
+        return;
+    }
     unsigned old = flush_on(flush);
     if (!p || p->nworkers == 0 || ntasks < 2) {
         if (ntasks)

@@ -24,4 +24,12 @@ int rt_pool_default_threads(void); /* the cores online */
 void rt_pool_run(rt_pool *p, size_t ntasks, rt_task_fn fn, void *arg,
                  int flush);
 
+/* Hands every later run of `p` with 2 tasks or more to run(user, ntasks,
+ * task, arg) (another program's pool, jopt_ctx_set_parallel); NULL goes
+ * back to p's own threads.  The split into ranges is the runner's. */
+typedef void (*rt_runner_fn)(void *user, size_t ntasks,
+                             void (*task)(void *arg, size_t lo, size_t hi),
+                             void *arg);
+void rt_pool_set_runner(rt_pool *p, rt_runner_fn run, void *user);
+
 #endif /* RT_POOL_H */

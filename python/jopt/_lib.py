@@ -112,6 +112,29 @@ jopt_state_save_mem = _proto("jopt_state_save_mem", c_int, c_void_p, c_void_p, c
 jopt_state_load_mem = _proto("jopt_state_load_mem", c_int, c_void_p, c_void_p, c_size_t)
 
 
+def _optional(name, restype, *argtypes):
+    """A call a library built before it existed lacks: None then."""
+    try:
+        return _proto(name, restype, *argtypes)
+    except AttributeError:
+        return None
+
+
+# runtime/dropin.h (proposed for jopt.h): every gradient in one call, and
+# step() on another program's thread pool
+jopt_set_grads = _optional("jopt_set_grads", c_int, c_void_p, ctypes.POINTER(c_void_p),
+                           c_size_t)
+jopt_ctx_set_parallel = _optional("jopt_ctx_set_parallel", c_int, c_void_p, c_void_p,
+                                  c_void_p)
+jopt_parallel_openmp = getattr(_L, "jopt_parallel_openmp", None)
+
+
+class OpenMP(ctypes.Structure):
+    """jopt_openmp: an OpenMP runtime's entry points, for jopt_parallel_openmp."""
+    _fields_ = [("parallel", c_void_p), ("thread_num", c_void_p),
+                ("num_threads", c_void_p), ("max_threads", c_void_p)]
+
+
 # ---- errors -----------------------------------------------------------------
 
 class JoptError(Exception):
@@ -211,6 +234,20 @@ class Context:
     @property
     def threads(self):
         return jopt_ctx_threads(self.handle)
+
+    def set_parallel_openmp(self, omp):
+        """Runs steps on the thread team of the OpenMP runtime `omp` (an
+        OpenMP structure, kept alive here) instead of jopt's own threads;
+        None goes back to jopt's pool of set_threads' count (1 until set)."""
+        if jopt_ctx_set_parallel is None or jopt_parallel_openmp is None:
+            raise JoptError(EINVAL, "jopt: this libjopt has no jopt_ctx_set_parallel")
+        if omp is None:
+            self._check(jopt_ctx_set_parallel(self.handle, None, None))
+            self._omp = None
+            return
+        run = ctypes.cast(jopt_parallel_openmp, c_void_p)
+        self._check(jopt_ctx_set_parallel(self.handle, run, ctypes.addressof(omp)))
+        self._omp = omp  # jopt reads it at every step
 
     def set_flush_denormals(self, on):
         self._check(jopt_ctx_set_flush_denormals(self.handle, 1 if on else 0))
@@ -375,6 +412,11 @@ class RawOptim:
 
     def set_grad(self, group, index, address):
         self._check(jopt_set_grad(self.handle, group, index, address or None))
+
+    def set_grads(self, array, n):
+        """Every parameter's gradient address at once, from a ctypes array
+        of c_void_p (0: absent), in group order."""
+        self._check(jopt_set_grads(self.handle, array, n))
 
     def group_count(self):
         return jopt_group_count(self.handle)

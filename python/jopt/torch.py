@@ -8,11 +8,13 @@ signature, so param groups, zero_grad and torch.optim.lr_scheduler work.
 Parameters must be float32, contiguous CPU tensors."""
 
 import ctypes
+import os
+import threading
 
 import torch
 
 from . import _lib
-from ._lib import normalize, default_context
+from ._lib import normalize
 from ._specs import OPTIMIZERS, CLOSURE, describe, check_flags, prepare
 
 __all__ = list(OPTIMIZERS) + ["JoptOptimizer", "JoptClosureOptimizer"]
@@ -54,6 +56,92 @@ def _check_param(cls, group, gi, pi, p):
                          "only" % (cls, what))
 
 
+# ---- threads: torch's own intra-op pool when it is OpenMP ----------------------
+
+_F32 = torch.float32
+_STRIDED = torch.strided
+
+
+def _openmp_libraries():
+    """Paths of the OpenMP runtimes loaded in this process, torch's first."""
+    torch_lib = os.path.join(os.path.dirname(torch.__file__), "lib")
+    found = []
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                path = line.rsplit(None, 1)[-1]
+                name = os.path.basename(path)
+                if path.startswith("/") and name.startswith(("libgomp", "libomp", "libiomp")) \
+                        and path not in found:
+                    found.append(path)
+    except OSError:  # no /proc (macOS): torch's bundled runtime, if any
+        if os.path.isdir(torch_lib):
+            found = [os.path.join(torch_lib, n) for n in sorted(os.listdir(torch_lib))
+                     if n.startswith(("libgomp", "libomp", "libiomp"))]
+    found.sort(key=lambda p: not p.startswith(torch_lib))
+    return found
+
+
+def _torch_openmp():
+    """The entry points of the OpenMP runtime torch's intra-op work runs on,
+    as a jopt_openmp structure, or None (another backend, or not found).
+    $JOPT_TORCH_THREADS=jopt turns it off: steps run on jopt's own pool."""
+    if os.environ.get("JOPT_TORCH_THREADS", "") == "jopt" or _lib.jopt_parallel_openmp is None:
+        return None
+    try:
+        if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+            return None
+    except Exception:  # noqa: BLE001 - no such information: not ours to guess
+        return None
+    for path in [None] + _openmp_libraries():
+        try:
+            lib = ctypes.CDLL(path)
+            fns = [getattr(lib, n) for n in ("GOMP_parallel", "omp_get_thread_num",
+                                             "omp_get_num_threads", "omp_get_max_threads")]
+        except (OSError, AttributeError):
+            continue
+        fns[3].restype = ctypes.c_int
+        # the runtime torch sets its thread count in
+        if fns[3]() != torch.get_num_threads():
+            continue
+        return _lib.OpenMP(*[ctypes.cast(f, ctypes.c_void_p).value for f in fns])
+    return None
+
+
+_omp = None
+_omp_known = False
+_tls = threading.local()
+
+
+def torch_context():
+    """This thread's context for jopt.torch optimizers: steps run on torch's
+    intra-op thread pool (its OpenMP team, with torch.get_num_threads()
+    threads), whose threads are awake right after forward and backward;
+    without one, on jopt's own pool with torch.get_num_threads() threads."""
+    global _omp, _omp_known
+    ctx = getattr(_tls, "ctx", None)
+    if ctx is None:
+        if not _omp_known:
+            _omp, _omp_known = _torch_openmp(), True
+        ctx = _lib.Context()
+        ctx._jopt_torch_threads = 0  # jopt's own pool, as many threads as torch
+        if _omp is not None:
+            ctx.set_parallel_openmp(_omp)
+            ctx._jopt_torch_threads = "openmp"
+        _tls.ctx = ctx
+    return ctx
+
+
+def _follow_torch_threads(ctx):
+    """jopt's own pool, if used, runs as many threads as torch."""
+    t = ctx._jopt_torch_threads
+    if t != "openmp":
+        n = torch.get_num_threads()
+        if n != t:
+            ctx.set_threads(n)
+            ctx._jopt_torch_threads = n
+
+
 class JoptOptimizer(torch.optim.Optimizer):
     """Base of the jopt.torch optimizers (not used directly)."""
 
@@ -72,7 +160,7 @@ class JoptOptimizer(torch.optim.Optimizer):
             raise TypeError("params argument given to the optimizer should be an "
                             "iterable of Tensors or dicts, but got " + torch.typename(params))
         self._jopt = None
-        self._jopt_ctx = ctx if ctx is not None else default_context()
+        self._jopt_ctx = ctx if ctx is not None else torch_context()
         super().__init__(params, defaults)
         self._jopt_check_groups()
         groups = []
@@ -80,9 +168,20 @@ class JoptOptimizer(torch.optim.Optimizer):
             groups.append(self._jopt_group_spec(gi, group))
         self._jopt = _lib.RawOptim(self._jopt_ctx, cls._jopt_spec, groups)
         self._jopt_pushed = [self._hyper_of(g) for g in self.param_groups]
-        self._jopt_grads = [[0] * len(g["params"]) for g in self.param_groups]
-        self._jopt_grad_refs = [[None] * len(g["params"]) for g in self.param_groups]
-        self._jopt_ptrs = [[p.data_ptr() for p in g["params"]] for g in self.param_groups]
+        self._jopt_index_params()
+
+    def _jopt_index_params(self):
+        """The flat views step() works on: every parameter in group order,
+        their addresses, and the gradient addresses jopt holds."""
+        flat = [p for g in self.param_groups for p in g["params"]]
+        n = len(flat)
+        self._jopt_flat = flat
+        self._jopt_ptrs = [p.data_ptr() for p in flat]
+        self._jopt_empty = [p.numel() == 0 for p in flat]
+        self._jopt_any_empty = any(self._jopt_empty)
+        self._jopt_grads = [0] * n          # the gradient addresses jopt holds
+        self._jopt_grad_refs = None         # contiguous copies jopt reads
+        self._jopt_grad_arr = (ctypes.c_void_p * max(n, 1))()
 
     # ---- groups -------------------------------------------------------------
 
@@ -119,9 +218,10 @@ class JoptOptimizer(torch.optim.Optimizer):
             self.param_groups.pop()
             raise
         self._jopt_pushed.append(self._hyper_of(group))
-        self._jopt_grads.append([0] * len(group["params"]))
-        self._jopt_grad_refs.append([None] * len(group["params"]))
-        self._jopt_ptrs.append([p.data_ptr() for p in group["params"]])
+        held = self._jopt_grads + [0] * len(group["params"])  # jopt's, unchanged
+        refs = self._jopt_grad_refs
+        self._jopt_index_params()
+        self._jopt_grads, self._jopt_grad_refs = held, refs
 
     # ---- step -----------------------------------------------------------------
 
@@ -153,47 +253,80 @@ class JoptOptimizer(torch.optim.Optimizer):
                     raw.option_set(gi, k, v)
                 pushed[k] = v
 
-    def _jopt_sync_grads(self):
-        raw = self._jopt
-        new = []
+    def _jopt_moved(self):
+        ptrs = iter(self._jopt_ptrs)
         for gi, group in enumerate(self.param_groups):
-            cur = self._jopt_grads[gi]
-            refs = self._jopt_grad_refs[gi]
-            ptrs = self._jopt_ptrs[gi]
             for pi, p in enumerate(group["params"]):
-                if p.data_ptr() != ptrs[pi]:
+                if p.data_ptr() != next(ptrs):
                     raise RuntimeError(
                         "jopt.%s: the storage of %s moved since the optimizer was "
                         "built (was p.data replaced?); jopt updates parameters in "
                         "place through their addresses"
                         % (self._jopt_name, _pname(group, gi, pi, p)))
-                g = p.grad
-                if g is None or p.numel() == 0:
-                    addr = 0
-                    refs[pi] = None
-                else:
-                    if g.layout != torch.strided or g.dtype != torch.float32 or \
-                            g.device.type != "cpu" or g.numel() != p.numel():
-                        raise TypeError(
-                            "jopt.%s: the gradient of %s must be a dense float32 CPU "
-                            "tensor of %d elements, got %s %s of %d on %s"
-                            % (self._jopt_name, _pname(group, gi, pi, p), p.numel(),
-                               g.layout, g.dtype, g.numel(), g.device))
-                    if not g.is_contiguous():
-                        g = g.contiguous()
-                    refs[pi] = g
-                    addr = g.data_ptr()
-                if addr != cur[pi]:
-                    new.append((gi, pi, addr))
-        # unset first: a new gradient may lie where another's old one was
-        for gi, pi, _ in new:
-            if self._jopt_grads[gi][pi]:
-                raw.set_grad(gi, pi, 0)
-                self._jopt_grads[gi][pi] = 0
-        for gi, pi, addr in new:
-            if addr:
-                raw.set_grad(gi, pi, addr)
-                self._jopt_grads[gi][pi] = addr
+
+    def _jopt_bad_grad(self, i, g):
+        """A gradient the fast check refused: a contiguous copy of a
+        non-contiguous one, else a TypeError naming the parameter."""
+        p = self._jopt_flat[i]
+        if g.layout is _STRIDED and g.dtype is _F32 and g.is_cpu and g.numel() == p.numel():
+            return g.contiguous()
+        for gi, group in enumerate(self.param_groups):
+            for pi, q in enumerate(group["params"]):
+                if q is p:
+                    raise TypeError(
+                        "jopt.%s: the gradient of %s must be a dense float32 CPU "
+                        "tensor of %d elements, got %s %s of %d on %s"
+                        % (self._jopt_name, _pname(group, gi, pi, p), p.numel(),
+                           g.layout, g.dtype, g.numel(), g.device))
+        raise AssertionError("unreachable")
+
+    def _jopt_sync_grads(self):
+        """Points jopt at every parameter's current .grad (autograd may have
+        made new tensors): one C call, and only when an address changed.
+        Returns the parameters that have a gradient."""
+        flat = self._jopt_flat
+        if [p.data_ptr() for p in flat] != self._jopt_ptrs:
+            self._jopt_moved()
+        grads = [p.grad for p in flat]
+        addrs = [0 if g is None else
+                 g.data_ptr() if (g.layout is _STRIDED and g.dtype is _F32 and g.is_cpu
+                                  and g.is_contiguous()) else -1
+                 for g in grads]
+        copies = None
+        if -1 in addrs:
+            copies = {}
+            for i, a in enumerate(addrs):
+                if a == -1:
+                    copies[i] = self._jopt_bad_grad(i, grads[i])
+                    addrs[i] = copies[i].data_ptr()
+        if self._jopt_any_empty:
+            addrs = [0 if e else a for a, e in zip(addrs, self._jopt_empty)]
+        if addrs != self._jopt_grads:
+            self._jopt_set_grads(addrs)
+        self._jopt_grad_refs = copies  # the copies jopt reads live until the next step
+        return [p for p, g in zip(flat, grads) if g is not None]
+
+    def _jopt_set_grads(self, addrs):
+        raw = self._jopt
+        if _lib.jopt_set_grads is not None:
+            arr = self._jopt_grad_arr
+            arr[:len(addrs)] = addrs
+            raw.set_grads(arr, len(addrs))
+            self._jopt_grads = addrs
+            return
+        # an older library: one call per changed gradient, absent ones first
+        # (a new gradient may lie where another's old one was)
+        cur, pos = self._jopt_grads, []
+        for gi, g in enumerate(self.param_groups):
+            pos += [(gi, pi) for pi in range(len(g["params"]))]
+        for i, a in enumerate(addrs):
+            if a != cur[i] and cur[i]:
+                raw.set_grad(*pos[i], 0)
+                cur[i] = 0
+        for i, a in enumerate(addrs):
+            if a != cur[i]:
+                raw.set_grad(*pos[i], a)
+                cur[i] = a
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -203,14 +336,13 @@ class JoptOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        self._jopt_sync_grads()
+        stepped = self._jopt_sync_grads()
         self._jopt_push_hyper()
+        if getattr(self._jopt_ctx, "_jopt_torch_threads", "openmp") != "openmp":
+            _follow_torch_threads(self._jopt_ctx)
         self._jopt.step()
-        if _increment_version is not None:
-            stepped = [p for g in self.param_groups for p in g["params"]
-                       if p.grad is not None]
-            if stepped:
-                _increment_version(stepped)
+        if stepped and _increment_version is not None:
+            _increment_version(stepped)
         return loss
 
     # ---- state ----------------------------------------------------------------
@@ -300,7 +432,7 @@ class JoptClosureOptimizer(JoptOptimizer):
         group = self.param_groups[0]
         params = group["params"]
         for pi, p in enumerate(params):
-            if p.data_ptr() != self._jopt_ptrs[0][pi]:
+            if p.data_ptr() != self._jopt_ptrs[pi]:
                 raise RuntimeError(
                     "jopt.%s: the storage of %s moved since the optimizer was built "
                     "(was p.data replaced?)" % (self._jopt_name, _pname(group, 0, pi, p)))

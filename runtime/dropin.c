@@ -1,0 +1,145 @@
+/*
+ * dropin.c - calls for bindings that drive jopt from another framework's
+ * training loop (declared in dropin.h, proposed for jopt.h): every
+ * gradient pointer in one call, and step()'s tasks on another program's
+ * thread pool (an OpenMP team: torch's).
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "closure.h"
+#include "dropin.h"
+
+/* ---- jopt_set_grads ------------------------------------------------------ */
+
+typedef struct gspan {
+    uintptr_t lo, hi; /* [lo, hi) in bytes */
+    size_t group, index;
+    int is_grad;
+} gspan;
+
+static int cmp_gspan(const void *a, const void *b)
+{
+    const gspan *x = a, *y = b;
+    return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+static void gdescribe(char *buf, size_t len, const gspan *s)
+{
+    snprintf(buf, len, "group %zu parameter %zu (%s)", s->group, s->index,
+             s->is_grad ? "grad" : "param");
+}
+
+JOPT_API int jopt_set_grads(jopt_optim *opt, float *const *grads, size_t n)
+{
+    static const char fn[] = "jopt_set_grads";
+    if (!opt)
+        return JOPT_EINVAL;
+    int rc = rt_closure_busy(opt->closure, fn);
+    if (rc)
+        return rc;
+    size_t total = 0;
+    for (size_t g = 0; g < opt->ngroups; g++)
+        total += opt->groups[g].n;
+    if (n != total)
+        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: %zu gradients for %zu "
+                       "parameters", fn, n, total);
+    if (n && !grads)
+        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: grads is NULL", fn);
+    gspan *s = malloc((2 * total + 1) * sizeof *s);
+    if (!s)
+        return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
+    size_t k = 0, i = 0;
+    for (size_t g = 0; g < opt->ngroups; g++) {
+        for (size_t j = 0; j < opt->groups[g].n; j++, i++) {
+            const rt_param *p = &opt->groups[g].params[j];
+            if ((uintptr_t)grads[i] % sizeof(float)) {
+                free(s);
+                return rt_fail(opt->ctx, JOPT_EINVAL, "%s: group %zu parameter "
+                               "%zu: grad is not aligned to 4 bytes", fn, g, j);
+            }
+            if (p->n == 0)
+                continue;
+            uintptr_t bytes = (uintptr_t)p->n * sizeof(float);
+            s[k++] = (gspan){(uintptr_t)p->p, (uintptr_t)p->p + bytes, g, j, 0};
+            if (grads[i])
+                s[k++] = (gspan){(uintptr_t)grads[i], (uintptr_t)grads[i] + bytes,
+                                 g, j, 1};
+        }
+    }
+    qsort(s, k, sizeof *s, cmp_gspan);
+    size_t widest = 0;
+    for (size_t j = 1; j < k && rc == JOPT_OK; j++) {
+        if (s[j].lo < s[widest].hi) {
+            char da[96], db[96];
+            gdescribe(da, sizeof da, &s[widest]);
+            gdescribe(db, sizeof db, &s[j]);
+            rc = rt_fail(opt->ctx, JOPT_EINVAL, "%s: buffers overlap: %s and %s "
+                         "(no two buffers of an optimizer may share memory)",
+                         fn, da, db);
+        }
+        if (s[j].hi > s[widest].hi)
+            widest = j;
+    }
+    free(s);
+    if (rc)
+        return rc;
+    i = 0;
+    for (size_t g = 0; g < opt->ngroups; g++)
+        for (size_t j = 0; j < opt->groups[g].n; j++, i++)
+            opt->groups[g].params[j].g = grads[i];
+    return JOPT_OK;
+}
+
+/* ---- step() on another thread pool -------------------------------------- */
+
+JOPT_API int jopt_ctx_set_parallel(jopt_ctx *ctx, jopt_parallel_fn run, void *user)
+{
+    if (!ctx)
+        return JOPT_EINVAL;
+    if (!run) {
+        if (ctx->pool)
+            rt_pool_set_runner(ctx->pool, NULL, NULL);
+        return JOPT_OK;
+    }
+    /* no threads of jopt's own: a pool without workers carries the runner */
+    rt_pool *p;
+    if (rt_pool_new(1, &p) != 0)
+        return rt_fail(ctx, JOPT_ENOMEM, "jopt_ctx_set_parallel: out of memory");
+    rt_pool_set_runner(p, run, user);
+    rt_pool_free(ctx->pool);
+    ctx->pool = p;
+    ctx->threads = 1;
+    return JOPT_OK;
+}
+
+/* one thread's share of an OpenMP run: contiguous, fixed by the counts */
+typedef struct omp_job {
+    const jopt_openmp *omp;
+    size_t ntasks;
+    jopt_task_fn task;
+    void *arg;
+} omp_job;
+
+static void omp_body(void *data)
+{
+    const omp_job *j = data;
+    size_t t = (size_t)j->omp->thread_num(), n = (size_t)j->omp->num_threads();
+    size_t lo = j->ntasks * t / n, hi = j->ntasks * (t + 1) / n;
+    if (lo < hi)
+        j->task(j->arg, lo, hi);
+}
+
+JOPT_API void jopt_parallel_openmp(void *user, size_t ntasks, jopt_task_fn task,
+                                   void *arg)
+{
+    const jopt_openmp *omp = user;
+    if (ntasks == 0)
+        return;
+    size_t want = omp->max_threads ? (size_t)omp->max_threads() : 0;
+    if (want > ntasks)
+        want = ntasks;
+    omp_job j = {omp, ntasks, task, arg};
+    omp->parallel(omp_body, &j, (unsigned)want, 0);
+}
