@@ -1,12 +1,14 @@
 /*
  * dropin.c - calls for bindings that drive jopt from another framework's
  * training loop (declared in dropin.h, proposed for jopt.h): every
- * gradient pointer in one call, and step()'s tasks on another program's
- * thread pool (an OpenMP team: torch's).
+ * gradient pointer in one call, step()'s tasks on another program's
+ * thread pool (an OpenMP team: torch's), and the checksum of a checkpoint
+ * written by the binding itself (a torch.optim state dict converted).
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "closure.h"
 #include "dropin.h"
@@ -142,4 +144,15 @@ JOPT_API void jopt_parallel_openmp(void *user, size_t ntasks, jopt_task_fn task,
         want = ntasks;
     omp_job j = {omp, ntasks, task, arg};
     omp->parallel(omp_body, &j, (unsigned)want, 0);
+}
+
+/* ---- checkpoints written elsewhere ------------------------------------------ */
+
+JOPT_API int jopt_state_seal(void *buf, size_t len)
+{
+    if (!buf || len < 16)
+        return JOPT_EINVAL;
+    uint64_t sum = rt_fnv(RT_FNV_INIT, buf, len - 8);
+    memcpy((unsigned char *)buf + len - 8, &sum, 8);
+    return JOPT_OK;
 }

@@ -61,6 +61,13 @@ typedef struct jopt_openmp {
 JOPT_API void jopt_parallel_openmp(void *user, size_t ntasks, jopt_task_fn task,
                                    void *arg);
 
+/* Writes the checksum that ends a checkpoint (docs/checkpoint.md: FNV-1a
+ * 64 of every byte before it) into its last 8 bytes, for a program that
+ * writes the documented format itself (jopt.torch, converting a
+ * torch.optim state dict); jopt_state_load_mem then checks all the rest.
+ * JOPT_EINVAL if buf is NULL or len < 16. */
+JOPT_API int jopt_state_seal(void *buf, size_t len);
+
 #ifdef __cplusplus
 }
 #endif

@@ -127,6 +127,7 @@ jopt_set_grads = _optional("jopt_set_grads", c_int, c_void_p, ctypes.POINTER(c_v
 jopt_ctx_set_parallel = _optional("jopt_ctx_set_parallel", c_int, c_void_p, c_void_p,
                                   c_void_p)
 jopt_parallel_openmp = getattr(_L, "jopt_parallel_openmp", None)
+jopt_state_seal = _optional("jopt_state_seal", c_int, c_void_p, c_size_t)
 
 
 class OpenMP(ctypes.Structure):
