@@ -354,6 +354,8 @@ class JoptOptimizer(torch.optim.Optimizer):
                 loss = closure()
         stepped = self._jopt_sync_grads()
         self._jopt_push_hyper()
+        if self.state:
+            self._jopt_adopt_state()
         if getattr(self._jopt_ctx, "_jopt_torch_threads", "openmp") != "openmp":
             _follow_torch_threads(self._jopt_ctx)
         self._jopt.step()
@@ -555,6 +557,22 @@ class JoptOptimizer(torch.optim.Optimizer):
         finally:
             self.state = state
 
+    def _jopt_adopt_state(self):
+        """State that code written for torch.optim put into opt.state itself
+        (ZeroRedundancyOptimizer.load_state_dict does): jopt takes it over,
+        for the parameters it names, and opt.state is empty again."""
+        given = {p: st for p, st in self.state.items() if st}
+        try:
+            if given:
+                ck = _ckpt.Checkpoint(bytearray(self._jopt.state_save_mem()))
+                state = self._jopt_torch_state(ck)
+                if ck.closure is not None:
+                    self._jopt_closure_to_torch(ck, state)
+                state.update(given)
+                self._jopt.state_load_mem(self._jopt_from_torch(state))
+        finally:
+            self.state.clear()
+
     def _jopt_load_checkpoint(self, state_dict):
         """A state dict with jopt's checkpoint bytes ("jopt_state")."""
         saved = state_dict["param_groups"]
@@ -713,6 +731,8 @@ class JoptClosureOptimizer(JoptOptimizer):
                     "jopt.%s: the storage of %s moved since the optimizer was built "
                     "(was p.data replaced?)" % (self._jopt_name, _pname(group, 0, pi, p)))
         self._jopt_push_hyper()
+        if self.state:
+            self._jopt_adopt_state()
         views = self._jopt_grad_views
 
         def evaluate():
