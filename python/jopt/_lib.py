@@ -4,6 +4,7 @@ low-level optimizer handle that jopt.torch and jopt.numpy build on."""
 import ctypes
 import ctypes.util
 import os
+import sys
 import threading
 import weakref
 
@@ -15,7 +16,20 @@ OK, EINVAL, ENOMEM, ESPEC, ECOMPILE, ECLOSURE = 0, -1, -2, -3, -4, -5
 ENGINE_JIT, ENGINE_REFERENCE = 0, 1
 
 
+def _recorded():
+    """The path `pip install` recorded (setup.py), or None."""
+    try:
+        from . import _install
+    except ImportError:  # a checkout, or an editable install
+        return None
+    return getattr(_install, "LIBRARY", None)
+
+
 def _find_library():
+    """$JOPT_LIBRARY; this checkout's build/libjopt.so; the path recorded
+    at install time; the system's search (ctypes.util.find_library, which
+    reads ldconfig's cache and LD_LIBRARY_PATH); the prefix Python runs
+    from, then ~/.local and /usr/local (cmake --install's usual prefixes)."""
     tried = []
     env = os.environ.get("JOPT_LIBRARY")
     if env:
@@ -27,10 +41,20 @@ def _find_library():
     if os.path.exists(cand):
         return cand, tried
     tried.append(cand + " (no such file)")
+    rec = _recorded()
+    if rec:
+        if os.path.exists(rec):
+            return rec, tried
+        tried.append(rec + " (recorded at install time; no such file now)")
     found = ctypes.util.find_library("jopt")
     if found:
         return found, tried
     tried.append('ctypes.util.find_library("jopt") (not found)')
+    for prefix in (sys.prefix, os.path.expanduser("~/.local"), "/usr/local"):
+        cand = os.path.join(prefix, "lib", "libjopt.so")
+        if os.path.exists(cand):
+            return cand, tried
+        tried.append(cand + " (no such file)")
     return None, tried
 
 
