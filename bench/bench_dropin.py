@@ -161,7 +161,20 @@ def build_optimizer(torch, impl, optim, params):
     raise SystemExit("unknown implementation " + impl)
 
 
+def realtime(prio):
+    """SCHED_FIFO for this process and the threads it starts (their
+    scheduling is inherited), if allowed; else None."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(prio))
+        return "SCHED_FIFO %d" % prio
+    except (AttributeError, PermissionError, OSError):
+        return None
+
+
 def child(cfg):
+    if cfg.get("realtime") and cfg["impl"] != "compile":
+        # (not torch.compile: its compiler's worker processes would inherit it)
+        cfg["sched"] = realtime(cfg["realtime"])
     if cfg["impl"] == "jopt-own":
         os.environ["JOPT_TORCH_THREADS"] = "jopt"
     if cfg.get("jopt_lib"):
@@ -258,6 +271,11 @@ def main():
                     help="rerun when other processes took more than this share of the CPUs")
     ap.add_argument("--no-compile-on", default=None,
                     help="models to skip torch.compile on (default with --quick: transformer,mlp8m)")
+    ap.add_argument("--realtime", type=int, default=0, metavar="PRIO",
+                    help="run each configuration under SCHED_FIFO at this priority (root): "
+                         "on a shared machine whose kernel (EEVDF) lets background "
+                         "processes delay every OpenMP wake-up by a time slice; not for "
+                         "the compile runs, whose compiler workers would inherit it")
     ap.add_argument("--jopt-lib", default=None)
     ap.add_argument("--out", default=None, help="also write the report here")
     ap.add_argument("--json", default=None, help="write every run's record here")
@@ -296,7 +314,8 @@ def main():
     say("# bench_dropin.py %s" % " ".join(sys.argv[1:]))
     say("# %s, %d CPUs, Python %s, %s" % (platform.processor() or platform.machine(), ncpu,
                                         platform.python_version(), time.strftime("%Y-%m-%d %H:%M")))
-    say("# libjopt: %s" % lib)
+    say("# libjopt: %s%s" % (lib, "; each run under SCHED_FIFO %d (--realtime)" % a.realtime
+                              if a.realtime else ""))
     configs = []
     for model in models:
         for optim in optims:
@@ -307,7 +326,8 @@ def main():
                     if impl == "compile" and model in no_compile:
                         continue
                     configs.append(dict(model=model, optim=optim, threads=t, impl=impl,
-                                        iters=iters, warmup=a.warmup, jopt_lib=lib))
+                                        iters=iters, warmup=a.warmup, jopt_lib=lib,
+                                        realtime=a.realtime))
     results = {}
     t_start = time.time()
     for r in range(rounds):

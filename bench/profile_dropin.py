@@ -37,7 +37,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from bench_dropin import Quiet  # noqa: E402
+from bench_dropin import Quiet, realtime  # noqa: E402
 
 
 def med(xs):
@@ -45,6 +45,8 @@ def med(xs):
 
 
 def child(cfg):
+    if cfg.get("realtime"):
+        realtime(cfg["realtime"])
     impl = cfg["impl"]
     if impl == "jopt-own":
         os.environ["JOPT_TORCH_THREADS"] = "jopt"
@@ -205,22 +207,38 @@ def main():
     ap.add_argument("--child")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--part", default="loop,resnet")
+    ap.add_argument("--models", default="mlp4m,mlp8m")
+    ap.add_argument("--threads", default="1,2", help="e.g. 1,2,all")
+    ap.add_argument("--impls", default="fused,jopt-old,jopt-own,jopt")
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--iters", type=int, default=None)
     ap.add_argument("--old-python", default=None,
                     help="python/ of the version to compare with (default: git show 013f052)")
+    ap.add_argument("--tries", type=int, default=4)
+    ap.add_argument("--realtime", type=int, default=0, metavar="PRIO",
+                    help="SCHED_FIFO priority for each run (see bench_dropin.py)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     if a.child:
         print(json.dumps(child(json.loads(a.child))))
         return 0
+    impls = a.impls.split(",")
     old = a.old_python
-    if old is None:
+    if old is None and "jopt-old" in impls:
         old = "/tmp/jopt-old-python"
         if not os.path.isdir(os.path.join(old, "jopt")):
             os.makedirs(old, exist_ok=True)
-            subprocess.run("git -C %s archive 013f052 python/jopt | tar -x -C %s --strip-components=1"
-                           % (ROOT, old), shell=True, check=True)
+            r = subprocess.run("git -C %s archive 013f052 python/jopt | tar -x -C %s "
+                               "--strip-components=1" % (ROOT, old), shell=True)
+            if r.returncode or not os.path.isdir(os.path.join(old, "jopt")):
+                print("(no git history here: jopt-old is not run)")
+                impls.remove("jopt-old")
+    ncpu = os.cpu_count() or 1
+    threads = []
+    for t in a.threads.split(","):
+        n = ncpu if t == "all" else int(t)
+        if n not in threads:
+            threads.append(n)
     lib = os.environ.get("JOPT_LIBRARY") or os.path.join(ROOT, "build", "libjopt.so")
     os.environ["JOPT_LIBRARY"] = lib
     rounds = a.rounds or (1 if a.quick else 3)
@@ -231,18 +249,19 @@ def main():
         print(s, flush=True)
         report.append(s)
 
-    say("# profile_dropin.py %s  (%s, libjopt %s)" % (" ".join(sys.argv[1:]),
-                                                      time.strftime("%Y-%m-%d %H:%M"), lib))
+    say("# profile_dropin.py %s  (%s, libjopt %s%s)" % (
+        " ".join(sys.argv[1:]), time.strftime("%Y-%m-%d %H:%M"), lib,
+        "; each run under SCHED_FIFO %d" % a.realtime if a.realtime else ""))
     parts = a.part.split(",")
     if "loop" in parts:
         res = {}
         for r in range(rounds):
-            for model in ("mlp4m", "mlp8m"):
-                for t in (1, 2):
-                    for impl in ("fused", "jopt-old", "jopt-own", "jopt"):
+            for model in a.models.split(","):
+                for t in threads:
+                    for impl in impls:
                         cfg = dict(part="loop", model=model, threads=t, impl=impl, iters=iters,
-                                   old_python=old)
-                        res.setdefault((model, t, impl), []).append(run_child(cfg))
+                                   old_python=old, realtime=a.realtime)
+                        res.setdefault((model, t, impl), []).append(run_child(cfg, a.tries))
         say("")
         say("## Adam in the loop (ms, median over %d round(s) of %d iterations)" % (rounds, iters))
         say("")
@@ -268,10 +287,10 @@ def main():
         res = {}
         for r in range(rounds):
             for grads in ("new", "same"):
-                for impl in ("fused", "jopt-old", "jopt"):
+                for impl in [i for i in impls if i != "jopt-own"]:
                     cfg = dict(part="resnet", threads=1, impl=impl, grads=grads,
                                iters=iters, old_python=old)
-                    res.setdefault((grads, impl), []).append(run_child(cfg))
+                    res.setdefault((grads, impl), []).append(run_child(cfg, a.tries))
         say("")
         say("## SGD momentum=0.9 over ResNet-50's 161 tensors, 1 thread (ms)")
         say("")
