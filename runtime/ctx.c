@@ -206,6 +206,8 @@ JOPT_API int jopt_ctx_set_engine(jopt_ctx *ctx, jopt_engine engine)
 
 int rt_ctx_pool(jopt_ctx *ctx)
 {
+    if (ctx->run) /* no threads of jopt's own */
+        return JOPT_OK;
     int want = ctx->threads ? ctx->threads : rt_pool_default_threads();
     if (ctx->pool && rt_pool_threads(ctx->pool) == want)
         return JOPT_OK;
@@ -220,12 +222,17 @@ int rt_ctx_pool(jopt_ctx *ctx)
 static void par_run(void *arg, size_t n, cg_range_fn fn, void *fn_arg)
 {
     const rt_par *p = arg;
-    rt_pool_run(p->pool, n, fn, fn_arg, p->flush);
+    if (p->run)
+        rt_pool_run_external(p->run, p->run_user, n, fn, fn_arg, p->flush);
+    else
+        rt_pool_run(p->pool, n, fn, fn_arg, p->flush);
 }
 
 cg_parallel rt_ctx_parallel(const jopt_ctx *ctx, int64_t total, rt_par *par)
 {
     par->pool = total >= RT_PARALLEL_MIN ? ctx->pool : NULL;
+    par->run = total >= JOPT_PARALLEL_MIN_RUNNER ? ctx->run : NULL;
+    par->run_user = ctx->run_user;
     par->flush = ctx->flush;
     return (cg_parallel){par_run, par};
 }
@@ -238,6 +245,8 @@ JOPT_API int jopt_ctx_set_threads(jopt_ctx *ctx, int threads)
         return rt_fail(ctx, JOPT_EINVAL, "jopt_ctx_set_threads: %d threads "
                        "(give 1 to 1024, or 0 for every core)", threads);
     ctx->threads = threads;
+    ctx->run = NULL; /* back to jopt's own pool */
+    ctx->run_user = NULL;
     return rt_ctx_pool(ctx);
 }
 
@@ -246,6 +255,20 @@ JOPT_API int jopt_ctx_threads(const jopt_ctx *ctx)
     if (!ctx)
         return 0;
     return ctx->pool ? rt_pool_threads(ctx->pool) : 1;
+}
+
+JOPT_API int jopt_ctx_set_parallel(jopt_ctx *ctx, jopt_parallel_fn run, void *user)
+{
+    if (!ctx)
+        return JOPT_EINVAL;
+    ctx->run = run;
+    ctx->run_user = run ? user : NULL;
+    if (run) { /* no threads of jopt's own while another pool runs steps */
+        rt_pool_free(ctx->pool);
+        ctx->pool = NULL;
+        return JOPT_OK;
+    }
+    return rt_ctx_pool(ctx);
 }
 
 JOPT_API int jopt_ctx_set_flush_denormals(jopt_ctx *ctx, int on)

@@ -174,6 +174,34 @@ int rt_pool_threads(const rt_pool *p)
     return p ? p->nworkers + 1 : 1;
 }
 
+/* a run handed to a runner: each call sets the FTZ/DAZ choice on the
+ * thread it lands on, and restores that thread's after */
+typedef struct ext_run {
+    rt_task_fn fn;
+    void *arg;
+    int flush;
+} ext_run;
+
+static void ext_task(void *arg, size_t lo, size_t hi)
+{
+    const ext_run *r = arg;
+    unsigned old = flush_on(r->flush);
+    if (lo < hi)
+        r->fn(r->arg, lo, hi);
+    flush_restore(old);
+}
+
+void rt_pool_run_external(rt_runner_fn run, void *user, size_t ntasks,
+                          rt_task_fn fn, void *arg, int flush)
+{
+    if (ntasks < 2) {
+        rt_pool_run(NULL, ntasks, fn, arg, flush);
+        return;
+    }
+    ext_run r = {fn, arg, flush};
+    run(user, ntasks, ext_task, &r);
+}
+
 void rt_pool_run(rt_pool *p, size_t ntasks, rt_task_fn fn, void *arg,
                  int flush)
 {

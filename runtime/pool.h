@@ -24,4 +24,13 @@ int rt_pool_default_threads(void); /* the cores online */
 void rt_pool_run(rt_pool *p, size_t ntasks, rt_task_fn fn, void *arg,
                  int flush);
 
+/* The same run on another program's pool (jopt_ctx_set_parallel):
+ * run(user, ntasks, task, arg) with `flush` applied on each thread a task
+ * lands on; under 2 tasks, on the caller.  The split is the runner's. */
+typedef void (*rt_runner_fn)(void *user, size_t ntasks,
+                             void (*task)(void *arg, size_t lo, size_t hi),
+                             void *arg);
+void rt_pool_run_external(rt_runner_fn run, void *user, size_t ntasks,
+                          rt_task_fn fn, void *arg, int flush);
+
 #endif /* RT_POOL_H */

@@ -32,6 +32,9 @@ struct jopt_ctx {
     jopt_engine engine;
     rt_pool *pool;  /* started by the first step that can use it */
     int threads;    /* 0: every core */
+    jopt_parallel_fn run; /* another program's pool runs the tasks instead
+                             (jopt_ctx_set_parallel); then `pool` is NULL */
+    void *run_user;
     int flush;      /* FTZ/DAZ during step() */
 };
 
@@ -185,6 +188,8 @@ int rt_ctx_pool(jopt_ctx *ctx);
  * `par` is its storage */
 typedef struct rt_par {
     rt_pool *pool;
+    jopt_parallel_fn run; /* instead of pool, if set */
+    void *run_user;
     int flush;
 } rt_par;
 cg_parallel rt_ctx_parallel(const jopt_ctx *ctx, int64_t total, rt_par *par);

@@ -4,7 +4,9 @@
     import jopt.numpy   # the same optimizers over NumPy float32 arrays
 
 The library is found via $JOPT_LIBRARY, else ../build/libjopt.so of this
-checkout, else ctypes.util.find_library("jopt")."""
+checkout, else the path `pip install` recorded, else the system's search
+(ctypes.util.find_library("jopt")), else lib/ under sys.prefix, ~/.local
+and /usr/local (python/README.md)."""
 
 from ._lib import (JoptError, JoptValueError, JoptMemoryError, JoptSpecError,
                    JoptCompileError, JoptClosureError, Context, default_context,

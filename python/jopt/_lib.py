@@ -4,6 +4,7 @@ low-level optimizer handle that jopt.torch and jopt.numpy build on."""
 import ctypes
 import ctypes.util
 import os
+import sys
 import threading
 import weakref
 
@@ -15,7 +16,20 @@ OK, EINVAL, ENOMEM, ESPEC, ECOMPILE, ECLOSURE = 0, -1, -2, -3, -4, -5
 ENGINE_JIT, ENGINE_REFERENCE = 0, 1
 
 
+def _recorded():
+    """The path `pip install` recorded (setup.py), or None."""
+    try:
+        from . import _install
+    except ImportError:  # a checkout, or an editable install
+        return None
+    return getattr(_install, "LIBRARY", None)
+
+
 def _find_library():
+    """$JOPT_LIBRARY; this checkout's build/libjopt.so; the path recorded
+    at install time; the system's search (ctypes.util.find_library, which
+    reads ldconfig's cache and LD_LIBRARY_PATH); the prefix Python runs
+    from, then ~/.local and /usr/local (cmake --install's usual prefixes)."""
     tried = []
     env = os.environ.get("JOPT_LIBRARY")
     if env:
@@ -27,10 +41,20 @@ def _find_library():
     if os.path.exists(cand):
         return cand, tried
     tried.append(cand + " (no such file)")
+    rec = _recorded()
+    if rec:
+        if os.path.exists(rec):
+            return rec, tried
+        tried.append(rec + " (recorded at install time; no such file now)")
     found = ctypes.util.find_library("jopt")
     if found:
         return found, tried
     tried.append('ctypes.util.find_library("jopt") (not found)')
+    for prefix in (sys.prefix, os.path.expanduser("~/.local"), "/usr/local"):
+        cand = os.path.join(prefix, "lib", "libjopt.so")
+        if os.path.exists(cand):
+            return cand, tried
+        tried.append(cand + " (no such file)")
     return None, tried
 
 
@@ -128,6 +152,28 @@ jopt_spec_free = _proto("jopt_spec_free", None, c_void_p)
 jopt_spec_nhyper = _proto("jopt_spec_nhyper", c_size_t, c_void_p)
 jopt_spec_hyper = _proto("jopt_spec_hyper", c_int, c_void_p, c_size_t,
                          ctypes.POINTER(HyperInfo))
+def _optional(name, restype, *argtypes):
+    """A call a library built before it existed lacks: None then."""
+    try:
+        return _proto(name, restype, *argtypes)
+    except AttributeError:
+        return None
+
+
+# jopt.h: every gradient in one call, and
+# step() on another program's thread pool
+jopt_set_grads = _optional("jopt_set_grads", c_int, c_void_p, ctypes.POINTER(c_void_p),
+                           c_size_t)
+jopt_ctx_set_parallel = _optional("jopt_ctx_set_parallel", c_int, c_void_p, c_void_p,
+                                  c_void_p)
+jopt_parallel_openmp = getattr(_L, "jopt_parallel_openmp", None)
+jopt_state_seal = _optional("jopt_state_seal", c_int, c_void_p, c_size_t)
+
+
+class OpenMP(ctypes.Structure):
+    """jopt_openmp: an OpenMP runtime's entry points, for jopt_parallel_openmp."""
+    _fields_ = [("parallel", c_void_p), ("thread_num", c_void_p),
+                ("num_threads", c_void_p), ("max_threads", c_void_p)]
 
 
 # ---- errors -----------------------------------------------------------------
@@ -229,6 +275,20 @@ class Context:
     @property
     def threads(self):
         return jopt_ctx_threads(self.handle)
+
+    def set_parallel_openmp(self, omp):
+        """Runs steps on the thread team of the OpenMP runtime `omp` (an
+        OpenMP structure, kept alive here) instead of jopt's own threads;
+        None goes back to jopt's pool of set_threads' count (1 until set)."""
+        if jopt_ctx_set_parallel is None or jopt_parallel_openmp is None:
+            raise JoptError(EINVAL, "jopt: this libjopt has no jopt_ctx_set_parallel")
+        if omp is None:
+            self._check(jopt_ctx_set_parallel(self.handle, None, None))
+            self._omp = None
+            return
+        run = ctypes.cast(jopt_parallel_openmp, c_void_p)
+        self._check(jopt_ctx_set_parallel(self.handle, run, ctypes.addressof(omp)))
+        self._omp = omp  # jopt reads it at every step
 
     def set_flush_denormals(self, on):
         self._check(jopt_ctx_set_flush_denormals(self.handle, 1 if on else 0))
@@ -435,6 +495,11 @@ class RawOptim:
 
     def set_grad(self, group, index, address):
         self._check(jopt_set_grad(self.handle, group, index, address or None))
+
+    def set_grads(self, array, n):
+        """Every parameter's gradient address at once, from a ctypes array
+        of c_void_p (0: absent), in group order."""
+        self._check(jopt_set_grads(self.handle, array, n))
 
     def group_count(self):
         return jopt_group_count(self.handle)

@@ -7,12 +7,16 @@ Each class subclasses torch.optim.Optimizer with torch's constructor
 signature, so param groups, zero_grad and torch.optim.lr_scheduler work.
 Parameters must be float32, contiguous CPU tensors."""
 
+import collections
 import ctypes
+import os
+import struct
+import threading
 
 import torch
 
-from . import _lib
-from ._lib import normalize, default_context
+from . import _ckpt, _lib
+from ._lib import normalize
 from ._specs import OPTIMIZERS, CLOSURE, describe, check_flags, prepare
 
 __all__ = list(OPTIMIZERS) + ["JoptOptimizer", "JoptClosureOptimizer"]
@@ -54,6 +58,106 @@ def _check_param(cls, group, gi, pi, p):
                          "only" % (cls, what))
 
 
+# torch.optim's state layout: optimizers whose state has no "step", states
+# held as one 0-dim tensor per parameter, closure optimizers' keys
+_NO_STEP = ("SGD", "LBFGS", "CG")
+_SCALAR_STATES = ("eta", "mu", "mu_product")
+_CLOSURE_KEYS = ("LBFGS", "CG")
+
+
+def _scalar_dtype():
+    try:
+        return torch.optim.optimizer._get_scalar_dtype()
+    except AttributeError:  # pragma: no cover
+        return torch.float32
+
+
+# ---- threads: torch's own intra-op pool when it is OpenMP ----------------------
+
+_F32 = torch.float32
+_STRIDED = torch.strided
+
+
+def _openmp_libraries():
+    """Paths of the OpenMP runtimes loaded in this process, torch's first."""
+    torch_lib = os.path.join(os.path.dirname(torch.__file__), "lib")
+    found = []
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                path = line.rsplit(None, 1)[-1]
+                name = os.path.basename(path)
+                if path.startswith("/") and name.startswith(("libgomp", "libomp", "libiomp")) \
+                        and path not in found:
+                    found.append(path)
+    except OSError:  # no /proc (macOS): torch's bundled runtime, if any
+        if os.path.isdir(torch_lib):
+            found = [os.path.join(torch_lib, n) for n in sorted(os.listdir(torch_lib))
+                     if n.startswith(("libgomp", "libomp", "libiomp"))]
+    found.sort(key=lambda p: not p.startswith(torch_lib))
+    return found
+
+
+def _torch_openmp():
+    """The entry points of the OpenMP runtime torch's intra-op work runs on,
+    as a jopt_openmp structure, or None (another backend, or not found).
+    $JOPT_TORCH_THREADS=jopt turns it off: steps run on jopt's own pool."""
+    if os.environ.get("JOPT_TORCH_THREADS", "") == "jopt" or _lib.jopt_parallel_openmp is None:
+        return None
+    try:
+        if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+            return None
+    except Exception:  # noqa: BLE001 - no such information: not ours to guess
+        return None
+    for path in [None] + _openmp_libraries():
+        try:
+            lib = ctypes.CDLL(path)
+            fns = [getattr(lib, n) for n in ("GOMP_parallel", "omp_get_thread_num",
+                                             "omp_get_num_threads", "omp_get_max_threads")]
+        except (OSError, AttributeError):
+            continue
+        fns[3].restype = ctypes.c_int
+        # the runtime torch sets its thread count in
+        if fns[3]() != torch.get_num_threads():
+            continue
+        return _lib.OpenMP(*[ctypes.cast(f, ctypes.c_void_p).value for f in fns])
+    return None
+
+
+_omp = None
+_omp_known = False
+_tls = threading.local()
+
+
+def torch_context():
+    """This thread's context for jopt.torch optimizers: steps run on torch's
+    intra-op thread pool (its OpenMP team, with torch.get_num_threads()
+    threads), whose threads are awake right after forward and backward;
+    without one, on jopt's own pool with torch.get_num_threads() threads."""
+    global _omp, _omp_known
+    ctx = getattr(_tls, "ctx", None)
+    if ctx is None:
+        if not _omp_known:
+            _omp, _omp_known = _torch_openmp(), True
+        ctx = _lib.Context()
+        ctx._jopt_torch_threads = 0  # jopt's own pool, as many threads as torch
+        if _omp is not None:
+            ctx.set_parallel_openmp(_omp)
+            ctx._jopt_torch_threads = "openmp"
+        _tls.ctx = ctx
+    return ctx
+
+
+def _follow_torch_threads(ctx):
+    """jopt's own pool, if used, runs as many threads as torch."""
+    t = ctx._jopt_torch_threads
+    if t != "openmp":
+        n = torch.get_num_threads()
+        if n != t:
+            ctx.set_threads(n)
+            ctx._jopt_torch_threads = n
+
+
 class JoptOptimizer(torch.optim.Optimizer):
     """Base of the jopt.torch optimizers (not used directly)."""
 
@@ -72,7 +176,7 @@ class JoptOptimizer(torch.optim.Optimizer):
             raise TypeError("params argument given to the optimizer should be an "
                             "iterable of Tensors or dicts, but got " + torch.typename(params))
         self._jopt = None
-        self._jopt_ctx = ctx if ctx is not None else default_context()
+        self._jopt_ctx = ctx if ctx is not None else torch_context()
         super().__init__(params, defaults)
         self._jopt_check_groups()
         groups = []
@@ -80,9 +184,20 @@ class JoptOptimizer(torch.optim.Optimizer):
             groups.append(self._jopt_group_spec(gi, group))
         self._jopt = _lib.RawOptim(self._jopt_ctx, cls._jopt_spec, groups)
         self._jopt_pushed = [self._hyper_of(g) for g in self.param_groups]
-        self._jopt_grads = [[0] * len(g["params"]) for g in self.param_groups]
-        self._jopt_grad_refs = [[None] * len(g["params"]) for g in self.param_groups]
-        self._jopt_ptrs = [[p.data_ptr() for p in g["params"]] for g in self.param_groups]
+        self._jopt_index_params()
+
+    def _jopt_index_params(self):
+        """The flat views step() works on: every parameter in group order,
+        their addresses, and the gradient addresses jopt holds."""
+        flat = [p for g in self.param_groups for p in g["params"]]
+        n = len(flat)
+        self._jopt_flat = flat
+        self._jopt_ptrs = [p.data_ptr() for p in flat]
+        self._jopt_empty = [p.numel() == 0 for p in flat]
+        self._jopt_any_empty = any(self._jopt_empty)
+        self._jopt_grads = [0] * n          # the gradient addresses jopt holds
+        self._jopt_grad_refs = None         # contiguous copies jopt reads
+        self._jopt_grad_arr = (ctypes.c_void_p * max(n, 1))()
 
     # ---- groups -------------------------------------------------------------
 
@@ -119,9 +234,10 @@ class JoptOptimizer(torch.optim.Optimizer):
             self.param_groups.pop()
             raise
         self._jopt_pushed.append(self._hyper_of(group))
-        self._jopt_grads.append([0] * len(group["params"]))
-        self._jopt_grad_refs.append([None] * len(group["params"]))
-        self._jopt_ptrs.append([p.data_ptr() for p in group["params"]])
+        held = self._jopt_grads + [0] * len(group["params"])  # jopt's, unchanged
+        refs = self._jopt_grad_refs
+        self._jopt_index_params()
+        self._jopt_grads, self._jopt_grad_refs = held, refs
 
     # ---- step -----------------------------------------------------------------
 
@@ -153,47 +269,80 @@ class JoptOptimizer(torch.optim.Optimizer):
                     raw.option_set(gi, k, v)
                 pushed[k] = v
 
-    def _jopt_sync_grads(self):
-        raw = self._jopt
-        new = []
+    def _jopt_moved(self):
+        ptrs = iter(self._jopt_ptrs)
         for gi, group in enumerate(self.param_groups):
-            cur = self._jopt_grads[gi]
-            refs = self._jopt_grad_refs[gi]
-            ptrs = self._jopt_ptrs[gi]
             for pi, p in enumerate(group["params"]):
-                if p.data_ptr() != ptrs[pi]:
+                if p.data_ptr() != next(ptrs):
                     raise RuntimeError(
                         "jopt.%s: the storage of %s moved since the optimizer was "
                         "built (was p.data replaced?); jopt updates parameters in "
                         "place through their addresses"
                         % (self._jopt_name, _pname(group, gi, pi, p)))
-                g = p.grad
-                if g is None or p.numel() == 0:
-                    addr = 0
-                    refs[pi] = None
-                else:
-                    if g.layout != torch.strided or g.dtype != torch.float32 or \
-                            g.device.type != "cpu" or g.numel() != p.numel():
-                        raise TypeError(
-                            "jopt.%s: the gradient of %s must be a dense float32 CPU "
-                            "tensor of %d elements, got %s %s of %d on %s"
-                            % (self._jopt_name, _pname(group, gi, pi, p), p.numel(),
-                               g.layout, g.dtype, g.numel(), g.device))
-                    if not g.is_contiguous():
-                        g = g.contiguous()
-                    refs[pi] = g
-                    addr = g.data_ptr()
-                if addr != cur[pi]:
-                    new.append((gi, pi, addr))
-        # unset first: a new gradient may lie where another's old one was
-        for gi, pi, _ in new:
-            if self._jopt_grads[gi][pi]:
-                raw.set_grad(gi, pi, 0)
-                self._jopt_grads[gi][pi] = 0
-        for gi, pi, addr in new:
-            if addr:
-                raw.set_grad(gi, pi, addr)
-                self._jopt_grads[gi][pi] = addr
+
+    def _jopt_bad_grad(self, i, g):
+        """A gradient the fast check refused: a contiguous copy of a
+        non-contiguous one, else a TypeError naming the parameter."""
+        p = self._jopt_flat[i]
+        if g.layout is _STRIDED and g.dtype is _F32 and g.is_cpu and g.numel() == p.numel():
+            return g.contiguous()
+        for gi, group in enumerate(self.param_groups):
+            for pi, q in enumerate(group["params"]):
+                if q is p:
+                    raise TypeError(
+                        "jopt.%s: the gradient of %s must be a dense float32 CPU "
+                        "tensor of %d elements, got %s %s of %d on %s"
+                        % (self._jopt_name, _pname(group, gi, pi, p), p.numel(),
+                           g.layout, g.dtype, g.numel(), g.device))
+        raise AssertionError("unreachable")
+
+    def _jopt_sync_grads(self):
+        """Points jopt at every parameter's current .grad (autograd may have
+        made new tensors): one C call, and only when an address changed.
+        Returns the parameters that have a gradient."""
+        flat = self._jopt_flat
+        if [p.data_ptr() for p in flat] != self._jopt_ptrs:
+            self._jopt_moved()
+        grads = [p.grad for p in flat]
+        addrs = [0 if g is None else
+                 g.data_ptr() if (g.layout is _STRIDED and g.dtype is _F32 and g.is_cpu
+                                  and g.is_contiguous()) else -1
+                 for g in grads]
+        copies = None
+        if -1 in addrs:
+            copies = {}
+            for i, a in enumerate(addrs):
+                if a == -1:
+                    copies[i] = self._jopt_bad_grad(i, grads[i])
+                    addrs[i] = copies[i].data_ptr()
+        if self._jopt_any_empty:
+            addrs = [0 if e else a for a, e in zip(addrs, self._jopt_empty)]
+        if addrs != self._jopt_grads:
+            self._jopt_set_grads(addrs)
+        self._jopt_grad_refs = copies  # the copies jopt reads live until the next step
+        return [p for p, g in zip(flat, grads) if g is not None]
+
+    def _jopt_set_grads(self, addrs):
+        raw = self._jopt
+        if _lib.jopt_set_grads is not None:
+            arr = self._jopt_grad_arr
+            arr[:len(addrs)] = addrs
+            raw.set_grads(arr, len(addrs))
+            self._jopt_grads = addrs
+            return
+        # an older library: one call per changed gradient, absent ones first
+        # (a new gradient may lie where another's old one was)
+        cur, pos = self._jopt_grads, []
+        for gi, g in enumerate(self.param_groups):
+            pos += [(gi, pi) for pi in range(len(g["params"]))]
+        for i, a in enumerate(addrs):
+            if a != cur[i] and cur[i]:
+                raw.set_grad(*pos[i], 0)
+                cur[i] = 0
+        for i, a in enumerate(addrs):
+            if a != cur[i]:
+                raw.set_grad(*pos[i], a)
+                cur[i] = a
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -203,14 +352,15 @@ class JoptOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        self._jopt_sync_grads()
+        stepped = self._jopt_sync_grads()
         self._jopt_push_hyper()
+        if self.state:
+            self._jopt_adopt_state()
+        if getattr(self._jopt_ctx, "_jopt_torch_threads", "openmp") != "openmp":
+            _follow_torch_threads(self._jopt_ctx)
         self._jopt.step()
-        if _increment_version is not None:
-            stepped = [p for g in self.param_groups for p in g["params"]
-                       if p.grad is not None]
-            if stepped:
-                _increment_version(stepped)
+        if stepped and _increment_version is not None:
+            _increment_version(stepped)
         return loss
 
     # ---- state ----------------------------------------------------------------
@@ -233,24 +383,198 @@ class JoptOptimizer(torch.optim.Optimizer):
                     return t.reshape(p.shape), step
         raise ValueError("jopt: the tensor is not a parameter of this optimizer")
 
+    # ---- state dicts: torch.optim's layout -------------------------------------
+    #
+    # state_dict() returns torch.optim.X's layout (per parameter index: "step"
+    # and the states under torch's names; L-BFGS: torch's keys on the first
+    # parameter), so torch.optim.X.load_state_dict takes it; load_state_dict
+    # takes that layout from torch.optim.X or from jopt.  The conversion goes
+    # through jopt's checkpoint (docs/checkpoint.md): the hyperparameters
+    # are pushed from the loaded param groups, the states written into a
+    # checkpoint made from this optimizer's own, and jopt_state_load_mem
+    # checks it all before it changes anything.
+
+    def _jopt_torch_state(self, ck):
+        """{param: torch-layout state} from a parsed jopt checkpoint."""
+        scalar_dtype = _scalar_dtype()
+        flat = self._jopt_flat
+        out = {}
+        for p, cp in zip(flat, ck.params):
+            if not cp.states:
+                continue
+            st = {}
+            if self._jopt_name not in _NO_STEP:
+                st["step"] = torch.tensor(float(cp.step), dtype=scalar_dtype)
+            for name, (count, off) in cp.states.items():
+                scalar = name in _SCALAR_STATES or (count == 1 and p.numel() != 1)
+                t = torch.empty(() if scalar else p.shape, dtype=torch.float32)
+                ctypes.memmove(t.data_ptr(), ck.address(off), 4 * count)
+                st[name] = t
+            out[p] = st
+        if self._jopt_name == "Adagrad":  # torch makes every parameter's state up front
+            for g in self.param_groups:
+                for p in g["params"]:
+                    if p not in out:
+                        out[p] = {"step": torch.tensor(0.0, dtype=scalar_dtype),
+                                  "sum": torch.full_like(
+                                      p, g["initial_accumulator_value"],
+                                      memory_format=torch.preserve_format).detach()}
+        return out
+
     def state_dict(self):
-        """torch-shaped state dict whose 'jopt_state' holds jopt's checkpoint
-        (jopt_state_save_mem): step counts, all state, hyperparameters."""
+        """torch.optim.X.state_dict()'s layout: {"state": {index: {"step": ...,
+        "exp_avg": ...}}, "param_groups": [...]} (copies of jopt's state),
+        plus "jopt_spec", the spec's name.  torch.optim.X.load_state_dict
+        and jopt.torch.X.load_state_dict both take it."""
         self._jopt_push_hyper()
-        groups, idx = [], 0
-        for g in self.param_groups:
-            d = {k: v for k, v in g.items() if k != "params"}
-            d["params"] = list(range(idx, idx + len(g["params"])))
-            idx += len(g["params"])
-            groups.append(d)
-        return {"state": {}, "param_groups": groups,
-                "jopt_state": self._jopt.state_save_mem(), "jopt_spec": self._jopt_spec}
+        ck = _ckpt.Checkpoint(bytearray(self._jopt.state_save_mem()))
+        state = collections.defaultdict(dict)
+        state.update(self._jopt_torch_state(ck))
+        if ck.closure is not None:
+            self._jopt_closure_to_torch(ck, state)
+        held, self.state = self.state, state
+        try:
+            sd = super().state_dict()
+        finally:
+            self.state = held
+        sd["jopt_spec"] = self._jopt_spec
+        return sd
+
+    def _jopt_closure_to_torch(self, ck, state):
+        pass
+
+    def _jopt_closure_from_torch(self, ck, state):
+        return ck.closure
+
+    def _jopt_what(self, p):
+        """A parameter's name for messages."""
+        for gi, group in enumerate(self.param_groups):
+            for pi, q in enumerate(group["params"]):
+                if q is p:
+                    return _pname(group, gi, pi, p)
+        return "a parameter"
+
+    def _jopt_from_torch(self, state):
+        """A jopt checkpoint holding torch-layout `state` ({param: {...}}) and
+        the current param groups' scheduler keys; ValueError naming what
+        does not fit."""
+        ck = _ckpt.Checkpoint(bytearray(self._jopt.state_save_mem()))
+        names = set(ck.state_names)
+        params, keep = [], []  # keep: contiguous copies, alive until built
+        for p, cp in zip(self._jopt_flat, ck.params):
+            st = state.get(p) or {}
+            if self._jopt_name in _CLOSURE_KEYS:
+                params.append((cp.numel, cp.step, {}))
+                continue
+            step = st.get("step", 0)
+            if isinstance(step, torch.Tensor):
+                step = step.item()
+            if not (isinstance(step, (int, float)) and step >= 0 and float(step).is_integer()):
+                raise ValueError("jopt.%s.load_state_dict: the step of %s is %r, not a "
+                                 "count" % (self._jopt_name, self._jopt_what(p), step))
+            states = {}
+            for k, v in st.items():
+                if k == "step" or v is None:
+                    continue
+                if k not in names:
+                    raise ValueError(
+                        "jopt.%s.load_state_dict: the state of %s has '%s', which %s does "
+                        "not keep (it keeps %s): a state dict of another optimizer?"
+                        % (self._jopt_name, self._jopt_what(p), k, self._jopt_name,
+                           ", ".join(ck.state_names) or "no state"))
+                if not isinstance(v, torch.Tensor) or v.dtype != torch.float32 \
+                        or v.is_sparse or v.device.type != "cpu":
+                    raise ValueError("jopt.%s.load_state_dict: state '%s' of %s is not a "
+                                     "dense float32 CPU tensor" % (self._jopt_name, k,
+                                                                   self._jopt_what(p)))
+                if v.numel() not in (p.numel(), 1) or (v.numel() == p.numel() and
+                                                        v.dim() and v.shape != p.shape):
+                    raise ValueError(
+                        "jopt.%s.load_state_dict: state '%s' of %s has shape %s, the "
+                        "parameter %s: a state dict of another model or parameter "
+                        "order?" % (self._jopt_name, k, self._jopt_what(p),
+                                    list(v.shape), list(p.shape)))
+                v = v.contiguous()
+                keep.append(v)
+                states[k] = (v.numel(), v.data_ptr())
+            if self._jopt_name == "Adagrad" and step == 0:
+                states = {}  # torch's state from construction: jopt makes it at step 1
+            params.append((cp.numel, int(step), states))
+        groups = []
+        for g, cg in zip(self.param_groups, ck.groups):
+            keys = []
+            for k in ck.key_names:
+                v = g.get(k)
+                if isinstance(v, torch.Tensor):
+                    v = v.item()
+                keys.append(float("nan") if v is None else float(v))
+            groups.append((cg, keys))
+        closure = self._jopt_closure_from_torch(ck, state)
+        return _ckpt.build(ck, groups, params, closure)
 
     def load_state_dict(self, state_dict):
-        if not isinstance(state_dict, dict) or "jopt_state" not in state_dict:
-            raise ValueError("jopt.%s.load_state_dict: this state dict was not made by "
-                             "jopt.torch (a torch.optim state dict cannot be loaded into "
-                             "jopt)" % self._jopt_name)
+        """Loads a state dict of torch.optim.X or of jopt.torch.X (or, from an
+        earlier jopt, one with "jopt_state").  Everything is checked before
+        anything changes: a state dict of another optimizer, or of another
+        parameter layout, raises ValueError naming what does not fit, and
+        leaves the optimizer as it was."""
+        if not isinstance(state_dict, dict) or "param_groups" not in state_dict \
+                or "state" not in state_dict:
+            raise ValueError("jopt.%s.load_state_dict: not an optimizer state dict "
+                             "(a dict with 'state' and 'param_groups')" % self._jopt_name)
+        spec = state_dict.get("jopt_spec")
+        if spec is not None and spec != self._jopt_spec:
+            raise ValueError("jopt.%s.load_state_dict: this state dict is of jopt's '%s', "
+                             "not '%s'" % (self._jopt_name, spec, self._jopt_spec))
+        if "jopt_state" in state_dict:
+            return self._jopt_load_checkpoint(state_dict)
+        for gi, g in enumerate(state_dict["param_groups"]):
+            missing = [k for k in self._jopt_hyper if k not in g]
+            if missing:
+                raise ValueError(
+                    "jopt.%s.load_state_dict: param group %d of the state dict has no %s: "
+                    "a state dict of another optimizer?" % (
+                        self._jopt_name, gi, ", ".join(repr(k) for k in missing)))
+        groups, state = self.param_groups, self.state
+        pushed = [dict(d) for d in self._jopt_pushed]
+        snap = self._jopt.state_save_mem()
+        try:
+            super().load_state_dict(state_dict)  # torch's checks, id mapping and hooks
+            for new, old in zip(self.param_groups, groups):
+                for k in self._jopt_flags:  # ours: jopt's own kernel runs either way
+                    if k in old:
+                        new[k] = old[k]
+                    else:
+                        new.pop(k, None)
+            self._jopt_push_hyper()
+            blob = self._jopt_from_torch(self.state)
+            self._jopt.state_load_mem(blob)
+        except BaseException:
+            self.__dict__["param_groups"] = groups
+            self._jopt_pushed = pushed
+            self._jopt.state_load_mem(snap)  # the hyperparameters pushed, back
+            raise
+        finally:
+            self.state = state
+
+    def _jopt_adopt_state(self):
+        """State that code written for torch.optim put into opt.state itself
+        (ZeroRedundancyOptimizer.load_state_dict does): jopt takes it over,
+        for the parameters it names, and opt.state is empty again."""
+        given = {p: st for p, st in self.state.items() if st}
+        try:
+            if given:
+                ck = _ckpt.Checkpoint(bytearray(self._jopt.state_save_mem()))
+                state = self._jopt_torch_state(ck)
+                if ck.closure is not None:
+                    self._jopt_closure_to_torch(ck, state)
+                state.update(given)
+                self._jopt.state_load_mem(self._jopt_from_torch(state))
+        finally:
+            self.state.clear()
+
+    def _jopt_load_checkpoint(self, state_dict):
+        """A state dict with jopt's checkpoint bytes ("jopt_state")."""
         saved = state_dict["param_groups"]
         if len(saved) != len(self.param_groups) or any(
                 len(s["params"]) != len(g["params"]) for s, g in zip(saved, self.param_groups)):
@@ -286,6 +610,108 @@ class JoptClosureOptimizer(JoptOptimizer):
             if v.numel():
                 self._jopt.set_grad(0, pi, v.data_ptr())
 
+    # torch.optim.LBFGS keeps its state on the first parameter: func_evals,
+    # n_iter, d, t, old_dirs, old_stps, ro, H_diag, prev_flat_grad,
+    # prev_loss (and al, scratch space).  jopt's driver state (runtime/lbfgs.c,
+    # "checkpoints"): u64 numel; f64 t, H_diag, prev_loss, func_evals,
+    # n_iter; u8 has_d, has_prev_flat_grad; u32 pairs; per pair, oldest
+    # first: f64 ro, f32 y[numel] (old_dirs), f32 s[numel] (old_stps); then
+    # f32 d[numel], f32 prev_flat_grad[numel] if present.  CG keeps none.
+
+    def _jopt_closure_to_torch(self, ck, state):
+        steps, blob = ck.closure
+        if self._jopt_name != "LBFGS" or not blob:
+            return
+        n = sum(p.numel() for p in self._jopt_flat)
+        numel, = struct.unpack_from("<Q", blob, 0)
+        t, h_diag, prev_loss, evals, n_iter = struct.unpack_from("<5d", blob, 8)
+        has_d, has_pfg = blob[48], blob[49]
+        pairs, = struct.unpack_from("<I", blob, 50)
+        pos = 54
+        mv = memoryview(blob)
+
+        def vec():
+            nonlocal pos
+            v = torch.frombuffer(bytearray(mv[pos:pos + 4 * n]), dtype=torch.float32) \
+                if n else torch.empty(0)
+            pos += 4 * n
+            return v
+
+        ro, dirs, stps = [], [], []
+        for _ in range(pairs):
+            r, = struct.unpack_from("<d", blob, pos)
+            pos += 8
+            ro.append(torch.tensor(r, dtype=torch.float32))
+            dirs.append(vec())
+            stps.append(vec())
+        st = {"func_evals": int(evals), "n_iter": int(n_iter)}
+        if n_iter:
+            st.update(d=vec() if has_d else None, t=t,
+                      old_dirs=dirs, old_stps=stps, ro=ro,
+                      H_diag=torch.tensor(h_diag, dtype=torch.float32) if pairs else 1,
+                      prev_flat_grad=None, prev_loss=prev_loss)
+            if has_pfg:
+                st["prev_flat_grad"] = vec()
+        assert pos == len(blob) and numel == n
+        if self._jopt_flat:
+            state[self._jopt_flat[0]] = st
+
+    def _jopt_closure_from_torch(self, ck, state):
+        steps, _ = ck.closure
+        if self._jopt_name != "LBFGS":
+            return (0, b"")
+        flat = self._jopt_flat
+        st = dict(state.get(flat[0]) or {}) if flat else {}
+        n = sum(p.numel() for p in flat)
+        where = "jopt.LBFGS.load_state_dict: the L-BFGS state"
+        known = {"func_evals", "n_iter", "d", "t", "old_dirs", "old_stps", "ro", "H_diag",
+                 "prev_flat_grad", "prev_loss", "al"}
+        unknown = sorted(set(st) - known)
+        if unknown:
+            raise ValueError("%s has %s, which torch.optim.LBFGS does not keep: a state "
+                             "dict of another optimizer?" % (where, ", ".join(unknown)))
+        others = [p for p in state if p is not (flat[0] if flat else None) and state[p]]
+        if others:
+            raise ValueError("%s is on %s; torch.optim.LBFGS keeps it on the first "
+                             "parameter only" % (where, self._jopt_what(others[0])))
+
+        def num(k, default):
+            v = st.get(k)
+            if v is None:
+                return default
+            return float(v.item() if isinstance(v, torch.Tensor) else v)
+
+        def vec(k, v):
+            if not isinstance(v, torch.Tensor) or v.dtype != torch.float32 or \
+                    v.numel() != n:
+                raise ValueError("%s: %s is not a float32 tensor of %d elements (the "
+                                 "parameters'): a state dict of another model?" % (where, k, n))
+            v = v.detach().reshape(-1).contiguous()
+            return ctypes.string_at(v.data_ptr(), 4 * n) if n else b""
+
+        evals, n_iter = num("func_evals", 0), num("n_iter", 0)
+        dirs, stps, ro = st.get("old_dirs") or [], st.get("old_stps") or [], st.get("ro") or []
+        if not (len(dirs) == len(stps) == len(ro)):
+            raise ValueError("%s: old_dirs, old_stps and ro have %d, %d and %d entries"
+                             % (where, len(dirs), len(stps), len(ro)))
+        hs = self.param_groups[0]["history_size"]
+        if len(dirs) > hs:
+            raise ValueError("%s holds %d curvature pairs, more than history_size=%d"
+                             % (where, len(dirs), hs))
+        d, pfg = st.get("d"), st.get("prev_flat_grad")
+        out = [struct.pack("<Q5d", n, num("t", 0.0), num("H_diag", 1.0), num("prev_loss", 0.0),
+                           evals, n_iter),
+               bytes([d is not None, pfg is not None]), struct.pack("<I", len(dirs))]
+        for i, (y, s_, r) in enumerate(zip(dirs, stps, ro)):
+            r = r.item() if isinstance(r, torch.Tensor) else r
+            out += [struct.pack("<d", float(r)), vec("old_dirs[%d]" % i, y),
+                    vec("old_stps[%d]" % i, s_)]
+        if d is not None:
+            out.append(vec("d", d))
+        if pfg is not None:
+            out.append(vec("prev_flat_grad", pfg))
+        return (steps, b"".join(out))
+
     def _jopt_check_groups(self):
         if len(self.param_groups) != 1:
             raise ValueError("%s doesn't support per-parameter options (parameter "
@@ -300,11 +726,13 @@ class JoptClosureOptimizer(JoptOptimizer):
         group = self.param_groups[0]
         params = group["params"]
         for pi, p in enumerate(params):
-            if p.data_ptr() != self._jopt_ptrs[0][pi]:
+            if p.data_ptr() != self._jopt_ptrs[pi]:
                 raise RuntimeError(
                     "jopt.%s: the storage of %s moved since the optimizer was built "
                     "(was p.data replaced?)" % (self._jopt_name, _pname(group, 0, pi, p)))
         self._jopt_push_hyper()
+        if self.state:
+            self._jopt_adopt_state()
         views = self._jopt_grad_views
 
         def evaluate():
