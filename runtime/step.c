@@ -40,7 +40,8 @@ static float *alloc_state(int64_t n)
 static unsigned inputs_of(const jopt_optim *opt, const rt_param *p)
 {
     unsigned mask = 0;
-    for (size_t i = 0; i < cg_spec_ninputs(opt->spec); i++)
+    size_t n = cg_spec_ninputs(opt->spec);
+    for (size_t i = 0; i < n && i < CG_MAX_INPUTS; i++)
         mask |= (unsigned)(p->input[i] != NULL) << i;
     return mask;
 }
