@@ -63,6 +63,7 @@ typedef struct cg_node {
 } cg_node;
 
 #define CG_MAX_NODES 65536
+#define CG_MAX_GUARDS 16 /* require_that on per-step values, per kernel */
 #define CG_MAX_LEVELS 8
 /* A range's sums and maxima accumulate in this many lanes, element i of
  * the range in lane (i - begin) % CG_LANES, then the lanes in order
@@ -139,6 +140,15 @@ typedef struct cg_graph {
      * returned them */
     int32_t result[CG_MAX_RESULTS];
     int nresult;
+    /* requirements of a step (require_that on a per-step condition): the
+     * condition, and "path:line: message" when it is false; they read only
+     * t, values, group state and sizes, so they are checked before the
+     * step changes anything */
+    int32_t guard[CG_MAX_GUARDS];
+    char *guard_msg[CG_MAX_GUARDS];
+    int guard_line[CG_MAX_GUARDS];
+    int guard_text[CG_MAX_GUARDS]; /* where the message starts in guard_msg */
+    int nguard;
 } cg_graph;
 
 /* graph.c */

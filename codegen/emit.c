@@ -60,6 +60,9 @@ typedef struct emitter {
     LLVMValueRef at_e, at_row, at_col; /* the element's indices */
 } emitter;
 
+static void add_attr(LLVMContextRef ctx, LLVMValueRef fn, unsigned idx,
+                     const char *name);
+
 static LLVMValueRef intrinsic_t(emitter *e, const char *name, LLVMTypeRef t,
                                 LLVMValueRef *args, unsigned n)
 {
@@ -94,6 +97,22 @@ static LLVMValueRef ir_sign(emitter *e, LLVMValueRef *a)
     LLVMValueRef pos = LLVMBuildUIToFP(e->b, ir_fcmp(e, LLVMRealOLT, lt), e->f32, "");
     LLVMValueRef neg = LLVMBuildUIToFP(e->b, ir_fcmp(e, LLVMRealOLT, gt), e->f32, "");
     return LLVMBuildFSub(e->b, pos, neg, "");
+}
+
+/* a float function of the C library (atan2f), called: the JIT's result is
+ * then the interpreter's, bit for bit */
+static LLVMValueRef ir_libm(emitter *e, const char *name, LLVMValueRef *a,
+                            unsigned n)
+{
+    LLVMTypeRef params[3] = {e->f32, e->f32, e->f32};
+    LLVMTypeRef ty = LLVMFunctionType(e->f32, params, n, 0);
+    LLVMValueRef fn = LLVMGetNamedFunction(e->mod, name);
+    if (!fn) {
+        fn = LLVMAddFunction(e->mod, name, ty);
+        add_attr(e->ctx, fn, LLVMAttributeFunctionIndex, "nounwind");
+        add_attr(e->ctx, fn, LLVMAttributeFunctionIndex, "willreturn");
+    }
+    return LLVMBuildCall2(e->b, ty, fn, a, n, "");
 }
 
 /* ATen: |w| < 0.5 ? fma(w, b-a, a) : fma(w-1, b-a, b) */

@@ -71,6 +71,8 @@ void cg_graph_free(cg_graph *g)
     free(g->nodes);
     free(g->table);
     free(g->uniform);
+    for (int i = 0; i < g->nguard; i++)
+        free(g->guard_msg[i]);
     free(g);
 }
 
@@ -498,6 +500,37 @@ done:
     return rc;
 }
 
+/* A requirement of the step is checked before the step changes anything:
+ * it may read t, values, group state and sizes, not a tensor's scalar state
+ * (which the step may be about to create) nor a reduction of the data. */
+static int check_guards(const cg_graph *g, const char *where, char *err)
+{
+    for (int k = 0; k < g->nguard; k++) {
+        int32_t c = g->guard[k];
+        if (c < 0 || c >= g->n || !g->nodes[c].boolean || cg_dom_varying(g->nodes[c].dom))
+            return cg_fail(err, JOPT_ESPEC, "internal error: malformed requirement");
+        uint8_t *need = calloc((size_t)c + 1, 1);
+        if (!need)
+            return cg_fail(err, JOPT_ENOMEM, "out of memory finishing graph");
+        need[c] = 1;
+        int bad = 0;
+        for (int i = c; i >= 0 && !bad; i--) {
+            if (!need[i])
+                continue;
+            const cg_node *x = &g->nodes[i];
+            bad = x->op == CG_SCALAR || (cg_op_flags((cg_op)x->op) & CG_F_REDUCE);
+            for (int a = 0; a < cg_op_arity((cg_op)x->op); a++)
+                need[x->arg[a]] = 1;
+        }
+        free(need);
+        if (bad)
+            return fail_at(err, where, g->guard_line[k], "require_that on a traced "
+                           "value may read t, the options, group state and sizes, "
+                           "not a tensor's scalar state or a sum");
+    }
+    return JOPT_OK;
+}
+
 int cg_graph_finish(cg_graph *g, const char *where, char *err)
 {
     /* the whitelist: ops, references, slots, and what may be stored where */
@@ -537,6 +570,8 @@ int cg_graph_finish(cg_graph *g, const char *where, char *err)
             goto bad;
     }
     int rc = assign_levels(g, where, err);
+    if (rc == JOPT_OK)
+        rc = check_guards(g, where, err);
     if (rc == JOPT_OK)
         rc = plan_loops(g, where, err);
     if (rc == JOPT_OK)

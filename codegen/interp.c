@@ -63,6 +63,15 @@ static float cg_lerpf(float a, float b, float w)
     return fabsf(w) < 0.5f ? fmaf(w, d, a) : fmaf(w - 1.0f, d, b);
 }
 
+/* Lua's float `%`: the remainder with the sign of the divisor */
+static double cg_mod(double a, double b)
+{
+    double m = fmod(a, b);
+    if ((m > 0) ? b < 0 : (m < 0 && b != m))
+        m += b;
+    return m;
+}
+
 /* Each op's semantics are ops.h's columns; leaves and reductions never
  * reach these (their columns are placeholders). */
 double cg_eval_double(cg_op op, double a, double b, double c)

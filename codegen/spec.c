@@ -398,15 +398,18 @@ static int read_hyper(lua_State *L, cg_spec *s, char *err)
     return JOPT_OK;
 }
 
-/* `runtime = {"lr", "betas"}`: hyperparameters the spec uses only in
+/* `optional = {"eps"}`: numbers that may be None (torch's Optional[float])
+ * although their default is a number; h.eps == none tests it.
+ * `runtime = {"lr", "betas"}`: hyperparameters the spec uses only in
  * arithmetic, which may therefore be passed per step instead of folded */
-static int read_runtime(lua_State *L, cg_spec *s, char *err)
+static int read_runtime(lua_State *L, cg_spec *s, const char *field, char *err)
 {
     if (lua_isnil(L, -1))
         return JOPT_OK;
     if (!lua_istable(L, -1))
-        return cg_fail(err, JOPT_ESPEC, "spec %s: 'runtime' must be a list of "
-                       "hyperparameter names", s->path);
+        return cg_fail(err, JOPT_ESPEC, "spec %s: '%s' must be a list of "
+                       "hyperparameter names", s->path, field);
+    int optional = !strcmp(field, "optional");
     for (lua_Integer i = 1;; i++) {
         lua_rawgeti(L, -1, i);
         if (lua_isnil(L, -1)) {
@@ -416,13 +419,17 @@ static int read_runtime(lua_State *L, cg_spec *s, char *err)
         cg_hyper *h = lua_type(L, -1) == LUA_TSTRING
                           ? (cg_hyper *)cg_spec_find_hyper(s, lua_tostring(L, -1))
                           : NULL;
-        if (!h || h->kind != CG_HYPER_NUMBER) {
-            int rc = cg_fail(err, JOPT_ESPEC, "spec %s: runtime entry %lld is "
-                             "not a numeric hyperparameter", s->path, (long long)i);
+        if (!h || h->kind != CG_HYPER_NUMBER || (optional && h->tuple)) {
+            int rc = cg_fail(err, JOPT_ESPEC, "spec %s: %s entry %lld is "
+                             "not a numeric%s hyperparameter", s->path, field,
+                             (long long)i, optional ? ", non-tuple" : "");
             lua_pop(L, 1);
             return rc;
         }
-        h->runtime_ok = 1;
+        if (optional)
+            h->optional = 1;
+        else
+            h->runtime_ok = 1;
         lua_pop(L, 1);
     }
 }
@@ -659,7 +666,12 @@ static int read_spec_table(lua_State *L, cg_spec *s, char *err)
     if (rc)
         return rc;
     cg_sb_rawfield(L, -1, "runtime");
-    rc = read_runtime(L, s, err);
+    rc = read_runtime(L, s, "runtime", err);
+    lua_pop(L, 1);
+    if (rc)
+        return rc;
+    cg_sb_rawfield(L, -1, "optional");
+    rc = read_runtime(L, s, "optional", err);
     lua_pop(L, 1);
     if (rc)
         return rc;

@@ -255,6 +255,15 @@ void cg_kernel_release(cg_kernel *k); /* NULL is a no-op */
 
 const cg_layout *cg_kernel_layout(const cg_kernel *k);
 
+/* The spec's requirements of a step (require_that on a per-step condition:
+ * Sophia needs its Hessian input at the steps where the reference would
+ * estimate one itself), for a tensor's step t with these values, sizes
+ * (last first) and group state: JOPT_OK, or JOPT_EINVAL with
+ * "spec:line: message".  Evaluated before the step changes anything. */
+int cg_kernel_guard(const cg_kernel *k, double t, const double *values,
+                    const int64_t *shape, int rank, int64_t numel,
+                    const double *gstate, char *err);
+
 /* A request's kernel as text: "graph" (the validated graph, in the stable
  * form docs/specs.md describes), "ir" (optimised LLVM IR) or "asm"
  * (machine code).  Caller frees *text with free(). */
