@@ -212,6 +212,10 @@ int32_t cg_graph_op(cg_graph *g, cg_op op, int32_t a, int32_t b, int32_t c,
         int to = cg_reduce_dom(op), from = n.dom;
         if (to == CG_DOM_GROUP ? from != CG_DOM_TENSOR : !cg_dom_varying(from))
             return to == CG_DOM_GROUP && cg_dom_varying(from) ? -5 : -4;
+        /* a row value does not vary along the last axis, nor a column value
+         * along the second-to-last: that axis is already reduced */
+        if ((to == CG_DOM_ROW && from == CG_DOM_ROW) || (to == CG_DOM_COL && from == CG_DOM_COL))
+            return -4;
         n.dom = (uint8_t)to;
         all_const = 0;
     }

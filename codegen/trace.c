@@ -90,8 +90,9 @@ static int32_t check(lua_State *L, int32_t r, const char *op)
         luaL_error(L, "%s takes per-step values only, not per-element ones", op);
     if (r == -4)
         luaL_error(L, "%s: this value does not vary over what %s reduces "
-                      "(a per-step value has no sum over the tensor; a row or "
-                      "column sum takes a per-element value)", op, op);
+                      "(a per-step value has no sum over the tensor; a per-row "
+                      "value has none over axis -1, a per-column one none over "
+                      "axis -2: that axis is reduced already)", op, op);
     if (r == -5)
         luaL_error(L, "%s takes a per-tensor value (sum over the tensor first)", op);
     return r;
@@ -281,6 +282,15 @@ static int t_input(lua_State *L)
 
 /* ---- requirements of a step: require_that on a traced condition ------------- */
 
+/* an error at the spec's line: the caller of the prelude's require_that */
+static int spec_error(lua_State *L, const char *msg)
+{
+    luaL_where(L, 2);
+    lua_pushstring(L, msg);
+    lua_concat(L, 2);
+    return lua_error(L);
+}
+
 int cg_trace_require_step(lua_State *L)
 {
     tracer *tr = get_tracer(L, "require_that on a traced value");
@@ -288,22 +298,22 @@ int cg_trace_require_step(lua_State *L)
     const char *msg = luaL_checkstring(L, 2);
     const cg_node *x = &tr->g->nodes[c];
     if (!x->boolean)
-        return luaL_error(L, "require_that needs a condition (lt, le, gt, ge, eq, "
+        return spec_error(L, "require_that needs a condition (lt, le, gt, ge, eq, "
                              "ne), not a number");
     if (cg_dom_varying(x->dom))
-        return luaL_error(L, "require_that takes a per-step condition (on t, the "
+        return spec_error(L, "require_that takes a per-step condition (on t, the "
                              "options, group state, sizes), not a per-element one");
     cg_graph *g = tr->g;
     if (g->nguard == CG_MAX_GUARDS)
-        return luaL_error(L, "more than %d requirements in one kernel", CG_MAX_GUARDS);
-    lua_Debug ar; /* the spec line: the caller of the prelude's require_that */
+        return spec_error(L, "more than 16 requirements in one kernel");
+    lua_Debug ar;
     int line = lua_getstack(L, 2, &ar) && lua_getinfo(L, "l", &ar) ? ar.currentline : 0;
     char buf[CG_ERRLEN];
     int at = snprintf(buf, sizeof buf, "%s:%d: ", cg_spec_path(tr->spec), line);
     snprintf(buf + at, sizeof buf - (size_t)at, "%s", msg);
-    g->guard_text[g->nguard] = at;
     if (!(g->guard_msg[g->nguard] = strdup(buf)))
         return luaL_error(L, "out of memory");
+    g->guard_text[g->nguard] = at;
     g->guard_line[g->nguard] = line;
     g->guard[g->nguard++] = c;
     return 0;

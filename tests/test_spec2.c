@@ -290,10 +290,380 @@ static void test_spec2_every_fixture(void **state)
     assert_true(n >= 49 || getenv("JOPT_SPEC2_ONLY"));
 }
 
+
+/* ---- validation messages (messages.txt) --------------------------------- */
+
+/* Every bad hyperparameter the reference refuses (tests/fixtures/spec2/
+ * messages.txt, recorded from the reference constructors), refused by
+ * jopt_optim_new with the reference's message.  One difference: a choice
+ * given a name it does not list (SophiaH's hessian_distribution) is
+ * refused by the options parser with its own words, naming the option and
+ * the value. */
+static void test_spec2_messages(void **state)
+{
+    (void)state;
+    char path[1024], line[2048];
+    snprintf(path, sizeof path, "%s/%s/messages.txt", JOPT_SOURCE_DIR, DIR2);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    jopt_ctx *ctx;
+    T_OK(NULL, jopt_ctx_new(&ctx));
+    int checked = 0, failed = 0;
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = 0;
+        if (line[0] == '#' || !line[0])
+            continue;
+        char *field[6] = {NULL};
+        int nf = 0;
+        for (char *c = line; nf < 6; nf++) {
+            field[nf] = c;
+            char *tab = strchr(c, '\t');
+            if (!tab) {
+                nf++;
+                break;
+            }
+            *tab = 0;
+            c = tab + 1;
+        }
+        assert_int_equal(nf, 6);
+        const char *spec = field[0], *options = field[3], *message = field[5];
+        if (!strcmp(spec, "muon"))
+            continue;
+        int64_t n = 1; /* the recorded shape's numel */
+        for (char *c = field[2]; *c;) {
+            char *end;
+            n *= strtoll(c, &end, 10);
+            c = *end == 'x' ? end + 1 : end;
+        }
+        float *p = t_alloc(n), *g = t_alloc(n);
+        jopt_param param = {p, g, n};
+        jopt_group group = {&param, 1, options};
+        jopt_optim *opt = NULL;
+        int rc = jopt_optim_new(ctx, spec, &group, 1, NULL, &opt);
+        const char *got = jopt_errmsg(ctx);
+        int choice = strstr(options, "hessian_distribution") != NULL;
+        int ok = rc == JOPT_EINVAL &&
+                 (choice ? strstr(got, "hessian_distribution") && strstr(got, "uniform")
+                         : strstr(got, message) != NULL);
+        if (!ok) {
+            print_message("%s %s: expected \"%s\", got %d: %s\n", spec, options,
+                          message, rc, rc ? got : "(accepted)");
+            failed++;
+        }
+        checked++;
+        jopt_optim_free(opt);
+        free(p);
+        free(g);
+    }
+    fclose(f);
+    jopt_ctx_free(ctx);
+    print_message("%d messages checked, %d wrong\n", checked, failed);
+    assert_true(checked >= 60);
+    assert_int_equal(failed, 0);
+}
+
+/* ---- bad input: a clear error, and nothing changes ------------------------ */
+
+typedef struct snap {
+    float p[64], m[64];
+    int64_t step;
+} snap;
+
+static void take(jopt_ctx *ctx, jopt_optim *opt, const float *p, int64_t n,
+                 const char *state, snap *s)
+{
+    const float *d;
+    memcpy(s->p, p, (size_t)n * sizeof(float));
+    T_OK(ctx, jopt_state_get(opt, 0, 0, state, &d, &s->step));
+    memset(s->m, 0, sizeof s->m);
+    if (d)
+        memcpy(s->m, d, (size_t)n * sizeof(float));
+}
+
+static void unchanged(const snap *a, const snap *b, int64_t n)
+{
+    assert_memory_equal(a->p, b->p, (size_t)n * sizeof(float));
+    assert_memory_equal(a->m, b->m, (size_t)n * sizeof(float));
+    assert_int_equal(a->step, b->step);
+}
+
+static const char *write_spec(const char *name, const char *text)
+{
+    static char path[1024];
+    snprintf(path, sizeof path, "%s/%s.lua", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp",
+             name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    assert_int_equal(fclose(f), 0);
+    return path;
+}
+
+/* Sophia without its Hessian at a step where the reference would estimate
+ * one: refused before anything changes, naming the parameter, the spec's
+ * file and line; given at that step, and then left out, it steps. */
+static void test_spec2_missing_input(void **state)
+{
+    (void)state;
+    jopt_ctx *ctx;
+    T_OK(NULL, jopt_ctx_new(&ctx));
+    float *p = t_alloc(12), *g = t_alloc(12), *hess = t_alloc(12);
+    t_fill(p, 12, 1, 0.0);
+    t_fill(g, 12, 2, 0.0);
+    for (int i = 0; i < 12; i++)
+        hess[i] = 0.5f + (float)i;
+    jopt_param param = {p, g, 12};
+    jopt_group group = {&param, 1, "update_period=3"};
+    jopt_optim *opt;
+    T_OK(ctx, jopt_optim_new(ctx, "sophia", &group, 1, NULL, &opt));
+    snap a, b;
+    take(ctx, opt, p, 12, "momentum", &a);
+    assert_int_equal(jopt_step(opt, NULL, NULL, NULL), JOPT_EINVAL);
+    const char *msg = jopt_errmsg(ctx);
+    assert_non_null(strstr(msg, "jopt_step: group 0 parameter 0: "));
+    assert_non_null(strstr(msg, "sophia.lua:"));
+    assert_non_null(strstr(msg, "give the estimate as input 'hessian'"));
+    take(ctx, opt, p, 12, "momentum", &b);
+    unchanged(&a, &b, 12);
+    T_OK(ctx, jopt_set_input(opt, 0, 0, "hessian", hess));
+    T_OK(ctx, jopt_step(opt, NULL, NULL, NULL));  /* t = 1 */
+    T_OK(ctx, jopt_step(opt, NULL, NULL, NULL));  /* t = 2, 3: none needed */
+    T_OK(ctx, jopt_step(opt, NULL, NULL, NULL));
+    take(ctx, opt, p, 12, "momentum", &a);
+    assert_int_equal(jopt_step(opt, NULL, NULL, NULL), JOPT_EINVAL); /* t = 4 */
+    take(ctx, opt, p, 12, "momentum", &b);
+    unchanged(&a, &b, 12);
+    assert_int_equal(jopt_set_input(opt, 0, 0, "hesian", hess), JOPT_EINVAL);
+    assert_non_null(strstr(jopt_errmsg(ctx), "spec 'sophia' has no input 'hesian'"));
+    jopt_optim_free(opt);
+    jopt_ctx_free(ctx);
+    free(p);
+    free(g);
+    free(hess);
+}
+
+/* An unknown kernel name: the spec's kernels are listed, nothing runs. */
+static void test_spec2_unknown_kernel(void **state)
+{
+    (void)state;
+    jopt_ctx *ctx;
+    T_OK(NULL, jopt_ctx_new(&ctx));
+    float *p = t_alloc(12), *g = t_alloc(12);
+    t_fill(p, 12, 1, 0.0);
+    t_fill(g, 12, 2, 0.0);
+    jopt_param param = {p, g, 12};
+    jopt_group group = {&param, 1, NULL};
+    jopt_optim *opt;
+    T_OK(ctx, jopt_optim_new(ctx, "schedulefree_adamw", &group, 1, NULL, &opt));
+    T_OK(ctx, jopt_step(opt, NULL, NULL, NULL)); /* y = z after the first */
+    T_OK(ctx, jopt_step(opt, NULL, NULL, NULL));
+    snap a, b;
+    take(ctx, opt, p, 12, "z", &a);
+    assert_int_equal(jopt_optim_call(opt, "evaluate"), JOPT_EINVAL);
+    assert_non_null(strstr(jopt_errmsg(ctx), "spec 'schedulefree_adamw' has no "
+                                             "kernel 'evaluate' (its kernels: eval, train)"));
+    take(ctx, opt, p, 12, "z", &b);
+    unchanged(&a, &b, 12);
+    double mode;
+    T_OK(ctx, jopt_group_state(opt, 0, "train_mode", &mode));
+    assert_true(mode == 1);
+    T_OK(ctx, jopt_optim_call(opt, "eval"));
+    T_OK(ctx, jopt_group_state(opt, 0, "train_mode", &mode));
+    assert_true(mode == 0);
+    take(ctx, opt, p, 12, "z", &b);
+    assert_memory_not_equal(a.p, b.p, 12 * sizeof(float)); /* x, not y */
+    T_OK(ctx, jopt_optim_call(opt, "eval"));          /* eval twice: no change */
+    snap c;
+    take(ctx, opt, p, 12, "z", &c);
+    unchanged(&b, &c, 12);
+    jopt_optim_free(opt);
+    jopt_ctx_free(ctx);
+    free(p);
+    free(g);
+}
+
+/* A spec reducing over an axis the tensor lacks, or over an axis a value
+ * has already been reduced over: the error names the spec's file and line
+ * and the parameter, at the first step of a tensor of that rank, and the
+ * step changes nothing. */
+static void test_spec2_bad_reductions(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *name, *body, *want;
+    } cases[] = {
+        {"jopt_bad_axis", "return p - sum(g * g, -3) * g",
+         "jopt_bad_axis.lua:3: sum: axis -3: the tensor has 2 dimensions"},
+        {"jopt_bad_rowrow", "return p - sum(sum(g * g, -1), -1) * g",
+         "jopt_bad_rowrow.lua:3: sum: this value does not vary over what sum reduces"},
+        {"jopt_bad_colcol", "return p - amax(mean(g, -2), -2) * g",
+         "jopt_bad_colcol.lua:3: amax: this value does not vary over what amax reduces"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        char text[512];
+        snprintf(text, sizeof text, "return { hyper = { lr = 0.1 }, state = { m = 0 },\n"
+                 "  update = function (p, g, s, h)\n  if dim() > 1 then %s end\n"
+                 "  return p - h.lr * g\n  end }\n", cases[k].body);
+        const char *path = write_spec(cases[k].name, text);
+        jopt_ctx *ctx;
+        T_OK(NULL, jopt_ctx_new(&ctx));
+        float *p = t_alloc(12), *g = t_alloc(12);
+        t_fill(p, 12, 1, 0.0);
+        t_fill(g, 12, 2, 0.0);
+        jopt_param param = {p, g, 12};
+        jopt_group group = {&param, 1, NULL};
+        jopt_optim *opt;
+        T_OK(ctx, jopt_optim_new(ctx, path, &group, 1, NULL, &opt)); /* flat: fine */
+        int rc = jopt_set_shape(opt, 0, 0, 2, (int64_t[]){3, 4});
+        if (rc == JOPT_OK) {
+            snap a, b;
+            take(ctx, opt, p, 12, "m", &a);
+            rc = jopt_step(opt, NULL, NULL, NULL);
+            take(ctx, opt, p, 12, "m", &b);
+            unchanged(&a, &b, 12);
+        }
+        assert_int_not_equal(rc, JOPT_OK);
+        if (!strstr(jopt_errmsg(ctx), cases[k].want))
+            fail_msg("%s: expected \"%s\" in: %s", cases[k].name, cases[k].want,
+                     jopt_errmsg(ctx));
+        assert_non_null(strstr(jopt_errmsg(ctx), "parameter 0"));
+        jopt_optim_free(opt);
+        jopt_ctx_free(ctx);
+        free(p);
+        free(g);
+        remove(path);
+    }
+}
+
+/* A shape whose product is not the parameter's numel: refused, naming the
+ * parameter; the optimizer steps on as before. */
+static void test_spec2_bad_shape(void **state)
+{
+    (void)state;
+    jopt_ctx *ctx;
+    T_OK(NULL, jopt_ctx_new(&ctx));
+    float *p = t_alloc(12), *g = t_alloc(12);
+    t_fill(p, 12, 1, 0.0);
+    t_fill(g, 12, 2, 0.0);
+    jopt_param param = {p, g, 12};
+    jopt_group group = {&param, 1, NULL};
+    jopt_optim *opt;
+    T_OK(ctx, jopt_optim_new(ctx, "adafactor", &group, 1, NULL, &opt));
+    assert_int_equal(jopt_set_shape(opt, 0, 0, 2, (int64_t[]){5, 3}), JOPT_EINVAL);
+    assert_non_null(strstr(jopt_errmsg(ctx), "parameter 0"));
+    assert_non_null(strstr(jopt_errmsg(ctx), "a shape of 15 elements for a parameter of 12"));
+    T_OK(ctx, jopt_step(opt, NULL, NULL, NULL)); /* still flat: variance */
+    int64_t n;
+    T_OK(ctx, jopt_state_numel(opt, 0, 0, "variance", &n));
+    assert_int_equal(n, 12);
+    jopt_optim_free(opt);
+    jopt_ctx_free(ctx);
+    free(p);
+    free(g);
+}
+
+/* ---- big tensors: threads and engines agree --------------------------------- */
+
+/* Each new spec on tensors big enough for the pool (and for sums cut in
+ * many tasks): the JIT on 1 and 2 threads and the reference on 2, bit for
+ * bit, after
+ * every step (Sophia with its Hessian at every other step, Schedule-Free
+ * with eval and train between steps). */
+static void big_run(const char *spec, const char *options, jopt_engine engine,
+                    int threads, float *out, int64_t *total)
+{
+    static const int64_t sizes[] = {1000000, 70001, 3, 1};
+    enum { NT = 4, STEPS = 3 };
+    jopt_ctx *ctx;
+    T_OK(NULL, jopt_ctx_new(&ctx));
+    T_OK(ctx, jopt_ctx_set_engine(ctx, engine));
+    T_OK(ctx, jopt_ctx_set_threads(ctx, threads));
+    jopt_param params[NT];
+    float *hess[NT];
+    for (int t = 0; t < NT; t++) {
+        params[t] = (jopt_param){t_alloc(sizes[t]), t_alloc(sizes[t]), sizes[t]};
+        hess[t] = t_alloc(sizes[t]);
+        t_fill(params[t].param, sizes[t], 10 + (uint64_t)t, 0.0);
+        t_fill(hess[t], sizes[t], 20 + (uint64_t)t, 0.1);
+    }
+    jopt_group group = {params, NT, options};
+    jopt_optim *opt;
+    T_OK(ctx, jopt_optim_new(ctx, spec, &group, 1, NULL, &opt));
+    int64_t off = 0;
+    for (int s = 0; s < STEPS; s++) {
+        for (int t = 0; t < NT; t++) {
+            t_fill(params[t].grad, sizes[t], 100 + 7 * (uint64_t)s + (uint64_t)t, 0.05);
+            if (!strcmp(spec, "sophia") && s % 2 == 0)
+                T_OK(ctx, jopt_set_input(opt, 0, (size_t)t, "hessian", hess[t]));
+        }
+        T_OK(ctx, jopt_step(opt, NULL, NULL, NULL));
+        if (!strcmp(spec, "schedulefree_adamw")) {
+            T_OK(ctx, jopt_optim_call(opt, "eval"));
+            T_OK(ctx, jopt_optim_call(opt, "train"));
+        }
+        for (int t = 0; t < NT; t++) {
+            memcpy(out + off, params[t].param, (size_t)sizes[t] * sizeof(float));
+            off += sizes[t];
+        }
+    }
+    *total = off;
+    jopt_optim_free(opt);
+    jopt_ctx_free(ctx);
+    for (int t = 0; t < NT; t++) {
+        free(params[t].param);
+        free(params[t].grad);
+        free(hess[t]);
+    }
+}
+
+static void test_spec2_big_threads_engines(void **state)
+{
+    (void)state;
+    static const char *const specs[][2] = {
+        {"adabelief", "ams_bound=true weight_decay=0.01"},
+        {"adabelief", "rectify=true"},
+        {"adan", "max_grad_norm=1 weight_decay=0.01"},
+        {"ademamix", "cautious=true t_alpha_beta3=10"},
+        {"cautious_adamw", NULL},
+        {"schedulefree_adamw", "warmup_steps=2 ams_bound=true"},
+        {"sophia", "update_period=2"},
+        {"prodigy", "weight_decay=0.01"},
+        {"prodigy", "eps=None"},
+    };
+    size_t cap = 3 * (1000000 + 70001 + 3 + 1);
+    float *ref = malloc(cap * sizeof(float)), *got = malloc(cap * sizeof(float));
+    assert_true(ref && got);
+    for (size_t k = 0; k < sizeof specs / sizeof specs[0]; k++) {
+        int64_t n, m;
+        big_run(specs[k][0], specs[k][1], JOPT_ENGINE_JIT, 1, ref, &n);
+        static const struct { jopt_engine e; int threads; } how[] = {
+            {JOPT_ENGINE_JIT, 2}, {JOPT_ENGINE_REFERENCE, 2}};
+        for (size_t h = 0; h < 2; h++) {
+            big_run(specs[k][0], specs[k][1], how[h].e, how[h].threads, got, &m);
+            assert_int_equal(n, m);
+            int64_t where;
+            uint32_t u = t_max_ulp(got, ref, n, &where);
+            if (u)
+                fail_msg("%s %s: %s on %d threads differs from the JIT on 1 at "
+                         "[%lld] by %u ulp", specs[k][0], specs[k][1] ? specs[k][1] : "",
+                         how[h].e == JOPT_ENGINE_JIT ? "the JIT" : "the reference",
+                         how[h].threads, (long long)where, u);
+        }
+    }
+    free(ref);
+    free(got);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_spec2_every_fixture),
+        cmocka_unit_test(test_spec2_messages),
+        cmocka_unit_test(test_spec2_missing_input),
+        cmocka_unit_test(test_spec2_unknown_kernel),
+        cmocka_unit_test(test_spec2_bad_reductions),
+        cmocka_unit_test(test_spec2_bad_shape),
+        cmocka_unit_test(test_spec2_big_threads_engines),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
