@@ -264,6 +264,21 @@ JOPT_API int jopt_spec_kernel(jopt_spec *s, size_t i, jopt_kernel_info *out)
     return JOPT_OK;
 }
 
+JOPT_API size_t jopt_spec_ninputs(const jopt_spec *s)
+{
+    return s ? cg_spec_ninputs(s->spec) : 0;
+}
+
+JOPT_API const char *jopt_spec_input(const jopt_spec *s, size_t i)
+{
+    return s && i < cg_spec_ninputs(s->spec) ? cg_spec_input(s->spec, i) : NULL;
+}
+
+JOPT_API int jopt_spec_steps_per_group(const jopt_spec *s)
+{
+    return s ? cg_spec_group_steps(s->spec) : 0;
+}
+
 JOPT_API int jopt_spec_set_variant(jopt_spec *s, int rank, const char *inputs)
 {
     static const char fn[] = "jopt_spec_set_variant";
