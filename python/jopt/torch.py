@@ -11,7 +11,7 @@ import ctypes
 
 import torch
 
-from . import _lib
+from . import _lib, _spec2
 from ._lib import normalize, default_context
 from ._specs import OPTIMIZERS, CLOSURE, describe, check_flags, prepare
 
@@ -79,6 +79,8 @@ class JoptOptimizer(torch.optim.Optimizer):
         for gi, group in enumerate(self.param_groups):
             groups.append(self._jopt_group_spec(gi, group))
         self._jopt = _lib.RawOptim(self._jopt_ctx, cls._jopt_spec, groups)
+        for gi in range(len(self.param_groups)):
+            self._jopt_shapes(gi)
         self._jopt_pushed = [self._hyper_of(g) for g in self.param_groups]
         self._jopt_grads = [[0] * len(g["params"]) for g in self.param_groups]
         self._jopt_grad_refs = [[None] * len(g["params"]) for g in self.param_groups]
@@ -88,6 +90,11 @@ class JoptOptimizer(torch.optim.Optimizer):
 
     def _jopt_check_groups(self):
         pass
+
+    def _jopt_shapes(self, gi):
+        """jopt sees each parameter's shape (Adafactor factors a matrix)."""
+        _spec2.set_shapes(self._jopt, gi, [tuple(p.shape) for p in
+                                           self.param_groups[gi]["params"]])
 
     def _hyper_of(self, group):
         out = {}
@@ -118,6 +125,7 @@ class JoptOptimizer(torch.optim.Optimizer):
         except Exception:
             self.param_groups.pop()
             raise
+        self._jopt_shapes(gi)
         self._jopt_pushed.append(self._hyper_of(group))
         self._jopt_grads.append([0] * len(group["params"]))
         self._jopt_grad_refs.append([None] * len(group["params"]))
@@ -227,10 +235,11 @@ class JoptOptimizer(torch.optim.Optimizer):
                         return None, step
                     if numel == 1 and p.numel() != 1:
                         return torch.tensor([data[0]], dtype=torch.float32), step
-                    arr = (ctypes.c_float * p.numel()).from_address(
+                    arr = (ctypes.c_float * numel).from_address(
                         ctypes.addressof(data.contents))
                     t = torch.frombuffer(bytearray(arr), dtype=torch.float32)
-                    return t.reshape(p.shape), step
+                    return t.reshape(_spec2.state_shape(self._jopt_spec, name, p.shape,
+                                                        numel)), step
         raise ValueError("jopt: the tensor is not a parameter of this optimizer")
 
     def state_dict(self):
@@ -286,6 +295,9 @@ class JoptClosureOptimizer(JoptOptimizer):
             if v.numel():
                 self._jopt.set_grad(0, pi, v.data_ptr())
 
+    def _jopt_shapes(self, gi):
+        pass
+
     def _jopt_check_groups(self):
         if len(self.param_groups) != 1:
             raise ValueError("%s doesn't support per-parameter options (parameter "
@@ -336,7 +348,7 @@ def _make(name):
         base = JoptOptimizer
         doc = ("jopt.torch.%s: torch.optim.%s's interface over jopt's JIT-compiled spec "
                "'%s'.\n\nSignature: %s%s" % (name, name, spec, name, sig))
-    cls = type(name, (base,), {
+    cls = type(name, _spec2.TORCH_MIXINS.get(name, ()) + (base,), {
         "__doc__": doc, "__module__": __name__, "_jopt_name": name, "_jopt_spec": spec,
         "_jopt_sig": sig, "_jopt_hyper": tuple(hyper), "_jopt_flags": tuple(flags)})
     cls.__init__ = _init_for(sig, base)
