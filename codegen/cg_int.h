@@ -125,6 +125,10 @@ typedef struct cg_graph {
     int nloops;
     int two_d;        /* has row or column values: ELEM loops by rows */
     uint64_t read;    /* slots live code loads */
+    /* each pass over the elements (a loop of kind COLS or ELEM, in order):
+     * the slots it loads (or reads back) and the slots it stores */
+    uint64_t pass_read[CG_MAX_LEVELS * 2], pass_written[CG_MAX_LEVELS * 2];
+    int npass;
     /* the state layout the trace produced */
     int state[CG_MAX_SLOTS];       /* spec state index of slot 2 + i */
     cg_init init[CG_MAX_SLOTS];

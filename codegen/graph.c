@@ -430,6 +430,7 @@ static int plan_loops(cg_graph *g, const char *where, char *err)
     int rc = JOPT_OK;
     g->nloops = 0;
     g->read = 0;
+    g->npass = 0;
     for (int lv = 0; lv < g->nlevels && rc == JOPT_OK; lv++)
         for (int kind = 0; kind < CG_NLOOP_KINDS && rc == JOPT_OK; kind++) {
             cg_loop l = {(uint8_t)lv, (uint8_t)kind};
@@ -438,10 +439,25 @@ static int plan_loops(cg_graph *g, const char *where, char *err)
             if (kind != CG_LOOP_ELEM && !g->two_d)
                 continue;
             cg_loop_plan(g, &l, how);
+            int pass = kind >= CG_LOOP_COLS && g->npass < CG_MAX_LEVELS * 2 ? g->npass++ : -1;
+            if (pass >= 0) {
+                g->pass_read[pass] = g->pass_written[pass] = 0;
+                for (int s = 0; s < g->nslots; s++) {
+                    int slv, sk;
+                    cg_store_loop(g, s, &slv, &sk);
+                    if (slv == lv && sk == kind)
+                        g->pass_written[pass] |= 1ull << s;
+                }
+                for (int i = 0; i < g->n; i++)
+                    if (how[i] == CG_HOW_RELOAD)
+                        g->pass_read[pass] |= 1ull << reload_slot(g, i, lv, kind);
+            }
             for (int i = 0; i < g->n && rc == JOPT_OK; i++) {
                 const cg_node *x = &g->nodes[i];
                 if (how[i] != CG_HOW_COMPUTE && how[i] != CG_HOW_ROWWISE)
                     continue;
+                if (x->op == CG_LOAD && pass >= 0)
+                    g->pass_read[pass] |= 1ull << x->slot;
                 if (x->op == CG_LOAD) {
                     char b[32];
                     g->read |= 1ull << x->slot;

@@ -173,6 +173,9 @@ static int trace_into(const cg_request *r, cg_kernel *k, char *err)
         l->npasses = 1;
     l->rank = g->rank;
     l->read = g->read;
+    l->npass = g->npass;
+    l->pass_read = g->pass_read;
+    l->pass_written = g->pass_written;
     for (int s = 0; s < g->nslots; s++)
         if (g->store[s] >= 0)
             l->written |= 1ull << s;

@@ -242,6 +242,10 @@ JOPT_API int jopt_spec_kernel(jopt_spec *s, size_t i, jopt_kernel_info *out)
                               .nsums = l->nsums, .nmaxima = l->nmaxima,
                               .npasses = l->npasses, .read = l->read,
                               .written = l->written};
+    for (int p = 0; p < l->npass && p < 16; p++) {
+        out->pass_read[p] = l->pass_read[p];
+        out->pass_written[p] = l->pass_written[p];
+    }
     if (vk) {
         out->name = vk->name;
         out->narrays = vk->narrays;
@@ -253,6 +257,8 @@ JOPT_API int jopt_spec_kernel(jopt_spec *s, size_t i, jopt_kernel_info *out)
             s->update_arrays[2 + k2] = cg_spec_state_name(s->spec, (size_t)l->state[k2]);
             out->scalar |= (uint64_t)(l->kind[k2] == CG_KIND_SCALAR ||
                                       l->kind[k2] == CG_KIND_SCALAR64) << (2 + k2);
+            out->axis |= (uint64_t)(l->kind[k2] == CG_KIND_ROW ||
+                                    l->kind[k2] == CG_KIND_COL) << (2 + k2);
         }
         for (int k2 = 0; k2 < l->ninput; k2++)
             s->update_arrays[2 + l->nstate + k2] =

@@ -218,6 +218,8 @@ typedef struct cg_layout {
     int narrays, nscalars, nresults;
     uint64_t read;            /* bit per array slot the kernel loads */
     uint64_t written;         /* bit per array slot the kernel stores to */
+    int npass;                /* passes over the elements, and each one's */
+    const uint64_t *pass_read, *pass_written; /* loads and stores */
 } cg_layout;
 
 /* Floats a state of kind k takes for a tensor of n elements and `rank`

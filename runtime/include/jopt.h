@@ -319,6 +319,12 @@ typedef struct jopt_kernel_info {
     uint64_t read, written;    /* bit per array: loaded, stored */
     uint64_t scalar;           /* bit per array holding one float per
                                   tensor (a scalar state), not streamed */
+    uint64_t axis;             /* bit per array holding one value per row
+                                  or column (a state smaller than the
+                                  tensor), not streamed */
+    /* each pass over the elements, in order (npasses of them, at most 16):
+     * the arrays it loads (or reads back) and those it stores */
+    uint64_t pass_read[16], pass_written[16];
 } jopt_kernel_info;
 
 /* The update then the spec's named kernels, or a closure optimizer's
