@@ -226,7 +226,9 @@ void cg_interp_uniforms(const cg_graph *g, const cg_env *env, double *u,
  * sums go, and for a 2-D kernel its row and column reduction arrays and
  * its shape.  ELEM and ROW/COL loops: elements [begin, end) of the loop's
  * index space (rows [begin, end) of the tensor in a 2-D ELEM loop); COLS:
- * columns [begin, end) of the matrix whose first row is `base`. */
+ * columns [begin, end) of `nmat` consecutive matrices, the first of which
+ * starts at row `base` (several only when each is taken whole: small
+ * matrices, as a conv weight's 3x3 or 1x1 kernels). */
 typedef struct cg_task {
     float *const *arrays;
     int64_t begin, end;
@@ -235,6 +237,7 @@ typedef struct cg_task {
     double *const *axis;   /* nrowred row arrays, then ncolred column ones */
     int64_t rows, cols;    /* a matrix's rows (size(-2)) and columns */
     int64_t base;
+    int64_t nmat;
 } cg_task;
 
 /* A kernel loop over a list of tasks: one call covers any number of
