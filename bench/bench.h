@@ -69,7 +69,9 @@ void b_split(int64_t n, int t, int nt, int64_t *lo, int64_t *hi);
     X(LT, "lt", 2) X(LE, "le", 2) X(GT, "gt", 2) X(GE, "ge", 2)                \
     X(EQ, "eq", 2) X(NE, "ne", 2) X(AND, "and_", 2) X(OR, "or_", 2)            \
     X(FMA, "fma", 3) X(LERP, "lerp", 3) X(WHERE, "where", 3)                   \
-    X(SUM, "sum", 1) X(MAXALL, "maxall", 1)
+    X(SUM, "sum", 1) X(MAXALL, "maxall", 1)                                    \
+    X(GSTATE, "gstate", 0) X(SHAPE, "size", 0) X(MOD, "mod", 2)                \
+    X(ATAN2, "atan2", 2) X(GSUM, "groupsum", 1) X(GMAX, "groupmax", 1)
 
 typedef enum b_op {
 #define B_OP_ENUM(id, name, arity) B_##id,
@@ -103,6 +105,12 @@ typedef struct b_graph {
     int n, nuniform, nstep;      /* nodes, uK values, per-step nodes */
     int nreduce;
     uint8_t reduce_max[B_MAX_REDUCE]; /* maxall (1) or sum (0) */
+    uint8_t input[B_MAX_SLOTS];  /* a per-element input of the step */
+    int ninput;
+    /* why the unfused kernel cannot run this graph ("" if it can): state
+     * or sums per group (the unfused kernel runs one tensor at a time),
+     * inputs, more than two passes */
+    char unmodelled[96];
 } b_graph;
 
 /* Reads the text of jopt_spec_emit(spec, NULL, "graph", ..); `hyper` nodes
@@ -112,13 +120,14 @@ int b_graph_parse(const char *text, const jopt_spec *spec, b_graph **out,
                   char *err, size_t errlen);
 void b_graph_free(b_graph *g);
 
-/* Every per-step node's value (val[i], double) at step count t, as jopt's
+/* Every per-step node's value (val[i], double) at step count t for a
+ * tensor of `numel` elements, as jopt's
  * prologue computes it (red NULL: the sums are not known yet and read as
  * NaN) or its epilogue (red: each reduction's result).  Then, once the sums
  * are known (or if there are none), each scalar state's new value, rounded
  * to float, into arrays[slot][0]: after every read of the old ones. */
-void b_graph_steps(const b_graph *g, double t, float *const *arrays,
-                   const double *red, double *val);
+void b_graph_steps(const b_graph *g, double t, int64_t numel,
+                   float *const *arrays, const double *red, double *val);
 
 /* ---- access patterns and the memory-only loop (membw.c) ---------------- */
 
@@ -126,23 +135,27 @@ void b_graph_steps(const b_graph *g, double t, float *const *arrays,
  * is both read and written is "rw"; the gradient is read only. */
 typedef struct b_pattern {
     int nslots;
-    int reads, writes;            /* array counts (scalar states excluded) */
-    uint8_t read[B_MAX_SLOTS], written[B_MAX_SLOTS];
-    int passes;                   /* 2 for kernels that store after sums */
+    int reads, writes;            /* array counts, summed over the passes
+                                     (scalar and per-row/column states
+                                     excluded) */
+    uint8_t read[B_MAX_SLOTS], written[B_MAX_SLOTS]; /* in any pass */
+    int passes;                   /* passes over the elements: 2 for
+                                     kernels that store after sums */
+    uint64_t pass_read[16], pass_written[16]; /* each pass's arrays */
 } b_pattern;
 
-/* The update's pattern, from jopt_spec_kernel's read and written masks and
- * passes, leaving out the scalar states (jopt_spec_state).  0, or -1 (the
- * message on the spec's context). */
+/* The update's pattern, from jopt_spec_kernel's per-pass read and written
+ * masks, leaving out the states that are not streamed (one value per
+ * tensor, row or column).  0, or -1 (the message on the spec's context). */
 int b_pattern_of(jopt_spec *spec, b_pattern *pat);
 /* bytes moved per element by one step: 4 * (reads + writes) */
 double b_pattern_bytes(const b_pattern *pat);
-/* "4R/3W" */
+/* "4R/3W", or "3R/2W + 4R/1W" for two passes */
 const char *b_pattern_text(const b_pattern *pat, char *buf, size_t len);
 
-/* Reads every array the update reads and writes every array it writes, over
- * [lo, hi), with one multiply-add per written element and values unchanged.
- * arrays are the kernel's slots. */
+/* Each pass in turn: reads every array the pass reads and writes every
+ * array it writes, over [lo, hi), with one multiply-add per written element
+ * and values unchanged.  arrays are the kernel's slots. */
 void b_membw(const b_pattern *pat, float *const *arrays, int64_t lo,
              int64_t hi);
 
@@ -227,9 +240,16 @@ typedef struct b_opt {
     jopt_spec *js;         /* the spec under the options (on b_ctx1) */
     b_graph *graph;        /* the steady kernel's graph, as jopt prints it */
     b_pattern pat;
+    b_pattern pat2;        /* the pattern for a tensor with a 2-D shape */
     b_hand hand;
     const char *statename[B_MAX_SLOTS]; /* slot 2 + s */
+    int ninput;            /* the spec's inputs, given at every step */
+    const char *inputname[8];
 } b_opt;
+
+/* gives every input of o's spec (Sophia's "hessian") to the n tensors of
+ * opt for its next step, from in[i] */
+void b_give_inputs(const b_opt *o, jopt_optim *opt, float *const *in, int n);
 
 /* the contexts: JIT on 1 thread, JIT on 2 threads, reference on 1 */
 extern jopt_ctx *b_ctx1, *b_ctx2, *b_ctxr;

@@ -38,6 +38,8 @@ static const char *const smoke_extra[] = {
 typedef struct config {
     int smoke, model, construction;
     int64_t sizes[32];
+    int ndim[32];         /* 0: flat; else the case's shape, dims[] */
+    int64_t dims[32][4];
     int nsizes;
     int64_t max_unfused, max_reference;
     double budget;
@@ -64,7 +66,8 @@ static int usage(void)
                     "                   [--max-unfused N] [--max-reference N] "
                     "[--budget SECONDS] [--csv FILE] [--svg FILE]\n"
                     "                   [spec[:options] ...]\n"
-                    "sizes take K and M suffixes (4K = 4096); default "
+                    "sizes take K and M suffixes (4K = 4096), or are shapes "
+                    "(2048x2048: one tensor of that shape);\ndefault "
                     "4K,16K,..,64M and ResNet-50\n");
     return 2;
 }
@@ -97,7 +100,19 @@ static int parse_args(int argc, char **argv, config *c)
         else if (!strcmp(a, "--sizes") && v) {
             c->nsizes = 0;
             for (const char *s = v; *s && c->nsizes < 32;) {
-                c->sizes[c->nsizes++] = parse_count(s);
+                /* N, or a shape RxC[xD[xE]] (one shaped tensor) */
+                int k = c->nsizes++, nd = 0;
+                int64_t n = 1;
+                for (const char *d = s; nd < 4;) {
+                    char *end;
+                    c->dims[k][nd++] = strtoll(d, &end, 10);
+                    n *= c->dims[k][nd - 1];
+                    if (*end != 'x')
+                        break;
+                    d = end + 1;
+                }
+                c->ndim[k] = nd > 1 ? nd : 0;
+                c->sizes[k] = nd > 1 ? n : parse_count(s);
                 const char *comma = strchr(s, ',');
                 s = comma ? comma + 1 : s + strlen(s);
             }
@@ -203,8 +218,19 @@ static int opt_init(b_opt *o, const char *arg)
     /* the spec under the same options: the steady kernel's graph and its
      * access pattern */
     const char *text;
-    char err[256];
-    if (jopt_spec_open(b_ctx1, o->spec, o->options, &o->js) != JOPT_OK ||
+    char err[256], inputs[256] = "";
+    if (jopt_spec_open(b_ctx1, o->spec, o->options, &o->js) == JOPT_OK) {
+        /* the spec's inputs are given at every step (Sophia's Hessian) */
+        for (size_t k = 0; k < jopt_spec_ninputs(o->js) && k < 8; k++) {
+            o->inputname[o->ninput++] = jopt_spec_input(o->js, k);
+            size_t l = strlen(inputs);
+            snprintf(inputs + l, sizeof inputs - l, "%s%s", k ? " " : "",
+                     jopt_spec_input(o->js, k));
+        }
+    }
+    if (!o->js || jopt_spec_set_variant(o->js, 2, inputs) != JOPT_OK ||
+        b_pattern_of(o->js, &o->pat2) != 0 ||
+        jopt_spec_set_variant(o->js, 1, inputs) != JOPT_OK ||
         jopt_spec_emit(o->js, NULL, "graph", &text) != JOPT_OK) {
         fprintf(stderr, "bench_optim: %s: %s\n", arg, jopt_errmsg(b_ctx1));
         goto fail;
@@ -236,8 +262,11 @@ typedef struct bset {
     const b_opt *o;
     int n;
     const int64_t *numel;
+    int ndim;             /* a one-tensor case with a shape: its dims */
+    const int64_t *dims;
+    const b_pattern *pat; /* the memory-only pattern of this case */
     int64_t total, maxn;
-    float **p, **g;
+    float **p, **g, **in;
     jopt_optim *o1, *o2, *oref;
     float ***a1, ***a2; /* per tensor, the slots of o1 and o2 */
     b_unfused *unf;
@@ -256,7 +285,14 @@ static jopt_optim *make_optim(jopt_ctx *ctx, const b_opt *o, bset *b)
     if (jopt_optim_new(ctx, o->spec, &group, 1, o->options, &opt) != JOPT_OK)
         fprintf(stderr, "bench_optim: %s: %s\n", o->label, jopt_errmsg(ctx));
     free(params);
+    if (opt && b->ndim && jopt_set_shape(opt, 0, 0, b->ndim, b->dims) != JOPT_OK) {
+        fprintf(stderr, "bench_optim: %s: %s\n", o->label, jopt_errmsg(ctx));
+        jopt_optim_free(opt);
+        opt = NULL;
+    }
     /* the first step creates the state (and runs the fresh variant) */
+    if (opt)
+        b_give_inputs(o, opt, b->in, b->n);
     if (opt && jopt_step(opt, NULL, NULL, NULL) != JOPT_OK) {
         fprintf(stderr, "bench_optim: %s: %s\n", o->label, jopt_errmsg(ctx));
         jopt_optim_free(opt);
@@ -279,6 +315,8 @@ static float ***slots_of(const b_opt *o, bset *b, jopt_optim *opt)
             jopt_state_get(opt, 0, (size_t)i, o->statename[s], &d, NULL);
             a[i][2 + s] = (float *)d;
         }
+        for (int k = 0; k < o->ninput; k++)
+            a[i][2 + o->graph->nstate + k] = b->in[i];
     }
     return a;
 }
@@ -293,6 +331,8 @@ static void bset_free(bset *b)
             free(b->p[i]);
         if (b->g)
             free(b->g[i]);
+        if (b->in)
+            free(b->in[i]);
         if (b->a1)
             free(b->a1[i]);
         if (b->a2)
@@ -300,6 +340,7 @@ static void bset_free(bset *b)
     }
     free(b->p);
     free(b->g);
+    free(b->in);
     free(b->a1);
     free(b->a2);
     b_unfused_free(b->unf);
@@ -307,25 +348,37 @@ static void bset_free(bset *b)
 }
 
 static int bset_new(bset *b, const b_opt *o, const int64_t *numel, int n,
-                    int want_ref, int want_unf)
+                    int ndim, const int64_t *dims, int want_ref, int want_unf)
 {
     memset(b, 0, sizeof *b);
     b->o = o;
     b->n = n;
     b->numel = numel;
+    b->ndim = n == 1 ? ndim : 0;
+    b->dims = dims;
+    b->pat = b->ndim ? &o->pat2 : &o->pat;
     for (int i = 0; i < n; i++) {
         b->total += numel[i];
         b->maxn = numel[i] > b->maxn ? numel[i] : b->maxn;
     }
-    b->p = calloc((size_t)n, sizeof *b->p);
-    b->g = calloc((size_t)n, sizeof *b->g);
-    if (!b->p || !b->g)
+    size_t cnt = n > 0 ? (size_t)n : 1;
+    b->p = calloc(cnt, sizeof *b->p);
+    b->g = calloc(cnt, sizeof *b->g);
+    b->in = calloc(cnt, sizeof *b->in);
+    if (!b->p || !b->g || !b->in)
         goto fail;
     for (int i = 0; i < n; i++) {
         if (!(b->p[i] = b_alloc(numel[i])) || !(b->g[i] = b_alloc(numel[i])))
             goto fail;
         b_fill(b->p[i], numel[i], 1 + (uint64_t)i);
         b_fill(b->g[i], numel[i], 1000 + (uint64_t)i);
+        if (o->ninput) { /* positive, as a Hessian estimate's EMA would be */
+            if (!(b->in[i] = b_alloc(numel[i])))
+                goto fail;
+            b_fill(b->in[i], numel[i], 2000 + (uint64_t)i);
+            for (int64_t e = 0; e < numel[i]; e++)
+                b->in[i][e] = 0.5f + fabsf(b->in[i][e]);
+        }
     }
     if (!(b->o1 = make_optim(b_ctx1, o, b)) || !(b->o2 = make_optim(b_ctx2, o, b)))
         goto fail;
@@ -334,7 +387,7 @@ static int bset_new(bset *b, const b_opt *o, const int64_t *numel, int n,
     if (!(b->a1 = slots_of(o, b, b->o1)) || !(b->a2 = slots_of(o, b, b->o2)))
         goto fail;
     if (want_unf && b_unfused_new(o->graph, b->maxn, &b->unf))
-        goto fail;
+        goto fail; /* run_shapes wants none where the graph is not modelled */
     b->t_hand = b->t_unf = 2;
     return 0;
 fail:
@@ -346,9 +399,22 @@ fail:
 
 /* ---- what is timed ----------------------------------------------------------- */
 
-static void run_jit1(bset *b) { jopt_step(b->o1, NULL, NULL, NULL); }
-static void run_jit2(bset *b) { jopt_step(b->o2, NULL, NULL, NULL); }
-static void run_ref(bset *b) { jopt_step(b->oref, NULL, NULL, NULL); }
+void b_give_inputs(const b_opt *o, jopt_optim *opt, float *const *in, int n)
+{
+    for (int k = 0; k < o->ninput; k++)
+        for (int i = 0; i < n; i++)
+            jopt_set_input(opt, 0, (size_t)i, o->inputname[k], in[i]);
+}
+
+static void step(bset *b, jopt_optim *opt)
+{
+    b_give_inputs(b->o, opt, b->in, b->n);
+    jopt_step(opt, NULL, NULL, NULL);
+}
+
+static void run_jit1(bset *b) { step(b, b->o1); }
+static void run_jit2(bset *b) { step(b, b->o2); }
+static void run_ref(bset *b) { step(b, b->oref); }
 
 static void membw_task(void *arg, int t, int nt)
 {
@@ -356,7 +422,7 @@ static void membw_task(void *arg, int t, int nt)
     for (int i = 0; i < b->n; i++) {
         int64_t lo, hi;
         b_split(b->numel[i], t, nt, &lo, &hi);
-        b_membw(&b->o->pat, b->a1[i], lo, hi);
+        b_membw(b->pat, b->a1[i], lo, hi);
     }
 }
 
@@ -427,23 +493,29 @@ static int measure(runner *rs, int nr, double budget, int min_rounds)
     return rounds;
 }
 
+/* the streamed arrays hold numbers (a shaped case's small states are
+ * checked by the tests) */
 static int all_finite(const bset *b)
 {
     for (int i = 0; i < b->n; i++)
-        for (int s = 0; s < b->o->pat.nslots; s++) {
-            int64_t m = b->o->graph->scalar[s] ? 1 : b->numel[i];
-            for (int64_t e = 0; e < m; e++)
+        for (int s = 0; s < b->pat->nslots; s++) {
+            if (!b->a1[i][s] || !(b->pat->read[s] || b->pat->written[s]))
+                continue;
+            for (int64_t e = 0; e < b->numel[i]; e++)
                 if (!isfinite(b->a1[i][s][e]))
                     return 0;
         }
     return 1;
 }
 
-/* one tensor list to time: its name and sizes */
+/* one tensor list to time: its name and sizes (and a one-tensor case's
+ * shape, ndim 0 for flat) */
 typedef struct shape {
     const char *name;
     const int64_t *numel;
     int n;
+    int ndim;
+    const int64_t *dims;
 } shape;
 
 static int add_runners(runner *rs, bset *b, int want_unf, int want_ref)
@@ -479,8 +551,9 @@ static void run_shapes(const config *c, const b_opt *o, const shape *sh, int nsh
             total[k] += sh[k].numel[i];
         most = total[k] > most ? total[k] : most;
         want_ref[k] = total[k] <= c->max_reference;
-        want_unf[k] = total[k] <= c->max_unfused;
-        if (bset_new(&b[k], o, sh[k].numel, sh[k].n, want_ref[k], want_unf[k])) {
+        want_unf[k] = total[k] <= c->max_unfused && !o->graph->unmodelled[0] && !sh[k].ndim;
+        if (bset_new(&b[k], o, sh[k].numel, sh[k].n, sh[k].ndim, sh[k].dims, want_ref[k],
+                     want_unf[k])) {
             for (int j = 0; j < k; j++)
                 bset_free(&b[j]);
             return;
@@ -507,7 +580,7 @@ static void run_shapes(const config *c, const b_opt *o, const shape *sh, int nsh
         x->med = rs[r].samples[rounds / 2];
         x->min = rs[r].samples[0];
         x->max = rs[r].samples[rounds - 1];
-        x->bytes = b_pattern_bytes(&o->pat) * (double)total[k];
+        x->bytes = b_pattern_bytes(b[k].pat) * (double)total[k];
         if (!strcmp(rs[r].impl, "membw"))
             roof[k][rs[r].threads] = x->med;
         if (!strcmp(rs[r].impl, "jit") && rs[r].threads == 2 && total[k] < B_PARALLEL_MIN)
@@ -527,7 +600,8 @@ static void run_shapes(const config *c, const b_opt *o, const shape *sh, int nsh
         ok &= all_finite(&b[k]);
         printf("  %-14s %3d tensors %10lld elements: %d rounds%s%s%s\n", sh[k].name,
                sh[k].n, (long long)total[k], rounds,
-               want_unf[k] ? "" : " (unfused skipped)",
+               want_unf[k] ? "" : o->graph->unmodelled[0] || sh[k].ndim
+                                  ? " (unfused: not modelled)" : " (unfused skipped)",
                want_ref[k] ? "" : " (reference skipped)", ok ? "" : " NON-FINITE VALUES");
         bset_free(&b[k]);
     }
@@ -685,8 +759,11 @@ int main(int argc, char **argv)
         resnet_numel[i] = resnet50[i].numel;
     for (int k = 0; k < nopts; k++) {
         const b_opt *o = &opts[k];
-        printf("\n== %s: %s, %.0f bytes per element per step; hand-written: %s\n",
-               o->label, b_pattern_text(&o->pat, pt, sizeof pt), b_pattern_bytes(&o->pat),
+        char pt2[64];
+        b_pattern_text(&o->pat2, pt2, sizeof pt2);
+        printf("\n== %s: %s, %.0f bytes per element per step (a 2-D tensor: %s, %.0f); "
+               "hand-written: %s\n", o->label, b_pattern_text(&o->pat, pt, sizeof pt),
+               b_pattern_bytes(&o->pat), pt2, b_pattern_bytes(&o->pat2),
                b_hand_name(o->hand.kind));
         /* results first: a few steps on odd sizes (chunk edges, the pool),
          * and on ResNet-50's first tensors */
@@ -702,14 +779,21 @@ int main(int argc, char **argv)
         b_bench_overhead(o);
         for (int s = 0; s < c.nsizes; s++) {
             char cs[32];
-            snprintf(cs, sizeof cs, "n=%lld", (long long)c.sizes[s]);
-            shape one = {cs, &c.sizes[s], 1};
+            if (c.ndim[s]) {
+                int at = 0;
+                for (int d = 0; d < c.ndim[s]; d++)
+                    at += snprintf(cs + at, sizeof cs - (size_t)at, "%s%lld", d ? "x" : "",
+                                   (long long)c.dims[s][d]);
+            } else {
+                snprintf(cs, sizeof cs, "n=%lld", (long long)c.sizes[s]);
+            }
+            shape one = {cs, &c.sizes[s], 1, c.ndim[s], c.dims[s]};
             run_shapes(&c, o, &one, 1);
         }
         if (c.model) {
             static const int64_t flat = RESNET50_NUMEL;
-            shape two[2] = {{"resnet50", resnet_numel, RESNET50_TENSORS},
-                            {"resnet50-flat", &flat, 1}};
+            shape two[2] = {{"resnet50", resnet_numel, RESNET50_TENSORS, 0, NULL},
+                            {"resnet50-flat", &flat, 1, 0, NULL}};
             run_shapes(&c, o, two, 2);
         }
         /* the memory-only rows name the pattern (the tables' headers) */

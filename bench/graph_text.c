@@ -130,12 +130,16 @@ static int parse_slot(reader *r, b_graph *g, char **w, int nw)
     if (nw < 3 || !integer(w[1], "", 0, B_MAX_SLOTS - 1, &s) || s != g->nslots)
         return fail(r, "expected `slot %d NAME ...`", g->nslots);
     snprintf(g->name[s], sizeof g->name[s], "%s", w[2]);
-    if (nw > 3) { /* a state: array|scalar init V|unset */
+    if (nw == 4 && !strcmp(w[3], "input")) { /* an input of the step */
+        g->input[s] = 1;
+        g->ninput++;
+        snprintf(g->unmodelled, sizeof g->unmodelled, "an input of the step");
+    } else if (nw > 3) { /* a state: array|scalar init V|unset */
         double v;
         if (nw != 6 || (strcmp(w[3], "array") && strcmp(w[3], "scalar")) ||
             strcmp(w[4], "init") || (strcmp(w[5], "unset") && !number(w[5], &v)))
-            return fail(r, "expected `slot %d %s array|scalar init VALUE|unset`",
-                        s, w[2]);
+            return fail(r, "expected `slot %d %s array|scalar|input [init VALUE|unset]` "
+                        "(the bench takes flat kernels)", s, w[2]);
         g->scalar[s] = !strcmp(w[3], "scalar");
         g->nstate = s - 1;
     }
@@ -157,7 +161,7 @@ static int parse_node(reader *r, b_graph *g, char **w, int nw,
         op++;
     if (op == B_NOPS)
         return fail(r, "unknown op '%s' (the bench knows codegen/ops.h's ops "
-                       "as of issue 11: update bench/graph_text.c)", w[2]);
+                       "as of issue 12: update bench/graph_text.c)", w[2]);
     x->op = (uint8_t)op;
     switch (op) {
     case B_CONST:
@@ -184,6 +188,20 @@ static int parse_node(reader *r, b_graph *g, char **w, int nw,
             return fail(r, "hyper of an unknown value '%s'", nw < 4 ? "" : w[3]);
         k = 4;
         break;
+    case B_GSTATE: /* a group's state: read by name, not modelled */
+        if (nw < 4)
+            return fail(r, "gstate without its name");
+        snprintf(g->unmodelled, sizeof g->unmodelled, "state per group (%s)", w[3]);
+        k = 4;
+        break;
+    case B_SHAPE: /* numel, or size(-k) of a shaped tensor */
+        if (nw < 4)
+            return fail(r, "size without numel or an axis");
+        x->slot = !strcmp(w[3], "numel") ? 0 : -1;
+        if (x->slot < 0)
+            snprintf(g->unmodelled, sizeof g->unmodelled, "a tensor's sizes");
+        k = 4;
+        break;
     default:
         for (int a = 0; a < ops[op].arity; a++, k++)
             if (k >= nw || !integer(w[k], "%", 0, i - 1, &x->arg[a]))
@@ -203,15 +221,22 @@ static int parse_node(reader *r, b_graph *g, char **w, int nw,
             x->uslot = v;
         else if (integer(w[k], "r", 0, B_MAX_REDUCE - 1, &v))
             x->slot = v;
-        else if (integer(w[k], "@", 0, 1, &v))
-            ; /* its level: the unfused kernel finds its passes itself */
+        else if (integer(w[k], "@", 0, 7, &v)) {
+            /* its level: the unfused kernel finds its passes itself */
+            if (v > 1)
+                snprintf(g->unmodelled, sizeof g->unmodelled, "more than two passes");
+        }
         else
             return fail(r, "unknown flag '%s'", w[k]);
     }
     /* what the unfused kernel relies on */
     if (x->elem && (op == B_POW || op == B_EXP || op == B_LOG || op == B_SCALAR ||
-                    op == B_HYPER || op == B_STEP || op == B_SUM || op == B_MAXALL))
+                    op == B_HYPER || op == B_STEP || op == B_SUM || op == B_MAXALL ||
+                    op == B_GSTATE || op == B_SHAPE || op == B_MOD || op == B_GSUM ||
+                    op == B_GMAX))
         return fail(r, "%s is never per element", w[2]);
+    if (op == B_GSUM || op == B_GMAX)
+        snprintf(g->unmodelled, sizeof g->unmodelled, "a sum over the group");
     if (!x->elem && op == B_LOAD)
         return fail(r, "a load is per element");
     if (op == B_SUM || op == B_MAXALL) {
@@ -225,7 +250,7 @@ static int parse_node(reader *r, b_graph *g, char **w, int nw,
         const b_node *y = &g->nodes[x->arg[a]];
         if (x->elem && !y->elem && y->op != B_CONST && y->uslot < 0)
             return fail(r, "per-element code reads %%%d, which has no uK", x->arg[a]);
-        if (!x->elem && y->elem && op != B_SUM && op != B_MAXALL)
+        if (!x->elem && y->elem && op != B_SUM && op != B_MAXALL && !g->unmodelled[0])
             return fail(r, "a per-step node reads per-element %%%d", x->arg[a]);
     }
     if (x->uslot >= g->nuniform)
@@ -277,10 +302,11 @@ int b_graph_parse(const char *text, const jopt_spec *spec, b_graph **out,
             rc = parse_node(&r, g, w, nw, spec);
         else if (!strcmp(w[0], "store")) {
             int s, v;
+            int lv = 0;
             if ((nw != 3 && nw != 4) || !integer(w[1], "", 0, g->nslots - 1, &s) ||
                 !integer(w[2], "%", 0, g->n - 1, &v) ||
-                (nw == 4 && strcmp(w[3], "@1")))
-                rc = fail(&r, "expected `store SLOT %%NODE [@1]`");
+                (nw == 4 && !integer(w[3], "@", 1, 7, &lv)))
+                rc = fail(&r, "expected `store SLOT %%NODE [@LEVEL]`");
             else if (g->store[s] >= 0 || s == 1)
                 rc = fail(&r, "slot %d stored twice, or the gradient", s);
             else if (g->nodes[v].elem && g->scalar[s])
@@ -289,7 +315,13 @@ int b_graph_parse(const char *text, const jopt_spec *spec, b_graph **out,
                 g->store[s] = v;
                 g->late[s] = nw == 4;
             }
-        } else if (!strcmp(w[0], "result"))
+        } else if (!strcmp(w[0], "group") || !strcmp(w[0], "gstore")) {
+            /* a group's state and its new value: the unfused kernel, one
+             * tensor at a time, cannot keep it */
+            snprintf(g->unmodelled, sizeof g->unmodelled, "state per group");
+        } else if (!strcmp(w[0], "require"))
+            ; /* a requirement of the step: jopt checks it */
+        else if (!strcmp(w[0], "result"))
             rc = fail(&r, "results: a vector kernel's graph, not an update's");
         else
             rc = fail(&r, "unknown line '%s'", w[0]);
@@ -373,12 +405,19 @@ static double eval(b_op op, double a, double b, double c)
     case B_FMA: return fma(a, b, c);
     case B_LERP: return lerp(a, b, c);
     case B_WHERE: return a != 0 ? b : c;
+    case B_MOD: { /* Lua's float % */
+        double m = fmod(a, b);
+        if ((m > 0) ? b < 0 : (m < 0 && b != m))
+            m += b;
+        return m;
+    }
+    case B_ATAN2: return atan2(a, b);
     default: return NAN; /* leaves and reductions: b_graph_steps */
     }
 }
 
-void b_graph_steps(const b_graph *g, double t, float *const *arrays,
-                   const double *red, double *val)
+void b_graph_steps(const b_graph *g, double t, int64_t numel,
+                   float *const *arrays, const double *red, double *val)
 {
     for (int i = 0; i < g->n; i++) {
         const b_node *x = &g->nodes[i];
@@ -388,6 +427,10 @@ void b_graph_steps(const b_graph *g, double t, float *const *arrays,
         case B_CONST:
         case B_HYPER: val[i] = x->value; break;
         case B_STEP: val[i] = t; break;
+        case B_SHAPE: val[i] = x->slot == 0 ? (double)numel : NAN; break;
+        case B_GSTATE:
+        case B_GSUM:
+        case B_GMAX: val[i] = NAN; break; /* not modelled (g->unmodelled) */
         case B_SCALAR: val[i] = arrays[x->slot][0]; break;
         case B_SUM:
         case B_MAXALL: val[i] = red ? red[x->slot] : NAN; break;

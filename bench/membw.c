@@ -159,19 +159,23 @@ int b_pattern_of(jopt_spec *spec, b_pattern *pat)
 {
     jopt_kernel_info k;
     memset(pat, 0, sizeof *pat);
-    if (jopt_spec_nkernels(spec) != 1 || jopt_spec_method(spec) ||
-        jopt_spec_kernel(spec, 0, &k) || k.narrays > B_MAX_SLOTS)
+    if (jopt_spec_method(spec) || jopt_spec_kernel(spec, 0, &k) ||
+        k.narrays > B_MAX_SLOTS || k.npasses > 16)
         return -1;
     pat->nslots = k.narrays;
     pat->passes = k.npasses;
-    /* read: the arrays live per-element code loads (LLVM drops the rest);
-     * a scalar state is one float per tensor, not streamed */
-    for (int a = 0; a < k.narrays; a++) {
-        int scalar = k.scalar >> a & 1;
-        pat->read[a] = !scalar && (k.read >> a & 1);
-        pat->written[a] = !scalar && (k.written >> a & 1);
-        pat->reads += pat->read[a];
-        pat->writes += pat->written[a];
+    /* the arrays live per-element code loads (LLVM drops the rest), pass by
+     * pass; a state of one value per tensor, row or column is not streamed */
+    uint64_t streamed = ~(k.scalar | k.axis);
+    for (int p = 0; p < k.npasses; p++) {
+        pat->pass_read[p] = k.pass_read[p] & streamed;
+        pat->pass_written[p] = k.pass_written[p] & streamed;
+        for (int a = 0; a < k.narrays; a++) {
+            pat->read[a] |= pat->pass_read[p] >> a & 1;
+            pat->written[a] |= pat->pass_written[p] >> a & 1;
+            pat->reads += pat->pass_read[p] >> a & 1;
+            pat->writes += pat->pass_written[p] >> a & 1;
+        }
     }
     return 0;
 }
@@ -183,8 +187,13 @@ double b_pattern_bytes(const b_pattern *pat)
 
 const char *b_pattern_text(const b_pattern *pat, char *buf, size_t len)
 {
-    snprintf(buf, len, "%dR/%dW%s", pat->reads, pat->writes,
-             pat->passes > 1 ? " x2 passes" : "");
+    size_t at = 0;
+    buf[0] = 0;
+    for (int p = 0; p < pat->passes && at < len; p++) {
+        int r = __builtin_popcountll(pat->pass_read[p]);
+        int w = __builtin_popcountll(pat->pass_written[p]);
+        at += (size_t)snprintf(buf + at, len - at, "%s%dR/%dW", p ? " + " : "", r, w);
+    }
     return buf;
 }
 
@@ -251,11 +260,17 @@ static void rw5(float *restrict a, float *restrict b, float *restrict d,
     }
 }
 
+/* where a pass that only reads (it takes sums) leaves its result */
+static volatile float sink;
+
 /* any other pattern: blocks of 1024 elements, each array streamed in turn */
 static void generic(const b_pattern *pat, float *const *x, int64_t lo,
                     int64_t hi, float c)
 {
-    float s[1024];
+    int writes = 0;
+    for (int k = 0; k < pat->nslots; k++)
+        writes += pat->written[k];
+    float s[1024], acc = 0;
     for (int64_t b = lo; b < hi; b += 1024) {
         int m = hi - b < 1024 ? (int)(hi - b) : 1024;
         for (int j = 0; j < m; j++)
@@ -275,10 +290,30 @@ static void generic(const b_pattern *pat, float *const *x, int64_t lo,
                 for (int j = 0; j < m; j++)
                     y[j] = s[j];
         }
+        for (int j = 0; !writes && j < m; j++)
+            acc += s[j];
+    }
+    if (!writes)
+        sink = acc;
+}
+
+static void one_pass(const b_pattern *pat, float *const *arrays, int64_t lo,
+                     int64_t hi);
+
+void b_membw(const b_pattern *pat, float *const *arrays, int64_t lo, int64_t hi)
+{
+    for (int p = 0; p < pat->passes; p++) {
+        b_pattern one = {.nslots = pat->nslots, .passes = 1};
+        for (int a = 0; a < pat->nslots; a++) {
+            one.read[a] = pat->pass_read[p] >> a & 1;
+            one.written[a] = pat->pass_written[p] >> a & 1;
+        }
+        one_pass(&one, arrays, lo, hi);
     }
 }
 
-void b_membw(const b_pattern *pat, float *const *arrays, int64_t lo, int64_t hi)
+static void one_pass(const b_pattern *pat, float *const *arrays, int64_t lo,
+                     int64_t hi)
 {
     float c = zero_at_run_time;
     float *rw[B_MAX_SLOTS];

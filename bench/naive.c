@@ -134,6 +134,7 @@ static void run_op(b_op op, float *d, const opnd *o, int64_t n)
     case B_FMA: E3(fmaf); break;
     case B_LERP: E3(f_lerp); break;
     case B_WHERE: E3(F_WHERE); break;
+    case B_ATAN2: E2(atan2f); break;
     default: break; /* pow, exp, log, t, sums: per step only (parse checks) */
     }
 }
@@ -206,6 +207,8 @@ int b_unfused_new(const b_graph *g, int64_t maxn, b_unfused **out)
     int *last = malloc(n * sizeof *last), *pos = malloc(n * sizeof *pos);
     int *freelist = malloc(n * sizeof *freelist);
     if (!u || !need || !dep || !stored || !last || !pos || !freelist)
+        goto fail;
+    if (g->unmodelled[0])
         goto fail;
     u->g = g;
     u->maxn = maxn;
@@ -377,7 +380,7 @@ static float *loc(const b_unfused *u, float *const *arrays, int32_t i)
 void b_unfused_step(b_unfused *u, double t, float *const *arrays, int64_t n)
 {
     const b_graph *g = u->g;
-    b_graph_steps(g, t, arrays, NULL, u->val); /* the prologue */
+    b_graph_steps(g, t, n, arrays, NULL, u->val); /* the prologue */
     for (int k = 0; k < u->norder; k++) {
         int32_t i = u->order[k];
         if (i < 0) { /* the sums, in jopt's order, then the epilogue */
@@ -392,7 +395,7 @@ void b_unfused_step(b_unfused *u, double t, float *const *arrays, int64_t n)
                                       uni ? uniform_value(&g->nodes[y], u->val[y]) : 0,
                                       n);
             }
-            b_graph_steps(g, t, arrays, red, u->val);
+            b_graph_steps(g, t, n, arrays, red, u->val);
             continue;
         }
         const b_node *x = &g->nodes[i];

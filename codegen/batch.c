@@ -66,16 +66,27 @@ static int64_t rows_per_task(int64_t cols)
     return cols >= CG_CHUNK ? 1 : CG_CHUNK / (cols ? cols : 1);
 }
 
+/* Column blocks are at least 256 wide (a task of a tall matrix then holds
+ * more than CG_CHUNK elements): a column's sum runs over all the matrix's
+ * rows in one task, in row order, however the columns are cut, so the cut
+ * changes no bit; wide blocks keep the loop over a row's columns long. */
 static int64_t cols_per_task(int64_t rows)
 {
     int64_t w = CG_CHUNK / (rows ? rows : 1);
     w -= w % CG_LANES;
-    return w < CG_LANES ? CG_LANES : w;
+    return w < 256 ? 256 : w;
 }
 
 static int64_t ceil_div(int64_t a, int64_t b)
 {
     return b ? a / b + (a % b != 0) : 0; /* no a + b - 1 to overflow */
+}
+
+/* whole matrices per column-block task: several when a matrix is small */
+static int64_t mats_per_task(int64_t rows, int64_t cols)
+{
+    int64_t m = rows * cols;
+    return cols <= cols_per_task(rows) && m && m < CG_CHUNK ? CG_CHUNK / m : 1;
 }
 
 size_t cg_batch_tasks(int64_t n, const int64_t *shape, int rank)
@@ -88,7 +99,9 @@ size_t cg_batch_tasks(int64_t n, const int64_t *shape, int rank)
     int64_t cols = shape[0], rows = shape[1];
     int64_t nrows = cols ? n / cols : 0, nmat = rows ? nrows / rows : 0;
     size_t by_rows = (size_t)ceil_div(nrows, rows_per_task(cols));
-    size_t by_cols = (size_t)(nmat * ceil_div(cols, cols_per_task(rows)));
+    int64_t k = mats_per_task(rows, cols);
+    size_t by_cols = k > 1 ? (size_t)ceil_div(nmat, k)
+                           : (size_t)(nmat * ceil_div(cols, cols_per_task(rows)));
     size_t most = flat > by_rows ? flat : by_rows;
     return most > by_cols ? most : by_cols;
 }
@@ -186,7 +199,7 @@ static size_t cut(cg_batch *b, size_t nt, size_t c, const cg_call *call,
     int kind = g->loops[loop].kind;
     for (size_t p = 0; p < call->nparts; p++) {
         const cg_part *part = &call->parts[p];
-        cg_task base = {part->arrays, 0, 0, u, NULL, b->axis[c].p, 1, part->n, 0};
+        cg_task base = {part->arrays, 0, 0, u, NULL, b->axis[c].p, 1, part->n, 0, 1};
         int64_t n = part->n, count, step;
         if (g->two_d) {
             base.cols = call->shape[0];
@@ -201,9 +214,17 @@ static size_t cut(cg_batch *b, size_t nt, size_t c, const cg_call *call,
             count = g->two_d ? nrows : n;
             step = g->two_d ? rows_per_task(base.cols) : CG_CHUNK;
         }
-        if (kind == CG_LOOP_COLS) { /* each matrix, column block by block */
-            int64_t w = cols_per_task(base.rows);
-            for (int64_t m = 0; m < nrows; m += base.rows)
+        if (kind == CG_LOOP_COLS) { /* each matrix, column block by block,
+                                       or small whole matrices k at a time */
+            int64_t w = cols_per_task(base.rows), k = mats_per_task(base.rows, base.cols);
+            int64_t nmat = base.rows ? nrows / base.rows : 0;
+            for (int64_t m = 0; k > 1 && m < nmat; m += k, nt++) {
+                b->tasks[nt] = base;
+                b->tasks[nt].base = m * base.rows;
+                b->tasks[nt].end = base.cols;
+                b->tasks[nt].nmat = m + k < nmat ? k : nmat - m;
+            }
+            for (int64_t m = 0; k == 1 && m < nrows; m += base.rows)
                 for (int64_t c0 = 0; c0 < base.cols; c0 += w, nt++) {
                     b->tasks[nt] = base;
                     b->tasks[nt].base = m;

@@ -70,6 +70,7 @@ typedef struct cg_node {
  * CG_MAX_NODES_REDUCE per-element ones.  The shipped specs use under 100. */
 #define CG_MAX_NODES 4096
 #define CG_MAX_NODES_REDUCE 2048
+#define CG_MAX_GUARDS 16 /* require_that on per-step values, per kernel */
 #define CG_MAX_LEVELS 8
 /* A range's sums and maxima accumulate in this many lanes, element i of
  * the range in lane (i - begin) % CG_LANES, then the lanes in order
@@ -131,6 +132,10 @@ typedef struct cg_graph {
     int nloops;
     int two_d;        /* has row or column values: ELEM loops by rows */
     uint64_t read;    /* slots live code loads */
+    /* each pass over the elements (a loop of kind COLS or ELEM, in order):
+     * the slots it loads (or reads back) and the slots it stores */
+    uint64_t pass_read[CG_MAX_LEVELS * 2], pass_written[CG_MAX_LEVELS * 2];
+    int npass;
     /* the state layout the trace produced */
     int state[CG_MAX_SLOTS];       /* spec state index of slot 2 + i */
     cg_init init[CG_MAX_SLOTS];
@@ -146,6 +151,15 @@ typedef struct cg_graph {
      * returned them */
     int32_t result[CG_MAX_RESULTS];
     int nresult;
+    /* requirements of a step (require_that on a per-step condition): the
+     * condition, and "path:line: message" when it is false; they read only
+     * t, values, group state and sizes, so they are checked before the
+     * step changes anything */
+    int32_t guard[CG_MAX_GUARDS];
+    char *guard_msg[CG_MAX_GUARDS];
+    int guard_line[CG_MAX_GUARDS];
+    int guard_text[CG_MAX_GUARDS]; /* where the message starts in guard_msg */
+    int nguard;
 } cg_graph;
 
 /* graph.c */
@@ -219,7 +233,9 @@ void cg_interp_uniforms(const cg_graph *g, const cg_env *env, double *u,
  * sums go, and for a 2-D kernel its row and column reduction arrays and
  * its shape.  ELEM and ROW/COL loops: elements [begin, end) of the loop's
  * index space (rows [begin, end) of the tensor in a 2-D ELEM loop); COLS:
- * columns [begin, end) of the matrix whose first row is `base`. */
+ * columns [begin, end) of `nmat` consecutive matrices, the first of which
+ * starts at row `base` (several only when each is taken whole: small
+ * matrices, as a conv weight's 3x3 or 1x1 kernels). */
 typedef struct cg_task {
     float *const *arrays;
     int64_t begin, end;
@@ -228,6 +244,7 @@ typedef struct cg_task {
     double *const *axis;   /* nrowred row arrays, then ncolred column ones */
     int64_t rows, cols;    /* a matrix's rows (size(-2)) and columns */
     int64_t base;
+    int64_t nmat;
 } cg_task;
 
 /* A kernel loop over a list of tasks: one call covers any number of

@@ -9,7 +9,7 @@
  *     task's arrays loaded and passed to
  *   internal alwaysinline void inner_<i>(float *noalias a0, ...,
  *       double *noalias axis0, ..., i64 begin, i64 end, double *noalias u,
- *       double *noalias red, i64 rows, i64 cols, i64 base)
+ *       double *noalias red, i64 rows, i64 cols, i64 base, i64 nmat)
  *     the loop over the elements of one task.  Each array is its own
  *     `noalias` pointer, so after inlining the loop vectorizer widens the
  *     loop with no runtime overlap checks (the runtime guarantees that no
@@ -17,7 +17,8 @@
  *
  * Loops: flat (elements of a 1-D kernel, rows or columns of a 2-D one):
  * one index; 2-D elements: rows [begin, end), each row's columns; column
- * blocks: columns [begin, end) of the matrix at row `base`, row by row.
+ * blocks: columns [begin, end) of `nmat` matrices from row `base`, row by
+ * row.
  * Per-step operands are read from u[] and rounded to float once, before
  * the loop.  Each node is the IR of its row in ops.h; no fast-math flags,
  * so each node is one IEEE operation, as in interp.c, and every sum is
@@ -39,10 +40,11 @@ _Static_assert(offsetof(cg_task, arrays) == 0 && offsetof(cg_task, begin) == 8 &
                offsetof(cg_task, end) == 16 && offsetof(cg_task, u) == 24 &&
                offsetof(cg_task, red) == 32 && offsetof(cg_task, axis) == 40 &&
                offsetof(cg_task, rows) == 48 && offsetof(cg_task, cols) == 56 &&
-               offsetof(cg_task, base) == 64 && sizeof(cg_task) == 72,
+               offsetof(cg_task, base) == 64 && offsetof(cg_task, nmat) == 72 &&
+               sizeof(cg_task) == 80,
                "emit.c's task type mirrors cg_task: update task_type()");
 
-#define NFIELDS 9
+#define NFIELDS 10
 
 typedef struct emitter {
     LLVMContextRef ctx;
@@ -56,9 +58,12 @@ typedef struct emitter {
     LLVMValueRef fn;       /* the inner function being built */
     LLVMValueRef array[CG_MAX_SLOTS];
     LLVMValueRef axis[2 * CG_MAX_AXISRED];
-    LLVMValueRef begin, end, u, red, rows, cols, base;
+    LLVMValueRef begin, end, u, red, rows, cols, base, nmat;
     LLVMValueRef at_e, at_row, at_col; /* the element's indices */
 } emitter;
+
+static void add_attr(LLVMContextRef ctx, LLVMValueRef fn, unsigned idx,
+                     const char *name);
 
 static LLVMValueRef intrinsic_t(emitter *e, const char *name, LLVMTypeRef t,
                                 LLVMValueRef *args, unsigned n)
@@ -94,6 +99,22 @@ static LLVMValueRef ir_sign(emitter *e, LLVMValueRef *a)
     LLVMValueRef pos = LLVMBuildUIToFP(e->b, ir_fcmp(e, LLVMRealOLT, lt), e->f32, "");
     LLVMValueRef neg = LLVMBuildUIToFP(e->b, ir_fcmp(e, LLVMRealOLT, gt), e->f32, "");
     return LLVMBuildFSub(e->b, pos, neg, "");
+}
+
+/* a float function of the C library (atan2f), called: the JIT's result is
+ * then the interpreter's, bit for bit */
+static LLVMValueRef ir_libm(emitter *e, const char *name, LLVMValueRef *a,
+                            unsigned n)
+{
+    LLVMTypeRef params[3] = {e->f32, e->f32, e->f32};
+    LLVMTypeRef ty = LLVMFunctionType(e->f32, params, n, 0);
+    LLVMValueRef fn = LLVMGetNamedFunction(e->mod, name);
+    if (!fn) {
+        fn = LLVMAddFunction(e->mod, name, ty);
+        add_attr(e->ctx, fn, LLVMAttributeFunctionIndex, "nounwind");
+        add_attr(e->ctx, fn, LLVMAttributeFunctionIndex, "willreturn");
+    }
+    return LLVMBuildCall2(e->b, ty, fn, a, n, "");
 }
 
 /* ATen: |w| < 0.5 ? fma(w, b-a, a) : fma(w-1, b-a, b) */
@@ -467,7 +488,7 @@ static LLVMValueRef lane_slot(emitter *e, LLVMValueRef lanes, int r, LLVMValueRe
  * are computed once per row; tensor sums take lane c % CG_LANES of column
  * c, over all the task's rows, then the lanes in order; row sums the same
  * within a row, written to the row's entry.  The lanes live in allocas
- * (SROA makes them registers). */
+ * indexed by constants only (SROA makes them registers). */
 static void emit_rows_loop(emitter *e, const accs *a)
 {
     LLVMBuilderRef b = e->b;
@@ -488,29 +509,108 @@ static void emit_rows_loop(emitter *e, const accs *a)
         for (int j = 0; j < CG_LANES; j++)
             LLVMBuildStore(b, identity(e, kind_of(e->g, a->row[r])),
                            lane_slot(e, lanes, a->nt + r, i64c(e, j)));
-    counted cols;
-    loop_open(e, &cols, i64c(e, 0), e->cols, "col");
-    LLVMValueRef c = cols.i;
-    e->at_row = m;
-    e->at_e = LLVMBuildAdd(b, rowbase, c, "");
-    e->at_col = LLVMBuildAdd(b, colbase, c, "");
-    eval(e, 2);
-    LLVMValueRef j = LLVMBuildSRem(b, c, i64c(e, CG_LANES), "");
-    for (int r = 0; r < a->nt + a->nr; r++) {
-        int32_t node = r < a->nt ? a->tensor[r] : a->row[r - a->nt];
-        LLVMValueRef p = lane_slot(e, lanes, r, j);
-        LLVMBuildStore(b, reduce_add(e, kind_of(e->g, node),
-                                     LLVMBuildLoad2(b, e->f64, p, ""), widen(e, node)), p);
-    }
-    store(e);
-    loop_close(e, &cols, e->cols);
-    for (int r = 0; r < a->nr; r++) { /* the row's sums, lanes in order */
-        int kind = kind_of(e->g, a->row[r]);
-        LLVMValueRef acc = identity(e, kind);
-        for (int l = 0; l < CG_LANES; l++)
-            acc = reduce_add(e, kind, acc, LLVMBuildLoad2(b, e->f64,
-                             lane_slot(e, lanes, a->nt + r, i64c(e, l)), ""));
-        LLVMBuildStore(b, acc, gep(e, e->f64, e->axis[e->g->nodes[a->row[r]].slot], m));
+    int nl = a->nt + a->nr;
+    if (!nl) { /* no sums: one plain loop over the row, which vectorizes */
+        counted cols;
+        loop_open(e, &cols, i64c(e, 0), e->cols, "col");
+        e->at_row = m;
+        e->at_e = LLVMBuildAdd(b, rowbase, cols.i, "");
+        e->at_col = LLVMBuildAdd(b, colbase, cols.i, "");
+        eval(e, 2);
+        store(e);
+        loop_close(e, &cols, e->cols);
+    } else {
+        /* blocks of CG_LANES columns, column c0 + j into lane j (a constant
+         * index: SROA keeps the lanes in registers), then the row's tail,
+         * column c into lane c - blk_end, chosen by selects */
+        LLVMValueRef nblk = LLVMBuildAShr(b, e->cols, i64c(e, 4), "");
+        LLVMValueRef blk_end = LLVMBuildShl(b, nblk, i64c(e, 4), "");
+        _Static_assert(CG_LANES == 16, "the shifts by 4 above are by log2(CG_LANES)");
+        counted blk;
+        loop_open(e, &blk, i64c(e, 0), nblk, "blk");
+        LLVMValueRef c0 = LLVMBuildShl(b, blk.i, i64c(e, 4), "");
+        for (int j = 0; j < CG_LANES; j++) {
+            LLVMValueRef c = LLVMBuildNSWAdd(b, c0, i64c(e, j), "");
+            e->at_row = m;
+            e->at_e = LLVMBuildAdd(b, rowbase, c, "");
+            e->at_col = LLVMBuildAdd(b, colbase, c, "");
+            eval(e, 2);
+            for (int r = 0; r < nl; r++) {
+                int32_t node = r < a->nt ? a->tensor[r] : a->row[r - a->nt];
+                LLVMValueRef p = lane_slot(e, lanes, r, i64c(e, j));
+                LLVMBuildStore(b, reduce_add(e, kind_of(e->g, node),
+                                             LLVMBuildLoad2(b, e->f64, p, ""),
+                                             widen(e, node)), p);
+            }
+            store(e);
+        }
+        loop_close(e, &blk, nblk);
+        /* the row's tail: columns blk_end + j, j < cols - blk_end, into lane j,
+         * a copy of the body per j (a constant lane).  A row shorter than
+         * CG_LANES has no blocks: its lanes hold one element each, so its
+         * sums are those elements added in order, which the copies also
+         * keep as they go (`brief`): the same bits as adding the lanes, as
+         * a lane left at the identity changes no sum or maximum. */
+        LLVMValueRef ntail = LLVMBuildSub(b, e->cols, blk_end, "");
+        for (int r = 0; r < a->nr; r++)
+            LLVMBuildStore(b, identity(e, kind_of(e->g, a->row[r])),
+                           lane_slot(e, lanes, nl, i64c(e, r)));
+        LLVMBasicBlockRef after = LLVMAppendBasicBlockInContext(e->ctx, e->fn, "tail_end");
+        for (int j = 0; j < CG_LANES - 1; j++) {
+            LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(e->ctx, e->fn, "tail");
+            LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, i64c(e, j), ntail, ""), body,
+                            after);
+            LLVMPositionBuilderAtEnd(b, body);
+            LLVMValueRef c = LLVMBuildAdd(b, blk_end, i64c(e, j), "");
+            e->at_row = m;
+            e->at_e = LLVMBuildAdd(b, rowbase, c, "");
+            e->at_col = LLVMBuildAdd(b, colbase, c, "");
+            eval(e, 2);
+            for (int r = 0; r < nl; r++) {
+                int32_t node = r < a->nt ? a->tensor[r] : a->row[r - a->nt];
+                int kind = kind_of(e->g, node);
+                LLVMValueRef x = widen(e, node);
+                LLVMValueRef p = lane_slot(e, lanes, r, i64c(e, j));
+                LLVMBuildStore(b, reduce_add(e, kind, LLVMBuildLoad2(b, e->f64, p, ""), x), p);
+                if (r >= a->nt) {
+                    LLVMValueRef q = lane_slot(e, lanes, nl, i64c(e, r - a->nt));
+                    LLVMBuildStore(b, reduce_add(e, kind, LLVMBuildLoad2(b, e->f64, q, ""),
+                                                 x), q);
+                }
+            }
+            store(e);
+        }
+        LLVMBuildBr(b, after);
+        LLVMPositionBuilderAtEnd(b, after);
+        if (a->nr) { /* the row's sums: the lanes in order, or `brief` */
+            LLVMBasicBlockRef full = LLVMAppendBasicBlockInContext(e->ctx, e->fn, "lanes");
+            LLVMBasicBlockRef brief = LLVMAppendBasicBlockInContext(e->ctx, e->fn, "brief");
+            LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(e->ctx, e->fn, "rowsum");
+            LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntEQ, nblk, i64c(e, 0), ""), brief, full);
+            LLVMValueRef lv[CG_MAX_AXISRED], bv[CG_MAX_AXISRED];
+            LLVMPositionBuilderAtEnd(b, full);
+            for (int r = 0; r < a->nr; r++) {
+                int kind = kind_of(e->g, a->row[r]);
+                LLVMValueRef acc = identity(e, kind);
+                for (int l = 0; l < CG_LANES; l++)
+                    acc = reduce_add(e, kind, acc, LLVMBuildLoad2(b, e->f64,
+                                     lane_slot(e, lanes, a->nt + r, i64c(e, l)), ""));
+                lv[r] = acc;
+            }
+            LLVMBuildBr(b, join);
+            LLVMPositionBuilderAtEnd(b, brief);
+            for (int r = 0; r < a->nr; r++)
+                bv[r] = LLVMBuildLoad2(b, e->f64, lane_slot(e, lanes, nl, i64c(e, r)), "");
+            LLVMBuildBr(b, join);
+            LLVMPositionBuilderAtEnd(b, join);
+            for (int r = 0; r < a->nr; r++) {
+                LLVMValueRef phi = LLVMBuildPhi(b, e->f64, "");
+                LLVMValueRef v[2] = {lv[r], bv[r]};
+                LLVMBasicBlockRef from[2] = {full, brief};
+                LLVMAddIncoming(phi, v, from, 2);
+                LLVMBuildStore(b, phi, gep(e, e->f64, e->axis[e->g->nodes[a->row[r]].slot], m));
+            }
+        }
     }
     loop_close(e, &rows, e->end);
     for (int r = 0; r < a->nt; r++) {
@@ -525,12 +625,16 @@ static void emit_rows_loop(emitter *e, const accs *a)
     LLVMBuildRetVoid(b);
 }
 
-/* Column sums over the matrix at row `base`: columns [begin, end), each a
- * sum over the rows in order, kept in the column's entry. */
+/* Column sums over `nmat` matrices from row `base`: columns [begin, end)
+ * of each, each a sum over the matrix's rows in order, kept in the
+ * column's entry. */
 static void emit_cols_loop(emitter *e, const accs *a)
 {
     LLVMBuilderRef b = e->b;
-    LLVMValueRef colbase = LLVMBuildMul(b, LLVMBuildSDiv(b, e->base, e->rows, ""),
+    counted mat;
+    loop_open(e, &mat, i64c(e, 0), e->nmat, "mat");
+    LLVMValueRef base = LLVMBuildAdd(b, e->base, LLVMBuildMul(b, mat.i, e->rows, ""), "");
+    LLVMValueRef colbase = LLVMBuildMul(b, LLVMBuildSDiv(b, base, e->rows, ""),
                                         e->cols, "");
     counted init;
     loop_open(e, &init, e->begin, e->end, "init");
@@ -539,9 +643,9 @@ static void emit_cols_loop(emitter *e, const accs *a)
         LLVMBuildStore(b, identity(e, kind_of(e->g, a->col[r])),
                        gep(e, e->f64, e->axis[e->g->nrowred + e->g->nodes[a->col[r]].slot], ci));
     loop_close(e, &init, e->end);
-    LLVMValueRef last = LLVMBuildAdd(b, e->base, e->rows, "");
+    LLVMValueRef last = LLVMBuildAdd(b, base, e->rows, "");
     counted rows;
-    loop_open(e, &rows, e->base, last, "row");
+    loop_open(e, &rows, base, last, "row");
     LLVMValueRef m = rows.i, rowbase = LLVMBuildMul(b, m, e->cols, "");
     e->at_row = m;
     eval(e, 1);
@@ -559,6 +663,7 @@ static void emit_cols_loop(emitter *e, const accs *a)
     }
     loop_close(e, &cols, e->end);
     loop_close(e, &rows, last);
+    loop_close(e, &mat, e->nmat);
     LLVMBuildRetVoid(b);
 }
 
@@ -588,7 +693,7 @@ static void target_attrs(LLVMContextRef ctx, LLVMValueRef fn, const cg_target *t
 }
 
 /* the inner function's parameters: slots, axis arrays, begin, end, u, red,
- * rows, cols, base */
+ * rows, cols, base, nmat */
 static unsigned naxis(const cg_graph *g)
 {
     return (unsigned)(g->nrowred + g->ncolred);
@@ -611,6 +716,7 @@ static void emit_inner(emitter *e)
     e->rows = LLVMGetParam(e->fn, ns + na + 4);
     e->cols = LLVMGetParam(e->fn, ns + na + 5);
     e->base = LLVMGetParam(e->fn, ns + na + 6);
+    e->nmat = LLVMGetParam(e->fn, ns + na + 7);
     LLVMPositionBuilderAtEnd(b, entry);
     uniforms(e);
     accs a;
@@ -630,12 +736,12 @@ static void emit_inner(emitter *e)
 static LLVMTypeRef task_type(emitter *e, const cg_target *t, LLVMTypeRef *fields)
 {
     LLVMTypeRef f[NFIELDS] = {e->ptr, e->i64, e->i64, e->ptr, e->ptr, e->ptr,
-                              e->i64, e->i64, e->i64};
+                              e->i64, e->i64, e->i64, e->i64};
     static const size_t offsets[NFIELDS] = {
         offsetof(cg_task, arrays), offsetof(cg_task, begin),
         offsetof(cg_task, end), offsetof(cg_task, u), offsetof(cg_task, red),
         offsetof(cg_task, axis), offsetof(cg_task, rows),
-        offsetof(cg_task, cols), offsetof(cg_task, base)};
+        offsetof(cg_task, cols), offsetof(cg_task, base), offsetof(cg_task, nmat)};
     memcpy(fields, f, sizeof f);
     LLVMTypeRef ty = LLVMStructTypeInContext(e->ctx, fields, NFIELDS, 0);
     for (unsigned k = 0; k < NFIELDS; k++)
@@ -677,11 +783,11 @@ static void emit_outer(emitter *e, const cg_target *t, LLVMTypeRef task_ty,
         args[s] = LLVMBuildLoad2(b, e->ptr, gep(e, e->ptr, fields[0], i64c(e, s)), "");
     for (unsigned k = 0; k < na; k++)
         args[ns + k] = LLVMBuildLoad2(b, e->ptr, gep(e, e->ptr, fields[5], i64c(e, k)), "");
-    LLVMValueRef rest[7] = {fields[1], fields[2], fields[3], fields[4], fields[6],
-                            fields[7], fields[8]};
-    for (unsigned k = 0; k < 7; k++)
+    LLVMValueRef rest[8] = {fields[1], fields[2], fields[3], fields[4], fields[6],
+                            fields[7], fields[8], fields[9]};
+    for (unsigned k = 0; k < 8; k++)
         args[ns + na + k] = rest[k];
-    LLVMBuildCall2(b, inner_ty, inner, args, ns + na + 7, "");
+    LLVMBuildCall2(b, inner_ty, inner, args, ns + na + 8, "");
     LLVMValueRef tnext = LLVMBuildNSWAdd(b, ti, i64c(e, 1), "");
     LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, tnext, ntasks, ""), loop, done);
     LLVMValueRef tin[2] = {i64c(e, 0), tnext};
@@ -695,7 +801,7 @@ int cg_emit_module(LLVMContextRef ctx, const cg_target *t, const cg_graph *g,
                    const char *name, LLVMModuleRef *out, char *err)
 {
     int rc = JOPT_OK;
-    unsigned np = (unsigned)g->nslots + naxis(g) + 7;
+    unsigned np = (unsigned)g->nslots + naxis(g) + 8;
     emitter e;
     memset(&e, 0, sizeof e);
     e.ctx = ctx;
@@ -724,7 +830,8 @@ int cg_emit_module(LLVMContextRef ctx, const cg_target *t, const cg_graph *g,
         goto done;
     }
     /* inner: (ptr noalias slots..., ptr noalias axis..., i64 begin, i64 end,
-     *         ptr noalias u, ptr noalias red, i64 rows, i64 cols, i64 base) */
+     *         ptr noalias u, ptr noalias red, i64 rows, i64 cols, i64 base,
+     *         i64 nmat) */
     unsigned nptr = (unsigned)g->nslots + naxis(g);
     for (unsigned k = 0; k < np; k++)
         params[k] = k < nptr || k == nptr + 2 || k == nptr + 3 ? e.ptr : e.i64;

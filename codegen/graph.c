@@ -71,6 +71,8 @@ void cg_graph_free(cg_graph *g)
     free(g->nodes);
     free(g->table);
     free(g->uniform);
+    for (int i = 0; i < g->nguard; i++)
+        free(g->guard_msg[i]);
     free(g);
 }
 
@@ -210,6 +212,10 @@ int32_t cg_graph_op(cg_graph *g, cg_op op, int32_t a, int32_t b, int32_t c,
         int to = cg_reduce_dom(op), from = n.dom;
         if (to == CG_DOM_GROUP ? from != CG_DOM_TENSOR : !cg_dom_varying(from))
             return to == CG_DOM_GROUP && cg_dom_varying(from) ? -5 : -4;
+        /* a row value does not vary along the last axis, nor a column value
+         * along the second-to-last: that axis is already reduced */
+        if ((to == CG_DOM_ROW && from == CG_DOM_ROW) || (to == CG_DOM_COL && from == CG_DOM_COL))
+            return -4;
         n.dom = (uint8_t)to;
         all_const = 0;
     }
@@ -439,6 +445,7 @@ static int plan_loops(cg_graph *g, const char *where, char *err)
     int rc = JOPT_OK;
     g->nloops = 0;
     g->read = 0;
+    g->npass = 0;
     for (int lv = 0; lv < g->nlevels && rc == JOPT_OK; lv++)
         for (int kind = 0; kind < CG_NLOOP_KINDS && rc == JOPT_OK; kind++) {
             cg_loop l = {(uint8_t)lv, (uint8_t)kind};
@@ -447,10 +454,25 @@ static int plan_loops(cg_graph *g, const char *where, char *err)
             if (kind != CG_LOOP_ELEM && !g->two_d)
                 continue;
             cg_loop_plan(g, &l, how);
+            int pass = kind >= CG_LOOP_COLS && g->npass < CG_MAX_LEVELS * 2 ? g->npass++ : -1;
+            if (pass >= 0) {
+                g->pass_read[pass] = g->pass_written[pass] = 0;
+                for (int s = 0; s < g->nslots; s++) {
+                    int slv, sk;
+                    cg_store_loop(g, s, &slv, &sk);
+                    if (slv == lv && sk == kind)
+                        g->pass_written[pass] |= 1ull << s;
+                }
+                for (int i = 0; i < g->n; i++)
+                    if (how[i] == CG_HOW_RELOAD)
+                        g->pass_read[pass] |= 1ull << reload_slot(g, i, lv, kind);
+            }
             for (int i = 0; i < g->n && rc == JOPT_OK; i++) {
                 const cg_node *x = &g->nodes[i];
                 if (how[i] != CG_HOW_COMPUTE && how[i] != CG_HOW_ROWWISE)
                     continue;
+                if (x->op == CG_LOAD && pass >= 0)
+                    g->pass_read[pass] |= 1ull << x->slot;
                 if (x->op == CG_LOAD) {
                     char b[32];
                     g->read |= 1ull << x->slot;
@@ -515,6 +537,37 @@ done:
     return rc;
 }
 
+/* A requirement of the step is checked before the step changes anything:
+ * it may read t, values, group state and sizes, not a tensor's scalar state
+ * (which the step may be about to create) nor a reduction of the data. */
+static int check_guards(const cg_graph *g, const char *where, char *err)
+{
+    for (int k = 0; k < g->nguard; k++) {
+        int32_t c = g->guard[k];
+        if (c < 0 || c >= g->n || !g->nodes[c].boolean || cg_dom_varying(g->nodes[c].dom))
+            return cg_fail(err, JOPT_ESPEC, "internal error: malformed requirement");
+        uint8_t *need = calloc((size_t)c + 1, 1);
+        if (!need)
+            return cg_fail(err, JOPT_ENOMEM, "out of memory finishing graph");
+        need[c] = 1;
+        int bad = 0;
+        for (int i = c; i >= 0 && !bad; i--) {
+            if (!need[i])
+                continue;
+            const cg_node *x = &g->nodes[i];
+            bad = x->op == CG_SCALAR || (cg_op_flags((cg_op)x->op) & CG_F_REDUCE);
+            for (int a = 0; a < cg_op_arity((cg_op)x->op); a++)
+                need[x->arg[a]] = 1;
+        }
+        free(need);
+        if (bad)
+            return fail_at(err, where, g->guard_line[k], "require_that on a traced "
+                           "value may read t, the options, group state and sizes, "
+                           "not a tensor's scalar state or a sum");
+    }
+    return JOPT_OK;
+}
+
 int cg_graph_finish(cg_graph *g, const char *where, char *err)
 {
     /* the whitelist: ops, references, slots, and what may be stored where */
@@ -554,6 +607,8 @@ int cg_graph_finish(cg_graph *g, const char *where, char *err)
             goto bad;
     }
     int rc = assign_levels(g, where, err);
+    if (rc == JOPT_OK)
+        rc = check_guards(g, where, err);
     if (rc == JOPT_OK)
         rc = plan_loops(g, where, err);
     if (rc == JOPT_OK)

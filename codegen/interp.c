@@ -63,6 +63,15 @@ static float cg_lerpf(float a, float b, float w)
     return fabsf(w) < 0.5f ? fmaf(w, d, a) : fmaf(w - 1.0f, d, b);
 }
 
+/* Lua's float `%`: the remainder with the sign of the divisor */
+static double cg_mod(double a, double b)
+{
+    double m = fmod(a, b);
+    if ((m > 0) ? b < 0 : (m < 0 && b != m))
+        m += b;
+    return m;
+}
+
 /* Each op's semantics are ops.h's columns; leaves and reductions never
  * reach these (their columns are placeholders). */
 double cg_eval_double(cg_op op, double a, double b, double c)
@@ -270,13 +279,15 @@ void cg_interp_run(const cg_graph *g, const cg_loop *l, const cg_task *t)
             lane[r][j] = cg_reduce_identity(g->reduce_kind[r]);
     int64_t pos = 0; /* the element's position in the task */
     if (l->kind == CG_LOOP_COLS) {
-        int64_t colbase = t->base / t->rows * t->cols;
+      for (int64_t mat = 0; mat < t->nmat; mat++) {
+        int64_t base = t->base + mat * t->rows;
+        int64_t colbase = base / t->rows * t->cols;
         for (int i = 0; i < g->n; i++)
             if (accumulates(g, l, &g->nodes[i]))
                 for (int64_t c = t->begin; c < t->end; c++)
                     t->axis[g->nrowred + g->nodes[i].slot][colbase + c] =
                         cg_reduce_identity(g->col_kind[g->nodes[i].slot]);
-        for (int64_t m = t->base; m < t->base + t->rows; m++) {
+        for (int64_t m = base; m < base + t->rows; m++) {
             where at = {0, m, 0};
             eval(g, l, how, 1, val, t, at);
             for (int64_t c = t->begin; c < t->end; c++) {
@@ -292,6 +303,7 @@ void cg_interp_run(const cg_graph *g, const cg_loop *l, const cg_task *t)
                 }
             }
         }
+      }
     } else if (l->kind == CG_LOOP_ELEM && g->two_d) {
         for (int64_t m = t->begin; m < t->end; m++) {
             int64_t colbase = m / t->rows * t->cols;

@@ -173,6 +173,9 @@ static int trace_into(const cg_request *r, cg_kernel *k, char *err)
         l->npasses = 1;
     l->rank = g->rank;
     l->read = g->read;
+    l->npass = g->npass;
+    l->pass_read = g->pass_read;
+    l->pass_written = g->pass_written;
     for (int s = 0; s < g->nslots; s++)
         if (g->store[s] >= 0)
             l->written |= 1ull << s;
@@ -341,6 +344,50 @@ void cg_kernel_results(const cg_kernel *k, const double *u, double *out)
         const cg_node *x = &g->nodes[g->result[r]];
         out[r] = x->op == CG_CONST ? x->value : u[x->uslot];
     }
+}
+
+int cg_kernel_guard(const cg_kernel *k, double t, const double *values,
+                    const int64_t *shape, int rank, int64_t numel,
+                    const double *gstate, char *err)
+{
+    const cg_graph *g = k->graph;
+    if (!g->nguard)
+        return JOPT_OK;
+    int32_t last = 0;
+    for (int r = 0; r < g->nguard; r++)
+        last = g->guard[r] > last ? g->guard[r] : last;
+    double *val = k->scratch; /* the graph's leaves and ops up to the last
+                                 condition; nothing a condition cannot read
+                                 (cg_graph_finish checked) is evaluated */
+    for (int32_t i = 0; i <= last; i++) {
+        const cg_node *x = &g->nodes[i];
+        double v = NAN;
+        if (cg_dom_varying(x->dom)) {
+            val[i] = NAN;
+            continue;
+        }
+        switch ((cg_op)x->op) {
+        case CG_CONST: v = x->value; break;
+        case CG_STEP: v = t; break;
+        case CG_HYPER: v = values[x->slot]; break;
+        case CG_GSTATE: v = gstate ? gstate[x->slot] : NAN; break;
+        case CG_SHAPE:
+            v = x->slot == 0 ? (double)numel
+                : x->slot <= rank && shape ? (double)shape[x->slot - 1] : NAN;
+            break;
+        default:
+            if (!(cg_op_flags((cg_op)x->op) & (CG_F_LEAF | CG_F_REDUCE)))
+                v = cg_eval_double((cg_op)x->op,
+                                   x->arg[0] >= 0 ? val[x->arg[0]] : 0,
+                                   x->arg[1] >= 0 ? val[x->arg[1]] : 0,
+                                   x->arg[2] >= 0 ? val[x->arg[2]] : 0);
+        }
+        val[i] = v;
+    }
+    for (int r = 0; r < g->nguard; r++)
+        if (val[g->guard[r]] == 0)
+            return cg_fail(err, JOPT_EINVAL, "%s", g->guard_msg[r]);
+    return JOPT_OK;
 }
 
 /* The names `cg_graph_print` shows: each array slot's, and each value a

@@ -18,6 +18,11 @@
  * row, column and group ones) are built by trace.c from sum(x [, axis]),
  * mean(...), amax(...); the others are prelude functions by their name.
  *
+ * mod is Lua's `%` (floor modulo) on per-step values.  atan2 is the C
+ * library's (atan2f per element): the JIT calls the very function the
+ * interpreter does, so they agree; it is not correctly rounded, and neither
+ * is the reference's (ATen's vectorized atan2).
+ *
  * name     how the spec's prelude and the printed graph call it
  * flags    CG_F_* below
  * double   its value on per-step operands a, b, c (interp.c, folding)
@@ -77,6 +82,9 @@ enum {
     X(MUL, "mul", 2, 0, a * b, a * b, LLVMBuildFMul(E->b, A[0], A[1], ""))     \
     X(DIV, "div", 2, 0, a / b, a / b, LLVMBuildFDiv(E->b, A[0], A[1], ""))     \
     X(POW, "pow", 2, CG_F_PRELUDE | CG_F_UNIFORM, pow(a, b), NAN, NULL)        \
+    X(MOD, "mod", 2, CG_F_UNIFORM, cg_mod(a, b), NAN, NULL)                    \
+    X(ATAN2, "atan2", 2, CG_F_PRELUDE, atan2(a, b), atan2f(a, b),              \
+      ir_libm(E, "atan2f", A, 2))                                              \
     X(MIN, "min", 2, CG_F_PRELUDE, cg_min_nan(a, b), cg_min_nanf(a, b),        \
       ir_call(E, "llvm.minimum", A, 2))                                        \
     X(MAX, "max", 2, CG_F_PRELUDE, cg_max_nan(a, b), cg_max_nanf(a, b),        \

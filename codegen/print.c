@@ -178,6 +178,9 @@ int cg_graph_print(const cg_graph *g, const char *title,
             put(&o, "gstore %d %%%d\n", s, g->gstore[s]);
     for (int r = 0; r < g->nresult; r++)
         put(&o, "result %d %%%d\n", r, g->result[r]);
+    for (int r = 0; r < g->nguard; r++)
+        put(&o, "require %%%d line %d: %s\n", g->guard[r], g->guard_line[r],
+            g->guard_msg[r] + g->guard_text[r]);
     if (o.oom || !o.buf) {
         free(o.buf);
         return cg_fail(err, JOPT_ENOMEM, "out of memory printing the graph");

@@ -301,11 +301,11 @@ static void copy_fields(lua_State *L, const char *const *names)
 }
 
 static const char prelude[] =
-    "local format, refuse, type, error = ...\n"
+    "local format, refuse, type, error, require_step = ...\n"
+    "-- a plain condition is decided now; a traced per-step one (in update)\n"
+    "-- becomes a requirement checked at every step, before anything changes\n"
     "function require_that(ok, fmt, ...)\n"
-    "  if type(ok) == 'userdata' then\n"
-    "    error('require_that needs a plain condition, not a traced value', 2)\n"
-    "  end\n"
+    "  if type(ok) == 'userdata' then return require_step(ok, format(fmt, ...)) end\n"
     "  if not ok then refuse(format(fmt, ...)) end\n"
     "end\n"
     "function clamp(x, lo, hi) return min(max(x, lo), hi) end  -- torch.clamp\n"
@@ -386,7 +386,8 @@ static int build_env(lua_State *L)
     lua_pushcfunction(L, refuse);
     lua_getfield(L, -4, "type");
     lua_getfield(L, -5, "error");
-    lua_call(L, 4, 0);
+    lua_pushcfunction(L, cg_trace_require_step);
+    lua_call(L, 5, 0);
     lua_getfield(L, -1, "unset");
     lua_rawsetp(L, LUA_REGISTRYINDEX, &UNSET_KEY);
     lua_getfield(L, -1, "none");

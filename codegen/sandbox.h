@@ -69,6 +69,10 @@ void cg_sb_push_none(lua_State *L);
  * at the top of the stack. */
 void cg_trace_open_lib(lua_State *L);
 
+/* trace.c: require_that(cond, message) on a traced per-step condition
+ * while tracing: a requirement of the step, checked before it runs. */
+int cg_trace_require_step(lua_State *L);
+
 /* spec.c: opens a sandbox for `spec`, runs it, and leaves the spec's table
  * and the hyperparameter table `h` built from `values` on the stack. */
 int cg_spec_enter(sandbox *sb, const cg_spec *spec, const double *values,

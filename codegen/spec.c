@@ -421,7 +421,9 @@ static int read_hyper(lua_State *L, cg_spec *s, char *err)
 /* `runtime = {"lr", "betas"}`: hyperparameters the spec uses only in
  * arithmetic, which may therefore be passed per step instead of folded;
  * `infinite = {"step_sizes"}`: numbers that may be +-inf (an absent bound),
- * where every other number must be finite.  The list at -1 is `field`. */
+ * where every other number must be finite; `optional = {"eps"}`: numbers
+ * that may be None (torch's Optional[float]) although their default is a
+ * number; h.eps == none tests it.  The list at -1 is `field`. */
 static int read_hyper_list(lua_State *L, cg_spec *s, const char *field,
                            char *err)
 {
@@ -430,6 +432,7 @@ static int read_hyper_list(lua_State *L, cg_spec *s, const char *field,
     if (!lua_istable(L, -1))
         return cg_fail(err, JOPT_ESPEC, "spec %s: '%s' must be a list of "
                        "hyperparameter names", s->path, field);
+    int optional = !strcmp(field, "optional");
     for (lua_Integer i = 1;; i++) {
         lua_rawgeti(L, -1, i);
         if (lua_isnil(L, -1)) {
@@ -438,15 +441,18 @@ static int read_hyper_list(lua_State *L, cg_spec *s, const char *field,
         }
         const char *name = whole_string(L, -1);
         cg_hyper *h = name ? (cg_hyper *)cg_spec_find_hyper(s, name) : NULL;
-        if (!h || h->kind != CG_HYPER_NUMBER) {
+        if (!h || h->kind != CG_HYPER_NUMBER || (optional && h->tuple)) {
             int rc = cg_fail(err, JOPT_ESPEC, "spec %s: %s entry %lld %s",
                              s->path, field, (long long)i, has_nul(L, -1)
                              ? "contains a NUL byte"
-                             : "is not a numeric hyperparameter");
+                             : optional ? "is not a numeric, non-tuple hyperparameter"
+                                        : "is not a numeric hyperparameter");
             lua_pop(L, 1);
             return rc;
         }
-        if (field[0] == 'r')
+        if (optional)
+            h->optional = 1;
+        else if (field[0] == 'r')
             h->runtime_ok = 1;
         else
             h->infinite = 1;
@@ -715,6 +721,11 @@ static int read_spec_table(lua_State *L, cg_spec *s, char *err)
         return rc;
     cg_sb_rawfield(L, -1, "runtime");
     rc = read_hyper_list(L, s, "runtime", err);
+    lua_pop(L, 1);
+    if (rc)
+        return rc;
+    cg_sb_rawfield(L, -1, "optional");
+    rc = read_hyper_list(L, s, "optional", err);
     lua_pop(L, 1);
     if (rc)
         return rc;

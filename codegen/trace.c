@@ -122,8 +122,9 @@ static int32_t check(lua_State *L, int32_t r, const char *op)
         luaL_error(L, "%s takes per-step values only, not per-element ones", op);
     if (r == -4)
         luaL_error(L, "%s: this value does not vary over what %s reduces "
-                      "(a per-step value has no sum over the tensor; a row or "
-                      "column sum takes a per-element value)", op, op);
+                      "(a per-step value has no sum over the tensor; a per-row "
+                      "value has none over axis -1, a per-column one none over "
+                      "axis -2: that axis is reduced already)", op, op);
     if (r == -5)
         luaL_error(L, "%s takes a per-tensor value (sum over the tensor first)", op);
     return r;
@@ -216,6 +217,8 @@ static void check_conditions_used(lua_State *L, const tracer *tr)
             used |= g->gstore[s] == n;
         for (int r = 0; r < g->nresult; r++)
             used |= g->result[r] == n;
+        for (int r = 0; r < g->nguard; r++)
+            used |= g->guard[r] == n;
         if (!used) {
             lua_pushfstring(L, "%s:%d: a condition on traced values is computed "
                             "but never used: `if cond then` and `cond and x or "
@@ -317,6 +320,45 @@ static int t_input(lua_State *L)
         }
     return luaL_error(L, "input('%s'): the spec declares no such input (list "
                          "it in 'inputs')", name);
+}
+
+/* ---- requirements of a step: require_that on a traced condition ------------- */
+
+/* an error at the spec's line: the caller of the prelude's require_that */
+static int spec_error(lua_State *L, const char *msg)
+{
+    luaL_where(L, 2);
+    lua_pushstring(L, msg);
+    lua_concat(L, 2);
+    return lua_error(L);
+}
+
+int cg_trace_require_step(lua_State *L)
+{
+    tracer *tr = get_tracer(L, "require_that on a traced value");
+    int32_t c = to_node(L, tr, 1, "require_that");
+    const char *msg = luaL_checkstring(L, 2);
+    const cg_node *x = &tr->g->nodes[c];
+    if (!x->boolean)
+        return spec_error(L, "require_that needs a condition (lt, le, gt, ge, eq, "
+                             "ne), not a number");
+    if (cg_dom_varying(x->dom))
+        return spec_error(L, "require_that takes a per-step condition (on t, the "
+                             "options, group state, sizes), not a per-element one");
+    cg_graph *g = tr->g;
+    if (g->nguard == CG_MAX_GUARDS)
+        return spec_error(L, "more than 16 requirements in one kernel");
+    lua_Debug ar;
+    int line = lua_getstack(L, 2, &ar) && lua_getinfo(L, "l", &ar) ? ar.currentline : 0;
+    char buf[CG_ERRLEN];
+    int at = snprintf(buf, sizeof buf, "%s:%d: ", cg_spec_path(tr->spec), line);
+    snprintf(buf + at, sizeof buf - (size_t)at, "%s", msg);
+    if (!(g->guard_msg[g->nguard] = strdup(buf)))
+        return luaL_error(L, "out of memory");
+    g->guard_text[g->nguard] = at;
+    g->guard_line[g->nguard] = line;
+    g->guard[g->nguard++] = c;
+    return 0;
 }
 
 /* ---- reductions: sum, mean, amax, maxall --------------------------------------- */
@@ -439,7 +481,7 @@ void cg_trace_open_lib(lua_State *L)
         const char *name;
         cg_op op;
     } arith[] = {{"__add", CG_ADD}, {"__sub", CG_SUB}, {"__mul", CG_MUL},
-                 {"__div", CG_DIV}, {"__pow", CG_POW}};
+                 {"__div", CG_DIV}, {"__pow", CG_POW}, {"__mod", CG_MOD}};
     luaL_newmetatable(L, TRACED);
     for (size_t i = 0; i < sizeof arith / sizeof arith[0]; i++) {
         push_op(L, arith[i].op);
@@ -452,7 +494,7 @@ void cg_trace_open_lib(lua_State *L)
         lua_pushcfunction(L, refuse_compare);
         lua_setfield(L, -2, compare[i]);
     }
-    const char *other[] = {"__mod", "__idiv", "__band", "__bor", "__bxor",
+    const char *other[] = {"__idiv", "__band", "__bor", "__bxor",
                            "__shl", "__shr", "__bnot", "__concat", "__len",
                            "__call", "__index", "__newindex"};
     for (size_t i = 0; i < sizeof other / sizeof other[0]; i++) {

@@ -250,6 +250,10 @@ JOPT_API int jopt_spec_kernel(jopt_spec *s, size_t i, jopt_kernel_info *out)
                               .nsums = l->nsums, .nmaxima = l->nmaxima,
                               .npasses = l->npasses, .read = l->read,
                               .written = l->written};
+    for (int p = 0; p < l->npass && p < 16; p++) {
+        out->pass_read[p] = l->pass_read[p];
+        out->pass_written[p] = l->pass_written[p];
+    }
     if (vk) {
         out->name = vk->name;
         out->narrays = vk->narrays;
@@ -261,6 +265,8 @@ JOPT_API int jopt_spec_kernel(jopt_spec *s, size_t i, jopt_kernel_info *out)
             s->update_arrays[2 + k2] = cg_spec_state_name(s->spec, (size_t)l->state[k2]);
             out->scalar |= (uint64_t)(l->kind[k2] == CG_KIND_SCALAR ||
                                       l->kind[k2] == CG_KIND_SCALAR64) << (2 + k2);
+            out->axis |= (uint64_t)(l->kind[k2] == CG_KIND_ROW ||
+                                    l->kind[k2] == CG_KIND_COL) << (2 + k2);
         }
         for (int k2 = 0; k2 < l->ninput; k2++)
             s->update_arrays[2 + l->nstate + k2] =
@@ -270,6 +276,21 @@ JOPT_API int jopt_spec_kernel(jopt_spec *s, size_t i, jopt_kernel_info *out)
         out->arrays = s->update_arrays;
     }
     return JOPT_OK;
+}
+
+JOPT_API size_t jopt_spec_ninputs(const jopt_spec *s)
+{
+    return s ? cg_spec_ninputs(s->spec) : 0;
+}
+
+JOPT_API const char *jopt_spec_input(const jopt_spec *s, size_t i)
+{
+    return s && i < cg_spec_ninputs(s->spec) ? cg_spec_input(s->spec, i) : NULL;
+}
+
+JOPT_API int jopt_spec_steps_per_group(const jopt_spec *s)
+{
+    return s ? cg_spec_group_steps(s->spec) : 0;
 }
 
 JOPT_API int jopt_spec_set_variant(jopt_spec *s, int rank, const char *inputs)

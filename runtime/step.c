@@ -93,6 +93,10 @@ static int choose_kernels(jopt_optim *opt, const char *fn, int named)
                 return rt_fail(opt->ctx, JOPT_EINVAL, "%s: state '%s' has the wrong "
                                "size for this kernel", where,
                                cg_spec_state_name(opt->spec, (size_t)bad));
+            char err[CG_ERRLEN]; /* what the spec requires of this step */
+            double t = (double)((cg_spec_group_steps(opt->spec) ? gr->step : p->step) + 1);
+            if (cg_kernel_guard(k, t, gr->values, p->shape, p->rank, p->n, gr->gstate, err))
+                return rt_fail(opt->ctx, JOPT_EINVAL, "%s: %s", where, err);
             size_t work = cg_call_work(k, p->n, p->shape, p->rank);
             if (work > p->workcap) {
                 double *w = realloc(p->work, work * sizeof *w);

@@ -54,4 +54,45 @@ typedef struct t_fixture {
 void t_fixture_load(t_fixture *f, const char *name);
 void t_fixture_free(t_fixture *f);
 
+/* a recorded run in the `jopt-fixture 2` format (tests/fixtures/spec2/
+ * README.md): shapes, per-element inputs, named-kernel events, final state */
+#define T_FIX2_MAXT 16
+#define T_FIX2_MAXIN 4
+#define T_FIX2_MAXEV 64
+#define T_FIX2_MAXFINAL 128
+typedef struct t_final {
+    char owner[16];   /* "t0".."tN" or "group" */
+    char name[48];
+    char dtype[8];    /* f32 f64 i64 u8 */
+    int64_t count;
+    double *v;        /* count values, as doubles */
+} t_final;
+
+typedef struct t_fixture2 {
+    char spec[64], options[512], variant[64], reference[512];
+    int ntensors, steps;
+    int64_t sizes[T_FIX2_MAXT], total;
+    int ndim[T_FIX2_MAXT];
+    int64_t shape[T_FIX2_MAXT][8];
+    int ninputs;
+    char inputs[T_FIX2_MAXIN][32];
+    int nevents;
+    int ev_step[T_FIX2_MAXEV];
+    char ev_kernel[T_FIX2_MAXEV][32];
+    float *init;          /* total */
+    unsigned char *mask;  /* steps x ntensors: gradient present */
+    float *grads;         /* steps x total (absent: zeros) */
+    unsigned char *imask; /* steps x ninputs x ntensors: input given */
+    float *ivals;         /* steps x ninputs x total (absent: zeros) */
+    float *params;        /* steps x total: after each step */
+    float *evparams;      /* nevents x total: after each event */
+    int nfinal;
+    t_final final[T_FIX2_MAXFINAL];
+} t_fixture2;
+
+/* reads <dir>/<name> (dir relative to JOPT_SOURCE_DIR); fails the test if
+ * it can't */
+void t_fixture2_load(t_fixture2 *f, const char *dir, const char *name);
+void t_fixture2_free(t_fixture2 *f);
+
 #endif

@@ -4,7 +4,10 @@
  *
  *   --[[expect
  *   options: lr=0.5            (optional: the options to open it with)
- *   kernel: dot                (optional: a vector kernel, not the update)
+ *   kernel: dot                (optional: a vector kernel, or a named kernel
+ *                               of an update spec, not the update)
+ *   rank: 2                    (optional: for tensors of that rank)
+ *   inputs: hessian            (optional: with these inputs given)
  *   error: f.lua:7: a sum over (or: the message it must fail with, which
  *                               starts with the file and line at fault)
  *   graph NAME update          (else: the printed graph, exactly)
@@ -28,7 +31,7 @@ typedef struct golden {
     char path[512];
     char *text;             /* the whole file */
     char *block;            /* where "--[[expect" starts in text */
-    char options[512], kernel[128], error[512];
+    char options[512], kernel[128], error[512], rank[16], inputs[128];
     const char *expect;     /* the expected graph (inside text) */
     size_t expect_len;
 } golden;
@@ -73,6 +76,8 @@ static void load_golden(golden *g, const char *name)
     const char *p = g->block + strlen("--[[expect\n");
     while (header(&p, "options", g->options, sizeof g->options) ||
            header(&p, "kernel", g->kernel, sizeof g->kernel) ||
+           header(&p, "rank", g->rank, sizeof g->rank) ||
+           header(&p, "inputs", g->inputs, sizeof g->inputs) ||
            header(&p, "error", g->error, sizeof g->error))
         ;
     const char *end = strstr(p, "]]");
@@ -100,6 +105,9 @@ static int run_one(jopt_ctx *ctx, const char *name)
     jopt_spec *spec = NULL;
     const char *got = NULL;
     int rc = jopt_spec_open(ctx, g.path, g.options[0] ? g.options : NULL, &spec);
+    if (rc == JOPT_OK && (g.rank[0] || g.inputs[0]))
+        rc = jopt_spec_set_variant(spec, g.rank[0] ? atoi(g.rank) : 1,
+                                   g.inputs[0] ? g.inputs : NULL);
     if (rc == JOPT_OK)
         rc = jopt_spec_emit(spec, g.kernel[0] ? g.kernel : NULL, "graph", &got);
     int bad = 0;

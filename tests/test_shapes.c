@@ -130,6 +130,12 @@ static void test_shapes_adafactor_jit_equals_reference(void **state)
         {1, {70001}},
     };
     compare("adafactor", "", big, 5, JOPT_ENGINE_JIT, 1, JOPT_ENGINE_REFERENCE, 1, 3);
+    /* conv weights: many small matrices (column sums of several whole
+     * matrices per task), rows shorter than the 16 lanes, and longer */
+    static const shaped conv[] = {
+        {4, {64, 32, 3, 3}}, {4, {300, 20, 1, 1}}, {4, {8, 4, 5, 17}}, {4, {2, 3, 7, 40}},
+    };
+    compare("adafactor", "", conv, 4, JOPT_ENGINE_JIT, 1, JOPT_ENGINE_REFERENCE, 1, 3);
 }
 
 /* the cut into tasks depends on the shapes, not the threads */
@@ -138,8 +144,9 @@ static void test_shapes_threads_same_bits(void **state)
     (void)state;
     static const shaped big[] = {
         {2, {1024, 1100}}, {2, {3, 400000}}, {2, {400000, 3}}, {1, {1200000}},
+        {4, {512, 256, 3, 3}},
     };
-    compare("adafactor", "", big, 4, JOPT_ENGINE_JIT, 1, JOPT_ENGINE_JIT, 2, 3);
+    compare("adafactor", "", big, 5, JOPT_ENGINE_JIT, 1, JOPT_ENGINE_JIT, 2, 3);
 }
 
 static void test_shapes_bad_shape_refused(void **state)

@@ -21,10 +21,15 @@ static uint64_t rng(void)
     return rng_state;
 }
 
-/* mostly ordinary values, with zeros, subnormals, NaN and infinities */
+/* mostly ordinary values, with zeros, subnormals, NaN and infinities (or
+ * without the last two, for updates: a NaN in one tensor's sum makes a
+ * spec with sums over the group all NaN, and the check vacuous) */
+static int finite_only;
 static float random_value(float scale)
 {
     uint64_t r = rng();
+    while (finite_only && r % 128 >= 4 && r % 128 <= 6)
+        r = rng();
     double u = (double)(r >> 11) / 9007199254740992.0 * 2 - 1;
     switch (r % 128) {
     case 0: return 0.0f;
@@ -74,7 +79,7 @@ static void compare(tally *t, const float *x, const float *y, int64_t n)
 
 #define NTENSOR 6
 #define NSTEPS 4
-static const int64_t check_sizes[NTENSOR] = {1, 3, 17, 255, 1027, 70001};
+static const int64_t check_sizes[NTENSOR] = {1, 3, 17, 255, 1027, 70070};
 
 static double random_scalar(int ordinary)
 {
@@ -268,15 +273,62 @@ done:
     return rc;
 }
 
-/* the update over NTENSOR tensors and NSTEPS steps on both engines */
-static int check_update(jopt_ctx *const ctx[2], jopt_spec *spec, const args *a)
+/* How the update is checked: its options folded into the kernel, or those
+ * the spec lists as `runtime` passed per step (a spec that branches on one
+ * of those would pass a check with them folded and fail at the first
+ * jopt_option_set, mid-training); tensors flat, or with shapes (a spec
+ * that looks at dim() and size() gets its kernels for 2-D and 3-D
+ * tensors). */
+typedef struct config {
+    int runtime, shaped, nonfinite;
+    const char *what;
+} config;
+
+/* the tensors' shapes when shaped: 1-D, 2-D and 3-D, odd sizes */
+static const int check_ndim[NTENSOR] = {1, 2, 1, 2, 2, 3};
+static const int64_t check_shape[NTENSOR][3] = {
+    {1}, {1, 3}, {17}, {15, 17}, {13, 79}, {7, 10, 1001}};
+
+/* turns on per-step passing of every option the spec lists as runtime;
+ * returns how many */
+static int runtime_on(jopt_optim *opt, jopt_spec *spec, char *names, size_t cap)
+{
+    int n = 0;
+    names[0] = 0;
+    for (size_t i = 0; i < jopt_spec_nhyper(spec); i++) {
+        jopt_hyper_info h;
+        if (jopt_spec_hyper(spec, i, &h) || !h.runtime)
+            continue;
+        if (jopt_option_runtime(opt, 0, h.name))
+            return -1;
+        size_t l = strlen(names);
+        snprintf(names + l, cap - l, "%s%s", n ? " " : "", h.name);
+        n++;
+    }
+    return n;
+}
+
+/* One configuration: the update over NTENSOR tensors and NSTEPS steps on
+ * both engines (the spec's inputs given at odd steps), then each named
+ * kernel.  `out` (if not NULL) gets the JIT's parameters, `cmp` (if not
+ * NULL) holds another configuration's to compare with: a runtime option
+ * must give the bits its folded value gives.  1 if anything differs. */
+static int check_update(jopt_ctx *const ctx[2], jopt_spec *spec, const args *a,
+                        const config *cf, float *out, const float *cmp)
 {
     jopt_optim *opt[2] = {NULL, NULL};
     float *buf[2][NTENSOR][2] = {{{NULL}}};
+    float *input[NTENSOR] = {NULL};
     tally *tl = NULL;
     int rc = 1;
     jopt_param params[2][NTENSOR];
-    for (int t = 0; t < NTENSOR; t++)
+    rng_state = 0x9e3779b97f4a7c15ull; /* the same data in every configuration */
+    finite_only = !cf->nonfinite;
+    for (int t = 0; t < NTENSOR; t++) {
+        if (!(input[t] = malloc(check_sizes[t] * sizeof(float)))) {
+            fail("out of memory");
+            goto done;
+        }
         for (int e = 0; e < 2; e++) {
             for (int b = 0; b < 2; b++)
                 if (!(buf[e][t][b] = malloc(check_sizes[t] * sizeof(float)))) {
@@ -285,39 +337,79 @@ static int check_update(jopt_ctx *const ctx[2], jopt_spec *spec, const args *a)
                 }
             params[e][t] = (jopt_param){buf[e][t][0], buf[e][t][1], check_sizes[t]};
         }
+    }
     for (int t = 0; t < NTENSOR; t++)
         for (int64_t i = 0; i < check_sizes[t]; i++)
             buf[0][t][0][i] = buf[1][t][0][i] = random_value(1.0f);
+    char rnames[512] = "";
+    int nrt = 0;
     for (int e = 0; e < 2; e++) {
         jopt_group g = {params[e], NTENSOR, NULL};
         if (jopt_optim_new(ctx[e], a->spec, &g, 1, a->options, &opt[e])) {
             fail("%s", jopt_errmsg(ctx[e]));
             goto done;
         }
-    }
-    for (int s = 0; s < NSTEPS; s++) {
-        for (int t = 0; t < NTENSOR; t++)
-            for (int64_t i = 0; i < check_sizes[t]; i++)
-                buf[0][t][1][i] = buf[1][t][1][i] = random_value(0.1f);
-        for (int e = 0; e < 2; e++)
-            if (jopt_step(opt[e], NULL, NULL, NULL)) {
-                fail("step %d: %s", s + 1, jopt_errmsg(ctx[e]));
+        for (int t = 0; cf->shaped && t < NTENSOR; t++)
+            if (jopt_set_shape(opt[e], 0, (size_t)t, check_ndim[t], check_shape[t])) {
+                fail("%s (%s)", jopt_errmsg(ctx[e]), cf->what);
                 goto done;
             }
+        if (cf->runtime && (nrt = runtime_on(opt[e], spec, rnames, sizeof rnames)) < 0) {
+            fail("%s (%s): the spec lists it as runtime, but its kernel cannot "
+                 "take it per step", jopt_errmsg(ctx[e]), cf->what);
+            goto done;
+        }
+    }
+    if (cf->runtime && !nrt) {
+        printf("  %s: the spec lists no runtime option\n", cf->what);
+        rc = 0;
+        goto done;
+    }
+    size_t ninputs = jopt_spec_ninputs(spec);
+    for (int s = 0; s < NSTEPS; s++) {
+        for (int t = 0; t < NTENSOR; t++)
+            for (int64_t i = 0; i < check_sizes[t]; i++) {
+                buf[0][t][1][i] = buf[1][t][1][i] = random_value(0.1f);
+                input[t][i] = random_value(1.0f);
+            }
+        for (int e = 0; e < 2; e++) {
+            for (size_t in = 0; s % 2 == 0 && in < ninputs; in++)
+                for (int t = 0; t < NTENSOR; t++)
+                    if (jopt_set_input(opt[e], 0, (size_t)t, jopt_spec_input(spec, in),
+                                       input[t])) {
+                        fail("%s", jopt_errmsg(ctx[e]));
+                        goto done;
+                    }
+            if (jopt_step(opt[e], NULL, NULL, NULL)) {
+                fail("step %d (%s): %s", s + 1, cf->what, jopt_errmsg(ctx[e]));
+                goto done;
+            }
+        }
     }
     size_t nstate = jopt_spec_nstate(spec);
-    if (!(tl = calloc(nstate + 1, sizeof *tl))) {
+    if (!(tl = calloc(nstate + 8, sizeof *tl))) {
         fail("out of memory");
         goto done;
     }
-    printf("check %s%s%s: JIT against the reference interpreter, %d tensors "
-           "of %lld..%lld elements, %d steps\n",
-           jopt_spec_name(spec), a->options[0] ? " " : "", a->options, NTENSOR,
-           (long long)check_sizes[0], (long long)check_sizes[NTENSOR - 1], NSTEPS);
+    printf("  %s%s%s:\n", cf->what, nrt ? ", per step: " : "", rnames);
     tl[0].name = "param";
     int mismatch = 0;
     for (int t = 0; t < NTENSOR; t++)
         compare(&tl[0], buf[0][t][0], buf[1][t][0], check_sizes[t]);
+    /* the named kernels, after the steps, in their order */
+    size_t ntl = nstate + 1;
+    for (size_t k = 1; k < jopt_spec_nkernels(spec) && ntl < nstate + 8; k++) {
+        const char *name = jopt_spec_kernel_name(spec, k);
+        tally *kt = &tl[ntl++];
+        kt->name = name;
+        for (int e = 0; e < 2; e++)
+            if (jopt_optim_call(opt[e], name)) {
+                fail("kernel %s (%s): %s", name, cf->what, jopt_errmsg(ctx[e]));
+                goto done;
+            }
+        for (int t = 0; t < NTENSOR; t++)
+            compare(kt, buf[0][t][0], buf[1][t][0], check_sizes[t]);
+    }
     for (size_t s = 0; s < nstate; s++) {
         jopt_state_info st;
         if (jopt_spec_state(spec, s, &st)) {
@@ -325,6 +417,17 @@ static int check_update(jopt_ctx *const ctx[2], jopt_spec *spec, const args *a)
             goto done;
         }
         tl[s + 1].name = st.name;
+        if (st.kind == JOPT_STATE_GROUP) {
+            double v[2];
+            if (jopt_group_state(opt[0], 0, st.name, &v[0]) ||
+                jopt_group_state(opt[1], 0, st.name, &v[1]))
+                continue;
+            float f[2] = {(float)v[0], (float)v[1]};
+            compare(&tl[s + 1], &f[0], &f[1], 1);
+            if (!isnan(v[0]) && v[0] != v[1] && !tl[s + 1].differ) /* a double */
+                tl[s + 1].differ = 1, tl[s + 1].maxulp = 1;
+            continue;
+        }
         for (int t = 0; t < NTENSOR; t++) {
             const float *d[2];
             int64_t st_step[2], numel = 0;
@@ -341,22 +444,35 @@ static int check_update(jopt_ctx *const ctx[2], jopt_spec *spec, const args *a)
         }
     }
     int64_t differ = mismatch;
-    for (size_t s = 0; s <= nstate; s++) {
+    for (size_t s = 0; s < ntl; s++) {
         if (!tl[s].compared) {
-            printf("  %-16s not kept\n", tl[s].name);
+            printf("    %-16s not kept\n", tl[s].name);
             continue;
         }
         differ += tl[s].differ;
         char ulp[24];
         fmt_ulp(ulp, sizeof ulp, tl[s].maxulp);
-        printf("  %-16s %8lld values  max ulp %-4s %lld differ  %lld NaN (both)\n",
+        printf("    %-16s %8lld values  max ulp %-4s %lld differ  %lld NaN (both)%s\n",
                tl[s].name, (long long)tl[s].compared, ulp,
-               (long long)tl[s].differ, (long long)tl[s].nans);
+               (long long)tl[s].differ, (long long)tl[s].nans,
+               s > nstate ? "  (named kernel)" : "");
     }
-    printf("%s: %s\n", differ ? "FAIL" : "PASS",
-           differ ? "the JIT and the reference interpreter differ"
-                  : "JIT == reference, bit for bit");
-    rc = differ ? 1 : 0;
+    /* the parameters after the steps and kernels, against another
+     * configuration's: passing an option per step must not change a bit */
+    int64_t off = 0, moved = 0;
+    for (int t = 0; t < NTENSOR; t++) {
+        for (int64_t i = 0; cmp && i < check_sizes[t]; i++)
+            moved += memcmp(&cmp[off + i], &buf[0][t][0][i], sizeof(float)) &&
+                     !(isnan(cmp[off + i]) && isnan(buf[0][t][0][i]));
+        if (out)
+            memcpy(out + off, buf[0][t][0], (size_t)check_sizes[t] * sizeof(float));
+        off += check_sizes[t];
+    }
+    if (moved)
+        printf("    %lld parameters differ from the options folded: the spec "
+               "branches on a runtime option (a traced value in `if`, `and`, `or`, "
+               "`~=`?)\n", (long long)moved);
+    rc = differ || moved ? 1 : 0;
 done:
     free(tl);
     for (int e = 0; e < 2; e++) {
@@ -365,7 +481,46 @@ done:
             for (int b = 0; b < 2; b++)
                 free(buf[e][t][b]);
     }
+    for (int t = 0; t < NTENSOR; t++)
+        free(input[t]);
     return rc;
+}
+
+/* Every configuration: folded and flat (the reference for the others),
+ * runtime options per step, shaped tensors, and both. */
+static int check_updates(jopt_ctx *const ctx[2], jopt_spec *spec, const args *a)
+{
+    int64_t total = 0;
+    for (int t = 0; t < NTENSOR; t++)
+        total += check_sizes[t];
+    float *folded = malloc((size_t)total * sizeof(float));
+    float *shaped = malloc((size_t)total * sizeof(float));
+    if (!folded || !shaped) {
+        free(folded);
+        free(shaped);
+        return fail("out of memory");
+    }
+    printf("check %s%s%s: JIT against the reference interpreter, %d tensors "
+           "of %lld..%lld elements, %d steps, then each named kernel; data with "
+           "zeros and subnormals\n",
+           jopt_spec_name(spec), a->options[0] ? " " : "", a->options, NTENSOR,
+           (long long)check_sizes[0], (long long)check_sizes[NTENSOR - 1], NSTEPS);
+    static const config cfs[5] = {
+        {0, 0, 0, "options folded, flat tensors"},
+        {1, 0, 0, "runtime options, flat tensors"},
+        {0, 1, 0, "options folded, tensors of 1 to 3 dimensions"},
+        {1, 1, 0, "runtime options, tensors of 1 to 3 dimensions"},
+        {0, 0, 1, "options folded, flat tensors, data with NaN and Inf"}};
+    int bad = 0;
+    for (int c = 0; c < 5; c++)
+        bad |= check_update(ctx, spec, a, &cfs[c], c == 0 ? folded : c == 2 ? shaped : NULL,
+                            c == 1 ? folded : c == 3 ? shaped : NULL);
+    free(folded);
+    free(shaped);
+    printf("%s: %s\n", bad ? "FAIL" : "PASS",
+           bad ? "see above" : "JIT == reference, bit for bit; runtime options == "
+                               "folded ones");
+    return bad;
 }
 
 int cmd_check(const args *a)
@@ -388,7 +543,7 @@ int cmd_check(const args *a)
         fail("%s has an update, not vector kernels: --kernel is for closure "
              "optimizers (specs with a method)", jopt_spec_name(spec));
     else
-        rc = check_update(ctx, spec, a);
+        rc = check_updates(ctx, spec, a);
 done:
     jopt_spec_free(spec);
     for (int e = 0; e < 2; e++)

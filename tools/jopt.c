@@ -358,12 +358,30 @@ static int cmd_show(jopt_ctx *ctx, const args *a)
         } else {
             if (!st.unset)
                 put_num(num, sizeof num, st.init);
-            snprintf(what, sizeof what, "%s, %s%s",
-                     st.scalar ? "scalar (one per tensor)" : "array",
-                     st.unset ? "starts unset" : "starts at ", num);
+            static const char *const kinds[] = {
+                "array", "per row (a 2-D or larger tensor)",
+                "per column (a 2-D or larger tensor)", "scalar (one per tensor)",
+                "per group"};
+            snprintf(what, sizeof what, "%s%s, %s%s", kinds[st.kind],
+                     st.f64 ? " in double" : "", st.unset ? "starts unset" : "starts at ",
+                     num);
         }
         printf("  %-*s %s\n", w, st.name, what);
     }
+    if (jopt_spec_ninputs(spec)) {
+        printf("\ninputs (per element, given at a step with jopt_set_input):");
+        for (size_t i = 0; i < jopt_spec_ninputs(spec); i++)
+            printf(" %s", jopt_spec_input(spec, i));
+        printf("\n");
+    }
+    if (jopt_spec_nkernels(spec) > 1) {
+        printf("\nkernels (jopt_optim_call):");
+        for (size_t i = 1; i < jopt_spec_nkernels(spec); i++)
+            printf(" %s", jopt_spec_kernel_name(spec, i));
+        printf("\n");
+    }
+    if (jopt_spec_steps_per_group(spec))
+        printf("\nsteps are counted per group (t counts the group's steps)\n");
     jopt_kernel_info k;
     if (!rc && jopt_spec_kernel(spec, 0, &k))
         rc = fail("%s", jopt_errmsg(ctx));

@@ -227,6 +227,8 @@ typedef struct cg_layout {
     int narrays, nscalars, nresults;
     uint64_t read;            /* bit per array slot the kernel loads */
     uint64_t written;         /* bit per array slot the kernel stores to */
+    int npass;                /* passes over the elements, and each one's */
+    const uint64_t *pass_read, *pass_written; /* loads and stores */
 } cg_layout;
 
 /* Floats a state of kind k takes for a tensor of n elements and `rank`
@@ -263,6 +265,15 @@ int cg_kernel_get(cg_jit *jit, const cg_request *req, cg_kernel **out,
 void cg_kernel_release(cg_kernel *k); /* NULL is a no-op */
 
 const cg_layout *cg_kernel_layout(const cg_kernel *k);
+
+/* The spec's requirements of a step (require_that on a per-step condition:
+ * Sophia needs its Hessian input at the steps where the reference would
+ * estimate one itself), for a tensor's step t with these values, sizes
+ * (last first) and group state: JOPT_OK, or JOPT_EINVAL with
+ * "spec:line: message".  Evaluated before the step changes anything. */
+int cg_kernel_guard(const cg_kernel *k, double t, const double *values,
+                    const int64_t *shape, int rank, int64_t numel,
+                    const double *gstate, char *err);
 
 /* A request's kernel as text: "graph" (the validated graph, in the stable
  * form docs/specs.md describes), "ir" (optimised LLVM IR) or "asm"

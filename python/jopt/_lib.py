@@ -358,10 +358,10 @@ def spec_hyperparameters(ctx, spec):
             elif hi.kind == KIND_CHOICE:
                 d = choices[int(vals[0])]
                 d = None if d == "none" else d  # torch's None
+            elif hi.tuple:  # an element may be None (Adafactor's eps[0])
+                d = tuple(None if v != v else v for v in vals)
             elif hi.optional and vals[0] != vals[0]:
                 d = None
-            elif hi.tuple:
-                d = tuple(vals)
             elif hi.integer:
                 d = int(vals[0])
             else:

@@ -50,6 +50,35 @@ OPTIMIZERS = {
     # not in torch.optim: jopt specs only
     "Lion": ("lion", ["lr", "betas", "weight_decay"], ["maximize"]),
     "LAMB": ("lamb", ["lr", "betas", "eps", "weight_decay"], ["maximize"]),
+    # torch.optim 2.13's Adafactor
+    "Adafactor": ("adafactor", ["lr", "beta2_decay", "eps", "d", "weight_decay"],
+                  ["foreach", "maximize"]),
+    # pytorch_optimizer 4.1.0's signatures (python/jopt/_spec2.py adds
+    # SophiaH's step(hessian=...), Schedule-Free's eval()/train())
+    "AdaBelief": ("adabelief", ["lr", "betas", "weight_decay", "weight_decouple",
+                                "fixed_decay", "rectify", "n_sma_threshold",
+                                "degenerated_to_sgd", "ams_bound", "foreach", "eps",
+                                "maximize"], []),
+    "Adan": ("adan", ["lr", "betas", "weight_decay", "weight_decouple", "max_grad_norm",
+                      "foreach", "eps", "maximize"], []),
+    "ScheduleFreeAdamW": ("schedulefree_adamw", ["lr", "betas", "weight_decay", "r",
+                                                 "weight_lr_power", "warmup_steps",
+                                                 "decoupling_c", "ams_bound", "eps",
+                                                 "maximize", "foreach"], []),
+    "SophiaH": ("sophia", ["lr", "betas", "weight_decay", "weight_decouple", "fixed_decay",
+                           "p", "update_period", "num_samples", "hessian_distribution",
+                           "eps", "maximize", "foreach"], []),
+    "Prodigy": ("prodigy", ["lr", "betas", "beta3", "d0", "d_coef", "growth_rate",
+                            "weight_decay", "weight_decouple", "fixed_decay",
+                            "bias_correction", "safeguard_warmup", "eps", "maximize",
+                            "foreach"], []),
+    "AdEMAMix": ("ademamix", ["lr", "betas", "weight_decay", "weight_decouple",
+                              "fixed_decay", "alpha", "t_alpha_beta3", "eps", "maximize",
+                              "foreach"], ["cautious"]),
+    # AdamW's signature with the Cautious Optimizers mask (pytorch_optimizer
+    # has it as a flag: AdEMAMix(alpha=0, weight_decouple=True, cautious=True))
+    "CautiousAdamW": ("cautious_adamw", ["lr", "betas", "eps", "weight_decay"],
+                      ["maximize", "foreach"]),
     # closure optimizers: step(closure) evaluates the function several times
     "LBFGS": ("lbfgs", ["lr", "max_iter", "max_eval", "tolerance_grad",
                         "tolerance_change", "history_size", "line_search_fn"], []),

@@ -11,7 +11,7 @@ may be changed between steps and is passed to jopt at the next step."""
 
 import numpy as np
 
-from . import _lib
+from . import _lib, _spec2
 from ._lib import normalize, default_context
 from ._specs import OPTIMIZERS, CLOSURE, describe, check_flags, prepare
 
@@ -58,6 +58,8 @@ class NumpyOptimizer:
         specs = [self._add_group(g) for g in params]
         self._check_groups()
         self._raw = _lib.RawOptim(self._ctx, cls._jopt_spec, specs)
+        for gi in range(len(self.param_groups)):
+            self._shapes(gi)
         self._pushed = [self._hyper_of(g) for g in self.param_groups]
         self._bound = None
         if grads is not None:
@@ -65,6 +67,10 @@ class NumpyOptimizer:
 
     def _check_groups(self):
         pass
+
+    def _shapes(self, gi):
+        """jopt sees each array's shape (Adafactor factors a matrix)."""
+        _spec2.set_shapes(self._raw, gi, [p.shape for p in self.param_groups[gi]["params"]])
 
     def _hyper_of(self, group):
         return {k: normalize(group[k]) for k in self._jopt_hyper}
@@ -97,6 +103,7 @@ class NumpyOptimizer:
         except Exception:
             self.param_groups.pop()
             raise
+        self._shapes(len(self.param_groups) - 1)
         self._pushed.append(self._hyper_of(self.param_groups[-1]))
         self._bound = None
 
@@ -176,7 +183,8 @@ class NumpyOptimizer:
                     return None, step
                 if numel == 1 and p.size != 1:
                     return np.array([data[0]], dtype=np.float32), step
-                return np.ctypeslib.as_array(data, (p.size,)).reshape(p.shape).copy(), step
+                shape = _spec2.state_shape(self._jopt_spec, name, p.shape, numel)
+                return np.ctypeslib.as_array(data, (numel,)).reshape(shape).copy(), step
         raise ValueError("jopt.numpy: the array is not a parameter of this optimizer")
 
     def state_dict(self):
@@ -208,6 +216,9 @@ class NumpyClosureOptimizer(NumpyOptimizer):
     """Base of LBFGS and CG (not used directly): step(closure) calls the
     closure as often as the method needs.  One parameter group."""
 
+    def _shapes(self, gi):
+        pass
+
     def _check_groups(self):
         if len(self.param_groups) != 1:
             raise ValueError("%s doesn't support per-parameter options (parameter "
@@ -235,7 +246,7 @@ class NumpyClosureOptimizer(NumpyOptimizer):
 def _make(name):
     spec, sig, hyper, flags = describe(name)
     base = NumpyClosureOptimizer if name in CLOSURE else NumpyOptimizer
-    return type(name, (base,), {
+    return type(name, _spec2.NUMPY_MIXINS.get(name, ()) + (base,), {
         "__doc__": "jopt.numpy.%s: spec '%s', options as torch.optim.%s%s"
                    % (name, spec, name, sig),
         "__module__": __name__, "_jopt_name": name, "_jopt_spec": spec,

@@ -15,7 +15,7 @@ import threading
 
 import torch
 
-from . import _ckpt, _lib
+from . import _ckpt, _lib, _spec2
 from ._lib import normalize
 from ._specs import OPTIMIZERS, CLOSURE, describe, check_flags, prepare
 
@@ -183,6 +183,8 @@ class JoptOptimizer(torch.optim.Optimizer):
         for gi, group in enumerate(self.param_groups):
             groups.append(self._jopt_group_spec(gi, group))
         self._jopt = _lib.RawOptim(self._jopt_ctx, cls._jopt_spec, groups)
+        for gi in range(len(self.param_groups)):
+            self._jopt_shapes(gi)
         self._jopt_pushed = [self._hyper_of(g) for g in self.param_groups]
         self._jopt_index_params()
 
@@ -203,6 +205,11 @@ class JoptOptimizer(torch.optim.Optimizer):
 
     def _jopt_check_groups(self):
         pass
+
+    def _jopt_shapes(self, gi):
+        """jopt sees each parameter's shape (Adafactor factors a matrix)."""
+        _spec2.set_shapes(self._jopt, gi, [tuple(p.shape) for p in
+                                           self.param_groups[gi]["params"]])
 
     def _hyper_of(self, group):
         out = {}
@@ -233,6 +240,7 @@ class JoptOptimizer(torch.optim.Optimizer):
         except Exception:
             self.param_groups.pop()
             raise
+        self._jopt_shapes(gi)
         self._jopt_pushed.append(self._hyper_of(group))
         held = self._jopt_grads + [0] * len(group["params"])  # jopt's, unchanged
         refs = self._jopt_grad_refs
@@ -377,10 +385,11 @@ class JoptOptimizer(torch.optim.Optimizer):
                         return None, step
                     if numel == 1 and p.numel() != 1:
                         return torch.tensor([data[0]], dtype=torch.float32), step
-                    arr = (ctypes.c_float * p.numel()).from_address(
+                    arr = (ctypes.c_float * numel).from_address(
                         ctypes.addressof(data.contents))
                     t = torch.frombuffer(bytearray(arr), dtype=torch.float32)
-                    return t.reshape(p.shape), step
+                    return t.reshape(_spec2.state_shape(self._jopt_spec, name, p.shape,
+                                                        numel)), step
         raise ValueError("jopt: the tensor is not a parameter of this optimizer")
 
     # ---- state dicts: torch.optim's layout -------------------------------------
@@ -712,6 +721,9 @@ class JoptClosureOptimizer(JoptOptimizer):
             out.append(vec("prev_flat_grad", pfg))
         return (steps, b"".join(out))
 
+    def _jopt_shapes(self, gi):
+        pass
+
     def _jopt_check_groups(self):
         if len(self.param_groups) != 1:
             raise ValueError("%s doesn't support per-parameter options (parameter "
@@ -764,7 +776,7 @@ def _make(name):
         base = JoptOptimizer
         doc = ("jopt.torch.%s: torch.optim.%s's interface over jopt's JIT-compiled spec "
                "'%s'.\n\nSignature: %s%s" % (name, name, spec, name, sig))
-    cls = type(name, (base,), {
+    cls = type(name, _spec2.TORCH_MIXINS.get(name, ()) + (base,), {
         "__doc__": doc, "__module__": __name__, "_jopt_name": name, "_jopt_spec": spec,
         "_jopt_sig": sig, "_jopt_hyper": tuple(hyper), "_jopt_flags": tuple(flags)})
     cls.__init__ = _init_for(sig, base)

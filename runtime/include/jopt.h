@@ -378,6 +378,12 @@ typedef struct jopt_kernel_info {
     uint64_t read, written;    /* bit per array: loaded, stored */
     uint64_t scalar;           /* bit per array holding one float per
                                   tensor (a scalar state), not streamed */
+    uint64_t axis;             /* bit per array holding one value per row
+                                  or column (a state smaller than the
+                                  tensor), not streamed */
+    /* each pass over the elements, in order (npasses of them, at most 16):
+     * the arrays it loads (or reads back) and those it stores */
+    uint64_t pass_read[16], pass_written[16];
 } jopt_kernel_info;
 
 /* The update then the spec's named kernels, or a closure optimizer's
@@ -388,6 +394,15 @@ JOPT_API int jopt_spec_kernel(jopt_spec *spec, size_t i,
                               jopt_kernel_info *out);
 /* Kernel i's name without tracing it ("update"), or NULL past the end. */
 JOPT_API const char *jopt_spec_kernel_name(const jopt_spec *spec, size_t i);
+
+/* The spec's per-element inputs besides the gradient (its `inputs`, given
+ * with jopt_set_input: Sophia's "hessian"), in the spec's order; NULL past
+ * the end.  Owned by the spec. */
+JOPT_API size_t jopt_spec_ninputs(const jopt_spec *spec);
+JOPT_API const char *jopt_spec_input(const jopt_spec *spec, size_t i);
+/* 1 if the step count t is the group's (`steps = "group"`, as
+ * pytorch_optimizer counts), 0 if each tensor's (torch.optim's). */
+JOPT_API int jopt_spec_steps_per_group(const jopt_spec *spec);
 
 /* Which variant states, kernels and jopt_spec_emit show: for tensors of
  * `rank` dimensions (1, the default, for a flat one) with the inputs named
