@@ -16,6 +16,7 @@ return {
             eps = 1e-8, maximize = false },
   optional = { "eps" },       -- eps=None selects the atan2 update
   runtime = { "lr" },         -- used only in arithmetic
+  infinite = { "growth_rate" },  -- inf: no bound on the growth of d
   steps = "group",
   check = function (h)
     require_that(h.lr >= 0, "learning rate must be positive. (%s > 0)", h.lr)
