@@ -415,8 +415,10 @@ class JoptOptimizer(torch.optim.Optimizer):
             if self._jopt_name not in _NO_STEP:
                 st["step"] = torch.tensor(float(cp.step), dtype=scalar_dtype)
             for name, (count, off) in cp.states.items():
-                scalar = name in _SCALAR_STATES or (count == 1 and p.numel() != 1)
-                t = torch.empty(() if scalar else p.shape, dtype=torch.float32)
+                shape = _spec2.state_shape(self._jopt_spec, name, p.shape, count)
+                scalar = name in _SCALAR_STATES or (count == 1 and p.numel() != 1 and
+                                                    shape == (1,))
+                t = torch.empty(() if scalar else shape, dtype=torch.float32)
                 ctypes.memmove(t.data_ptr(), ck.address(off), 4 * count)
                 st[name] = t
             out[p] = st
@@ -496,8 +498,13 @@ class JoptOptimizer(torch.optim.Optimizer):
                     raise ValueError("jopt.%s.load_state_dict: state '%s' of %s is not a "
                                      "dense float32 CPU tensor" % (self._jopt_name, k,
                                                                    self._jopt_what(p)))
-                if v.numel() not in (p.numel(), 1) or (v.numel() == p.numel() and
-                                                        v.dim() and v.shape != p.shape):
+                want = _spec2.state_shape(self._jopt_spec, k, p.shape, p.numel())
+                if want != tuple(p.shape):  # a row or column state (Adafactor's)
+                    bad = tuple(v.shape) != want
+                else:
+                    bad = v.numel() not in (p.numel(), 1) or (
+                        v.numel() == p.numel() and v.dim() and v.shape != p.shape)
+                if bad:
                     raise ValueError(
                         "jopt.%s.load_state_dict: state '%s' of %s has shape %s, the "
                         "parameter %s: a state dict of another model or parameter "

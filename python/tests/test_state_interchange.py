@@ -369,6 +369,37 @@ def test_schedulers_and_keys():
     print("ok   StepLR across a switch: bitwise, initial_lr kept")
 
 
+def test_adafactor_factored_state():
+    """Adafactor keeps a matrix's second moment as row and column means:
+    torch's shapes (..., R, 1) and (..., 1, C) both ways, and a state that
+    goes through torch.optim.Adafactor comes back to the same bits."""
+    j = run("Adafactor", dict(lr=1e-2), ["jopt"])
+    assert_same("Adafactor: jopt -> torch -> jopt", j,
+                run("Adafactor", dict(lr=1e-2), ["jopt", "torch", "jopt"]))
+    m = model()
+    opt = make("jopt", "Adafactor", m, dict(lr=1e-2))
+    x, y = data()
+    one_step(opt, m, x, y, 0)
+    sd = opt.state_dict()
+    w = next(iter(m.parameters()))
+    st = sd["state"][0]
+    assert tuple(st["row_var"].shape) == (w.shape[0], 1), st["row_var"].shape
+    assert tuple(st["col_var"].shape) == (1, w.shape[1]), st["col_var"].shape
+    t = make("torch", "Adafactor", m, dict(lr=1e-2))
+    t.load_state_dict(sd)
+    assert torch.equal(t.state[w]["row_var"], st["row_var"])
+    bad = {k: (dict(v, row_var=v["row_var"].reshape(-1)) if "row_var" in v else v)
+           for k, v in sd["state"].items()}
+    try:
+        make("jopt", "Adafactor", m, dict(lr=1e-2)).load_state_dict(
+            dict(sd, state=bad))
+    except ValueError as e:
+        assert "row_var" in str(e), e
+    else:
+        raise AssertionError("a row state of the wrong shape was taken")
+    print("ok   Adafactor: row and column states in torch's shapes, round trip bitwise")
+
+
 def main():
     for name, fn in list(globals().items()):
         if name.startswith("test_") and callable(fn):
