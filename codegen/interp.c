@@ -9,6 +9,7 @@
  */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cg_int.h"
 
@@ -61,6 +62,19 @@ static float cg_lerpf(float a, float b, float w)
 {
     float d = b - a;
     return fabsf(w) < 0.5f ? fmaf(w, d, a) : fmaf(w - 1.0f, d, b);
+}
+
+/* c10::BFloat16's round_to_nearest_even, read back as a float; a NaN stays
+ * a NaN (its payload is not kept, as in ATen's vector conversion) */
+float cg_bf16f(float a)
+{
+    if (isnan(a))
+        return a;
+    uint32_t u;
+    memcpy(&u, &a, sizeof u);
+    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    memcpy(&a, &u, sizeof a);
+    return a;
 }
 
 /* Each op's semantics are ops.h's columns; leaves and reductions never
@@ -208,28 +222,17 @@ static void eval(const cg_graph *g, const cg_loop *l, const uint8_t *how,
 static void store(const cg_graph *g, const cg_loop *l, const float *val,
                   const cg_task *t, where at)
 {
-    for (int s = 0; s < g->nslots; s++) {
-        int lv, k;
-        cg_store_loop(g, s, &lv, &k);
-        if (lv == l->level && k == l->kind)
+    for (int s = 0; s < g->nslots; s++)
+        if (cg_loop_stores(g, l, s))
             *slot_at(t, g, s, at) = val[g->store[s]];
-    }
+    for (int w = 0; w < g->nwork; w++)
+        if (cg_loop_stores_work(g, l, w))
+            *slot_at(t, g, g->work[w].slot, at) = val[g->work[w].node];
 }
 
-/* whether reduction node x accumulates in loop l */
 static int accumulates(const cg_graph *g, const cg_loop *l, const cg_node *x)
 {
-    if (!(cg_op_flags((cg_op)x->op) & CG_F_REDUCE) || x->level != l->level + 1)
-        return 0;
-    int to = cg_reduce_dom((cg_op)x->op), from = g->nodes[x->arg[0]].dom;
-    if (to == CG_DOM_GROUP)
-        return 0;
-    if (to == CG_DOM_COL)
-        return l->kind == CG_LOOP_COLS;
-    if (to == CG_DOM_ROW)
-        return l->kind == CG_LOOP_ELEM;
-    return l->kind == (from == CG_DOM_ROW ? CG_LOOP_ROW : from == CG_DOM_COL
-                                                          ? CG_LOOP_COL : CG_LOOP_ELEM);
+    return cg_loop_accumulates(g, l, (int32_t)(x - g->nodes));
 }
 
 void cg_interp_run(const cg_graph *g, const cg_loop *l, const cg_task *t)

@@ -1,0 +1,44 @@
+/*
+ * gemm.c - a matrix kernel's products, through OpenBLAS's cblas_sgemm.
+ *
+ * jopt never multiplies matrices itself: each product of a spec is a GEMM
+ * that the batch cuts into blocks of rows of its result (cg_gemm_tile_rows:
+ * fixed by the sizes) and runs on jopt's own pool, one sgemm per block.
+ * OpenBLAS is therefore asked for one thread, once per process, when the
+ * first matrix kernel is built: its own pool would otherwise start as many
+ * threads again under each of jopt's (docs/matrices.md).  The JIT and the
+ * reference engine make the same calls, so they agree bit for bit, and the
+ * cut does not depend on the thread count, so neither does a result.
+ *
+ * Debian 12's OpenBLAS (0.3.21) has no bfloat16 GEMM (cblas_sbgemm): a
+ * spec that rounds to bfloat16 (bf16()) gives sgemm operands that bfloat16
+ * holds exactly, which float32 multiplies exactly, and rounds the float32
+ * sums, as torch's bfloat16 GEMM does on a CPU without one.
+ */
+#include <cblas.h>
+#include <pthread.h>
+
+#include "cg_int.h"
+
+static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+
+static void blas_single_thread(void)
+{
+    openblas_set_num_threads(1);
+}
+
+void cg_gemm_init(void)
+{
+    pthread_once(&blas_once, blas_single_thread);
+}
+
+void cg_gemm_run(const cg_gemm *m, float *const *arrays, int64_t row0,
+                 int64_t rows)
+{
+    /* rows of op(A): rows of A, or columns of a transposed one */
+    const float *a = arrays[m->a] + (m->ta ? row0 : row0 * m->lda);
+    cblas_sgemm(CblasRowMajor, m->ta ? CblasTrans : CblasNoTrans,
+                m->tb ? CblasTrans : CblasNoTrans, (blasint)rows, (blasint)m->n,
+                (blasint)m->k, 1.0f, a, (blasint)m->lda, arrays[m->b],
+                (blasint)m->ldb, 0.0f, arrays[m->c] + row0 * m->n, (blasint)m->n);
+}
