@@ -219,20 +219,40 @@ static void eval(const cg_graph *g, const cg_loop *l, const uint8_t *how,
 }
 
 /* the loop's stores, after all of the element's loads */
-static void store(const cg_graph *g, const cg_loop *l, const float *val,
-                  const cg_task *t, where at)
+/* what a loop stores and accumulates, listed once per task */
+typedef struct lists {
+    int32_t acc[CG_MAX_REDUCE + 2 * CG_MAX_AXISRED];
+    int nacc;
+    int slot[2 * CG_MAX_SLOTS];
+    int32_t node[2 * CG_MAX_SLOTS];
+    int nstore;
+} lists;
+
+static void make_lists(const cg_graph *g, const cg_loop *l, lists *L)
 {
+    L->nacc = L->nstore = 0;
+    for (int i = 0; i < g->n; i++)
+        if (cg_loop_accumulates(g, l, i) && L->nacc < (int)(sizeof L->acc / sizeof L->acc[0]))
+            L->acc[L->nacc++] = i;
     for (int s = 0; s < g->nslots; s++)
-        if (cg_loop_stores(g, l, s))
-            *slot_at(t, g, s, at) = val[g->store[s]];
-    for (int w = 0; w < g->nwork; w++)
-        if (cg_loop_stores_work(g, l, w))
-            *slot_at(t, g, g->work[w].slot, at) = val[g->work[w].node];
+        if (cg_loop_stores(g, l, s)) {
+            L->slot[L->nstore] = s;
+            L->node[L->nstore++] = g->store[s];
+        }
+    /* a loop's work values are live together, so in distinct slots */
+    for (int w = 0; w < g->nwork && L->nstore < 2 * CG_MAX_SLOTS; w++)
+        if (cg_loop_stores_work(g, l, w)) {
+            L->slot[L->nstore] = g->work[w].slot;
+            L->node[L->nstore++] = g->work[w].node;
+        }
 }
 
-static int accumulates(const cg_graph *g, const cg_loop *l, const cg_node *x)
+/* the loop's stores, after all of the element's loads */
+static void store(const cg_graph *g, const lists *L, const float *val,
+                  const cg_task *t, where at)
 {
-    return cg_loop_accumulates(g, l, (int32_t)(x - g->nodes));
+    for (int k = 0; k < L->nstore; k++)
+        *slot_at(t, g, L->slot[k], at) = val[L->node[k]];
 }
 
 void cg_interp_run(const cg_graph *g, const cg_loop *l, const cg_task *t)
@@ -257,6 +277,8 @@ void cg_interp_run(const cg_graph *g, const cg_loop *l, const cg_task *t)
         return;
     }
     cg_loop_plan(g, l, how);
+    lists L;
+    make_lists(g, l, &L);
     for (int i = 0; i < g->n; i++) { /* per-step operands, rounded once */
         const cg_node *x = &g->nodes[i];
         if (how[i] != CG_HOW_UNIFORM)
@@ -274,24 +296,21 @@ void cg_interp_run(const cg_graph *g, const cg_loop *l, const cg_task *t)
     int64_t pos = 0; /* the element's position in the task */
     if (l->kind == CG_LOOP_COLS) {
         int64_t colbase = t->base / t->rows * t->cols;
-        for (int i = 0; i < g->n; i++)
-            if (accumulates(g, l, &g->nodes[i]))
-                for (int64_t c = t->begin; c < t->end; c++)
-                    t->axis[g->nrowred + g->nodes[i].slot][colbase + c] =
-                        cg_reduce_identity(g->col_kind[g->nodes[i].slot]);
+        for (int k = 0; k < L.nacc; k++) {
+            const cg_node *x = &g->nodes[L.acc[k]];
+            for (int64_t c = t->begin; c < t->end; c++)
+                t->axis[g->nrowred + x->slot][colbase + c] = cg_reduce_identity(g->col_kind[x->slot]);
+        }
         for (int64_t m = t->base; m < t->base + t->rows; m++) {
             where at = {0, m, 0};
             eval(g, l, how, 1, val, t, at);
             for (int64_t c = t->begin; c < t->end; c++) {
                 at = (where){m * t->cols + c, m, colbase + c};
                 eval(g, l, how, 2, val, t, at);
-                for (int i = 0; i < g->n; i++) {
-                    const cg_node *x = &g->nodes[i];
-                    if (accumulates(g, l, x)) {
-                        double *acc = &t->axis[g->nrowred + x->slot][colbase + c];
-                        *acc = cg_reduce_add(g->col_kind[x->slot], *acc,
-                                             (double)val[x->arg[0]]);
-                    }
+                for (int k = 0; k < L.nacc; k++) {
+                    const cg_node *x = &g->nodes[L.acc[k]];
+                    double *acc = &t->axis[g->nrowred + x->slot][colbase + c];
+                    *acc = cg_reduce_add(g->col_kind[x->slot], *acc, (double)val[x->arg[0]]);
                 }
             }
         }
@@ -306,10 +325,8 @@ void cg_interp_run(const cg_graph *g, const cg_loop *l, const cg_task *t)
             for (int64_t c = 0; c < t->cols; c++) {
                 at = (where){m * t->cols + c, m, colbase + c};
                 eval(g, l, how, 2, val, t, at);
-                for (int i = 0; i < g->n; i++) {
-                    const cg_node *x = &g->nodes[i];
-                    if (!accumulates(g, l, x))
-                        continue;
+                for (int k = 0; k < L.nacc; k++) {
+                    const cg_node *x = &g->nodes[L.acc[k]];
                     double v = (double)val[x->arg[0]];
                     if (cg_reduce_dom((cg_op)x->op) == CG_DOM_ROW) {
                         double *a = &rlane[x->slot][c % CG_LANES];
@@ -319,11 +336,11 @@ void cg_interp_run(const cg_graph *g, const cg_loop *l, const cg_task *t)
                         *a = cg_reduce_add(g->reduce_kind[x->slot], *a, v);
                     }
                 }
-                store(g, l, val, t, at);
+                store(g, &L, val, t, at);
             }
-            for (int i = 0; i < g->n; i++) {
-                const cg_node *x = &g->nodes[i];
-                if (!accumulates(g, l, x) || cg_reduce_dom((cg_op)x->op) != CG_DOM_ROW)
+            for (int k = 0; k < L.nacc; k++) {
+                const cg_node *x = &g->nodes[L.acc[k]];
+                if (cg_reduce_dom((cg_op)x->op) != CG_DOM_ROW)
                     continue;
                 double acc = cg_reduce_identity(g->row_kind[x->slot]);
                 for (int j = 0; j < CG_LANES; j++)
@@ -335,19 +352,17 @@ void cg_interp_run(const cg_graph *g, const cg_loop *l, const cg_task *t)
         for (int64_t e = t->begin; e < t->end; e++, pos++) {
             where at = {e, e, e};
             eval(g, l, how, 2, val, t, at);
-            for (int i = 0; i < g->n; i++) {
-                const cg_node *x = &g->nodes[i];
-                if (accumulates(g, l, x)) {
-                    double *a = &lane[x->slot][pos % CG_LANES];
-                    *a = cg_reduce_add(g->reduce_kind[x->slot], *a, (double)val[x->arg[0]]);
-                }
+            for (int k = 0; k < L.nacc; k++) {
+                const cg_node *x = &g->nodes[L.acc[k]];
+                double *a = &lane[x->slot][pos % CG_LANES];
+                *a = cg_reduce_add(g->reduce_kind[x->slot], *a, (double)val[x->arg[0]]);
             }
-            store(g, l, val, t, at);
+            store(g, &L, val, t, at);
         }
     }
-    for (int i = 0; i < g->n; i++) {
-        const cg_node *x = &g->nodes[i];
-        if (!accumulates(g, l, x) || cg_reduce_dom((cg_op)x->op) != CG_DOM_TENSOR)
+    for (int k = 0; k < L.nacc; k++) {
+        const cg_node *x = &g->nodes[L.acc[k]];
+        if (cg_reduce_dom((cg_op)x->op) != CG_DOM_TENSOR)
             continue;
         for (int j = 0; j < CG_LANES; j++)
             t->red[x->slot] = cg_reduce_add(g->reduce_kind[x->slot], t->red[x->slot],
