@@ -18,8 +18,7 @@
  * A matrix kernel's call (one with products) runs alone, in its turn, so
  * that one workspace serves every such call: its arrays are the part's,
  * then its work slots in the batch's workspace; each of its levels starts
- * with the level's GEMMs, cut into blocks of rows (gemm.c), on the
- * parallel-for.
+ * with the level's GEMMs, cut into blocks (gemm.c), on the parallel-for.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -47,7 +46,7 @@ struct cg_batch {
     float *mslots[CG_MAX_SLOTS];
     struct gemm_task {
         const cg_gemm *m;
-        int64_t row0, rows;
+        int64_t row0, rows, col0, cols;
     } *gt;
     size_t gcap;
 };
@@ -216,7 +215,8 @@ static void run_gemms(void *arg, size_t lo, size_t hi)
 {
     cg_batch *b = ((const share *)arg)->b;
     for (size_t i = lo; i < hi; i++)
-        cg_gemm_run(b->gt[i].m, b->mslots, b->gt[i].row0, b->gt[i].rows);
+        cg_gemm_run(b->gt[i].m, b->mslots, b->gt[i].row0, b->gt[i].rows,
+                    b->gt[i].col0, b->gt[i].cols);
 }
 
 /* the index of loop (level, kind, space) in k's plan, or -1 */
@@ -319,7 +319,7 @@ static cg_env env_of(const cg_batch *b, size_t c, const cg_call *call, int level
                     b->red_call[c], call->gred, level, level == g->nlevels - 1};
 }
 
-/* the level's GEMMs of a matrix call, cut into blocks of rows */
+/* the level's GEMMs of a matrix call, cut into blocks */
 static void run_level_gemms(cg_batch *b, const cg_call *call, int level,
                             const cg_parallel *par)
 {
@@ -329,9 +329,12 @@ static void run_level_gemms(cg_batch *b, const cg_call *call, int level,
         const cg_gemm *m = &g->gemm[i];
         if (m->level != level)
             continue;
-        int64_t rows = cg_gemm_tile_rows(m);
+        int64_t rows, cols;
+        cg_gemm_tiles(m, &rows, &cols);
         for (int64_t r = 0; r < m->m; r += rows)
-            b->gt[nt++] = (struct gemm_task){m, r, r + rows < m->m ? rows : m->m - r};
+            for (int64_t c = 0; c < m->n; c += cols)
+                b->gt[nt++] = (struct gemm_task){m, r, r + rows < m->m ? rows : m->m - r,
+                                                 c, c + cols < m->n ? cols : m->n - c};
     }
     if (nt)
         run_tasks(b, nt, par, run_gemms);

@@ -258,15 +258,16 @@ int cg_matrix_collect(cg_graph *g, const char *where, char *err);
 int cg_matrix_place(cg_graph *g, const char *where, char *err);
 /* the work slot a loop at `level` reads node i from, or -1 */
 int cg_matrix_reload(const cg_graph *g, int32_t i, int level);
-/* the rows of C each GEMM task takes: fixed by the sizes */
-int64_t cg_gemm_tile_rows(const cg_gemm *m);
+/* the rows and columns of C each GEMM task takes: fixed by the sizes */
+void cg_gemm_tiles(const cg_gemm *m, int64_t *rows, int64_t *cols);
 
 /* gemm.c: BLAS.  cg_gemm_init sets OpenBLAS to one thread (once per
- * process; jopt's pool runs the GEMM tasks); cg_gemm_run computes rows
- * [row0, row0 + rows) of m's C from the call's arrays. */
+ * process; jopt's pool runs the GEMM tasks); cg_gemm_run computes the
+ * block of m's C at rows [row0, row0 + rows), columns [col0, col0 + cols)
+ * from the call's arrays. */
 void cg_gemm_init(void);
 void cg_gemm_run(const cg_gemm *m, float *const *arrays, int64_t row0,
-                 int64_t rows);
+                 int64_t rows, int64_t col0, int64_t cols);
 
 /* interp.c: the reference semantics, shared by folding, the per-step
  * values and the reference kernel. */

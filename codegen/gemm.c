@@ -2,8 +2,8 @@
  * gemm.c - a matrix kernel's products, through OpenBLAS's cblas_sgemm.
  *
  * jopt never multiplies matrices itself: each product of a spec is a GEMM
- * that the batch cuts into blocks of rows of its result (cg_gemm_tile_rows:
- * fixed by the sizes) and runs on jopt's own pool, one sgemm per block.
+ * that the batch cuts into blocks of its result (cg_gemm_tiles: fixed by
+ * the sizes) and runs on jopt's own pool, one sgemm per block.
  * OpenBLAS is therefore asked for one thread, once per process, when the
  * first matrix kernel is built: its own pool would otherwise start as many
  * threads again under each of jopt's (docs/matrices.md).  The JIT and the
@@ -33,12 +33,14 @@ void cg_gemm_init(void)
 }
 
 void cg_gemm_run(const cg_gemm *m, float *const *arrays, int64_t row0,
-                 int64_t rows)
+                 int64_t rows, int64_t col0, int64_t cols)
 {
-    /* rows of op(A): rows of A, or columns of a transposed one */
+    /* rows of op(A): rows of A, or columns of a transposed one; columns
+     * of op(B): columns of B, or rows of a transposed one */
     const float *a = arrays[m->a] + (m->ta ? row0 : row0 * m->lda);
+    const float *b = arrays[m->b] + (m->tb ? col0 * m->ldb : col0);
     cblas_sgemm(CblasRowMajor, m->ta ? CblasTrans : CblasNoTrans,
-                m->tb ? CblasTrans : CblasNoTrans, (blasint)rows, (blasint)m->n,
-                (blasint)m->k, 1.0f, a, (blasint)m->lda, arrays[m->b],
-                (blasint)m->ldb, 0.0f, arrays[m->c] + row0 * m->n, (blasint)m->n);
+                m->tb ? CblasTrans : CblasNoTrans, (blasint)rows, (blasint)cols,
+                (blasint)m->k, 1.0f, a, (blasint)m->lda, b, (blasint)m->ldb, 0.0f,
+                arrays[m->c] + row0 * m->n + col0, (blasint)m->n);
 }

@@ -297,7 +297,7 @@ int cg_emit_text(cg_jit *jit, const cg_request *req, const char *what,
  *
  * A matrix kernel's call runs alone, level by level, in its turn among
  * the calls (so that one workspace serves every call): each level first
- * runs the level's products as GEMMs, cut into row blocks fixed by their
+ * runs the level's products as GEMMs, cut into blocks fixed by their
  * sizes, on the parallel-for; then its per-step values and loops. */
 
 /* One tensor's part of a call: its arrays in the layout's slot order and
