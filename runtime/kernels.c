@@ -140,6 +140,8 @@ int rt_kset_rebuild(jopt_optim *opt, const rt_group *gr, const char *where,
     int checks = cg_spec_has_shape_check(opt->spec);
     for (size_t i = 0; i < (gr->n ? gr->n : 1) && rc == JOPT_OK; i++) {
         const rt_param *p = gr->n ? &gr->params[i] : NULL;
+        if (p && !p->n && gr->n > 1) /* never steps */
+            continue;
         if (checks && (!p || (!p->shape_ok &&
                               cg_spec_check_shape(opt->spec, p->shape, p->rank, err))))
             continue;

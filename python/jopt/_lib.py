@@ -94,6 +94,8 @@ jopt_zero_grad = _proto("jopt_zero_grad", c_int, c_void_p)
 jopt_step = _proto("jopt_step", c_int, c_void_p, CLOSURE, c_void_p,
                    ctypes.POINTER(c_double))
 jopt_set_grad = _proto("jopt_set_grad", c_int, c_void_p, c_size_t, c_size_t, c_void_p)
+jopt_set_shape = _proto("jopt_set_shape", c_int, c_void_p, c_size_t, c_size_t, c_int,
+                        ctypes.POINTER(c_int64))
 jopt_group_count = _proto("jopt_group_count", c_size_t, c_void_p)
 jopt_option_get = _proto("jopt_option_get", c_int, c_void_p, c_size_t, c_char_p,
                          ctypes.POINTER(c_double))
@@ -435,6 +437,18 @@ class RawOptim:
 
     def set_grad(self, group, index, address):
         self._check(jopt_set_grad(self.handle, group, index, address or None))
+
+    def set_shape(self, group, index, shape):
+        shape = tuple(int(n) for n in shape)
+        arr = (c_int64 * max(len(shape), 1))(*shape)
+        self._check(jopt_set_shape(self.handle, group, index, len(shape), arr))
+
+    def set_shapes(self, group, shapes):
+        """Gives the group's parameters their shapes (a spec may use them:
+        Adafactor's rows and columns, Muon's matrices); 0-d ones stay flat."""
+        for i, shape in enumerate(shapes):
+            if len(shape):
+                self.set_shape(group, i, shape)
 
     def group_count(self):
         return jopt_group_count(self.handle)

@@ -58,6 +58,8 @@ class NumpyOptimizer:
         specs = [self._add_group(g) for g in params]
         self._check_groups()
         self._raw = _lib.RawOptim(self._ctx, cls._jopt_spec, specs)
+        for gi, group in enumerate(self.param_groups):
+            self._raw.set_shapes(gi, [p.shape for p in group["params"]])
         self._pushed = [self._hyper_of(g) for g in self.param_groups]
         self._bound = None
         if grads is not None:
@@ -97,6 +99,8 @@ class NumpyOptimizer:
         except Exception:
             self.param_groups.pop()
             raise
+        self._raw.set_shapes(len(self.param_groups) - 1,
+                             [p.shape for p in self.param_groups[-1]["params"]])
         self._pushed.append(self._hyper_of(self.param_groups[-1]))
         self._bound = None
 

@@ -79,6 +79,8 @@ class JoptOptimizer(torch.optim.Optimizer):
         for gi, group in enumerate(self.param_groups):
             groups.append(self._jopt_group_spec(gi, group))
         self._jopt = _lib.RawOptim(self._jopt_ctx, cls._jopt_spec, groups)
+        for gi, group in enumerate(self.param_groups):
+            self._jopt.set_shapes(gi, [p.shape for p in group["params"]])
         self._jopt_pushed = [self._hyper_of(g) for g in self.param_groups]
         self._jopt_grads = [[0] * len(g["params"]) for g in self.param_groups]
         self._jopt_grad_refs = [[None] * len(g["params"]) for g in self.param_groups]
@@ -118,6 +120,7 @@ class JoptOptimizer(torch.optim.Optimizer):
         except Exception:
             self.param_groups.pop()
             raise
+        self._jopt.set_shapes(gi, [p.shape for p in group["params"]])
         self._jopt_pushed.append(self._hyper_of(group))
         self._jopt_grads.append([0] * len(group["params"]))
         self._jopt_grad_refs.append([None] * len(group["params"]))
