@@ -332,7 +332,7 @@ static void run_level_gemms(cg_batch *b, const cg_call *call, int level,
         int64_t rows, cols;
         cg_gemm_tiles(m, &rows, &cols);
         for (int64_t r = 0; r < m->m; r += rows)
-            for (int64_t c = 0; c < m->n; c += cols)
+            for (int64_t c = 0; c < m->n && (!m->sym || c <= r); c += cols)
                 b->gt[nt++] = (struct gemm_task){m, r, r + rows < m->m ? rows : m->m - r,
                                                  c, c + cols < m->n ? cols : m->n - c};
     }

@@ -115,11 +115,15 @@ typedef struct cg_work {
     uint8_t stored;   /* written by a loop, not by a GEMM */
 } cg_work;
 
-/* C = op(A) op(B), row-major: C is m x n, the inner size k */
+/* C = op(A) op(B), row-major: C is m x n, the inner size k.  A product
+ * of a matrix with its own transpose (X Xᵀ, and G G for a G known to be
+ * symmetric: G Gᵀ) is `sym`: its lower triangle is computed (SYRK, half
+ * the multiply-adds) and mirrored. */
 typedef struct cg_gemm {
     int32_t node;
     int a, b, c;      /* slots */
     int ta, tb;       /* A, B transposed */
+    int sym;          /* C = op(A) op(A)ᵀ, symmetric */
     int64_t m, n, k, lda, ldb;
     int level;
 } cg_gemm;
@@ -258,8 +262,11 @@ int cg_matrix_collect(cg_graph *g, const char *where, char *err);
 int cg_matrix_place(cg_graph *g, const char *where, char *err);
 /* the work slot a loop at `level` reads node i from, or -1 */
 int cg_matrix_reload(const cg_graph *g, int32_t i, int level);
-/* the rows and columns of C each GEMM task takes: fixed by the sizes */
+/* the rows and columns of C each GEMM task takes: fixed by the sizes; a
+ * symmetric product's tasks are the blocks on and below the diagonal */
 void cg_gemm_tiles(const cg_gemm *m, int64_t *rows, int64_t *cols);
+/* the number of tasks of m's GEMM */
+size_t cg_gemm_ntasks(const cg_gemm *m);
 
 /* gemm.c: BLAS.  cg_gemm_init sets OpenBLAS to one thread (once per
  * process; jopt's pool runs the GEMM tasks); cg_gemm_run computes the

@@ -3,7 +3,10 @@
  *
  * jopt never multiplies matrices itself: each product of a spec is a GEMM
  * that the batch cuts into blocks of its result (cg_gemm_tiles: fixed by
- * the sizes) and runs on jopt's own pool, one sgemm per block.
+ * the sizes) and runs on jopt's own pool, one sgemm per block.  A product
+ * of a matrix with its own transpose (Muon's X Xᵀ, and G G with G so made)
+ * takes the blocks on and below the diagonal, by ssyrk on the diagonal,
+ * and copies each to its mirror image: half the multiply-adds.
  * OpenBLAS is therefore asked for one thread, once per process, when the
  * first matrix kernel is built: its own pool would otherwise start as many
  * threads again under each of jopt's (docs/matrices.md).  The JIT and the
@@ -32,6 +35,17 @@ void cg_gemm_init(void)
     pthread_once(&blas_once, blas_single_thread);
 }
 
+/* the block of C at (row0, col0), rows x cols, from the one at
+ * (col0, row0): a symmetric product's upper part */
+static void mirror(float *c, int64_t ldc, int64_t row0, int64_t col0, int64_t rows,
+                   int64_t cols)
+{
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < cols; j++)
+            if (row0 != col0 || j > i)
+                c[(row0 + i) * ldc + col0 + j] = c[(col0 + j) * ldc + row0 + i];
+}
+
 void cg_gemm_run(const cg_gemm *m, float *const *arrays, int64_t row0,
                  int64_t rows, int64_t col0, int64_t cols)
 {
@@ -39,8 +53,17 @@ void cg_gemm_run(const cg_gemm *m, float *const *arrays, int64_t row0,
      * of op(B): columns of B, or rows of a transposed one */
     const float *a = arrays[m->a] + (m->ta ? row0 : row0 * m->lda);
     const float *b = arrays[m->b] + (m->tb ? col0 * m->ldb : col0);
-    cblas_sgemm(CblasRowMajor, m->ta ? CblasTrans : CblasNoTrans,
-                m->tb ? CblasTrans : CblasNoTrans, (blasint)rows, (blasint)cols,
-                (blasint)m->k, 1.0f, a, (blasint)m->lda, b, (blasint)m->ldb, 0.0f,
-                arrays[m->c] + row0 * m->n + col0, (blasint)m->n);
+    float *c = arrays[m->c];
+    if (m->sym && row0 == col0) { /* a block on the diagonal: its lower half */
+        cblas_ssyrk(CblasRowMajor, CblasLower, m->ta ? CblasTrans : CblasNoTrans,
+                    (blasint)rows, (blasint)m->k, 1.0f, a, (blasint)m->lda, 0.0f,
+                    c + row0 * m->n + col0, (blasint)m->n);
+    } else {
+        cblas_sgemm(CblasRowMajor, m->ta ? CblasTrans : CblasNoTrans,
+                    m->tb ? CblasTrans : CblasNoTrans, (blasint)rows, (blasint)cols,
+                    (blasint)m->k, 1.0f, a, (blasint)m->lda, b, (blasint)m->ldb, 0.0f,
+                    c + row0 * m->n + col0, (blasint)m->n);
+    }
+    if (m->sym)
+        mirror(c, m->n, col0, row0, cols, rows);
 }

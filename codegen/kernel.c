@@ -192,10 +192,9 @@ static int trace_into(const cg_request *r, cg_kernel *k, char *err)
         size_t n = 0;
         for (int i = 0; i < g->ngemm; i++) {
             const cg_gemm *m = &g->gemm[i];
-            int64_t rows, cols;
-            cg_gemm_tiles(m, &rows, &cols);
-            n += m->level == lv ? (size_t)((m->m + rows - 1) / rows * ((m->n + cols - 1) / cols)) : 0;
-            l->gemm_flops += m->level == lv ? 2.0 * (double)m->m * (double)m->n * (double)m->k : 0;
+            n += m->level == lv ? cg_gemm_ntasks(m) : 0;
+            l->gemm_flops += m->level == lv ? (m->sym ? 1.0 : 2.0) * (double)m->m *
+                                                  (double)m->n * (double)m->k : 0;
         }
         l->mtasks = n > l->mtasks ? n : l->mtasks;
     }

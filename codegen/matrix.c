@@ -250,9 +250,30 @@ int cg_matrix_collect(cg_graph *g, const char *where, char *err)
             live[g->nodes[i].arg[k]] = 1;
     }
     int rc = JOPT_OK;
+    /* which matrices are symmetric: X Xᵀ and what element-wise ops make of
+     * symmetric ones alone (live[] now: 1 live, 3 live and symmetric) */
+    for (int i = 0; i < g->n; i++) {
+        const cg_node *x = &g->nodes[i];
+        int sym = 0;
+        if (x->op == CG_MATMUL)
+            sym = x->arg[0] == x->arg[1] &&
+                  (((int)x->value == 1 || (int)x->value == 2) || live[x->arg[0]] & 2);
+        else if (x->op == CG_TRANSPOSE)
+            sym = live[x->arg[0]] & 2;
+        else if (x->dom == CG_DOM_ELEM &&
+                 !(cg_op_flags((cg_op)x->op) & (CG_F_LEAF | CG_F_MATRIX)) &&
+                 g->spaces[x->space].rows == g->spaces[x->space].cols) {
+            sym = 1;
+            for (int k = 0; k < cg_op_arity((cg_op)x->op); k++) {
+                const cg_node *a = &g->nodes[x->arg[k]];
+                sym &= a->dom != CG_DOM_ELEM || (live[x->arg[k]] & 2);
+            }
+        }
+        live[i] |= (uint8_t)(sym << 1);
+    }
     for (int i = 0; i < g->n && rc == JOPT_OK; i++) {
         const cg_node *x = &g->nodes[i];
-        if (x->op != CG_MATMUL || !live[i])
+        if (x->op != CG_MATMUL || !(live[i] & 1))
             continue;
         cg_gemm *m = realloc(g->gemm, ((size_t)g->ngemm + 1) * sizeof *m);
         if (!m || add_work(g, i, 0) < 0) {
@@ -275,6 +296,10 @@ int cg_matrix_collect(cg_graph *g, const char *where, char *err)
             rc = fail_node(g, err, where, i, "matmul: a matrix with more than "
                            "2^31-1 rows or columns (BLAS's limit)");
             break;
+        }
+        if (live[i] & 2) { /* op(A) op(A)ᵀ: G G for a symmetric G is G Gᵀ */
+            e->sym = 1;
+            e->tb = !e->ta;
         }
         e->a = operand(g, x->arg[0]);
         e->b = operand(g, x->arg[1]);
@@ -388,8 +413,17 @@ void cg_gemm_tiles(const cg_gemm *m, int64_t *rows, int64_t *cols)
     /* blocks of at most 256 rows and 512 columns of C (measured: as fast
      * per flop as one call, or faster, with OpenBLAS 0.3.21 on Zen 3),
      * one block for a small product; fixed by the sizes, so the bits
-     * never depend on the thread count */
+     * never depend on the thread count.  A symmetric product: square
+     * blocks, on and below the diagonal. */
     int small = (double)m->m * (double)m->n * (double)m->k <= (double)(1 << 22);
     *rows = small ? m->m : block(m->m, 256);
-    *cols = small ? m->n : block(m->n, 512);
+    *cols = small ? m->n : m->sym ? *rows : block(m->n, 512);
+}
+
+size_t cg_gemm_ntasks(const cg_gemm *m)
+{
+    int64_t rows, cols;
+    cg_gemm_tiles(m, &rows, &cols);
+    size_t nr = (size_t)((m->m + rows - 1) / rows), nc = (size_t)((m->n + cols - 1) / cols);
+    return m->sym ? nr * (nr + 1) / 2 : nr * nc;
 }

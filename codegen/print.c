@@ -22,7 +22,10 @@
  * (`elem 7x7`), marks a transposed operand of matmul with `^T`, and lists
  * its workspace (`slot 4 work 7x7`) and its GEMMs:
  *
- *   gemm %21 = slot 4^T x slot 4 -> slot 5 @2
+ *   gemm %21 = slot 4^T x slot 4 -> slot 5 @2 sym
+ *
+ * (`sym`: a product of a matrix with its own transpose, computed as its
+ * lower half and mirrored).
  * Numbers are printed with the digits that read back exactly.
  */
 #include <math.h>
@@ -193,8 +196,9 @@ int cg_graph_print(const cg_graph *g, const char *title,
         put(&o, "result %d %%%d\n", r, g->result[r]);
     for (int i = 0; i < g->ngemm; i++) {
         const cg_gemm *m = &g->gemm[i];
-        put(&o, "gemm %%%d = slot %d%s x slot %d%s -> slot %d @%d\n", m->node, m->a,
-            m->ta ? "^T" : "", m->b, m->tb ? "^T" : "", m->c, m->level);
+        put(&o, "gemm %%%d = slot %d%s x slot %d%s -> slot %d @%d%s\n", m->node, m->a,
+            m->ta ? "^T" : "", m->b, m->tb ? "^T" : "", m->c, m->level,
+            m->sym ? " sym" : "");
     }
     if (o.oom || !o.buf) {
         free(o.buf);
