@@ -262,7 +262,8 @@ static int t_shape(lua_State *L)
     int rank = look_at_rank(tr);
     if (!tr->req || !tr->req->shape)
         return luaL_error(L, "shape(): this kernel is traced without the "
-                             "tensor's sizes");
+                             "tensor's sizes (give them: jopt_spec_set_shape, "
+                             "jopt show or compile --shape 7x9)");
     tr->g->shaped = 1;
     luaL_checkstack(L, rank, "shape()");
     for (int d = rank - 1; d >= 0; d--)
