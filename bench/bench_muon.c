@@ -12,9 +12,10 @@
  * median is printed.
  *
  * The time in GEMMs is measured by ELF interposition, as probe.c does for
- * malloc: this executable defines cblas_sgemm (forwarding to OpenBLAS's
- * through dlsym) and exports it, so libjopt.so's calls land here and are
- * timed on the thread that makes them.  Outside-GEMM share = 1 - (seconds
+ * malloc: this executable defines cblas_sgemm and cblas_ssyrk (forwarding
+ * to OpenBLAS's through dlsym) and exports them, so libjopt.so's calls land
+ * here and are timed on the thread that makes them (the flops counted are
+ * those computed: a symmetric product's mirrored half is not).  Outside-GEMM share = 1 - (seconds
  * in sgemm, summed over threads) / (threads x step seconds): on one thread
  * exactly the step's time outside the products.  Uses jopt.h alone.
  */
@@ -58,6 +59,29 @@ void cblas_sgemm(const enum CBLAS_ORDER order, const enum CBLAS_TRANSPOSE ta,
     atomic_fetch_add(&gemm_ns, (long long)((now() - t0) * 1e9));
     atomic_fetch_add(&gemm_calls, 1);
     double f = 2.0 * m * n * k, old = atomic_load(&gemm_flops);
+    while (!atomic_compare_exchange_weak(&gemm_flops, &old, old + f))
+        ;
+}
+
+typedef void (*ssyrk_fn)(const enum CBLAS_ORDER, const enum CBLAS_UPLO,
+                         const enum CBLAS_TRANSPOSE, const blasint, const blasint,
+                         const float, const float *, const blasint, const float,
+                         float *, const blasint);
+
+/* X Xᵀ's diagonal blocks (codegen/gemm.c) */
+void cblas_ssyrk(const enum CBLAS_ORDER order, const enum CBLAS_UPLO uplo,
+                 const enum CBLAS_TRANSPOSE t, const blasint n, const blasint k,
+                 const float alpha, const float *a, const blasint lda,
+                 const float beta, float *c, const blasint ldc)
+{
+    static ssyrk_fn real;
+    if (!real)
+        real = (ssyrk_fn)dlsym(RTLD_NEXT, "cblas_ssyrk");
+    double t0 = now();
+    real(order, uplo, t, n, k, alpha, a, lda, beta, c, ldc);
+    atomic_fetch_add(&gemm_ns, (long long)((now() - t0) * 1e9));
+    atomic_fetch_add(&gemm_calls, 1);
+    double f = 1.0 * n * (n + 1) * k, old = atomic_load(&gemm_flops);
     while (!atomic_compare_exchange_weak(&gemm_flops, &old, old + f))
         ;
 }

@@ -36,14 +36,18 @@ void cg_gemm_init(void)
 }
 
 /* the block of C at (row0, col0), rows x cols, from the one at
- * (col0, row0): a symmetric product's upper part */
+ * (col0, row0): a symmetric product's upper part (on the diagonal, its
+ * strict upper triangle); in 16 x 16 tiles, so that the strided side of
+ * the copy stays in cache */
 static void mirror(float *c, int64_t ldc, int64_t row0, int64_t col0, int64_t rows,
                    int64_t cols)
 {
-    for (int64_t i = 0; i < rows; i++)
-        for (int64_t j = 0; j < cols; j++)
-            if (row0 != col0 || j > i)
-                c[(row0 + i) * ldc + col0 + j] = c[(col0 + j) * ldc + row0 + i];
+    for (int64_t i0 = 0; i0 < rows; i0 += 16)
+        for (int64_t j0 = row0 == col0 ? i0 : 0; j0 < cols; j0 += 16)
+            for (int64_t i = i0; i < i0 + 16 && i < rows; i++)
+                for (int64_t j = j0; j < j0 + 16 && j < cols; j++)
+                    if (row0 != col0 || j > i)
+                        c[(row0 + i) * ldc + col0 + j] = c[(col0 + j) * ldc + row0 + i];
 }
 
 void cg_gemm_run(const cg_gemm *m, float *const *arrays, int64_t row0,
