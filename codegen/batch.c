@@ -14,6 +14,11 @@
  * The cuts depend only on the parts' shapes, and the merge order only on
  * the order of the calls and parts, so neither the thread count nor the
  * way the parallel-for shares the tasks can change a result.
+ *
+ * A matrix kernel's call (one with products) runs alone, in its turn, so
+ * that one workspace serves every such call: its arrays are the part's,
+ * then its work slots in the batch's workspace; each of its levels starts
+ * with the level's GEMMs, cut into blocks (gemm.c), on the parallel-for.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +40,15 @@ struct cg_batch {
     call_axis *axis;               /* per call */
     double (*red_call)[CG_MAX_REDUCE]; /* per call: its merged tensor sums */
     size_t ccap;
+    /* matrix calls, one at a time: workspace, arrays, GEMM tasks */
+    float *scratch;
+    int64_t scap;
+    float *mslots[CG_MAX_SLOTS];
+    struct gemm_task {
+        const cg_gemm *m;
+        int64_t row0, rows, col0, cols;
+    } *gt;
+    size_t gcap;
 };
 
 int cg_batch_new(cg_batch **out, char *err)
@@ -57,6 +71,8 @@ void cg_batch_free(cg_batch *b)
     free(b->red);
     free(b->axis);
     free(b->red_call);
+    free(b->scratch);
+    free(b->gt);
     free(b);
 }
 
@@ -151,6 +167,31 @@ int cg_batch_reserve(cg_batch *b, size_t ntasks, size_t ncalls, char *err)
     return JOPT_OK;
 }
 
+int cg_batch_reserve_matrix(cg_batch *b, int64_t floats, size_t tasks, char *err)
+{
+    int rc = cg_batch_reserve(b, tasks > b->cap ? tasks : b->cap, b->ccap, err);
+    if (rc)
+        return rc;
+    if (tasks > b->gcap) {
+        struct gemm_task *gt = calloc(tasks, sizeof *gt);
+        if (!gt)
+            return cg_fail(err, JOPT_ENOMEM, "out of memory");
+        free(b->gt);
+        b->gt = gt;
+        b->gcap = tasks;
+    }
+    if (floats > b->scap) {
+        float *w = aligned_alloc(64, (size_t)floats * sizeof(float));
+        if (!w)
+            return cg_fail(err, JOPT_ENOMEM, "out of memory for %lld floats of "
+                           "matrix workspace", (long long)floats);
+        free(b->scratch);
+        b->scratch = w;
+        b->scap = floats;
+    }
+    return JOPT_OK;
+}
+
 typedef struct share {
     cg_batch *b;
 } share;
@@ -173,22 +214,46 @@ static void run_share(void *arg, size_t lo, size_t hi)
     }
 }
 
-static void run_tasks(cg_batch *b, size_t ntasks, const cg_parallel *par)
+static void run_tasks(cg_batch *b, size_t ntasks, const cg_parallel *par,
+                      cg_range_fn fn)
 {
     share s = {b};
     if (par && par->run)
-        par->run(par->pool, ntasks, run_share, &s);
+        par->run(par->pool, ntasks, fn, &s);
     else
-        run_share(&s, 0, ntasks);
+        fn(&s, 0, ntasks);
 }
 
-/* the index of loop (level, kind) in k's plan, or -1 */
-static int find_loop(const cg_graph *g, int level, int kind)
+static void run_gemms(void *arg, size_t lo, size_t hi)
+{
+    cg_batch *b = ((const share *)arg)->b;
+    for (size_t i = lo; i < hi; i++)
+        cg_gemm_run(b->gt[i].m, b->mslots, b->gt[i].row0, b->gt[i].rows,
+                    b->gt[i].col0, b->gt[i].cols);
+}
+
+/* the index of loop (level, kind, space) in k's plan, or -1 */
+static int find_loop(const cg_graph *g, int level, int kind, int space)
 {
     for (int i = 0; i < g->nloops; i++)
-        if (g->loops[i].level == level && g->loops[i].kind == kind)
+        if (g->loops[i].level == level && g->loops[i].kind == kind &&
+            g->loops[i].space == space)
             return i;
     return -1;
+}
+
+static int is_matrix(const cg_call *call)
+{
+    return cg_kernel_graph(call->k)->ngemm > 0;
+}
+
+/* a matrix call's arrays: its part's, then its work slots */
+static void bind_matrix(cg_batch *b, const cg_call *call)
+{
+    const cg_graph *g = cg_kernel_graph(call->k);
+    for (int s = 0; s < g->nslots; s++)
+        b->mslots[s] = g->kind[s] == CG_KIND_WORK ? b->scratch + g->work_off[s]
+                                                  : call->parts[0].arrays[s];
 }
 
 /* the call's tasks of one loop, appended at b->tasks[nt]; returns nt */
@@ -199,8 +264,13 @@ static size_t cut(cg_batch *b, size_t nt, size_t c, const cg_call *call,
     int kind = g->loops[loop].kind;
     for (size_t p = 0; p < call->nparts; p++) {
         const cg_part *part = &call->parts[p];
-        cg_task base = {part->arrays, 0, 0, u, NULL, b->axis[c].p, 1, part->n, 0, 1};
+        cg_task base = {g->ngemm ? b->mslots : part->arrays, 0, 0, u, NULL,
+                        b->axis[c].p, 1, part->n, 0, 1};
         int64_t n = part->n, count, step;
+        if (g->ngemm) { /* an element loop of one of its matrices */
+            const cg_space *sp = &g->spaces[g->loops[loop].space];
+            n = sp->rows * sp->cols;
+        }
         if (g->two_d) {
             base.cols = call->shape[0];
             base.rows = call->shape[1];
@@ -270,38 +340,44 @@ static cg_env env_of(const cg_batch *b, size_t c, const cg_call *call, int level
                     b->red_call[c], call->gred, level, level == g->nlevels - 1};
 }
 
-int cg_batch_run(cg_batch *b, const cg_call *calls, size_t ncalls,
-                 const cg_parallel *par, char *err)
+/* the level's GEMMs of a matrix call, cut into blocks */
+static void run_level_gemms(cg_batch *b, const cg_call *call, int level,
+                            const cg_parallel *par)
 {
-    size_t need = 0;
-    int nlevels = 0;
-    for (size_t c = 0; c < ncalls; c++) {
+    const cg_graph *g = cg_kernel_graph(call->k);
+    size_t nt = 0;
+    for (int i = 0; i < g->ngemm; i++) {
+        const cg_gemm *m = &g->gemm[i];
+        if (m->level != level)
+            continue;
+        int64_t rows, cols;
+        cg_gemm_tiles(m, &rows, &cols);
+        for (int64_t r = 0; r < m->m; r += rows)
+            for (int64_t c = 0; c < m->n && (!m->sym || c <= r); c += cols)
+                b->gt[nt++] = (struct gemm_task){m, r, r + rows < m->m ? rows : m->m - r,
+                                                 c, c + cols < m->n ? cols : m->n - c};
+    }
+    if (nt)
+        run_tasks(b, nt, par, run_gemms);
+}
+
+/* calls [from, to) level by level (all of them, or one matrix call) */
+static void run_calls(cg_batch *b, const cg_call *calls, size_t from, size_t to,
+                      const cg_parallel *par)
+{
+    int nlevels = 0, nspaces = 1;
+    for (size_t c = from; c < to; c++) {
         const cg_graph *g = cg_kernel_graph(calls[c].k);
-        size_t per = 0;
-        for (size_t p = 0; p < calls[c].nparts; p++)
-            per += cg_batch_tasks(calls[c].parts[p].n, g->two_d ? calls[c].shape : NULL,
-                                  g->two_d ? calls[c].rank : 0);
-        need += per;
         nlevels = g->nlevels > nlevels ? g->nlevels : nlevels;
-        if (g->two_d && (calls[c].nparts != 1 || calls[c].rank < 2 || !calls[c].shape ||
-                         (cg_call_work(calls[c].k, calls[c].parts[0].n, calls[c].shape,
-                                       calls[c].rank) && !calls[c].work)))
-            return cg_fail(err, JOPT_EINVAL, "internal error: a 2-D kernel's call "
-                           "needs one part with its shape and workspace");
+        nspaces = g->nspaces > nspaces ? g->nspaces : nspaces;
     }
-    if (need > b->cap || ncalls > b->ccap)
-        return cg_fail(err, JOPT_EINVAL, "internal error: a batch of %zu tasks "
-                       "and %zu calls in room for %zu and %zu", need, ncalls,
-                       b->cap, b->ccap);
-    for (size_t c = 0; c < ncalls; c++) {
-        const cg_graph *g = cg_kernel_graph(calls[c].k);
-        place_axis(b, c, &calls[c]);
-        for (int r = 0; r < g->nreduce; r++)
-            b->red_call[c][r] = cg_reduce_identity(g->reduce_kind[r]);
-    }
+    if (to == from + 1 && is_matrix(&calls[from]))
+        bind_matrix(b, &calls[from]);
     for (int level = 0; level < nlevels; level++) {
+        if (to == from + 1 && is_matrix(&calls[from]))
+            run_level_gemms(b, &calls[from], level, par);
         /* per-step values; then each group's sums of per-tensor values */
-        for (size_t c = 0; c < ncalls; c++) {
+        for (size_t c = from; c < to; c++) {
             const cg_graph *g = cg_kernel_graph(calls[c].k);
             if (level >= g->nlevels)
                 continue;
@@ -315,7 +391,7 @@ int cg_batch_run(cg_batch *b, const cg_call *calls, size_t ncalls,
             if (known)
                 cg_kernel_results(calls[c].k, calls[c].u, calls[c].results);
         }
-        for (size_t c = 0; c < ncalls; c++) {
+        for (size_t c = from; c < to; c++) {
             const cg_graph *g = cg_kernel_graph(calls[c].k);
             int first = c == 0 || calls[c - 1].gred != calls[c].gred;
             for (int r = 0; r < g->ngred && calls[c].gred; r++) {
@@ -328,17 +404,20 @@ int cg_batch_run(cg_batch *b, const cg_call *calls, size_t ncalls,
                                          : cg_reduce_add(g->gred_kind[r], calls[c].gred[r], v);
             }
         }
-        /* the loops, kind by kind; each call's sums merged after */
-        for (int kind = 0; kind < CG_NLOOP_KINDS; kind++) {
+        /* the loops, kind by kind (element loops space by space); each
+         * call's sums merged after */
+        for (int ks = 0; ks < CG_LOOP_ELEM + nspaces; ks++) {
+            int kind = ks < CG_LOOP_ELEM ? ks : CG_LOOP_ELEM;
+            int space = ks < CG_LOOP_ELEM ? 0 : ks - CG_LOOP_ELEM;
             size_t nt = 0;
-            for (size_t c = 0; c < ncalls; c++) {
+            for (size_t c = from; c < to; c++) {
                 const cg_graph *g = cg_kernel_graph(calls[c].k);
-                int loop = level < g->nlevels ? find_loop(g, level, kind) : -1;
+                int loop = level < g->nlevels ? find_loop(g, level, kind, space) : -1;
                 if (loop < 0)
                     continue;
-                size_t from = nt;
+                size_t first = nt;
                 nt = cut(b, nt, c, &calls[c], loop, calls[c].u);
-                for (size_t i = from; i < nt; i++) {
+                for (size_t i = first; i < nt; i++) {
                     b->tasks[i].red = b->red[i];
                     b->kern[i] = calls[c].k;
                     b->loop[i] = loop;
@@ -347,7 +426,7 @@ int cg_batch_run(cg_batch *b, const cg_call *calls, size_t ncalls,
             }
             if (!nt)
                 continue;
-            run_tasks(b, nt, par);
+            run_tasks(b, nt, par, run_share);
             for (size_t i = 0; i < nt; i++) {
                 const cg_graph *g = cg_kernel_graph(b->kern[i]);
                 size_t c = b->call[i];
@@ -356,6 +435,76 @@ int cg_batch_run(cg_batch *b, const cg_call *calls, size_t ncalls,
                                                       b->red_call[c][r], b->red[i][r]);
             }
         }
+    }
+}
+
+/* whether a matrix call's group also has calls that sum over the group:
+ * those sums need every call's level before the next, which a matrix
+ * call, run alone, does not give them */
+static int mixes_group_sums(const cg_call *calls, size_t ncalls)
+{
+    int any = 0;
+    for (size_t c = 0; c < ncalls && !any; c++)
+        any = cg_kernel_graph(calls[c].k)->ngred > 0;
+    for (size_t c = 0; c < ncalls && any; c++) {
+        if (!is_matrix(&calls[c]) || !calls[c].gred)
+            continue;
+        for (size_t d = 0; d < ncalls; d++)
+            if (calls[d].gred == calls[c].gred && cg_kernel_graph(calls[d].k)->ngred)
+                return 1;
+    }
+    return 0;
+}
+
+int cg_batch_run(cg_batch *b, const cg_call *calls, size_t ncalls,
+                 const cg_parallel *par, char *err)
+{
+    size_t need = 0;
+    for (size_t c = 0; c < ncalls; c++) {
+        const cg_graph *g = cg_kernel_graph(calls[c].k);
+        if (g->ngemm) {
+            const cg_layout *l = cg_kernel_layout(calls[c].k);
+            if (calls[c].nparts != 1 || calls[c].rank != 2 || !calls[c].shape ||
+                calls[c].parts[0].n != g->spaces[0].rows * g->spaces[0].cols)
+                return cg_fail(err, JOPT_EINVAL, "internal error: a matrix kernel's "
+                               "call needs one part of its shape");
+            if (l->mtasks > b->cap || l->mtasks > b->gcap || l->scratch > b->scap)
+                return cg_fail(err, JOPT_EINVAL, "internal error: a matrix call "
+                               "needs %zu tasks and %lld floats of workspace, in "
+                               "room for %zu and %lld", l->mtasks,
+                               (long long)l->scratch, b->gcap, (long long)b->scap);
+            continue;
+        }
+        for (size_t p = 0; p < calls[c].nparts; p++)
+            need += cg_batch_tasks(calls[c].parts[p].n, g->two_d ? calls[c].shape : NULL,
+                                   g->two_d ? calls[c].rank : 0);
+        if (g->two_d && (calls[c].nparts != 1 || calls[c].rank < 2 || !calls[c].shape ||
+                         (cg_call_work(calls[c].k, calls[c].parts[0].n, calls[c].shape,
+                                       calls[c].rank) && !calls[c].work)))
+            return cg_fail(err, JOPT_EINVAL, "internal error: a 2-D kernel's call "
+                           "needs one part with its shape and workspace");
+    }
+    if (need > b->cap || ncalls > b->ccap)
+        return cg_fail(err, JOPT_EINVAL, "internal error: a batch of %zu tasks "
+                       "and %zu calls in room for %zu and %zu", need, ncalls,
+                       b->cap, b->ccap);
+    if (mixes_group_sums(calls, ncalls))
+        return cg_fail(err, JOPT_EINVAL, "a group whose tensors take matrix "
+                       "products cannot also sum over the group");
+    for (size_t c = 0; c < ncalls; c++) {
+        const cg_graph *g = cg_kernel_graph(calls[c].k);
+        place_axis(b, c, &calls[c]);
+        for (int r = 0; r < g->nreduce; r++)
+            b->red_call[c][r] = cg_reduce_identity(g->reduce_kind[r]);
+    }
+    /* runs of calls without products together; each matrix call alone */
+    for (size_t c = 0; c < ncalls;) {
+        size_t e = c + 1;
+        if (!is_matrix(&calls[c]))
+            while (e < ncalls && !is_matrix(&calls[e]))
+                e++;
+        run_calls(b, calls, c, e, par);
+        c = e;
     }
     /* the groups' new states, from the first call of each */
     for (size_t c = 0; c < ncalls; c++) {

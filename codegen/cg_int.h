@@ -52,14 +52,17 @@ typedef struct cg_node {
     uint8_t op;
     uint8_t dom;     /* cg_dom */
     uint8_t boolean; /* a truth value rather than a number */
-    uint8_t level;   /* the level it is first known at */
+    uint8_t space;   /* an element value's index space (matrix.c): 0, the
+                        tensor's elements; others, a matrix of its own shape */
+    uint16_t level;  /* the level it is first known at */
     int32_t arg[3];
     int32_t slot;    /* LOAD, SCALAR: the array slot; HYPER: the offset in
                         the value vector; GSTATE: the group state; SHAPE:
                         which size; a reduction: its index among its kind */
     int32_t uslot;   /* per-step nodes kept for later: index in u[] */
     int32_t line;    /* the spec line that made it (0: none) */
-    double value;    /* CONST */
+    double value;    /* CONST; MATMUL: which operands are transposed (1: the
+                        first, 2: the second) */
 } cg_node;
 
 /* A bound on compile time (issue 16): LLVM's O3 grows faster than
@@ -71,7 +74,10 @@ typedef struct cg_node {
 #define CG_MAX_NODES 4096
 #define CG_MAX_NODES_REDUCE 2048
 #define CG_MAX_GUARDS 16 /* require_that on per-step values, per kernel */
-#define CG_MAX_LEVELS 8
+#define CG_MAX_LEVELS 1024 /* Muon's 99 Newton-Schulz steps take 300 */
+#define CG_MAX_RED_LEVELS 8 /* without matrix products */
+#define CG_MAX_SPACES 16
+#define CG_MAX_PASSES (CG_MAX_RED_LEVELS * 2) /* over a tensor's elements */
 /* A range's sums and maxima accumulate in this many lanes, element i of
  * the range in lane (i - begin) % CG_LANES, then the lanes in order
  * (emit.c, interp.c): a fixed order of operations that vectorizes. */
@@ -90,8 +96,46 @@ typedef enum cg_loop_kind {
 } cg_loop_kind;
 
 typedef struct cg_loop {
-    uint8_t level, kind;
+    uint16_t level;
+    uint8_t kind;
+    uint8_t space; /* ELEM loops of a matrix kernel: the index space */
 } cg_loop;
+
+/* ---- matrices (matrix.c) ------------------------------------------------------
+ * A kernel that uses matmul is traced for the tensor's exact shape.  Its
+ * element values live in index spaces: space 0 is the tensor (rows x cols),
+ * each other space a matrix shape a product makes (Muon's Gram matrix).  A
+ * transposed matrix is a view, never a loop: element-wise ops on views are
+ * rewritten as a view of the op (matrix.c), and a product takes views as
+ * BLAS's transposition flags.  Products run as GEMMs between the loops of
+ * the level they open (a product is known one level after its operands,
+ * as a sum is); their operands and results live in workspace buffers (work
+ * slots), shared by values whose lifetimes do not overlap. */
+typedef struct cg_space {
+    int64_t rows, cols;
+} cg_space;
+
+/* a matrix held in workspace: a product's result, or a value a loop stores
+ * for a product to read */
+typedef struct cg_work {
+    int32_t node;
+    int slot;         /* the work slot holding it */
+    int from, to;     /* its lifetime: 2L at level L's GEMMs, 2L+1 at its loops */
+    uint8_t stored;   /* written by a loop, not by a GEMM */
+} cg_work;
+
+/* C = op(A) op(B), row-major: C is m x n, the inner size k.  A product
+ * of a matrix with its own transpose (X Xᵀ, and G G for a G known to be
+ * symmetric: G Gᵀ) is `sym`: its lower triangle is computed (SYRK, half
+ * the multiply-adds) and mirrored. */
+typedef struct cg_gemm {
+    int32_t node;
+    int a, b, c;      /* slots */
+    int ta, tb;       /* A, B transposed */
+    int sym;          /* C = op(A) op(A)ᵀ, symmetric */
+    int64_t m, n, k, lda, ldb;
+    int level;
+} cg_gemm;
 
 /* How a loop obtains each node (cg_loop_plan). */
 typedef enum cg_how {
@@ -128,13 +172,13 @@ typedef struct cg_graph {
     int32_t gred_arg[CG_MAX_REDUCE]; /* the per-tensor node each sums */
     /* the plan: levels and their loops */
     int nlevels;
-    cg_loop loops[CG_MAX_LEVELS * CG_NLOOP_KINDS];
+    cg_loop *loops;
     int nloops;
     int two_d;        /* has row or column values: ELEM loops by rows */
     uint64_t read;    /* slots live code loads */
     /* each pass over the elements (a loop of kind COLS or ELEM, in order):
      * the slots it loads (or reads back) and the slots it stores */
-    uint64_t pass_read[CG_MAX_LEVELS * 2], pass_written[CG_MAX_LEVELS * 2];
+    uint64_t pass_read[CG_MAX_PASSES], pass_written[CG_MAX_PASSES];
     int npass;
     /* the state layout the trace produced */
     int state[CG_MAX_SLOTS];       /* spec state index of slot 2 + i */
@@ -147,6 +191,22 @@ typedef struct cg_graph {
     int ninput;                    /* inputs: slots 2 + nstate ... */
     int input[CG_MAX_INPUTS];      /* spec input index of each */
     int rank;                      /* the rank it was traced for; -1: any */
+    int shaped;                    /* traced for this exact shape (shape(),
+                                      matrices): */
+    int64_t shape[CG_MAX_RANK];    /* its sizes, last first */
+    /* matrices (matrix.c): index spaces, the slots' spaces, workspace
+     * values, products, and the workspace's layout */
+    int nspaces;
+    cg_space spaces[CG_MAX_SPACES];
+    uint8_t slot_space[CG_MAX_SLOTS];
+    cg_work *work;
+    int nwork;
+    int32_t *work_of;              /* node -> index in work, or -1 */
+    cg_gemm *gemm;
+    int ngemm;
+    int64_t work_off[CG_MAX_SLOTS]; /* a work slot's offset in floats */
+    int64_t scratch;               /* floats of workspace a call needs */
+    char why[256];                 /* why a matrix op was refused (-8) */
     /* a vector kernel's results: per-call nodes, in the order run()
      * returned them */
     int32_t result[CG_MAX_RESULTS];
@@ -171,6 +231,9 @@ int32_t cg_graph_const(cg_graph *g, double v);
 int32_t cg_graph_leaf(cg_graph *g, cg_op op, int dom, int slot);
 int32_t cg_graph_op(cg_graph *g, cg_op op, int32_t a, int32_t b, int32_t c,
                     int line);
+/* A node as given, with no type rules (matrix.c's views and products). */
+int32_t cg_graph_node(cg_graph *g, cg_op op, int dom, int space, int32_t a,
+                      int32_t b, double value, int line);
 int cg_op_arity(cg_op op);
 int cg_op_flags(cg_op op);
 const char *cg_op_name(cg_op op);
@@ -182,6 +245,11 @@ int cg_reduce_dom(cg_op op);
 int cg_graph_finish(cg_graph *g, const char *where, char *err);
 /* How loop l obtains each node: how[n] for n < g->n (caller's array). */
 void cg_loop_plan(const cg_graph *g, const cg_loop *l, uint8_t *how);
+/* Whether loop l stores array slot s, or work value w. */
+int cg_loop_stores(const cg_graph *g, const cg_loop *l, int s);
+int cg_loop_stores_work(const cg_graph *g, const cg_loop *l, int w);
+/* Whether reduction node i accumulates in loop l. */
+int cg_loop_accumulates(const cg_graph *g, const cg_loop *l, int32_t i);
 /* The level and loop a stored slot is written in. */
 void cg_store_loop(const cg_graph *g, int slot, int *level, int *kind);
 /* The slot node i is read back from in loop l (CG_HOW_RELOAD). */
@@ -198,8 +266,42 @@ int cg_graph_print(const cg_graph *g, const char *title,
                    const char *const *gstate_names,
                    const char *const *hyper_names, char **text, char *err);
 
+/* matrix.c: matrix values while tracing (-1: out of memory, -8: refused,
+ * with the reason in g->why) */
+/* the tensor is a rows x cols matrix: space 0 (before any node) */
+void cg_matrix_tensor(cg_graph *g, int64_t rows, int64_t cols);
+int32_t cg_matrix_transpose(cg_graph *g, int32_t a, int line);
+int32_t cg_matrix_matmul(cg_graph *g, int32_t a, int32_t b, int line);
+/* An element-wise op's operands args[0..n) when one is a matrix other
+ * than the tensor's elements, or a view: rewritten to share one space and
+ * orientation, into *space and *transposed (the op's result is then a
+ * view of the op on the rewritten operands).  0, or -1 / -8. */
+int cg_matrix_operands(cg_graph *g, int32_t *args, int n, int *space,
+                       int *transposed);
+/* cg_graph_finish's part for matrices: the workspace values and the GEMMs
+ * (after levels, before the loops are planned), then their slots (after). */
+int cg_matrix_collect(cg_graph *g, const char *where, char *err);
+int cg_matrix_place(cg_graph *g, const char *where, char *err);
+/* the work slot a loop at `level` reads node i from, or -1 */
+int cg_matrix_reload(const cg_graph *g, int32_t i, int level);
+/* the rows and columns of C each GEMM task takes: fixed by the sizes; a
+ * symmetric product's tasks are the blocks on and below the diagonal */
+void cg_gemm_tiles(const cg_gemm *m, int64_t *rows, int64_t *cols);
+/* the number of tasks of m's GEMM */
+size_t cg_gemm_ntasks(const cg_gemm *m);
+
+/* gemm.c: BLAS.  cg_gemm_init sets OpenBLAS to one thread (once per
+ * process; jopt's pool runs the GEMM tasks); cg_gemm_run computes the
+ * block of m's C at rows [row0, row0 + rows), columns [col0, col0 + cols)
+ * from the call's arrays. */
+void cg_gemm_init(void);
+void cg_gemm_run(const cg_gemm *m, float *const *arrays, int64_t row0,
+                 int64_t rows, int64_t col0, int64_t cols);
+
 /* interp.c: the reference semantics, shared by folding, the per-step
  * values and the reference kernel. */
+/* to the nearest bfloat16, ties to even (c10::BFloat16), kept in a float */
+float cg_bf16f(float a);
 double cg_eval_double(cg_op op, double a, double b, double c);
 float cg_eval_float(cg_op op, float a, float b, float c);
 /* llvm.maximum on doubles: NaN-propagating, -0 < +0 */

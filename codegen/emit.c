@@ -131,6 +131,22 @@ static LLVMValueRef ir_lerp(emitter *e, LLVMValueRef *a)
                            ir_call(e, "llvm.fma", hi, 3), "");
 }
 
+/* c10::BFloat16's rounding on the bits, (u + 0x7fff + (u >> 16 & 1)) with
+ * the low half cleared, NaN kept: integer ops vectorize at full width
+ * where `fptrunc to bfloat` would not (docs/design.md) */
+static LLVMValueRef ir_bf16(emitter *e, LLVMValueRef *a)
+{
+    LLVMBuilderRef b = e->b;
+    LLVMTypeRef i32 = LLVMInt32TypeInContext(e->ctx);
+    LLVMValueRef u = LLVMBuildBitCast(b, a[0], i32, "");
+    LLVMValueRef odd = LLVMBuildAnd(b, LLVMBuildLShr(b, u, LLVMConstInt(i32, 16, 0), ""),
+                                    LLVMConstInt(i32, 1, 0), "");
+    LLVMValueRef r = LLVMBuildAdd(b, u, LLVMBuildAdd(b, odd, LLVMConstInt(i32, 0x7fff, 0), ""), "");
+    r = LLVMBuildAnd(b, r, LLVMConstInt(i32, 0xffff0000u, 0), "");
+    LLVMValueRef nan = LLVMBuildFCmp(b, LLVMRealUNO, a[0], a[0], "");
+    return LLVMBuildSelect(b, nan, a[0], LLVMBuildBitCast(b, r, e->f32, ""), "");
+}
+
 /* ---- values ------------------------------------------------------------------ */
 
 static LLVMValueRef gep(emitter *e, LLVMTypeRef t, LLVMValueRef base, LLVMValueRef i)
@@ -208,12 +224,12 @@ static void eval(emitter *e, int ph)
 static void store(emitter *e)
 {
     const cg_graph *g = e->g;
-    for (int s = 0; s < g->nslots; s++) {
-        int lv, k;
-        cg_store_loop(g, s, &lv, &k);
-        if (lv == e->loop->level && k == e->loop->kind)
+    for (int s = 0; s < g->nslots; s++)
+        if (cg_loop_stores(g, e->loop, s))
             LLVMBuildStore(e->b, e->val[g->store[s]], slot_ptr(e, s));
-    }
+    for (int w = 0; w < g->nwork; w++)
+        if (cg_loop_stores_work(g, e->loop, w))
+            LLVMBuildStore(e->b, e->val[g->work[w].node], slot_ptr(e, g->work[w].slot));
 }
 
 /* the per-step operands, before the loop */
@@ -250,22 +266,15 @@ static void find_accs(const cg_graph *g, const cg_loop *l, accs *a)
 {
     memset(a, 0, sizeof *a);
     for (int i = 0; i < g->n; i++) {
-        const cg_node *x = &g->nodes[i];
-        if (!(cg_op_flags((cg_op)x->op) & CG_F_REDUCE) || x->level != l->level + 1)
+        if (!cg_loop_accumulates(g, l, i))
             continue;
-        int to = cg_reduce_dom((cg_op)x->op), from = g->nodes[x->arg[0]].dom;
-        if (to == CG_DOM_GROUP)
-            continue;
-        if (to == CG_DOM_COL) {
-            if (l->kind == CG_LOOP_COLS)
-                a->col[a->nc++] = i;
-        } else if (to == CG_DOM_ROW) {
-            if (l->kind == CG_LOOP_ELEM)
-                a->row[a->nr++] = i;
-        } else if (l->kind == (from == CG_DOM_ROW ? CG_LOOP_ROW : from == CG_DOM_COL
-                                                                 ? CG_LOOP_COL : CG_LOOP_ELEM)) {
+        int to = cg_reduce_dom((cg_op)g->nodes[i].op);
+        if (to == CG_DOM_COL)
+            a->col[a->nc++] = i;
+        else if (to == CG_DOM_ROW)
+            a->row[a->nr++] = i;
+        else
             a->tensor[a->nt++] = i;
-        }
     }
 }
 

@@ -73,13 +73,17 @@ void cg_graph_free(cg_graph *g)
     free(g->uniform);
     for (int i = 0; i < g->nguard; i++)
         free(g->guard_msg[i]);
+    free(g->loops);
+    free(g->work);
+    free(g->work_of);
+    free(g->gemm);
     free(g);
 }
 
 /* what identifies a node: everything but its level, u slot and line */
 static uint64_t node_hash(const cg_node *n)
 {
-    unsigned char buf[sizeof(double) + 4 * sizeof(int32_t) + 3];
+    unsigned char buf[sizeof(double) + 4 * sizeof(int32_t) + 4];
     size_t k = 0;
     memcpy(buf + k, &n->value, sizeof n->value), k += sizeof n->value;
     memcpy(buf + k, n->arg, sizeof n->arg), k += sizeof n->arg;
@@ -87,13 +91,14 @@ static uint64_t node_hash(const cg_node *n)
     buf[k++] = n->op;
     buf[k++] = n->dom;
     buf[k++] = n->boolean;
+    buf[k++] = n->space;
     return cg_fnv(CG_FNV_INIT, buf, k);
 }
 
 static int node_equal(const cg_node *a, const cg_node *b)
 {
     return a->op == b->op && a->dom == b->dom && a->boolean == b->boolean &&
-           a->slot == b->slot &&
+           a->space == b->space && a->slot == b->slot &&
            memcmp(&a->value, &b->value, sizeof a->value) == 0 &&
            memcmp(a->arg, b->arg, sizeof a->arg) == 0;
 }
@@ -170,19 +175,55 @@ int32_t cg_graph_leaf(cg_graph *g, cg_op op, int dom, int slot)
     return intern(g, &n);
 }
 
+int32_t cg_graph_node(cg_graph *g, cg_op op, int dom, int space, int32_t a,
+                      int32_t b, double value, int line)
+{
+    cg_node n = blank(op);
+    n.dom = (uint8_t)dom;
+    n.space = (uint8_t)space;
+    n.arg[0] = a;
+    n.arg[1] = b;
+    n.value = value;
+    n.line = line;
+    return intern(g, &n);
+}
+
 /* Type rules.  Returns -2 for a type error (the tracer words it), -3 for
  * a per-step-only op on a per-element value, -4 for a reduction of a value
  * that does not vary over what it reduces, -5 for a group reduction of a
- * per-element value, -1 for an allocation failure or an oversized graph. */
+ * per-element value, -8 for matrices that do not fit (g->why says why), -1
+ * for an allocation failure or an oversized graph. */
 int32_t cg_graph_op(cg_graph *g, cg_op op, int32_t a, int32_t b, int32_t c,
                     int line)
 {
     int32_t args[3] = {a, b, c};
     int arity = cg_op_arity(op), flags = cg_op_flags(op);
     cg_node n = blank(op);
-    int all_const = 1;
-    if (flags & CG_F_LEAF)
+    int all_const = 1, space = 0, transposed = 0;
+    if (flags & (CG_F_LEAF | CG_F_MATRIX))
         return -2;
+    for (int i = 0; i < arity; i++) { /* a matrix of its own, or a view */
+        if (args[i] < 0 || args[i] >= g->n)
+            return -2;
+        const cg_node *x = &g->nodes[args[i]];
+        if (x->dom != CG_DOM_ELEM || (!x->space && x->op != CG_TRANSPOSE))
+            continue;
+        if (flags & CG_F_REDUCE) { /* over a view: over what it shows */
+            if (flags & (CG_F_TO_ROW | CG_F_TO_COL)) {
+                snprintf(g->why, sizeof g->why, "sums over an axis take the "
+                         "tensor's own elements, not a matrix product's or a "
+                         "transposed matrix's");
+                return -8;
+            }
+            if (x->op == CG_TRANSPOSE)
+                args[i] = x->arg[0];
+            break;
+        }
+        int32_t r = cg_matrix_operands(g, args, arity, &space, &transposed);
+        if (r < 0)
+            return r;
+        break;
+    }
     n.dom = CG_DOM_GROUP;
     for (int i = 0; i < arity; i++) {
         if (args[i] < 0 || args[i] >= g->n)
@@ -220,6 +261,8 @@ int32_t cg_graph_op(cg_graph *g, cg_op op, int32_t a, int32_t b, int32_t c,
         all_const = 0;
     }
     n.line = line;
+    if (n.dom == CG_DOM_ELEM)
+        n.space = (uint8_t)space;
     if (all_const) {
         double v[3] = {0, 0, 0};
         for (int i = 0; i < arity; i++)
@@ -230,7 +273,8 @@ int32_t cg_graph_op(cg_graph *g, cg_op op, int32_t a, int32_t b, int32_t c,
         k.dom = CG_DOM_GROUP;
         return intern(g, &k);
     }
-    return intern(g, &n);
+    int32_t r = intern(g, &n);
+    return transposed && r >= 0 ? cg_matrix_transpose(g, r, line) : r;
 }
 
 /* ---- levels and loops -------------------------------------------------------- */
@@ -266,21 +310,39 @@ static int reduce_loop(const cg_graph *g, const cg_node *x)
                                                                  : CG_LOOP_ELEM;
 }
 
+int cg_loop_stores(const cg_graph *g, const cg_loop *l, int s)
+{
+    int lv, k;
+    cg_store_loop(g, s, &lv, &k);
+    return lv == l->level && k == l->kind && g->slot_space[s] == l->space;
+}
+
+int cg_loop_stores_work(const cg_graph *g, const cg_loop *l, int w)
+{
+    const cg_node *x = &g->nodes[g->work[w].node];
+    return g->work[w].stored && l->kind == CG_LOOP_ELEM && x->level == l->level &&
+           x->space == l->space;
+}
+
+int cg_loop_accumulates(const cg_graph *g, const cg_loop *l, int32_t i)
+{
+    const cg_node *x = &g->nodes[i];
+    return (cg_op_flags((cg_op)x->op) & CG_F_REDUCE) && x->level == l->level + 1 &&
+           reduce_loop(g, x) == l->kind && g->nodes[x->arg[0]].space == l->space;
+}
+
 /* whether loop l stores or accumulates anything */
 int cg_loop_busy(const cg_graph *g, const cg_loop *l)
 {
-    for (int s = 0; s < g->nslots; s++) {
-        int lv, k;
-        cg_store_loop(g, s, &lv, &k);
-        if (lv == l->level && k == l->kind)
+    for (int s = 0; s < g->nslots; s++)
+        if (cg_loop_stores(g, l, s))
             return 1;
-    }
-    for (int i = 0; i < g->n; i++) {
-        const cg_node *x = &g->nodes[i];
-        if ((cg_op_flags((cg_op)x->op) & CG_F_REDUCE) &&
-            x->level == l->level + 1 && reduce_loop(g, x) == l->kind)
+    for (int w = 0; w < g->nwork; w++)
+        if (cg_loop_stores_work(g, l, w))
             return 1;
-    }
+    for (int i = 0; i < g->n; i++)
+        if (cg_loop_accumulates(g, l, i))
+            return 1;
     return 0;
 }
 
@@ -297,6 +359,9 @@ static int written_before(const cg_graph *g, int s, int level, int kind)
 /* a stored slot of node i written before loop (level, kind), or -1 */
 static int reload_slot(const cg_graph *g, int32_t i, int level, int kind)
 {
+    int w = cg_matrix_reload(g, i, level);
+    if (w >= 0)
+        return w;
     for (int s = 0; s < g->nslots; s++)
         if (g->store[s] == i && slot_dom(g->kind[s]) == g->nodes[i].dom &&
             written_before(g, s, level, kind))
@@ -308,18 +373,15 @@ void cg_loop_plan(const cg_graph *g, const cg_loop *l, uint8_t *how)
 {
     memset(how, CG_HOW_NONE, (size_t)g->n);
     uint8_t *need = how; /* marked COMPUTE first, refined below */
-    for (int s = 0; s < g->nslots; s++) {
-        int lv, k;
-        cg_store_loop(g, s, &lv, &k);
-        if (lv == l->level && k == l->kind)
+    for (int s = 0; s < g->nslots; s++)
+        if (cg_loop_stores(g, l, s))
             need[g->store[s]] = CG_HOW_COMPUTE;
-    }
-    for (int i = 0; i < g->n; i++) {
-        const cg_node *x = &g->nodes[i];
-        if ((cg_op_flags((cg_op)x->op) & CG_F_REDUCE) &&
-            x->level == l->level + 1 && reduce_loop(g, x) == l->kind)
-            need[x->arg[0]] = CG_HOW_COMPUTE;
-    }
+    for (int w = 0; w < g->nwork; w++)
+        if (cg_loop_stores_work(g, l, w))
+            need[g->work[w].node] = CG_HOW_COMPUTE;
+    for (int i = 0; i < g->n; i++)
+        if (cg_loop_accumulates(g, l, i))
+            need[g->nodes[i].arg[0]] = CG_HOW_COMPUTE;
     for (int i = g->n - 1; i >= 0; i--) {
         const cg_node *x = &g->nodes[i];
         if (need[i] == CG_HOW_NONE)
@@ -332,8 +394,8 @@ void cg_loop_plan(const cg_graph *g, const cg_loop *l, uint8_t *how)
             how[i] = CG_HOW_AXIS;
             continue;
         }
-        if (reload_slot(g, i, l->level, l->kind) >= 0) {
-            how[i] = CG_HOW_RELOAD;
+        if (reload_slot(g, i, l->level, l->kind) >= 0 || x->op == CG_MATMUL) {
+            how[i] = CG_HOW_RELOAD; /* a product is always read back */
             continue;
         }
         how[i] = x->dom == CG_DOM_ROW && l->kind >= CG_LOOP_COLS ? CG_HOW_ROWWISE
@@ -367,6 +429,11 @@ static int fail_at(char *err, const char *where, int line, const char *fmt, ...)
  * Numbers the reductions by kind; refuses what the loops cannot do. */
 static int assign_levels(cg_graph *g, const char *where, char *err)
 {
+    /* a level of reductions is a pass over the data: 8 at most, unless
+     * matrix products (each a level) need more */
+    int limit = CG_MAX_RED_LEVELS;
+    for (int i = 0; i < g->n; i++)
+        limit = g->nodes[i].op == CG_MATMUL ? CG_MAX_LEVELS : limit;
     g->nlevels = 1;
     for (int i = 0; i < g->n; i++) {
         cg_node *x = &g->nodes[i];
@@ -376,6 +443,9 @@ static int assign_levels(cg_graph *g, const char *where, char *err)
             lv = a > lv ? a : lv;
         }
         int flags = cg_op_flags((cg_op)x->op);
+        if (x->op == CG_MATMUL && ++lv >= CG_MAX_LEVELS)
+            return fail_at(err, where, x->line, "matrix products and reductions "
+                           "nested %d deep (at most %d)", lv, CG_MAX_LEVELS - 1);
         if (flags & CG_F_REDUCE) {
             int to = cg_reduce_dom((cg_op)x->op), max = flags & CG_F_MAX;
             int *count = to == CG_DOM_ROW ? &g->nrowred : to == CG_DOM_COL ? &g->ncolred
@@ -392,12 +462,12 @@ static int assign_levels(cg_graph *g, const char *where, char *err)
                 g->gred_arg[*count] = x->arg[0];
             x->slot = (*count)++;
             lv++;
-            if (lv >= CG_MAX_LEVELS)
+            if (lv >= limit)
                 return fail_at(err, where, x->line, "reductions nested %d deep "
                                "(at most %d: each needs a pass over the data)",
-                               lv, CG_MAX_LEVELS - 1);
+                               lv, limit - 1);
         }
-        x->level = (uint8_t)lv;
+        x->level = (uint16_t)lv;
         if (lv + 1 > g->nlevels)
             g->nlevels = lv + 1;
         if (x->dom == CG_DOM_ROW || x->dom == CG_DOM_COL)
@@ -442,19 +512,34 @@ static int plan_loops(cg_graph *g, const char *where, char *err)
     uint8_t *how = malloc((size_t)g->n + 1);
     if (!how)
         return cg_fail(err, JOPT_ENOMEM, "out of memory finishing graph");
-    int rc = JOPT_OK;
+    int rc = JOPT_OK, cap = 0;
     g->nloops = 0;
     g->read = 0;
     g->npass = 0;
     for (int lv = 0; lv < g->nlevels && rc == JOPT_OK; lv++)
-        for (int kind = 0; kind < CG_NLOOP_KINDS && rc == JOPT_OK; kind++) {
-            cg_loop l = {(uint8_t)lv, (uint8_t)kind};
+        for (int ks = 0; ks < CG_NLOOP_KINDS * CG_MAX_SPACES && rc == JOPT_OK; ks++) {
+            /* kinds in order; the element loops space by space */
+            int kind = ks < CG_LOOP_ELEM ? ks : CG_LOOP_ELEM;
+            int space = ks < CG_LOOP_ELEM ? 0 : ks - CG_LOOP_ELEM;
+            if (space >= (g->nspaces ? g->nspaces : 1))
+                break;
+            cg_loop l = {(uint16_t)lv, (uint8_t)kind, (uint8_t)space};
             if (!cg_loop_busy(g, &l))
                 continue;
             if (kind != CG_LOOP_ELEM && !g->two_d)
                 continue;
+            if (g->nloops == cap) {
+                cap = cap ? 2 * cap : 8;
+                cg_loop *loops = realloc(g->loops, (size_t)cap * sizeof *loops);
+                if (!loops) {
+                    rc = cg_fail(err, JOPT_ENOMEM, "out of memory finishing graph");
+                    break;
+                }
+                g->loops = loops;
+            }
             cg_loop_plan(g, &l, how);
-            int pass = kind >= CG_LOOP_COLS && g->npass < CG_MAX_LEVELS * 2 ? g->npass++ : -1;
+            int pass = kind >= CG_LOOP_COLS && space == 0 && g->npass < CG_MAX_PASSES
+                           ? g->npass++ : -1;
             if (pass >= 0) {
                 g->pass_read[pass] = g->pass_written[pass] = 0;
                 for (int s = 0; s < g->nslots; s++) {
@@ -587,6 +672,12 @@ int cg_graph_finish(cg_graph *g, const char *where, char *err)
             goto bad;
         if (x->op == CG_GSTATE && (x->slot < 0 || x->slot >= CG_MAX_SLOTS))
             goto bad;
+        if (x->space && (x->dom != CG_DOM_ELEM || x->space >= g->nspaces))
+            goto bad;
+        if ((cg_op_flags((cg_op)x->op) & CG_F_MATRIX) &&
+            (x->dom != CG_DOM_ELEM || g->nodes[x->arg[0]].dom != CG_DOM_ELEM ||
+             (x->op == CG_MATMUL && g->nodes[x->arg[1]].dom != CG_DOM_ELEM)))
+            goto bad;
     }
     for (int s = 0; s < g->nslots; s++) {
         int32_t v = g->store[s];
@@ -610,7 +701,11 @@ int cg_graph_finish(cg_graph *g, const char *where, char *err)
     if (rc == JOPT_OK)
         rc = check_guards(g, where, err);
     if (rc == JOPT_OK)
+        rc = cg_matrix_collect(g, where, err);
+    if (rc == JOPT_OK)
         rc = plan_loops(g, where, err);
+    if (rc == JOPT_OK)
+        rc = cg_matrix_place(g, where, err);
     if (rc == JOPT_OK)
         rc = number_uniforms(g, where, err);
     return rc;

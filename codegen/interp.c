@@ -9,6 +9,7 @@
  */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cg_int.h"
 
@@ -70,6 +71,17 @@ static double cg_mod(double a, double b)
     if ((m > 0) ? b < 0 : (m < 0 && b != m))
         m += b;
     return m;
+/* c10::BFloat16's round_to_nearest_even, read back as a float; a NaN stays
+ * a NaN (its payload is not kept, as in ATen's vector conversion) */
+float cg_bf16f(float a)
+{
+    if (isnan(a))
+        return a;
+    uint32_t u;
+    memcpy(&u, &a, sizeof u);
+    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    memcpy(&a, &u, sizeof a);
+    return a;
 }
 
 /* Each op's semantics are ops.h's columns; leaves and reductions never
@@ -214,31 +226,40 @@ static void eval(const cg_graph *g, const cg_loop *l, const uint8_t *how,
 }
 
 /* the loop's stores, after all of the element's loads */
-static void store(const cg_graph *g, const cg_loop *l, const float *val,
-                  const cg_task *t, where at)
+/* what a loop stores and accumulates, listed once per task */
+typedef struct lists {
+    int32_t acc[CG_MAX_REDUCE + 2 * CG_MAX_AXISRED];
+    int nacc;
+    int slot[2 * CG_MAX_SLOTS];
+    int32_t node[2 * CG_MAX_SLOTS];
+    int nstore;
+} lists;
+
+static void make_lists(const cg_graph *g, const cg_loop *l, lists *L)
 {
-    for (int s = 0; s < g->nslots; s++) {
-        int lv, k;
-        cg_store_loop(g, s, &lv, &k);
-        if (lv == l->level && k == l->kind)
-            *slot_at(t, g, s, at) = val[g->store[s]];
-    }
+    L->nacc = L->nstore = 0;
+    for (int i = 0; i < g->n; i++)
+        if (cg_loop_accumulates(g, l, i) && L->nacc < (int)(sizeof L->acc / sizeof L->acc[0]))
+            L->acc[L->nacc++] = i;
+    for (int s = 0; s < g->nslots; s++)
+        if (cg_loop_stores(g, l, s)) {
+            L->slot[L->nstore] = s;
+            L->node[L->nstore++] = g->store[s];
+        }
+    /* a loop's work values are live together, so in distinct slots */
+    for (int w = 0; w < g->nwork && L->nstore < 2 * CG_MAX_SLOTS; w++)
+        if (cg_loop_stores_work(g, l, w)) {
+            L->slot[L->nstore] = g->work[w].slot;
+            L->node[L->nstore++] = g->work[w].node;
+        }
 }
 
-/* whether reduction node x accumulates in loop l */
-static int accumulates(const cg_graph *g, const cg_loop *l, const cg_node *x)
+/* the loop's stores, after all of the element's loads */
+static void store(const cg_graph *g, const lists *L, const float *val,
+                  const cg_task *t, where at)
 {
-    if (!(cg_op_flags((cg_op)x->op) & CG_F_REDUCE) || x->level != l->level + 1)
-        return 0;
-    int to = cg_reduce_dom((cg_op)x->op), from = g->nodes[x->arg[0]].dom;
-    if (to == CG_DOM_GROUP)
-        return 0;
-    if (to == CG_DOM_COL)
-        return l->kind == CG_LOOP_COLS;
-    if (to == CG_DOM_ROW)
-        return l->kind == CG_LOOP_ELEM;
-    return l->kind == (from == CG_DOM_ROW ? CG_LOOP_ROW : from == CG_DOM_COL
-                                                          ? CG_LOOP_COL : CG_LOOP_ELEM);
+    for (int k = 0; k < L->nstore; k++)
+        *slot_at(t, g, L->slot[k], at) = val[L->node[k]];
 }
 
 void cg_interp_run(const cg_graph *g, const cg_loop *l, const cg_task *t)
@@ -263,6 +284,8 @@ void cg_interp_run(const cg_graph *g, const cg_loop *l, const cg_task *t)
         return;
     }
     cg_loop_plan(g, l, how);
+    lists L;
+    make_lists(g, l, &L);
     for (int i = 0; i < g->n; i++) { /* per-step operands, rounded once */
         const cg_node *x = &g->nodes[i];
         if (how[i] != CG_HOW_UNIFORM)
@@ -282,24 +305,21 @@ void cg_interp_run(const cg_graph *g, const cg_loop *l, const cg_task *t)
       for (int64_t mat = 0; mat < t->nmat; mat++) {
         int64_t base = t->base + mat * t->rows;
         int64_t colbase = base / t->rows * t->cols;
-        for (int i = 0; i < g->n; i++)
-            if (accumulates(g, l, &g->nodes[i]))
-                for (int64_t c = t->begin; c < t->end; c++)
-                    t->axis[g->nrowred + g->nodes[i].slot][colbase + c] =
-                        cg_reduce_identity(g->col_kind[g->nodes[i].slot]);
+        for (int k = 0; k < L.nacc; k++) {
+            const cg_node *x = &g->nodes[L.acc[k]];
+            for (int64_t c = t->begin; c < t->end; c++)
+                t->axis[g->nrowred + x->slot][colbase + c] = cg_reduce_identity(g->col_kind[x->slot]);
+        }
         for (int64_t m = base; m < base + t->rows; m++) {
             where at = {0, m, 0};
             eval(g, l, how, 1, val, t, at);
             for (int64_t c = t->begin; c < t->end; c++) {
                 at = (where){m * t->cols + c, m, colbase + c};
                 eval(g, l, how, 2, val, t, at);
-                for (int i = 0; i < g->n; i++) {
-                    const cg_node *x = &g->nodes[i];
-                    if (accumulates(g, l, x)) {
-                        double *acc = &t->axis[g->nrowred + x->slot][colbase + c];
-                        *acc = cg_reduce_add(g->col_kind[x->slot], *acc,
-                                             (double)val[x->arg[0]]);
-                    }
+                for (int k = 0; k < L.nacc; k++) {
+                    const cg_node *x = &g->nodes[L.acc[k]];
+                    double *acc = &t->axis[g->nrowred + x->slot][colbase + c];
+                    *acc = cg_reduce_add(g->col_kind[x->slot], *acc, (double)val[x->arg[0]]);
                 }
             }
         }
@@ -315,10 +335,8 @@ void cg_interp_run(const cg_graph *g, const cg_loop *l, const cg_task *t)
             for (int64_t c = 0; c < t->cols; c++) {
                 at = (where){m * t->cols + c, m, colbase + c};
                 eval(g, l, how, 2, val, t, at);
-                for (int i = 0; i < g->n; i++) {
-                    const cg_node *x = &g->nodes[i];
-                    if (!accumulates(g, l, x))
-                        continue;
+                for (int k = 0; k < L.nacc; k++) {
+                    const cg_node *x = &g->nodes[L.acc[k]];
                     double v = (double)val[x->arg[0]];
                     if (cg_reduce_dom((cg_op)x->op) == CG_DOM_ROW) {
                         double *a = &rlane[x->slot][c % CG_LANES];
@@ -328,11 +346,11 @@ void cg_interp_run(const cg_graph *g, const cg_loop *l, const cg_task *t)
                         *a = cg_reduce_add(g->reduce_kind[x->slot], *a, v);
                     }
                 }
-                store(g, l, val, t, at);
+                store(g, &L, val, t, at);
             }
-            for (int i = 0; i < g->n; i++) {
-                const cg_node *x = &g->nodes[i];
-                if (!accumulates(g, l, x) || cg_reduce_dom((cg_op)x->op) != CG_DOM_ROW)
+            for (int k = 0; k < L.nacc; k++) {
+                const cg_node *x = &g->nodes[L.acc[k]];
+                if (cg_reduce_dom((cg_op)x->op) != CG_DOM_ROW)
                     continue;
                 double acc = cg_reduce_identity(g->row_kind[x->slot]);
                 for (int j = 0; j < CG_LANES; j++)
@@ -344,19 +362,17 @@ void cg_interp_run(const cg_graph *g, const cg_loop *l, const cg_task *t)
         for (int64_t e = t->begin; e < t->end; e++, pos++) {
             where at = {e, e, e};
             eval(g, l, how, 2, val, t, at);
-            for (int i = 0; i < g->n; i++) {
-                const cg_node *x = &g->nodes[i];
-                if (accumulates(g, l, x)) {
-                    double *a = &lane[x->slot][pos % CG_LANES];
-                    *a = cg_reduce_add(g->reduce_kind[x->slot], *a, (double)val[x->arg[0]]);
-                }
+            for (int k = 0; k < L.nacc; k++) {
+                const cg_node *x = &g->nodes[L.acc[k]];
+                double *a = &lane[x->slot][pos % CG_LANES];
+                *a = cg_reduce_add(g->reduce_kind[x->slot], *a, (double)val[x->arg[0]]);
             }
-            store(g, l, val, t, at);
+            store(g, &L, val, t, at);
         }
     }
-    for (int i = 0; i < g->n; i++) {
-        const cg_node *x = &g->nodes[i];
-        if (!accumulates(g, l, x) || cg_reduce_dom((cg_op)x->op) != CG_DOM_TENSOR)
+    for (int k = 0; k < L.nacc; k++) {
+        const cg_node *x = &g->nodes[L.acc[k]];
+        if (cg_reduce_dom((cg_op)x->op) != CG_DOM_TENSOR)
             continue;
         for (int j = 0; j < CG_LANES; j++)
             t->red[x->slot] = cg_reduce_add(g->reduce_kind[x->slot], t->red[x->slot],

@@ -4,9 +4,10 @@
  * A kernel is keyed by everything that determines it: the spec's text, the
  * hyperparameter values it was specialised to, the variant (fresh or not,
  * a named kernel, the inputs given), the tensors' rank when the spec looks
- * at it, and the engine (the target is the host, fixed per process).  Two
- * groups with equal values share one kernel, and so do tensors of any rank
- * when the spec never asks for it.  Kernels are reference counted; an
+ * at it (their shape when it reads its sizes or multiplies matrices), and
+ * the engine (the target is the host, fixed per process).  Two groups with
+ * equal values share one kernel, and so do tensors of any rank when the
+ * spec never asks for it.  Kernels are reference counted; an
  * unreferenced one stays cached until the cache is over CACHE_KEEP.
  */
 #include <math.h>
@@ -28,8 +29,7 @@ struct cg_kernel {
     cg_graph *graph;
     double *scratch; /* the uniform pass's, so that step() never allocates */
     cg_layout layout;
-    cg_kernel_fn fn[CG_MAX_LEVELS * CG_NLOOP_KINDS]; /* per loop; NULL: the
-                                   reference interpreter */
+    cg_kernel_fn *fn; /* per loop; NULL: the reference interpreter */
     void *tracker;
     cg_kernel *next;
 };
@@ -59,6 +59,7 @@ static void kernel_destroy(cg_kernel *k)
     if (k->tracker)
         cg_llvm_remove(k->jit->llvm, k->tracker);
     cg_graph_free(k->graph);
+    free(k->fn);
     free(k->scratch);
     free(k->key);
     free(k);
@@ -86,11 +87,11 @@ void cg_jit_stats(const cg_jit *j, size_t *compiles, size_t *hits)
         *hits = j->hits;
 }
 
-/* The key: variant, engine, rank (-1: any), the values folded into the
- * kernel (a value passed at run time counts only as "runtime"), the kernel's
- * name, and the spec's text. */
-static unsigned char *make_key(const cg_request *r, int rank, size_t *len,
-                               uint64_t *hash)
+/* The key: variant, engine, rank (-1: any), the shape (for a kernel of
+ * one shape), the values folded into the kernel (a value passed at run
+ * time counts only as "runtime"), the kernel's name, and the spec's text. */
+static unsigned char *make_key(const cg_request *r, int rank, const int64_t *shape,
+                               size_t *len, uint64_t *hash)
 {
     /* a vector kernel depends on its name, not on the values */
     size_t srclen, nv = r->vkernel ? 0 : cg_spec_nvalues(r->spec);
@@ -99,15 +100,20 @@ static unsigned char *make_key(const cg_request *r, int rank, size_t *len,
     size_t namelen = strlen(name) + 1;
     const char *src = cg_spec_text(r->spec, &srclen);
     /* the lengths first: no two different requests share a key */
-    int64_t head[7] = {(int64_t)nh, (int64_t)nv, (int64_t)namelen,
+    size_t ns = shape ? (size_t)rank : 0;
+    int64_t head[8] = {(int64_t)nh, (int64_t)nv, (int64_t)namelen,
                        (int64_t)srclen, rank, r->vkernel ? 0 : r->fresh,
-                       (int64_t)r->inputs * 4 + r->reference * 2 + (r->vkernel != NULL)};
-    *len = sizeof head + nh + nv * sizeof(double) + namelen + srclen;
+                       (int64_t)r->inputs * 4 + r->reference * 2 + (r->vkernel != NULL),
+                       (int64_t)ns};
+    size_t sl = ns * sizeof(int64_t);
+    *len = sizeof head + sl + nh + nv * sizeof(double) + namelen + srclen;
     unsigned char *key = malloc(*len);
     if (!key)
         return NULL;
     memcpy(key, head, sizeof head);
-    unsigned char *flags = key + sizeof head, *vals = flags + nh;
+    if (sl)
+        memcpy(key + sizeof head, shape, sl);
+    unsigned char *flags = key + sizeof head + sl, *vals = flags + nh;
     if (nv)
         memcpy(vals, r->values, nv * sizeof(double));
     for (size_t i = 0; i < nh; i++) {
@@ -143,7 +149,8 @@ static int trace_into(const cg_request *r, cg_kernel *k, char *err)
         return rc;
     cg_graph *g = k->graph;
     cg_layout *l = &k->layout;
-    if (!(k->scratch = malloc(((size_t)g->n + 1) * sizeof *k->scratch)))
+    if (!(k->scratch = malloc(((size_t)g->n + 1) * sizeof *k->scratch)) ||
+        !(k->fn = calloc((size_t)g->nloops + 1, sizeof *k->fn)))
         return cg_fail(err, JOPT_ENOMEM, "out of memory");
     l->nstate = g->nstate;
     l->state = g->state;
@@ -167,15 +174,35 @@ static int trace_into(const cg_request *r, cg_kernel *k, char *err)
     for (int i = 0; i < g->ngred; i++)
         *(g->gred_kind[i] == CG_REDUCE_MAX ? &l->nmaxima : &l->nsums) += 1;
     l->npasses = 0;
-    for (int i = 0; i < g->nloops; i++) /* passes over the elements */
-        l->npasses += g->loops[i].kind >= CG_LOOP_COLS;
+    for (int i = 0; i < g->nloops; i++) /* passes over the tensor's elements */
+        l->npasses += g->loops[i].kind >= CG_LOOP_COLS && g->loops[i].space == 0;
     if (!l->npasses)
         l->npasses = 1;
-    l->rank = g->rank;
+    l->rank = g->shaped ? r->rank : g->rank;
+    l->shaped = g->shaped;
     l->read = g->read;
     l->npass = g->npass;
     l->pass_read = g->pass_read;
     l->pass_written = g->pass_written;
+    l->ngemm = g->ngemm;
+    l->scratch = g->scratch;
+    for (int i = 0; i < g->nloops; i++) { /* a matrix call's tasks, at most */
+        const cg_space *sp = &g->spaces[g->loops[i].space];
+        size_t n = g->ngemm ? (size_t)((sp->rows * sp->cols + CG_CHUNK - 1) / CG_CHUNK) : 0;
+        l->mtasks = n > l->mtasks ? n : l->mtasks;
+    }
+    for (int lv = 0; lv < g->nlevels && g->ngemm; lv++) {
+        size_t n = 0;
+        for (int i = 0; i < g->ngemm; i++) {
+            const cg_gemm *m = &g->gemm[i];
+            n += m->level == lv ? cg_gemm_ntasks(m) : 0;
+            l->gemm_flops += m->level == lv ? (m->sym ? 1.0 : 2.0) * (double)m->m *
+                                                  (double)m->n * (double)m->k : 0;
+        }
+        l->mtasks = n > l->mtasks ? n : l->mtasks;
+    }
+    if (g->ngemm)
+        cg_gemm_init();
     for (int s = 0; s < g->nslots; s++)
         if (g->store[s] >= 0)
             l->written |= 1ull << s;
@@ -224,34 +251,40 @@ static cg_kernel *lookup_locked(cg_jit *j, const unsigned char *key, size_t len,
 
 int cg_kernel_get(cg_jit *j, const cg_request *r, cg_kernel **out, char *err)
 {
-    size_t len[2];
-    uint64_t hash[2];
     int rank = r->vkernel ? 1 : r->rank > 0 ? r->rank : 1;
-    /* a kernel for any rank first, then one for this rank */
-    unsigned char *key[2] = {make_key(r, -1, &len[0], &hash[0]),
-                             make_key(r, rank, &len[1], &hash[1])};
-    if (!key[0] || !key[1]) {
-        free(key[0]);
-        free(key[1]);
+    const int64_t *shape = r->vkernel ? NULL : r->shape;
+    /* a kernel for any rank first, then one for this rank, then one for
+     * this shape */
+    size_t len[3];
+    uint64_t hash[3];
+    unsigned char *key[3] = {make_key(r, -1, NULL, &len[0], &hash[0]),
+                             make_key(r, rank, NULL, &len[1], &hash[1]),
+                             shape ? make_key(r, rank, shape, &len[2], &hash[2]) : NULL};
+    if (!key[0] || !key[1] || (shape && !key[2])) {
+        for (int i = 0; i < 3; i++)
+            free(key[i]);
         return cg_fail(err, JOPT_ENOMEM, "out of memory");
     }
     pthread_mutex_lock(&jit_lock);
-    cg_kernel *hit = lookup_locked(j, key[0], len[0], hash[0]);
-    if (!hit)
-        hit = lookup_locked(j, key[1], len[1], hash[1]);
+    cg_kernel *hit = NULL;
+    for (int i = 0; i < 3 && !hit; i++)
+        hit = key[i] ? lookup_locked(j, key[i], len[i], hash[i]) : NULL;
     pthread_mutex_unlock(&jit_lock);
     if (hit) {
-        free(key[0]);
-        free(key[1]);
+        for (int i = 0; i < 3; i++)
+            free(key[i]);
         *out = hit;
         return JOPT_OK;
     }
     cg_request req = *r;
     req.rank = rank;
+    req.shape = shape;
     cg_kernel *k = calloc(1, sizeof *k);
     int rc = k ? trace_into(&req, k, err) : cg_fail(err, JOPT_ENOMEM, "out of memory");
-    int which = rc == JOPT_OK && k->graph->rank >= 0; /* its key */
-    free(key[!which]);
+    int which = rc == JOPT_OK ? (k->graph->shaped ? 2 : k->graph->rank >= 0) : 0; /* its key */
+    for (int i = 0; i < 3; i++)
+        if (i != which)
+            free(key[i]);
     pthread_mutex_lock(&jit_lock);
     if (rc == JOPT_OK && (hit = lookup_locked(j, key[which], len[which], hash[which])) == NULL)
         rc = compile_locked(j, &req, k, err);
@@ -412,7 +445,9 @@ static int print_graph(const cg_request *r, const cg_graph *g, char **text,
                    : s == 0 ? "param"
                    : s == 1 ? "grad"
                    : s - 2 < g->nstate ? cg_spec_state_name(spec, (size_t)g->state[s - 2])
-                                       : cg_spec_input(spec, (size_t)g->input[s - 2 - g->nstate]);
+                   : s - 2 - g->nstate < g->ninput
+                       ? cg_spec_input(spec, (size_t)g->input[s - 2 - g->nstate])
+                       : "work";
     for (int i = 0; i < g->ngstate; i++)
         gnames[i] = cg_spec_state_name(spec, (size_t)g->gstate[i]);
     for (size_t i = 0; vk && i < nv; i++)

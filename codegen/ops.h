@@ -12,6 +12,11 @@
  *
  *   X(ID, name, arity, flags, double, float, ir)
  *
+ * bf16 rounds to the nearest bfloat16, ties to even (c10::BFloat16's
+ * rounding), and keeps the result in a float: what a bfloat16 op's result
+ * is once read back, exactly.  transpose and matmul are built by matrix.c;
+ * matmul runs as a GEMM between the loops (batch.c), never in them.
+ *
  * Leaves: CONST, t (the step count), LOAD (an array's element), SCALAR (a
  * tensor's scalar state), GSTATE (a group's state), HYPER (a value passed
  * per step), SHAPE (a size of the tensor).  Reductions (sum, maxall, the
@@ -49,7 +54,8 @@ enum {
     CG_F_TO_ROW = 128,  /*   over the last axis: one value per row */
     CG_F_TO_COL = 256,  /*   over the second-to-last: one per column */
     CG_F_TO_GROUP = 512, /*  over the tensors of a group: per group */
-    CG_F_MAX = 1024     /* a reduction taking the maximum, not the sum */
+    CG_F_MAX = 1024,    /* a reduction taking the maximum, not the sum */
+    CG_F_MATRIX = 2048  /* a matrix op (matrix.c): transpose, matmul */
 };
 
 #define CG_R (CG_F_REDUCE)
@@ -77,6 +83,8 @@ enum {
     X(LOG, "log", 1, CG_F_PRELUDE | CG_F_UNIFORM, log(a), NAN, NULL)           \
     X(NOT, "not_", 1, CG_PL, a == 0, a == 0, LLVMBuildNot(E->b, A[0], ""))     \
     X(F32, "f32", 1, CG_F_PRELUDE, (double)(float)a, a, A[0])                  \
+    X(BF16, "bf16", 1, CG_F_PRELUDE, (double)cg_bf16f((float)a), cg_bf16f(a),  \
+      ir_bf16(E, A))                                                           \
     X(ADD, "add", 2, 0, a + b, a + b, LLVMBuildFAdd(E->b, A[0], A[1], ""))     \
     X(SUB, "sub", 2, 0, a - b, a - b, LLVMBuildFSub(E->b, A[0], A[1], ""))     \
     X(MUL, "mul", 2, 0, a * b, a * b, LLVMBuildFMul(E->b, A[0], A[1], ""))     \
@@ -112,6 +120,8 @@ enum {
     X(CSUM, "colsum", 1, CG_R | CG_F_TO_COL, NAN, NAN, NULL)                   \
     X(CMAX, "colmax", 1, CG_RM | CG_F_TO_COL, NAN, NAN, NULL)                  \
     X(GSUM, "groupsum", 1, CG_R | CG_F_TO_GROUP, NAN, NAN, NULL)               \
-    X(GMAX, "groupmax", 1, CG_RM | CG_F_TO_GROUP, NAN, NAN, NULL)
+    X(GMAX, "groupmax", 1, CG_RM | CG_F_TO_GROUP, NAN, NAN, NULL)              \
+    X(TRANSPOSE, "transpose", 1, CG_F_MATRIX, NAN, NAN, NULL)                  \
+    X(MATMUL, "matmul", 2, CG_F_MATRIX, NAN, NAN, NULL)
 
 #endif /* CG_OPS_H */

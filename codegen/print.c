@@ -18,6 +18,14 @@
  * `bool` marks truth values, `uK` the per-step values other code reads
  * (index K in u), `rK` reduction K of its kind, `@L` a level above 0 (one
  * more than the reductions it depends on).  Stores carry their level too.
+ * A graph with matrices gives each element value its matrix's shape
+ * (`elem 7x7`), marks a transposed operand of matmul with `^T`, and lists
+ * its workspace (`slot 4 work 7x7`) and its GEMMs:
+ *
+ *   gemm %21 = slot 4^T x slot 4 -> slot 5 @2 sym
+ *
+ * (`sym`: a product of a matrix with its own transpose, computed as its
+ * lower half and mirrored).
  * Numbers are printed with the digits that read back exactly.
  */
 #include <math.h>
@@ -118,11 +126,15 @@ static void put_node(out *o, const cg_graph *g, int i,
         break;
     default:
         for (int k = 0; k < cg_op_arity((cg_op)x->op); k++)
-            put(o, "%s%%%d", k ? ", " : " ", x->arg[k]);
+            put(o, "%s%%%d%s", k ? ", " : " ", x->arg[k],
+                x->op == CG_MATMUL && ((int)x->value >> k & 1) ? "^T" : "");
     }
     static const char *const dom[] = {"group", "tensor", "row", "col", "elem"};
     if (x->op != CG_CONST) {
         put(o, "  %s", dom[x->dom]);
+        if (x->dom == CG_DOM_ELEM && g->work_of)
+            put(o, " %lldx%lld", (long long)g->spaces[x->space].rows,
+                (long long)g->spaces[x->space].cols);
         if (x->boolean)
             put(o, " bool");
     }
@@ -145,6 +157,12 @@ int cg_graph_print(const cg_graph *g, const char *title,
     static const char *const kinds[] = {"array", "rows", "cols", "scalar",
                                         "double", "input"};
     for (int s = 0; s < g->nslots; s++) {
+        if (g->kind[s] == CG_KIND_WORK) {
+            const cg_space *sp = &g->spaces[g->slot_space[s]];
+            put(&o, "slot %d work %lldx%lld\n", s, (long long)sp->rows,
+                (long long)sp->cols);
+            continue;
+        }
         put(&o, "slot %d %s", s, name_or(slots, s, nb, sizeof nb, "slot"));
         int k = s - 2; /* a state's index, in an update's layout */
         if (k >= 0 && k < g->nstate) {
@@ -181,6 +199,12 @@ int cg_graph_print(const cg_graph *g, const char *title,
     for (int r = 0; r < g->nguard; r++)
         put(&o, "require %%%d line %d: %s\n", g->guard[r], g->guard_line[r],
             g->guard_msg[r] + g->guard_text[r]);
+    for (int i = 0; i < g->ngemm; i++) {
+        const cg_gemm *m = &g->gemm[i];
+        put(&o, "gemm %%%d = slot %d%s x slot %d%s -> slot %d @%d%s\n", m->node, m->a,
+            m->ta ? "^T" : "", m->b, m->tb ? "^T" : "", m->c, m->level,
+            m->sym ? " sym" : "");
+    }
     if (o.oom || !o.buf) {
         free(o.buf);
         return cg_fail(err, JOPT_ENOMEM, "out of memory printing the graph");

@@ -35,6 +35,7 @@ struct cg_spec {
     char **inputs;         /* per-element inputs, in the spec's order */
     size_t ninputs;
     int group_steps;       /* steps = "group": t counts the group's steps */
+    int shape_check;       /* has check_shape(size) */
     sandbox *checker; /* kept between cg_spec_check calls, or NULL */
 };
 
@@ -103,6 +104,7 @@ const char *cg_spec_named(const cg_spec *s, size_t i) { return s->named[i]; }
 size_t cg_spec_ninputs(const cg_spec *s) { return s->ninputs; }
 const char *cg_spec_input(const cg_spec *s, size_t i) { return s->inputs[i]; }
 int cg_spec_group_steps(const cg_spec *s) { return s->group_steps; }
+int cg_spec_has_shape_check(const cg_spec *s) { return s->shape_check; }
 
 int cg_spec_find_named(const cg_spec *s, const char *name)
 {
@@ -697,12 +699,17 @@ static int read_spec_table(lua_State *L, cg_spec *s, char *err)
         return cg_fail(err, JOPT_ESPEC, s->method
                        ? "spec %s: a spec with a method has kernels, not an 'update'"
                        : "spec %s: 'update' must be a function", s->path);
-    cg_sb_rawfield(L, -1, "check");
-    ok = lua_isnil(L, -1) || lua_isfunction(L, -1);
-    lua_pop(L, 1);
-    if (!ok)
-        return cg_fail(err, JOPT_ESPEC, "spec %s: 'check' must be a function",
-                       s->path);
+    const char *checks[2] = {"check", "check_shape"};
+    for (int c = 0; c < 2; c++) {
+        cg_sb_rawfield(L, -1, checks[c]);
+        ok = lua_isnil(L, -1) || lua_isfunction(L, -1);
+        if (c == 1)
+            s->shape_check = lua_isfunction(L, -1);
+        lua_pop(L, 1);
+        if (!ok)
+            return cg_fail(err, JOPT_ESPEC, "spec %s: '%s' must be a function",
+                           s->path, checks[c]);
+    }
     cg_sb_rawfield(L, -1, "doc");
     if (lua_type(L, -1) == LUA_TSTRING && !(s->doc = strdup(lua_tostring(L, -1)))) {
         lua_pop(L, 1);
@@ -949,6 +956,53 @@ int cg_spec_check(cg_spec *s, const double *values, char *err)
     lua_settop(L, 1);
     /* a refused value leaves the state sound; anything else (a limit, an
      * error in check) may not: start afresh next time */
+    if (rc != JOPT_OK && !(rc == JOPT_EINVAL && sb->tripped == SB_OK))
+        checker_close(s);
+    else
+        sb->invalid = 0;
+    return rc;
+}
+
+/* check_shape's argument: the sizes, outermost first, as torch's p.size() */
+static int push_size_main(lua_State *L)
+{
+    const int64_t *shape = lua_touserdata(L, 1);
+    int rank = (int)lua_tointeger(L, 2);
+    lua_settop(L, 0);
+    lua_createtable(L, rank, 0);
+    for (int d = 0; d < rank; d++) {
+        lua_pushinteger(L, (lua_Integer)shape[rank - 1 - d]);
+        lua_rawseti(L, -2, d + 1);
+    }
+    return 1;
+}
+
+int cg_spec_check_shape(cg_spec *s, const int64_t *shape, int rank, char *err)
+{
+    if (!s->shape_check)
+        return JOPT_OK;
+    if (!s->checker) {
+        int rc = checker_open(s, err);
+        if (rc)
+            return rc;
+    }
+    sandbox *sb = s->checker;
+    lua_State *L = sb->L;
+    cg_sb_reset_budgets(sb);
+    lua_settop(L, 1);
+    cg_sb_rawfield(L, 1, "check_shape");
+    int rc = JOPT_OK;
+    if (!lua_checkstack(L, 8))
+        rc = cg_fail(err, JOPT_ESPEC, "spec %s: Lua stack exhausted", s->path);
+    if (rc == JOPT_OK) {
+        lua_pushcfunction(L, push_size_main);
+        lua_pushlightuserdata(L, (void *)shape);
+        lua_pushinteger(L, rank);
+        rc = cg_sb_pcall(sb, 2, 1, err);
+    }
+    if (rc == JOPT_OK)
+        rc = cg_sb_pcall(sb, 1, 0, err);
+    lua_settop(L, 1);
     if (rc != JOPT_OK && !(rc == JOPT_EINVAL && sb->tripped == SB_OK))
         checker_close(s);
     else

@@ -127,6 +127,8 @@ static int32_t check(lua_State *L, int32_t r, const char *op)
                       "axis -2: that axis is reduced already)", op, op);
     if (r == -5)
         luaL_error(L, "%s takes a per-tensor value (sum over the tensor first)", op);
+    if (r == -8)
+        luaL_error(L, "%s", get_tracer(L, op)->g->why);
     return r;
 }
 
@@ -295,6 +297,43 @@ static int from_end(lua_State *L, tracer *tr, lua_Integer k, const char *fn)
         luaL_error(L, "%s: axis %d: the tensor has %d dimension%s", fn, (int)k,
                    rank, rank == 1 ? "" : "s");
     return (int)e;
+}
+
+/* The sizes, outermost first as torch's p.shape, as plain numbers: the
+ * kernel is then one for tensors of this shape only. */
+static int t_shape(lua_State *L)
+{
+    tracer *tr = get_tracer(L, "shape()");
+    int rank = look_at_rank(tr);
+    if (!tr->req || !tr->req->shape)
+        return luaL_error(L, "shape(): this kernel is traced without the "
+                             "tensor's sizes (give them: jopt_spec_set_shape, "
+                             "jopt show or compile --shape 7x9)");
+    tr->g->shaped = 1;
+    luaL_checkstack(L, rank, "shape()");
+    for (int d = rank - 1; d >= 0; d--)
+        lua_pushinteger(L, (lua_Integer)tr->req->shape[d]);
+    return rank;
+}
+
+/* transpose(x): x as a view, its rows as columns; matmul(a, b): the
+ * matrix product, a GEMM (matrix.c) */
+static int t_transpose(lua_State *L)
+{
+    tracer *tr = get_tracer(L, "transpose");
+    int32_t a = to_node(L, tr, 1, "transpose");
+    push_node(L, tr, check(L, cg_matrix_transpose(tr->g, a, caller_line(L)), "transpose"));
+    return 1;
+}
+
+static int t_matmul(lua_State *L)
+{
+    tracer *tr = get_tracer(L, "matmul");
+    if (!tr->req)
+        return luaL_error(L, "matmul: a vector kernel has no matrices");
+    int32_t a = to_node(L, tr, 1, "matmul"), b = to_node(L, tr, 2, "matmul");
+    push_node(L, tr, check(L, cg_matrix_matmul(tr->g, a, b, caller_line(L)), "matmul"));
+    return 1;
 }
 
 static int t_size(lua_State *L)
@@ -469,6 +508,7 @@ void cg_trace_open_lib(lua_State *L)
     }
     static const luaL_Reg fns[] = {
         {"dim", t_dim}, {"numel", t_numel}, {"size", t_size}, {"input", t_input},
+        {"shape", t_shape}, {"transpose", t_transpose}, {"matmul", t_matmul},
         {"sum", t_sum}, {"mean", t_mean}, {"amax", t_amax}, {"maxall", t_amax},
         {"scalar", d_scalar}, {"group", d_group}, {"rows", d_rows}, {"cols", d_cols},
         {NULL, NULL}};
@@ -785,6 +825,12 @@ static int run_trace(tracer *tr, const double *values, lua_CFunction body,
 {
     if (!(tr->g = cg_graph_new()))
         return cg_fail(err, JOPT_ENOMEM, "out of memory");
+    const int64_t *shape = tr->req ? tr->req->shape : NULL;
+    if (shape) { /* for shape() and matrices; the key, if they are used */
+        memcpy(tr->g->shape, shape, (size_t)tr->rank * sizeof *shape);
+        if (tr->rank == 2)
+            cg_matrix_tensor(tr->g, shape[1], shape[0]);
+    }
     sandbox sb;
     int rc = cg_spec_enter(&sb, tr->spec, values, err);
     if (rc) {

@@ -25,6 +25,8 @@ struct jopt_spec {
     const char **update_arrays; /* "param", "grad", the kept states, inputs */
     int rank;             /* the variant shown: the tensors' rank */
     unsigned inputs;      /* and the inputs given */
+    int has_shape;        /* and their sizes (jopt_spec_set_shape): */
+    int64_t shape[CG_MAX_RANK]; /* last first */
     char *text;           /* the last jopt_spec_emit's */
 };
 
@@ -173,7 +175,8 @@ static int traced(jopt_spec *s, const char *fn, size_t i, const cg_kernel **out)
         cg_request req = {.spec = s->spec, .values = s->values, .reference = 1,
                           .vkernel = method ? cg_spec_vkernel(s->spec, i)->name : NULL,
                           .named = !method && i ? cg_spec_named(s->spec, i - 1) : NULL,
-                          .rank = s->rank, .inputs = i ? 0 : s->inputs};
+                          .rank = s->rank, .inputs = i ? 0 : s->inputs,
+                          .shape = s->has_shape ? s->shape : NULL};
         int rc = cg_kernel_get(s->ctx->jit, &req, &s->kernels[i], err);
         const char *kname = req.vkernel ? req.vkernel : req.named;
         if (rc)
@@ -321,10 +324,37 @@ JOPT_API int jopt_spec_set_variant(jopt_spec *s, int rank, const char *inputs)
     }
     s->rank = rank;
     s->inputs = mask;
+    s->has_shape = 0;
     for (size_t i = 0; i < s->nkernels; i++) { /* traced again on demand */
         cg_kernel_release(s->kernels[i]);
         s->kernels[i] = NULL;
     }
+    return JOPT_OK;
+}
+
+JOPT_API int jopt_spec_set_shape(jopt_spec *s, int ndim, const int64_t *shape)
+{
+    static const char fn[] = "jopt_spec_set_shape";
+    if (!s)
+        return JOPT_EINVAL;
+    if (ndim < 1 || ndim > CG_MAX_RANK || !shape)
+        return rt_fail(s->ctx, JOPT_EINVAL, "%s: %s", fn, !shape ? "shape is NULL"
+                       : "ndim must be 1 to 8");
+    int64_t last_first[CG_MAX_RANK];
+    for (int d = 0; d < ndim; d++) {
+        if (shape[d] < 1)
+            return rt_fail(s->ctx, JOPT_EINVAL, "%s: size %d is %lld (give 1 or "
+                           "more)", fn, d, (long long)shape[d]);
+        last_first[d] = shape[ndim - 1 - d];
+    }
+    char err[CG_ERRLEN];
+    int rc = cg_spec_check_shape(s->spec, last_first, ndim, err);
+    if (rc)
+        return rt_fail(s->ctx, rc, "%s: %s", fn, err);
+    if ((rc = jopt_spec_set_variant(s, ndim, NULL)))
+        return rc;
+    memcpy(s->shape, last_first, sizeof last_first);
+    s->has_shape = 1;
     return JOPT_OK;
 }
 
@@ -384,6 +414,7 @@ JOPT_API int jopt_spec_emit(jopt_spec *s, const char *kernel, const char *what,
     cg_request req = {.spec = s->spec, .values = s->values,
                       .vkernel = method ? kernel : NULL,
                       .named = method ? NULL : kernel, .rank = s->rank,
+                      .shape = s->has_shape ? s->shape : NULL,
                       .inputs = kernel ? 0 : s->inputs};
     char err[CG_ERRLEN], *t = NULL;
     int rc = cg_emit_text(s->ctx->jit, &req, what, &t, err);

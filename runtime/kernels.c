@@ -21,13 +21,18 @@ void rt_kset_free(rt_kset *ks)
     memset(ks, 0, sizeof *ks);
 }
 
-int rt_kset_get(jopt_optim *opt, rt_kset *ks, const char *where,
-                const double *values, const uint8_t *runtime, int rank,
-                int fresh, unsigned inputs, int named, const cg_kernel **out)
+/* shape: the tensor's sizes (rank of them, last first), or NULL */
+static int kset_get(jopt_optim *opt, rt_kset *ks, const char *where,
+                    const double *values, const uint8_t *runtime, int rank,
+                    const int64_t *shape, int fresh, unsigned inputs, int named,
+                    const cg_kernel **out)
 {
+    size_t sl = (size_t)rank * sizeof *shape;
     for (size_t i = 0; i < ks->n; i++) {
         const rt_kentry *e = &ks->e[i];
-        if ((e->rank == rank || cg_kernel_layout(e->k)->rank < 0) &&
+        const cg_layout *l = cg_kernel_layout(e->k);
+        if ((e->rank == rank || l->rank < 0) &&
+            (!l->shaped || !shape || !memcmp(e->shape, shape, sl)) &&
             e->fresh == fresh && e->inputs == inputs && e->named == named) {
             *out = e->k;
             return JOPT_OK;
@@ -45,13 +50,49 @@ int rt_kset_get(jopt_optim *opt, rt_kset *ks, const char *where,
     cg_request req = {.spec = opt->spec, .values = values, .runtime = runtime,
                       .fresh = fresh, .rank = rank, .inputs = inputs,
                       .named = named >= 0 ? cg_spec_named(opt->spec, (size_t)named) : NULL,
-                      .reference = opt->engine == JOPT_ENGINE_REFERENCE};
+                      .reference = opt->engine == JOPT_ENGINE_REFERENCE,
+                      .shape = shape};
     cg_kernel *k;
     int rc = cg_kernel_get(opt->ctx->jit, &req, &k, err);
     if (rc)
         return rt_fail_cg(opt->ctx, rc, where, err);
-    ks->e[ks->n++] = (rt_kentry){rank, fresh, named, inputs, k};
+    rt_kentry *e = &ks->e[ks->n++];
+    *e = (rt_kentry){rank, fresh, named, inputs, k, shape != NULL, {0}};
+    if (shape)
+        memcpy(e->shape, shape, sl);
     *out = k;
+    return JOPT_OK;
+}
+
+int rt_kset_get(jopt_optim *opt, rt_kset *ks, const char *where,
+                const double *values, const uint8_t *runtime, int rank,
+                int fresh, unsigned inputs, int named, const cg_kernel **out)
+{
+    return kset_get(opt, ks, where, values, runtime, rank, NULL, fresh, inputs,
+                    named, out);
+}
+
+int rt_kset_param(jopt_optim *opt, rt_kset *ks, const char *where,
+                  const double *values, const uint8_t *runtime,
+                  const rt_param *p, int fresh, unsigned inputs, int named,
+                  const cg_kernel **out)
+{
+    return kset_get(opt, ks, where, values, runtime, p->rank, p->shape, fresh,
+                    inputs, named, out);
+}
+
+int rt_check_shape(jopt_optim *opt, rt_param *p, const char *where)
+{
+    if (p->shape_ok || !cg_spec_has_shape_check(opt->spec))
+        return JOPT_OK;
+    char err[CG_ERRLEN];
+    int rc = cg_spec_check_shape(opt->spec, p->shape, p->rank, err);
+    if (rc == JOPT_EINVAL && p->rank == 1) /* maybe a matrix seen flat */
+        return rt_fail(opt->ctx, rc, "%s: %s (a parameter without a shape is "
+                       "flat: give it one with jopt_set_shape)", where, err);
+    if (rc)
+        return rt_fail_cg(opt->ctx, rc, where, err);
+    p->shape_ok = 1;
     return JOPT_OK;
 }
 
@@ -89,17 +130,26 @@ int rt_kset_rebuild(jopt_optim *opt, const rt_group *gr, const char *where,
     int rc = JOPT_OK;
     for (size_t i = 0; i < old->n && rc == JOPT_OK; i++) {
         const rt_kentry *e = &old->e[i];
-        rc = rt_kset_get(opt, &ks, where, values, runtime, e->rank, e->fresh,
-                         e->inputs, e->named, &k);
+        rc = kset_get(opt, &ks, where, values, runtime, e->rank,
+                      e->has_shape ? e->shape : NULL, e->fresh, e->inputs, e->named, &k);
     }
-    /* the steady update of every rank the group has (1 for a group with
-     * none), and the fresh one where the spec has states that start unset */
+    /* the steady update of every rank (or shape) the group has (1 for a
+     * group with none), and the fresh one where the spec has states that
+     * start unset; not for a shape the spec refuses (the step will say) */
+    char err[CG_ERRLEN];
+    int checks = cg_spec_has_shape_check(opt->spec);
     for (size_t i = 0; i < (gr->n ? gr->n : 1) && rc == JOPT_OK; i++) {
         const rt_param *p = gr->n ? &gr->params[i] : NULL;
+        if (p && !p->n && gr->n > 1) /* never steps */
+            continue;
+        if (checks && (!p || (!p->shape_ok &&
+                              cg_spec_check_shape(opt->spec, p->shape, p->rank, err))))
+            continue;
         int rank = p ? p->rank : 1;
-        rc = rt_kset_get(opt, &ks, where, values, runtime, rank, 0, 0, -1, &k);
+        const int64_t *shape = p ? p->shape : NULL;
+        rc = kset_get(opt, &ks, where, values, runtime, rank, shape, 0, 0, -1, &k);
         if (rc == JOPT_OK && cg_kernel_layout(k)->has_unset)
-            rc = rt_kset_get(opt, &ks, where, values, runtime, rank, 1, 0, -1, &k);
+            rc = kset_get(opt, &ks, where, values, runtime, rank, shape, 1, 0, -1, &k);
         if (!p)
             break;
         int bad = rc == JOPT_OK && check_state ? rt_state_misfit(k, p, p->state_n) : -1;

@@ -287,12 +287,13 @@ static int init_group_state(jopt_optim *opt, rt_group *gr, const char *where)
     size_t ns = cg_spec_nstate(opt->spec);
     for (size_t k = 0; k < ns; k++)
         gr->gstate[k] = NAN;
-    const cg_kernel *k;
-    int rc = rt_kset_get(opt, &gr->ks, where, gr->values, gr->runtime,
-                         gr->n ? gr->params[0].rank : 1, 0, 0, -1, &k);
-    if (rc)
-        return rc;
-    const cg_layout *l = cg_kernel_layout(k);
+    (void)where;
+    /* none when the spec refuses every tensor's shape so far (Muon's, before
+     * jopt_set_shape): the step that builds the group's first kernel sets
+     * them then */
+    if (!gr->ks.n)
+        return JOPT_OK;
+    const cg_layout *l = cg_kernel_layout(gr->ks.e[0].k);
     for (int s = 0; s < l->ngstate; s++)
         gr->gstate[l->gstate[s]] = l->ginit[s];
     return JOPT_OK;
@@ -711,8 +712,14 @@ JOPT_API int jopt_set_shape(jopt_optim *opt, size_t group, size_t index,
     p->rank = ndim;
     for (int d = 0; d < ndim; d++) /* kept last first, as codegen reads it */
         p->shape[d] = shape[ndim - 1 - d];
-    size_t nt = 0, np = 0;
     char err[CG_ERRLEN];
+    if ((rc = cg_spec_check_shape(opt->spec, p->shape, ndim, err))) {
+        *p = old; /* a shape the spec refuses (Muon: not 2-D) */
+        return rt_fail(opt->ctx, rc, "%s: group %zu parameter %zu: %s", fn,
+                       group, index, err);
+    }
+    p->shape_ok = cg_spec_has_shape_check(opt->spec);
+    size_t nt = 0, np = 0;
     for (size_t g = 0; g < opt->ngroups; g++)
         for (size_t i = 0; i < opt->groups[g].n; i++, np++) {
             const rt_param *q = &opt->groups[g].params[i];

@@ -43,6 +43,7 @@ typedef struct rt_param {
     int64_t n;
     int rank;                     /* 1 for a tensor given without a shape */
     int64_t shape[CG_MAX_RANK];   /* its sizes, the last first */
+    int shape_ok;                 /* the spec's check_shape passed it */
     int64_t step;   /* steps taken */
     float **state;  /* one per spec state, NULL until created; owned */
     int64_t *state_n; /* floats each state holds (cg_kind_numel) */
@@ -71,6 +72,8 @@ typedef struct rt_kentry {
     int rank, fresh, named; /* named: index of a named kernel, or -1 */
     unsigned inputs;
     cg_kernel *k;
+    int has_shape;              /* built for a tensor of this shape: */
+    int64_t shape[CG_MAX_RANK];
 } rt_kentry;
 
 typedef struct rt_kset {
@@ -143,6 +146,15 @@ int rt_check_values(jopt_optim *opt, const char *where, const double *values);
 int rt_kset_get(jopt_optim *opt, rt_kset *ks, const char *where,
                 const double *values, const uint8_t *runtime, int rank,
                 int fresh, unsigned inputs, int named, const cg_kernel **out);
+/* the same for parameter p's rank and shape (a spec that reads a tensor's
+ * sizes, or multiplies matrices, has a kernel per shape) */
+int rt_kset_param(jopt_optim *opt, rt_kset *ks, const char *where,
+                  const double *values, const uint8_t *runtime,
+                  const rt_param *p, int fresh, unsigned inputs, int named,
+                  const cg_kernel **out);
+/* the spec's check_shape on p's shape (once: p->shape_ok); `where` names
+ * the parameter in the message */
+int rt_check_shape(jopt_optim *opt, rt_param *p, const char *where);
 void rt_kset_free(rt_kset *ks);
 /* A set for new values holding the same variants as `old` (and at least
  * the steady update for each rank of the group's tensors): built aside,

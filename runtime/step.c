@@ -62,6 +62,8 @@ static int has_state(const jopt_optim *opt, const rt_param *p)
  * was. */
 static int choose_kernels(jopt_optim *opt, const char *fn, int named)
 {
+    int64_t scratch = 0; /* the matrix kernels' workspace, one call at a time */
+    size_t mtasks = 0;
     for (size_t g = 0; g < opt->ngroups; g++) {
         rt_group *gr = &opt->groups[g];
         for (size_t i = 0; i < gr->n; i++) {
@@ -73,8 +75,10 @@ static int choose_kernels(jopt_optim *opt, const char *fn, int named)
             snprintf(where, sizeof where, "%s: group %zu parameter %zu", fn, g, i);
             unsigned inputs = named < 0 ? inputs_of(opt, p) : 0;
             const cg_kernel *k;
-            int rc = rt_kset_get(opt, &gr->ks, where, gr->values, gr->runtime,
-                                 p->rank, 0, inputs, named, &k);
+            int rc = rt_check_shape(opt, p, where);
+            if (rc == JOPT_OK)
+                rc = rt_kset_param(opt, &gr->ks, where, gr->values, gr->runtime,
+                                   p, 0, inputs, named, &k);
             if (rc)
                 return rc;
             const cg_layout *l = cg_kernel_layout(k);
@@ -85,8 +89,8 @@ static int choose_kernels(jopt_optim *opt, const char *fn, int named)
                 return rt_fail(opt->ctx, JOPT_EINVAL, "%s: kernel '%s' reads "
                                "state the parameter does not have yet", where,
                                cg_spec_named(opt->spec, (size_t)named));
-            if (fresh && (rc = rt_kset_get(opt, &gr->ks, where, gr->values,
-                                           gr->runtime, p->rank, 1, inputs, -1, &k)))
+            if (fresh && (rc = rt_kset_param(opt, &gr->ks, where, gr->values,
+                                             gr->runtime, p, 1, inputs, -1, &k)))
                 return rc;
             int bad = rt_state_misfit(k, p, p->state_n);
             if (bad >= 0)
@@ -105,12 +109,21 @@ static int choose_kernels(jopt_optim *opt, const char *fn, int named)
                 p->work = w;
                 p->workcap = work;
             }
+            const cg_layout *kl = cg_kernel_layout(k);
+            scratch = kl->scratch > scratch ? kl->scratch : scratch;
+            mtasks = kl->mtasks > mtasks ? kl->mtasks : mtasks;
+            /* a group whose states start with its first kernel (optim.c) */
+            for (int s = 0; gr->step == 0 && s < kl->ngstate; s++)
+                if (isnan(gr->gstate[kl->gstate[s]]))
+                    gr->gstate[kl->gstate[s]] = kl->ginit[s];
             p->k = k;
         }
         if (rt_reserve_uniforms(opt, rt_kset_uniforms(&gr->ks)))
             return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
     }
-    return JOPT_OK;
+    char err[CG_ERRLEN];
+    int rc = mtasks ? cg_batch_reserve_matrix(opt->batch, scratch, mtasks, err) : JOPT_OK;
+    return rc ? rt_fail_cg(opt->ctx, rc, fn, err) : JOPT_OK;
 }
 
 /* Creates the states this step's kernels need; `created` records which, so
@@ -242,7 +255,10 @@ static size_t plan(jopt_optim *opt, int64_t *total)
                 .gstate = gr->gstate, .gred = gr->gred, .u = p->u,
                 .work = p->work};
             nc++;
-            *total += p->n;
+            /* a matrix kernel's products count as work too: the pool
+             * takes a step of 2^20 elements, or of ~2^26 flops */
+            double flops = cg_kernel_layout(p->k)->gemm_flops;
+            *total += flops / 64 > (double)p->n ? (int64_t)(flops / 64) : p->n;
         }
     }
     return nc;

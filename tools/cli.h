@@ -11,6 +11,8 @@
 typedef struct args {
     const char *cmd, *spec, *emit, *kernel;
     char options[4096]; /* the --set items, as an options string */
+    int ndim;           /* --shape AxB...: the tensors' shape, or 0 */
+    int64_t shape[8];
 } args;
 
 /* prints "jopt: ..." to stderr; returns 1 */

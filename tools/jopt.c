@@ -21,9 +21,10 @@
 
 static const char usage_text[] =
     "usage: jopt list\n"
-    "       jopt show SPEC [--set k=v ...]\n"
+    "       jopt show SPEC [--set k=v ...] [--shape AxB...]\n"
     "       jopt check SPEC [--set k=v ...] [--kernel NAME]\n"
-    "       jopt compile SPEC [--set k=v ...] [--kernel NAME] [--emit graph|ir|asm]\n"
+    "       jopt compile SPEC [--set k=v ...] [--shape AxB...] [--kernel NAME]\n"
+    "                    [--emit graph|ir|asm]\n"
     "       jopt bench SPEC [--set k=v ...]\n"
     "\n"
     "  list     every spec on the spec path, with its doc line\n"
@@ -42,7 +43,9 @@ static const char usage_text[] =
     "           a closure optimizer (lbfgs, cg), bench_closure on 64K and 1M\n"
     "\n"
     "SPEC is a name on the spec path ($JOPT_SPEC_PATH, folders separated by\n"
-    "':', else the built-in folders) or a path to a .lua file.\n";
+    "':', else the built-in folders) or a path to a .lua file.  --shape\n"
+    "shows the kernels for tensors of that shape (7x9: a 7x9 matrix), which\n"
+    "a spec that multiplies matrices (muon) needs.\n";
 
 int fail(const char *fmt, ...)
 {
@@ -63,6 +66,20 @@ static int parse_args(int argc, char **argv, args *a)
     a->cmd = argv[1];
     for (int i = 2; i < argc; i++) {
         const char *s = argv[i], *v = NULL;
+        if (!strcmp(s, "--shape") || !strncmp(s, "--shape=", 8)) {
+            const char *c = s[7] ? s + 8 : i + 1 < argc ? argv[++i] : "";
+            for (a->ndim = 0; *c && a->ndim < 8; a->ndim++) {
+                char *end;
+                long long size = strtoll(c, &end, 10);
+                if (end == c || size < 1 || (*end && *end != 'x'))
+                    return fail("--shape takes sizes like 7x9, not '%s'", c);
+                a->shape[a->ndim] = size;
+                c = *end ? end + 1 : end;
+            }
+            if (!a->ndim || *c)
+                return fail("--shape takes 1 to 8 sizes like 7x9");
+            continue;
+        }
         if (!strcmp(s, "--set") || !strcmp(s, "--emit") ||
             !strcmp(s, "--kernel")) {
             if (i + 1 >= argc)
@@ -101,6 +118,11 @@ int open_spec(jopt_ctx *ctx, const args *a, jopt_spec **spec)
 {
     if (jopt_spec_open(ctx, a->spec, a->options, spec))
         return fail("%s", jopt_errmsg(ctx));
+    if (a->ndim && jopt_spec_set_shape(*spec, a->ndim, a->shape)) {
+        fail("%s", jopt_errmsg(ctx));
+        jopt_spec_free(*spec);
+        return 1;
+    }
     return 0;
 }
 

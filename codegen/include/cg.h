@@ -138,6 +138,12 @@ int cg_spec_group_steps(const cg_spec *spec);
  * message if the values are refused.  Keeps a sandbox in the spec between
  * calls, so a scheduler's per-step checks cost microseconds. */
 int cg_spec_check(cg_spec *spec, const double *values, char *err);
+/* Runs the spec's check_shape(size) on a tensor's shape (`rank` sizes,
+ * last first): JOPT_EINVAL with the spec's message if it refuses the
+ * shape (Muon: 2-D only); JOPT_OK for a spec without one. */
+int cg_spec_check_shape(cg_spec *spec, const int64_t *shape, int rank,
+                        char *err);
+int cg_spec_has_shape_check(const cg_spec *spec);
 
 /* ---- Options (options.c) -------------------------------------------------
  * The options string, shared by optimizers and schedulers:
@@ -197,7 +203,8 @@ typedef enum cg_kind {
     CG_KIND_COL,      /* one per column, over the second-to-last: n / R */
     CG_KIND_SCALAR,   /* one float32 per tensor: 1 */
     CG_KIND_SCALAR64, /* one double per tensor: 2 floats' room, 8-aligned */
-    CG_KIND_INPUT     /* a per-element input of the step (read only): n */
+    CG_KIND_INPUT,    /* a per-element input of the step (read only): n */
+    CG_KIND_WORK      /* a matrix kernel's workspace buffer (the batch's) */
 } cg_kind;
 
 /* The arrays a kernel takes: slot 0 is the parameter, slot 1 the gradient,
@@ -223,6 +230,14 @@ typedef struct cg_layout {
     int npasses;              /* passes over the data per call */
     int rank;                 /* the tensors' rank it was built for; -1:
                                  any (the spec did not look at shapes) */
+    int shaped;               /* built for one shape (cg_request.shape) */
+    /* matrix kernels: products run as GEMMs (through BLAS) between the
+     * loops; a call takes `scratch` floats of the batch's workspace and
+     * room for `mtasks` tasks, and runs alone (cg_batch_reserve_matrix) */
+    int ngemm;
+    int64_t scratch;
+    size_t mtasks;
+    double gemm_flops;        /* per call: 2 m n k summed over the GEMMs */
     /* vector kernels: arrays are slots 0..narrays-1 (no p, g or state) */
     int narrays, nscalars, nresults;
     uint64_t read;            /* bit per array slot the kernel loads */
@@ -255,6 +270,9 @@ typedef struct cg_request {
                              the update */
     int rank;             /* the tensor's rank (a kernel that does not look
                              at it serves every rank) */
+    const int64_t *shape; /* its sizes, last first (rank of them), or NULL;
+                             a spec that reads them (shape(), matmul) gets a
+                             kernel for that shape */
     unsigned inputs;      /* bit per spec input given this step */
 } cg_request;
 
@@ -295,7 +313,12 @@ int cg_emit_text(cg_jit *jit, const cg_request *req, const char *what,
  *   merge      each call's task sums, in task order, on the caller
  *
  * At the last level the tensors' and groups' scalar states are written.
- * Tasks of consecutive calls of one kernel run in one kernel invocation. */
+ * Tasks of consecutive calls of one kernel run in one kernel invocation.
+ *
+ * A matrix kernel's call runs alone, level by level, in its turn among
+ * the calls (so that one workspace serves every call): each level first
+ * runs the level's products as GEMMs, cut into blocks fixed by their
+ * sizes, on the parallel-for; then its per-step values and loops. */
 
 /* One tensor's part of a call: its arrays in the layout's slot order and
  * its length. */
@@ -347,6 +370,11 @@ size_t cg_batch_tasks(int64_t n, const int64_t *shape, int rank);
 /* Room for `ntasks` tasks and `ncalls` calls in one run (never shrinks).
  * JOPT_ENOMEM changes nothing. */
 int cg_batch_reserve(cg_batch *b, size_t ntasks, size_t ncalls, char *err);
+/* Room for one matrix kernel's call at a time: `floats` of workspace and
+ * `tasks` (cg_layout.scratch, .mtasks; never shrinks).  JOPT_ENOMEM
+ * changes nothing. */
+int cg_batch_reserve_matrix(cg_batch *b, int64_t floats, size_t tasks,
+                            char *err);
 /* Runs the calls; `par` NULL runs every task on the caller.  Allocates
  * nothing; JOPT_EINVAL (nothing run) when the calls need more room than
  * was reserved. */

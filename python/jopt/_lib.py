@@ -118,6 +118,8 @@ jopt_zero_grad = _proto("jopt_zero_grad", c_int, c_void_p)
 jopt_step = _proto("jopt_step", c_int, c_void_p, CLOSURE, c_void_p,
                    ctypes.POINTER(c_double))
 jopt_set_grad = _proto("jopt_set_grad", c_int, c_void_p, c_size_t, c_size_t, c_void_p)
+jopt_set_shape = _proto("jopt_set_shape", c_int, c_void_p, c_size_t, c_size_t, c_int,
+                        ctypes.POINTER(c_int64))
 jopt_group_count = _proto("jopt_group_count", c_size_t, c_void_p)
 jopt_option_get = _proto("jopt_option_get", c_int, c_void_p, c_size_t, c_char_p,
                          ctypes.POINTER(c_double))

@@ -47,6 +47,10 @@ OPTIMIZERS = {
                             "differentiable"], []),
     "Rprop": ("rprop", ["lr", "etas", "step_sizes"],
               ["capturable", "foreach", "maximize", "differentiable"]),
+    # 2-D parameters only; ns_dtype="float32" (jopt's) runs Newton-Schulz in
+    # float32 instead of torch's bfloat16
+    "Muon": ("muon", ["lr", "weight_decay", "momentum", "nesterov", "ns_coefficients",
+                      "eps", "ns_steps", "adjust_lr_fn"], ["ns_dtype"]),
     # not in torch.optim: jopt specs only
     "Lion": ("lion", ["lr", "betas", "weight_decay"], ["maximize"]),
     "LAMB": ("lamb", ["lr", "betas", "eps", "weight_decay"], ["maximize"]),

@@ -409,6 +409,11 @@ JOPT_API int jopt_spec_steps_per_group(const jopt_spec *spec);
  * in `inputs` given (space-separated; NULL: none). */
 JOPT_API int jopt_spec_set_variant(jopt_spec *spec, int rank,
                                    const char *inputs);
+/* The same for tensors of one shape (`ndim` sizes, outermost first) and no
+ * inputs: a spec that reads a tensor's sizes or multiplies matrices (Muon)
+ * has kernels for one shape.  JOPT_EINVAL if the spec refuses the shape. */
+JOPT_API int jopt_spec_set_shape(jopt_spec *spec, int ndim,
+                                 const int64_t *shape);
 
 /* Whether jopt_optim_new would take the spec's kernels: for a closure
  * optimizer, its driver exists and each kernel the driver calls has the
