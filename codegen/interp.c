@@ -71,6 +71,8 @@ static double cg_mod(double a, double b)
     if ((m > 0) ? b < 0 : (m < 0 && b != m))
         m += b;
     return m;
+}
+
 /* c10::BFloat16's round_to_nearest_even, read back as a float; a NaN stays
  * a NaN (its payload is not kept, as in ATen's vector conversion) */
 float cg_bf16f(float a)

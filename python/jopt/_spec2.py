@@ -20,6 +20,8 @@ jopt_set_input = _lib._proto("jopt_set_input", c_int, c_void_p, c_size_t, c_size
 jopt_optim_call = _lib._proto("jopt_optim_call", c_int, c_void_p, c_char_p)
 jopt_group_state = _lib._proto("jopt_group_state", c_int, c_void_p, c_size_t, c_char_p,
                                ctypes.POINTER(c_double))
+jopt_spec_set_shape = _lib._proto("jopt_spec_set_shape", c_int, c_void_p, c_int,
+                                  ctypes.POINTER(c_int64))
 jopt_spec_set_variant = _lib._proto("jopt_spec_set_variant", c_int, c_void_p, c_int,
                                     c_char_p)
 jopt_spec_nstate = _lib._proto("jopt_spec_nstate", c_size_t, c_void_p)
@@ -38,10 +40,11 @@ STATE_ELEM, STATE_ROW, STATE_COL, STATE_TENSOR, STATE_GROUP = range(5)
 
 
 def set_shapes(raw, group, shapes):
-    """Gives the parameters of `group` their shapes (tuples, torch's order);
-    a 0-dim or 1-D one keeps the flat view it has."""
+    """Gives the parameters of `group` their shapes (tuples, torch's order),
+    which a spec may read or refuse (Muon's 2-D only); a 0-dim one keeps
+    the flat view it has."""
     for pi, shape in enumerate(shapes):
-        if len(shape) >= 2:
+        if len(shape) >= 1:
             arr = (c_int64 * len(shape))(*shape)
             raw._check(jopt_set_shape(raw.handle, group, pi, len(shape), arr))
 
@@ -64,14 +67,19 @@ def group_state(raw, group, name):
 
 
 @functools.lru_cache(maxsize=None)
-def state_kinds(spec):
-    """{state: kind} of a spec, as it keeps them for 2-D tensors."""
+def state_kinds(spec, shape=None):
+    """{state: kind} of a spec, as it keeps them for 2-D tensors, or for
+    tensors of `shape` where the spec reads a tensor's sizes (Muon)."""
     ctx = _lib.default_context()
     h = c_void_p()
     _lib._check_ctx(ctx, _lib.jopt_spec_open(ctx.handle, spec.encode(), None,
                                              ctypes.byref(h)))
     try:
-        _lib._check_ctx(ctx, jopt_spec_set_variant(h, 2, None))
+        if shape is None:
+            _lib._check_ctx(ctx, jopt_spec_set_variant(h, 2, None))
+        else:
+            arr = (c_int64 * len(shape))(*shape)
+            _lib._check_ctx(ctx, jopt_spec_set_shape(h, len(shape), arr))
         out = {}
         for i in range(jopt_spec_nstate(h)):
             st = StateInfo()
@@ -82,6 +90,13 @@ def state_kinds(spec):
         _lib.jopt_spec_free(h)
 
 
+def _kinds_for(spec, pshape):
+    try:
+        return state_kinds(spec)
+    except _lib.JoptSpecError:  # a spec with kernels for one shape only
+        return state_kinds(spec, tuple(pshape))
+
+
 def state_shape(spec, name, pshape, numel):
     """The shape torch gives state `name` of a parameter of shape `pshape`
     that jopt keeps as `numel` floats: the parameter's, a row state's
@@ -90,7 +105,7 @@ def state_shape(spec, name, pshape, numel):
     n = 1
     for s in pshape:
         n *= s
-    kind = state_kinds(spec).get(name, STATE_ELEM)
+    kind = _kinds_for(spec, pshape).get(name, STATE_ELEM)
     if kind == STATE_ROW and len(pshape) >= 2:
         return pshape[:-1] + (1,)
     if kind == STATE_COL and len(pshape) >= 2:
