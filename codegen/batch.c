@@ -246,7 +246,8 @@ static cg_env env_of(const cg_batch *b, size_t c, const cg_call *call, int level
     return (cg_env){call->t, call->values,
                     call->nparts ? call->parts[0].arrays : NULL,
                     call->shape, call->rank, (double)n, call->gstate,
-                    b->red_call[c], call->gred, level, level == g->nlevels - 1};
+                    b->red_call[c], call->gred, level, level == g->nlevels - 1,
+                    call->grad_scale, call->srkey};
 }
 
 int cg_batch_run(cg_batch *b, const cg_call *calls, size_t ncalls,

@@ -24,6 +24,7 @@
  * added in interp.c's order.
  */
 #include <llvm-c/Core.h>
+#include <llvm-c/DebugInfo.h> /* LLVMTemporaryMDNode: a loop's self-reference */
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -48,7 +49,8 @@ typedef struct emitter {
     LLVMContextRef ctx;
     LLVMModuleRef mod;
     LLVMBuilderRef b;
-    LLVMTypeRef f32, f64, i1, i64, ptr;
+    LLVMTypeRef f32, f64, i1, i64, ptr, i16, i32, f16;
+    unsigned vwidth;       /* float lanes of the target's vector width */
     const cg_graph *g;
     const cg_loop *loop;
     uint8_t *how;          /* the current loop's plan */
@@ -58,6 +60,7 @@ typedef struct emitter {
     LLVMValueRef axis[2 * CG_MAX_AXISRED];
     LLVMValueRef begin, end, u, red, rows, cols, base;
     LLVMValueRef at_e, at_row, at_col; /* the element's indices */
+    LLVMValueRef srkey[CG_MAX_SLOTS];  /* a stochastic store's 32-bit key */
 } emitter;
 
 static LLVMValueRef intrinsic_t(emitter *e, const char *name, LLVMTypeRef t,
@@ -117,14 +120,6 @@ static LLVMValueRef gep(emitter *e, LLVMTypeRef t, LLVMValueRef base, LLVMValueR
     return LLVMBuildInBoundsGEP2(e->b, t, base, &i, 1, "");
 }
 
-/* element `at` of slot s's array, by what the slot holds */
-static LLVMValueRef slot_ptr(emitter *e, int s)
-{
-    int k = e->g->kind[s];
-    return gep(e, e->f32, e->array[s], k == CG_KIND_ROW ? e->at_row
-                                       : k == CG_KIND_COL ? e->at_col : e->at_e);
-}
-
 /* a row or column reduction's value, rounded to float */
 static LLVMValueRef axis_value(emitter *e, const cg_node *x)
 {
@@ -135,13 +130,92 @@ static LLVMValueRef axis_value(emitter *e, const cg_node *x)
     return LLVMBuildFPTrunc(e->b, LLVMBuildLoad2(e->b, e->f64, p, ""), e->f32, "");
 }
 
+/* ---- element types: loads widen to float, stores round once ------------------
+ * bfloat16 by integer arithmetic (full vector width on every x86 target;
+ * `fptrunc to bfloat` would be a libcall per element without AVX512-BF16),
+ * float16 by fpext/fptrunc (F16C's vcvtph2ps/vcvtps2ph).  interp.c computes
+ * the same on integers. */
+
+static LLVMValueRef u32c(emitter *e, unsigned v)
+{
+    return LLVMConstInt(e->i32, v, 0);
+}
+
+static LLVMValueRef elem_ptr(emitter *e, int s)
+{
+    int k = e->g->kind[s];
+    LLVMValueRef at = k == CG_KIND_ROW ? e->at_row : k == CG_KIND_COL ? e->at_col : e->at_e;
+    LLVMTypeRef t = e->g->dtype[s] == CG_DT_BF16 ? e->i16 : e->g->dtype[s] == CG_DT_F16
+                    ? e->f16 : e->f32;
+    return gep(e, t, e->array[s], at);
+}
+
+static LLVMValueRef load_slot(emitter *e, int s)
+{
+    LLVMBuilderRef b = e->b;
+    switch (e->g->dtype[s]) {
+    case CG_DT_BF16: {
+        LLVMValueRef h = LLVMBuildLoad2(b, e->i16, elem_ptr(e, s), "");
+        LLVMValueRef w = LLVMBuildShl(b, LLVMBuildZExt(b, h, e->i32, ""), u32c(e, 16), "");
+        return LLVMBuildBitCast(b, w, e->f32, "");
+    }
+    case CG_DT_F16:
+        return LLVMBuildFPExt(b, LLVMBuildLoad2(b, e->f16, elem_ptr(e, s), ""), e->f32, "");
+    default:
+        return LLVMBuildLoad2(b, e->f32, elem_ptr(e, s), "");
+    }
+}
+
+/* interp.c's cg_sr_bits of the element's index */
+static LLVMValueRef sr_bits(emitter *e, LLVMValueRef key)
+{
+    LLVMBuilderRef b = e->b;
+    LLVMValueRef lo = LLVMBuildTrunc(b, e->at_e, e->i32, "");
+    LLVMValueRef hi = LLVMBuildTrunc(b, LLVMBuildLShr(b, e->at_e, i64c(e, 32), ""), e->i32, "");
+    LLVMValueRef x = LLVMBuildAdd(b, LLVMBuildAdd(b, LLVMBuildMul(b, lo, u32c(e, 0x9e3779b9u), ""),
+                                                  LLVMBuildMul(b, hi, u32c(e, 0x7feb352du), ""), ""),
+                                  key, "");
+    static const unsigned shift[3] = {16, 15, 16}, mul[2] = {0x7feb352du, 0x846ca68bu};
+    for (int k = 0; k < 3; k++) {
+        x = LLVMBuildXor(b, x, LLVMBuildLShr(b, x, u32c(e, shift[k]), ""), "");
+        if (k < 2)
+            x = LLVMBuildMul(b, x, u32c(e, mul[k]), "");
+    }
+    return x;
+}
+
+static void store_slot(emitter *e, int s, LLVMValueRef v)
+{
+    LLVMBuilderRef b = e->b;
+    if (e->g->dtype[s] == CG_DT_F16) {
+        LLVMBuildStore(b, LLVMBuildFPTrunc(b, v, e->f16, ""), elem_ptr(e, s));
+        return;
+    }
+    if (e->g->dtype[s] != CG_DT_BF16) {
+        LLVMBuildStore(b, v, elem_ptr(e, s));
+        return;
+    }
+    LLVMValueRef u = LLVMBuildBitCast(b, v, e->i32, ""), r;
+    if (e->g->sr[s]) { /* + 16 random bits, truncated */
+        LLVMValueRef bits = LLVMBuildLShr(b, sr_bits(e, e->srkey[s]), u32c(e, 16), "");
+        r = LLVMBuildAdd(b, u, bits, "");
+    } else {           /* + 0x7fff + the kept part's lowest bit */
+        LLVMValueRef lsb = LLVMBuildAnd(b, LLVMBuildLShr(b, u, u32c(e, 16), ""), u32c(e, 1), "");
+        r = LLVMBuildAdd(b, LLVMBuildAdd(b, u, u32c(e, 0x7fff), ""), lsb, "");
+    }
+    LLVMValueRef h = LLVMBuildTrunc(b, LLVMBuildLShr(b, r, u32c(e, 16), ""), e->i16, "");
+    LLVMValueRef nan = LLVMBuildFCmp(b, LLVMRealUNO, v, v, "");
+    h = LLVMBuildSelect(b, nan, LLVMConstInt(e->i16, 0x7fc0, 0), h, "");
+    LLVMBuildStore(b, h, elem_ptr(e, s));
+}
+
 static LLVMValueRef compute(emitter *e, int32_t i)
 {
     const cg_node *x = &e->g->nodes[i];
     LLVMValueRef A[3] = {NULL, NULL, NULL};
     emitter *E = e;
     if (x->op == CG_LOAD)
-        return LLVMBuildLoad2(e->b, e->f32, slot_ptr(e, x->slot), "");
+        return load_slot(e, x->slot);
     for (int k = 0; k < cg_op_arity((cg_op)x->op); k++)
         A[k] = e->val[x->arg[k]];
     switch ((cg_op)x->op) {
@@ -174,8 +248,7 @@ static void eval(emitter *e, int ph)
         if (phase(e, i) != ph)
             continue;
         if (e->how[i] == CG_HOW_RELOAD)
-            e->val[i] = LLVMBuildLoad2(e->b, e->f32,
-                                       slot_ptr(e, cg_reload_slot(g, i, e->loop)), "");
+            e->val[i] = load_slot(e, cg_reload_slot(g, i, e->loop));
         else if (e->how[i] == CG_HOW_AXIS)
             e->val[i] = axis_value(e, &g->nodes[i]);
         else
@@ -191,7 +264,7 @@ static void store(emitter *e)
         int lv, k;
         cg_store_loop(g, s, &lv, &k);
         if (lv == e->loop->level && k == e->loop->kind)
-            LLVMBuildStore(e->b, e->val[g->store[s]], slot_ptr(e, s));
+            store_slot(e, s, e->val[g->store[s]]);
     }
 }
 
@@ -214,6 +287,12 @@ static void uniforms(emitter *e)
                                                LLVMConstReal(e->f64, 0), "")
                                : LLVMBuildFPTrunc(e->b, d, e->f32, "");
     }
+    for (int s = 0; s < g->nslots; s++) /* the stochastic stores' keys */
+        if (g->sr[s]) {
+            LLVMValueRef d = LLVMBuildLoad2(e->b, e->f64, gep(e, e->f64, e->u,
+                                                              i64c(e, g->sru[s])), "");
+            e->srkey[s] = LLVMBuildFPToUI(e->b, d, e->i32, "");
+        }
 }
 
 /* ---- reductions ------------------------------------------------------------- */
@@ -279,6 +358,28 @@ static LLVMValueRef widen(emitter *e, int32_t i)
 
 /* ---- flat loops ------------------------------------------------------------- */
 
+/* A loop over float16 elements asks for the full vector width: the
+ * vectorizer's cost model would take 4 lanes for fpext/fptrunc half, and
+ * narrow the whole loop with them (docs/notes/mixed-precision-ir.md: 2x
+ * slower).  The loop ID is a self-referential node, as LLVM wants it. */
+static void full_width(emitter *e, LLVMValueRef latch)
+{
+    int f16 = 0;
+    for (int s = 0; s < e->g->nslots; s++)
+        f16 |= e->g->dtype[s] == CG_DT_F16;
+    if (!f16)
+        return;
+    static const char width[] = "llvm.loop.vectorize.width";
+    LLVMMetadataRef w[2] = {LLVMMDStringInContext2(e->ctx, width, sizeof width - 1),
+                            LLVMValueAsMetadata(u32c(e, e->vwidth))};
+    LLVMMetadataRef self = LLVMTemporaryMDNode(e->ctx, NULL, 0);
+    LLVMMetadataRef ops[2] = {self, LLVMMDNodeInContext2(e->ctx, w, 2)};
+    LLVMMetadataRef id = LLVMMDNodeInContext2(e->ctx, ops, 2);
+    LLVMMetadataReplaceAllUsesWith(self, id); /* and frees the temporary */
+    LLVMSetMetadata(latch, LLVMGetMDKindIDInContext(e->ctx, "llvm.loop", 9),
+                    LLVMMetadataAsValue(e->ctx, id));
+}
+
 static void set_flat_index(emitter *e, LLVMValueRef i)
 {
     e->at_e = e->at_row = e->at_col = i;
@@ -298,7 +399,8 @@ static void emit_plain_loop(emitter *e, LLVMBasicBlockRef entry)
     eval(e, 2);
     store(e);
     LLVMValueRef next = LLVMBuildNSWAdd(b, i, i64c(e, 1), "");
-    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, next, e->end, ""), loop, done);
+    full_width(e, LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, next, e->end, ""),
+                                  loop, done));
     LLVMBasicBlockRef in_b[2] = {entry, loop};
     LLVMValueRef in_v[2] = {e->begin, next};
     LLVMAddIncoming(i, in_v, in_b, 2);
@@ -445,16 +547,18 @@ static void loop_open(emitter *e, counted *c, LLVMValueRef from, LLVMValueRef to
     LLVMAddIncoming(c->i, in, from_b, 1);
 }
 
-static void loop_close(emitter *e, counted *c, LLVMValueRef to)
+static LLVMValueRef loop_close(emitter *e, counted *c, LLVMValueRef to)
 {
     LLVMBuilderRef b = e->b;
     LLVMValueRef next = LLVMBuildNSWAdd(b, c->i, i64c(e, 1), "");
     LLVMBasicBlockRef latch = LLVMGetInsertBlock(b);
-    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, next, to, ""), c->body, c->done);
+    LLVMValueRef br = LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, next, to, ""),
+                                      c->body, c->done);
     LLVMValueRef in[1] = {next};
     LLVMBasicBlockRef from_b[1] = {latch};
     LLVMAddIncoming(c->i, in, from_b, 1);
     LLVMPositionBuilderAtEnd(b, c->done);
+    return br;
 }
 
 static LLVMValueRef lane_slot(emitter *e, LLVMValueRef lanes, int r, LLVMValueRef j)
@@ -503,7 +607,7 @@ static void emit_rows_loop(emitter *e, const accs *a)
                                      LLVMBuildLoad2(b, e->f64, p, ""), widen(e, node)), p);
     }
     store(e);
-    loop_close(e, &cols, e->cols);
+    full_width(e, loop_close(e, &cols, e->cols));
     for (int r = 0; r < a->nr; r++) { /* the row's sums, lanes in order */
         int kind = kind_of(e->g, a->row[r]);
         LLVMValueRef acc = identity(e, kind);
@@ -705,6 +809,10 @@ int cg_emit_module(LLVMContextRef ctx, const cg_target *t, const cg_graph *g,
     e.i1 = LLVMInt1TypeInContext(ctx);
     e.i64 = LLVMInt64TypeInContext(ctx);
     e.ptr = LLVMPointerTypeInContext(ctx, 0);
+    e.i16 = LLVMInt16TypeInContext(ctx);
+    e.i32 = LLVMInt32TypeInContext(ctx);
+    e.f16 = LLVMHalfTypeInContext(ctx);
+    e.vwidth = (unsigned)atoi(t->vector_width) / 32;
     e.val = calloc((size_t)g->n + 1, sizeof *e.val);
     e.how = malloc((size_t)g->n + 1);
     LLVMTypeRef *params = calloc(np, sizeof *params), field_ty[NFIELDS];

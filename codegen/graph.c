@@ -491,6 +491,11 @@ static int number_uniforms(cg_graph *g, const char *where, char *err)
     g->uniform = uni;
     g->nuniform = nuni;
     uni = NULL;
+    g->nextra = 0; /* each stochastic store's key follows them */
+    for (int s = 0; s < g->nslots; s++) {
+        g->sr[s] = g->sr[s] && g->store[s] >= 0;
+        g->sru[s] = g->sr[s] ? nuni + g->nextra++ : -1;
+    }
 done:
     free(keep);
     free(how);
@@ -520,6 +525,11 @@ int cg_graph_finish(cg_graph *g, const char *where, char *err)
     }
     for (int s = 0; s < g->nslots; s++) {
         int32_t v = g->store[s];
+        /* 16-bit elements: only in per-element arrays; stochastic stores
+         * only to bfloat16 */
+        if (g->dtype[s] >= CG_NDT || (g->dtype[s] != CG_DT_F32 && g->kind[s] != CG_KIND_ELEM) ||
+            (g->sr[s] && g->dtype[s] != CG_DT_BF16))
+            goto bad;
         if (v < -1 || v >= g->n || (v >= 0 && g->nodes[v].boolean) ||
             (v >= 0 && g->kind[s] == CG_KIND_INPUT) ||
             (v >= 0 && cg_dom_join(g->nodes[v].dom, slot_dom(g->kind[s])) !=

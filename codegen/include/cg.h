@@ -44,6 +44,14 @@ uint64_t cg_fnv(uint64_t h, const void *p, size_t n);
 
 typedef struct cg_spec cg_spec;
 typedef struct cg_jit cg_jit;
+
+/* Element types of a kernel's arrays (jopt_dtype's values).  Kernels load
+ * every element as float32, compute in float32 ("opmath", as torch's
+ * fused CPU kernels) and round once, when they store. */
+enum { CG_DT_F32 = 0, CG_DT_BF16 = 1, CG_DT_F16 = 2, CG_NDT };
+/* bytes per element of a dtype */
+static inline int cg_dt_size(int dt) { return dt == CG_DT_F32 ? 4 : 2; }
+const char *cg_dt_name(int dt); /* "float32", "bfloat16", "float16" */
 typedef struct cg_kernel cg_kernel;
 
 /* ---- Specs -------------------------------------------------------------- */
@@ -218,6 +226,7 @@ typedef struct cg_layout {
     int narrays, nscalars, nresults;
     uint64_t read;            /* bit per array slot the kernel loads */
     uint64_t written;         /* bit per array slot the kernel stores to */
+    const uint8_t *dtype;     /* CG_DT_* of each array slot */
 } cg_layout;
 
 /* Floats a state of kind k takes for a tensor of n elements and `rank`
@@ -245,6 +254,14 @@ typedef struct cg_request {
     int rank;             /* the tensor's rank (a kernel that does not look
                              at it serves every rank) */
     unsigned inputs;      /* bit per spec input given this step */
+    /* mixed precision (zero: all float32, as before) */
+    uint8_t dtype;        /* CG_DT_* of the parameter */
+    uint8_t grad_dtype;   /* of the gradient */
+    uint8_t state_dtype;  /* of every per-element state */
+    uint8_t stochastic;   /* 1: bfloat16 stores round stochastically */
+    uint8_t grad_scale;   /* 1: the gradient is divided by the call's
+                             grad_scale, and the quotient written back to
+                             it (torch's fused kernels with GradScaler) */
 } cg_request;
 
 /* Returns the kernel for a request, from the cache or compiled now.  The
@@ -303,7 +320,17 @@ typedef struct cg_call {
     double *work;         /* room for cg_call_work() doubles */
     double *results;      /* a vector kernel's results (layout->nresults
                              doubles), or NULL */
+    double grad_scale;    /* what the gradient is divided by (a kernel
+                             built with grad_scale) */
+    uint64_t srkey;       /* stochastic rounding's key for this call:
+                             cg_sr_key(seed, step, tensor) */
 } cg_call;
+
+/* The key of the counter-based generator behind stochastic rounding: the
+ * random bits of element i of a call's array depend only on (seed, step,
+ * tensor, array, i), so they are the same for any thread count, cut or
+ * engine. */
+uint64_t cg_sr_key(uint64_t seed, uint64_t step, uint64_t tensor);
 
 /* Doubles of workspace a call of k over a tensor of n elements of that
  * shape needs (for its row and column reductions). */
