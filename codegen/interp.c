@@ -188,6 +188,25 @@ uint16_t cg_f32_to_f16(float f)
     return (uint16_t)(sign | r);
 }
 
+void cg_dt_fill(void *dst, int dt, int64_t n, double v)
+{
+    float f = (float)v;
+    uint16_t h = dt == CG_DT_BF16 ? cg_f32_to_bf16(f) : cg_f32_to_f16(f);
+    for (int64_t i = 0; i < n; i++) {
+        if (dt == CG_DT_F32)
+            ((float *)dst)[i] = f;
+        else
+            ((uint16_t *)dst)[i] = h;
+    }
+}
+
+double cg_dt_get(const void *src, int dt, int64_t i)
+{
+    const uint16_t *h = src;
+    return dt == CG_DT_BF16 ? cg_bf16_to_f32(h[i]) : dt == CG_DT_F16 ? cg_f16_to_f32(h[i])
+                                                                     : ((const float *)src)[i];
+}
+
 uint32_t cg_sr_slot_key(uint64_t callkey, int slot)
 {
     uint64_t z = callkey ^ ((uint64_t)(slot + 1) * 0x9e3779b97f4a7c15ull);

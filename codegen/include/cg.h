@@ -52,6 +52,10 @@ enum { CG_DT_F32 = 0, CG_DT_BF16 = 1, CG_DT_F16 = 2, CG_NDT };
 /* bytes per element of a dtype */
 static inline int cg_dt_size(int dt) { return dt == CG_DT_F32 ? 4 : 2; }
 const char *cg_dt_name(int dt); /* "float32", "bfloat16", "float16" */
+/* v rounded to dt (to nearest even, as a kernel's store), into n
+ * elements at dst; element i of src widened to double */
+void cg_dt_fill(void *dst, int dt, int64_t n, double v);
+double cg_dt_get(const void *src, int dt, int64_t i);
 typedef struct cg_kernel cg_kernel;
 
 /* ---- Specs -------------------------------------------------------------- */
@@ -167,6 +171,10 @@ int cg_opt_next(const char **cursor, cg_opt_item *it, char *err);
  * by its hyperparameter's kind; nothing changes on error. */
 int cg_options_parse(const cg_spec *spec, const char *text, double *values,
                      char *err);
+/* The same, leaving alone the items named in `skip` (NULL-terminated):
+ * options that another layer reads (the runtime's element types). */
+int cg_options_parse_skip(const cg_spec *spec, const char *text, double *values,
+                          const char *const *skip, char *err);
 /* "name" or "name[i]": the offset in a value vector and the hyperparameter,
  * or -1 with a message. */
 int cg_option_offset(const cg_spec *spec, const char *name,
