@@ -25,6 +25,7 @@ struct jopt_spec {
     const char **update_arrays; /* "param", "grad", the kept states, inputs */
     int rank;             /* the variant shown: the tensors' rank */
     unsigned inputs;      /* and the inputs given */
+    rt_prec prec;         /* and the element types (options dtype=, ...) */
     char *text;           /* the last jopt_spec_emit's */
 };
 
@@ -64,7 +65,9 @@ JOPT_API int jopt_spec_open(jopt_ctx *ctx, const char *name,
         goto fail;
     }
     memcpy(s->values, cg_spec_defaults(s->spec), nv * sizeof *s->values);
-    if ((rc = cg_options_parse(s->spec, options, s->values, err))) {
+    if ((rc = rt_prec_parse(ctx, fn, options, &s->prec, NULL)))
+        goto fail;
+    if ((rc = cg_options_parse_skip(s->spec, options, s->values, rt_prec_names, err))) {
         rt_fail(ctx, rc, "%s: %s: %s", fn, cg_spec_name(s->spec), err);
         goto fail;
     }
@@ -166,6 +169,12 @@ static int traced(jopt_spec *s, const char *fn, size_t i, const cg_kernel **out)
                           .vkernel = method ? cg_spec_vkernel(s->spec, i)->name : NULL,
                           .named = !method && i ? cg_spec_named(s->spec, i - 1) : NULL,
                           .rank = s->rank, .inputs = i ? 0 : s->inputs};
+        if (!method) {
+            req.dtype = s->prec.dtype;
+            req.grad_dtype = s->prec.grad_dtype;
+            req.state_dtype = s->prec.state_dtype;
+            req.stochastic = s->prec.stochastic;
+        }
         int rc = cg_kernel_get(s->ctx->jit, &req, &s->kernels[i], err);
         const char *kname = req.vkernel ? req.vkernel : req.named;
         if (rc)
@@ -356,6 +365,12 @@ JOPT_API int jopt_spec_emit(jopt_spec *s, const char *kernel, const char *what,
                       .vkernel = method ? kernel : NULL,
                       .named = method ? NULL : kernel, .rank = s->rank,
                       .inputs = kernel ? 0 : s->inputs};
+    if (!method) {
+        req.dtype = s->prec.dtype;
+        req.grad_dtype = s->prec.grad_dtype;
+        req.state_dtype = s->prec.state_dtype;
+        req.stochastic = s->prec.stochastic;
+    }
     char err[CG_ERRLEN], *t = NULL;
     int rc = cg_emit_text(s->ctx->jit, &req, what, &t, err);
     if (rc)
