@@ -132,6 +132,8 @@ typedef struct cg_graph {
     cg_loop loops[CG_MAX_LEVELS * CG_NLOOP_KINDS];
     int nloops;
     int two_d;        /* has row or column values: ELEM loops by rows */
+    int defer_stores; /* every store in the last level's loops (16-bit
+                         arrays: nothing is read back rounded) */
     uint64_t read;    /* slots live code loads */
     /* the state layout the trace produced */
     int state[CG_MAX_SLOTS];       /* spec state index of slot 2 + i */

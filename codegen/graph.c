@@ -240,7 +240,7 @@ static int slot_dom(int kind)
 void cg_store_loop(const cg_graph *g, int slot, int *level, int *kind)
 {
     int v = g->store[slot];
-    *level = v >= 0 ? g->nodes[v].level : -1;
+    *level = v < 0 ? -1 : g->defer_stores ? g->nlevels - 1 : g->nodes[v].level;
     int d = slot_dom(g->kind[slot]);
     *kind = d == CG_DOM_ROW ? CG_LOOP_ROW : d == CG_DOM_COL ? CG_LOOP_COL
             : d == CG_DOM_ELEM ? CG_LOOP_ELEM : -1; /* a scalar: per step */
@@ -546,6 +546,12 @@ int cg_graph_finish(cg_graph *g, const char *where, char *err)
         if (v < 0 || v >= g->n || cg_dom_varying(g->nodes[v].dom) || g->nodes[v].boolean)
             goto bad;
     }
+    /* With 16-bit arrays, every store waits for the last pass: a value the
+     * last pass needs is then recomputed from the old data, unrounded, as
+     * in a one-pass kernel, rather than read back rounded. */
+    g->defer_stores = 0;
+    for (int s = 0; s < g->nslots; s++)
+        g->defer_stores |= g->dtype[s] != CG_DT_F32;
     int rc = assign_levels(g, where, err);
     if (rc == JOPT_OK)
         rc = plan_loops(g, where, err);

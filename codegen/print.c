@@ -171,9 +171,11 @@ int cg_graph_print(const cg_graph *g, const char *title,
         put_node(&o, g, i, slots, gstates, hypers);
     for (int s = 0; s < g->nslots; s++)
         if (g->store[s] >= 0) {
+            int lv, kind;
+            cg_store_loop(g, s, &lv, &kind);
             put(&o, "store %d %%%d", s, g->store[s]);
-            if (g->nodes[g->store[s]].level)
-                put(&o, " @%d", g->nodes[g->store[s]].level);
+            if (lv > 0)
+                put(&o, " @%d", lv);
             put(&o, "\n");
         }
     for (int s = 0; s < g->ngstate; s++)
