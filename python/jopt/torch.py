@@ -5,7 +5,10 @@
 
 Each class subclasses torch.optim.Optimizer with torch's constructor
 signature, so param groups, zero_grad and torch.optim.lr_scheduler work.
-Parameters must be float32, contiguous CPU tensors."""
+Parameters must be contiguous CPU tensors of float32, bfloat16 or float16
+(each with its own; kernels compute in float32 and round once, as torch's
+fused kernels); torch.amp.GradScaler drives step() as it drives torch's
+fused optimizers (grad_scale and found_inf)."""
 
 import ctypes
 
@@ -21,6 +24,10 @@ try:
     _increment_version = torch.autograd.graph.increment_version
 except AttributeError:  # pragma: no cover
     _increment_version = None
+
+
+_DTYPES = {torch.float32: _lib.FLOAT32, torch.bfloat16: _lib.BFLOAT16,
+           torch.float16: _lib.FLOAT16}
 
 
 def _plain(v):
@@ -43,9 +50,9 @@ def _check_param(cls, group, gi, pi, p):
     if p.layout != torch.strided:
         raise TypeError("jopt.%s: %s has layout %s; jopt takes dense tensors only"
                         % (cls, what, p.layout))
-    if p.dtype != torch.float32:
-        raise TypeError("jopt.%s: %s has dtype %s; jopt takes torch.float32 only"
-                        % (cls, what, p.dtype))
+    if p.dtype not in _DTYPES:
+        raise TypeError("jopt.%s: %s has dtype %s; jopt takes torch.float32, "
+                        "torch.bfloat16 and torch.float16" % (cls, what, p.dtype))
     if p.device.type != "cpu":
         raise ValueError("jopt.%s: %s is on %s; jopt takes CPU tensors only"
                          % (cls, what, p.device))
@@ -58,10 +65,16 @@ class JoptOptimizer(torch.optim.Optimizer):
     """Base of the jopt.torch optimizers (not used directly)."""
 
     _jopt_name = None
+    # torch.amp.GradScaler hands step() grad_scale and found_inf (as to
+    # torch's fused optimizers) instead of unscaling the gradients itself
+    _step_supports_amp_scaling = True
 
     def __init__(self, params, *args, **kwargs):
         cls = type(self)
         ctx = kwargs.pop("jopt_context", None)
+        # jopt's own options for every group, beside torch's: state_dtype,
+        # stochastic_rounding, seed ({"state_dtype": "bfloat16"})
+        jopt_options = kwargs.pop("jopt_options", None)
         bound = cls._jopt_sig.bind(params, *args, **kwargs)
         bound.apply_defaults()
         defaults = dict(bound.arguments)
@@ -78,9 +91,13 @@ class JoptOptimizer(torch.optim.Optimizer):
         groups = []
         for gi, group in enumerate(self.param_groups):
             groups.append(self._jopt_group_spec(gi, group))
-        self._jopt = _lib.RawOptim(self._jopt_ctx, cls._jopt_spec, groups)
+        self._jopt = _lib.RawOptim(self._jopt_ctx, cls._jopt_spec, groups, jopt_options)
         self._jopt_pushed = [self._hyper_of(g) for g in self.param_groups]
         self._jopt_grads = [[0] * len(g["params"]) for g in self.param_groups]
+        # each tensor's declared (dtype, grad dtype): a gradient of another
+        # dtype is declared before the step
+        self._jopt_types = [[(_DTYPES[p.dtype],) * 2 for p in g["params"]]
+                            for g in self.param_groups]
         self._jopt_grad_refs = [[None] * len(g["params"]) for g in self.param_groups]
         self._jopt_ptrs = [[p.data_ptr() for p in g["params"]] for g in self.param_groups]
 
@@ -103,7 +120,8 @@ class JoptOptimizer(torch.optim.Optimizer):
         params = []
         for pi, p in enumerate(group["params"]):
             _check_param(self._jopt_name, group, gi, pi, p)
-            params.append((p.data_ptr() if p.numel() else 0, 0, p.numel()))
+            params.append((p.data_ptr() if p.numel() else 0, 0, p.numel(),
+                           _DTYPES[p.dtype], _DTYPES[p.dtype]))
         return params, self._hyper_of(group)
 
     def add_param_group(self, param_group):
@@ -120,6 +138,7 @@ class JoptOptimizer(torch.optim.Optimizer):
             raise
         self._jopt_pushed.append(self._hyper_of(group))
         self._jopt_grads.append([0] * len(group["params"]))
+        self._jopt_types.append([(_DTYPES[p.dtype],) * 2 for p in group["params"]])
         self._jopt_grad_refs.append([None] * len(group["params"]))
         self._jopt_ptrs.append([p.data_ptr() for p in group["params"]])
 
@@ -172,15 +191,23 @@ class JoptOptimizer(torch.optim.Optimizer):
                     addr = 0
                     refs[pi] = None
                 else:
-                    if g.layout != torch.strided or g.dtype != torch.float32 or \
+                    if g.layout != torch.strided or g.dtype not in _DTYPES or \
                             g.device.type != "cpu" or g.numel() != p.numel():
                         raise TypeError(
-                            "jopt.%s: the gradient of %s must be a dense float32 CPU "
-                            "tensor of %d elements, got %s %s of %d on %s"
+                            "jopt.%s: the gradient of %s must be a dense float32, "
+                            "bfloat16 or float16 CPU tensor of %d elements, got %s %s "
+                            "of %d on %s"
                             % (self._jopt_name, _pname(group, gi, pi, p), p.numel(),
                                g.layout, g.dtype, g.numel(), g.device))
                     if not g.is_contiguous():
                         g = g.contiguous()
+                    types = (_DTYPES[p.dtype], _DTYPES[g.dtype])
+                    if types != self._jopt_types[gi][pi]:
+                        if cur[pi]:  # its old buffer, sized by the old type
+                            raw.set_grad(gi, pi, 0)
+                            cur[pi] = 0
+                        raw.set_dtype(gi, pi, *types)
+                        self._jopt_types[gi][pi] = types
                     refs[pi] = g
                     addr = g.data_ptr()
                 if addr != cur[pi]:
@@ -205,7 +232,13 @@ class JoptOptimizer(torch.optim.Optimizer):
                 loss = closure()
         self._jopt_sync_grads()
         self._jopt_push_hyper()
-        self._jopt.step()
+        scale = getattr(self, "grad_scale", None)  # set by GradScaler.step
+        found = getattr(self, "found_inf", None)
+        if scale is not None or found is not None:
+            scale = 1.0 if scale is None else float(scale)
+            self._jopt.set_grad_scale(scale, 1 if found is not None and float(found) else 0)
+        if not self._jopt.step():
+            return loss  # skipped: nothing changed
         if _increment_version is not None:
             stepped = [p for g in self.param_groups for p in g["params"]
                        if p.grad is not None]
@@ -225,11 +258,13 @@ class JoptOptimizer(torch.optim.Optimizer):
                     data, step, numel = self._jopt.state_get(gi, pi, name)
                     if data is None:
                         return None, step
+                    dt = [k for k, v in _DTYPES.items()
+                          if v == self._jopt.state_dtype(gi, pi, name)][0]
                     if numel == 1 and p.numel() != 1:
                         return torch.tensor([data[0]], dtype=torch.float32), step
-                    arr = (ctypes.c_float * p.numel()).from_address(
+                    arr = (ctypes.c_char * (p.numel() * dt.itemsize)).from_address(
                         ctypes.addressof(data.contents))
-                    t = torch.frombuffer(bytearray(arr), dtype=torch.float32)
+                    t = torch.frombuffer(bytearray(arr), dtype=dt)
                     return t.reshape(p.shape), step
         raise ValueError("jopt: the tensor is not a parameter of this optimizer")
 
@@ -272,6 +307,8 @@ class JoptOptimizer(torch.optim.Optimizer):
 class JoptClosureOptimizer(JoptOptimizer):
     """Base of LBFGS and CG (not used directly): jopt_step calls the closure
     itself, as often as the method needs.  One parameter group, as in torch."""
+
+    _step_supports_amp_scaling = False
 
     def __init__(self, params, *args, **kwargs):
         JoptOptimizer.__init__(self, params, *args, **kwargs)
