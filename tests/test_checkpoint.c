@@ -130,7 +130,7 @@ static void test_checkpoint_resume_same_bits(void **state)
 /* Checkpoints of format 1 (jopt before group steps and shapes; written by
  * tests/fixtures/checkpoint/make_v1.c at commit d7c48a0) still load: the
  * model of resume() after 3 steps, loaded into a model stepped 3 times
- * here, steps on exactly as one that never stopped, and saves as format 2. */
+ * here, steps on exactly as one that never stopped, and saves as format 3. */
 static void test_checkpoint_reads_format_1(void **state)
 {
     (void)state;
