@@ -284,7 +284,8 @@ JOPT_API int jopt_option_runtime(jopt_optim *opt, size_t group,
 JOPT_API int jopt_option_is_runtime(const jopt_optim *opt, size_t group,
                                     const char *name);
 
-/* A parameter's state buffer `name` ("exp_avg"): `numel` floats, or one
+/* A parameter's state buffer `name` ("exp_avg"): `numel` elements of the
+ * group's state_dtype (float32 unless set: jopt_state_dtype tells), or one
  * float for a per-tensor scalar state (ASGD's "eta"); owned by the
  * optimizer and valid until the optimizer is freed; *data is NULL if the
  * state does not exist yet.  *step (if not NULL) gets the number of steps the
