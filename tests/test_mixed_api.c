@@ -480,6 +480,39 @@ static void test_mixed_found_inf_skips_the_step(void **state)
     }
 }
 
+/* The kernels stay vectorized at the full width (8 floats on AVX2) with
+ * 16-bit arrays: float16 converts with F16C's ymm forms (the loop's width
+ * forced), bfloat16 by integer lanes; an all-bfloat16 kernel takes its
+ * elements in pairs. */
+static void test_mixed_kernels_vectorized(void **state)
+{
+    (void)state;
+    static const char *const opts[] = {"dtype=bfloat16", "dtype=float16 state_dtype=float16",
+                                       "dtype=bfloat16 state_dtype=bfloat16 "
+                                       "stochastic_rounding=true"};
+    jopt_ctx *ctx;
+    assert_int_equal(jopt_ctx_new(&ctx), JOPT_OK);
+    for (size_t k = 0; k < sizeof opts / sizeof opts[0]; k++) {
+        jopt_spec *sp;
+        const char *text;
+        T_OK(ctx, jopt_spec_open(ctx, "adam", opts[k], &sp));
+        T_OK(ctx, jopt_spec_emit(sp, NULL, "asm", &text));
+        int ymm = strstr(text, "vsqrtps\t%ymm") || strstr(text, "vsqrtps\t%zmm");
+        if (!ymm)
+            fail_msg("adam \"%s\": no full-width vsqrtps", opts[k]);
+        if (k == 1 && !strstr(text, "vcvtph2ps\t(") )
+            fail_msg("adam \"%s\": no vcvtph2ps from memory", opts[k]);
+        if (k == 1 && !strstr(text, "vcvtps2ph\t$4, %ymm") && !strstr(text, "vcvtps2ph\t$4, %zmm"))
+            fail_msg("adam \"%s\": no full-width vcvtps2ph", opts[k]);
+        if (k == 2) {
+            T_OK(ctx, jopt_spec_emit(sp, NULL, "ir", &text));
+            assert_non_null(strstr(text, "load <8 x i32>"));
+        }
+        jopt_spec_free(sp);
+    }
+    jopt_ctx_free(ctx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -491,6 +524,7 @@ int main(void)
         cmocka_unit_test(test_mixed_checkpoint_of_another_state_type),
         cmocka_unit_test(test_mixed_grad_scale_divides_and_writes_back),
         cmocka_unit_test(test_mixed_found_inf_skips_the_step),
+        cmocka_unit_test(test_mixed_kernels_vectorized),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
