@@ -19,10 +19,11 @@
  * Every measurement runs in a child process of its own (jopt's pool and the
  * memory loop's threads never share the machine), and reports the median
  * step time over repeated steps after warm-up (at least --budget seconds,
- * default 1, and 5 steps).  "mem" is a loop that reads and writes exactly
+ * default 1, and 5 steps).  "mem" is one pass that reads and writes exactly
  * the bytes the step must (Adam: p, g, m, v read; p, m, v written, each in
- * its type; SGD: p, g, buf read; p, buf written), on as many threads, cut
- * as jopt cuts tensors: the roof for that configuration.  Uses jopt.h only.
+ * its type; SGD: p, g, buf read; p, buf written) with an integer add per
+ * element, on as many threads, cut as jopt cuts tensors: the roof for that
+ * configuration.  Uses jopt.h only.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
@@ -143,36 +144,49 @@ static double time_jopt(const optimizer *o, const config *c, const workload *w, 
 /* ---- the memory-only loop -------------------------------------------------------- */
 
 typedef struct memjob {
-    int narr, nread, tid, nthreads;
+    int narr, tid, nthreads;
     int es[4];                  /* bytes per element of each array */
     void **arrays[4];           /* per tensor */
     const workload *w;
     pthread_barrier_t *bar;
     double *out;
     int steps;
-    volatile uint32_t sink;
 } memjob;
 
-/* Reads every array, writes the written ones (p and the states): 64
- * bytes at a time, as wide as the compiler makes it.  A thread takes
- * whole 65,536-element ranges, as jopt's pool does. */
+/* One pass over the elements, as the kernel makes it: each element of p,
+ * g and the states read, p and the states written (an integer add, which
+ * the compiler vectorizes), for each combination of element sizes. */
+#define MEM_LOOP(TP, TS)                                                       \
+    do {                                                                       \
+        TP *p = (TP *)j->arrays[0][t] + lo, *g = (TP *)j->arrays[1][t] + lo;   \
+        TS *s1 = (TS *)j->arrays[2][t] + lo;                                   \
+        TS *s2 = j->narr > 3 ? (TS *)j->arrays[3][t] + lo : NULL;              \
+        int64_t n = hi - lo;                                                   \
+        if (s2)                                                                \
+            for (int64_t i = 0; i < n; i++) {                                  \
+                TP x = (TP)(p[i] + g[i]);                                      \
+                s1[i] = (TS)(s1[i] + x);                                       \
+                s2[i] = (TS)(s2[i] ^ x);                                       \
+                p[i] = x;                                                      \
+            }                                                                  \
+        else                                                                   \
+            for (int64_t i = 0; i < n; i++) {                                  \
+                TP x = (TP)(p[i] + g[i]);                                      \
+                s1[i] = (TS)(s1[i] + x);                                       \
+                p[i] = x;                                                      \
+            }                                                                  \
+    } while (0)
+
 static void mem_range(memjob *j, int t, int64_t lo, int64_t hi)
 {
-    uint32_t acc = 0;
-    for (int a = 0; a < j->narr; a++) {
-        int es = j->es[a];
-        unsigned char *p = j->arrays[a][t];
-        uint32_t *q = (uint32_t *)(void *)(p + lo * es);
-        int64_t words = (hi - lo) * es / 4;
-        if (a == 1 || a >= j->nread) { /* the gradient: read only */
-            for (int64_t i = 0; i < words; i++)
-                acc += q[i];
-        } else {                    /* read and written back */
-            for (int64_t i = 0; i < words; i++)
-                q[i] = q[i] ^ 1u;
-        }
-    }
-    j->sink += acc;
+    if (j->es[0] == 4 && j->es[2] == 4)
+        MEM_LOOP(uint32_t, uint32_t);
+    else if (j->es[0] == 2 && j->es[2] == 4)
+        MEM_LOOP(uint16_t, uint32_t);
+    else if (j->es[0] == 2)
+        MEM_LOOP(uint16_t, uint16_t);
+    else
+        MEM_LOOP(uint32_t, uint16_t);
 }
 
 static void *mem_thread(void *arg)
@@ -212,7 +226,7 @@ static double time_mem(const optimizer *o, const config *c, const workload *w, i
     /* steps: enough for the budget, from one timed pass */
     double est = 0;
     {
-        memjob j = {.narr = narr, .nread = narr, .nthreads = 1, .w = w};
+        memjob j = {.narr = narr, .nthreads = 1, .w = w};
         memcpy(j.es, es, sizeof es);
         memcpy(j.arrays, arrays, sizeof arrays);
         double t0 = now();
@@ -228,7 +242,7 @@ static double time_mem(const optimizer *o, const config *c, const workload *w, i
     memjob jobs[8];
     pthread_t tids[8];
     for (int k = 0; k < threads; k++) {
-        jobs[k] = (memjob){.narr = narr, .nread = narr, .tid = k, .nthreads = threads,
+        jobs[k] = (memjob){.narr = narr, .tid = k, .nthreads = threads,
                            .w = w, .bar = &bar, .out = out, .steps = steps};
         memcpy(jobs[k].es, es, sizeof es);
         memcpy(jobs[k].arrays, arrays, sizeof arrays);
