@@ -337,7 +337,8 @@ static cg_env env_of(const cg_batch *b, size_t c, const cg_call *call, int level
     return (cg_env){call->t, call->values,
                     call->nparts ? call->parts[0].arrays : NULL,
                     call->shape, call->rank, (double)n, call->gstate,
-                    b->red_call[c], call->gred, level, level == g->nlevels - 1};
+                    b->red_call[c], call->gred, level, level == g->nlevels - 1,
+                    call->grad_scale, call->srkey};
 }
 
 /* the level's GEMMs of a matrix call, cut into blocks */

@@ -156,6 +156,13 @@ typedef struct cg_graph {
      * then the inputs; a vector kernel's arrays are its own */
     int nslots;
     uint8_t kind[CG_MAX_SLOTS];      /* cg_kind */
+    uint8_t dtype[CG_MAX_SLOTS];     /* CG_DT_*: what an element is in
+                                        memory (loads widen to float32,
+                                        stores round once) */
+    uint8_t sr[CG_MAX_SLOTS];        /* 1: a bfloat16 store that rounds
+                                        stochastically, with the key at
+                                        u[sru[slot]] */
+    int32_t sru[CG_MAX_SLOTS];
     int32_t store[CG_MAX_SLOTS];     /* the node stored there, or -1 */
     /* group state: its value at the end of the step, or -1 */
     int ngstate;
@@ -163,6 +170,8 @@ typedef struct cg_graph {
     /* per-step values other code reads: in uslot order */
     int32_t *uniform;
     int nuniform;
+    int nextra;       /* per-call values after them in u: the keys of
+                         the stochastic stores */
     /* reductions, by kind of result: into a tensor value (red[] of a
      * call), a row or column array, a group value */
     int nreduce, nrowred, ncolred, ngred;
@@ -175,6 +184,8 @@ typedef struct cg_graph {
     cg_loop *loops;
     int nloops;
     int two_d;        /* has row or column values: ELEM loops by rows */
+    int defer_stores; /* every store in the last level's loops (16-bit
+                         arrays: nothing is read back rounded) */
     uint64_t read;    /* slots live code loads */
     /* each pass over the elements (a loop of kind COLS or ELEM, in order):
      * the slots it loads (or reads back) and the slots it stores */
@@ -322,6 +333,8 @@ typedef struct cg_env {
     const double *gred;       /* the group's reductions, or NULL */
     int level;                /* evaluate what is known at this level */
     int last;                 /* the last level: write the scalar state */
+    double grad_scale;        /* the call's gradient scale */
+    uint64_t srkey;           /* the call's stochastic-rounding key */
 } cg_env;
 /* Evaluates the per-step values known at env->level into u (the values
  * others read) and `scratch` (g->n doubles); at the last level writes the
@@ -352,6 +365,20 @@ typedef struct cg_task {
 /* A kernel loop over a list of tasks: one call covers any number of
  * tensors of a group. */
 typedef void (*cg_kernel_fn)(const cg_task *tasks, int64_t ntasks);
+
+/* interp.c: conversions of the 16-bit types, as the JIT does them (emit.c):
+ * bfloat16 by integer arithmetic, round to nearest even (NaN: 0x7fc0);
+ * float16 as IEEE (x86's vcvtps2ph: round to nearest even, NaN keeps its
+ * sign and top payload bits, quieted); stochastic rounding of element
+ * `index` with a store's 32-bit key (cg_sr_bits). */
+float cg_bf16_to_f32(uint16_t h);
+uint16_t cg_f32_to_bf16(float f);
+float cg_f16_to_f32(uint16_t h);
+uint16_t cg_f32_to_f16(float f);
+uint32_t cg_sr_bits(uint32_t key, int64_t index);
+uint16_t cg_f32_to_bf16_sr(float f, uint32_t bits);
+/* the 32-bit key of a call's stochastic store to array `slot` */
+uint32_t cg_sr_slot_key(uint64_t callkey, int slot);
 
 /* interp.c: the reference engine's loop over one task */
 void cg_interp_run(const cg_graph *g, const cg_loop *l, const cg_task *t);

@@ -25,6 +25,7 @@
  * added in interp.c's order.
  */
 #include <llvm-c/Core.h>
+#include <llvm-c/DebugInfo.h> /* LLVMTemporaryMDNode: a loop's self-reference */
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -50,7 +51,8 @@ typedef struct emitter {
     LLVMContextRef ctx;
     LLVMModuleRef mod;
     LLVMBuilderRef b;
-    LLVMTypeRef f32, f64, i1, i64, ptr;
+    LLVMTypeRef f32, f64, i1, i64, ptr, i16, i32, f16;
+    unsigned vwidth;       /* float lanes of the target's vector width */
     const cg_graph *g;
     const cg_loop *loop;
     uint8_t *how;          /* the current loop's plan */
@@ -60,6 +62,11 @@ typedef struct emitter {
     LLVMValueRef axis[2 * CG_MAX_AXISRED];
     LLVMValueRef begin, end, u, red, rows, cols, base, nmat;
     LLVMValueRef at_e, at_row, at_col; /* the element's indices */
+    LLVMValueRef srkey[CG_MAX_SLOTS];  /* a stochastic store's 32-bit key */
+    /* pairs of bfloat16 elements (emit_pair_loop): 1 the even element, 2
+     * the odd; each array's 32-bit word and the even half to store */
+    int pair;
+    LLVMValueRef word[CG_MAX_SLOTS], half[CG_MAX_SLOTS];
 } emitter;
 
 static void add_attr(LLVMContextRef ctx, LLVMValueRef fn, unsigned idx,
@@ -154,14 +161,6 @@ static LLVMValueRef gep(emitter *e, LLVMTypeRef t, LLVMValueRef base, LLVMValueR
     return LLVMBuildInBoundsGEP2(e->b, t, base, &i, 1, "");
 }
 
-/* element `at` of slot s's array, by what the slot holds */
-static LLVMValueRef slot_ptr(emitter *e, int s)
-{
-    int k = e->g->kind[s];
-    return gep(e, e->f32, e->array[s], k == CG_KIND_ROW ? e->at_row
-                                       : k == CG_KIND_COL ? e->at_col : e->at_e);
-}
-
 /* a row or column reduction's value, rounded to float */
 static LLVMValueRef axis_value(emitter *e, const cg_node *x)
 {
@@ -172,13 +171,116 @@ static LLVMValueRef axis_value(emitter *e, const cg_node *x)
     return LLVMBuildFPTrunc(e->b, LLVMBuildLoad2(e->b, e->f64, p, ""), e->f32, "");
 }
 
+/* ---- element types: loads widen to float, stores round once ------------------
+ * bfloat16 by integer arithmetic (full vector width on every x86 target;
+ * `fptrunc to bfloat` would be a libcall per element without AVX512-BF16),
+ * float16 by fpext/fptrunc (F16C's vcvtph2ps/vcvtps2ph).  interp.c computes
+ * the same on integers. */
+
+static LLVMValueRef u32c(emitter *e, unsigned v)
+{
+    return LLVMConstInt(e->i32, v, 0);
+}
+
+static LLVMValueRef elem_ptr(emitter *e, int s)
+{
+    int k = e->g->kind[s];
+    LLVMValueRef at = k == CG_KIND_ROW ? e->at_row : k == CG_KIND_COL ? e->at_col : e->at_e;
+    LLVMTypeRef t = e->g->dtype[s] == CG_DT_BF16 ? e->i16 : e->g->dtype[s] == CG_DT_F16
+                    ? e->f16 : e->f32;
+    return gep(e, t, e->array[s], at);
+}
+
+static LLVMValueRef load_slot(emitter *e, int s)
+{
+    LLVMBuilderRef b = e->b;
+    if (e->pair) { /* the even element: the word's low half, shifted up */
+        if (!e->word[s]) {
+            LLVMValueRef w = LLVMBuildLoad2(b, e->i32, elem_ptr(e, s), "");
+            LLVMSetAlignment(w, 2);
+            e->word[s] = w;
+        }
+        LLVMValueRef w = e->pair == 1 ? LLVMBuildShl(b, e->word[s], u32c(e, 16), "")
+                                      : LLVMBuildAnd(b, e->word[s], u32c(e, 0xffff0000u), "");
+        return LLVMBuildBitCast(b, w, e->f32, "");
+    }
+    switch (e->g->dtype[s]) {
+    case CG_DT_BF16: {
+        LLVMValueRef h = LLVMBuildLoad2(b, e->i16, elem_ptr(e, s), "");
+        LLVMValueRef w = LLVMBuildShl(b, LLVMBuildZExt(b, h, e->i32, ""), u32c(e, 16), "");
+        return LLVMBuildBitCast(b, w, e->f32, "");
+    }
+    case CG_DT_F16:
+        return LLVMBuildFPExt(b, LLVMBuildLoad2(b, e->f16, elem_ptr(e, s), ""), e->f32, "");
+    default:
+        return LLVMBuildLoad2(b, e->f32, elem_ptr(e, s), "");
+    }
+}
+
+/* interp.c's cg_sr_bits of the element's index */
+static LLVMValueRef sr_bits(emitter *e, LLVMValueRef key)
+{
+    LLVMBuilderRef b = e->b;
+    LLVMValueRef lo = LLVMBuildTrunc(b, e->at_e, e->i32, "");
+    LLVMValueRef hi = LLVMBuildTrunc(b, LLVMBuildLShr(b, e->at_e, i64c(e, 32), ""), e->i32, "");
+    LLVMValueRef x = LLVMBuildAdd(b, LLVMBuildAdd(b, LLVMBuildMul(b, lo, u32c(e, 0x9e3779b9u), ""),
+                                                  LLVMBuildMul(b, hi, u32c(e, 0x7feb352du), ""), ""),
+                                  key, "");
+    static const unsigned shift[3] = {16, 15, 16}, mul[2] = {0x7feb352du, 0x846ca68bu};
+    for (int k = 0; k < 3; k++) {
+        x = LLVMBuildXor(b, x, LLVMBuildLShr(b, x, u32c(e, shift[k]), ""), "");
+        if (k < 2)
+            x = LLVMBuildMul(b, x, u32c(e, mul[k]), "");
+    }
+    return x;
+}
+
+static void store_slot(emitter *e, int s, LLVMValueRef v)
+{
+    LLVMBuilderRef b = e->b;
+    if (e->g->dtype[s] == CG_DT_F16) {
+        LLVMBuildStore(b, LLVMBuildFPTrunc(b, v, e->f16, ""), elem_ptr(e, s));
+        return;
+    }
+    if (e->g->dtype[s] != CG_DT_BF16) {
+        LLVMBuildStore(b, v, elem_ptr(e, s));
+        return;
+    }
+    /* a NaN becomes 0x7fc00000 first, which rounds to 0x7fc0 either way:
+     * one select on the 32-bit lanes, before they are narrowed */
+    LLVMValueRef nan = LLVMBuildFCmp(b, LLVMRealUNO, v, v, "");
+    LLVMValueRef u = LLVMBuildSelect(b, nan, u32c(e, 0x7fc00000u),
+                                     LLVMBuildBitCast(b, v, e->i32, ""), ""), r;
+    if (e->g->sr[s]) { /* + 16 random bits, truncated */
+        LLVMValueRef bits = LLVMBuildLShr(b, sr_bits(e, e->srkey[s]), u32c(e, 16), "");
+        r = LLVMBuildAdd(b, u, bits, "");
+    } else {           /* + 0x7fff + the kept part's lowest bit */
+        LLVMValueRef lsb = LLVMBuildAnd(b, LLVMBuildLShr(b, u, u32c(e, 16), ""), u32c(e, 1), "");
+        r = LLVMBuildAdd(b, LLVMBuildAdd(b, u, u32c(e, 0x7fff), ""), lsb, "");
+    }
+    if (e->pair == 1) { /* the even element: the low half of the word */
+        e->half[s] = LLVMBuildLShr(b, r, u32c(e, 16), "");
+        return;
+    }
+    if (e->pair == 2) { /* the odd one, and the pair's word */
+        LLVMValueRef w = LLVMBuildOr(b, e->half[s], LLVMBuildAnd(b, r, u32c(e, 0xffff0000u), ""), "");
+        e->at_e = LLVMBuildNSWAdd(b, e->at_e, i64c(e, -1), ""); /* the pair's address */
+        LLVMValueRef st = LLVMBuildStore(b, w, elem_ptr(e, s));
+        LLVMSetAlignment(st, 2);
+        e->at_e = LLVMBuildNSWAdd(b, e->at_e, i64c(e, 1), "");
+        return;
+    }
+    LLVMValueRef h = LLVMBuildTrunc(b, LLVMBuildLShr(b, r, u32c(e, 16), ""), e->i16, "");
+    LLVMBuildStore(b, h, elem_ptr(e, s));
+}
+
 static LLVMValueRef compute(emitter *e, int32_t i)
 {
     const cg_node *x = &e->g->nodes[i];
     LLVMValueRef A[3] = {NULL, NULL, NULL};
     emitter *E = e;
     if (x->op == CG_LOAD)
-        return LLVMBuildLoad2(e->b, e->f32, slot_ptr(e, x->slot), "");
+        return load_slot(e, x->slot);
     for (int k = 0; k < cg_op_arity((cg_op)x->op); k++)
         A[k] = e->val[x->arg[k]];
     switch ((cg_op)x->op) {
@@ -211,8 +313,7 @@ static void eval(emitter *e, int ph)
         if (phase(e, i) != ph)
             continue;
         if (e->how[i] == CG_HOW_RELOAD)
-            e->val[i] = LLVMBuildLoad2(e->b, e->f32,
-                                       slot_ptr(e, cg_reload_slot(g, i, e->loop)), "");
+            e->val[i] = load_slot(e, cg_reload_slot(g, i, e->loop));
         else if (e->how[i] == CG_HOW_AXIS)
             e->val[i] = axis_value(e, &g->nodes[i]);
         else
@@ -226,10 +327,10 @@ static void store(emitter *e)
     const cg_graph *g = e->g;
     for (int s = 0; s < g->nslots; s++)
         if (cg_loop_stores(g, e->loop, s))
-            LLVMBuildStore(e->b, e->val[g->store[s]], slot_ptr(e, s));
-    for (int w = 0; w < g->nwork; w++)
+            store_slot(e, s, e->val[g->store[s]]);
+    for (int w = 0; w < g->nwork; w++) /* workspace: float32 */
         if (cg_loop_stores_work(g, e->loop, w))
-            LLVMBuildStore(e->b, e->val[g->work[w].node], slot_ptr(e, g->work[w].slot));
+            LLVMBuildStore(e->b, e->val[g->work[w].node], elem_ptr(e, g->work[w].slot));
 }
 
 /* the per-step operands, before the loop */
@@ -251,6 +352,12 @@ static void uniforms(emitter *e)
                                                LLVMConstReal(e->f64, 0), "")
                                : LLVMBuildFPTrunc(e->b, d, e->f32, "");
     }
+    for (int s = 0; s < g->nslots; s++) /* the stochastic stores' keys */
+        if (g->sr[s]) {
+            LLVMValueRef d = LLVMBuildLoad2(e->b, e->f64, gep(e, e->f64, e->u,
+                                                              i64c(e, g->sru[s])), "");
+            e->srkey[s] = LLVMBuildFPToUI(e->b, d, e->i32, "");
+        }
 }
 
 /* ---- reductions ------------------------------------------------------------- */
@@ -309,6 +416,28 @@ static LLVMValueRef widen(emitter *e, int32_t i)
 
 /* ---- flat loops ------------------------------------------------------------- */
 
+/* A loop over float16 elements asks for the full vector width: the
+ * vectorizer's cost model would take 4 lanes for fpext/fptrunc half, and
+ * narrow the whole loop with them (docs/notes/mixed-precision-ir.md: 2x
+ * slower).  The loop ID is a self-referential node, as LLVM wants it. */
+static void full_width(emitter *e, LLVMValueRef latch)
+{
+    int f16 = 0;
+    for (int s = 0; s < e->g->nslots; s++)
+        f16 |= e->g->dtype[s] == CG_DT_F16;
+    if (!f16)
+        return;
+    static const char width[] = "llvm.loop.vectorize.width";
+    LLVMMetadataRef w[2] = {LLVMMDStringInContext2(e->ctx, width, sizeof width - 1),
+                            LLVMValueAsMetadata(u32c(e, e->vwidth))};
+    LLVMMetadataRef self = LLVMTemporaryMDNode(e->ctx, NULL, 0);
+    LLVMMetadataRef ops[2] = {self, LLVMMDNodeInContext2(e->ctx, w, 2)};
+    LLVMMetadataRef id = LLVMMDNodeInContext2(e->ctx, ops, 2);
+    LLVMMetadataReplaceAllUsesWith(self, id); /* and frees the temporary */
+    LLVMSetMetadata(latch, LLVMGetMDKindIDInContext(e->ctx, "llvm.loop", 9),
+                    LLVMMetadataAsValue(e->ctx, id));
+}
+
 static void set_flat_index(emitter *e, LLVMValueRef i)
 {
     e->at_e = e->at_row = e->at_col = i;
@@ -328,10 +457,76 @@ static void emit_plain_loop(emitter *e, LLVMBasicBlockRef entry)
     eval(e, 2);
     store(e);
     LLVMValueRef next = LLVMBuildNSWAdd(b, i, i64c(e, 1), "");
-    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, next, e->end, ""), loop, done);
+    full_width(e, LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, next, e->end, ""),
+                                  loop, done));
     LLVMBasicBlockRef in_b[2] = {entry, loop};
     LLVMValueRef in_v[2] = {e->begin, next};
     LLVMAddIncoming(i, in_v, in_b, 2);
+    LLVMPositionBuilderAtEnd(b, done);
+    LLVMBuildRetVoid(b);
+}
+
+/* Whether a flat loop without sums can take its elements in pairs: every
+ * array it reads or writes is bfloat16. */
+static int pairable(const emitter *e)
+{
+    const cg_graph *g = e->g;
+    if (g->two_d || e->loop->kind != CG_LOOP_ELEM)
+        return 0;
+    int any = 0;
+    for (int s = 0; s < g->nslots; s++) {
+        int lv, k;
+        cg_store_loop(g, s, &lv, &k);
+        int stored = lv == e->loop->level && k == e->loop->kind;
+        if ((g->read >> s & 1) || stored) {
+            if (g->dtype[s] != CG_DT_BF16 || g->kind[s] != CG_KIND_ELEM)
+                return 0;
+            any = 1;
+        }
+    }
+    return any;
+}
+
+/* A flat loop over pairs of bfloat16 elements: one 32-bit word of each
+ * array holds elements i and i + 1, which widen by a shift and a mask, and
+ * whose two rounded halves go back as one word.  The same arithmetic as
+ * one element at a time, with a quarter of the shifts and shuffles that
+ * widening and narrowing 16-bit lanes costs (the ports the divider shares
+ * on Zen 3).  An odd element at the end takes the plain loop's path. */
+static void emit_pair_loop(emitter *e, LLVMBasicBlockRef entry)
+{
+    LLVMBuilderRef b = e->b;
+    LLVMBasicBlockRef loop = LLVMAppendBasicBlockInContext(e->ctx, e->fn, "pairs");
+    LLVMBasicBlockRef last = LLVMAppendBasicBlockInContext(e->ctx, e->fn, "last");
+    LLVMBasicBlockRef one = LLVMAppendBasicBlockInContext(e->ctx, e->fn, "one");
+    LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(e->ctx, e->fn, "done");
+    /* pair_end = begin + (max(end - begin, 0) rounded down to even) */
+    LLVMValueRef zero = i64c(e, 0);
+    LLVMValueRef n = LLVMBuildSub(b, e->end, e->begin, "");
+    n = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSGT, n, zero, ""), n, zero, "");
+    LLVMValueRef pend = LLVMBuildAdd(b, e->begin, LLVMBuildAnd(b, n, i64c(e, -2), ""), "");
+    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, e->begin, pend, ""), loop, last);
+    LLVMPositionBuilderAtEnd(b, loop);
+    LLVMValueRef i = LLVMBuildPhi(b, e->i64, "i");
+    memset(e->word, 0, sizeof e->word);
+    for (e->pair = 1; e->pair <= 2; e->pair++) {
+        set_flat_index(e, e->pair == 1 ? i : LLVMBuildNSWAdd(b, i, i64c(e, 1), ""));
+        eval(e, 2);
+        store(e);
+    }
+    e->pair = 0;
+    LLVMValueRef next = LLVMBuildNSWAdd(b, i, i64c(e, 2), "");
+    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, next, pend, ""), loop, last);
+    LLVMBasicBlockRef in_b[2] = {entry, loop};
+    LLVMValueRef in_v[2] = {e->begin, next};
+    LLVMAddIncoming(i, in_v, in_b, 2);
+    LLVMPositionBuilderAtEnd(b, last);
+    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, pend, e->end, ""), one, done);
+    LLVMPositionBuilderAtEnd(b, one);
+    set_flat_index(e, pend);
+    eval(e, 2);
+    store(e);
+    LLVMBuildBr(b, done);
     LLVMPositionBuilderAtEnd(b, done);
     LLVMBuildRetVoid(b);
 }
@@ -475,16 +670,18 @@ static void loop_open(emitter *e, counted *c, LLVMValueRef from, LLVMValueRef to
     LLVMAddIncoming(c->i, in, from_b, 1);
 }
 
-static void loop_close(emitter *e, counted *c, LLVMValueRef to)
+static LLVMValueRef loop_close(emitter *e, counted *c, LLVMValueRef to)
 {
     LLVMBuilderRef b = e->b;
     LLVMValueRef next = LLVMBuildNSWAdd(b, c->i, i64c(e, 1), "");
     LLVMBasicBlockRef latch = LLVMGetInsertBlock(b);
-    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, next, to, ""), c->body, c->done);
+    LLVMValueRef br = LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, next, to, ""),
+                                      c->body, c->done);
     LLVMValueRef in[1] = {next};
     LLVMBasicBlockRef from_b[1] = {latch};
     LLVMAddIncoming(c->i, in, from_b, 1);
     LLVMPositionBuilderAtEnd(b, c->done);
+    return br;
 }
 
 static LLVMValueRef lane_slot(emitter *e, LLVMValueRef lanes, int r, LLVMValueRef j)
@@ -527,7 +724,7 @@ static void emit_rows_loop(emitter *e, const accs *a)
         e->at_col = LLVMBuildAdd(b, colbase, cols.i, "");
         eval(e, 2);
         store(e);
-        loop_close(e, &cols, e->cols);
+        full_width(e, loop_close(e, &cols, e->cols));
     } else {
         /* blocks of CG_LANES columns, column c0 + j into lane j (a constant
          * index: SROA keeps the lanes in registers), then the row's tail,
@@ -736,6 +933,8 @@ static void emit_inner(emitter *e)
         emit_rows_loop(e, &a);
     else if (a.nt)
         emit_lane_loop(e, entry, &a);
+    else if (pairable(e))
+        emit_pair_loop(e, entry);
     else
         emit_plain_loop(e, entry);
 }
@@ -820,6 +1019,10 @@ int cg_emit_module(LLVMContextRef ctx, const cg_target *t, const cg_graph *g,
     e.i1 = LLVMInt1TypeInContext(ctx);
     e.i64 = LLVMInt64TypeInContext(ctx);
     e.ptr = LLVMPointerTypeInContext(ctx, 0);
+    e.i16 = LLVMInt16TypeInContext(ctx);
+    e.i32 = LLVMInt32TypeInContext(ctx);
+    e.f16 = LLVMHalfTypeInContext(ctx);
+    e.vwidth = (unsigned)atoi(t->vector_width) / 32;
     e.val = calloc((size_t)g->n + 1, sizeof *e.val);
     e.how = malloc((size_t)g->n + 1);
     LLVMTypeRef *params = calloc(np, sizeof *params), field_ty[NFIELDS];

@@ -290,7 +290,7 @@ static int slot_dom(int kind)
 void cg_store_loop(const cg_graph *g, int slot, int *level, int *kind)
 {
     int v = g->store[slot];
-    *level = v >= 0 ? g->nodes[v].level : -1;
+    *level = v < 0 ? -1 : g->defer_stores ? g->nlevels - 1 : g->nodes[v].level;
     int d = slot_dom(g->kind[slot]);
     *kind = d == CG_DOM_ROW ? CG_LOOP_ROW : d == CG_DOM_COL ? CG_LOOP_COL
             : d == CG_DOM_ELEM ? CG_LOOP_ELEM : -1; /* a scalar: per step */
@@ -615,6 +615,11 @@ static int number_uniforms(cg_graph *g, const char *where, char *err)
     g->uniform = uni;
     g->nuniform = nuni;
     uni = NULL;
+    g->nextra = 0; /* each stochastic store's key follows them */
+    for (int s = 0; s < g->nslots; s++) {
+        g->sr[s] = g->sr[s] && g->store[s] >= 0;
+        g->sru[s] = g->sr[s] ? nuni + g->nextra++ : -1;
+    }
 done:
     free(keep);
     free(how);
@@ -681,6 +686,11 @@ int cg_graph_finish(cg_graph *g, const char *where, char *err)
     }
     for (int s = 0; s < g->nslots; s++) {
         int32_t v = g->store[s];
+        /* 16-bit elements: only in per-element arrays; stochastic stores
+         * only to bfloat16 */
+        if (g->dtype[s] >= CG_NDT || (g->dtype[s] != CG_DT_F32 && g->kind[s] != CG_KIND_ELEM) ||
+            (g->sr[s] && g->dtype[s] != CG_DT_BF16))
+            goto bad;
         if (v < -1 || v >= g->n || (v >= 0 && g->nodes[v].boolean) ||
             (v >= 0 && g->kind[s] == CG_KIND_INPUT) ||
             (v >= 0 && cg_dom_join(g->nodes[v].dom, slot_dom(g->kind[s])) !=
@@ -697,6 +707,12 @@ int cg_graph_finish(cg_graph *g, const char *where, char *err)
         if (v < 0 || v >= g->n || cg_dom_varying(g->nodes[v].dom) || g->nodes[v].boolean)
             goto bad;
     }
+    /* With 16-bit arrays, every store waits for the last pass: a value the
+     * last pass needs is then recomputed from the old data, unrounded, as
+     * in a one-pass kernel, rather than read back rounded. */
+    g->defer_stores = 0;
+    for (int s = 0; s < g->nslots; s++)
+        g->defer_stores |= g->dtype[s] != CG_DT_F32;
     int rc = assign_levels(g, where, err);
     if (rc == JOPT_OK)
         rc = check_guards(g, where, err);

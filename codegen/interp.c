@@ -112,6 +112,143 @@ float cg_eval_float(cg_op op, float a, float b, float c)
     return NAN;
 }
 
+/* ---- the 16-bit types ---------------------------------------------------------
+ * Exactly what emit.c's IR computes, on integers, so that the two engines
+ * agree bit for bit (NaN included). */
+
+const char *cg_dt_name(int dt)
+{
+    return dt == CG_DT_BF16 ? "bfloat16" : dt == CG_DT_F16 ? "float16" : "float32";
+}
+
+static uint32_t bits_of(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static float float_of(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+float cg_bf16_to_f32(uint16_t h) { return float_of((uint32_t)h << 16); }
+
+/* round to nearest even: c10's round_to_nearest_even; its NaN */
+uint16_t cg_f32_to_bf16(float f)
+{
+    uint32_t u = bits_of(f);
+    if (isnan(f))
+        return 0x7fc0;
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+/* lowbias32 (C. Wellons' hash-prospector) of a Weyl sequence over the
+ * index: cheap in vector code (32-bit multiplies), and its 16 top bits
+ * pass a chi-square test over consecutive indices (docs/notes/
+ * mixed-precision-ir.md, "(d)") */
+uint32_t cg_sr_bits(uint32_t key, int64_t index)
+{
+    uint64_t i = (uint64_t)index;
+    uint32_t x = (uint32_t)i * 0x9e3779b9u + (uint32_t)(i >> 32) * 0x7feb352du + key;
+    x ^= x >> 16;
+    x *= 0x7feb352du;
+    x ^= x >> 15;
+    x *= 0x846ca68bu;
+    x ^= x >> 16;
+    return x;
+}
+
+/* stochastic rounding: 16 random bits added below bfloat16's last bit,
+ * then truncation, rounds away from zero with probability (the bits cut
+ * off) / 65536: unbiased */
+uint16_t cg_f32_to_bf16_sr(float f, uint32_t bits)
+{
+    if (isnan(f))
+        return 0x7fc0;
+    return (uint16_t)((bits_of(f) + (bits >> 16)) >> 16);
+}
+
+/* IEEE binary16, as vcvtph2ps: exact */
+float cg_f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+    if (exp == 0x1f) /* Inf; NaN quieted, payload kept (as vcvtph2ps) */
+        return float_of(sign | 0x7f800000u | man << 13 | (man ? 0x400000u : 0));
+    if (exp == 0) {  /* zero, subnormal: man * 2^-24, exact in float */
+        float v = (float)man * 0x1p-24f;
+        return sign ? -v : v;
+    }
+    return float_of(sign | (exp + 112) << 23 | man << 13);
+}
+
+/* IEEE binary16, round to nearest even, as vcvtps2ph (imm 0): overflow to
+ * Inf, subnormal results rounded, NaN quieted with its top payload bits */
+uint16_t cg_f32_to_f16(float f)
+{
+    uint32_t u = bits_of(f);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000);
+    uint32_t a = u & 0x7fffffffu;
+    if (a > 0x7f800000u)
+        return (uint16_t)(sign | 0x7e00 | ((a >> 13) & 0x3ff));
+    if (a >= 0x477ff000u) /* at or past the tie with 65536: Inf */
+        return (uint16_t)(sign | 0x7c00);
+    if (a < 0x38800000u) { /* below 2^-14: a subnormal (or zero) result */
+        if (a < 0x33000000u) /* at or below 2^-25: rounds to zero */
+            return sign;
+        uint32_t man = (a & 0x7fffff) | 0x800000, e = a >> 23;
+        int shift = 126 - (int)e; /* 14..24: result = man >> (shift - 0) */
+        uint32_t r = man >> shift, rem = man & ((1u << shift) - 1), half = 1u << (shift - 1);
+        r += rem > half || (rem == half && (r & 1));
+        return (uint16_t)(sign | r);
+    }
+    uint32_t r = a - 0x38000000u; /* rebias 127 -> 15 */
+    r = (r + 0xfffu + ((r >> 13) & 1u)) >> 13;
+    return (uint16_t)(sign | r);
+}
+
+void cg_dt_fill(void *dst, int dt, int64_t n, double v)
+{
+    float f = (float)v;
+    uint16_t h = dt == CG_DT_BF16 ? cg_f32_to_bf16(f) : cg_f32_to_f16(f);
+    for (int64_t i = 0; i < n; i++) {
+        if (dt == CG_DT_F32)
+            ((float *)dst)[i] = f;
+        else
+            ((uint16_t *)dst)[i] = h;
+    }
+}
+
+double cg_dt_get(const void *src, int dt, int64_t i)
+{
+    const uint16_t *h = src;
+    return dt == CG_DT_BF16 ? cg_bf16_to_f32(h[i]) : dt == CG_DT_F16 ? cg_f16_to_f32(h[i])
+                                                                     : ((const float *)src)[i];
+}
+
+uint32_t cg_sr_slot_key(uint64_t callkey, int slot)
+{
+    uint64_t z = callkey ^ ((uint64_t)(slot + 1) * 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return (uint32_t)((z ^ (z >> 31)) >> 32);
+}
+
+static uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+uint64_t cg_sr_key(uint64_t seed, uint64_t step, uint64_t tensor)
+{
+    return mix64(mix64(mix64(seed + 0x9e3779b97f4a7c15ull) ^ step) ^ tensor);
+}
+
 double cg_reduce_identity(int kind)
 {
     return kind == CG_REDUCE_MAX ? -INFINITY : 0.0;
@@ -145,6 +282,7 @@ void cg_interp_uniforms(const cg_graph *g, const cg_env *env, double *u,
             break;
         case CG_GSTATE: val[i] = env->gstate[x->slot]; break;
         case CG_HYPER: val[i] = env->values[x->slot]; break;
+        case CG_GSCALE: val[i] = env->grad_scale; break;
         case CG_SHAPE:
             val[i] = x->slot == 0 ? env->numel
                      : x->slot <= env->rank ? (double)env->shape[x->slot - 1] : NAN;
@@ -160,6 +298,9 @@ void cg_interp_uniforms(const cg_graph *g, const cg_env *env, double *u,
     }
     for (int s = 0; s < g->nuniform; s++)
         u[s] = val[g->uniform[s]];
+    for (int s = 0; s < g->nslots; s++) /* the stochastic stores' keys */
+        if (g->sr[s])
+            u[g->sru[s]] = cg_sr_slot_key(env->srkey, s);
     /* new scalar states: once every level has read the old ones */
     for (int s = 0; env->last && s < g->nslots; s++) {
         if (g->store[s] < 0)
@@ -179,10 +320,37 @@ typedef struct where {
     int64_t e, row, col; /* the element, its row and its column index */
 } where;
 
-static float *slot_at(const cg_task *t, const cg_graph *g, int s, where at)
+static int64_t index_of(const cg_graph *g, int s, where at)
 {
     int k = g->kind[s];
-    return &t->arrays[s][k == CG_KIND_ROW ? at.row : k == CG_KIND_COL ? at.col : at.e];
+    return k == CG_KIND_ROW ? at.row : k == CG_KIND_COL ? at.col : at.e;
+}
+
+/* an array's element, widened to float */
+static float load_at(const cg_task *t, const cg_graph *g, int s, where at)
+{
+    int64_t i = index_of(g, s, at);
+    const uint16_t *h = (const uint16_t *)(const void *)t->arrays[s];
+    switch (g->dtype[s]) {
+    case CG_DT_BF16: return cg_bf16_to_f32(h[i]);
+    case CG_DT_F16: return cg_f16_to_f32(h[i]);
+    default: return t->arrays[s][i];
+    }
+}
+
+/* a value stored, rounded once to the array's type */
+static void store_at(const cg_task *t, const cg_graph *g, int s, where at, float v)
+{
+    int64_t i = index_of(g, s, at);
+    uint16_t *h = (uint16_t *)(void *)t->arrays[s];
+    switch (g->dtype[s]) {
+    case CG_DT_BF16:
+        h[i] = g->sr[s] ? cg_f32_to_bf16_sr(v, cg_sr_bits((uint32_t)t->u[g->sru[s]], i))
+                        : cg_f32_to_bf16(v);
+        break;
+    case CG_DT_F16: h[i] = cg_f32_to_f16(v); break;
+    default: t->arrays[s][i] = v;
+    }
 }
 
 static float axis_at(const cg_task *t, const cg_graph *g, const cg_node *x,
@@ -214,11 +382,11 @@ static void eval(const cg_graph *g, const cg_loop *l, const uint8_t *how,
             continue;
         const cg_node *x = &g->nodes[i];
         if (how[i] == CG_HOW_RELOAD)
-            val[i] = *slot_at(t, g, cg_reload_slot(g, i, l), at);
+            val[i] = load_at(t, g, cg_reload_slot(g, i, l), at);
         else if (how[i] == CG_HOW_AXIS)
             val[i] = axis_at(t, g, x, at);
         else if (x->op == CG_LOAD)
-            val[i] = *slot_at(t, g, x->slot, at);
+            val[i] = load_at(t, g, x->slot, at);
         else
             val[i] = cg_eval_float((cg_op)x->op,
                                    x->arg[0] >= 0 ? val[x->arg[0]] : 0,
@@ -261,7 +429,7 @@ static void store(const cg_graph *g, const lists *L, const float *val,
                   const cg_task *t, where at)
 {
     for (int k = 0; k < L->nstore; k++)
-        *slot_at(t, g, L->slot[k], at) = val[L->node[k]];
+        store_at(t, g, L->slot[k], at, val[L->node[k]]);
 }
 
 void cg_interp_run(const cg_graph *g, const cg_loop *l, const cg_task *t)
@@ -278,7 +446,7 @@ void cg_interp_run(const cg_graph *g, const cg_loop *l, const cg_task *t)
             if (g->store[s] >= 0 && g->kind[s] == CG_KIND_ELEM && l->kind == CG_LOOP_ELEM)
                 for (int64_t e = t->begin * (g->two_d ? t->cols : 1);
                      e < t->end * (g->two_d ? t->cols : 1); e++)
-                    t->arrays[s][e] = NAN;
+                    store_at(t, g, s, (where){e, e, e}, NAN);
         if (big) {
             free(val);
             free(how);

@@ -3,9 +3,10 @@
  *
  * A kernel is keyed by everything that determines it: the spec's text, the
  * hyperparameter values it was specialised to, the variant (fresh or not,
- * a named kernel, the inputs given), the tensors' rank when the spec looks
- * at it (their shape when it reads its sizes or multiplies matrices), and
- * the engine (the target is the host, fixed per process).  Two groups with
+ * a named kernel, the inputs given, the arrays' element types, stochastic
+ * rounding, loss scaling), the tensors' rank when the spec looks at it
+ * (their shape when it reads its sizes or multiplies matrices), and the
+ * engine (the target is the host, fixed per process).  Two groups with
  * equal values share one kernel, and so do tensors of any rank when the
  * spec never asks for it.  Kernels are reference counted; an
  * unreferenced one stays cached until the cache is over CACHE_KEEP.
@@ -101,10 +102,13 @@ static unsigned char *make_key(const cg_request *r, int rank, const int64_t *sha
     const char *src = cg_spec_text(r->spec, &srclen);
     /* the lengths first: no two different requests share a key */
     size_t ns = shape ? (size_t)rank : 0;
-    int64_t head[8] = {(int64_t)nh, (int64_t)nv, (int64_t)namelen,
+    /* the element types and stores (zero for a vector kernel: float32) */
+    int64_t prec = r->vkernel ? 0 : r->dtype | r->grad_dtype << 4 | r->state_dtype << 8 |
+                                    (r->stochastic != 0) << 12 | (r->grad_scale != 0) << 13;
+    int64_t head[9] = {(int64_t)nh, (int64_t)nv, (int64_t)namelen,
                        (int64_t)srclen, rank, r->vkernel ? 0 : r->fresh,
                        (int64_t)r->inputs * 4 + r->reference * 2 + (r->vkernel != NULL),
-                       (int64_t)ns};
+                       (int64_t)ns, prec};
     size_t sl = ns * sizeof(int64_t);
     *len = sizeof head + sl + nh + nv * sizeof(double) + namelen + srclen;
     unsigned char *key = malloc(*len);
@@ -133,6 +137,11 @@ static unsigned char *make_key(const cg_request *r, int rank, const int64_t *sha
  * hold up other contexts' compiles). */
 static int trace_request(const cg_request *r, cg_graph **g, char *err)
 {
+    if (r->dtype >= CG_NDT || r->grad_dtype >= CG_NDT || r->state_dtype >= CG_NDT)
+        return cg_fail(err, JOPT_EINVAL, "element type %d is not float32 (0), "
+                       "bfloat16 (1) or float16 (2)",
+                       r->dtype >= CG_NDT ? r->dtype : r->grad_dtype >= CG_NDT
+                       ? r->grad_dtype : r->state_dtype);
     if (r->vkernel)
         return cg_trace_vkernel(r->spec, r->vkernel, g, err);
     if (cg_spec_method(r->spec))
@@ -163,7 +172,8 @@ static int trace_into(const cg_request *r, cg_kernel *k, char *err)
     l->gstate = g->gstate;
     l->gstate_f32 = g->gstate_f32;
     l->ginit = g->ginit;
-    l->nuniform = g->nuniform;
+    l->nuniform = g->nuniform + g->nextra;
+    l->dtype = g->dtype;
     l->nreduce = g->nreduce + g->nrowred + g->ncolred + g->ngred;
     for (int i = 0; i < g->nreduce; i++)
         *(g->reduce_kind[i] == CG_REDUCE_MAX ? &l->nmaxima : &l->nsums) += 1;

@@ -19,7 +19,8 @@
  *
  * Leaves: CONST, t (the step count), LOAD (an array's element), SCALAR (a
  * tensor's scalar state), GSTATE (a group's state), HYPER (a value passed
- * per step), SHAPE (a size of the tensor).  Reductions (sum, maxall, the
+ * per step), SHAPE (a size of the tensor), GSCALE (the step's gradient
+ * scale: loss scaling divides the gradient by it before update() sees it).  Reductions (sum, maxall, the
  * row, column and group ones) are built by trace.c from sum(x [, axis]),
  * mean(...), amax(...); the others are prelude functions by their name.
  *
@@ -72,6 +73,7 @@ enum {
     X(GSTATE, "gstate", 0, CG_F_LEAF, 0, 0, NULL)                              \
     X(HYPER, "hyper", 0, CG_F_LEAF, 0, 0, NULL)                                \
     X(SHAPE, "size", 0, CG_F_LEAF, 0, 0, NULL)                                 \
+    X(GSCALE, "grad_scale", 0, CG_F_LEAF, 0, 0, NULL)                          \
     X(NEG, "neg", 1, 0, -a, -a, LLVMBuildFNeg(E->b, A[0], ""))                 \
     X(ABS, "abs", 1, CG_F_PRELUDE, fabs(a), fabsf(a),                          \
       ir_call(E, "llvm.fabs", A, 1))                                           \

@@ -242,6 +242,20 @@ static int unknown(const cg_spec *spec, const char *name, char *err)
 int cg_options_parse(const cg_spec *spec, const char *text, double *values,
                      char *err)
 {
+    return cg_options_parse_skip(spec, text, values, NULL, err);
+}
+
+static int skipped(const char *const *skip, const char *name)
+{
+    for (; skip && *skip; skip++)
+        if (!strcmp(*skip, name))
+            return 1;
+    return 0;
+}
+
+int cg_options_parse_skip(const cg_spec *spec, const char *text, double *values,
+                          const char *const *skip, char *err)
+{
     if (!text)
         return JOPT_OK;
     size_t nv = cg_spec_nvalues(spec);
@@ -255,6 +269,8 @@ int cg_options_parse(const cg_spec *spec, const char *text, double *values,
     }
     memcpy(v, values, nv * sizeof *v);
     for (const char *c = text; (rc = cg_opt_next(&c, it, err)) == 1;) {
+        if (skipped(skip, it->name))
+            continue;
         const cg_hyper *h = cg_spec_find_hyper(spec, it->name);
         if (!h) {
             rc = unknown(spec, it->name, err);

@@ -6,6 +6,7 @@
  *   graph adam update
  *   slot 0 param
  *   slot 2 exp_avg array init 0
+ *   slot 3 exp_avg_sq array init 0 bfloat16 stochastic
  *   %3 = mul %1, %2  elem
  *   %7 = pow %5, %6  tensor u1
  *   %9 = sum %8  tensor r0 @1
@@ -26,7 +27,9 @@
  *
  * (`sym`: a product of a matrix with its own transpose, computed as its
  * lower half and mirrored).
- * Numbers are printed with the digits that read back exactly.
+ * A slot whose elements are not float32 names its type, and "stochastic"
+ * when its bfloat16 stores round stochastically.  Numbers are printed
+ * with the digits that read back exactly.
  */
 #include <math.h>
 #include <stdarg.h>
@@ -174,6 +177,8 @@ int cg_graph_print(const cg_graph *g, const char *title,
         } else if (g->kind[s] == CG_KIND_INPUT) {
             put(&o, " input");
         }
+        if (g->dtype[s] != CG_DT_F32) /* float32 unless it says */
+            put(&o, " %s%s", cg_dt_name(g->dtype[s]), g->sr[s] ? " stochastic" : "");
         put(&o, "\n");
     }
     for (int s = 0; s < g->ngstate; s++) {
@@ -186,9 +191,11 @@ int cg_graph_print(const cg_graph *g, const char *title,
         put_node(&o, g, i, slots, gstates, hypers);
     for (int s = 0; s < g->nslots; s++)
         if (g->store[s] >= 0) {
+            int lv, kind;
+            cg_store_loop(g, s, &lv, &kind);
             put(&o, "store %d %%%d", s, g->store[s]);
-            if (g->nodes[g->store[s]].level)
-                put(&o, " @%d", g->nodes[g->store[s]].level);
+            if (lv > 0)
+                put(&o, " @%d", lv);
             put(&o, "\n");
         }
     for (int s = 0; s < g->ngstate; s++)

@@ -683,6 +683,10 @@ static void layout_state(lua_State *L, sandbox *sb, tracer *tr, int st, int h)
         tr->active[i] = IN_SLOT;
         tr->slot[i] = s;
         g->kind[s] = (uint8_t)d->kind;
+        if (d->kind == CG_KIND_ELEM && tr->req) { /* state_dtype: per-element states */
+            g->dtype[s] = tr->req->state_dtype;
+            g->sr[s] = tr->req->stochastic && g->dtype[s] == CG_DT_BF16;
+        }
         g->state[k] = (int)i;
         g->init[k] = d->unset ? CG_INIT_UNSET : CG_INIT_CONST;
         g->init_value[k] = d->init;
@@ -787,10 +791,19 @@ static int trace_main(lua_State *L)
         lua_getfield(L, 1, "update");
     }
     tr->fn_line = fn_first_line(L, -1);
-    push_node(L, tr, check(L, cg_graph_leaf(tr->g, CG_LOAD, CG_DOM_ELEM, 0), "p"));
+    cg_graph *g = tr->g;
+    g->dtype[0] = tr->req->dtype;
+    g->dtype[1] = tr->req->grad_dtype;
+    g->sr[0] = tr->req->stochastic && g->dtype[0] == CG_DT_BF16;
+    push_node(L, tr, check(L, cg_graph_leaf(g, CG_LOAD, CG_DOM_ELEM, 0), "p"));
     int nargs = 4;
     if (!named) {
-        push_node(L, tr, check(L, cg_graph_leaf(tr->g, CG_LOAD, CG_DOM_ELEM, 1), "g"));
+        int32_t grad = check(L, cg_graph_leaf(g, CG_LOAD, CG_DOM_ELEM, 1), "g");
+        if (tr->req->grad_scale) { /* unscaled in float, written back (torch) */
+            int32_t scale = check(L, cg_graph_leaf(g, CG_GSCALE, CG_DOM_GROUP, 0), "g");
+            grad = g->store[1] = op(L, tr, CG_DIV, grad, scale, -1, "g");
+        }
+        push_node(L, tr, grad);
         nargs++;
     }
     lua_newtable(L);                                       /* s */

@@ -8,10 +8,11 @@
  *   u32 nkeys; per scheduler key: u32 len, name
  *   u32 ngroups; per group: u32 nparams, f64 values[nvalues], u8 runtime[nhyper],
  *     f64 keys[nkeys] (NaN: unset), u64 group step, u64 group-state set
- *     (bit per state), f64 per group state,
+ *     (bit per state), f64 per group state, u8 state_dtype,
+ *     u8 stochastic_rounding, u64 seed,
  *     per parameter: i64 numel, u32 ndim, i64 sizes[ndim], i64 step,
  *       u64 present (bit per state), per present state: u64 count,
- *       f32 data[count]
+ *       u8 dtype, data[count] (4 or 2 bytes each, by dtype)
  *   closure optimizers only: u64 steps, u64 len, the driver's state
  *     (rt_closure_save)
  *   u64 checksum (FNV-1a over every byte before it)
@@ -29,7 +30,8 @@
 #include "closure.h"
 
 #define MAGIC "JOPTCKPT"
-#define VERSION 2u /* version 1 (no shapes, no group state) still loads */
+#define VERSION 3u /* versions 1 (no shapes, no group state) and 2 (no
+                      element types: all float32) still load */
 #define MAX_STATES 62 /* CG_MAX_SLOTS - 2: one presence bit each in a u64 */
 
 /* ---- writing ------------------------------------------------------------ */
@@ -75,6 +77,9 @@ static void serialise(const jopt_optim *opt, rt_out *o)
         for (size_t k = 0; k < ns; k++)
             if (gset >> k & 1)
                 rt_put_f64(o, gr->gstate[k]);
+        uint8_t prec[2] = {gr->prec.state_dtype, gr->prec.stochastic};
+        rt_put(o, prec, 2);
+        rt_put_u64(o, gr->prec.seed);
         for (size_t i = 0; i < gr->n; i++) {
             const rt_param *p = &gr->params[i];
             uint64_t present = 0;
@@ -91,7 +96,8 @@ static void serialise(const jopt_optim *opt, rt_out *o)
                     continue;
                 uint64_t count = (uint64_t)p->state_n[k];
                 rt_put_u64(o, count);
-                rt_put(o, p->state[k], count * sizeof(float));
+                rt_put(o, &p->state_dt[k], 1);
+                rt_put(o, p->state[k], count * (size_t)cg_dt_size(p->state_dt[k]));
             }
         }
     }
@@ -167,8 +173,10 @@ typedef struct loaded {
     double *keys;    /* ngroups x RT_NKEYS */
     float ***state;  /* per group, per param: ns arrays (NULL if absent) */
     int64_t **steps; /* per group, per param */
-    int64_t **count; /* per group, per param: ns float counts */
+    int64_t **count; /* per group, per param: ns element counts */
+    uint8_t **dt;    /* per group, per param: ns element types */
     int64_t *gstep;  /* per group */
+    rt_prec *prec;   /* per group: the state type, rounding and seed */
     double *gstate;  /* ngroups x nstate (NaN: absent) */
     const void *closure; /* a closure optimizer's part, and its length */
     size_t closure_len;
@@ -185,8 +193,8 @@ static int parse(jopt_optim *opt, rt_in *r, loaded *L, const char *fn)
         return FAIL("%s: not a jopt checkpoint (wrong magic)", fn);
     uint32_t version = rt_get_u32(r);
     uint32_t reserved = rt_get_u32(r);
-    if (version != VERSION && version != 1)
-        return FAIL("%s: checkpoint version %u; this jopt reads versions 1 and "
+    if (version < 1 || version > VERSION)
+        return FAIL("%s: checkpoint version %u; this jopt reads versions 1 to "
                     "%u", fn, version, VERSION);
     if (reserved != 0)
         return FAIL("%s: the checkpoint's reserved field is %u, not 0 (a "
@@ -261,6 +269,28 @@ static int parse(jopt_optim *opt, rt_in *r, loaded *L, const char *fn)
             for (size_t k = 0; k < ns; k++)
                 L->gstate[g * ns + k] = NAN;
         }
+        /* version 3: the group's precision options; before, float32 state
+         * and the group's own rounding and seed */
+        rt_prec prec = gr->prec;
+        prec.state_dtype = CG_DT_F32;
+        if (version >= 3) {
+            const uint8_t *pb = rt_take(r, 2);
+            uint64_t seed = rt_get_u64(r);
+            if (pb && !r->bad) {
+                if (pb[0] >= CG_NDT || pb[1] > 1 || seed > (uint64_t)1 << 53)
+                    return FAIL("%s: group %zu: corrupt state type, rounding or "
+                                "seed", fn, g);
+                prec.state_dtype = pb[0];
+                prec.stochastic = pb[1];
+                prec.seed = seed;
+            }
+        }
+        if (!r->bad && prec.state_dtype != gr->prec.state_dtype)
+            return FAIL("%s: group %zu: the checkpoint's per-element state is %s; "
+                        "this optimizer keeps %s (its state_dtype option)", fn, g,
+                        cg_dt_name(prec.state_dtype), cg_dt_name(gr->prec.state_dtype));
+        if (L)
+            L->prec[g] = prec;
         for (size_t i = 0; i < gr->n && !r->bad; i++) {
             const rt_param *p = &gr->params[i];
             int64_t n = (int64_t)rt_get_u64(r);
@@ -295,15 +325,21 @@ static int parse(jopt_optim *opt, rt_in *r, loaded *L, const char *fn)
                                 "values, more than the parameter's %lld", fn, g,
                                 i, cg_spec_state_name(s, k),
                                 (unsigned long long)count, (long long)n);
-                const void *data = rt_take(r, count * sizeof(float));
-                if (L && data)
-                    L->count[g][i * ns + k] = (int64_t)count;
+                const uint8_t *dtp = version >= 3 ? rt_take(r, 1) : NULL;
+                int dt = dtp ? *dtp : CG_DT_F32;
+                if (dt >= CG_NDT)
+                    return FAIL("%s: group %zu parameter %zu: state '%s' has a corrupt "
+                                "element type", fn, g, i, cg_spec_state_name(s, k));
+                size_t size = (size_t)count * (size_t)cg_dt_size(dt);
+                const void *data = rt_take(r, size);
                 if (L && data) {
-                    size_t bytes = ((size_t)count * sizeof(float) + 63) & ~(size_t)63;
-                    if (!(L->state[g][i * ns + k] = aligned_alloc(64, bytes)))
+                    L->count[g][i * ns + k] = (int64_t)count;
+                    L->dt[g][i * ns + k] = (uint8_t)dt;
+                    size_t bytes = (size + 63) & ~(size_t)63;
+                    if (!(L->state[g][i * ns + k] = aligned_alloc(64, bytes ? bytes : 64)))
                         return (rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory",
                                         fn), 0);
-                    memcpy(L->state[g][i * ns + k], data, count * sizeof(float));
+                    memcpy(L->state[g][i * ns + k], data, size);
                 }
             }
             /* version 1 kept no group step: the group has stepped at least
@@ -338,10 +374,14 @@ static void loaded_free(jopt_optim *opt, loaded *L)
             free(L->steps[g]);
         if (L->count)
             free(L->count[g]);
+        if (L->dt)
+            free(L->dt[g]);
     }
     free(L->state);
     free(L->steps);
     free(L->count);
+    free(L->dt);
+    free(L->prec);
     free(L->gstep);
     free(L->gstate);
     free(L->values);
@@ -349,23 +389,25 @@ static void loaded_free(jopt_optim *opt, loaded *L)
     free(L->keys);
 }
 
-/* State k of p becomes the loaded buffer *in of n floats (NULL: absent).
+/* State k of p becomes the loaded buffer *in of n elements of type dt
+ * (NULL: absent).
  * jopt.h promises that the buffers jopt_state_get handed out stay valid
  * until the optimizer is freed, so the data is copied into the buffer p
- * has (or a kept one) when the sizes match, and a buffer taken out is kept
+ * has (or a kept one) when the sizes in bytes match, and a buffer taken out is kept
  * (rt_spare_keep), never freed. */
 static void install_state(jopt_optim *opt, rt_param *p, size_t k, float **in,
-                          int64_t n)
+                          int64_t n, int dt)
 {
     float *old = p->state[k];
-    if (old && (!*in || p->state_n[k] != n)) { /* taken out: kept */
-        rt_spare_keep(opt, p, k, old, p->state_n[k]);
+    int64_t bytes = n * cg_dt_size(dt), had = p->state_n[k] * cg_dt_size(p->state_dt[k]);
+    if (old && (!*in || had != bytes)) { /* taken out: kept */
+        rt_spare_keep(opt, p, k, old, had);
         old = NULL;
     }
     if (!old && *in)
-        old = rt_spare_take(p, k, n);
+        old = rt_spare_take(p, k, bytes);
     if (old && *in) {
-        memcpy(old, *in, (size_t)n * sizeof(float));
+        memcpy(old, *in, (size_t)bytes);
         free(*in);
         *in = NULL;
     }
@@ -402,18 +444,21 @@ JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len)
                 .state = calloc(ng, sizeof(float **)),
                 .steps = calloc(ng, sizeof(int64_t *)),
                 .count = calloc(ng, sizeof(int64_t *)),
+                .dt = calloc(ng, sizeof(uint8_t *)),
+                .prec = calloc(ng + 1, sizeof(rt_prec)),
                 .gstep = calloc(ng + 1, sizeof(int64_t)),
                 .gstate = calloc(ng * ns + 1, sizeof(double))};
     rt_kset *kernels = calloc(ng + 1, sizeof *kernels);
     int rc = JOPT_OK;
     if (!L.values || !L.runtime || !L.keys || !L.state || !L.steps ||
-        !L.count || !L.gstep || !L.gstate || !kernels)
+        !L.count || !L.dt || !L.prec || !L.gstep || !L.gstate || !kernels)
         goto oom;
     for (size_t g = 0; g < ng; g++) {
         L.state[g] = calloc(opt->groups[g].n * ns + 1, sizeof(float *));
         L.steps[g] = calloc(opt->groups[g].n + 1, sizeof(int64_t));
         L.count[g] = calloc(opt->groups[g].n * ns + 1, sizeof(int64_t));
-        if (!L.state[g] || !L.steps[g] || !L.count[g])
+        L.dt[g] = calloc(opt->groups[g].n * ns + 1, 1);
+        if (!L.state[g] || !L.steps[g] || !L.count[g] || !L.dt[g])
             goto oom;
     }
     r = (rt_in){buf, len - 8, 0, 0};
@@ -428,10 +473,10 @@ JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len)
             goto done;
         if (opt->closure)
             continue;
-        rt_kset none = {NULL, 0, 0};
+        rt_kset none = {NULL, 0, 0, 0, 0};
         const rt_group *gr = &opt->groups[g];
         if ((rc = rt_kset_rebuild(opt, gr, where, L.values + g * nv,
-                                  L.runtime + g * nh, &none, 0, &kernels[g])))
+                                  L.runtime + g * nh, &L.prec[g], &none, 0, &kernels[g])))
             goto done;
         if (rt_reserve_uniforms(opt, rt_kset_uniforms(&kernels[g])))
             goto oom;
@@ -440,13 +485,14 @@ JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len)
         for (size_t i = 0; i < gr->n; i++) {
             const rt_param *p = &gr->params[i];
             const cg_kernel *k;
+            rt_variant v = rt_update_variant(p);
             if ((rc = rt_kset_get(opt, &kernels[g], where, L.values + g * nv,
-                                  L.runtime + g * nh, p->rank, 0, 0, -1, &k)))
+                                  L.runtime + g * nh, &v, &k)))
                 goto done;
-            int bad = rt_state_misfit(k, p, L.count[g] + i * ns);
+            int bad = rt_state_misfit(k, p, L.count[g] + i * ns, L.dt[g] + i * ns);
             if (bad >= 0) {
                 rc = rt_fail(opt->ctx, JOPT_EINVAL, "%s: group %zu parameter %zu: "
-                             "state '%s' has the wrong size for spec '%s'", fn, g,
+                             "state '%s' has the wrong size or element type for spec '%s'", fn, g,
                              i, cg_spec_state_name(opt->spec, (size_t)bad),
                              cg_spec_name(opt->spec));
                 goto done;
@@ -472,6 +518,7 @@ JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len)
             memset(&kernels[g], 0, sizeof kernels[g]);
         }
         gr->step = L.gstep[g];
+        gr->prec = L.prec[g];
         for (size_t k = 0; k < ns; k++) /* saved group states; the others as made */
             if (L.gstate[g * ns + k] == L.gstate[g * ns + k])
                 gr->gstate[k] = L.gstate[g * ns + k];
@@ -479,9 +526,10 @@ JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len)
             rt_param *p = &gr->params[i];
             for (size_t k = 0; k < ns; k++)
                 install_state(opt, p, k, &L.state[g][i * ns + k],
-                              L.count[g][i * ns + k]);
+                              L.count[g][i * ns + k], L.dt[g][i * ns + k]);
             p->step = L.steps[g][i];
             memcpy(p->state_n, L.count[g] + i * ns, ns * sizeof(int64_t));
+            memcpy(p->state_dt, L.dt[g] + i * ns, ns);
             p->fresh = 0;
         }
     }

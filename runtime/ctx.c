@@ -29,6 +29,8 @@ JOPT_API const char *jopt_strerror(int status)
     case JOPT_ESPEC: return "JOPT_ESPEC: bad optimizer spec";
     case JOPT_ECOMPILE: return "JOPT_ECOMPILE: kernel compilation failed";
     case JOPT_ECLOSURE: return "JOPT_ECLOSURE: the closure reported an error";
+    case JOPT_SKIPPED: return "JOPT_SKIPPED: a NaN or infinite gradient: the step "
+                              "was skipped and nothing changed";
     default: return "unknown jopt status";
     }
 }

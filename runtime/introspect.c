@@ -27,6 +27,7 @@ struct jopt_spec {
     unsigned inputs;      /* and the inputs given */
     int has_shape;        /* and their sizes (jopt_spec_set_shape): */
     int64_t shape[CG_MAX_RANK]; /* last first */
+    rt_prec prec;         /* and the element types (options dtype=, ...) */
     char *text;           /* the last jopt_spec_emit's */
 };
 
@@ -66,7 +67,9 @@ JOPT_API int jopt_spec_open(jopt_ctx *ctx, const char *name,
         goto fail;
     }
     memcpy(s->values, cg_spec_defaults(s->spec), nv * sizeof *s->values);
-    if ((rc = cg_options_parse(s->spec, options, s->values, err))) {
+    if ((rc = rt_prec_parse(ctx, fn, options, &s->prec, NULL)))
+        goto fail;
+    if ((rc = cg_options_parse_skip(s->spec, options, s->values, rt_prec_names, err))) {
         rt_fail(ctx, rc, "%s: %s: %s", fn, cg_spec_name(s->spec), err);
         goto fail;
     }
@@ -177,6 +180,12 @@ static int traced(jopt_spec *s, const char *fn, size_t i, const cg_kernel **out)
                           .named = !method && i ? cg_spec_named(s->spec, i - 1) : NULL,
                           .rank = s->rank, .inputs = i ? 0 : s->inputs,
                           .shape = s->has_shape ? s->shape : NULL};
+        if (!method) {
+            req.dtype = s->prec.dtype;
+            req.grad_dtype = s->prec.grad_dtype;
+            req.state_dtype = s->prec.state_dtype;
+            req.stochastic = s->prec.stochastic;
+        }
         int rc = cg_kernel_get(s->ctx->jit, &req, &s->kernels[i], err);
         const char *kname = req.vkernel ? req.vkernel : req.named;
         if (rc)
@@ -416,6 +425,12 @@ JOPT_API int jopt_spec_emit(jopt_spec *s, const char *kernel, const char *what,
                       .named = method ? NULL : kernel, .rank = s->rank,
                       .shape = s->has_shape ? s->shape : NULL,
                       .inputs = kernel ? 0 : s->inputs};
+    if (!method) {
+        req.dtype = s->prec.dtype;
+        req.grad_dtype = s->prec.grad_dtype;
+        req.state_dtype = s->prec.state_dtype;
+        req.stochastic = s->prec.stochastic;
+    }
     char err[CG_ERRLEN], *t = NULL;
     int rc = cg_emit_text(s->ctx->jit, &req, what, &t, err);
     if (rc)

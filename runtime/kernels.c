@@ -21,19 +21,30 @@ void rt_kset_free(rt_kset *ks)
     memset(ks, 0, sizeof *ks);
 }
 
-/* shape: the tensor's sizes (rank of them, last first), or NULL */
-static int kset_get(jopt_optim *opt, rt_kset *ks, const char *where,
-                    const double *values, const uint8_t *runtime, int rank,
-                    const int64_t *shape, int fresh, unsigned inputs, int named,
-                    const cg_kernel **out)
+static int same_variant(const rt_variant *a, const rt_variant *b, const cg_kernel *k)
 {
-    size_t sl = (size_t)rank * sizeof *shape;
+    return (a->rank == b->rank || cg_kernel_layout(k)->rank < 0) &&
+           a->fresh == b->fresh && a->inputs == b->inputs && a->named == b->named &&
+           a->dtype == b->dtype && a->grad_dtype == b->grad_dtype && a->scaled == b->scaled;
+}
+
+rt_variant rt_update_variant(const rt_param *p)
+{
+    return (rt_variant){.rank = p->rank, .named = -1, .dtype = p->dtype,
+                        .grad_dtype = p->grad_dtype};
+}
+
+/* shape: the tensor's sizes (v->rank of them, last first), or NULL */
+static int kset_get(jopt_optim *opt, rt_kset *ks, const char *where,
+                    const double *values, const uint8_t *runtime,
+                    const rt_variant *v, const int64_t *shape, const cg_kernel **out)
+{
+    size_t sl = (size_t)v->rank * sizeof *shape;
     for (size_t i = 0; i < ks->n; i++) {
         const rt_kentry *e = &ks->e[i];
         const cg_layout *l = cg_kernel_layout(e->k);
-        if ((e->rank == rank || l->rank < 0) &&
-            (!l->shaped || !shape || !memcmp(e->shape, shape, sl)) &&
-            e->fresh == fresh && e->inputs == inputs && e->named == named) {
+        if (same_variant(&e->v, v, e->k) &&
+            (!l->shaped || !shape || !memcmp(e->shape, shape, sl))) {
             *out = e->k;
             return JOPT_OK;
         }
@@ -48,16 +59,19 @@ static int kset_get(jopt_optim *opt, rt_kset *ks, const char *where,
     }
     char err[CG_ERRLEN];
     cg_request req = {.spec = opt->spec, .values = values, .runtime = runtime,
-                      .fresh = fresh, .rank = rank, .inputs = inputs,
-                      .named = named >= 0 ? cg_spec_named(opt->spec, (size_t)named) : NULL,
+                      .fresh = v->fresh, .rank = v->rank, .inputs = v->inputs,
+                      .named = v->named >= 0 ? cg_spec_named(opt->spec, (size_t)v->named)
+                                             : NULL,
                       .reference = opt->engine == JOPT_ENGINE_REFERENCE,
-                      .shape = shape};
+                      .dtype = v->dtype, .grad_dtype = v->grad_dtype,
+                      .state_dtype = ks->state_dtype, .stochastic = ks->stochastic,
+                      .grad_scale = v->scaled, .shape = shape};
     cg_kernel *k;
     int rc = cg_kernel_get(opt->ctx->jit, &req, &k, err);
     if (rc)
         return rt_fail_cg(opt->ctx, rc, where, err);
     rt_kentry *e = &ks->e[ks->n++];
-    *e = (rt_kentry){rank, fresh, named, inputs, k, shape != NULL, {0}};
+    *e = (rt_kentry){*v, k, shape != NULL, {0}};
     if (shape)
         memcpy(e->shape, shape, sl);
     *out = k;
@@ -65,20 +79,17 @@ static int kset_get(jopt_optim *opt, rt_kset *ks, const char *where,
 }
 
 int rt_kset_get(jopt_optim *opt, rt_kset *ks, const char *where,
-                const double *values, const uint8_t *runtime, int rank,
-                int fresh, unsigned inputs, int named, const cg_kernel **out)
+                const double *values, const uint8_t *runtime,
+                const rt_variant *v, const cg_kernel **out)
 {
-    return kset_get(opt, ks, where, values, runtime, rank, NULL, fresh, inputs,
-                    named, out);
+    return kset_get(opt, ks, where, values, runtime, v, NULL, out);
 }
 
 int rt_kset_param(jopt_optim *opt, rt_kset *ks, const char *where,
                   const double *values, const uint8_t *runtime,
-                  const rt_param *p, int fresh, unsigned inputs, int named,
-                  const cg_kernel **out)
+                  const rt_param *p, const rt_variant *v, const cg_kernel **out)
 {
-    return kset_get(opt, ks, where, values, runtime, p->rank, p->shape, fresh,
-                    inputs, named, out);
+    return kset_get(opt, ks, where, values, runtime, v, p->shape, out);
 }
 
 int rt_check_shape(jopt_optim *opt, rt_param *p, const char *where)
@@ -96,13 +107,15 @@ int rt_check_shape(jopt_optim *opt, rt_param *p, const char *where)
     return JOPT_OK;
 }
 
-int rt_state_misfit(const cg_kernel *k, const rt_param *p, const int64_t *state_n)
+int rt_state_misfit(const cg_kernel *k, const rt_param *p, const int64_t *state_n,
+                    const uint8_t *state_dt)
 {
     const cg_layout *l = cg_kernel_layout(k);
     for (int s = 0; s < l->nstate; s++) {
         int si = l->state[s];
         if (state_n[si] &&
-            state_n[si] != cg_kind_numel(l->kind[s], p->n, p->shape, p->rank))
+            (state_n[si] != cg_kind_numel(l->kind[s], p->n, p->shape, p->rank) ||
+             state_dt[si] != l->dtype[2 + s]))
             return si;
     }
     for (int s = 0; s < l->ngstate; s++) /* a group state is not per tensor */
@@ -123,19 +136,21 @@ size_t rt_kset_uniforms(const rt_kset *ks)
 
 int rt_kset_rebuild(jopt_optim *opt, const rt_group *gr, const char *where,
                     const double *values, const uint8_t *runtime,
-                    const rt_kset *old, int check_state, rt_kset *out)
+                    const rt_prec *prec, const rt_kset *old, int check_state,
+                    rt_kset *out)
 {
-    rt_kset ks = {NULL, 0, 0};
+    rt_kset ks = {NULL, 0, 0, prec->state_dtype, prec->stochastic};
     const cg_kernel *k;
     int rc = JOPT_OK;
     for (size_t i = 0; i < old->n && rc == JOPT_OK; i++) {
         const rt_kentry *e = &old->e[i];
-        rc = kset_get(opt, &ks, where, values, runtime, e->rank,
-                      e->has_shape ? e->shape : NULL, e->fresh, e->inputs, e->named, &k);
+        rc = kset_get(opt, &ks, where, values, runtime, &e->v,
+                      e->has_shape ? e->shape : NULL, &k);
     }
-    /* the steady update of every rank (or shape) the group has (1 for a
-     * group with none), and the fresh one where the spec has states that
-     * start unset; not for a shape the spec refuses (the step will say) */
+    /* the steady update of every rank (or shape) and element types the
+     * group has (of a float32 one for a group with none), and the fresh
+     * one where the spec has states that start unset; not for a shape the
+     * spec refuses (the step will say) */
     char err[CG_ERRLEN];
     int checks = cg_spec_has_shape_check(opt->spec);
     for (size_t i = 0; i < (gr->n ? gr->n : 1) && rc == JOPT_OK; i++) {
@@ -145,18 +160,23 @@ int rt_kset_rebuild(jopt_optim *opt, const rt_group *gr, const char *where,
         if (checks && (!p || (!p->shape_ok &&
                               cg_spec_check_shape(opt->spec, p->shape, p->rank, err))))
             continue;
-        int rank = p ? p->rank : 1;
+        rt_variant v = p ? rt_update_variant(p)
+                         : (rt_variant){.rank = 1, .named = -1, .dtype = prec->dtype,
+                                        .grad_dtype = prec->grad_dtype};
         const int64_t *shape = p ? p->shape : NULL;
-        rc = kset_get(opt, &ks, where, values, runtime, rank, shape, 0, 0, -1, &k);
+        rc = kset_get(opt, &ks, where, values, runtime, &v, shape, &k);
+        v.fresh = 1;
         if (rc == JOPT_OK && cg_kernel_layout(k)->has_unset)
-            rc = kset_get(opt, &ks, where, values, runtime, rank, shape, 1, 0, -1, &k);
+            rc = kset_get(opt, &ks, where, values, runtime, &v, shape, &k);
         if (!p)
             break;
-        int bad = rc == JOPT_OK && check_state ? rt_state_misfit(k, p, p->state_n) : -1;
+        int bad = rc == JOPT_OK && check_state
+                  ? rt_state_misfit(k, p, p->state_n, p->state_dt) : -1;
         if (bad >= 0)
             rc = rt_fail(opt->ctx, JOPT_EINVAL, "%s: state '%s' of parameter "
-                         "%zu would change its size or kind with these values",
-                         where, cg_spec_state_name(opt->spec, (size_t)bad), i);
+                         "%zu would change its size, kind or element type with "
+                         "these values", where,
+                         cg_spec_state_name(opt->spec, (size_t)bad), i);
     }
     if (rc) {
         rt_kset_free(&ks);

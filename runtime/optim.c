@@ -35,11 +35,8 @@ static void describe(char *buf, size_t len, const span *s)
              s->is_grad ? "grad" : "param");
 }
 
-/* Checks every buffer of `groups`, with parameter (skip_g, skip_i)'s
- * gradient replaced by `grad` when skip_g is not SIZE_MAX. */
-static int check_buffers(jopt_ctx *ctx, const char *fn, const rt_group *groups,
-                         size_t ngroups, size_t skip_g, size_t skip_i,
-                         float *grad)
+int rt_check_buffers(jopt_ctx *ctx, const char *fn, const rt_group *groups,
+                     size_t ngroups, size_t skip_g, size_t skip_i, float *grad)
 {
     size_t total = 0;
     for (size_t g = 0; g < ngroups; g++)
@@ -51,13 +48,14 @@ static int check_buffers(jopt_ctx *ctx, const char *fn, const rt_group *groups,
     for (size_t g = 0; g < ngroups; g++) {
         for (size_t i = 0; i < groups[g].n; i++) {
             const rt_param *p = &groups[g].params[i];
-            uintptr_t bytes = (uintptr_t)p->n * sizeof(float);
+            uintptr_t bytes = (uintptr_t)p->n * rt_psize(p);
+            uintptr_t gbytes = (uintptr_t)p->n * rt_gsize(p);
             float *gr = g == skip_g && i == skip_i ? grad : p->g;
             if (p->n == 0)
                 continue;
             s[k++] = (span){(uintptr_t)p->p, (uintptr_t)p->p + bytes, g, i, 0};
             if (gr)
-                s[k++] = (span){(uintptr_t)gr, (uintptr_t)gr + bytes, g, i, 1};
+                s[k++] = (span){(uintptr_t)gr, (uintptr_t)gr + gbytes, g, i, 1};
         }
     }
     qsort(s, k, sizeof *s, cmp_span);
@@ -95,7 +93,8 @@ int rt_buffer_overlaps(jopt_optim *opt, const float *buf, int64_t n)
             const float *mine[2 + CG_MAX_INPUTS] = {p->p, p->g};
             memcpy(mine + 2, p->input, sizeof p->input);
             for (size_t k = 0; k < 2 + CG_MAX_INPUTS; k++) {
-                uintptr_t a = (uintptr_t)mine[k], b = a + (uintptr_t)p->n * sizeof(float);
+                size_t es = k == 0 ? rt_psize(p) : k == 1 ? rt_gsize(p) : sizeof(float);
+                uintptr_t a = (uintptr_t)mine[k], b = a + (uintptr_t)p->n * es;
                 if (mine[k] && mine[k] != buf && p->n && n && a < hi && lo < b)
                     return rt_fail(opt->ctx, JOPT_EINVAL, "the buffer overlaps "
                                    "group %zu parameter %zu's %s (no two buffers "
@@ -107,7 +106,7 @@ int rt_buffer_overlaps(jopt_optim *opt, const float *buf, int64_t n)
 }
 
 static int check_param(jopt_ctx *ctx, const char *fn, size_t g, size_t i,
-                       const jopt_param *p)
+                       const jopt_param *p, const rt_prec *prec)
 {
     if (p->numel < 0)
         return rt_fail(ctx, JOPT_EINVAL, "%s: group %zu parameter %zu: numel is "
@@ -115,9 +114,12 @@ static int check_param(jopt_ctx *ctx, const char *fn, size_t g, size_t i,
     if (p->numel > 0 && !p->param)
         return rt_fail(ctx, JOPT_EINVAL, "%s: group %zu parameter %zu: param "
                        "is NULL", fn, g, i);
-    if (((uintptr_t)p->param | (uintptr_t)p->grad) % sizeof(float))
+    if ((uintptr_t)p->param % (size_t)cg_dt_size(prec->dtype) ||
+        (uintptr_t)p->grad % (size_t)cg_dt_size(prec->grad_dtype))
         return rt_fail(ctx, JOPT_EINVAL, "%s: group %zu parameter %zu: buffer "
-                       "is not aligned to 4 bytes", fn, g, i);
+                       "is not aligned to %d bytes", fn, g, i,
+                       (uintptr_t)p->param % (size_t)cg_dt_size(prec->dtype)
+                       ? cg_dt_size(prec->dtype) : cg_dt_size(prec->grad_dtype));
     if ((uint64_t)p->numel > (uint64_t)(INTPTR_MAX / 8))
         return rt_fail(ctx, JOPT_EINVAL, "%s: group %zu parameter %zu: numel "
                        "%lld is too large", fn, g, i, (long long)p->numel);
@@ -203,10 +205,10 @@ static int plan_space(jopt_optim *opt)
 const char *const rt_key_names[RT_NKEYS] = {
     "initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum"};
 
-float *rt_spare_take(rt_param *p, size_t k, int64_t n)
+float *rt_spare_take(rt_param *p, size_t k, int64_t bytes)
 {
     for (size_t j = 2 * k; j < 2 * k + 2; j++)
-        if (p->spare[j] && p->spare_n[j] == n) {
+        if (p->spare[j] && p->spare_n[j] == bytes) {
             float *buf = p->spare[j];
             p->spare[j] = NULL;
             return buf;
@@ -214,16 +216,16 @@ float *rt_spare_take(rt_param *p, size_t k, int64_t n)
     return NULL;
 }
 
-void rt_spare_keep(jopt_optim *opt, rt_param *p, size_t k, float *buf, int64_t n)
+void rt_spare_keep(jopt_optim *opt, rt_param *p, size_t k, float *buf, int64_t bytes)
 {
     for (size_t j = 2 * k; j < 2 * k + 2; j++)
         if (!p->spare[j]) {
             p->spare[j] = buf;
-            p->spare_n[j] = n;
+            p->spare_n[j] = bytes;
             return;
         }
-    /* a state's size changes only with its kind (an array or a scalar),
-     * so two slots suffice; a third size goes to the optimizer's list, or,
+    /* a state's size changes only with its kind (an array or a scalar)
+     * or its element type, so two slots usually suffice; a third size goes to the optimizer's list, or,
      * out of memory, stays allocated until exit rather than freed under a
      * pointer the caller may hold */
     float **r = realloc(opt->retired, (opt->nretired + 1) * sizeof *r);
@@ -245,6 +247,7 @@ static void free_group(const jopt_optim *opt, rt_group *gr)
         free(gr->params[i].state_n);
         free(gr->params[i].spare);
         free(gr->params[i].spare_n);
+        free(gr->params[i].state_dt);
         free(gr->params[i].work);
     }
     free(gr->params);
@@ -299,6 +302,9 @@ static int init_group_state(jopt_optim *opt, rt_group *gr, const char *where)
     return JOPT_OK;
 }
 
+static int check_prec(jopt_optim *opt, const char *where, const rt_group *gr,
+                      const rt_prec *prec);
+
 /* Builds group `g` from the user's description: its parameters, its
  * values (the optimizer's defaults under its own options), checked, and
  * its kernels.  On failure the caller frees what was built (free_group). */
@@ -323,30 +329,38 @@ static int group_init(jopt_optim *opt, const char *fn, size_t g,
         return rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
     for (size_t k = 0; k < RT_NKEYS; k++)
         gr->keys[k] = NAN; /* no scheduler has set them */
+    snprintf(where, sizeof where, "%s: group %zu", fn, g);
+    gr->prec = opt->prec_defaults;
+    if ((rc = rt_prec_parse(ctx, where, ug->options, &gr->prec, NULL)))
+        return rc;
+    if ((rc = check_prec(opt, where, NULL, &gr->prec)))
+        return rc;
     for (size_t i = 0; i < ug->nparams; i++) {
         const jopt_param *p = &ug->params[i];
-        if ((rc = check_param(ctx, fn, g, i, p)))
+        if ((rc = check_param(ctx, fn, g, i, p, &gr->prec)))
             return rc;
         rt_param *rp = &gr->params[i];
-        *rp = (rt_param){.p = p->param, .g = p->grad, .n = p->numel, .rank = 1};
+        *rp = (rt_param){.p = p->param, .g = p->grad, .n = p->numel, .rank = 1,
+                         .dtype = gr->prec.dtype, .grad_dtype = gr->prec.grad_dtype};
         rp->shape[0] = p->numel;
         gr->n = i + 1;
         if (!(rp->state = calloc(ns + 1, sizeof(float *))) ||
             !(rp->state_n = calloc(ns + 1, sizeof(int64_t))) ||
             !(rp->spare = calloc(2 * ns + 1, sizeof(float *))) ||
-            !(rp->spare_n = calloc(2 * ns + 1, sizeof(int64_t))))
+            !(rp->spare_n = calloc(2 * ns + 1, sizeof(int64_t))) ||
+            !(rp->state_dt = calloc(ns + 1, 1)))
             return rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
     }
     memcpy(gr->values, opt->defaults, nv * sizeof(double));
-    if ((rc = cg_options_parse(opt->spec, ug->options, gr->values, err)))
+    if ((rc = cg_options_parse_skip(opt->spec, ug->options, gr->values, rt_prec_names, err)))
         return rt_fail(ctx, rc, "%s: group %zu: %s", fn, g, err);
-    snprintf(where, sizeof where, "%s: group %zu", fn, g);
     if ((rc = rt_check_values(opt, where, gr->values)))
         return rc;
     if (cg_spec_method(opt->spec)) /* vector kernels: closure.c */
         return JOPT_OK;
-    rt_kset empty = {NULL, 0, 0};
-    if ((rc = rt_kset_rebuild(opt, gr, where, gr->values, gr->runtime, &empty, 0, &gr->ks)))
+    rt_kset empty = {NULL, 0, 0, 0, 0};
+    if ((rc = rt_kset_rebuild(opt, gr, where, gr->values, gr->runtime, &gr->prec, &empty,
+                              0, &gr->ks)))
         return rc;
     return init_group_state(opt, gr, where);
 }
@@ -397,7 +411,12 @@ JOPT_API int jopt_optim_new(jopt_ctx *ctx, const char *spec,
         goto fail;
     }
     memcpy(opt->defaults, cg_spec_defaults(opt->spec), nv * sizeof(double));
-    if ((rc = cg_options_parse(opt->spec, defaults, opt->defaults, err))) {
+    opt->grad_scale = 1.0;
+    if ((rc = rt_prec_parse(ctx, "jopt_optim_new: defaults", defaults,
+                            &opt->prec_defaults, NULL)))
+        goto fail;
+    if ((rc = cg_options_parse_skip(opt->spec, defaults, opt->defaults, rt_prec_names,
+                                    err))) {
         rt_fail(ctx, rc, "%s: defaults: %s", fn, err);
         goto fail;
     }
@@ -406,7 +425,7 @@ JOPT_API int jopt_optim_new(jopt_ctx *ctx, const char *spec,
         if ((rc = group_init(opt, fn, g, &groups[g], &opt->groups[g])))
             goto fail;
     }
-    if ((rc = check_buffers(ctx, fn, opt->groups, opt->ngroups, SIZE_MAX, 0, NULL)))
+    if ((rc = rt_check_buffers(ctx, fn, opt->groups, opt->ngroups, SIZE_MAX, 0, NULL)))
         goto fail;
     if (plan_space(opt) || rt_ctx_pool(ctx)) {
         rc = rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
@@ -439,7 +458,7 @@ JOPT_API int jopt_add_param_group(jopt_optim *opt, const jopt_group *group)
     memcpy(groups, opt->groups, n * sizeof *groups);
     int rc = group_init(opt, fn, n, group, &groups[n]);
     if (rc == JOPT_OK)
-        rc = check_buffers(opt->ctx, fn, groups, n + 1, SIZE_MAX, 0, NULL);
+        rc = rt_check_buffers(opt->ctx, fn, groups, n + 1, SIZE_MAX, 0, NULL);
     if (rc) {
         free_group(opt, &groups[n]);
         free(groups);
@@ -521,6 +540,8 @@ JOPT_API int jopt_option_get(const jopt_optim *opt, size_t group,
     if (rc)
         return rc;
     char err[CG_ERRLEN];
+    if (rt_prec_get(&opt->groups[group].prec, name, value) == 0)
+        return JOPT_OK;
     const cg_hyper *h;
     int off = cg_option_offset(opt->spec, name, &h, err);
     if (off < 0)
@@ -529,27 +550,91 @@ JOPT_API int jopt_option_get(const jopt_optim *opt, size_t group,
     return JOPT_OK;
 }
 
-/* Installs `values` into the group if the spec accepts them, with hyper
+/* A group's tensors take the element types of new precision options
+ * (those `given`: dtype sets both, grad_dtype the gradients'); returns
+ * the old ones, for undo_types. */
+static uint8_t *retype(rt_group *gr, const rt_prec *prec, unsigned given)
+{
+    uint8_t *old = malloc(2 * gr->n + 1);
+    if (!old)
+        return NULL;
+    for (size_t i = 0; i < gr->n; i++) {
+        rt_param *p = &gr->params[i];
+        old[2 * i] = p->dtype;
+        old[2 * i + 1] = p->grad_dtype;
+        if (given & RT_GIVEN_DTYPE)
+            p->dtype = prec->dtype;
+        if (given & (RT_GIVEN_DTYPE | RT_GIVEN_GRAD_DTYPE))
+            p->grad_dtype = prec->grad_dtype;
+    }
+    return old;
+}
+
+static void undo_types(rt_group *gr, const uint8_t *old)
+{
+    for (size_t i = 0; i < gr->n; i++) {
+        gr->params[i].dtype = old[2 * i];
+        gr->params[i].grad_dtype = old[2 * i + 1];
+    }
+}
+
+static int has_state(const jopt_optim *opt, const rt_group *gr)
+{
+    for (size_t i = 0; i < gr->n; i++)
+        for (size_t k = 0; k < cg_spec_nstate(opt->spec); k++)
+            if (gr->params[i].state[k])
+                return 1;
+    return 0;
+}
+
+/* Whether a group may take precision options `prec`. */
+static int check_prec(jopt_optim *opt, const char *where, const rt_group *gr,
+                      const rt_prec *prec)
+{
+    if (opt->closure || cg_spec_method(opt->spec)) {
+        if (prec->dtype || prec->grad_dtype || prec->state_dtype || prec->stochastic)
+            return rt_fail(opt->ctx, JOPT_EINVAL, "%s: spec '%s' is a closure "
+                           "optimizer: it takes float32 parameters, gradients and "
+                           "state only", where, cg_spec_name(opt->spec));
+    } else if (gr && prec->state_dtype != gr->prec.state_dtype && has_state(opt, gr)) {
+        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: state_dtype cannot change from %s "
+                       "to %s: the group's parameters have state already", where,
+                       cg_dt_name(gr->prec.state_dtype), cg_dt_name(prec->state_dtype));
+    }
+    return JOPT_OK;
+}
+
+/* Installs `values` (and precision options `prec`, those `given`; NULL:
+ * unchanged) into the group if the spec accepts them, with hyper
  * `make_runtime` (or -1) passed per step from now on.  A value the spec
  * lets pass per step stops being folded the first time it changes, so a
  * scheduled lr costs one compile, not one per step; a change that only
  * touches such values needs no kernel at all. */
 static int set_values(jopt_optim *opt, const char *fn, size_t group,
-                      const double *values, int make_runtime)
+                      const double *values, int make_runtime,
+                      const rt_prec *prec, unsigned given)
 {
     rt_group *gr = &opt->groups[group];
     size_t nh = cg_spec_nhyper(opt->spec);
     char where[96];
     snprintf(where, sizeof where, "%s: group %zu", fn, group);
+    rt_prec np = prec ? *prec : gr->prec;
     int rc = rt_busy(opt, fn);
     if (rc == JOPT_OK)
         rc = rt_check_values(opt, where, values);
+    if (rc == JOPT_OK)
+        rc = check_prec(opt, where, gr, &np);
     if (rc)
         return rc;
-    uint8_t *runtime = malloc(nh + 1);
-    if (!runtime)
+    uint8_t *runtime = malloc(nh + 1), *types = retype(gr, &np, given);
+    if (!runtime || !types) {
+        if (types)
+            undo_types(gr, types);
+        free(runtime);
+        free(types);
         return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
-    int rebuild = 0;
+    }
+    int rebuild = given != 0 || memcmp(&np, &gr->prec, sizeof np) != 0;
     for (size_t i = 0; i < nh; i++) {
         const cg_hyper *h = cg_spec_hyper(opt->spec, i);
         int changed = memcmp(values + h->offset, gr->values + h->offset,
@@ -558,24 +643,30 @@ static int set_values(jopt_optim *opt, const char *fn, size_t group,
                      (h->runtime_ok && (changed || (int)i == make_runtime));
         rebuild |= runtime[i] != gr->runtime[i] || (changed && !runtime[i]);
     }
-    if (rebuild && !opt->closure) {
+    if (given & (RT_GIVEN_DTYPE | RT_GIVEN_GRAD_DTYPE))
+        rc = rt_check_buffers(opt->ctx, fn, opt->groups, opt->ngroups, SIZE_MAX, 0, NULL);
+    if (rc == JOPT_OK && rebuild && !opt->closure) {
         rt_kset ks;
-        if ((rc = rt_kset_rebuild(opt, gr, where, values, runtime, &gr->ks, 1, &ks))) {
-            free(runtime);
-            return rc;
-        }
-        if (rt_reserve_uniforms(opt, rt_kset_uniforms(&ks))) {
+        rc = rt_kset_rebuild(opt, gr, where, values, runtime, &np, &gr->ks, 1, &ks);
+        if (rc == JOPT_OK && rt_reserve_uniforms(opt, rt_kset_uniforms(&ks))) {
             rt_kset_free(&ks);
-            free(runtime);
-            return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
+            rc = rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
         }
-        rt_kset_free(&gr->ks);
-        gr->ks = ks;
+        if (rc == JOPT_OK) {
+            rt_kset_free(&gr->ks);
+            gr->ks = ks;
+        }
     }
-    memcpy(gr->values, values, cg_spec_nvalues(opt->spec) * sizeof(double));
-    memcpy(gr->runtime, runtime, nh);
+    if (rc) {
+        undo_types(gr, types);
+    } else {
+        memcpy(gr->values, values, cg_spec_nvalues(opt->spec) * sizeof(double));
+        memcpy(gr->runtime, runtime, nh);
+        gr->prec = np;
+    }
     free(runtime);
-    return JOPT_OK;
+    free(types);
+    return rc;
 }
 
 static double *copy_values(jopt_optim *opt, size_t group)
@@ -599,6 +690,13 @@ JOPT_API int jopt_option_set(jopt_optim *opt, size_t group, const char *name,
     if (rc)
         return rc;
     char err[CG_ERRLEN];
+    rt_prec prec = opt->groups[group].prec;
+    unsigned given;
+    if ((rc = rt_prec_set(opt->ctx, fn, name, value, &prec, &given)) <= 0) {
+        if (rc == JOPT_OK) /* a precision option: the values stay */
+            rc = set_values(opt, fn, group, opt->groups[group].values, -1, &prec, given);
+        return rc;
+    }
     const cg_hyper *h;
     int off = cg_option_offset(opt->spec, name, &h, err);
     if (off < 0)
@@ -610,7 +708,7 @@ JOPT_API int jopt_option_set(jopt_optim *opt, size_t group, const char *name,
     if (!v)
         return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
     v[off] = value;
-    rc = set_values(opt, fn, group, v, -1);
+    rc = set_values(opt, fn, group, v, -1, NULL, 0);
     free(v);
     return rc;
 }
@@ -627,12 +725,16 @@ JOPT_API int jopt_options_set(jopt_optim *opt, size_t group,
     double *v = copy_values(opt, group);
     if (!v)
         return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
-    char err[CG_ERRLEN];
-    rc = cg_options_parse(opt->spec, options, v, err);
-    if (rc)
+    char err[CG_ERRLEN], where[64];
+    snprintf(where, sizeof where, "%s: group %zu", fn, group);
+    rt_prec prec = opt->groups[group].prec;
+    unsigned given;
+    rc = rt_prec_parse(opt->ctx, where, options, &prec, &given);
+    if (rc == JOPT_OK && (rc = cg_options_parse_skip(opt->spec, options, v, rt_prec_names,
+                                                     err)))
         rt_fail_cg(opt->ctx, rc, fn, err);
-    else
-        rc = set_values(opt, fn, group, v, -1);
+    else if (rc == JOPT_OK)
+        rc = set_values(opt, fn, group, v, -1, &prec, given);
     free(v);
     return rc;
 }
@@ -662,7 +764,7 @@ JOPT_API int jopt_option_runtime(jopt_optim *opt, size_t group,
     double *v = copy_values(opt, group);
     if (!v)
         return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
-    rc = set_values(opt, fn, group, v, (int)(h - cg_spec_hyper(opt->spec, 0)));
+    rc = set_values(opt, fn, group, v, (int)(h - cg_spec_hyper(opt->spec, 0)), NULL, 0);
     free(v);
     return rc;
 }
@@ -742,10 +844,11 @@ JOPT_API int jopt_set_grad(jopt_optim *opt, size_t group, size_t index,
     if (rc)
         return rc;
     rt_group *gr = &opt->groups[group];
-    if ((uintptr_t)grad % sizeof(float))
+    size_t align = rt_gsize(&gr->params[index]);
+    if ((uintptr_t)grad % align)
         return rt_fail(opt->ctx, JOPT_EINVAL, "%s: group %zu parameter %zu: "
-                       "grad is not aligned to 4 bytes", fn, group, index);
-    if ((rc = check_buffers(opt->ctx, fn, opt->groups, opt->ngroups, group,
+                       "grad is not aligned to %zu bytes", fn, group, index, align);
+    if ((rc = rt_check_buffers(opt->ctx, fn, opt->groups, opt->ngroups, group,
                             index, grad)))
         return rc;
     gr->params[index].g = grad;

@@ -39,8 +39,10 @@ struct jopt_ctx {
 };
 
 typedef struct rt_param {
-    float *p, *g; /* borrowed */
+    float *p, *g; /* borrowed; elements of dtype, grad_dtype */
     int64_t n;
+    uint8_t dtype, grad_dtype;    /* CG_DT_* (jopt_dtype) */
+    uint8_t *state_dt;            /* per spec state: its CG_DT_*; owned */
     int rank;                     /* 1 for a tensor given without a shape */
     int64_t shape[CG_MAX_RANK];   /* its sizes, the last first */
     int shape_ok;                 /* the spec's check_shape passed it */
@@ -68,17 +70,32 @@ typedef struct rt_param {
 /* A group's kernels for its current values: the update for each rank of
  * its tensors, fresh or steady, with the inputs given, and named kernels.
  * Looked up per step; a variant not yet built is built then. */
-typedef struct rt_kentry {
+typedef struct rt_variant {
     int rank, fresh, named; /* named: index of a named kernel, or -1 */
     unsigned inputs;
+    uint8_t dtype, grad_dtype; /* the tensor's element types */
+    uint8_t scaled;            /* loss scaling: the gradient is divided */
+} rt_variant;
+
+typedef struct rt_kentry {
+    rt_variant v;
     cg_kernel *k;
     int has_shape;              /* built for a tensor of this shape: */
     int64_t shape[CG_MAX_RANK];
 } rt_kentry;
 
+/* A group's mixed-precision options, which every spec takes (mixed.c):
+ * dtype=, grad_dtype= (its tensors' element types, unless one is set
+ * apart with jopt_set_dtype), state_dtype=, stochastic_rounding=, seed=. */
+typedef struct rt_prec {
+    uint8_t dtype, grad_dtype, state_dtype, stochastic;
+    uint64_t seed;
+} rt_prec;
+
 typedef struct rt_kset {
     rt_kentry *e;
     size_t n, cap;
+    uint8_t state_dtype, stochastic; /* what its kernels were built for */
 } rt_kset;
 
 /* torch's scheduler keys in a param group: "initial_lr", set by the first
@@ -101,6 +118,7 @@ typedef struct rt_group {
     double *gstate;     /* the spec's per-group states (by spec state
                            index; NaN while a state is not kept) */
     double gred[CG_MAX_REDUCE]; /* the batch's group sums */
+    rt_prec prec;       /* its mixed-precision options */
 } rt_group;
 
 struct rt_closure; /* closure.h */
@@ -131,6 +149,10 @@ struct jopt_optim {
     volatile uint64_t *guard_slot; /* the token in that step's frame */
     uint64_t guard_token;
     uintptr_t closure_frame; /* the frame that calls the closure */
+    rt_prec prec_defaults; /* the optimizer's defaults' precision options */
+    /* loss scaling for the next step (jopt_set_grad_scale) */
+    double grad_scale; /* 1: none */
+    int found_inf;     /* 0, 1 (skip the step) or JOPT_CHECK_FINITE */
 };
 
 /* optim.c: whether n floats at buf overlap any parameter, gradient or
@@ -138,45 +160,80 @@ struct jopt_optim {
  * message naming which, else 0 */
 int rt_buffer_overlaps(jopt_optim *opt, const float *buf, int64_t n);
 
+/* optim.c: no two buffers of `groups` overlap, with parameter (skip_g,
+ * skip_i)'s gradient replaced by `grad` when skip_g is not SIZE_MAX */
+int rt_check_buffers(jopt_ctx *ctx, const char *fn, const rt_group *groups,
+                     size_t ngroups, size_t skip_g, size_t skip_i, float *grad);
+
 /* optim.c: the spec's check() of a group's values */
 int rt_check_values(jopt_optim *opt, const char *where, const double *values);
 
-/* kernels.c: a group's kernel for (rank, fresh, inputs, named) under
- * `values` and `runtime`, from the set or built and added to it */
+/* kernels.c: a group's kernel for a variant (rank, fresh, inputs, named,
+ * element types) under `values` and `runtime`, from the set or built and
+ * added to it */
 int rt_kset_get(jopt_optim *opt, rt_kset *ks, const char *where,
-                const double *values, const uint8_t *runtime, int rank,
-                int fresh, unsigned inputs, int named, const cg_kernel **out);
-/* the same for parameter p's rank and shape (a spec that reads a tensor's
- * sizes, or multiplies matrices, has a kernel per shape) */
+                const double *values, const uint8_t *runtime,
+                const rt_variant *v, const cg_kernel **out);
+/* the update's variant for a parameter (steady, no inputs) */
+rt_variant rt_update_variant(const rt_param *p);
+/* the same for parameter p's shape (a spec that reads a tensor's sizes,
+ * or multiplies matrices, has a kernel per shape) */
 int rt_kset_param(jopt_optim *opt, rt_kset *ks, const char *where,
                   const double *values, const uint8_t *runtime,
-                  const rt_param *p, int fresh, unsigned inputs, int named,
-                  const cg_kernel **out);
+                  const rt_param *p, const rt_variant *v, const cg_kernel **out);
 /* the spec's check_shape on p's shape (once: p->shape_ok); `where` names
  * the parameter in the message */
 int rt_check_shape(jopt_optim *opt, rt_param *p, const char *where);
 void rt_kset_free(rt_kset *ks);
-/* A set for new values holding the same variants as `old` (and at least
- * the steady update for each rank of the group's tensors): built aside,
- * checked against the group's existing state; nothing held on failure. */
+/* A set for new values (and precision options `prec`) holding the same
+ * variants as `old` (and at least the steady update for each rank and
+ * element types of the group's tensors): built aside, checked against the
+ * group's existing state; nothing held on failure. */
 int rt_kset_rebuild(jopt_optim *opt, const rt_group *gr, const char *where,
                     const double *values, const uint8_t *runtime,
-                    const rt_kset *old, int check_state, rt_kset *out);
-/* Whether a parameter's existing states are of the size the kernel's
- * layout gives its shape; -1 if they fit, else the spec state index that
- * does not.  `state_n` as rt_param's (0: absent). */
+                    const rt_prec *prec, const rt_kset *old, int check_state,
+                    rt_kset *out);
+/* Whether a parameter's existing states are of the size and element type
+ * the kernel's layout gives its shape; -1 if they fit, else the spec state
+ * index that does not.  `state_n`, `state_dt` as rt_param's (0: absent). */
 int rt_state_misfit(const cg_kernel *k, const rt_param *p,
-                    const int64_t *state_n);
+                    const int64_t *state_n, const uint8_t *state_dt);
+/* ---- mixed precision (mixed.c) ---- */
+/* The option names the runtime reads itself (NULL-terminated), for
+ * cg_options_parse_skip. */
+extern const char *const rt_prec_names[];
+/* Overlays the precision items of an options string on *prec (the others
+ * are left to the spec's parser); nothing changes on error. */
+int rt_prec_parse(jopt_ctx *ctx, const char *where, const char *text, rt_prec *prec,
+                  unsigned *given);
+/* Whether `name` is a precision option: its value as jopt_option_get
+ * reads it (a dtype as its jopt_dtype, a flag as 0 or 1), or -1. */
+int rt_prec_get(const rt_prec *prec, const char *name, double *value);
+/* Bytes of one element of each array of a parameter. */
+static inline size_t rt_psize(const rt_param *p) { return (size_t)cg_dt_size(p->dtype); }
+static inline size_t rt_gsize(const rt_param *p) { return (size_t)cg_dt_size(p->grad_dtype); }
+/* Whether every gradient the next step reads is finite (-1), else the
+ * ordinal of the first parameter whose gradient is not: *elem gets the
+ * element.  Read on the pool for big steps. */
+int64_t rt_grads_finite(jopt_optim *opt, int64_t *elem);
+/* One precision option set from a number (jopt_option_set): 1 if `name`
+ * is not one, else JOPT_OK (with *given its bit) or an error. */
+int rt_prec_set(jopt_ctx *ctx, const char *where, const char *name, double value,
+                rt_prec *prec, unsigned *given);
+/* The bits of rt_prec_parse's `given` that set tensors' element types. */
+#define RT_GIVEN_DTYPE 1u
+#define RT_GIVEN_GRAD_DTYPE 2u
+
 /* The doubles of per-step values any kernel of the set keeps, plus one. */
 size_t rt_kset_uniforms(const rt_kset *ks);
 
 /* optim.c: makes room for per-step values of `need` doubles per parameter
  * (never shrinks); JOPT_ENOMEM changes nothing */
 int rt_reserve_uniforms(jopt_optim *opt, size_t need);
-/* optim.c: a kept buffer of state k of exactly n floats, taken out of the
+/* optim.c: a kept buffer of state k of exactly `bytes` bytes, taken out of the
  * spares (NULL: none); and keeping one (never fails, never frees). */
-float *rt_spare_take(rt_param *p, size_t k, int64_t n);
-void rt_spare_keep(jopt_optim *opt, rt_param *p, size_t k, float *buf, int64_t n);
+float *rt_spare_take(rt_param *p, size_t k, int64_t bytes);
+void rt_spare_keep(jopt_optim *opt, rt_param *p, size_t k, float *buf, int64_t bytes);
 
 /* guard.c: while a step runs the closure.  rt_guard_enter marks the
  * optimizer busy, with a token in `slot`, a local of the caller's frame;

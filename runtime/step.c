@@ -25,14 +25,14 @@ JOPT_API int jopt_zero_grad(jopt_optim *opt)
         for (size_t i = 0; i < opt->groups[g].n; i++) {
             rt_param *p = &opt->groups[g].params[i];
             if (p->g && p->n)
-                memset(p->g, 0, (size_t)p->n * sizeof(float));
+                memset(p->g, 0, (size_t)p->n * rt_gsize(p));
         }
     return JOPT_OK;
 }
 
-static float *alloc_state(int64_t n)
+static float *alloc_state(int64_t n, int dtype)
 {
-    size_t bytes = ((size_t)n * sizeof(float) + 63) & ~(size_t)63;
+    size_t bytes = ((size_t)n * (size_t)cg_dt_size(dtype) + 63) & ~(size_t)63;
     return aligned_alloc(64, bytes ? bytes : 64);
 }
 
@@ -73,12 +73,15 @@ static int choose_kernels(jopt_optim *opt, const char *fn, int named)
                 continue;
             char where[96];
             snprintf(where, sizeof where, "%s: group %zu parameter %zu", fn, g, i);
-            unsigned inputs = named < 0 ? inputs_of(opt, p) : 0;
+            rt_variant v = rt_update_variant(p);
+            v.inputs = named < 0 ? inputs_of(opt, p) : 0;
+            v.named = named;
+            v.scaled = named < 0 && opt->grad_scale != 1.0;
             const cg_kernel *k;
             int rc = rt_check_shape(opt, p, where);
             if (rc == JOPT_OK)
                 rc = rt_kset_param(opt, &gr->ks, where, gr->values, gr->runtime,
-                                   p, 0, inputs, named, &k);
+                                   p, &v, &k);
             if (rc)
                 return rc;
             const cg_layout *l = cg_kernel_layout(k);
@@ -89,10 +92,12 @@ static int choose_kernels(jopt_optim *opt, const char *fn, int named)
                 return rt_fail(opt->ctx, JOPT_EINVAL, "%s: kernel '%s' reads "
                                "state the parameter does not have yet", where,
                                cg_spec_named(opt->spec, (size_t)named));
+            v.fresh = 1;
+            v.named = -1;
             if (fresh && (rc = rt_kset_param(opt, &gr->ks, where, gr->values,
-                                             gr->runtime, p, 1, inputs, -1, &k)))
+                                             gr->runtime, p, &v, &k)))
                 return rc;
-            int bad = rt_state_misfit(k, p, p->state_n);
+            int bad = rt_state_misfit(k, p, p->state_n, p->state_dt);
             if (bad >= 0)
                 return rt_fail(opt->ctx, JOPT_EINVAL, "%s: state '%s' has the wrong "
                                "size for this kernel", where,
@@ -143,21 +148,25 @@ static int create_state(jopt_optim *opt, unsigned char *created)
                 if (p->state[si])
                     continue;
                 int64_t n = cg_kind_numel(l->kind[s], p->n, p->shape, p->rank);
-                if ((p->state[si] = rt_spare_take(p, (size_t)si, n)))
+                int dt = l->dtype[2 + s];
+                int64_t bytes = n * cg_dt_size(dt);
+                if ((p->state[si] = rt_spare_take(p, (size_t)si, bytes)))
                     created[k + (size_t)si] = 2; /* a buffer a load kept */
-                else if ((p->state[si] = alloc_state(n)))
+                else if ((p->state[si] = alloc_state(n, dt)))
                     created[k + (size_t)si] = 1;
                 else
                     return JOPT_ENOMEM;
                 p->state_n[si] = n;
+                p->state_dt[si] = (uint8_t)dt;
                 p->fresh |= l->init[s] == CG_INIT_UNSET;
                 if (l->kind[s] == CG_KIND_SCALAR64) {
                     *(double *)(void *)p->state[si] = l->init_value[s];
                     continue;
                 }
-                float v = l->init[s] == CG_INIT_CONST ? (float)l->init_value[s] : 0.0f;
-                for (int64_t e = 0; e < n; e++)
-                    p->state[si][e] = v;
+                /* rounded to the state's type as a store would (torch's
+                 * full_like(p, v) on a bfloat16 p) */
+                cg_dt_fill(p->state[si], dt, n,
+                           l->init[s] == CG_INIT_CONST ? l->init_value[s] : 0.0);
             }
         }
     }
@@ -173,7 +182,8 @@ static void undo_state(jopt_optim *opt, const unsigned char *created)
                 if (created[k + s]) {
                     rt_param *p = &opt->groups[g].params[i];
                     if (created[k + s] == 2) /* back where it came from */
-                        rt_spare_keep(opt, p, s, p->state[s], p->state_n[s]);
+                        rt_spare_keep(opt, p, s, p->state[s],
+                                      p->state_n[s] * cg_dt_size(p->state_dt[s]));
                     else
                         free(p->state[s]);
                     p->state[s] = NULL;
@@ -238,22 +248,25 @@ static void bind(const jopt_optim *opt, rt_param *p, const cg_layout *lay)
 static size_t plan(jopt_optim *opt, int64_t *total)
 {
     size_t nc = 0;
+    uint64_t ordinal = 0; /* the tensor's place in the optimizer */
     *total = 0;
     int group_steps = cg_spec_group_steps(opt->spec);
     for (size_t g = 0; g < opt->ngroups; g++) {
         rt_group *gr = &opt->groups[g];
-        for (size_t i = 0; i < gr->n; i++) {
+        for (size_t i = 0; i < gr->n; i++, ordinal++) {
             rt_param *p = &gr->params[i];
             if (!p->k)
                 continue;
             bind(opt, p, cg_kernel_layout(p->k));
             opt->parts[nc] = (cg_part){p->arrays, p->n};
+            int64_t t = (group_steps ? gr->step : p->step) + 1;
             opt->calls[nc] = (cg_call){
                 .k = p->k, .parts = &opt->parts[nc], .nparts = 1,
-                .t = (double)((group_steps ? gr->step : p->step) + 1),
+                .t = (double)t,
                 .values = gr->values, .shape = p->shape, .rank = p->rank,
                 .gstate = gr->gstate, .gred = gr->gred, .u = p->u,
-                .work = p->work};
+                .work = p->work, .grad_scale = opt->grad_scale,
+                .srkey = cg_sr_key(gr->prec.seed, (uint64_t)t, ordinal)};
             nc++;
             /* a matrix kernel's products count as work too: the pool
              * takes a step of 2^20 elements, or of ~2^26 flops */
@@ -297,10 +310,36 @@ JOPT_API int jopt_step(jopt_optim *opt, jopt_closure closure, void *user_data,
     if (crc != 0)
         return rt_fail(opt->ctx, JOPT_ECLOSURE, "jopt_step: the closure "
                        "returned %d; the step was not taken", crc);
+    if (opt->found_inf == 1) { /* the caller's check (GradScaler's) */
+        if (loss)
+            *loss = l;
+        opt->grad_scale = 1.0;
+        opt->found_inf = 0;
+        return rt_fail(opt->ctx, JOPT_SKIPPED, "jopt_step: found_inf was set: "
+                       "the step was skipped and nothing changed");
+    }
     rc = choose_kernels(opt, "jopt_step", -1);
-    if (rc == JOPT_OK)
-        rc = ensure_state(opt);
     if (rc)
+        return rc;
+    if (opt->found_inf == JOPT_CHECK_FINITE) { /* before anything changes */
+        int64_t elem, bad = rt_grads_finite(opt, &elem);
+        if (bad >= 0) {
+            size_t g = 0, i = (size_t)bad;
+            while (i >= opt->groups[g].n)
+                i -= opt->groups[g++].n;
+            const rt_param *p = &opt->groups[g].params[i];
+            double v = cg_dt_get(p->g, p->grad_dtype, elem);
+            if (loss)
+                *loss = l;
+            opt->grad_scale = 1.0;
+            opt->found_inf = 0;
+            return rt_fail(opt->ctx, JOPT_SKIPPED, "jopt_step: group %zu parameter "
+                           "%zu: gradient element %lld is %s; the step was skipped "
+                           "and nothing changed", g, i, (long long)elem,
+                           isnan(v) ? "NaN" : v > 0 ? "inf" : "-inf");
+        }
+    }
+    if ((rc = ensure_state(opt)))
         return rc;
     int64_t total;
     size_t nc = plan(opt, &total);
@@ -321,6 +360,8 @@ JOPT_API int jopt_step(jopt_optim *opt, jopt_closure closure, void *user_data,
             memset(p->input, 0, sizeof p->input); /* given for one step */
         }
     }
+    opt->grad_scale = 1.0; /* given for one step */
+    opt->found_inf = 0;
     if (loss)
         *loss = l;
     return JOPT_OK;

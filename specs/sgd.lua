@@ -1,10 +1,12 @@
 -- SGD with momentum (Polyak, 1964; Sutskever et al., 2013), as torch.optim.SGD:
 -- lr is applied outside the buffer, and the first step copies the gradient
--- into the buffer without dampening.
+-- into the buffer without dampening.  fused = true: torch's fused=True CPU
+-- kernel (its scalar loop: the vector loop of torch 2.13 is broken for 16-bit
+-- types, pytorch#191763), which fuses the momentum's other product.
 return {
   doc = "SGD: stochastic gradient descent, with momentum, dampening and Nesterov",
   hyper = { lr = 1e-3, momentum = 0.0, dampening = 0.0, weight_decay = 0.0,
-            nesterov = false, maximize = false },
+            nesterov = false, maximize = false, fused = false },
   runtime = { "lr", "dampening" },   -- used only in arithmetic: may be passed per step
   check = function (h)
     require_lr(h)
@@ -21,6 +23,8 @@ return {
       local b = s.momentum_buffer
       if b == nil then
         b = g                                                       -- clone(g)
+      elseif h.fused then
+        b = fma(b, h.momentum, g * (1 - h.dampening))               -- one rounding fewer
       else
         b = fma(g, 1 - h.dampening, b * h.momentum)                 -- b·μ + (1-τ)·g
       end

@@ -130,7 +130,7 @@ static void test_checkpoint_resume_same_bits(void **state)
 /* Checkpoints of format 1 (jopt before group steps and shapes; written by
  * tests/fixtures/checkpoint/make_v1.c at commit d7c48a0) still load: the
  * model of resume() after 3 steps, loaded into a model stepped 3 times
- * here, steps on exactly as one that never stopped, and saves as format 2. */
+ * here, steps on exactly as one that never stopped, and saves as format 3. */
 static void test_checkpoint_reads_format_1(void **state)
 {
     (void)state;
@@ -262,15 +262,16 @@ static void test_checkpoint_wrong_header_refused(void **state)
     buf[0] = 'X';
     refused(&v, buf, v.len, "wrong magic");
     buf[0] = 'J';
-    buf[8] = 3; /* version 3, resealed: this jopt reads 1 and 2 */
+    buf[8] = 4; /* version 4, resealed: this jopt reads 1 to 3 */
     t_reseal(buf, v.len);
-    refused(&v, buf, v.len, "version 3");
-    buf[8] = 2;
+    refused(&v, buf, v.len, "version 4");
+    buf[8] = 3;
     t_reseal(buf, v.len);
     refused(&v, buf, 3, "too short");
     /* a lying count: 2^40 floats claimed, checksum fixed up: refused by
-     * the length checks, without allocating what it claims */
-    size_t off = v.len - 8 - (size_t)sizes[2] * 4 - 8;
+     * the length checks, without allocating what it claims (the count,
+     * the element type, the data) */
+    size_t off = v.len - 8 - (size_t)sizes[2] * 4 - 1 - 8;
     uint64_t count, lie = 1ull << 40;
     memcpy(&count, buf + off, 8);
     assert_int_equal(count, (uint64_t)sizes[2]);

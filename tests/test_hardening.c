@@ -194,14 +194,15 @@ static void test_hardening_checkpoint_sizes_checked(void **state)
     T_OK(ctx, jopt_state_size(opt, &len));
     unsigned char *buf = malloc(len), *cut = malloc(len);
     T_OK(ctx, jopt_state_save_mem(opt, buf, len, NULL));
-    /* the momentum buffer is the last thing before the checksum: its count
-     * and 100 floats become a count of 1 and one float */
-    size_t data = len - 8 - 100 * 4, count = data - 8;
+    /* the momentum buffer is the last thing before the checksum: its count,
+     * element type and 100 floats become a count of 1, the type and one
+     * float */
+    size_t data = len - 8 - 100 * 4, count = data - 1 - 8;
     memcpy(cut, buf, count);
     uint64_t one = 1;
     memcpy(cut + count, &one, 8);
-    memcpy(cut + count + 8, buf + data, 4);
-    size_t clen = count + 8 + 4 + 8;
+    memcpy(cut + count + 8, buf + data - 1, 1 + 4);
+    size_t clen = count + 8 + 1 + 4 + 8;
     t_reseal(cut, clen);
     assert_int_equal(jopt_state_load_mem(opt, cut, clen), JOPT_EINVAL);
     assert_non_null(strstr(jopt_errmsg(ctx), "wrong size"));

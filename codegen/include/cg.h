@@ -48,6 +48,18 @@ uint64_t cg_fnv(uint64_t h, const void *p, size_t n);
 
 typedef struct cg_spec cg_spec;
 typedef struct cg_jit cg_jit;
+
+/* Element types of a kernel's arrays (jopt_dtype's values).  Kernels load
+ * every element as float32, compute in float32 ("opmath", as torch's
+ * fused CPU kernels) and round once, when they store. */
+enum { CG_DT_F32 = 0, CG_DT_BF16 = 1, CG_DT_F16 = 2, CG_NDT };
+/* bytes per element of a dtype */
+static inline int cg_dt_size(int dt) { return dt == CG_DT_F32 ? 4 : 2; }
+const char *cg_dt_name(int dt); /* "float32", "bfloat16", "float16" */
+/* v rounded to dt (to nearest even, as a kernel's store), into n
+ * elements at dst; element i of src widened to double */
+void cg_dt_fill(void *dst, int dt, int64_t n, double v);
+double cg_dt_get(const void *src, int dt, int64_t i);
 typedef struct cg_kernel cg_kernel;
 
 /* ---- Specs -------------------------------------------------------------- */
@@ -172,6 +184,10 @@ int cg_opt_next(const char **cursor, cg_opt_item *it, char *err);
  * by its hyperparameter's kind; nothing changes on error. */
 int cg_options_parse(const cg_spec *spec, const char *text, double *values,
                      char *err);
+/* The same, leaving alone the items named in `skip` (NULL-terminated):
+ * options that another layer reads (the runtime's element types). */
+int cg_options_parse_skip(const cg_spec *spec, const char *text, double *values,
+                          const char *const *skip, char *err);
 /* "name" or "name[i]": the offset in a value vector and the hyperparameter,
  * or -1 with a message. */
 int cg_option_offset(const cg_spec *spec, const char *name,
@@ -244,6 +260,7 @@ typedef struct cg_layout {
     uint64_t written;         /* bit per array slot the kernel stores to */
     int npass;                /* passes over the elements, and each one's */
     const uint64_t *pass_read, *pass_written; /* loads and stores */
+    const uint8_t *dtype;     /* CG_DT_* of each array slot */
 } cg_layout;
 
 /* Floats a state of kind k takes for a tensor of n elements and `rank`
@@ -274,6 +291,14 @@ typedef struct cg_request {
                              a spec that reads them (shape(), matmul) gets a
                              kernel for that shape */
     unsigned inputs;      /* bit per spec input given this step */
+    /* mixed precision (zero: all float32, as before) */
+    uint8_t dtype;        /* CG_DT_* of the parameter */
+    uint8_t grad_dtype;   /* of the gradient */
+    uint8_t state_dtype;  /* of every per-element state */
+    uint8_t stochastic;   /* 1: bfloat16 stores round stochastically */
+    uint8_t grad_scale;   /* 1: the gradient is divided by the call's
+                             grad_scale, and the quotient written back to
+                             it (torch's fused kernels with GradScaler) */
 } cg_request;
 
 /* Returns the kernel for a request, from the cache or compiled now.  The
@@ -346,7 +371,17 @@ typedef struct cg_call {
     double *work;         /* room for cg_call_work() doubles */
     double *results;      /* a vector kernel's results (layout->nresults
                              doubles), or NULL */
+    double grad_scale;    /* what the gradient is divided by (a kernel
+                             built with grad_scale) */
+    uint64_t srkey;       /* stochastic rounding's key for this call:
+                             cg_sr_key(seed, step, tensor) */
 } cg_call;
+
+/* The key of the counter-based generator behind stochastic rounding: the
+ * random bits of element i of a call's array depend only on (seed, step,
+ * tensor, array, i), so they are the same for any thread count, cut or
+ * engine. */
+uint64_t cg_sr_key(uint64_t seed, uint64_t step, uint64_t tensor);
 
 /* Doubles of workspace a call of k over a tensor of n elements of that
  * shape needs (for its row and column reductions). */

@@ -1,4 +1,4 @@
-"""jopt's checkpoint format, version 2 (docs/checkpoint.md), read and written
+"""jopt's checkpoint format, version 3 (docs/checkpoint.md), read and written
 in Python: jopt.torch converts torch.optim state dicts to it and back.
 
 Only the layout is handled here.  What a checkpoint means (which spec,
@@ -12,22 +12,25 @@ import struct
 from . import _lib
 
 MAGIC = b"JOPTCKPT"
-VERSION = 2
+VERSION = 3
+SIZE = {0: 4, 1: 2, 2: 2}  # bytes of an element of each type (float32, bfloat16, float16)
 
 
 class Param:
-    """One parameter's part: numel, shape (outermost first), step count, and
-    its states as {name: (count, byte offset of its float32 data in the
-    buffer)}."""
+    """One parameter's part: numel, shape (outermost first), step count, its
+    states as {name: (count, byte offset of its data in the buffer)}, and
+    their element types {name: 0 float32, 1 bfloat16, 2 float16}."""
 
-    __slots__ = ("numel", "shape", "step", "states")
+    __slots__ = ("numel", "shape", "step", "states", "dtypes")
 
-    def __init__(self, numel, shape, step, states):
+    def __init__(self, numel, shape, step, states, dtypes):
         self.numel, self.shape, self.step, self.states = numel, shape, step, states
+        self.dtypes = dtypes
 
 
 class Group:
-    """A group's part; `tail` is its group step and group states, as saved."""
+    """A group's part; `tail` is its group step, group states and precision
+    options (state dtype, stochastic rounding, seed), as saved."""
     __slots__ = ("nparams", "values", "runtime", "keys", "tail")
 
     def __init__(self, nparams, values, runtime, keys, tail):
@@ -84,19 +87,24 @@ class Checkpoint:
             u64()  # the group step
             gset = u64()
             take(8 * bin(gset).count("1"))
+            take(1 + 1 + 8)  # state_dtype, stochastic_rounding, seed
             self.groups.append(Group(np_, values, runtime, keys,
                                      bytes(mv[start:pos[0]])))
             for _ in range(np_):
                 numel = u64()
                 shape = tuple(u64() for _ in range(u32()))
                 step, present = u64(), u64()
-                states = {}
+                states, dtypes = {}, {}
                 for k, name in enumerate(self.state_names):
                     if present >> k & 1:
                         count = u64()
+                        dt = take(1)[0]
+                        if dt not in SIZE:
+                            raise ValueError("jopt: state '%s' has element type %d" % (name, dt))
                         states[name] = (count, pos[0])
-                        take(4 * count)
-                self.params.append(Param(numel, shape, step, states))
+                        dtypes[name] = dt
+                        take(SIZE[dt] * count)
+                self.params.append(Param(numel, shape, step, states, dtypes))
         # a closure optimizer's part: its step count and its driver's state
         self.closure = None
         if pos[0] < len(buf) - 8:
@@ -113,8 +121,9 @@ class Checkpoint:
 
 def build(ck, groups, params, closure):
     """A sealed checkpoint with ck's header.  groups: [(Group of ck, keys)];
-    params: [(numel, step, {name: (count, address of count float32 or
-    None for zeros)})] in order; closure: (steps, bytes) or None."""
+    params: [(numel, step, {name: (count, address of count elements or
+    None for zeros[, element type: 0 float32 (the default), 1 bfloat16,
+    2 float16])})] in order; closure: (steps, bytes) or None."""
     out = bytearray()
     out += ck.buf[:ck.head_end]
     out += struct.pack("<I", len(groups))
@@ -138,10 +147,11 @@ def build(ck, groups, params, closure):
             out += struct.pack("<%dQ" % len(shape), *shape)
             out += struct.pack("<QQ", step, present)
             for name in sorted(states, key=order.__getitem__):
-                count, addr = states[name]
-                out += struct.pack("<Q", count)
-                copies.append((len(out), addr, 4 * count))
-                out += bytes(4 * count)
+                count, addr, *dt = states[name]
+                dt = dt[0] if dt else 0
+                out += struct.pack("<QB", count, dt)
+                copies.append((len(out), addr, SIZE[dt] * count))
+                out += bytes(SIZE[dt] * count)
     if closure is not None:
         steps, blob = closure
         out += struct.pack("<QQ", steps, len(blob))

@@ -13,7 +13,12 @@ __all__ = ["JoptError", "JoptValueError", "JoptMemoryError", "JoptSpecError",
            "default_context", "ENGINE_JIT", "ENGINE_REFERENCE"]
 
 OK, EINVAL, ENOMEM, ESPEC, ECOMPILE, ECLOSURE = 0, -1, -2, -3, -4, -5
+SKIPPED = 1  # jopt_step skipped a step with a NaN/Inf gradient (not an error)
 ENGINE_JIT, ENGINE_REFERENCE = 0, 1
+# jopt_dtype, by name; JOPT_CHECK_FINITE
+FLOAT32, BFLOAT16, FLOAT16 = 0, 1, 2
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
+CHECK_FINITE = -1
 
 
 def _recorded():
@@ -136,6 +141,10 @@ jopt_state_size = _proto("jopt_state_size", c_int, c_void_p, ctypes.POINTER(c_si
 jopt_state_save_mem = _proto("jopt_state_save_mem", c_int, c_void_p, c_void_p, c_size_t,
                              ctypes.POINTER(c_size_t))
 jopt_state_load_mem = _proto("jopt_state_load_mem", c_int, c_void_p, c_void_p, c_size_t)
+jopt_set_dtype = _proto("jopt_set_dtype", c_int, c_void_p, c_size_t, c_size_t, c_int, c_int)
+jopt_state_dtype = _proto("jopt_state_dtype", c_int, c_void_p, c_size_t, c_size_t, c_char_p,
+                          ctypes.POINTER(c_int))
+jopt_set_grad_scale = _proto("jopt_set_grad_scale", c_int, c_void_p, c_double, c_int)
 
 
 class HyperInfo(ctypes.Structure):
@@ -410,10 +419,12 @@ def options_string(values):
 # ---- low-level optimizer handle ------------------------------------------------
 
 class RawOptim:
-    """A jopt_optim over raw float32 buffers (addresses and sizes).
+    """A jopt_optim over raw buffers (addresses and sizes).
 
     groups: list of (params, options) where params is a list of
-    (param_address, grad_address_or_0, numel) and options a dict."""
+    (param_address, grad_address_or_0, numel), or of (param_address,
+    grad_address_or_0, numel, dtype, grad_dtype) with jopt_dtype codes
+    (FLOAT32, BFLOAT16, FLOAT16), and options a dict."""
 
     def __init__(self, ctx, spec, groups, defaults=None):
         self.ctx = ctx
@@ -431,13 +442,39 @@ class RawOptim:
         self._h = h.value
         ctx._optims.add(self)
         ctx._live += 1
+        try:
+            for gi, (params, _) in enumerate(groups):
+                self._set_dtypes(gi, params)
+        except Exception:
+            self.close()
+            raise
 
     @staticmethod
-    def _group(params, opts, keep):
+    def _types(params):
+        """The group's dtype options: a 2-byte type if any tensor has one (so
+        that no 2-byte buffers laid side by side look like overlapping
+        float32 ones before jopt_set_dtype gives each its own)."""
+        def pick(k):
+            ts = [p[k] for p in params if len(p) > 3]
+            return next((t for t in ts if t != FLOAT32), FLOAT32)
+        return pick(3), pick(4)
+
+    def _set_dtypes(self, gi, params):
+        dt, gdt = self._types(params)
+        for pi, p in enumerate(params):
+            if len(p) > 3 and (p[3], p[4]) != (dt, gdt):
+                self.set_dtype(gi, pi, p[3], p[4])
+
+    @classmethod
+    def _group(cls, params, opts, keep):
         arr = (Param * max(len(params), 1))()
-        for j, (p, g, n) in enumerate(params):
-            arr[j] = Param(p or None, g or None, n)
-        s = options_string(opts).encode() if opts else None
+        for j, p in enumerate(params):
+            arr[j] = Param(p[0] or None, p[1] or None, p[2])
+        s = options_string(opts) if opts else ""
+        dt, gdt = cls._types(params)
+        if (dt, gdt) != (FLOAT32, FLOAT32):
+            s += " dtype=%s grad_dtype=%s" % (DTYPE_NAMES[dt], DTYPE_NAMES[gdt])
+        s = s.strip().encode() or None
         keep.append((arr, s))
         return Group(arr, len(params), s)
 
@@ -465,8 +502,29 @@ class RawOptim:
             pass
 
     def step(self):
+        """One step; False if it was skipped (a NaN or infinite gradient, or
+        found_inf given to set_grad_scale), True otherwise."""
         loss = c_double()
-        self._check(jopt_step(self.handle, CLOSURE(), None, ctypes.byref(loss)))
+        st = jopt_step(self.handle, CLOSURE(), None, ctypes.byref(loss))
+        if st == SKIPPED:
+            return False
+        self._check(st)
+        return True
+
+    def set_grad_scale(self, scale, found_inf=0):
+        """Loss scaling for the next step (jopt_set_grad_scale): each gradient
+        divided by `scale` in the kernel (and written back); found_inf 1
+        skips the step, CHECK_FINITE has jopt look for NaN/Inf first."""
+        self._check(jopt_set_grad_scale(self.handle, float(scale), int(found_inf)))
+
+    def set_dtype(self, group, index, dtype, grad_dtype):
+        self._check(jopt_set_dtype(self.handle, group, index, dtype, grad_dtype))
+
+    def state_dtype(self, group, index, name):
+        d = c_int()
+        self._check(jopt_state_dtype(self.handle, group, index, name.encode(),
+                                     ctypes.byref(d)))
+        return d.value
 
     def run_closure(self, evaluate):
         """jopt_step with a closure: evaluate() -> (what to return, the loss
@@ -541,6 +599,7 @@ class RawOptim:
         keep = []
         g = self._group(params, opts, keep)
         self._check(jopt_add_param_group(self.handle, ctypes.byref(g)))
+        self._set_dtypes(self.group_count() - 1, params)
 
     def state_save_mem(self):
         n = c_size_t()

@@ -14,9 +14,11 @@ from ._lib import default_context, spec_hyperparameters
 _P = inspect.Parameter
 
 # torch's implementation flags: accepted, and ignored at these values only
-# (their default is the first)
+# (their default is the first).  fused=True is accepted: jopt's kernels are
+# fused, and compute as torch's fused CPU kernels do; a spec that must know
+# (SGD: another FMA) declares `fused` itself, and gets it as an option.
 FLAGS = {"foreach": (None, False, True), "differentiable": (False,),
-         "capturable": (False,), "fused": (None, False)}
+         "capturable": (False,), "fused": (None, False, True)}
 
 # name: (spec, positional names, keyword-only names), in torch's order
 OPTIMIZERS = {
@@ -117,19 +119,22 @@ def describe(name):
     except Exception as e:  # OSError (no library), RuntimeError (bad spec)
         UNAVAILABLE[name] = "jopt.%s is unavailable: %s" % (name, e)
         dflt = {n: None for n in pos + kw}
+    flag = lambda n: n in FLAGS and n not in dflt  # else the spec's option
     default = lambda n: FLAGS[n][0] if n in FLAGS else dflt[n]
     ps = [_P("params", _P.POSITIONAL_OR_KEYWORD)]
     ps += [_P(n, _P.POSITIONAL_OR_KEYWORD, default=default(n)) for n in pos]
     ps += [_P(n, _P.KEYWORD_ONLY, default=default(n)) for n in kw]
     allp = pos + kw
-    return (spec, inspect.Signature(ps), [n for n in allp if n not in FLAGS],
-            [n for n in allp if n in FLAGS])
+    return (spec, inspect.Signature(ps), [n for n in allp if not flag(n)],
+            [n for n in allp if flag(n)])
 
 
 def prepare(name, values):
     """What torch's constructor checks and rewrites before building the
     groups, with its messages: LBFGS's lr, and its max_eval=None, which
     torch stores in the group as max_iter * 5 // 4."""
+    if values.get("fused", False) is None:
+        values["fused"] = False  # torch's None: not fused on the CPU
     if name == "LBFGS":
         lr = values["lr"]
         if not 0.0 <= lr:

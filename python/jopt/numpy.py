@@ -4,10 +4,14 @@
     opt = jopt.numpy.Adam([w, b], lr=1e-3)
     opt.step(grads=[gw, gb])          # or bind once: Adam([w, b], grads=[gw, gb])
 
-Parameters are updated in place; they and the gradients must be float32,
-C-contiguous arrays (parameters writeable).  Param groups are lists of
+Parameters are updated in place; they and the gradients must be
+C-contiguous arrays (parameters writeable) of float32, float16 or, through
+ml_dtypes, bfloat16, each with its own (kernels compute in float32 and
+round once).  Param groups are lists of
 dicts, {"params": [w], "lr": 1e-2}, as in torch; `opt.param_groups[i]["lr"]`
 may be changed between steps and is passed to jopt at the next step."""
+
+import ctypes
 
 import numpy as np
 
@@ -18,13 +22,21 @@ from ._specs import OPTIMIZERS, CLOSURE, describe, check_flags, prepare
 __all__ = list(OPTIMIZERS) + ["NumpyOptimizer", "NumpyClosureOptimizer"]
 
 
+_DTYPES = {np.dtype(np.float32): _lib.FLOAT32, np.dtype(np.float16): _lib.FLOAT16}
+try:  # bfloat16 is not numpy's own: ml_dtypes (which jax and torch use) has it
+    import ml_dtypes
+    _DTYPES[np.dtype(ml_dtypes.bfloat16)] = _lib.BFLOAT16
+except ImportError:  # pragma: no cover
+    pass
+
+
 def _check_array(cls, what, a, writeable):
     if not isinstance(a, np.ndarray):
         raise TypeError("jopt.numpy.%s: %s is a %s, not a numpy.ndarray"
                         % (cls, what, type(a).__name__))
-    if a.dtype != np.float32:
-        raise TypeError("jopt.numpy.%s: %s has dtype %s; jopt takes float32 only"
-                        % (cls, what, a.dtype))
+    if a.dtype not in _DTYPES:
+        raise TypeError("jopt.numpy.%s: %s has dtype %s; jopt takes float32, float16 "
+                        "and ml_dtypes.bfloat16" % (cls, what, a.dtype))
     if not a.flags.c_contiguous:
         raise ValueError("jopt.numpy.%s: %s is not C-contiguous" % (cls, what))
     if writeable and not a.flags.writeable:
@@ -34,7 +46,8 @@ def _check_array(cls, what, a, writeable):
 class NumpyOptimizer:
     """Base of the jopt.numpy optimizers (not used directly)."""
 
-    def __init__(self, params, *args, grads=None, jopt_context=None, **kwargs):
+    def __init__(self, params, *args, grads=None, jopt_context=None, jopt_options=None,
+                 **kwargs):
         cls = type(self)
         bound = cls._jopt_sig.bind(params, *args, **kwargs)
         bound.apply_defaults()
@@ -53,11 +66,12 @@ class NumpyOptimizer:
         if not isinstance(params[0], dict):
             params = [{"params": params}]
         self.param_groups = []
+        self._types = []  # per group, per parameter: (dtype, grad dtype) codes
         self._ctx = jopt_context if jopt_context is not None else default_context()
         self._raw = None
         specs = [self._add_group(g) for g in params]
         self._check_groups()
-        self._raw = _lib.RawOptim(self._ctx, cls._jopt_spec, specs)
+        self._raw = _lib.RawOptim(self._ctx, cls._jopt_spec, specs, jopt_options)
         for gi in range(len(self.param_groups)):
             self._shapes(gi)
         self._pushed = [self._hyper_of(g) for g in self.param_groups]
@@ -93,8 +107,9 @@ class NumpyOptimizer:
         for k, v in self.defaults.items():
             group.setdefault(k, v)
         self.param_groups.append(group)
-        return [(p.ctypes.data if p.size else 0, 0, p.size) for p in ps], \
-            self._hyper_of(group)
+        self._types.append([(_DTYPES[p.dtype],) * 2 for p in ps])
+        return [(p.ctypes.data if p.size else 0, 0, p.size, _DTYPES[p.dtype],
+                 _DTYPES[p.dtype]) for p in ps], self._hyper_of(group)
 
     def add_param_group(self, group):
         params, opts = self._add_group(group)
@@ -102,6 +117,7 @@ class NumpyOptimizer:
             self._raw.add_param_group(params, opts)
         except Exception:
             self.param_groups.pop()
+            self._types.pop()
             raise
         self._shapes(len(self.param_groups) - 1)
         self._pushed.append(self._hyper_of(self.param_groups[-1]))
@@ -130,6 +146,10 @@ class NumpyOptimizer:
             self._raw.set_grad(gi, pi, 0)
         for (gi, pi, p), g in zip(ps, grads):
             if g is not None and g.size:
+                types = (_DTYPES[p.dtype], _DTYPES[g.dtype])
+                if types != self._types[gi][pi]:
+                    self._raw.set_dtype(gi, pi, *types)
+                    self._types[gi][pi] = types
                 self._raw.set_grad(gi, pi, g.ctypes.data)
         self._bound = grads  # keep them alive
 
@@ -183,8 +203,12 @@ class NumpyOptimizer:
                     return None, step
                 if numel == 1 and p.size != 1:
                     return np.array([data[0]], dtype=np.float32), step
+                code = self._raw.state_dtype(gi, pi, name)
+                dt = [k for k, v in _DTYPES.items() if v == code][0]
+                buf = (ctypes.c_char * (numel * dt.itemsize)).from_address(
+                    ctypes.addressof(data.contents))
                 shape = _spec2.state_shape(self._jopt_spec, name, p.shape, numel)
-                return np.ctypeslib.as_array(data, (numel,)).reshape(shape).copy(), step
+                return np.frombuffer(bytes(buf), dtype=dt).reshape(shape), step
         raise ValueError("jopt.numpy: the array is not a parameter of this optimizer")
 
     def state_dict(self):

@@ -5,7 +5,10 @@
 
 Each class subclasses torch.optim.Optimizer with torch's constructor
 signature, so param groups, zero_grad and torch.optim.lr_scheduler work.
-Parameters must be float32, contiguous CPU tensors."""
+Parameters must be contiguous CPU tensors of float32, bfloat16 or float16
+(each with its own; kernels compute in float32 and round once, as torch's
+fused kernels); torch.amp.GradScaler drives step() as it drives torch's
+fused optimizers (grad_scale and found_inf)."""
 
 import collections
 import ctypes
@@ -25,6 +28,11 @@ try:
     _increment_version = torch.autograd.graph.increment_version
 except AttributeError:  # pragma: no cover
     _increment_version = None
+
+
+_DTYPES = {torch.float32: _lib.FLOAT32, torch.bfloat16: _lib.BFLOAT16,
+           torch.float16: _lib.FLOAT16}
+_TORCH_OF = {v: k for k, v in _DTYPES.items()}
 
 
 def _plain(v):
@@ -47,9 +55,9 @@ def _check_param(cls, group, gi, pi, p):
     if p.layout != torch.strided:
         raise TypeError("jopt.%s: %s has layout %s; jopt takes dense tensors only"
                         % (cls, what, p.layout))
-    if p.dtype != torch.float32:
-        raise TypeError("jopt.%s: %s has dtype %s; jopt takes torch.float32 only"
-                        % (cls, what, p.dtype))
+    if p.dtype not in _DTYPES:
+        raise TypeError("jopt.%s: %s has dtype %s; jopt takes torch.float32, "
+                        "torch.bfloat16 and torch.float16" % (cls, what, p.dtype))
     if p.device.type != "cpu":
         raise ValueError("jopt.%s: %s is on %s; jopt takes CPU tensors only"
                          % (cls, what, p.device))
@@ -162,10 +170,16 @@ class JoptOptimizer(torch.optim.Optimizer):
     """Base of the jopt.torch optimizers (not used directly)."""
 
     _jopt_name = None
+    # torch.amp.GradScaler hands step() grad_scale and found_inf (as to
+    # torch's fused optimizers) instead of unscaling the gradients itself
+    _step_supports_amp_scaling = True
 
     def __init__(self, params, *args, **kwargs):
         cls = type(self)
         ctx = kwargs.pop("jopt_context", None)
+        # jopt's own options for every group, beside torch's: state_dtype,
+        # stochastic_rounding, seed ({"state_dtype": "bfloat16"})
+        jopt_options = kwargs.pop("jopt_options", None)
         bound = cls._jopt_sig.bind(params, *args, **kwargs)
         bound.apply_defaults()
         defaults = dict(bound.arguments)
@@ -182,7 +196,7 @@ class JoptOptimizer(torch.optim.Optimizer):
         groups = []
         for gi, group in enumerate(self.param_groups):
             groups.append(self._jopt_group_spec(gi, group))
-        self._jopt = _lib.RawOptim(self._jopt_ctx, cls._jopt_spec, groups)
+        self._jopt = _lib.RawOptim(self._jopt_ctx, cls._jopt_spec, groups, jopt_options)
         for gi in range(len(self.param_groups)):
             self._jopt_shapes(gi)
         self._jopt_pushed = [self._hyper_of(g) for g in self.param_groups]
@@ -200,6 +214,11 @@ class JoptOptimizer(torch.optim.Optimizer):
         self._jopt_grads = [0] * n          # the gradient addresses jopt holds
         self._jopt_grad_refs = None         # contiguous copies jopt reads
         self._jopt_grad_arr = (ctypes.c_void_p * max(n, 1))()
+        # each tensor's declared gradient dtype: a gradient of another dtype
+        # is declared (jopt_set_dtype) before the step
+        self._jopt_gdt = [p.dtype for p in flat]
+        self._jopt_pos = [(gi, pi) for gi, g in enumerate(self.param_groups)
+                          for pi in range(len(g["params"]))]
 
     # ---- groups -------------------------------------------------------------
 
@@ -225,7 +244,8 @@ class JoptOptimizer(torch.optim.Optimizer):
         params = []
         for pi, p in enumerate(group["params"]):
             _check_param(self._jopt_name, group, gi, pi, p)
-            params.append((p.data_ptr() if p.numel() else 0, 0, p.numel()))
+            params.append((p.data_ptr() if p.numel() else 0, 0, p.numel(),
+                           _DTYPES[p.dtype], _DTYPES[p.dtype]))
         return params, self._hyper_of(group)
 
     def add_param_group(self, param_group):
@@ -243,9 +263,10 @@ class JoptOptimizer(torch.optim.Optimizer):
         self._jopt_shapes(gi)
         self._jopt_pushed.append(self._hyper_of(group))
         held = self._jopt_grads + [0] * len(group["params"])  # jopt's, unchanged
-        refs = self._jopt_grad_refs
+        refs, gdt = self._jopt_grad_refs, self._jopt_gdt
         self._jopt_index_params()
         self._jopt_grads, self._jopt_grad_refs = held, refs
+        self._jopt_gdt = gdt + [p.dtype for p in group["params"]]
 
     # ---- step -----------------------------------------------------------------
 
@@ -290,19 +311,26 @@ class JoptOptimizer(torch.optim.Optimizer):
 
     def _jopt_bad_grad(self, i, g):
         """A gradient the fast check refused: a contiguous copy of a
-        non-contiguous one, else a TypeError naming the parameter."""
+        non-contiguous one; one of another element type than jopt was told
+        (float32, bfloat16, float16) declared to jopt; else a TypeError
+        naming the parameter."""
         p = self._jopt_flat[i]
-        if g.layout is _STRIDED and g.dtype is _F32 and g.is_cpu and g.numel() == p.numel():
-            return g.contiguous()
-        for gi, group in enumerate(self.param_groups):
-            for pi, q in enumerate(group["params"]):
-                if q is p:
-                    raise TypeError(
-                        "jopt.%s: the gradient of %s must be a dense float32 CPU "
-                        "tensor of %d elements, got %s %s of %d on %s"
-                        % (self._jopt_name, _pname(group, gi, pi, p), p.numel(),
-                           g.layout, g.dtype, g.numel(), g.device))
-        raise AssertionError("unreachable")
+        gi, pi = self._jopt_pos[i]
+        if not (g.layout is _STRIDED and g.dtype in _DTYPES and g.is_cpu and
+                g.numel() == p.numel()):
+            group = self.param_groups[gi]
+            raise TypeError(
+                "jopt.%s: the gradient of %s must be a dense float32, bfloat16 or "
+                "float16 CPU tensor of %d elements, got %s %s of %d on %s"
+                % (self._jopt_name, _pname(group, gi, pi, p), p.numel(),
+                   g.layout, g.dtype, g.numel(), g.device))
+        if g.dtype is not self._jopt_gdt[i]:
+            if self._jopt_grads[i]:  # its old buffer, sized by the old type
+                self._jopt.set_grad(gi, pi, 0)
+                self._jopt_grads[i] = 0
+            self._jopt.set_dtype(gi, pi, _DTYPES[p.dtype], _DTYPES[g.dtype])
+            self._jopt_gdt[i] = g.dtype
+        return g.contiguous()
 
     def _jopt_sync_grads(self):
         """Points jopt at every parameter's current .grad (autograd may have
@@ -313,9 +341,9 @@ class JoptOptimizer(torch.optim.Optimizer):
             self._jopt_moved()
         grads = [p.grad for p in flat]
         addrs = [0 if g is None else
-                 g.data_ptr() if (g.layout is _STRIDED and g.dtype is _F32 and g.is_cpu
+                 g.data_ptr() if (g.layout is _STRIDED and g.dtype is d and g.is_cpu
                                   and g.is_contiguous()) else -1
-                 for g in grads]
+                 for g, d in zip(grads, self._jopt_gdt)]
         copies = None
         if -1 in addrs:
             copies = {}
@@ -366,7 +394,13 @@ class JoptOptimizer(torch.optim.Optimizer):
             self._jopt_adopt_state()
         if getattr(self._jopt_ctx, "_jopt_torch_threads", "openmp") != "openmp":
             _follow_torch_threads(self._jopt_ctx)
-        self._jopt.step()
+        scale = getattr(self, "grad_scale", None)  # set by GradScaler.step
+        found = getattr(self, "found_inf", None)
+        if scale is not None or found is not None:
+            scale = 1.0 if scale is None else float(scale)
+            self._jopt.set_grad_scale(scale, 1 if found is not None and float(found) else 0)
+        if not self._jopt.step():
+            return loss  # skipped: nothing changed
         if stepped and _increment_version is not None:
             _increment_version(stepped)
         return loss
@@ -383,11 +417,13 @@ class JoptOptimizer(torch.optim.Optimizer):
                     data, step, numel = self._jopt.state_get(gi, pi, name)
                     if data is None:
                         return None, step
+                    dt = [k for k, v in _DTYPES.items()
+                          if v == self._jopt.state_dtype(gi, pi, name)][0]
                     if numel == 1 and p.numel() != 1:
                         return torch.tensor([data[0]], dtype=torch.float32), step
-                    arr = (ctypes.c_float * numel).from_address(
+                    arr = (ctypes.c_char * (numel * dt.itemsize)).from_address(
                         ctypes.addressof(data.contents))
-                    t = torch.frombuffer(bytearray(arr), dtype=torch.float32)
+                    t = torch.frombuffer(bytearray(arr), dtype=dt)
                     return t.reshape(_spec2.state_shape(self._jopt_spec, name, p.shape,
                                                         numel)), step
         raise ValueError("jopt: the tensor is not a parameter of this optimizer")
@@ -418,8 +454,9 @@ class JoptOptimizer(torch.optim.Optimizer):
                 shape = _spec2.state_shape(self._jopt_spec, name, p.shape, count)
                 scalar = name in _SCALAR_STATES or (count == 1 and p.numel() != 1 and
                                                     shape == (1,))
-                t = torch.empty(() if scalar else shape, dtype=torch.float32)
-                ctypes.memmove(t.data_ptr(), ck.address(off), 4 * count)
+                dt = _TORCH_OF[cp.dtypes[name]]
+                t = torch.empty(() if scalar else shape, dtype=dt)
+                ctypes.memmove(t.data_ptr(), ck.address(off), t.element_size() * count)
                 st[name] = t
             out[p] = st
         if self._jopt_name == "Adagrad":  # torch makes every parameter's state up front
@@ -493,11 +530,11 @@ class JoptOptimizer(torch.optim.Optimizer):
                         "not keep (it keeps %s): a state dict of another optimizer?"
                         % (self._jopt_name, self._jopt_what(p), k, self._jopt_name,
                            ", ".join(ck.state_names) or "no state"))
-                if not isinstance(v, torch.Tensor) or v.dtype != torch.float32 \
+                if not isinstance(v, torch.Tensor) or v.dtype not in _DTYPES \
                         or v.is_sparse or v.device.type != "cpu":
                     raise ValueError("jopt.%s.load_state_dict: state '%s' of %s is not a "
-                                     "dense float32 CPU tensor" % (self._jopt_name, k,
-                                                                   self._jopt_what(p)))
+                                     "dense float32, bfloat16 or float16 CPU tensor"
+                                     % (self._jopt_name, k, self._jopt_what(p)))
                 want = _spec2.state_shape(self._jopt_spec, k, p.shape, p.numel())
                 if want != tuple(p.shape):  # a row or column state (Adafactor's)
                     bad = tuple(v.shape) != want
@@ -512,7 +549,7 @@ class JoptOptimizer(torch.optim.Optimizer):
                                     list(v.shape), list(p.shape)))
                 v = v.contiguous()
                 keep.append(v)
-                states[k] = (v.numel(), v.data_ptr())
+                states[k] = (v.numel(), v.data_ptr(), _DTYPES[v.dtype])
             if self._jopt_name == "Adagrad" and step == 0:
                 states = {}  # torch's state from construction: jopt makes it at step 1
             params.append((cp.numel, int(step), states))
@@ -612,6 +649,8 @@ class JoptOptimizer(torch.optim.Optimizer):
 class JoptClosureOptimizer(JoptOptimizer):
     """Base of LBFGS and CG (not used directly): jopt_step calls the closure
     itself, as often as the method needs.  One parameter group, as in torch."""
+
+    _step_supports_amp_scaling = False
 
     def __init__(self, params, *args, **kwargs):
         JoptOptimizer.__init__(self, params, *args, **kwargs)

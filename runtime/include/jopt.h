@@ -36,7 +36,10 @@ typedef enum jopt_status {
     JOPT_ENOMEM = -2,   /* an allocation failed */
     JOPT_ESPEC = -3,    /* spec not found, malformed, or over a sandbox limit */
     JOPT_ECOMPILE = -4, /* LLVM could not build the kernel */
-    JOPT_ECLOSURE = -5  /* the closure passed to jopt_step reported an error */
+    JOPT_ECLOSURE = -5, /* the closure passed to jopt_step reported an error */
+    JOPT_SKIPPED = 1    /* not an error: jopt_step skipped the step, changing
+                           nothing, for a NaN or infinite gradient
+                           (jopt_set_grad_scale) */
 } jopt_status;
 
 /* Static text naming a status ("JOPT_EINVAL: invalid argument"). */
@@ -141,7 +144,8 @@ JOPT_API const char *jopt_ctx_spec_path(const jopt_ctx *ctx);
 
 typedef struct jopt_optim jopt_optim;
 
-/* One parameter tensor: float32, contiguous, `numel` elements, seen as
+/* One parameter tensor: contiguous, `numel` elements of float32 (or of
+ * its group's dtype option: "Mixed precision" below), seen as
  * flat unless jopt_set_shape gives it a shape.  `grad` may be
  * NULL: the parameter then has no gradient and is skipped by jopt_step, as a
  * torch parameter whose .grad is None.  A parameter of 0 elements takes no
@@ -233,6 +237,79 @@ JOPT_API int jopt_set_grads(jopt_optim *opt, float *const *grads, size_t n);
 JOPT_API int jopt_set_shape(jopt_optim *opt, size_t group, size_t index,
                             int ndim, const int64_t *shape);
 
+/* ---- Mixed precision ------------------------------------------------------
+ *
+ * Parameters and gradients may be float32 (the default), bfloat16 or
+ * float16, each tensor its own; an optimizer's per-element state (exp_avg,
+ * momentum_buffer, ...) float32 (the default), bfloat16 or float16, per
+ * group.  Kernels are built for each combination: they load every element
+ * as float32, compute in float32 as torch's fused CPU kernels do, and round
+ * once, when they store: to nearest even, or stochastically for bfloat16
+ * if asked.  A 16-bit buffer holds numel 2-byte elements, aligned to 2
+ * bytes (bfloat16: the top half of a float32's bits; float16: IEEE
+ * binary16); pass its address where jopt_param, jopt_set_grad and
+ * jopt_state_get say float *.  Per-tensor and per-group scalar states stay
+ * float32 or double.  Closure optimizers (L-BFGS, CG) take float32 only.
+ *
+ * Every update spec takes these options besides its own, in a group's
+ * options or the optimizer's defaults (jopt_option_get reads a type as its
+ * jopt_dtype, a flag as 0 or 1):
+ *
+ *   dtype=float32|bfloat16|float16   the group's parameters' type (its
+ *                                    gradients' too, unless grad_dtype)
+ *   grad_dtype=...                   the gradients' type
+ *   state_dtype=float32|bfloat16|float16  per-element state; it cannot
+ *                                    change once a parameter has state
+ *   stochastic_rounding=true|false   bfloat16 stores (parameters and
+ *                                    state) round stochastically, with
+ *                                    the probability that makes them
+ *                                    unbiased (default false)
+ *   seed=N                           the generator's seed, 0 to 2^53
+ *                                    (default 0)
+ *
+ * Stochastic rounding's random bits for element i of an array at step t
+ * depend only on (seed, t, the tensor's place among the optimizer's
+ * parameters, the array, i): a counter-based generator, the same bits for
+ * any thread count and with either engine.  The seed and the flag are
+ * saved in checkpoints; a checkpoint's state type must be the group's.
+ * torch's fused=True kernels keep their state in the parameters' type:
+ * state_dtype=bfloat16 (float16) with bfloat16 (float16) parameters, and
+ * the spec's fused=true where it has one, gives their bits
+ * (docs/fidelity.md). */
+typedef enum jopt_dtype {
+    JOPT_FLOAT32 = 0,
+    JOPT_BFLOAT16 = 1,
+    JOPT_FLOAT16 = 2
+} jopt_dtype;
+
+/* Sets the element types of parameter `index` of `group` and its gradient
+ * (the group's dtype= and grad_dtype= set every tensor's), rechecking that
+ * no two buffers overlap with the new sizes.  Its state keeps the group's
+ * state_dtype.  The kernel for the new types is built now. */
+JOPT_API int jopt_set_dtype(jopt_optim *opt, size_t group, size_t index,
+                            jopt_dtype dtype, jopt_dtype grad_dtype);
+
+/* The element type of a parameter's state `name`: the group's state_dtype
+ * for a per-element state, float32 otherwise (a double scalar reads as
+ * float32 too: jopt_state_numel tells it apart). */
+JOPT_API int jopt_state_dtype(const jopt_optim *opt, size_t group,
+                              size_t index, const char *name, jopt_dtype *dtype);
+
+/* Loss scaling, as torch's fused optimizers take it from
+ * torch.amp.GradScaler, for the next jopt_step only.  `scale` (finite,
+ * > 0; 1 for none): each gradient element is divided by it, in float32,
+ * inside the kernel, and the quotient is written back to the gradient
+ * buffer (rounded to its type), as torch's fused kernels do.  found_inf:
+ * 0, none (the gradients are used as they are); 1, the caller found a
+ * NaN or infinite gradient (GradScaler's found_inf): the step is skipped;
+ * JOPT_CHECK_FINITE, jopt reads every gradient of the step first, on the
+ * step's threads, and skips the step if any element is NaN or infinite.
+ * A skipped step changes nothing (parameters, gradients, state, step
+ * counts: a parameter's state is not even created) and jopt_step returns
+ * JOPT_SKIPPED, with a message naming the first such element. */
+#define JOPT_CHECK_FINITE (-1)
+JOPT_API int jopt_set_grad_scale(jopt_optim *opt, double scale, int found_inf);
+
 JOPT_API size_t jopt_group_count(const jopt_optim *opt);
 
 /* Reads a group's hyperparameter.  `name` is an option name ("lr"), or an
@@ -266,7 +343,8 @@ JOPT_API int jopt_option_runtime(jopt_optim *opt, size_t group,
 JOPT_API int jopt_option_is_runtime(const jopt_optim *opt, size_t group,
                                     const char *name);
 
-/* A parameter's state buffer `name` ("exp_avg"): `numel` floats, or one
+/* A parameter's state buffer `name` ("exp_avg"): `numel` elements of the
+ * group's state_dtype (float32 unless set: jopt_state_dtype tells), or one
  * float for a per-tensor scalar state (ASGD's "eta"); owned by the
  * optimizer and valid until the optimizer is freed; *data is NULL if the
  * state does not exist yet.  *step (if not NULL) gets the number of steps the
