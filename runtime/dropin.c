@@ -55,17 +55,18 @@ JOPT_API int jopt_set_grads(jopt_optim *opt, float *const *grads, size_t n)
     for (size_t g = 0; g < opt->ngroups; g++) {
         for (size_t j = 0; j < opt->groups[g].n; j++, i++) {
             const rt_param *p = &opt->groups[g].params[j];
-            if ((uintptr_t)grads[i] % sizeof(float)) {
+            if ((uintptr_t)grads[i] % rt_gsize(p)) {
                 free(s);
                 return rt_fail(opt->ctx, JOPT_EINVAL, "%s: group %zu parameter "
-                               "%zu: grad is not aligned to 4 bytes", fn, g, j);
+                               "%zu: grad is not aligned to %zu bytes (its element)",
+                               fn, g, j, rt_gsize(p));
             }
             if (p->n == 0)
                 continue;
-            uintptr_t bytes = (uintptr_t)p->n * sizeof(float);
-            s[k++] = (gspan){(uintptr_t)p->p, (uintptr_t)p->p + bytes, g, j, 0};
+            uintptr_t pb = (uintptr_t)p->n * rt_psize(p), gb = (uintptr_t)p->n * rt_gsize(p);
+            s[k++] = (gspan){(uintptr_t)p->p, (uintptr_t)p->p + pb, g, j, 0};
             if (grads[i])
-                s[k++] = (gspan){(uintptr_t)grads[i], (uintptr_t)grads[i] + bytes,
+                s[k++] = (gspan){(uintptr_t)grads[i], (uintptr_t)grads[i] + gb,
                                  g, j, 1};
         }
     }

@@ -236,6 +236,8 @@ class JoptOptimizer(torch.optim.Optimizer):
             v = group[k]
             if isinstance(v, torch.Tensor):
                 v = v.item()
+            if k == "fused" and v is None:
+                v = False  # torch's None: not fused on the CPU
             out[k] = normalize(v)
         return out
 
@@ -278,6 +280,8 @@ class JoptOptimizer(torch.optim.Optimizer):
                 v = group[k]
                 if isinstance(v, torch.Tensor):
                     v = v.item()
+                if k == "fused" and v is None:
+                    v = False  # torch's None: not fused on the CPU
                 old = pushed[k]
                 if v == old:
                     continue
@@ -509,7 +513,11 @@ class JoptOptimizer(torch.optim.Optimizer):
         ck = _ckpt.Checkpoint(bytearray(self._jopt.state_save_mem()))
         names = set(ck.state_names)
         params, keep = [], []  # keep: contiguous copies, alive until built
-        for p, cp in zip(self._jopt_flat, ck.params):
+        # the element type jopt keeps each state in: torch casts a loaded
+        # state to its parameter's dtype; jopt casts it to its own state's
+        # (state_dtype for per-element states, the group's, float32 else)
+        gdt = [g.tail[-10] for g in ck.groups for _ in range(g.nparams)]
+        for i, (p, cp) in enumerate(zip(self._jopt_flat, ck.params)):
             st = state.get(p) or {}
             if self._jopt_name in _CLOSURE_KEYS:
                 params.append((cp.numel, cp.step, {}))
@@ -547,9 +555,12 @@ class JoptOptimizer(torch.optim.Optimizer):
                         "parameter %s: a state dict of another model or parameter "
                         "order?" % (self._jopt_name, k, self._jopt_what(p),
                                     list(v.shape), list(p.shape)))
-                v = v.contiguous()
+                dt = cp.dtypes.get(k)
+                if dt is None:
+                    dt = gdt[i] if v.numel() == p.numel() and p.numel() != 1 else 0
+                v = v.to(_TORCH_OF[dt]).contiguous()
                 keep.append(v)
-                states[k] = (v.numel(), v.data_ptr(), _DTYPES[v.dtype])
+                states[k] = (v.numel(), v.data_ptr(), dt)
             if self._jopt_name == "Adagrad" and step == 0:
                 states = {}  # torch's state from construction: jopt makes it at step 1
             params.append((cp.numel, int(step), states))

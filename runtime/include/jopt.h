@@ -223,7 +223,8 @@ JOPT_API int jopt_set_grad(jopt_optim *opt, size_t group, size_t index,
  * parameter counting through the groups in order (group 0's parameters,
  * then group 1's, ...); NULL marks a gradient absent.  n must be the
  * number of parameters.  The buffers are checked as jopt_set_grad checks
- * one (4-byte aligned, no two buffers of the optimizer overlapping), but
+ * one (aligned to their element type, no two buffers of the optimizer
+ * overlapping, each of the bytes its type takes), but
  * once for all of them: a framework whose autograd hands out new gradient
  * tensors at every backward would otherwise pay one whole check per
  * parameter per step.  On failure nothing changes. */
