@@ -34,8 +34,21 @@ struct cg_batch {
     size_t cap;
     call_axis *axis;               /* per call */
     double (*red_call)[CG_MAX_REDUCE]; /* per call: its merged tensor sums */
+    cg_gpart *gpart;               /* per call: its group values (hook) */
     size_t ccap;
+    cg_batch_hook hook;            /* group reductions done elsewhere */
 };
+
+_Static_assert(CG_FOLD_SUM == (int)CG_REDUCE_SUM && CG_FOLD_MAX == (int)CG_REDUCE_MAX,
+               "cg.h's fold kinds are the graph's reduction kinds");
+
+double cg_fold_identity(int kind) { return cg_reduce_identity(kind); }
+double cg_fold(int kind, double acc, double v) { return cg_reduce_add(kind, acc, v); }
+
+void cg_batch_set_hook(cg_batch *b, const cg_batch_hook *hook)
+{
+    b->hook = hook ? *hook : (cg_batch_hook){NULL, NULL, 0};
+}
 
 int cg_batch_new(cg_batch **out, char *err)
 {
@@ -57,6 +70,7 @@ void cg_batch_free(cg_batch *b)
     free(b->red);
     free(b->axis);
     free(b->red_call);
+    free(b->gpart);
     free(b);
 }
 
@@ -124,15 +138,19 @@ int cg_batch_reserve(cg_batch *b, size_t ntasks, size_t ncalls, char *err)
     if (ncalls > b->ccap) {
         call_axis *axis = calloc(ncalls, sizeof *axis);
         double (*red_call)[CG_MAX_REDUCE] = calloc(ncalls, sizeof *red_call);
-        if (!axis || !red_call) {
+        cg_gpart *gpart = calloc(ncalls, sizeof *gpart);
+        if (!axis || !red_call || !gpart) {
             free(axis);
             free(red_call);
+            free(gpart);
             return cg_fail(err, JOPT_ENOMEM, "out of memory");
         }
         free(b->axis);
         free(b->red_call);
+        free(b->gpart);
         b->axis = axis;
         b->red_call = red_call;
+        b->gpart = gpart;
         b->ccap = ncalls;
     }
     return JOPT_OK;
@@ -249,6 +267,26 @@ static cg_env env_of(const cg_batch *b, size_t c, const cg_call *call, int level
                     b->red_call[c], call->gred, level, level == g->nlevels - 1};
 }
 
+/* the level's group reductions, by the hook: each call's values */
+static int fold_elsewhere(cg_batch *b, const cg_call *calls, size_t ncalls,
+                          int level, char *err)
+{
+    for (size_t c = 0; c < ncalls; c++) {
+        const cg_graph *g = cg_kernel_graph(calls[c].k);
+        cg_gpart *gp = &b->gpart[c];
+        gp->mask = 0;
+        for (int r = 0; r < g->ngred && calls[c].gred; r++) {
+            const cg_node *arg = &g->nodes[g->gred_arg[r]];
+            if (arg->level != level)
+                continue;
+            gp->mask |= 1u << r;
+            gp->kind[r] = g->gred_kind[r];
+            gp->v[r] = calls[c].u[arg->uslot];
+        }
+    }
+    return b->hook.fold(b->hook.arg, level, calls, b->gpart, ncalls, err);
+}
+
 int cg_batch_run(cg_batch *b, const cg_call *calls, size_t ncalls,
                  const cg_parallel *par, char *err)
 {
@@ -278,6 +316,10 @@ int cg_batch_run(cg_batch *b, const cg_call *calls, size_t ncalls,
         for (int r = 0; r < g->nreduce; r++)
             b->red_call[c][r] = cg_reduce_identity(g->reduce_kind[r]);
     }
+    if (b->hook.fold) /* every process runs the levels the hook is called at */
+        for (int level = 0; level < 32; level++)
+            if (b->hook.levels >> level & 1 && level >= nlevels)
+                nlevels = level + 1;
     for (int level = 0; level < nlevels; level++) {
         /* per-step values; then each group's sums of per-tensor values */
         for (size_t c = 0; c < ncalls; c++) {
@@ -294,7 +336,11 @@ int cg_batch_run(cg_batch *b, const cg_call *calls, size_t ncalls,
             if (known)
                 cg_kernel_results(calls[c].k, calls[c].u, calls[c].results);
         }
-        for (size_t c = 0; c < ncalls; c++) {
+        if (b->hook.fold && (b->hook.levels >> level & 1)) {
+            int rc = fold_elsewhere(b, calls, ncalls, level, err);
+            if (rc)
+                return rc;
+        } else for (size_t c = 0; c < ncalls; c++) {
             const cg_graph *g = cg_kernel_graph(calls[c].k);
             int first = c == 0 || calls[c - 1].gred != calls[c].gred;
             for (int r = 0; r < g->ngred && calls[c].gred; r++) {

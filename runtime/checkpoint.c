@@ -14,6 +14,8 @@
  *       f32 data[count]
  *   closure optimizers only: u64 steps, u64 len, the driver's state
  *     (rt_closure_save)
+ *   version 3, a shard of a sharded optimizer: u32 rank, u32 processes,
+ *     u64 partition, u64 save id (rt_shard_put)
  *   u64 checksum (FNV-1a over every byte before it)
  *
  * Loading reads the whole file (no more than it holds), checks everything
@@ -27,9 +29,11 @@
 #include <string.h>
 
 #include "closure.h"
+#include "shard.h"
 
 #define MAGIC "JOPTCKPT"
 #define VERSION 2u /* version 1 (no shapes, no group state) still loads */
+#define VERSION_SHARD 3u /* version 2 and a shard's trailer (shard.c) */
 #define MAX_STATES 62 /* CG_MAX_SLOTS - 2: one presence bit each in a u64 */
 
 /* ---- writing ------------------------------------------------------------ */
@@ -46,7 +50,7 @@ static void serialise(const jopt_optim *opt, rt_out *o)
     const cg_spec *s = opt->spec;
     size_t ns = cg_spec_nstate(s), nh = cg_spec_nhyper(s), nv = cg_spec_nvalues(s);
     rt_put(o, MAGIC, 8);
-    rt_put_u32(o, VERSION);
+    rt_put_u32(o, opt->shard ? VERSION_SHARD : VERSION);
     rt_put_u32(o, 0);
     rt_put_str(o, cg_spec_name(s));
     rt_put_u64(o, spec_hash(s));
@@ -95,6 +99,8 @@ static void serialise(const jopt_optim *opt, rt_out *o)
     }
     if (opt->closure)
         rt_closure_save(opt->closure, o);
+    if (opt->shard)
+        rt_shard_put(opt, o);
     rt_put_seal(o);
 }
 
@@ -136,18 +142,30 @@ JOPT_API int jopt_state_save(const jopt_optim *opt, const char *path)
     static const char fn[] = "jopt_state_save";
     if (!opt)
         return JOPT_EINVAL;
+    int rc = JOPT_OK;
     if (!path || !*path)
-        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: path is %s", fn,
-                       path ? "empty" : "NULL");
+        rc = rt_fail(opt->ctx, JOPT_EINVAL, "%s: path is %s", fn,
+                     path ? "empty" : "NULL");
+    /* a sharded optimizer's processes agree to save (options, steps), and
+     * then on whether every one has (the votes count the exchange: the
+     * optimizer is const to its user, not to its transport) */
+    if (opt->shard)
+        rc = rt_shard_gate((jopt_optim *)opt, fn, RT_OP_SAVE, rc, 0);
+    if (rc)
+        return rc;
     size_t len;
     jopt_state_size(opt, &len);
     unsigned char *buf = malloc(len);
-    if (!buf)
-        return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
-    rt_out o = {buf, 0, len};
-    serialise(opt, &o);
-    int rc = rt_write_atomic(opt->ctx, fn, path, buf, len);
-    free(buf);
+    if (!buf) {
+        rc = rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
+    } else {
+        rt_out o = {buf, 0, len};
+        serialise(opt, &o);
+        rc = rt_write_atomic(opt->ctx, fn, path, buf, len);
+        free(buf);
+    }
+    if (opt->shard)
+        rc = rt_shard_gate((jopt_optim *)opt, fn, RT_OP_SAVE, rc, 0);
     return rc;
 }
 
@@ -170,7 +188,8 @@ typedef struct loaded {
 
 #define FAIL(...) (rt_fail(opt->ctx, JOPT_EINVAL, __VA_ARGS__), 0)
 
-static int parse(jopt_optim *opt, rt_in *r, loaded *L, const char *fn)
+static int parse(jopt_optim *opt, rt_in *r, loaded *L, const char *fn,
+                 uint64_t *shard_id)
 {
     const cg_spec *s = opt->spec;
     size_t ns = cg_spec_nstate(s), nh = cg_spec_nhyper(s), nv = cg_spec_nvalues(s);
@@ -179,9 +198,9 @@ static int parse(jopt_optim *opt, rt_in *r, loaded *L, const char *fn)
         return FAIL("%s: not a jopt checkpoint (wrong magic)", fn);
     uint32_t version = rt_get_u32(r);
     rt_get_u32(r);
-    if (version != VERSION && version != 1)
-        return FAIL("%s: checkpoint version %u; this jopt reads versions 1 and "
-                    "%u", fn, version, VERSION);
+    if (version != VERSION && version != 1 && version != VERSION_SHARD)
+        return FAIL("%s: checkpoint version %u; this jopt reads versions 1 to "
+                    "%u", fn, version, VERSION_SHARD);
     if (!rt_get_str_eq(r, cg_spec_name(s)))
         return FAIL("%s: the checkpoint is not of spec '%s' (another "
                     "optimizer's file?)", fn, cg_spec_name(s));
@@ -302,6 +321,13 @@ static int parse(jopt_optim *opt, rt_in *r, loaded *L, const char *fn)
             L->closure_len = r->pos - at;
         }
     }
+    if (version == VERSION_SHARD && !r->bad) {
+        uint64_t id;
+        if (rt_shard_check(opt, r, fn, &id))
+            return 0;
+        if (shard_id)
+            *shard_id = id;
+    }
     if (r->bad || r->pos != r->len)
         return FAIL("%s: checkpoint is truncated or malformed at byte %zu", fn,
                     r->pos);
@@ -330,11 +356,12 @@ static void loaded_free(jopt_optim *opt, loaded *L)
     free(L->keys);
 }
 
-JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len)
+/* The load; for a sharded optimizer, *gated says whether it reached the
+ * vote before the swap (every process votes once: jopt_state_load_mem
+ * votes for a load that failed before). */
+static int load_mem(jopt_optim *opt, const void *buf, size_t len, int *gated)
 {
     static const char fn[] = "jopt_state_load";
-    if (!opt)
-        return JOPT_EINVAL;
     if (rt_closure_busy(opt->closure, fn))
         return JOPT_EINVAL;
     if (!buf)
@@ -347,7 +374,10 @@ JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len)
         return rt_fail(opt->ctx, JOPT_EINVAL, "%s: checksum mismatch: the "
                        "checkpoint is truncated or corrupt", fn);
     rt_in r = {buf, len - 8, 0, 0};
-    if (!parse(opt, &r, NULL, fn))
+    /* a shard's file names its save; an unsharded file loads on every
+     * process of a sharded optimizer, which must all read the same one */
+    uint64_t id = cg_fnv(CG_FNV_INIT, buf, len);
+    if (!parse(opt, &r, NULL, fn, &id))
         return JOPT_EINVAL;
 
     /* everything checks: now build the new state and kernels aside */
@@ -374,7 +404,7 @@ JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len)
             goto oom;
     }
     r = (rt_in){buf, len - 8, 0, 0};
-    if (!parse(opt, &r, &L, fn)) {
+    if (!parse(opt, &r, &L, fn, NULL)) {
         rc = JOPT_ENOMEM; /* the file checked once; only memory can fail */
         goto done;
     }
@@ -415,6 +445,11 @@ JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len)
     if (opt->closure && (rc = rt_closure_load(opt->closure, L.closure,
                                               L.closure_len, fn, &cstate, &csteps)))
         goto done;
+    if (opt->shard) { /* every process has come this far, or none swaps */
+        *gated = 1;
+        if ((rc = rt_shard_gate(opt, fn, RT_OP_LOAD, JOPT_OK, id)))
+            goto done;
+    }
     if (opt->closure)
         rt_closure_adopt(opt->closure, cstate, csteps);
     /* swap in: nothing below can fail */
@@ -436,11 +471,15 @@ JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len)
             rt_param *p = &gr->params[i];
             for (size_t k = 0; k < ns; k++) {
                 free(p->state[k]);
-                p->state[k] = L.state[g][i * ns + k];
+                p->state[k] = NULL; /* another process holds a foreign one's */
+                if (!p->foreign)
+                    p->state[k] = L.state[g][i * ns + k];
+                else
+                    free(L.state[g][i * ns + k]);
                 L.state[g][i * ns + k] = NULL;
+                p->state_n[k] = p->state[k] ? L.count[g][i * ns + k] : 0;
             }
             p->step = L.steps[g][i];
-            memcpy(p->state_n, L.count[g] + i * ns, ns * sizeof(int64_t));
             p->fresh = 0;
         }
     }
@@ -455,18 +494,27 @@ done:
     return rc;
 }
 
+JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len)
+{
+    if (!opt)
+        return JOPT_EINVAL;
+    int gated = 0, rc = load_mem(opt, buf, len, &gated);
+    if (opt->shard && !gated) /* failed here: the others must hear of it */
+        rc = rt_shard_gate(opt, "jopt_state_load", RT_OP_LOAD, rc, 0);
+    return rc;
+}
+
 JOPT_API int jopt_state_load(jopt_optim *opt, const char *path)
 {
     static const char fn[] = "jopt_state_load";
     if (!opt)
         return JOPT_EINVAL;
-    if (!path)
-        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: path is NULL", fn);
     unsigned char *buf;
     size_t len;
-    int rc = rt_read_file(opt->ctx, fn, path, &buf, &len);
+    int rc = !path ? rt_fail(opt->ctx, JOPT_EINVAL, "%s: path is NULL", fn)
+                   : rt_read_file(opt->ctx, fn, path, &buf, &len);
     if (rc)
-        return rc;
+        return opt->shard ? rt_shard_gate(opt, fn, RT_OP_LOAD, rc, 0) : rc;
     rc = jopt_state_load_mem(opt, buf, len);
     free(buf);
     return rc;

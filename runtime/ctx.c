@@ -29,6 +29,7 @@ JOPT_API const char *jopt_strerror(int status)
     case JOPT_ESPEC: return "JOPT_ESPEC: bad optimizer spec";
     case JOPT_ECOMPILE: return "JOPT_ECOMPILE: kernel compilation failed";
     case JOPT_ECLOSURE: return "JOPT_ECLOSURE: the closure reported an error";
+    case JOPT_ECOMM: return "JOPT_ECOMM: the transport between processes failed";
     default: return "unknown jopt status";
     }
 }

@@ -53,6 +53,8 @@ typedef struct rt_param {
     float *arrays[CG_MAX_SLOTS]; /* this step's: p, g, states, inputs in
                                     the kernel's slot order */
     double *u;      /* per-step values: optim->ucap doubles */
+    int foreign;    /* held by another process of a sharded optimizer:
+                       never stepped here, no state (shard.c) */
 } rt_param;
 
 /* A group's kernels for its current values: the update for each rank of
@@ -92,6 +94,7 @@ typedef struct rt_group {
 } rt_group;
 
 struct rt_closure; /* closure.h */
+struct rt_shard;   /* shard.h */
 
 struct jopt_optim {
     jopt_ctx *ctx;
@@ -109,6 +112,8 @@ struct jopt_optim {
     cg_batch *batch;  /* room for every parameter cut into tasks */
     cg_call *calls;   /* a call and a part per parameter */
     cg_part *parts;
+    /* sharded across processes (jopt_optim_new_sharded), or NULL */
+    struct rt_shard *shard;
 };
 
 /* optim.c: whether n floats at buf overlap any parameter, gradient or
@@ -138,6 +143,20 @@ int rt_state_misfit(const cg_kernel *k, const rt_param *p,
                     const int64_t *state_n);
 /* The doubles of per-step values any kernel of the set keeps, plus one. */
 size_t rt_kset_uniforms(const rt_kset *ks);
+
+/* step.c: a step's phases, for a sharded step (shard.c).  rt_step_choose
+ * picks each parameter's kernel (`named` < 0: the update, for those with
+ * a gradient; else that named kernel, for those with state), skipping
+ * foreign ones; rt_step_state creates the state they need, recording in
+ * *created (NULL if it made none) what rt_step_unstate undoes; nothing
+ * else changes before rt_step_run.  rt_step_plan makes their calls, and
+ * rt_step_count counts the step. */
+int rt_step_choose(jopt_optim *opt, const char *fn, int named);
+int rt_step_state(jopt_optim *opt, unsigned char **created);
+void rt_step_unstate(jopt_optim *opt, unsigned char *created);
+size_t rt_step_plan(jopt_optim *opt, int64_t *total);
+int rt_step_run(jopt_optim *opt, const char *fn, size_t ncalls, int64_t total);
+void rt_step_count(jopt_optim *opt);
 
 /* optim.c: makes room for per-step values of `need` doubles per parameter
  * (never shrinks); JOPT_ENOMEM changes nothing */

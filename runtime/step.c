@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "closure.h"
+#include "shard.h"
 
 JOPT_API int jopt_zero_grad(jopt_optim *opt)
 {
@@ -59,14 +60,14 @@ static int has_state(const jopt_optim *opt, const rt_param *p)
  * building a variant not built yet, and makes its workspace big enough.
  * Changes nothing the user can see: a failure leaves the optimizer as it
  * was. */
-static int choose_kernels(jopt_optim *opt, const char *fn, int named)
+int rt_step_choose(jopt_optim *opt, const char *fn, int named)
 {
     for (size_t g = 0; g < opt->ngroups; g++) {
         rt_group *gr = &opt->groups[g];
         for (size_t i = 0; i < gr->n; i++) {
             rt_param *p = &gr->params[i];
             p->k = NULL;
-            if (!p->n || (named < 0 ? !p->g : !has_state(opt, p)))
+            if (!p->n || p->foreign || (named < 0 ? !p->g : !has_state(opt, p)))
                 continue;
             char where[96];
             snprintf(where, sizeof where, "%s: group %zu parameter %zu", fn, g, i);
@@ -176,24 +177,32 @@ static int needs_state(const jopt_optim *opt)
     return 0;
 }
 
-static int ensure_state(jopt_optim *opt)
+int rt_step_state(jopt_optim *opt, unsigned char **created)
 {
+    *created = NULL;
     if (!needs_state(opt))
         return JOPT_OK;
     size_t total = 0;
     for (size_t g = 0; g < opt->ngroups; g++)
         total += opt->groups[g].n * cg_spec_nstate(opt->spec);
-    unsigned char *created = calloc(total + 1, 1);
-    if (!created)
+    unsigned char *made = calloc(total + 1, 1);
+    if (!made)
         return rt_fail(opt->ctx, JOPT_ENOMEM, "jopt_step: out of memory");
-    if (create_state(opt, created) != JOPT_OK) {
-        undo_state(opt, created);
-        free(created);
+    if (create_state(opt, made) != JOPT_OK) {
+        undo_state(opt, made);
+        free(made);
         return rt_fail(opt->ctx, JOPT_ENOMEM, "jopt_step: out of memory "
                        "creating optimizer state");
     }
-    free(created);
+    *created = made;
     return JOPT_OK;
+}
+
+void rt_step_unstate(jopt_optim *opt, unsigned char *created)
+{
+    if (created)
+        undo_state(opt, created);
+    free(created);
 }
 
 /* binds a parameter's arrays in its kernel's slot order */
@@ -211,7 +220,7 @@ static void bind(const jopt_optim *opt, rt_param *p, const cg_layout *lay)
 /* A call per parameter to run (`named` < 0: those with a gradient, with
  * the update; else those with state, with that named kernel), in group
  * order; returns the number of calls, and the elements in *total. */
-static size_t plan(jopt_optim *opt, int64_t *total)
+size_t rt_step_plan(jopt_optim *opt, int64_t *total)
 {
     size_t nc = 0;
     *total = 0;
@@ -237,32 +246,17 @@ static size_t plan(jopt_optim *opt, int64_t *total)
     return nc;
 }
 
-JOPT_API int jopt_step(jopt_optim *opt, jopt_closure closure, void *user_data,
-                       double *loss)
+int rt_step_run(jopt_optim *opt, const char *fn, size_t ncalls, int64_t total)
 {
-    if (!opt)
-        return JOPT_EINVAL;
-    if (opt->closure)
-        return rt_closure_step(opt->closure, closure, user_data, loss);
-    double l = NAN;
-    if (closure) {
-        int crc = closure(user_data, &l);
-        if (crc != 0)
-            return rt_fail(opt->ctx, JOPT_ECLOSURE, "jopt_step: the closure "
-                           "returned %d; the step was not taken", crc);
-    }
-    int rc = choose_kernels(opt, "jopt_step", -1);
-    if (rc == JOPT_OK)
-        rc = ensure_state(opt);
-    if (rc)
-        return rc;
-    int64_t total;
-    size_t nc = plan(opt, &total);
     rt_par par;
     cg_parallel run = rt_ctx_parallel(opt->ctx, total, &par);
     char err[CG_ERRLEN];
-    if ((rc = cg_batch_run(opt->batch, opt->calls, nc, &run, err)))
-        return rt_fail_cg(opt->ctx, rc, "jopt_step", err);
+    int rc = cg_batch_run(opt->batch, opt->calls, ncalls, &run, err);
+    return rc ? rt_fail_cg(opt->ctx, rc, fn, err) : JOPT_OK;
+}
+
+void rt_step_count(jopt_optim *opt)
+{
     for (size_t g = 0; g < opt->ngroups; g++) {
         rt_group *gr = &opt->groups[g];
         gr->step++;
@@ -275,6 +269,36 @@ JOPT_API int jopt_step(jopt_optim *opt, jopt_closure closure, void *user_data,
             memset(p->input, 0, sizeof p->input); /* given for one step */
         }
     }
+}
+
+JOPT_API int jopt_step(jopt_optim *opt, jopt_closure closure, void *user_data,
+                       double *loss)
+{
+    if (!opt)
+        return JOPT_EINVAL;
+    if (opt->closure)
+        return rt_closure_step(opt->closure, closure, user_data, loss);
+    if (opt->shard)
+        return rt_shard_step(opt, closure, user_data, loss);
+    double l = NAN;
+    if (closure) {
+        int crc = closure(user_data, &l);
+        if (crc != 0)
+            return rt_fail(opt->ctx, JOPT_ECLOSURE, "jopt_step: the closure "
+                           "returned %d; the step was not taken", crc);
+    }
+    unsigned char *created = NULL;
+    int rc = rt_step_choose(opt, "jopt_step", -1);
+    if (rc == JOPT_OK)
+        rc = rt_step_state(opt, &created);
+    free(created); /* nothing below can fail */
+    if (rc)
+        return rc;
+    int64_t total;
+    size_t nc = rt_step_plan(opt, &total);
+    if ((rc = rt_step_run(opt, "jopt_step", nc, total)))
+        return rc;
+    rt_step_count(opt);
     if (loss)
         *loss = l;
     return JOPT_OK;
@@ -285,31 +309,31 @@ JOPT_API int jopt_optim_call(jopt_optim *opt, const char *kernel)
     static const char fn[] = "jopt_optim_call";
     if (!opt)
         return JOPT_EINVAL;
+    int rc = JOPT_OK, named = -1;
     if (!kernel)
-        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: kernel is NULL", fn);
-    int named = opt->closure ? -1 : cg_spec_find_named(opt->spec, kernel);
-    if (named < 0) {
+        rc = rt_fail(opt->ctx, JOPT_EINVAL, "%s: kernel is NULL", fn);
+    else if (!opt->closure)
+        named = cg_spec_find_named(opt->spec, kernel);
+    if (rc == JOPT_OK && named < 0) {
         char names[512] = "";
         for (size_t i = 0; !opt->closure && i < cg_spec_nnamed(opt->spec); i++) {
             size_t l = strlen(names);
             snprintf(names + l, sizeof names - l, "%s%s", i ? ", " : "",
                      cg_spec_named(opt->spec, i));
         }
-        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: spec '%s' has no kernel '%s' "
-                       "(its kernels: %s)", fn, cg_spec_name(opt->spec), kernel,
-                       names[0] ? names : "none");
+        rc = rt_fail(opt->ctx, JOPT_EINVAL, "%s: spec '%s' has no kernel '%s' "
+                     "(its kernels: %s)", fn, cg_spec_name(opt->spec), kernel,
+                     names[0] ? names : "none");
     }
-    int rc = choose_kernels(opt, fn, named);
+    if (opt->shard) /* the others learn of a failure too */
+        return rt_shard_call(opt, kernel, named, rc);
     if (rc)
         return rc;
+    if ((rc = rt_step_choose(opt, fn, named)))
+        return rc;
     int64_t total;
-    size_t nc = plan(opt, &total);
-    rt_par par;
-    cg_parallel run = rt_ctx_parallel(opt->ctx, total, &par);
-    char err[CG_ERRLEN];
-    if ((rc = cg_batch_run(opt->batch, opt->calls, nc, &run, err)))
-        return rt_fail_cg(opt->ctx, rc, fn, err);
-    return JOPT_OK;
+    size_t nc = rt_step_plan(opt, &total);
+    return rt_step_run(opt, fn, nc, total);
 }
 
 JOPT_API int jopt_set_input(jopt_optim *opt, size_t group, size_t index,

@@ -1,0 +1,489 @@
+/*
+ * test_shard.c - an optimizer sharded across processes, without MPI: each
+ * "process" is a thread with its own context, and the transport copies
+ * between them behind a barrier (tests/mpi/ runs the same over MPI).
+ *
+ * The promise checked: N processes stepping with their own gradients give
+ * every process the parameters, bit for bit, that one process gets when
+ * it steps with the averaged gradients (the mean in double, in rank
+ * order), for any N; each tensor's state lives on one process and equals
+ * the single process's; a mismatch or a failure on one process fails the
+ * call on every process with the same message and changes nothing.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "helpers.h"
+
+#define MAXR 4
+#define STEPS 4
+
+/* ---- the in-process transport ------------------------------------------- */
+
+typedef struct world {
+    int size;
+    pthread_barrier_t bar;
+    const void *send[MAXR];
+    const size_t *scount[MAXR], *sdispl[MAXR];
+    int fail_rank;   /* this rank's collective number fail_at fails */
+    int fail_at;
+    int calls[MAXR];
+} world;
+
+typedef struct proc {
+    world *w;
+    int rank;
+    int released;
+} proc;
+
+static int t_allgatherv(void *user, const void *send, const size_t *counts,
+                        void *recv)
+{
+    proc *p = user;
+    world *w = p->w;
+    int failing = p->rank == w->fail_rank && ++w->calls[p->rank] == w->fail_at;
+    w->send[p->rank] = send;
+    pthread_barrier_wait(&w->bar);
+    size_t at = 0;
+    for (int r = 0; r < w->size; r++) {
+        memcpy((char *)recv + at, w->send[r], counts[r]);
+        at += counts[r];
+    }
+    pthread_barrier_wait(&w->bar);
+    return failing;
+}
+
+static int t_alltoallv(void *user, const void *send, const size_t *scounts,
+                       const size_t *sdispls, void *recv, const size_t *rcounts,
+                       const size_t *rdispls)
+{
+    proc *p = user;
+    world *w = p->w;
+    int failing = p->rank == w->fail_rank && ++w->calls[p->rank] == w->fail_at;
+    w->send[p->rank] = send;
+    w->scount[p->rank] = scounts;
+    w->sdispl[p->rank] = sdispls;
+    pthread_barrier_wait(&w->bar);
+    for (int r = 0; r < w->size; r++) {
+        if (w->scount[r][p->rank] != rcounts[r])
+            failing = 1;
+        else
+            memcpy((char *)recv + rdispls[r],
+                   (const char *)w->send[r] + w->sdispl[r][p->rank], rcounts[r]);
+    }
+    pthread_barrier_wait(&w->bar);
+    return failing;
+}
+
+static void t_release(void *user) { ((proc *)user)->released++; }
+
+static jopt_comm comm_of(proc *p)
+{
+    return (jopt_comm){p->rank, p->w->size, p, t_allgatherv, t_alltoallv, t_release};
+}
+
+/* ---- runs of N processes ------------------------------------------------ */
+
+typedef struct model {
+    int ntensors;
+    int64_t size[8];
+    int group[8];          /* which of two groups */
+    int ndim[8];
+    int64_t shape[8][2];
+    const char *spec, *defaults, *group1; /* group 1's own options */
+    int absent_tensor, absent_step;       /* a gradient absent once */
+    int change_lr_at;      /* jopt_option_set(lr) before that step, or -1 */
+    int sched;             /* a cosine scheduler */
+    int call_at;           /* jopt_optim_call("shrink") after that step */
+} model;
+
+typedef struct rank_run {
+    const model *m;
+    world *w;
+    int rank;
+    float *p[8], *g[8];
+    jopt_ctx *ctx;
+    jopt_optim *opt;
+    jopt_sched *sched;
+    proc proc;
+    char fail[512];       /* the first failed check */
+    int rc_new;
+    char msg[1024];
+} rank_run;
+
+static uint64_t grad_seed(int rank, int step, int t)
+{
+    return 1000003ull * (uint64_t)(rank + 1) + 7919ull * (uint64_t)step + (uint64_t)t;
+}
+
+static void fill_grads(const model *m, float *const *g, int rank, int step)
+{
+    for (int t = 0; t < m->ntensors; t++)
+        t_fill(g[t], m->size[t], grad_seed(rank, step, t), 0.05);
+}
+
+static void init_params(const model *m, float *const *p)
+{
+    for (int t = 0; t < m->ntensors; t++)
+        t_fill(p[t], m->size[t], 77 + (uint64_t)t, 0.0);
+}
+
+/* groups over the model's tensors: gparams[2][8] hold them */
+static int make_groups(const model *m, float *const *p, float *const *g,
+                       jopt_param gparams[2][8], jopt_group groups[2])
+{
+    int n[2] = {0, 0};
+    for (int t = 0; t < m->ntensors; t++) {
+        int k = m->group[t];
+        gparams[k][n[k]++] = (jopt_param){p[t], g[t], m->size[t]};
+    }
+    groups[0] = (jopt_group){gparams[0], (size_t)n[0], NULL};
+    groups[1] = (jopt_group){gparams[1], (size_t)n[1], m->group1};
+    return n[1] ? 2 : 1;
+}
+
+/* tensor t's (group, index) */
+static void place(const model *m, int t, size_t *g, size_t *i)
+{
+    *g = (size_t)m->group[t];
+    *i = 0;
+    for (int u = 0; u < t; u++)
+        *i += m->group[u] == m->group[t];
+}
+
+static int set_shapes(const model *m, jopt_optim *opt)
+{
+    for (int t = 0; t < m->ntensors; t++) {
+        if (m->ndim[t] < 2)
+            continue;
+        size_t g, i;
+        place(m, t, &g, &i);
+        int rc = jopt_set_shape(opt, g, i, m->ndim[t], m->shape[t]);
+        if (rc)
+            return rc;
+    }
+    return JOPT_OK;
+}
+
+/* the same calls around each step, for the reference and every rank */
+static int before_step(const model *m, jopt_optim *opt, int step,
+                       float *const *g, float **saved)
+{
+    if (step == m->change_lr_at) {
+        int rc = jopt_option_set(opt, 0, "lr", 3e-3);
+        if (rc)
+            return rc;
+    }
+    for (int t = 0; t < m->ntensors; t++) {
+        size_t gi, i;
+        place(m, t, &gi, &i);
+        int absent = t == m->absent_tensor && step == m->absent_step;
+        int rc = jopt_set_grad(opt, gi, i, absent ? NULL : g[t]);
+        if (rc)
+            return rc;
+        (void)saved;
+    }
+    return JOPT_OK;
+}
+
+static int after_step(const model *m, jopt_optim *opt, jopt_sched *s, int step)
+{
+    int rc = s ? jopt_sched_step(s) : JOPT_OK;
+    if (rc == JOPT_OK && step == m->call_at)
+        rc = jopt_optim_call(opt, "shrink");
+    return rc;
+}
+
+/* The reference: one process, the averaged gradients (the mean over
+ * ranks in double, in rank order, rounded once). */
+typedef struct reference {
+    float *p[8];
+    jopt_ctx *ctx;
+    jopt_optim *opt;
+} reference;
+
+static void reference_run(const model *m, int size, reference *ref)
+{
+    float *g[8], *gr[8];
+    for (int t = 0; t < m->ntensors; t++) {
+        ref->p[t] = t_alloc(m->size[t]);
+        g[t] = t_alloc(m->size[t]);
+        gr[t] = t_alloc(m->size[t]);
+    }
+    init_params(m, ref->p);
+    T_OK(NULL, jopt_ctx_new(&ref->ctx));
+    jopt_ctx_set_threads(ref->ctx, 1);
+    T_OK(ref->ctx, jopt_ctx_set_spec_path(ref->ctx, JOPT_SOURCE_DIR "/specs:"
+                                          JOPT_SOURCE_DIR "/tests/specs"));
+    jopt_param gp[2][8];
+    jopt_group groups[2];
+    int ng = make_groups(m, ref->p, g, gp, groups);
+    T_OK(ref->ctx, jopt_optim_new(ref->ctx, m->spec, groups, (size_t)ng,
+                                  m->defaults, &ref->opt));
+    T_OK(ref->ctx, set_shapes(m, ref->opt));
+    jopt_sched *s = NULL;
+    if (m->sched)
+        T_OK(ref->ctx, jopt_sched_new(ref->opt, "cosine", "T_max=5", &s));
+    for (int step = 0; step < STEPS; step++) {
+        for (int t = 0; t < m->ntensors; t++) {
+            double *acc = calloc((size_t)m->size[t] + 1, sizeof *acc);
+            for (int r = 0; r < size; r++) {
+                t_fill(gr[t], m->size[t], grad_seed(r, step, t), 0.05);
+                for (int64_t e = 0; e < m->size[t]; e++)
+                    acc[e] = r == 0 ? (double)gr[t][e] : acc[e] + (double)gr[t][e];
+            }
+            for (int64_t e = 0; e < m->size[t]; e++)
+                g[t][e] = (float)(acc[e] / (double)size);
+            free(acc);
+        }
+        T_OK(ref->ctx, before_step(m, ref->opt, step, g, NULL));
+        T_OK(ref->ctx, jopt_step(ref->opt, NULL, NULL, NULL));
+        T_OK(ref->ctx, after_step(m, ref->opt, s, step));
+    }
+    jopt_sched_free(s);
+    for (int t = 0; t < m->ntensors; t++) {
+        free(g[t]);
+        free(gr[t]);
+    }
+}
+
+static void reference_free(const model *m, reference *ref)
+{
+    jopt_optim_free(ref->opt);
+    jopt_ctx_free(ref->ctx);
+    for (int t = 0; t < m->ntensors; t++)
+        free(ref->p[t]);
+}
+
+#define CHECK(r, cond, ...)                                                    \
+    do {                                                                       \
+        if (!(cond) && !(r)->fail[0])                                          \
+            snprintf((r)->fail, sizeof (r)->fail, __VA_ARGS__);               \
+    } while (0)
+
+static int rank_build(rank_run *r, const char *spec, const char *defaults)
+{
+    const model *m = r->m;
+    for (int t = 0; t < m->ntensors; t++) {
+        r->p[t] = t_alloc(m->size[t]);
+        r->g[t] = t_alloc(m->size[t]);
+    }
+    init_params(m, r->p);
+    if (jopt_ctx_new(&r->ctx))
+        return JOPT_ENOMEM;
+    jopt_ctx_set_threads(r->ctx, 1);
+    jopt_ctx_set_spec_path(r->ctx, JOPT_SOURCE_DIR "/specs:" JOPT_SOURCE_DIR
+                                   "/tests/specs");
+    r->proc = (proc){r->w, r->rank, 0};
+    jopt_comm comm = comm_of(&r->proc);
+    jopt_param gp[2][8];
+    jopt_group groups[2];
+    int ng = make_groups(m, r->p, r->g, gp, groups);
+    int rc = jopt_optim_new_sharded(r->ctx, spec ? spec : m->spec, groups,
+                                    (size_t)ng, defaults ? defaults : m->defaults,
+                                    &comm, &r->opt);
+    snprintf(r->msg, sizeof r->msg, "%s", rc ? jopt_errmsg(r->ctx) : "");
+    r->rc_new = rc;
+    if (rc == JOPT_OK && (rc = set_shapes(m, r->opt)))
+        CHECK(r, 0, "set_shapes: %s", jopt_errmsg(r->ctx));
+    return rc;
+}
+
+static void rank_free(rank_run *r)
+{
+    jopt_sched_free(r->sched);
+    jopt_optim_free(r->opt);
+    jopt_ctx_free(r->ctx);
+    for (int t = 0; t < r->m->ntensors; t++) {
+        free(r->p[t]);
+        free(r->g[t]);
+    }
+}
+
+/* runs fn on `size` threads, one per rank */
+static void run_ranks(world *w, rank_run *runs, void *(*fn)(void *))
+{
+    pthread_t th[MAXR];
+    pthread_barrier_init(&w->bar, NULL, (unsigned)w->size);
+    for (int r = 0; r < w->size; r++)
+        pthread_create(&th[r], NULL, fn, &runs[r]);
+    for (int r = 0; r < w->size; r++)
+        pthread_join(th[r], NULL);
+    pthread_barrier_destroy(&w->bar);
+    for (int r = 0; r < w->size; r++)
+        if (runs[r].fail[0])
+            fail_msg("rank %d of %d: %s", r, w->size, runs[r].fail);
+}
+
+static void *train(void *arg)
+{
+    rank_run *r = arg;
+    const model *m = r->m;
+    if (rank_build(r, NULL, NULL)) {
+        CHECK(r, 0, "jopt_optim_new_sharded: %.400s", r->msg);
+        return NULL;
+    }
+    if (m->sched && jopt_sched_new(r->opt, "cosine", "T_max=5", &r->sched))
+        CHECK(r, 0, "jopt_sched_new: %s", jopt_errmsg(r->ctx));
+    for (int step = 0; step < STEPS && !r->fail[0]; step++) {
+        fill_grads(m, r->g, r->rank, step);
+        int rc = before_step(m, r->opt, step, r->g, NULL);
+        if (rc == JOPT_OK)
+            rc = jopt_step(r->opt, NULL, NULL, NULL);
+        if (rc == JOPT_OK)
+            rc = after_step(m, r->opt, r->sched, step);
+        CHECK(r, rc == JOPT_OK, "step %d: %s", step, jopt_errmsg(r->ctx));
+    }
+    return NULL;
+}
+
+/* every rank's parameters and its tensors' state against the reference */
+static void compare(const model *m, rank_run *runs, int size, const reference *ref)
+{
+    for (int r = 0; r < size; r++) {
+        rank_run *run = &runs[r];
+        jopt_shard_info info;
+        T_OK(run->ctx, jopt_shard_info_get(run->opt, &info));
+        assert_int_equal(info.rank, r);
+        assert_int_equal(info.size, size);
+        for (int t = 0; t < m->ntensors; t++) {
+            int64_t at = 0;
+            uint32_t ulp = t_max_ulp(run->p[t], ref->p[t], m->size[t], &at);
+            if (ulp)
+                fail_msg("%s on %d: rank %d tensor %d element %lld: %u ulp from "
+                         "one process", m->spec, size, r, t, (long long)at, ulp);
+            size_t g, i;
+            place(m, t, &g, &i);
+            int owner = jopt_shard_owner(run->opt, g, i);
+            assert_true(owner >= 0 && owner < size);
+            const char *names[] = {"exp_avg", "exp_avg_sq", "momentum_buffer",
+                                   "max_exp_avg_sq", "row_var", "col_var", "variance"};
+            for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
+                const float *mine, *want;
+                int64_t sm = -1, sw = -1, n = 0;
+                if (jopt_state_get(run->opt, g, i, names[k], &mine, &sm))
+                    continue; /* the spec has no such state */
+                T_OK(ref->ctx, jopt_state_get(ref->opt, g, i, names[k], &want, &sw));
+                assert_int_equal(sm, sw); /* step counts on every process */
+                if (owner != r) {
+                    assert_null(mine);
+                    continue;
+                }
+                assert_true((mine == NULL) == (want == NULL));
+                if (!mine)
+                    continue;
+                T_OK(ref->ctx, jopt_state_numel(ref->opt, g, i, names[k], &n));
+                if (t_max_ulp(mine, want, n, &at))
+                    fail_msg("%s on %d: rank %d tensor %d state %s differs at %lld",
+                             m->spec, size, r, t, names[k], (long long)at);
+            }
+        }
+        double gn, want;
+        if (jopt_group_state(run->opt, 0, "total_norm", &gn) == JOPT_OK) {
+            T_OK(ref->ctx, jopt_group_state(ref->opt, 0, "total_norm", &want));
+            assert_memory_equal(&gn, &want, sizeof gn);
+        }
+    }
+}
+
+static void check_model(const model *m)
+{
+    for (int size = 1; size <= MAXR; size++) {
+        reference ref;
+        reference_run(m, size, &ref);
+        world w = {.size = size, .fail_rank = -1};
+        rank_run runs[MAXR];
+        memset(runs, 0, sizeof runs);
+        for (int r = 0; r < size; r++)
+            runs[r] = (rank_run){.m = m, .w = &w, .rank = r};
+        run_ranks(&w, runs, train);
+        compare(m, runs, size, &ref);
+        int64_t held = 0;
+        for (int r = 0; r < size; r++) {
+            jopt_shard_info info;
+            T_OK(runs[r].ctx, jopt_shard_info_get(runs[r].opt, &info));
+            held += info.numel;
+            if (size > 1)
+                assert_true(info.bytes_sent > 0);
+            rank_free(&runs[r]);
+            assert_int_equal(runs[r].proc.released, 1);
+        }
+        int64_t all = 0;
+        for (int t = 0; t < m->ntensors; t++)
+            all += m->size[t];
+        assert_int_equal(held, all); /* every tensor held once */
+        reference_free(m, &ref);
+    }
+}
+
+/* tensors of odd sizes in two groups; the first crosses the exchange's
+ * window on 3 and 4 processes, so a window spans tensors */
+static model mlp(const char *spec, const char *defaults, const char *group1)
+{
+    model m = {.ntensors = 8,
+               .size = {1000003, 17, 131077, 0, 70001, 1, 4099, 65536},
+               .group = {0, 0, 0, 0, 1, 1, 1, 1},
+               .spec = spec, .defaults = defaults, .group1 = group1,
+               .absent_tensor = 2, .absent_step = 1, .change_lr_at = 2,
+               .sched = 0, .call_at = -1};
+    for (int t = 0; t < 8; t++)
+        m.ndim[t] = 1;
+    return m;
+}
+
+static void test_shard_sgd_matches_one_process(void **state)
+{
+    (void)state;
+    model m = mlp("sgd", "lr=0.01 momentum=0.9 nesterov=true", "weight_decay=0.01");
+    check_model(&m);
+}
+
+static void test_shard_adam_matches_one_process(void **state)
+{
+    (void)state;
+    model m = mlp("adam", "lr=1e-3 amsgrad=true", "weight_decay=0.1");
+    m.sched = 1;
+    check_model(&m);
+}
+
+static void test_shard_lamb_matches_one_process(void **state)
+{
+    (void)state;
+    model m = mlp("lamb", "lr=0.01 weight_decay=0.01", NULL);
+    check_model(&m);
+}
+
+static void test_shard_group_sums_match_one_process(void **state)
+{
+    (void)state;
+    model m = mlp("clipped_sgd", "lr=0.05 max_norm=50", "max_norm=200");
+    m.call_at = 2; /* a named kernel: parameters change, are gathered */
+    check_model(&m);
+}
+
+static void test_shard_adafactor_matches_one_process(void **state)
+{
+    (void)state;
+    model m = {.ntensors = 5, .size = {768 * 1303, 1303, 64 * 3 * 49, 10, 600},
+               .group = {0, 0, 0, 1, 1}, .ndim = {2, 1, 2, 1, 2},
+               .shape = {{768, 1303}, {1303, 0}, {192, 49}, {10, 0}, {20, 30}},
+               .spec = "adafactor", .defaults = "lr=0.01", .group1 = "weight_decay=0.1",
+               .absent_tensor = 1, .absent_step = 2, .change_lr_at = 1,
+               .sched = 0, .call_at = -1};
+    check_model(&m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_shard_sgd_matches_one_process),
+        cmocka_unit_test(test_shard_adam_matches_one_process),
+        cmocka_unit_test(test_shard_lamb_matches_one_process),
+        cmocka_unit_test(test_shard_group_sums_match_one_process),
+        cmocka_unit_test(test_shard_adafactor_matches_one_process),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
