@@ -33,7 +33,7 @@ int rt_shard_allgatherv(rt_shard *sh, const void *send, const size_t *counts,
 {
     sh->exchanges++;
     sh->bytes_sent += (uint64_t)counts[sh->rank] * (uint64_t)(sh->size - 1);
-    return sh->comm.allgatherv(sh->comm.user, send, counts, recv);
+    return sh->last = sh->comm.allgatherv(sh->comm.user, send, counts, recv);
 }
 
 int rt_shard_allgather(rt_shard *sh, const void *send, size_t len, void *recv)
@@ -49,15 +49,32 @@ int rt_shard_alltoallv(rt_shard *sh, const void *send, void *recv)
     for (int r = 0; r < sh->size; r++)
         if (r != sh->rank)
             sh->bytes_sent += sh->scount[r];
-    return sh->comm.alltoallv(sh->comm.user, send, sh->scount, sh->sdispl,
-                              recv, sh->rcount, sh->rdispl);
+    return sh->last = sh->comm.alltoallv(sh->comm.user, send, sh->scount,
+                                         sh->sdispl, recv, sh->rcount, sh->rdispl);
+}
+
+/* the transport's own words for its last failure, or "" */
+static const char *why(const rt_shard *sh)
+{
+    const char *s = sh->comm.errstr && sh->last ? sh->comm.errstr(sh->comm.user, sh->last)
+                                                : NULL;
+    return s ? s : "";
+}
+
+void rt_shard_comm_text(const rt_shard *sh, const char *what, char *buf,
+                       size_t cap)
+{
+    const char *s = why(sh);
+    snprintf(buf, cap, "the transport failed (%s%s%s); the processes may no "
+             "longer agree: free the optimizer and resume from a checkpoint",
+             what, *s ? ": " : "", s);
 }
 
 int rt_shard_comm_failed(jopt_optim *opt, const char *fn, const char *what)
 {
-    return rt_fail(opt->ctx, JOPT_ECOMM, "%s: the transport failed (%s); the "
-                   "processes may no longer agree: free the optimizer and "
-                   "resume from a checkpoint", fn, what);
+    char text[512];
+    rt_shard_comm_text(opt->shard, what, text, sizeof text);
+    return rt_fail(opt->ctx, JOPT_ECOMM, "%s: %s", fn, text);
 }
 
 rt_param *rt_shard_param(jopt_optim *opt, size_t t, size_t *group)
@@ -241,9 +258,11 @@ int rt_shard_agree(jopt_ctx *ctx, rt_shard *sh, jopt_optim *opt,
         memcpy(mine->msg, ctx->err, n);
         mine->msg[n] = 0;
     }
-    if (rt_shard_allgather(sh, mine, sizeof *mine, sh->votes))
+    if (rt_shard_allgather(sh, mine, sizeof *mine, sh->votes)) {
+        const char *s = why(sh);
         return rt_fail(ctx, JOPT_ECOMM, "%s: the transport failed (allgatherv "
-                       "of the votes)", fn);
+                       "of the votes%s%s)", fn, *s ? ": " : "", s);
+    }
     const rt_vote *v = sh->votes, *v0 = &sh->votes[0];
     for (int r = 0; r < sh->size; r++)
         if (v[r].rank != r || v[r].size != sh->size)
@@ -310,7 +329,10 @@ int rt_shard_gate(jopt_optim *opt, const char *fn, int op, int status,
     rt_shard_vote(opt, op, &mine);
     mine.status = status;
     mine.extra[0] = id;
-    return rt_shard_agree(opt->ctx, opt->shard, opt, fn, &mine);
+    int rc = rt_shard_agree(opt->ctx, opt->shard, opt, fn, &mine);
+    if (rc == JOPT_OK && op == RT_OP_SAVE && status == JOPT_OK)
+        opt->shard->saves++; /* a new save: a new id (save_id) */
+    return rc;
 }
 
 /* ---- construction --------------------------------------------------------- */
@@ -603,7 +625,7 @@ static uint64_t save_id(const jopt_optim *opt)
     rt_shard_vote(opt, RT_OP_SAVE, &v);
     uint64_t h = cg_fnv(CG_FNV_INIT, &opt->shard->partition, sizeof(uint64_t));
     h = cg_fnv(h, &v.values, sizeof v.values);
-    return cg_fnv(h, &opt->shard->exchanges, sizeof(uint64_t));
+    return cg_fnv(h, &opt->shard->saves, sizeof(uint64_t));
 }
 
 void rt_shard_put(const jopt_optim *opt, rt_out *o)

@@ -75,6 +75,8 @@ typedef struct rt_shard {
                                states after a step */
     const rt_vote *agreed;  /* this step's votes */
     uint64_t bytes_sent, exchanges;
+    uint64_t saves;         /* jopt_state_save calls agreed on */
+    int last;               /* what the transport's last call returned */
 } rt_shard;
 
 /* shard.c */
@@ -99,7 +101,9 @@ int rt_shard_allgather(rt_shard *sh, const void *send, size_t len, void *recv);
 int rt_shard_allgatherv(rt_shard *sh, const void *send, const size_t *counts,
                         void *recv);
 int rt_shard_alltoallv(rt_shard *sh, const void *send, void *recv);
-/* JOPT_ECOMM with a message naming the call */
+/* JOPT_ECOMM with a message naming the call; the message alone */
+void rt_shard_comm_text(const rt_shard *sh, const char *what, char *buf,
+                       size_t cap);
 int rt_shard_comm_failed(jopt_optim *opt, const char *fn, const char *what);
 /* a tensor by global index */
 rt_param *rt_shard_param(jopt_optim *opt, size_t t, size_t *group);

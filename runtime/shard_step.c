@@ -244,9 +244,7 @@ static int fold_groups(void *arg, int level, const cg_call *calls,
         return JOPT_EINVAL;
     }
     if (rt_shard_allgatherv(sh, sh->rec, sh->rcount, sh->rec_all)) {
-        snprintf(err, CG_ERRLEN, "the transport failed (allgatherv of the group "
-                 "reductions); the processes may no longer agree: free the "
-                 "optimizer and resume from a checkpoint");
+        rt_shard_comm_text(sh, "allgatherv of the group reductions", err, CG_ERRLEN);
         return JOPT_ECOMM;
     }
     for (size_t i = 0; i < total; i++)

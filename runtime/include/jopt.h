@@ -559,6 +559,9 @@ typedef struct jopt_comm {
     /* called once when the optimizer is freed (or its construction
      * fails); may be NULL */
     void (*release)(void *user);
+    /* the transport's words for what a collective returned, for jopt's
+     * message (valid until the next call); may be NULL */
+    const char *(*errstr)(void *user, int code);
 } jopt_comm;
 
 /* jopt_optim_new, sharded over the processes of `comm` (copied; its user
