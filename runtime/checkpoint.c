@@ -14,9 +14,10 @@
  *       f32 data[count]
  *   closure optimizers only: u64 steps, u64 len, the driver's state
  *     (rt_closure_save)
- *   version 3, a shard of a sharded optimizer: u32 rank, u32 processes,
- *     u64 partition, u64 save id (rt_shard_put)
  *   u64 checksum (FNV-1a over every byte before it)
+ *
+ * A sharded optimizer's file wraps this in a shard's header and a second
+ * checksum (shard.c, rt_shard_put and rt_shard_open).
  *
  * Loading reads the whole file (no more than it holds), checks everything
  * (checksum first, then every length and name against the optimizer)
@@ -33,7 +34,6 @@
 
 #define MAGIC "JOPTCKPT"
 #define VERSION 2u /* version 1 (no shapes, no group state) still loads */
-#define VERSION_SHARD 3u /* version 2 and a shard's trailer (shard.c) */
 #define MAX_STATES 62 /* CG_MAX_SLOTS - 2: one presence bit each in a u64 */
 
 /* ---- writing ------------------------------------------------------------ */
@@ -50,7 +50,7 @@ static void serialise(const jopt_optim *opt, rt_out *o)
     const cg_spec *s = opt->spec;
     size_t ns = cg_spec_nstate(s), nh = cg_spec_nhyper(s), nv = cg_spec_nvalues(s);
     rt_put(o, MAGIC, 8);
-    rt_put_u32(o, opt->shard ? VERSION_SHARD : VERSION);
+    rt_put_u32(o, VERSION);
     rt_put_u32(o, 0);
     rt_put_str(o, cg_spec_name(s));
     rt_put_u64(o, spec_hash(s));
@@ -99,9 +99,29 @@ static void serialise(const jopt_optim *opt, rt_out *o)
     }
     if (opt->closure)
         rt_closure_save(opt->closure, o);
-    if (opt->shard)
-        rt_shard_put(opt, o);
     rt_put_seal(o);
+}
+
+/* The bytes jopt_state_save writes: the checkpoint, or for a sharded
+ * optimizer the checkpoint inside its shard's header and checksum. */
+static size_t file_len(const jopt_optim *opt)
+{
+    rt_out o = {NULL, 0, 0};
+    serialise(opt, &o);
+    return o.len + (opt->shard ? RT_SHARD_HEAD + 8 : 0);
+}
+
+static void file_write(const jopt_optim *opt, unsigned char *buf, size_t len)
+{
+    size_t head = opt->shard ? RT_SHARD_HEAD : 0;
+    rt_out o = {buf + head, 0, len - head};
+    serialise(opt, &o);
+    if (opt->shard) {
+        rt_out h = {buf, 0, head};
+        rt_shard_put(opt, &h);
+        rt_out seal = {buf, len - 8, len};
+        rt_put_seal(&seal);
+    }
 }
 
 JOPT_API int jopt_state_size(const jopt_optim *opt, size_t *len)
@@ -110,9 +130,7 @@ JOPT_API int jopt_state_size(const jopt_optim *opt, size_t *len)
         return JOPT_EINVAL;
     if (!len)
         return rt_fail(opt->ctx, JOPT_EINVAL, "jopt_state_size: len is NULL");
-    rt_out o = {NULL, 0, 0};
-    serialise(opt, &o);
-    *len = o.len;
+    *len = file_len(opt);
     return JOPT_OK;
 }
 
@@ -131,8 +149,7 @@ JOPT_API int jopt_state_save_mem(const jopt_optim *opt, void *buf, size_t cap,
     if (cap < need)
         return rt_fail(opt->ctx, JOPT_EINVAL, "%s: the buffer holds %zu bytes; "
                        "the checkpoint needs %zu (jopt_state_size)", fn, cap, need);
-    rt_out o = {buf, 0, cap};
-    serialise(opt, &o);
+    file_write(opt, buf, need);
     return JOPT_OK;
 }
 
@@ -159,8 +176,7 @@ JOPT_API int jopt_state_save(const jopt_optim *opt, const char *path)
     if (!buf) {
         rc = rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
     } else {
-        rt_out o = {buf, 0, len};
-        serialise(opt, &o);
+        file_write(opt, buf, len);
         rc = rt_write_atomic(opt->ctx, fn, path, buf, len);
         free(buf);
     }
@@ -188,8 +204,7 @@ typedef struct loaded {
 
 #define FAIL(...) (rt_fail(opt->ctx, JOPT_EINVAL, __VA_ARGS__), 0)
 
-static int parse(jopt_optim *opt, rt_in *r, loaded *L, const char *fn,
-                 uint64_t *shard_id)
+static int parse(jopt_optim *opt, rt_in *r, loaded *L, const char *fn)
 {
     const cg_spec *s = opt->spec;
     size_t ns = cg_spec_nstate(s), nh = cg_spec_nhyper(s), nv = cg_spec_nvalues(s);
@@ -198,9 +213,9 @@ static int parse(jopt_optim *opt, rt_in *r, loaded *L, const char *fn,
         return FAIL("%s: not a jopt checkpoint (wrong magic)", fn);
     uint32_t version = rt_get_u32(r);
     rt_get_u32(r);
-    if (version != VERSION && version != 1 && version != VERSION_SHARD)
-        return FAIL("%s: checkpoint version %u; this jopt reads versions 1 to "
-                    "%u", fn, version, VERSION_SHARD);
+    if (version != VERSION && version != 1)
+        return FAIL("%s: checkpoint version %u; this jopt reads versions 1 and "
+                    "%u", fn, version, VERSION);
     if (!rt_get_str_eq(r, cg_spec_name(s)))
         return FAIL("%s: the checkpoint is not of spec '%s' (another "
                     "optimizer's file?)", fn, cg_spec_name(s));
@@ -321,13 +336,6 @@ static int parse(jopt_optim *opt, rt_in *r, loaded *L, const char *fn,
             L->closure_len = r->pos - at;
         }
     }
-    if (version == VERSION_SHARD && !r->bad) {
-        uint64_t id;
-        if (rt_shard_check(opt, r, fn, &id))
-            return 0;
-        if (shard_id)
-            *shard_id = id;
-    }
     if (r->bad || r->pos != r->len)
         return FAIL("%s: checkpoint is truncated or malformed at byte %zu", fn,
                     r->pos);
@@ -366,6 +374,12 @@ static int load_mem(jopt_optim *opt, const void *buf, size_t len, int *gated)
         return JOPT_EINVAL;
     if (!buf)
         return rt_fail(opt->ctx, JOPT_EINVAL, "%s: buf is NULL", fn);
+    /* a shard's file: its header checked, then the checkpoint inside; the
+     * id of its save (or of an unsharded file) is what the vote compares */
+    uint64_t id = 0;
+    int rc = rt_shard_open(opt, fn, &buf, &len, &id);
+    if (rc)
+        return rc;
     /* the checksum covers everything: flipped bits and cut files stop here */
     if (len < 16 || memcmp(buf, MAGIC, 8) != 0)
         return rt_fail(opt->ctx, JOPT_EINVAL, "%s: not a jopt checkpoint (%s)", fn,
@@ -374,10 +388,7 @@ static int load_mem(jopt_optim *opt, const void *buf, size_t len, int *gated)
         return rt_fail(opt->ctx, JOPT_EINVAL, "%s: checksum mismatch: the "
                        "checkpoint is truncated or corrupt", fn);
     rt_in r = {buf, len - 8, 0, 0};
-    /* a shard's file names its save; an unsharded file loads on every
-     * process of a sharded optimizer, which must all read the same one */
-    uint64_t id = cg_fnv(CG_FNV_INIT, buf, len);
-    if (!parse(opt, &r, NULL, fn, &id))
+    if (!parse(opt, &r, NULL, fn))
         return JOPT_EINVAL;
 
     /* everything checks: now build the new state and kernels aside */
@@ -392,7 +403,6 @@ static int load_mem(jopt_optim *opt, const void *buf, size_t len, int *gated)
                 .gstep = calloc(ng + 1, sizeof(int64_t)),
                 .gstate = calloc(ng * ns + 1, sizeof(double))};
     rt_kset *kernels = calloc(ng + 1, sizeof *kernels);
-    int rc = JOPT_OK;
     if (!L.values || !L.runtime || !L.keys || !L.state || !L.steps ||
         !L.count || !L.gstep || !L.gstate || !kernels)
         goto oom;
@@ -404,7 +414,7 @@ static int load_mem(jopt_optim *opt, const void *buf, size_t len, int *gated)
             goto oom;
     }
     r = (rt_in){buf, len - 8, 0, 0};
-    if (!parse(opt, &r, &L, fn, NULL)) {
+    if (!parse(opt, &r, &L, fn)) {
         rc = JOPT_ENOMEM; /* the file checked once; only memory can fail */
         goto done;
     }

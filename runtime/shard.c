@@ -21,10 +21,11 @@
 
 #include "shard.h"
 
-/* send and receive buffers of the exchange, together: the window of
- * elements exchanged per process per round follows from it */
+/* send and receive buffers of the exchange, together, unless the
+ * transport says (jopt_comm.buffer_bytes): the window of elements
+ * exchanged per process per round follows from it */
 #define BUFFER_BUDGET ((size_t)16 << 20)
-#define MIN_WINDOW 4096
+#define MIN_WINDOW 1024
 
 /* ---- the transport -------------------------------------------------------- */
 
@@ -213,18 +214,17 @@ static int name_values(jopt_ctx *ctx, rt_shard *sh, jopt_optim *opt, const char 
 static int name_param(jopt_ctx *ctx, rt_shard *sh, jopt_optim *opt,
                       const char *fn, int op, int shapes)
 {
-    size_t nt = sh->ntensors, unit = shapes ? (CG_MAX_RANK + 1) * sizeof(int64_t) : 1;
+    size_t nt = sh->ntensors, unit = shapes ? sizeof(uint64_t) : 1;
     unsigned char *mine = sh->detail + (size_t)sh->size * sh->detail_len;
-    memset(mine, 0, nt * unit);
     for (size_t t = 0; t < nt; t++) {
         const rt_param *p = rt_shard_param(opt, t, NULL);
         if (!shapes) {
             mine[t] = (unsigned char)rt_shard_takes_part(p, op);
             continue;
         }
-        int64_t *s = (int64_t *)(void *)(mine + t * unit);
-        s[0] = p->rank;
-        memcpy(s + 1, p->shape, (size_t)p->rank * sizeof(int64_t));
+        uint64_t h = cg_fnv(cg_fnv(CG_FNV_INIT, &p->rank, sizeof p->rank), p->shape,
+                            (size_t)p->rank * sizeof(int64_t));
+        memcpy(mine + t * unit, &h, sizeof h);
     }
     int r = 0;
     size_t at = 0, g;
@@ -455,7 +455,8 @@ static int partition(jopt_optim *opt, rt_shard *sh)
     free(order);
     free(load);
     /* a window of elements per process per round of the exchange */
-    int64_t w = (int64_t)(BUFFER_BUDGET / (2 * sizeof(float) * (size_t)sh->size));
+    size_t budget = sh->comm.buffer_bytes ? sh->comm.buffer_bytes : BUFFER_BUDGET;
+    int64_t w = (int64_t)(budget / (2 * sizeof(float) * (size_t)sh->size));
     w -= w % 16;
     if (w > most)
         w = most;
@@ -465,11 +466,13 @@ static int partition(jopt_optim *opt, rt_shard *sh)
     return JOPT_OK;
 }
 
+/* room for one process's part of a second exchange: every group's values
+ * and step, or a hash of each tensor's shape (or a byte: its gradient) */
 static size_t detail_len(const jopt_optim *opt, size_t nt)
 {
     size_t values = opt->ngroups * (cg_spec_nvalues(opt->spec) + 1) * sizeof(double);
-    size_t shapes = nt * (CG_MAX_RANK + 1) * sizeof(int64_t);
-    return values > shapes ? values : shapes; /* presence: nt bytes */
+    size_t shapes = nt * sizeof(uint64_t);
+    return values > shapes ? values : shapes;
 }
 
 static int shard_buffers(jopt_optim *opt, rt_shard *sh)
@@ -487,7 +490,7 @@ static int shard_buffers(jopt_optim *opt, rt_shard *sh)
     sh->list = calloc(nt + 1, sizeof(uint32_t));
     sh->call_tensor = calloc(nt + 1, sizeof(uint32_t));
     sh->rec = calloc(nt + 1, sizeof(rt_grec));
-    sh->rec_all = calloc(n * nt + 1, sizeof(rt_grec));
+    sh->rec_all = calloc(nt + 1, sizeof(rt_grec)); /* a tensor is held once */
     sh->at = calloc(nt + 1, sizeof(rt_grec *));
     sh->gbuf = calloc((n + 1) * opt->ngroups * (cg_spec_nstate(opt->spec) + 1) + 1,
                       sizeof(double));
@@ -605,7 +608,7 @@ JOPT_API int jopt_shard_info_get(const jopt_optim *opt, jopt_shard_info *out)
     if (sh) {
         size_t n = (size_t)sh->size, nt = sh->ntensors;
         out->buffer_bytes = (sh->sendbuf ? 2 * n * (size_t)sh->window * sizeof(float) : 0) +
-                            (n + 1) * sh->detail_len + (n + 1) * nt * sizeof(rt_grec) +
+                            (n + 1) * sh->detail_len + 2 * nt * sizeof(rt_grec) +
                             n * sizeof(rt_vote);
         out->bytes_sent = sh->bytes_sent;
         out->exchanges = sh->exchanges;
@@ -614,10 +617,15 @@ JOPT_API int jopt_shard_info_get(const jopt_optim *opt, jopt_shard_info *out)
 }
 
 /* ---- checkpoints ------------------------------------------------------------
- * A sharded optimizer's checkpoint is the usual format (version 3) with
- * every tensor, the state of those it holds, and a trailer: its rank, the
- * number of processes, the partition, and the id of the save, which every
- * process's file of one jopt_state_save shares. */
+ * A sharded optimizer's file is its checkpoint (the usual format, with
+ * every tensor and the state of those it holds) inside a header and a
+ * second checksum:
+ *   "JOPTSHRD" u32 version (1) u32 rank u32 processes u32 reserved (0)
+ *   u64 partition u64 save id | the checkpoint | u64 FNV-1a of all before
+ * Every process's file of one jopt_state_save has the same save id. */
+
+#define SHARD_MAGIC "JOPTSHRD"
+#define SHARD_VERSION 1u
 
 static uint64_t save_id(const jopt_optim *opt)
 {
@@ -631,20 +639,37 @@ static uint64_t save_id(const jopt_optim *opt)
 void rt_shard_put(const jopt_optim *opt, rt_out *o)
 {
     const rt_shard *sh = opt->shard;
+    rt_put(o, SHARD_MAGIC, 8);
+    rt_put_u32(o, SHARD_VERSION);
     rt_put_u32(o, (uint32_t)sh->rank);
     rt_put_u32(o, (uint32_t)sh->size);
+    rt_put_u32(o, 0);
     rt_put_u64(o, sh->partition);
     rt_put_u64(o, save_id(opt));
 }
 
-int rt_shard_check(jopt_optim *opt, rt_in *r, const char *fn, uint64_t *id)
+int rt_shard_open(jopt_optim *opt, const char *fn, const void **buf,
+                  size_t *len, uint64_t *id)
 {
-    uint32_t rank = rt_get_u32(r), size = rt_get_u32(r);
-    uint64_t part = rt_get_u64(r);
-    *id = rt_get_u64(r);
-    if (r->bad)
-        return JOPT_OK; /* the caller reports the short file */
     const rt_shard *sh = opt->shard;
+    int wrapped = *len >= 8 && !memcmp(*buf, SHARD_MAGIC, 8);
+    if (!wrapped) { /* an unsharded checkpoint: every process reads one */
+        *id = sh ? cg_fnv(CG_FNV_INIT, *buf, *len) : 0;
+        return JOPT_OK;
+    }
+    if (*len < RT_SHARD_HEAD + 8 + 16 || !rt_sealed(*buf, *len))
+        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: a shard's checkpoint, "
+                       "truncated or corrupt (checksum mismatch)", fn);
+    rt_in r = {*buf, RT_SHARD_HEAD, 0, 0};
+    rt_take(&r, 8);
+    uint32_t version = rt_get_u32(&r), rank = rt_get_u32(&r);
+    uint32_t size = rt_get_u32(&r), reserved = rt_get_u32(&r);
+    uint64_t part = rt_get_u64(&r);
+    *id = rt_get_u64(&r);
+    if (version != SHARD_VERSION || reserved)
+        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: a shard's checkpoint of "
+                       "version %u; this jopt reads version %u", fn, version,
+                       SHARD_VERSION);
     if (!sh)
         return rt_fail(opt->ctx, JOPT_EINVAL, "%s: the checkpoint is rank %u's "
                        "shard of an optimizer sharded over %u processes: it "
@@ -662,5 +687,7 @@ int rt_shard_check(jopt_optim *opt, rt_in *r, const char *fn, uint64_t *id)
     if (part != sh->partition)
         return rt_fail(opt->ctx, JOPT_EINVAL, "%s: the checkpoint's tensors "
                        "were held by other processes than they are here", fn);
+    *buf = (const unsigned char *)*buf + RT_SHARD_HEAD;
+    *len -= RT_SHARD_HEAD + 8;
     return JOPT_OK;
 }

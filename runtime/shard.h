@@ -67,7 +67,7 @@ typedef struct rt_shard {
     int64_t *len;         /* size: elements each holder steps */
     /* group reductions: the calls' tensors, and records */
     uint32_t *call_tensor; /* ntensors */
-    rt_grec *rec, *rec_all; /* ntensors each, size * ntensors */
+    rt_grec *rec, *rec_all; /* ntensors each: this process's, everyone's */
     const rt_grec **at;     /* ntensors: a level's record of each tensor */
     size_t *cur_i;          /* size: a walk's place in each holder's list */
     int64_t *cur_off;
@@ -108,11 +108,16 @@ int rt_shard_comm_failed(jopt_optim *opt, const char *fn, const char *what);
 /* a tensor by global index */
 rt_param *rt_shard_param(jopt_optim *opt, size_t t, size_t *group);
 
-/* checkpoints (shard.c): the shard's part of a file, and the vote on a
- * save or load */
-#define RT_SHARD_TRAILER 24
+/* checkpoints (shard.c): a sharded optimizer's file is its checkpoint in
+ * a header of RT_SHARD_HEAD bytes and a checksum.  rt_shard_put writes the
+ * header; rt_shard_open checks a file against the optimizer and gives the
+ * checkpoint inside (a file without the header: as it is, for an
+ * unsharded checkpoint) and the id that every process's file of one save
+ * shares (an unsharded file's hash). */
+#define RT_SHARD_HEAD 40
 void rt_shard_put(const jopt_optim *opt, rt_out *o);
-int rt_shard_check(jopt_optim *opt, rt_in *r, const char *fn, uint64_t *id);
+int rt_shard_open(jopt_optim *opt, const char *fn, const void **buf,
+                  size_t *len, uint64_t *id);
 
 /* shard.c: whether a tensor takes part in `op`: a gradient for a step,
  * state for a named kernel (p->step counts on every process) */

@@ -238,7 +238,7 @@ static int fold_groups(void *arg, int level, const cg_call *calls,
         sh->rcount[q] = sh->agreed[q].nrec[level] * sizeof(rt_grec);
         total += sh->agreed[q].nrec[level];
     }
-    if (n != sh->agreed[sh->rank].nrec[level]) {
+    if (n != sh->agreed[sh->rank].nrec[level] || total > sh->ntensors) {
         snprintf(err, CG_ERRLEN, "internal error: %zu group-reduction records "
                  "at level %d, %u voted", n, level, sh->agreed[sh->rank].nrec[level]);
         return JOPT_EINVAL;

@@ -84,11 +84,13 @@ static void t_release(void *user) { ((proc *)user)->released++; }
 /* a test may swap in an allgatherv that fails */
 static int (*the_failing)(void *, const void *, const size_t *, void *);
 
+/* 32 KiB of buffers: windows of 2048 to 1024 elements on 2 to 4
+ * processes, so that a step takes many rounds and windows span tensors */
 static jopt_comm comm_of(proc *p)
 {
     return (jopt_comm){p->rank, p->w->size, p,
                        the_failing ? the_failing : t_allgatherv, t_alltoallv,
-                       t_release, NULL};
+                       t_release, NULL, 32 << 10};
 }
 
 /* ---- runs of N processes ------------------------------------------------ */
@@ -425,12 +427,12 @@ static void check_model(const model *m)
     }
 }
 
-/* tensors of odd sizes in two groups; the first crosses the exchange's
- * window on 3 and 4 processes, so a window spans tensors */
+/* tensors of odd sizes in two groups, two of them more than the 65,536
+ * elements of a task */
 static model mlp(const char *spec, const char *defaults, const char *group1)
 {
     model m = {.ntensors = 8,
-               .size = {1000003, 17, 131077, 0, 70001, 1, 4099, 65536},
+               .size = {100003, 17, 13077, 0, 70001, 1, 4099, 6536},
                .group = {0, 0, 0, 0, 1, 1, 1, 1},
                .spec = spec, .defaults = defaults, .group1 = group1,
                .absent_tensor = 2, .absent_step = 1, .change_lr_at = 2,
@@ -473,9 +475,9 @@ static void test_shard_group_sums_match_one_process(void **state)
 static void test_shard_adafactor_matches_one_process(void **state)
 {
     (void)state;
-    model m = {.ntensors = 5, .size = {768 * 1303, 1303, 64 * 3 * 49, 10, 600},
+    model m = {.ntensors = 5, .size = {96 * 1303, 1303, 64 * 3 * 49, 10, 600},
                .group = {0, 0, 0, 1, 1}, .ndim = {2, 1, 2, 1, 2},
-               .shape = {{768, 1303}, {1303, 0}, {192, 49}, {10, 0}, {20, 30}},
+               .shape = {{96, 1303}, {1303, 0}, {192, 49}, {10, 0}, {20, 30}},
                .spec = "adafactor", .defaults = "lr=0.01", .group1 = "weight_decay=0.1",
                .absent_tensor = 1, .absent_step = 2, .change_lr_at = 1,
                .sched = 0, .call_at = -1};
@@ -545,10 +547,10 @@ static void test_shard_construction_mismatch(void **state)
 {
     (void)state;
     scenario sc = {.m = mlp("sgd", "lr=0.01", NULL)};
-    sc.size1 = 1000001; /* a mismatched layout */
+    sc.size1 = 100001; /* a mismatched layout */
     run_scenario(&sc, 2, JOPT_EINVAL, "jopt_optim_new_sharded: rank 1's parameters "
-                 "are not rank 0's: 2 groups, 8 tensors, 1270732 elements against "
-                 "2, 8, 1270734");
+                 "are not rank 0's: 2 groups, 8 tensors, 193732 elements against "
+                 "2, 8, 193734");
     sc.size1 = 0;
     sc.spec[2] = "adam";
     run_scenario(&sc, 3, JOPT_EINVAL, "rank 2 built its optimizer from another spec");
@@ -632,6 +634,15 @@ static int do_closure_step(rank_run *r)
 static void disagree(rank_run *r)
 {
     fill_grads(r->m, r->g, r->rank, 0);
+    if (r->rank == 1) { /* a shape on one process only (before any state) */
+        int64_t shape[2] = {1, 70001};
+        jopt_set_shape(r->opt, 1, 0, 2, shape);
+    }
+    expect_step_fails(r, JOPT_EINVAL, "group 1 parameter 0 has another shape on "
+                      "rank 1", do_step);
+    int64_t flat = 70001;
+    CHECK(r, jopt_set_shape(r->opt, 1, 0, 1, &flat) == JOPT_OK, "set_shape: %s",
+          jopt_errmsg(r->ctx));
     CHECK(r, do_step(r) == JOPT_OK, "first step: %s", jopt_errmsg(r->ctx));
     if (r->rank == 1) /* a gradient absent on one process only */
         jopt_set_grad(r->opt, 1, 2, NULL);
@@ -649,12 +660,6 @@ static void disagree(rank_run *r)
                       "called jopt_step", do_step_or_call);
     expect_step_fails(r, JOPT_EINVAL, "rank 2 failed: jopt_optim_call: spec "
                       "'clipped_sgd' has no kernel 'shrunk'", do_bad_call);
-    if (r->rank == 1) {
-        int64_t shape[2] = {1, 70001};
-        jopt_set_shape(r->opt, 1, 0, 2, shape);
-    }
-    expect_step_fails(r, JOPT_EINVAL, "group 1 parameter 0 has another shape on "
-                      "rank 1", do_step);
     CHECK(r, jopt_add_param_group(r->opt, &(jopt_group){NULL, 0, NULL}) == JOPT_EINVAL,
           "add_param_group");
     r->rc_new = JOPT_EINVAL;
@@ -927,7 +932,10 @@ static void *fail_rank(void *arg)
         return NULL;
     }
     fill_grads(r->m, r->g, r->rank, 0);
-    r->w->fail_rank = -2; /* from now on, the 2nd allgatherv fails */
+    pthread_barrier_wait(&r->w->bar); /* every rank built */
+    if (r->rank == 0)
+        r->w->fail_rank = -2; /* from now on, the 2nd allgatherv fails */
+    pthread_barrier_wait(&r->w->bar);
     r->rc_new = jopt_step(r->opt, NULL, NULL, NULL);
     snprintf(r->msg, sizeof r->msg, "%s", jopt_errmsg(r->ctx));
     return NULL;
@@ -959,6 +967,18 @@ static void test_shard_transport_failure(void **state)
     for (int r = 0; r < 2; r++)
         rank_free(&runs[r]);
 }
+/* two tensors on up to four processes: some hold nothing, and still take
+ * part in every exchange (group sums, group state, a named kernel) */
+static void test_shard_idle_processes(void **state)
+{
+    (void)state;
+    model m = {.ntensors = 3, .size = {5000, 0, 300}, .group = {0, 0, 0},
+               .ndim = {1, 1, 1}, .spec = "clipped_sgd", .defaults = "lr=0.1 max_norm=2",
+               .absent_tensor = 2, .absent_step = 1, .change_lr_at = 2,
+               .sched = 1, .call_at = 1};
+    check_model(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -967,6 +987,7 @@ int main(void)
         cmocka_unit_test(test_shard_lamb_matches_one_process),
         cmocka_unit_test(test_shard_group_sums_match_one_process),
         cmocka_unit_test(test_shard_adafactor_matches_one_process),
+        cmocka_unit_test(test_shard_idle_processes),
         cmocka_unit_test(test_shard_construction_mismatch),
         cmocka_unit_test(test_shard_step_disagreement),
         cmocka_unit_test(test_shard_checkpoint_round_trip),

@@ -562,6 +562,10 @@ typedef struct jopt_comm {
     /* the transport's words for what a collective returned, for jopt's
      * message (valid until the next call); may be NULL */
     const char *(*errstr)(void *user, int code);
+    /* the exchange's send and receive buffers together, in bytes: a step
+     * exchanges gradients and parameters in rounds of a window per
+     * process that fits them (bigger: fewer rounds); 0 for 16 MiB */
+    size_t buffer_bytes;
 } jopt_comm;
 
 /* jopt_optim_new, sharded over the processes of `comm` (copied; its user

@@ -25,7 +25,8 @@ extern "C" {
  * of aborting the job.  Collective over `comm` (MPI_Comm_dup).  The
  * optimizer that takes it calls its release, which frees the duplicate;
  * free the optimizer before MPI_Finalize.  Returns JOPT_OK, or
- * JOPT_ECOMM (MPI failed) or JOPT_ENOMEM with nothing to release. */
+ * JOPT_ECOMM (MPI failed) or JOPT_ENOMEM with nothing to release.  For
+ * jopt_optim_new_sharded, after changing what you will (buffer_bytes). */
 JOPT_API int jopt_mpi_comm(MPI_Comm comm, jopt_comm *out);
 
 /* jopt_optim_new_sharded over the processes of `comm` (jopt.h): every

@@ -112,7 +112,7 @@ JOPT_API int jopt_mpi_comm(MPI_Comm comm, jopt_comm *out)
         return JOPT_ENOMEM;
     }
     *out = (jopt_comm){rank, m->size, m, mpi_allgatherv, mpi_alltoallv,
-                       mpi_release, mpi_errstr};
+                       mpi_release, mpi_errstr, 0};
     return JOPT_OK;
 }
 
@@ -152,7 +152,7 @@ JOPT_API int jopt_mpi_optim_new(jopt_ctx *ctx, const char *spec,
         MPI_Comm_rank(comm, &rank);
         MPI_Comm_size(comm, &size);
         c = (jopt_comm){rank, size, NULL, fail_allgatherv, fail_alltoallv, NULL,
-                        fail_errstr};
+                        fail_errstr, 0};
     }
     return jopt_optim_new_sharded(ctx, spec, groups, ngroups, defaults, &c, out);
 }
