@@ -151,11 +151,14 @@ int main(int argc, char **argv)
                       (double)ru.ru_maxrss * 1024.0, (double)after.numel};
     double most[5];
     MPI_Reduce(mine, most, 5, MPI_DOUBLE, MPI_MAX, 0, MPI_COMM_WORLD);
-    if (rank == 0) /* the largest shard against an even split */
+    char balance[16] = "    -"; /* the largest shard against an even split */
+    if (sharded)
+        snprintf(balance, sizeof balance, "%5.2f", most[4] / ((double)numel / size));
+    if (rank == 0)
         printf("%-8s %-10s %2d  %9.2f ms  %8.1f MB%s  %8.1f MB  %6.1f MB  %8.1f MB"
-               "  %5.2f\n", model, mode, size, 1e3 * times[steps / 2], most[0] / 1e6,
+               "  %s\n", model, mode, size, 1e3 * times[steps / 2], most[0] / 1e6,
                sharded ? "      " : " (ring)", most[1] / 1e6, most[2] / 1e6,
-               most[3] / 1e6, most[4] / ((double)numel / size));
+               most[3] / 1e6, balance);
     jopt_optim_free(opt);
     jopt_ctx_free(ctx);
     free(times);

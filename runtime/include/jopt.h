@@ -37,7 +37,7 @@ typedef enum jopt_status {
     JOPT_ESPEC = -3,    /* spec not found, malformed, or over a sandbox limit */
     JOPT_ECOMPILE = -4, /* LLVM could not build the kernel */
     JOPT_ECLOSURE = -5, /* the closure passed to jopt_step reported an error */
-    JOPT_ECOMM = -6     /* a sharded optimizer's transport failed */
+    JOPT_ECOMM = -7     /* a sharded optimizer's transport failed */
 } jopt_status;
 
 /* Static text naming a status ("JOPT_EINVAL: invalid argument"). */
