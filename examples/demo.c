@@ -919,6 +919,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "demo: this jopt_demo was built without MPI, so it has "
                         "no --data-parallel (install libopenmpi-dev and rebuild)\n");
         int rc = EXIT_FAILURE;
+        (void)parts;
 #endif
         model_free(&init);
         free(order);
