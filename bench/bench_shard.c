@@ -10,14 +10,17 @@
  *
  * Rank 0 prints one line: the median over the timed steps of the slowest
  * process's step (gradient exchange, update, parameter exchange), the
- * bytes each process sends per step, and per process the optimizer's
+ * most bytes a process sends per step, and per process the optimizer's
  * state, the exchange's buffers and the peak resident memory (which also
  * holds the model's parameters and gradients, the same in both modes), and
  * the largest process's elements over an even split's (the balance).
- * Bytes: the sharded optimizer's are what it hands MPI for other
- * processes (jopt_shard_info); the replicated one's are a ring
- * allreduce's 2 (N - 1) / N of the gradients (MPI's own algorithm is not
- * counted).
+ * Bytes: what Open MPI's collective monitoring counts this process sending
+ * to the others in collectives (bench_shard.sh sets
+ * OMPI_MCA_pml_monitoring_enable=1; MPI_T's coll_monitoring_messages_size),
+ * so MPI's own allreduce algorithm is what is measured; and for the sharded
+ * optimizer also what it hands MPI for the other processes
+ * (jopt_shard_info), which should agree.  Without the monitoring, only the
+ * latter, and "-" for the replicated one.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -45,6 +48,52 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Open MPI's collective monitoring through MPI_T: bytes sent to every
+ * other process in collectives; -1 where it is not there */
+static MPI_T_pvar_session mon_session;
+static MPI_T_pvar_handle mon_handle;
+static int mon_count = -1;
+static unsigned long long *mon_values;
+
+static void monitor_start(void)
+{
+    int provided, num;
+    if (MPI_T_init_thread(MPI_THREAD_SINGLE, &provided) != MPI_SUCCESS ||
+        MPI_T_pvar_get_num(&num) != MPI_SUCCESS)
+        return;
+    for (int i = 0; i < num; i++) {
+        char name[128], desc[256];
+        int nl = sizeof name, dl = sizeof desc, verbosity, cls, bind, ro, cont, atomic;
+        MPI_Datatype type;
+        MPI_T_enum en;
+        if (MPI_T_pvar_get_info(i, name, &nl, &verbosity, &cls, &type, &en, desc, &dl,
+                                &bind, &ro, &cont, &atomic) != MPI_SUCCESS ||
+            strcmp(name, "coll_monitoring_messages_size") || bind != MPI_T_BIND_MPI_COMM)
+            continue;
+        MPI_Comm world = MPI_COMM_WORLD;
+        int count;
+        if (MPI_T_pvar_session_create(&mon_session) != MPI_SUCCESS)
+            return;
+        if (MPI_T_pvar_handle_alloc(mon_session, i, &world, &mon_handle, &count) ||
+            (!cont && MPI_T_pvar_start(mon_session, mon_handle)) ||
+            !(mon_values = calloc((size_t)count, sizeof *mon_values)))
+            return;
+        mon_count = count;
+        return;
+    }
+}
+
+static double monitor_read(void)
+{
+    if (mon_count < 0 || MPI_T_pvar_read(mon_session, mon_handle, mon_values))
+        return -1;
+    double sum = 0;
+    for (int i = 0; i < mon_count; i++)
+        if (i != rank)
+            sum += (double)mon_values[i];
+    return sum;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -122,10 +171,14 @@ int main(int argc, char **argv)
 
     jopt_shard_info before, after;
     double *times = calloc((size_t)steps, sizeof(double));
+    double mon0 = 0;
+    monitor_start();
     for (int s = -1; s < steps; s++) { /* step -1: warm-up, makes the state */
         MPI_Barrier(MPI_COMM_WORLD);
-        if (s == 0)
+        if (s == 0) {
             jopt_shard_info_get(opt, &before);
+            mon0 = monitor_read();
+        }
         double t0 = now_s();
         if (!sharded && size > 1) { /* DDP: the sum everywhere, then the mean */
             MPI_Allreduce(MPI_IN_PLACE, g, (int)total, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
@@ -139,28 +192,42 @@ int main(int argc, char **argv)
         MPI_Allreduce(MPI_IN_PLACE, &dt, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
         if (s >= 0)
             times[s] = dt;
+        MPI_Barrier(MPI_COMM_WORLD); /* its bytes outside the monitored ones */
         fill(g, total, 2 + (uint64_t)rank + 7 * (uint64_t)(s + 2), 0.01f);
     }
     jopt_shard_info_get(opt, &after);
+    double mon1 = monitor_read();
     qsort(times, (size_t)steps, sizeof *times, cmp_double);
-    double bytes = sharded ? (double)(after.bytes_sent - before.bytes_sent) / steps
-                           : 2.0 * (size - 1) / size * (double)numel * sizeof(float);
+    /* bytes per step, as MPI counts them (with the bench's own barriers
+     * and 8-byte allreduce of the time, a few dozen bytes) and as jopt does */
+    double mpi_bytes = mon0 >= 0 && mon1 >= 0 ? (mon1 - mon0) / steps : -1;
+    double bytes = sharded ? (double)(after.bytes_sent - before.bytes_sent) / steps : -1;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    double mine[5] = {bytes, (double)after.state_bytes, (double)after.buffer_bytes,
-                      (double)ru.ru_maxrss * 1024.0, (double)after.numel};
-    double most[5];
-    MPI_Reduce(mine, most, 5, MPI_DOUBLE, MPI_MAX, 0, MPI_COMM_WORLD);
-    char balance[16] = "    -"; /* the largest shard against an even split */
-    if (sharded)
-        snprintf(balance, sizeof balance, "%5.2f", most[4] / ((double)numel / size));
+    double mine[6] = {mpi_bytes, bytes, (double)after.state_bytes,
+                      (double)after.buffer_bytes, (double)ru.ru_maxrss * 1024.0,
+                      (double)after.numel};
+    double most[6];
+    MPI_Reduce(mine, most, 6, MPI_DOUBLE, MPI_MAX, 0, MPI_COMM_WORLD);
+    char mpi[16] = "       -", ours[16] = "       -", balance[16] = "    -";
+    if (most[0] >= 0)
+        snprintf(mpi, sizeof mpi, "%8.1f", most[0] / 1e6);
+    if (sharded) { /* the largest shard against an even split */
+        snprintf(ours, sizeof ours, "%8.1f", most[1] / 1e6);
+        snprintf(balance, sizeof balance, "%5.2f", most[5] / ((double)numel / size));
+    }
     if (rank == 0)
-        printf("%-8s %-10s %2d  %9.2f ms  %8.1f MB%s  %8.1f MB  %6.1f MB  %8.1f MB"
-               "  %s\n", model, mode, size, 1e3 * times[steps / 2], most[0] / 1e6,
-               sharded ? "      " : " (ring)", most[1] / 1e6, most[2] / 1e6,
-               most[3] / 1e6, balance);
+        printf("%-8s %-10s %2d  %9.2f ms  %s MB  %s MB  %8.1f MB  %6.1f MB  "
+               "%8.1f MB  %s\n", model, mode, size, 1e3 * times[steps / 2], mpi,
+               ours, most[2] / 1e6, most[3] / 1e6, most[4] / 1e6, balance);
     jopt_optim_free(opt);
     jopt_ctx_free(ctx);
+    if (mon_count >= 0) {
+        MPI_T_pvar_handle_free(mon_session, &mon_handle);
+        MPI_T_pvar_session_free(&mon_session);
+    }
+    MPI_T_finalize();
+    free(mon_values);
     free(times);
     free(params);
     free(p);
