@@ -39,6 +39,7 @@ struct cg_batch {
     size_t cap;
     call_axis *axis;               /* per call */
     double (*red_call)[CG_MAX_REDUCE]; /* per call: its merged tensor sums */
+    cg_gpart *gpart;               /* per call: its group values (hook) */
     size_t ccap;
     /* matrix calls, one at a time: workspace, arrays, GEMM tasks */
     float *scratch;
@@ -49,7 +50,19 @@ struct cg_batch {
         int64_t row0, rows, col0, cols;
     } *gt;
     size_t gcap;
+    cg_batch_hook hook;            /* group reductions done elsewhere */
 };
+
+_Static_assert(CG_FOLD_SUM == (int)CG_REDUCE_SUM && CG_FOLD_MAX == (int)CG_REDUCE_MAX,
+               "cg.h's fold kinds are the graph's reduction kinds");
+
+double cg_fold_identity(int kind) { return cg_reduce_identity(kind); }
+double cg_fold(int kind, double acc, double v) { return cg_reduce_add(kind, acc, v); }
+
+void cg_batch_set_hook(cg_batch *b, const cg_batch_hook *hook)
+{
+    b->hook = hook ? *hook : (cg_batch_hook){NULL, NULL, 0};
+}
 
 int cg_batch_new(cg_batch **out, char *err)
 {
@@ -73,6 +86,7 @@ void cg_batch_free(cg_batch *b)
     free(b->red_call);
     free(b->scratch);
     free(b->gt);
+    free(b->gpart);
     free(b);
 }
 
@@ -153,15 +167,19 @@ int cg_batch_reserve(cg_batch *b, size_t ntasks, size_t ncalls, char *err)
     if (ncalls > b->ccap) {
         call_axis *axis = calloc(ncalls, sizeof *axis);
         double (*red_call)[CG_MAX_REDUCE] = calloc(ncalls, sizeof *red_call);
-        if (!axis || !red_call) {
+        cg_gpart *gpart = calloc(ncalls, sizeof *gpart);
+        if (!axis || !red_call || !gpart) {
             free(axis);
             free(red_call);
+            free(gpart);
             return cg_fail(err, JOPT_ENOMEM, "out of memory");
         }
         free(b->axis);
         free(b->red_call);
+        free(b->gpart);
         b->axis = axis;
         b->red_call = red_call;
+        b->gpart = gpart;
         b->ccap = ncalls;
     }
     return JOPT_OK;
@@ -341,6 +359,26 @@ static cg_env env_of(const cg_batch *b, size_t c, const cg_call *call, int level
                     call->grad_scale, call->srkey};
 }
 
+/* the level's group reductions of calls [from, to), by the hook */
+static int fold_elsewhere(cg_batch *b, const cg_call *calls, size_t from, size_t to,
+                          int level, char *err)
+{
+    for (size_t c = from; c < to; c++) {
+        const cg_graph *g = cg_kernel_graph(calls[c].k);
+        cg_gpart *gp = &b->gpart[c];
+        gp->mask = 0;
+        for (int r = 0; r < g->ngred && calls[c].gred; r++) {
+            const cg_node *arg = &g->nodes[g->gred_arg[r]];
+            if (arg->level != level)
+                continue;
+            gp->mask |= 1u << r;
+            gp->kind[r] = g->gred_kind[r];
+            gp->v[r] = calls[c].u[arg->uslot];
+        }
+    }
+    return b->hook.fold(b->hook.arg, level, calls + from, b->gpart + from, to - from, err);
+}
+
 /* the level's GEMMs of a matrix call, cut into blocks */
 static void run_level_gemms(cg_batch *b, const cg_call *call, int level,
                             const cg_parallel *par)
@@ -363,8 +401,8 @@ static void run_level_gemms(cg_batch *b, const cg_call *call, int level,
 }
 
 /* calls [from, to) level by level (all of them, or one matrix call) */
-static void run_calls(cg_batch *b, const cg_call *calls, size_t from, size_t to,
-                      const cg_parallel *par)
+static int run_calls(cg_batch *b, const cg_call *calls, size_t from, size_t to,
+                     const cg_parallel *par, char *err)
 {
     int nlevels = 0, nspaces = 1;
     for (size_t c = from; c < to; c++) {
@@ -374,6 +412,10 @@ static void run_calls(cg_batch *b, const cg_call *calls, size_t from, size_t to,
     }
     if (to == from + 1 && is_matrix(&calls[from]))
         bind_matrix(b, &calls[from]);
+    if (b->hook.fold) /* every process runs the levels the hook is called at */
+        for (int level = 0; level < 32; level++)
+            if (b->hook.levels >> level & 1 && level >= nlevels)
+                nlevels = level + 1;
     for (int level = 0; level < nlevels; level++) {
         if (to == from + 1 && is_matrix(&calls[from]))
             run_level_gemms(b, &calls[from], level, par);
@@ -392,7 +434,11 @@ static void run_calls(cg_batch *b, const cg_call *calls, size_t from, size_t to,
             if (known)
                 cg_kernel_results(calls[c].k, calls[c].u, calls[c].results);
         }
-        for (size_t c = from; c < to; c++) {
+        if (b->hook.fold && (b->hook.levels >> level & 1)) {
+            int rc = fold_elsewhere(b, calls, from, to, level, err);
+            if (rc)
+                return rc;
+        } else for (size_t c = from; c < to; c++) {
             const cg_graph *g = cg_kernel_graph(calls[c].k);
             int first = c == 0 || calls[c - 1].gred != calls[c].gred;
             for (int r = 0; r < g->ngred && calls[c].gred; r++) {
@@ -437,6 +483,7 @@ static void run_calls(cg_batch *b, const cg_call *calls, size_t from, size_t to,
             }
         }
     }
+    return JOPT_OK;
 }
 
 /* whether a matrix call's group also has calls that sum over the group:
@@ -498,15 +545,27 @@ int cg_batch_run(cg_batch *b, const cg_call *calls, size_t ncalls,
         for (int r = 0; r < g->nreduce; r++)
             b->red_call[c][r] = cg_reduce_identity(g->reduce_kind[r]);
     }
+    int rc = JOPT_OK;
+    if (b->hook.fold && b->hook.levels) {
+        /* the hook is collective: every process calls it at the same
+         * levels, whatever calls it has, so all calls run together */
+        for (size_t c = 0; c < ncalls; c++)
+            if (is_matrix(&calls[c]))
+                return cg_fail(err, JOPT_EINVAL, "a sharded optimizer's group sums "
+                               "cannot run with matrix products");
+        rc = run_calls(b, calls, 0, ncalls, par, err);
+    }
     /* runs of calls without products together; each matrix call alone */
-    for (size_t c = 0; c < ncalls;) {
+    for (size_t c = 0; c < ncalls && !(b->hook.fold && b->hook.levels) && !rc;) {
         size_t e = c + 1;
         if (!is_matrix(&calls[c]))
             while (e < ncalls && !is_matrix(&calls[e]))
                 e++;
-        run_calls(b, calls, c, e, par);
+        rc = run_calls(b, calls, c, e, par, err);
         c = e;
     }
+    if (rc)
+        return rc;
     /* the groups' new states, from the first call of each */
     for (size_t c = 0; c < ncalls; c++) {
         const cg_graph *g = cg_kernel_graph(calls[c].k);

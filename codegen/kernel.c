@@ -213,6 +213,9 @@ static int trace_into(const cg_request *r, cg_kernel *k, char *err)
     }
     if (g->ngemm)
         cg_gemm_init();
+    l->nlevels = g->nlevels;
+    for (int i = 0; i < g->ngred; i++)
+        l->glevels |= 1u << g->nodes[g->gred_arg[i]].level;
     for (int s = 0; s < g->nslots; s++)
         if (g->store[s] >= 0)
             l->written |= 1ull << s;

@@ -30,7 +30,18 @@
  *     evaluations, which is the fair unit: an evaluation is a pass over the
  *     data, and costs far more than the optimizer's own work.
  *
- * Usage:  jopt_demo [--epochs N] [--evals N] [--svg FILE] [path/to/digits.bin]
+ * Data-parallel mode (built where jopt found MPI): the same MLP, its
+ * optimizer state sharded across processes (jopt_mpi.h), each process
+ * computing the gradient of its part of every minibatch:
+ *
+ *   mpirun -np 2 jopt_demo --data-parallel   2 processes, half a batch each
+ *   jopt_demo --data-parallel                1 process, the batch in 2
+ *                                            halves (gradient accumulation)
+ *
+ * print the same losses and the same final parameters, bit for bit.
+ *
+ * Usage:  jopt_demo [--epochs N] [--evals N] [--svg FILE]
+ *                   [--data-parallel [--parts P]] [path/to/digits.bin]
  *         (default: 10 epochs, 100 evaluations, data/digits.bin, i.e. run
  *         from the repo root)
  */
@@ -45,6 +56,9 @@
 #include <time.h>
 
 #include "jopt.h"
+#ifdef JOPT_DEMO_MPI
+#include "jopt_mpi.h"
+#endif
 
 #define HIDDEN 64       /* hidden units */
 #define BATCH 32        /* minibatch size */
@@ -569,10 +583,15 @@ static void fb_run(fbrun *r, jopt_ctx *ctx, const dataset *ds, const int *idx,
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: jopt_demo [--epochs N] [--evals N] [--svg FILE] [path/to/digits.bin]\n"
+    fprintf(f, "usage: jopt_demo [--epochs N] [--evals N] [--svg FILE]\n"
+               "                 [--data-parallel [--parts P]] [path/to/digits.bin]\n"
                "  --epochs N  minibatch epochs of the MLP (default 10)\n"
                "  --evals N   closure evaluations per full-batch optimizer (default 100)\n"
-               "  --svg FILE  where to draw the loss curves (default jopt_demo_loss.svg)\n");
+               "  --svg FILE  where to draw the loss curves (default jopt_demo_loss.svg)\n"
+               "  --data-parallel  the MLP alone, data-parallel over MPI, with sharded\n"
+               "              optimizer state: under mpirun -np P, each process takes 1/P\n"
+               "              of every batch; alone, it takes all P parts in turn\n"
+               "  --parts P   the parts of a batch (default 2)\n");
 }
 
 /* ---- the SVG: one chart per part, side by side ---------------------------- */
@@ -676,12 +695,187 @@ static int write_svg(const char *path, const series *mlp, int nmlp, const series
     return fclose(f) == 0 ? 0 : -1;
 }
 
+/* ---- data-parallel mode: the MLP over MPI, optimizer state sharded -------- */
+
+#ifdef JOPT_DEMO_MPI
+static void dp_check(int status, const jopt_ctx *ctx, const char *what)
+{
+    if (status != JOPT_OK) {
+        fprintf(stderr, "demo: %s failed: %s: %s\n", what, jopt_strerror(status),
+                jopt_errmsg(ctx));
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+}
+
+/* FNV-1a of the parameters: equal runs print equal checksums */
+static uint64_t params_hash(const model *m)
+{
+    const float *bufs[] = {m->w1, m->b1, m->w2, m->b2};
+    size_t lens[] = {(size_t)HIDDEN * (size_t)m->d, HIDDEN,
+                     (size_t)m->k * HIDDEN, (size_t)m->k};
+    uint64_t h = 1469598103934665603ull;
+    for (int b = 0; b < 4; b++) {
+        const unsigned char *p = (const unsigned char *)bufs[b];
+        for (size_t i = 0; i < lens[b] * sizeof(float); i++)
+            h = (h ^ p[i]) * 1099511628211ull;
+    }
+    return h;
+}
+
+/* Part k of P of a batch of `count` samples at idx: [lo, hi). */
+static void part_of(int count, int k, int parts, int *lo, int *hi)
+{
+    *lo = (int)((int64_t)count * k / parts);
+    *hi = (int)((int64_t)count * (k + 1) / parts);
+}
+
+/* One optimizer's data-parallel run.  With as many processes as parts,
+ * process r computes part r's gradient (the mean over its samples) and
+ * jopt_step averages them across processes.  Alone, the process computes
+ * every part in turn and averages them itself the way jopt does (in
+ * double, in order, divided once): the same bits. */
+static void dp_train(run *r, jopt_ctx *ctx, const dataset *ds, int *train,
+                     int ntrain, const int *test, int ntest, int epochs,
+                     int parts, int rank, int size, uint64_t seed)
+{
+    model *m = &r->m;
+    float *g[4] = {m->gw1, m->gb1, m->gw2, m->gb2};
+    size_t len[4] = {(size_t)HIDDEN * (size_t)m->d, HIDDEN, (size_t)m->k * HIDDEN,
+                     (size_t)m->k};
+    double *acc[4];
+    for (int t = 0; t < 4; t++)
+        acc[t] = xcalloc(len[t], sizeof(double));
+    const int nbatches = (ntrain + BATCH - 1) / BATCH;
+    if (rank == 0)
+        printf("%-4s \"%s\"\nepoch   train loss (mean of the parts'; all digits)  "
+               "test acc\n", r->name, r->defaults);
+    double step_s = 0;
+    for (int e = 1; e <= epochs; e++) {
+        shuffle(train, ntrain, &seed); /* the same order on every process */
+        double epoch_loss = 0;
+        for (int b = 0; b < nbatches; b++) {
+            int start = b * BATCH;
+            int count = ntrain - start < BATCH ? ntrain - start : BATCH;
+            double losses[64];
+            for (int k = size == 1 ? 0 : rank; k < (size == 1 ? parts : rank + 1); k++) {
+                int lo, hi;
+                part_of(count, k, parts, &lo, &hi);
+                dp_check(jopt_zero_grad(r->opt), ctx, "jopt_zero_grad");
+                losses[k] = forward_backward(m, ds, train + start + lo, hi - lo, 1, NULL);
+                for (int t = 0; size == 1 && t < 4; t++)
+                    for (size_t i = 0; i < len[t]; i++)
+                        acc[t][i] = k == 0 ? (double)g[t][i] : acc[t][i] + (double)g[t][i];
+            }
+            for (int t = 0; size == 1 && t < 4; t++)
+                for (size_t i = 0; i < len[t]; i++)
+                    g[t][i] = (float)(acc[t][i] / parts);
+            if (size > 1) /* every part's loss, by rank */
+                MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, losses, 1,
+                              MPI_DOUBLE, MPI_COMM_WORLD);
+            double loss = 0;
+            for (int k = 0; k < parts; k++)
+                loss += losses[k];
+            epoch_loss += loss / parts;
+            double t0 = now_s();
+            dp_check(jopt_step(r->opt, NULL, NULL, NULL), ctx, "jopt_step");
+            step_s += now_s() - t0;
+        }
+        if (rank == 0)
+            printf("%5d   %.17g  %9.2f%%\n", e, epoch_loss / nbatches,
+                   100.0 * accuracy(m, ds, test, ntest));
+    }
+    /* what each process holds and sent, printed by rank 0 */
+    jopt_shard_info info;
+    dp_check(jopt_shard_info_get(r->opt, &info), ctx, "jopt_shard_info_get");
+    uint64_t steps = (uint64_t)epochs * (uint64_t)nbatches;
+    double mine[5] = {(double)info.tensors, (double)info.numel, (double)info.state_bytes,
+                      (double)info.bytes_sent / (double)steps, 1e6 * step_s / (double)steps};
+    double *all = xcalloc((size_t)size * 5, sizeof(double));
+    MPI_Gather(mine, 5, MPI_DOUBLE, all, 5, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+    for (int q = 0; rank == 0 && q < size; q++) {
+        const double *v = all + 5 * q;
+        printf("  rank %d of %d: holds %.0f of 4 tensors (%.0f of %lld elements), "
+               "%.0f bytes of optimizer state; sent %.0f bytes per step; "
+               "jopt_step %.1f us\n", q, size, v[0], v[1], (long long)info.numel_all,
+               v[2], v[3], v[4]);
+    }
+    free(all);
+    if (rank == 0)
+        printf("  parameters' FNV-1a: %016llx\n\n", (unsigned long long)params_hash(m));
+    for (int t = 0; t < 4; t++)
+        free(acc[t]);
+}
+
+static int data_parallel(int *argc, char ***argv, const dataset *ds, int *train,
+                         int ntrain, const int *test, int ntest, const model *init,
+                         uint64_t seed, int epochs, int parts)
+{
+    MPI_Init(argc, argv);
+    int rank, size;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    if (size != 1 && size != parts) {
+        if (rank == 0)
+            fprintf(stderr, "demo: --data-parallel with %d parts runs on 1 process "
+                    "or on %d, not %d\n", parts, parts, size);
+        MPI_Finalize();
+        return EXIT_FAILURE;
+    }
+    if (rank == 0)
+        printf("jopt demo, data-parallel: the %d-%d-%d MLP, minibatch %d in %d parts, "
+               "on %d process%s%s\n\n", ds->d, HIDDEN, ds->k, BATCH, parts, size,
+               size == 1 ? "" : "es", size == 1 ? " (which takes every part in turn)"
+                                                : " (each takes one part)");
+    jopt_ctx *ctx = NULL;
+    dp_check(jopt_ctx_new(&ctx), NULL, "jopt_ctx_new");
+    run runs[2] = {
+        {.name = "sgd", .defaults = "lr=0.1 momentum=0.9 weight_decay=1e-4"},
+        {.name = "adam", .defaults = "lr=3e-3 weight_decay=1e-4"},
+    };
+    for (int r = 0; r < 2; r++) {
+        model *m = &runs[r].m;
+        model_init(m, init->d, init->k);
+        model_copy_params(m, init);
+        runs[r].weights[0] = (jopt_param){m->w1, m->gw1, (int64_t)HIDDEN * m->d};
+        runs[r].weights[1] = (jopt_param){m->w2, m->gw2, (int64_t)m->k * HIDDEN};
+        runs[r].biases[0] = (jopt_param){m->b1, m->gb1, HIDDEN};
+        runs[r].biases[1] = (jopt_param){m->b2, m->gb2, m->k};
+        const jopt_group groups[2] = {{runs[r].weights, 2, NULL},
+                                      {runs[r].biases, 2, "weight_decay=0"}};
+        dp_check(jopt_mpi_optim_new(ctx, runs[r].name, groups, 2, runs[r].defaults,
+                                    MPI_COMM_WORLD, &runs[r].opt),
+                 ctx, "jopt_mpi_optim_new");
+        dp_train(&runs[r], ctx, ds, train, ntrain, test, ntest, epochs, parts,
+                 rank, size, seed);
+        jopt_optim_free(runs[r].opt);
+        model_free(m);
+    }
+    jopt_ctx_free(ctx);
+    MPI_Finalize();
+    return EXIT_SUCCESS;
+}
+#endif
+
 int main(int argc, char **argv)
 {
     const char *path = "data/digits.bin", *svg = "jopt_demo_loss.svg";
-    int epochs = 10, budget = 100;
+    int epochs = 10, budget = 100, dp = 0, parts = 2;
     for (int i = 1; i < argc; i++) {
         int is_epochs = strcmp(argv[i], "--epochs") == 0;
+        if (strcmp(argv[i], "--data-parallel") == 0) {
+            dp = 1;
+            continue;
+        }
+        if (strcmp(argv[i], "--parts") == 0 && i + 1 < argc) {
+            char *end;
+            long v = strtol(argv[++i], &end, 10);
+            if (*end || end == argv[i] || v < 1 || v > 16) {
+                fprintf(stderr, "demo: --parts wants a number 1..16\n");
+                return EXIT_FAILURE;
+            }
+            parts = (int)v;
+            continue;
+        }
         if ((is_epochs || strcmp(argv[i], "--evals") == 0) && i + 1 < argc) {
             char *end;
             long v = strtol(argv[++i], &end, 10);
@@ -717,6 +911,22 @@ int main(int argc, char **argv)
     model init;
     model_init(&init, ds.d, ds.k);
     model_randomize(&init, &seed);
+    if (dp) {
+#ifdef JOPT_DEMO_MPI
+        int rc = data_parallel(&argc, &argv, &ds, train, ntrain, test, ntest,
+                               &init, seed, epochs, parts);
+#else
+        fprintf(stderr, "demo: this jopt_demo was built without MPI, so it has "
+                        "no --data-parallel (install libopenmpi-dev and rebuild)\n");
+        int rc = EXIT_FAILURE;
+        (void)parts;
+#endif
+        model_free(&init);
+        free(order);
+        free(ds.x);
+        free(ds.y);
+        return rc;
+    }
 
     printf("jopt demo, part 1: a %d-%d-%d MLP (tanh, softmax cross-entropy) on "
            "handwritten digits\n", ds.d, HIDDEN, ds.k);

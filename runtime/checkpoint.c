@@ -17,6 +17,9 @@
  *     (rt_closure_save)
  *   u64 checksum (FNV-1a over every byte before it)
  *
+ * A sharded optimizer's file wraps this in a shard's header and a second
+ * checksum (shard.c, rt_shard_put and rt_shard_open).
+ *
  * Loading reads the whole file (no more than it holds), checks everything
  * (checksum first, then every length and name against the optimizer)
  * before it allocates state or changes anything, and builds the kernels
@@ -28,6 +31,7 @@
 #include <string.h>
 
 #include "closure.h"
+#include "shard.h"
 
 #define MAGIC "JOPTCKPT"
 #define VERSION 3u /* versions 1 (no shapes, no group state) and 2 (no
@@ -106,15 +110,35 @@ static void serialise(const jopt_optim *opt, rt_out *o)
     rt_put_seal(o);
 }
 
+/* The bytes jopt_state_save writes: the checkpoint, or for a sharded
+ * optimizer the checkpoint inside its shard's header and checksum. */
+static size_t file_len(const jopt_optim *opt)
+{
+    rt_out o = {NULL, 0, 0};
+    serialise(opt, &o);
+    return o.len + (opt->shard ? RT_SHARD_HEAD + 8 : 0);
+}
+
+static void file_write(const jopt_optim *opt, unsigned char *buf, size_t len)
+{
+    size_t head = opt->shard ? RT_SHARD_HEAD : 0;
+    rt_out o = {buf + head, 0, len - head};
+    serialise(opt, &o);
+    if (opt->shard) {
+        rt_out h = {buf, 0, head};
+        rt_shard_put(opt, &h);
+        rt_out seal = {buf, len - 8, len};
+        rt_put_seal(&seal);
+    }
+}
+
 JOPT_API int jopt_state_size(const jopt_optim *opt, size_t *len)
 {
     if (!opt)
         return JOPT_EINVAL;
     if (!len)
         return rt_fail(opt->ctx, JOPT_EINVAL, "jopt_state_size: len is NULL");
-    rt_out o = {NULL, 0, 0};
-    serialise(opt, &o);
-    *len = o.len;
+    *len = file_len(opt);
     return JOPT_OK;
 }
 
@@ -135,8 +159,7 @@ JOPT_API int jopt_state_save_mem(const jopt_optim *opt, void *buf, size_t cap,
                        "the checkpoint needs %zu (jopt_state_size)", fn, cap, need);
     if (rt_closure_savable(opt->closure, fn))
         return JOPT_EINVAL;
-    rt_out o = {buf, 0, cap};
-    serialise(opt, &o);
+    file_write(opt, buf, need);
     return JOPT_OK;
 }
 
@@ -146,20 +169,31 @@ JOPT_API int jopt_state_save(const jopt_optim *opt, const char *path)
     static const char fn[] = "jopt_state_save";
     if (!opt)
         return JOPT_EINVAL;
+    int rc = JOPT_OK;
     if (!path || !*path)
-        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: path is %s", fn,
-                       path ? "empty" : "NULL");
-    if (rt_closure_savable(opt->closure, fn))
-        return JOPT_EINVAL;
+        rc = rt_fail(opt->ctx, JOPT_EINVAL, "%s: path is %s", fn,
+                     path ? "empty" : "NULL");
+    else if (rt_closure_savable(opt->closure, fn))
+        rc = JOPT_EINVAL;
+    /* a sharded optimizer's processes agree to save (options, steps), and
+     * then on whether every one has (the votes count the exchange: the
+     * optimizer is const to its user, not to its transport) */
+    if (opt->shard)
+        rc = rt_shard_gate((jopt_optim *)opt, fn, RT_OP_SAVE, rc, 0);
+    if (rc)
+        return rc;
     size_t len;
     jopt_state_size(opt, &len);
     unsigned char *buf = malloc(len);
-    if (!buf)
-        return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
-    rt_out o = {buf, 0, len};
-    serialise(opt, &o);
-    int rc = rt_write_atomic(opt->ctx, fn, path, buf, len);
-    free(buf);
+    if (!buf) {
+        rc = rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
+    } else {
+        file_write(opt, buf, len);
+        rc = rt_write_atomic(opt->ctx, fn, path, buf, len);
+        free(buf);
+    }
+    if (opt->shard)
+        rc = rt_shard_gate((jopt_optim *)opt, fn, RT_OP_SAVE, rc, 0);
     return rc;
 }
 
@@ -415,15 +449,22 @@ static void install_state(jopt_optim *opt, rt_param *p, size_t k, float **in,
     *in = NULL;
 }
 
-JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len)
+/* The load; for a sharded optimizer, *gated says whether it reached the
+ * vote before the swap (every process votes once: jopt_state_load_mem
+ * votes for a load that failed before). */
+static int load_mem(jopt_optim *opt, const void *buf, size_t len, int *gated)
 {
     static const char fn[] = "jopt_state_load";
-    if (!opt)
-        return JOPT_EINVAL;
     if (rt_busy(opt, fn))
         return JOPT_EINVAL;
     if (!buf)
         return rt_fail(opt->ctx, JOPT_EINVAL, "%s: buf is NULL", fn);
+    /* a shard's file: its header checked, then the checkpoint inside; the
+     * id of its save (or of an unsharded file) is what the vote compares */
+    uint64_t id = 0;
+    int rc = rt_shard_open(opt, fn, &buf, &len, &id);
+    if (rc)
+        return rc;
     /* the checksum covers everything: flipped bits and cut files stop here */
     if (len < 16 || memcmp(buf, MAGIC, 8) != 0)
         return rt_fail(opt->ctx, JOPT_EINVAL, "%s: not a jopt checkpoint (%s)", fn,
@@ -449,7 +490,6 @@ JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len)
                 .gstep = calloc(ng + 1, sizeof(int64_t)),
                 .gstate = calloc(ng * ns + 1, sizeof(double))};
     rt_kset *kernels = calloc(ng + 1, sizeof *kernels);
-    int rc = JOPT_OK;
     if (!L.values || !L.runtime || !L.keys || !L.state || !L.steps ||
         !L.count || !L.dt || !L.prec || !L.gstep || !L.gstate || !kernels)
         goto oom;
@@ -504,6 +544,11 @@ JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len)
     if (opt->closure && (rc = rt_closure_load(opt->closure, L.closure,
                                               L.closure_len, fn, &cstate, &csteps)))
         goto done;
+    if (opt->shard) { /* every process has come this far, or none swaps */
+        *gated = 1;
+        if ((rc = rt_shard_gate(opt, fn, RT_OP_LOAD, JOPT_OK, id)))
+            goto done;
+    }
     if (opt->closure)
         rt_closure_adopt(opt->closure, cstate, csteps);
     /* swap in: nothing below can fail */
@@ -524,12 +569,18 @@ JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len)
                 gr->gstate[k] = L.gstate[g * ns + k];
         for (size_t i = 0; i < gr->n; i++) {
             rt_param *p = &gr->params[i];
-            for (size_t k = 0; k < ns; k++)
-                install_state(opt, p, k, &L.state[g][i * ns + k],
-                              L.count[g][i * ns + k], L.dt[g][i * ns + k]);
+            for (size_t k = 0; k < ns; k++) {
+                float **in = &L.state[g][i * ns + k];
+                if (p->foreign) { /* another process holds its state */
+                    free(*in);
+                    *in = NULL;
+                }
+                install_state(opt, p, k, in, L.count[g][i * ns + k],
+                              L.dt[g][i * ns + k]);
+                p->state_n[k] = p->state[k] ? L.count[g][i * ns + k] : 0;
+                p->state_dt[k] = L.dt[g][i * ns + k];
+            }
             p->step = L.steps[g][i];
-            memcpy(p->state_n, L.count[g] + i * ns, ns * sizeof(int64_t));
-            memcpy(p->state_dt, L.dt[g] + i * ns, ns);
             p->fresh = 0;
         }
     }
@@ -544,18 +595,27 @@ done:
     return rc;
 }
 
+JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len)
+{
+    if (!opt)
+        return JOPT_EINVAL;
+    int gated = 0, rc = load_mem(opt, buf, len, &gated);
+    if (opt->shard && !gated) /* failed here: the others must hear of it */
+        rc = rt_shard_gate(opt, "jopt_state_load", RT_OP_LOAD, rc, 0);
+    return rc;
+}
+
 JOPT_API int jopt_state_load(jopt_optim *opt, const char *path)
 {
     static const char fn[] = "jopt_state_load";
     if (!opt)
         return JOPT_EINVAL;
-    if (!path)
-        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: path is NULL", fn);
     unsigned char *buf;
     size_t len;
-    int rc = rt_read_file(opt->ctx, fn, path, &buf, &len);
+    int rc = !path ? rt_fail(opt->ctx, JOPT_EINVAL, "%s: path is NULL", fn)
+                   : rt_read_file(opt->ctx, fn, path, &buf, &len);
     if (rc)
-        return rc;
+        return opt->shard ? rt_shard_gate(opt, fn, RT_OP_LOAD, rc, 0) : rc;
     rc = jopt_state_load_mem(opt, buf, len);
     free(buf);
     return rc;

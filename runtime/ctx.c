@@ -31,6 +31,7 @@ JOPT_API const char *jopt_strerror(int status)
     case JOPT_ECLOSURE: return "JOPT_ECLOSURE: the closure reported an error";
     case JOPT_SKIPPED: return "JOPT_SKIPPED: a NaN or infinite gradient: the step "
                               "was skipped and nothing changed";
+    case JOPT_ECOMM: return "JOPT_ECOMM: the transport between processes failed";
     default: return "unknown jopt status";
     }
 }

@@ -187,6 +187,9 @@ JOPT_API int jopt_set_dtype(jopt_optim *opt, size_t group, size_t index,
         return rt_fail(opt->ctx, JOPT_EINVAL, "%s: spec '%s' is a closure optimizer: "
                        "it takes float32 parameters and gradients only", fn,
                        cg_spec_name(opt->spec));
+    if (opt->shard && (dtype || grad_dtype)) /* the exchange moves float32 */
+        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: a sharded optimizer takes float32 "
+                       "parameters and gradients only", fn);
     rt_group *gr = &opt->groups[group];
     rt_param *p = &gr->params[index];
     uint8_t od = p->dtype, og = p->grad_dtype;
@@ -258,6 +261,9 @@ JOPT_API int jopt_set_grad_scale(jopt_optim *opt, double scale, int found_inf)
         return rt_fail(opt->ctx, JOPT_EINVAL, "%s: spec '%s' is a closure optimizer: "
                        "it takes no loss scaling (torch's GradScaler refuses closures "
                        "too)", fn, cg_spec_name(opt->spec));
+    if (opt->shard) /* the processes would have to agree on a skip */
+        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: a sharded optimizer takes no "
+                       "loss scaling", fn);
     if (!(isfinite(scale) && scale > 0))
         return rt_fail(opt->ctx, JOPT_EINVAL, "%s: scale %g is not a finite number "
                        "above 0", fn, scale);

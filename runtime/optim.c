@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "closure.h"
+#include "shard.h"
 
 /* ---- buffers: present, aligned, and no two overlapping ------------------ */
 
@@ -279,6 +280,7 @@ JOPT_API void jopt_optim_free(jopt_optim *opt)
     for (size_t i = 0; i < opt->nretired; i++)
         free(opt->retired[i]);
     free(opt->retired);
+    rt_shard_free(opt->shard);
     if (opt->spec)
         rt_spec_put(opt->ctx, opt->spec);
     free(opt);
@@ -451,6 +453,10 @@ JOPT_API int jopt_add_param_group(jopt_optim *opt, const jopt_group *group)
         return JOPT_EINVAL;
     if (opt->closure)
         return rt_closure_one_group(opt->closure);
+    if (opt->shard)
+        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: a sharded optimizer's tensors "
+                       "are spread over its processes at construction: build it "
+                       "with every group", fn);
     size_t n = opt->ngroups;
     rt_group *groups = calloc(n + 1, sizeof *groups);
     if (!groups)

@@ -65,6 +65,8 @@ typedef struct rt_param {
     float *arrays[CG_MAX_SLOTS]; /* this step's: p, g, states, inputs in
                                     the kernel's slot order */
     double *u;      /* per-step values: optim->ucap doubles */
+    int foreign;    /* held by another process of a sharded optimizer:
+                       never stepped here, no state (shard.c) */
 } rt_param;
 
 /* A group's kernels for its current values: the update for each rank of
@@ -122,6 +124,7 @@ typedef struct rt_group {
 } rt_group;
 
 struct rt_closure; /* closure.h */
+struct rt_shard;   /* shard.h */
 
 struct jopt_optim {
     jopt_ctx *ctx;
@@ -153,6 +156,8 @@ struct jopt_optim {
     /* loss scaling for the next step (jopt_set_grad_scale) */
     double grad_scale; /* 1: none */
     int found_inf;     /* 0, 1 (skip the step) or JOPT_CHECK_FINITE */
+    /* sharded across processes (jopt_optim_new_sharded), or NULL */
+    struct rt_shard *shard;
 };
 
 /* optim.c: whether n floats at buf overlap any parameter, gradient or
@@ -226,6 +231,20 @@ int rt_prec_set(jopt_ctx *ctx, const char *where, const char *name, double value
 
 /* The doubles of per-step values any kernel of the set keeps, plus one. */
 size_t rt_kset_uniforms(const rt_kset *ks);
+
+/* step.c: a step's phases, for a sharded step (shard.c).  rt_step_choose
+ * picks each parameter's kernel (`named` < 0: the update, for those with
+ * a gradient; else that named kernel, for those with state), skipping
+ * foreign ones; rt_step_state creates the state they need, recording in
+ * *created (NULL if it made none) what rt_step_unstate undoes; nothing
+ * else changes before rt_step_run.  rt_step_plan makes their calls, and
+ * rt_step_count counts the step. */
+int rt_step_choose(jopt_optim *opt, const char *fn, int named);
+int rt_step_state(jopt_optim *opt, unsigned char **created);
+void rt_step_unstate(jopt_optim *opt, unsigned char *created);
+size_t rt_step_plan(jopt_optim *opt, int64_t *total);
+int rt_step_run(jopt_optim *opt, const char *fn, size_t ncalls, int64_t total);
+void rt_step_count(jopt_optim *opt);
 
 /* optim.c: makes room for per-step values of `need` doubles per parameter
  * (never shrinks); JOPT_ENOMEM changes nothing */

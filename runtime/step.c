@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "closure.h"
+#include "shard.h"
 
 JOPT_API int jopt_zero_grad(jopt_optim *opt)
 {
@@ -60,7 +61,7 @@ static int has_state(const jopt_optim *opt, const rt_param *p)
  * building a variant not built yet, and makes its workspace big enough.
  * Changes nothing the user can see: a failure leaves the optimizer as it
  * was. */
-static int choose_kernels(jopt_optim *opt, const char *fn, int named)
+int rt_step_choose(jopt_optim *opt, const char *fn, int named)
 {
     int64_t scratch = 0; /* the matrix kernels' workspace, one call at a time */
     size_t mtasks = 0;
@@ -69,7 +70,7 @@ static int choose_kernels(jopt_optim *opt, const char *fn, int named)
         for (size_t i = 0; i < gr->n; i++) {
             rt_param *p = &gr->params[i];
             p->k = NULL;
-            if (!p->n || (named < 0 ? !p->g : !has_state(opt, p)))
+            if (!p->n || p->foreign || (named < 0 ? !p->g : !has_state(opt, p)))
                 continue;
             char where[96];
             snprintf(where, sizeof where, "%s: group %zu parameter %zu", fn, g, i);
@@ -210,24 +211,32 @@ static int needs_state(const jopt_optim *opt)
     return 0;
 }
 
-static int ensure_state(jopt_optim *opt)
+int rt_step_state(jopt_optim *opt, unsigned char **created)
 {
+    *created = NULL;
     if (!needs_state(opt))
         return JOPT_OK;
     size_t total = 0;
     for (size_t g = 0; g < opt->ngroups; g++)
         total += opt->groups[g].n * cg_spec_nstate(opt->spec);
-    unsigned char *created = calloc(total + 1, 1);
-    if (!created)
+    unsigned char *made = calloc(total + 1, 1);
+    if (!made)
         return rt_fail(opt->ctx, JOPT_ENOMEM, "jopt_step: out of memory");
-    if (create_state(opt, created) != JOPT_OK) {
-        undo_state(opt, created);
-        free(created);
+    if (create_state(opt, made) != JOPT_OK) {
+        undo_state(opt, made);
+        free(made);
         return rt_fail(opt->ctx, JOPT_ENOMEM, "jopt_step: out of memory "
                        "creating optimizer state");
     }
-    free(created);
+    *created = made;
     return JOPT_OK;
+}
+
+void rt_step_unstate(jopt_optim *opt, unsigned char *created)
+{
+    if (created)
+        undo_state(opt, created);
+    free(created);
 }
 
 /* binds a parameter's arrays in its kernel's slot order */
@@ -245,7 +254,7 @@ static void bind(const jopt_optim *opt, rt_param *p, const cg_layout *lay)
 /* A call per parameter to run (`named` < 0: those with a gradient, with
  * the update; else those with state, with that named kernel), in group
  * order; returns the number of calls, and the elements in *total. */
-static size_t plan(jopt_optim *opt, int64_t *total)
+size_t rt_step_plan(jopt_optim *opt, int64_t *total)
 {
     size_t nc = 0;
     uint64_t ordinal = 0; /* the tensor's place in the optimizer */
@@ -277,6 +286,66 @@ static size_t plan(jopt_optim *opt, int64_t *total)
     return nc;
 }
 
+int rt_step_run(jopt_optim *opt, const char *fn, size_t ncalls, int64_t total)
+{
+    rt_par par;
+    cg_parallel run = rt_ctx_parallel(opt->ctx, total, &par);
+    char err[CG_ERRLEN];
+    int rc = cg_batch_run(opt->batch, opt->calls, ncalls, &run, err);
+    return rc ? rt_fail_cg(opt->ctx, rc, fn, err) : JOPT_OK;
+}
+
+void rt_step_count(jopt_optim *opt)
+{
+    for (size_t g = 0; g < opt->ngroups; g++) {
+        rt_group *gr = &opt->groups[g];
+        gr->step++;
+        for (size_t i = 0; i < gr->n; i++) {
+            rt_param *p = &gr->params[i];
+            if (p->k) {
+                p->step++;
+                p->fresh = 0;
+            }
+            memset(p->input, 0, sizeof p->input); /* given for one step */
+        }
+    }
+    opt->grad_scale = 1.0; /* given for one step */
+    opt->found_inf = 0;
+}
+
+/* Loss scaling's skip (jopt_set_grad_scale): JOPT_SKIPPED, with nothing
+ * changed, when the caller found an infinite gradient or, asked to check,
+ * one is not finite; JOPT_OK to go on.  After the kernels are chosen. */
+static int scaled_skip(jopt_optim *opt, double l, double *loss)
+{
+    if (opt->found_inf == 1) { /* the caller's check (GradScaler's) */
+        if (loss)
+            *loss = l;
+        opt->grad_scale = 1.0;
+        opt->found_inf = 0;
+        return rt_fail(opt->ctx, JOPT_SKIPPED, "jopt_step: found_inf was set: "
+                       "the step was skipped and nothing changed");
+    }
+    if (opt->found_inf != JOPT_CHECK_FINITE)
+        return JOPT_OK;
+    int64_t elem, bad = rt_grads_finite(opt, &elem);
+    if (bad < 0)
+        return JOPT_OK;
+    size_t g = 0, i = (size_t)bad;
+    while (i >= opt->groups[g].n)
+        i -= opt->groups[g++].n;
+    const rt_param *p = &opt->groups[g].params[i];
+    double v = cg_dt_get(p->g, p->grad_dtype, elem);
+    if (loss)
+        *loss = l;
+    opt->grad_scale = 1.0;
+    opt->found_inf = 0;
+    return rt_fail(opt->ctx, JOPT_SKIPPED, "jopt_step: group %zu parameter "
+                   "%zu: gradient element %lld is %s; the step was skipped "
+                   "and nothing changed", g, i, (long long)elem,
+                   isnan(v) ? "NaN" : v > 0 ? "inf" : "-inf");
+}
+
 JOPT_API int jopt_step(jopt_optim *opt, jopt_closure closure, void *user_data,
                        double *loss)
 {
@@ -287,6 +356,8 @@ JOPT_API int jopt_step(jopt_optim *opt, jopt_closure closure, void *user_data,
         return JOPT_EINVAL;
     if (rt_busy(opt, "jopt_step"))
         return JOPT_EINVAL;
+    if (opt->shard)
+        return rt_shard_step(opt, closure, user_data, loss);
     double l = NAN;
     int rc = JOPT_OK, crc = 0;
     if (opt->closure || closure) {
@@ -310,58 +381,20 @@ JOPT_API int jopt_step(jopt_optim *opt, jopt_closure closure, void *user_data,
     if (crc != 0)
         return rt_fail(opt->ctx, JOPT_ECLOSURE, "jopt_step: the closure "
                        "returned %d; the step was not taken", crc);
-    if (opt->found_inf == 1) { /* the caller's check (GradScaler's) */
-        if (loss)
-            *loss = l;
-        opt->grad_scale = 1.0;
-        opt->found_inf = 0;
-        return rt_fail(opt->ctx, JOPT_SKIPPED, "jopt_step: found_inf was set: "
-                       "the step was skipped and nothing changed");
-    }
-    rc = choose_kernels(opt, "jopt_step", -1);
+    unsigned char *created = NULL;
+    rc = rt_step_choose(opt, "jopt_step", -1);
+    if (rc == JOPT_OK)
+        rc = scaled_skip(opt, l, loss);
+    if (rc == JOPT_OK)
+        rc = rt_step_state(opt, &created);
+    free(created); /* nothing below can fail */
     if (rc)
         return rc;
-    if (opt->found_inf == JOPT_CHECK_FINITE) { /* before anything changes */
-        int64_t elem, bad = rt_grads_finite(opt, &elem);
-        if (bad >= 0) {
-            size_t g = 0, i = (size_t)bad;
-            while (i >= opt->groups[g].n)
-                i -= opt->groups[g++].n;
-            const rt_param *p = &opt->groups[g].params[i];
-            double v = cg_dt_get(p->g, p->grad_dtype, elem);
-            if (loss)
-                *loss = l;
-            opt->grad_scale = 1.0;
-            opt->found_inf = 0;
-            return rt_fail(opt->ctx, JOPT_SKIPPED, "jopt_step: group %zu parameter "
-                           "%zu: gradient element %lld is %s; the step was skipped "
-                           "and nothing changed", g, i, (long long)elem,
-                           isnan(v) ? "NaN" : v > 0 ? "inf" : "-inf");
-        }
-    }
-    if ((rc = ensure_state(opt)))
-        return rc;
     int64_t total;
-    size_t nc = plan(opt, &total);
-    rt_par par;
-    cg_parallel run = rt_ctx_parallel(opt->ctx, total, &par);
-    char err[CG_ERRLEN];
-    if ((rc = cg_batch_run(opt->batch, opt->calls, nc, &run, err)))
-        return rt_fail_cg(opt->ctx, rc, "jopt_step", err);
-    for (size_t g = 0; g < opt->ngroups; g++) {
-        rt_group *gr = &opt->groups[g];
-        gr->step++;
-        for (size_t i = 0; i < gr->n; i++) {
-            rt_param *p = &gr->params[i];
-            if (p->k) {
-                p->step++;
-                p->fresh = 0;
-            }
-            memset(p->input, 0, sizeof p->input); /* given for one step */
-        }
-    }
-    opt->grad_scale = 1.0; /* given for one step */
-    opt->found_inf = 0;
+    size_t nc = rt_step_plan(opt, &total);
+    if ((rc = rt_step_run(opt, "jopt_step", nc, total)))
+        return rc;
+    rt_step_count(opt);
     if (loss)
         *loss = l;
     return JOPT_OK;
@@ -372,31 +405,31 @@ JOPT_API int jopt_optim_call(jopt_optim *opt, const char *kernel)
     static const char fn[] = "jopt_optim_call";
     if (!opt || rt_busy(opt, fn))
         return JOPT_EINVAL;
+    int rc = JOPT_OK, named = -1;
     if (!kernel)
-        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: kernel is NULL", fn);
-    int named = opt->closure ? -1 : cg_spec_find_named(opt->spec, kernel);
-    if (named < 0) {
+        rc = rt_fail(opt->ctx, JOPT_EINVAL, "%s: kernel is NULL", fn);
+    else if (!opt->closure)
+        named = cg_spec_find_named(opt->spec, kernel);
+    if (rc == JOPT_OK && named < 0) {
         char names[512] = "";
         for (size_t i = 0; !opt->closure && i < cg_spec_nnamed(opt->spec); i++) {
             size_t l = strlen(names);
             snprintf(names + l, sizeof names - l, "%s%s", i ? ", " : "",
                      cg_spec_named(opt->spec, i));
         }
-        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: spec '%s' has no kernel '%s' "
-                       "(its kernels: %s)", fn, cg_spec_name(opt->spec), kernel,
-                       names[0] ? names : "none");
+        rc = rt_fail(opt->ctx, JOPT_EINVAL, "%s: spec '%s' has no kernel '%s' "
+                     "(its kernels: %s)", fn, cg_spec_name(opt->spec), kernel,
+                     names[0] ? names : "none");
     }
-    int rc = choose_kernels(opt, fn, named);
+    if (opt->shard) /* the others learn of a failure too */
+        return rt_shard_call(opt, kernel, named, rc);
     if (rc)
         return rc;
+    if ((rc = rt_step_choose(opt, fn, named)))
+        return rc;
     int64_t total;
-    size_t nc = plan(opt, &total);
-    rt_par par;
-    cg_parallel run = rt_ctx_parallel(opt->ctx, total, &par);
-    char err[CG_ERRLEN];
-    if ((rc = cg_batch_run(opt->batch, opt->calls, nc, &run, err)))
-        return rt_fail_cg(opt->ctx, rc, fn, err);
-    return JOPT_OK;
+    size_t nc = rt_step_plan(opt, &total);
+    return rt_step_run(opt, fn, nc, total);
 }
 
 JOPT_API int jopt_set_input(jopt_optim *opt, size_t group, size_t index,

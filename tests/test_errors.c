@@ -1452,7 +1452,8 @@ static void test_strerror_every_status(void **state)
                {JOPT_ENOMEM, "JOPT_ENOMEM"},
                {JOPT_ESPEC, "JOPT_ESPEC"},
                {JOPT_ECOMPILE, "JOPT_ECOMPILE"},
-               {JOPT_ECLOSURE, "JOPT_ECLOSURE"}, {JOPT_SKIPPED, "JOPT_SKIPPED"}};
+               {JOPT_ECLOSURE, "JOPT_ECLOSURE"}, {JOPT_SKIPPED, "JOPT_SKIPPED"},
+               {JOPT_ECOMM, "JOPT_ECOMM"}};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         const char *s = jopt_strerror(all[i].status);
         assert_non_null(s);

@@ -261,6 +261,9 @@ typedef struct cg_layout {
     int npass;                /* passes over the elements, and each one's */
     const uint64_t *pass_read, *pass_written; /* loads and stores */
     const uint8_t *dtype;     /* CG_DT_* of each array slot */
+    int nlevels;              /* levels of the update (batch protocol) */
+    unsigned glevels;         /* bit per level at which a group reduction
+                                 takes its per-tensor values (cg_batch_hook) */
 } cg_layout;
 
 /* Floats a state of kind k takes for a tensor of n elements and `rank`
@@ -415,5 +418,35 @@ int cg_batch_reserve_matrix(cg_batch *b, int64_t floats, size_t tasks,
  * was reserved. */
 int cg_batch_run(cg_batch *b, const cg_call *calls, size_t ncalls,
                  const cg_parallel *par, char *err);
+
+/* Group reductions across processes.  At each level, the batch folds a
+ * group's reductions of per-tensor values over the group's calls, in call
+ * order (cg_fold).  When a group's tensors are spread over processes, each
+ * holding some, a hook does that fold instead: at every level in
+ * `levels` (a bit per level, the same on every process, even for a level
+ * none of this batch's calls has), after the level's per-step values, the
+ * batch gives it each call's values and the hook writes every group's
+ * reductions (calls[c].gred[r] for r in parts[c].mask).  It returns a
+ * jopt status: any other than JOPT_OK stops the run, and cg_batch_run
+ * returns it with the hook's message in `err`. */
+typedef enum cg_fold_kind { CG_FOLD_SUM, CG_FOLD_MAX } cg_fold_kind;
+typedef struct cg_gpart {
+    uint32_t mask;                 /* reductions taking a value this level */
+    uint8_t kind[CG_MAX_REDUCE];   /* cg_fold_kind of each */
+    double v[CG_MAX_REDUCE];       /* the call's per-tensor value for each */
+} cg_gpart;
+typedef int (*cg_gfold_fn)(void *arg, int level, const cg_call *calls,
+                           const cg_gpart *parts, size_t ncalls, char *err);
+typedef struct cg_batch_hook {
+    cg_gfold_fn fold;
+    void *arg;
+    unsigned levels;
+} cg_batch_hook;
+/* Sets (or with NULL, removes) the batch's hook; copied. */
+void cg_batch_set_hook(cg_batch *b, const cg_batch_hook *hook);
+/* How a group reduction folds: its start, and acc with one more value (a
+ * sum in double; a maximum that propagates NaN, with -0 < +0). */
+double cg_fold_identity(int kind);
+double cg_fold(int kind, double acc, double v);
 
 #endif /* CG_H */

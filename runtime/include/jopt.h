@@ -37,6 +37,7 @@ typedef enum jopt_status {
     JOPT_ESPEC = -3,    /* spec not found, malformed, or over a sandbox limit */
     JOPT_ECOMPILE = -4, /* LLVM could not build the kernel */
     JOPT_ECLOSURE = -5, /* the closure passed to jopt_step reported an error */
+    JOPT_ECOMM = -7,    /* a sharded optimizer's transport failed */
     JOPT_SKIPPED = 1    /* not an error: jopt_step skipped the step, changing
                            nothing, for a NaN or infinite gradient
                            (jopt_set_grad_scale) */
@@ -682,6 +683,86 @@ JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len);
  * torch.optim state dict); jopt_state_load_mem then checks all the rest.
  * JOPT_EINVAL if buf is NULL or len < 16. */
 JOPT_API int jopt_state_seal(void *buf, size_t len);
+
+/* ---- Optimizer state sharded across processes (ZeRO stage 1) ------------
+ *
+ * Data-parallel training: every process holds the whole model and
+ * computes gradients on its part of the batch.  A sharded optimizer gives
+ * each process the state (and the update) of only some of the tensors, so
+ * the optimizer's memory per process falls as processes are added.  At
+ * each jopt_step it averages the gradients across processes, each process
+ * receiving only those of its own tensors; each steps its tensors with the
+ * compiled kernels; then every process receives every updated parameter.
+ * The parameters are the same bits on every process, and the same bits a
+ * single process gets when it steps with the averaged gradients
+ * (docs/distributed.md has the exact arithmetic).
+ *
+ * Every process builds it with the same spec, options, groups and sizes
+ * (checked at construction: a mismatch fails on every process with the
+ * same message), then makes the same calls in the same order: jopt_step,
+ * jopt_optim_call, jopt_state_save and jopt_state_load are collective, and
+ * also check that the processes agree (gradients present, options, shapes)
+ * before anything changes.  Options, schedulers and everything else work
+ * as on one process; each process must make the same changes.
+ * jopt_state_get finds state only on the process that holds the tensor.
+ *
+ * The transport is the caller's: jopt_mpi.h makes one over MPI. */
+
+/* What a sharded optimizer needs from a transport: this process's rank
+ * (0 to size - 1) and two collectives that every process calls in the
+ * same order.  Counts and displacements are in bytes.  Each returns 0, or
+ * non-zero if the transport failed: the call then fails with JOPT_ECOMM,
+ * and the optimizer may be left part way through a step. */
+typedef struct jopt_comm {
+    int rank, size;
+    void *user;
+    /* process r gives counts[r] bytes (send); every process receives them
+     * all, back to back in rank order (recv) */
+    int (*allgatherv)(void *user, const void *send, const size_t *counts,
+                      void *recv);
+    /* this process sends scounts[r] bytes at send + sdispls[r] to process
+     * r and receives rcounts[r] bytes from it at recv + rdispls[r] */
+    int (*alltoallv)(void *user, const void *send, const size_t *scounts,
+                     const size_t *sdispls, void *recv, const size_t *rcounts,
+                     const size_t *rdispls);
+    /* called once when the optimizer is freed (or its construction
+     * fails); may be NULL */
+    void (*release)(void *user);
+    /* the transport's words for what a collective returned, for jopt's
+     * message (valid until the next call); may be NULL */
+    const char *(*errstr)(void *user, int code);
+    /* the exchange's send and receive buffers together, in bytes: a step
+     * exchanges gradients and parameters in rounds of a window per
+     * process that fits them (bigger: fewer rounds); 0 for 16 MiB */
+    size_t buffer_bytes;
+} jopt_comm;
+
+/* jopt_optim_new, sharded over the processes of `comm` (copied; its user
+ * pointer is borrowed until release).  Collective.  Each tensor is held
+ * by one process, assigned largest first to the process holding the
+ * fewest elements so far.  Closure optimizers (L-BFGS, CG) are refused. */
+JOPT_API int jopt_optim_new_sharded(jopt_ctx *ctx, const char *spec,
+                                    const jopt_group *groups, size_t ngroups,
+                                    const char *defaults, const jopt_comm *comm,
+                                    jopt_optim **out);
+
+/* The process that holds parameter `index` of `group` (0 when the
+ * optimizer is not sharded), or -1 if there is no such parameter. */
+JOPT_API int jopt_shard_owner(const jopt_optim *opt, size_t group,
+                              size_t index);
+
+/* What this process holds and has sent. */
+typedef struct jopt_shard_info {
+    int rank, size;           /* 0 and 1 when not sharded */
+    size_t tensors;           /* tensors held here */
+    int64_t numel;            /* their elements */
+    int64_t numel_all;        /* elements of every tensor */
+    size_t state_bytes;       /* optimizer state held here now */
+    size_t buffer_bytes;      /* the exchange's buffers */
+    uint64_t bytes_sent;      /* to other processes, since construction */
+    uint64_t exchanges;       /* collectives called, since construction */
+} jopt_shard_info;
+JOPT_API int jopt_shard_info_get(const jopt_optim *opt, jopt_shard_info *out);
 
 #ifdef __cplusplus
 }
