@@ -569,6 +569,11 @@ static void test_shard_construction_mismatch(void **state)
     sc.m = mlp("lbfgs", NULL, NULL);
     sc.m.group[4] = sc.m.group[5] = sc.m.group[6] = sc.m.group[7] = 0;
     run_scenario(&sc, 2, JOPT_EINVAL, "is a closure optimizer (method 'lbfgs')");
+    /* the exchange moves float32: 16-bit parameters are refused */
+    scenario bf = {.m = mlp("adam", "lr=0.01 dtype=bfloat16", NULL)};
+    run_scenario(&bf, 2, JOPT_EINVAL, "group 0 parameter 0 is not float32 (dtype, "
+                 "grad_dtype): a sharded optimizer takes float32 parameters and "
+                 "gradients only");
 }
 
 /* a process's whole state, as a checkpoint in memory */
