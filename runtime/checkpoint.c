@@ -89,7 +89,7 @@ static void serialise(const jopt_optim *opt, rt_out *o)
                     continue;
                 uint64_t count = (uint64_t)p->state_n[k];
                 rt_put_u64(o, count);
-                rt_put(o, p->state[k], count * sizeof(float));
+                rt_put_state(opt, o, p->state[k], count * sizeof(float));
             }
         }
     }
@@ -104,6 +104,9 @@ JOPT_API int jopt_state_size(const jopt_optim *opt, size_t *len)
         return JOPT_EINVAL;
     if (!len)
         return rt_fail(opt->ctx, JOPT_EINVAL, "jopt_state_size: len is NULL");
+    int rc = opt->gpu ? rt_gpu_pull(opt, "jopt_state_size") : JOPT_OK;
+    if (rc)
+        return rc;
     rt_out o = {NULL, 0, 0};
     serialise(opt, &o);
     *len = o.len;
@@ -117,7 +120,9 @@ JOPT_API int jopt_state_save_mem(const jopt_optim *opt, void *buf, size_t cap,
     if (!opt)
         return JOPT_EINVAL;
     size_t need;
-    jopt_state_size(opt, &need);
+    int rc = jopt_state_size(opt, &need);
+    if (rc)
+        return rc;
     if (len)
         *len = need;
     if (!buf)
@@ -127,7 +132,7 @@ JOPT_API int jopt_state_save_mem(const jopt_optim *opt, void *buf, size_t cap,
                        "the checkpoint needs %zu (jopt_state_size)", fn, cap, need);
     rt_out o = {buf, 0, cap};
     serialise(opt, &o);
-    return JOPT_OK;
+    return rt_gpu_put_status(opt, fn);
 }
 
 /* written atomically: if anything fails, the previous file is intact */
@@ -140,13 +145,17 @@ JOPT_API int jopt_state_save(const jopt_optim *opt, const char *path)
         return rt_fail(opt->ctx, JOPT_EINVAL, "%s: path is %s", fn,
                        path ? "empty" : "NULL");
     size_t len;
-    jopt_state_size(opt, &len);
+    int rc = jopt_state_size(opt, &len);
+    if (rc)
+        return rc;
     unsigned char *buf = malloc(len);
     if (!buf)
         return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
     rt_out o = {buf, 0, len};
     serialise(opt, &o);
-    int rc = rt_write_atomic(opt->ctx, fn, path, buf, len);
+    rc = rt_gpu_put_status(opt, fn);
+    if (rc == JOPT_OK)
+        rc = rt_write_atomic(opt->ctx, fn, path, buf, len);
     free(buf);
     return rc;
 }
@@ -349,6 +358,8 @@ JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len)
     rt_in r = {buf, len - 8, 0, 0};
     if (!parse(opt, &r, NULL, fn))
         return JOPT_EINVAL;
+    if (opt->gpu && rt_gpu_pull(opt, fn)) /* the device's group states, and quiet */
+        return JOPT_EDEVICE;
 
     /* everything checks: now build the new state and kernels aside */
     size_t ns = cg_spec_nstate(opt->spec), nh = cg_spec_nhyper(opt->spec);
@@ -417,6 +428,16 @@ JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len)
         goto done;
     if (opt->closure)
         rt_closure_adopt(opt->closure, cstate, csteps);
+    /* on a GPU: the loaded state goes to the device, all of it or none */
+    for (size_t g = 0; opt->gpu && g < ng; g++)
+        if ((rc = rt_gpu_adopt(opt, fn, L.state[g], L.count[g], opt->groups[g].n * ns))) {
+            for (size_t h = 0; h < g; h++) /* what went over comes back */
+                for (size_t k = 0; k < opt->groups[h].n * ns; k++) {
+                    rt_state_free(opt, L.state[h][k]);
+                    L.state[h][k] = NULL;
+                }
+            goto done;
+        }
     /* swap in: nothing below can fail */
     for (size_t g = 0; g < ng; g++) {
         rt_group *gr = &opt->groups[g];
@@ -432,10 +453,11 @@ JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len)
         for (size_t k = 0; k < ns; k++) /* saved group states; the others as made */
             if (L.gstate[g * ns + k] == L.gstate[g * ns + k])
                 gr->gstate[k] = L.gstate[g * ns + k];
+        rt_gpu_gstate_changed(opt, g);
         for (size_t i = 0; i < gr->n; i++) {
             rt_param *p = &gr->params[i];
             for (size_t k = 0; k < ns; k++) {
-                free(p->state[k]);
+                rt_state_free(opt, p->state[k]);
                 p->state[k] = L.state[g][i * ns + k];
                 L.state[g][i * ns + k] = NULL;
             }

@@ -29,6 +29,7 @@ JOPT_API const char *jopt_strerror(int status)
     case JOPT_ESPEC: return "JOPT_ESPEC: bad optimizer spec";
     case JOPT_ECOMPILE: return "JOPT_ECOMPILE: kernel compilation failed";
     case JOPT_ECLOSURE: return "JOPT_ECLOSURE: the closure reported an error";
+    case JOPT_EDEVICE: return "JOPT_EDEVICE: no GPU, a CUDA driver error, or not runnable on the GPU";
     default: return "unknown jopt status";
     }
 }
@@ -172,6 +173,7 @@ JOPT_API void jopt_ctx_free(jopt_ctx *ctx)
         free(e);
     }
     rt_pool_free(ctx->pool);
+    rt_gpu_put(ctx->gpu);
     cg_jit_free(ctx->jit);
     free_dirs(ctx);
     free(ctx);

@@ -15,8 +15,10 @@
 
 void rt_kset_free(rt_kset *ks)
 {
-    for (size_t i = 0; i < ks->n; i++)
+    for (size_t i = 0; i < ks->n; i++) {
+        rt_gmod_put(ks->e[i].mod);
         cg_kernel_release(ks->e[i].k);
+    }
     free(ks->e);
     memset(ks, 0, sizeof *ks);
 }
@@ -45,12 +47,13 @@ int rt_kset_get(jopt_optim *opt, rt_kset *ks, const char *where,
     cg_request req = {.spec = opt->spec, .values = values, .runtime = runtime,
                       .fresh = fresh, .rank = rank, .inputs = inputs,
                       .named = named >= 0 ? cg_spec_named(opt->spec, (size_t)named) : NULL,
-                      .reference = opt->engine == JOPT_ENGINE_REFERENCE};
+                      .reference = opt->engine == JOPT_ENGINE_REFERENCE,
+                      .arch = rt_gpu_arch(opt)};
     cg_kernel *k;
     int rc = cg_kernel_get(opt->ctx->jit, &req, &k, err);
     if (rc)
         return rt_fail_cg(opt->ctx, rc, where, err);
-    ks->e[ks->n++] = (rt_kentry){rank, fresh, named, inputs, k};
+    ks->e[ks->n++] = (rt_kentry){rank, fresh, named, inputs, k, NULL};
     *out = k;
     return JOPT_OK;
 }

@@ -21,6 +21,8 @@ JOPT_API int jopt_zero_grad(jopt_optim *opt)
 {
     if (!opt)
         return JOPT_EINVAL;
+    if (opt->gpu)
+        return rt_gpu_zero_grad(opt);
     for (size_t g = 0; g < opt->ngroups; g++)
         for (size_t i = 0; i < opt->groups[g].n; i++) {
             rt_param *p = &opt->groups[g].params[i];
@@ -125,11 +127,16 @@ static int create_state(jopt_optim *opt, unsigned char *created)
                 if (p->state[si])
                     continue;
                 int64_t n = cg_kind_numel(l->kind[s], p->n, p->shape, p->rank);
-                if (!(p->state[si] = alloc_state(n)))
+                double init = l->kind[s] == CG_KIND_SCALAR64 || l->init[s] == CG_INIT_CONST
+                                  ? l->init_value[s] : 0.0;
+                if (opt->gpu ? rt_gpu_state_new(opt, n, l->kind[s], init, &p->state[si]) != 0
+                             : !(p->state[si] = alloc_state(n)))
                     return JOPT_ENOMEM;
                 created[k + (size_t)si] = 1;
                 p->state_n[si] = n;
                 p->fresh |= l->init[s] == CG_INIT_UNSET;
+                if (opt->gpu)
+                    continue;
                 if (l->kind[s] == CG_KIND_SCALAR64) {
                     *(double *)(void *)p->state[si] = l->init_value[s];
                     continue;
@@ -151,7 +158,7 @@ static void undo_state(jopt_optim *opt, const unsigned char *created)
             for (size_t s = 0; s < ns; s++)
                 if (created[k + s]) {
                     rt_param *p = &opt->groups[g].params[i];
-                    free(p->state[s]);
+                    rt_state_free(opt, p->state[s]);
                     p->state[s] = NULL;
                     p->state_n[s] = 0;
                     p->fresh = 0;
@@ -252,17 +259,24 @@ JOPT_API int jopt_step(jopt_optim *opt, jopt_closure closure, void *user_data,
                            "returned %d; the step was not taken", crc);
     }
     int rc = choose_kernels(opt, "jopt_step", -1);
+    if (rc == JOPT_OK && opt->gpu)
+        rc = rt_gpu_prepare(opt, "jopt_step");
     if (rc == JOPT_OK)
         rc = ensure_state(opt);
     if (rc)
         return rc;
-    int64_t total;
-    size_t nc = plan(opt, &total);
-    rt_par par;
-    cg_parallel run = rt_ctx_parallel(opt->ctx, total, &par);
-    char err[CG_ERRLEN];
-    if ((rc = cg_batch_run(opt->batch, opt->calls, nc, &run, err)))
-        return rt_fail_cg(opt->ctx, rc, "jopt_step", err);
+    if (opt->gpu) {
+        if ((rc = rt_gpu_run(opt, "jopt_step")))
+            return rc;
+    } else {
+        int64_t total;
+        size_t nc = plan(opt, &total);
+        rt_par par;
+        cg_parallel run = rt_ctx_parallel(opt->ctx, total, &par);
+        char err[CG_ERRLEN];
+        if ((rc = cg_batch_run(opt->batch, opt->calls, nc, &run, err)))
+            return rt_fail_cg(opt->ctx, rc, "jopt_step", err);
+    }
     for (size_t g = 0; g < opt->ngroups; g++) {
         rt_group *gr = &opt->groups[g];
         gr->step++;
@@ -300,7 +314,9 @@ JOPT_API int jopt_optim_call(jopt_optim *opt, const char *kernel)
                        names[0] ? names : "none");
     }
     int rc = choose_kernels(opt, fn, named);
-    if (rc)
+    if (rc == JOPT_OK && opt->gpu && (rc = rt_gpu_prepare(opt, fn)) == JOPT_OK)
+        rc = rt_gpu_run(opt, fn);
+    if (rc || opt->gpu)
         return rc;
     int64_t total;
     size_t nc = plan(opt, &total);
@@ -331,6 +347,8 @@ JOPT_API int jopt_set_input(jopt_optim *opt, size_t group, size_t index,
             return rt_fail(opt->ctx, JOPT_EINVAL, "%s: group %zu parameter %zu: "
                            "'%s' is not aligned to 4 bytes", fn, group, index, name);
         if (data && rt_buffer_overlaps(opt, data, p->n))
+            return JOPT_EINVAL;
+        if (opt->gpu && rt_gpu_check_buffer(opt, fn, data, group, index, name))
             return JOPT_EINVAL;
         p->input[i] = data;
         return JOPT_OK;

@@ -1452,7 +1452,8 @@ static void test_strerror_every_status(void **state)
                {JOPT_ENOMEM, "JOPT_ENOMEM"},
                {JOPT_ESPEC, "JOPT_ESPEC"},
                {JOPT_ECOMPILE, "JOPT_ECOMPILE"},
-               {JOPT_ECLOSURE, "JOPT_ECLOSURE"}};
+               {JOPT_ECLOSURE, "JOPT_ECLOSURE"},
+               {JOPT_EDEVICE, "JOPT_EDEVICE"}};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         const char *s = jopt_strerror(all[i].status);
         assert_non_null(s);
@@ -1461,7 +1462,7 @@ static void test_strerror_every_status(void **state)
         for (size_t j = 0; j < i; j++)
             assert_string_not_equal(s, jopt_strerror(all[j].status));
     }
-    int unknown[] = {1, -6, -100, 12345, INT32_MIN};
+    int unknown[] = {1, -7, -100, 12345, INT32_MIN};
     for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
         const char *s = jopt_strerror(unknown[i]);
         assert_non_null(s);
