@@ -5,7 +5,9 @@
 
 Each class subclasses torch.optim.Optimizer with torch's constructor
 signature, so param groups, zero_grad and torch.optim.lr_scheduler work.
-Parameters must be float32, contiguous CPU tensors."""
+Parameters must be float32, contiguous tensors, all on the CPU or all on
+one CUDA device; on a GPU, step() is enqueued on
+torch.cuda.current_stream() (docs/gpu.md)."""
 
 import ctypes
 
@@ -46,12 +48,25 @@ def _check_param(cls, group, gi, pi, p):
     if p.dtype != torch.float32:
         raise TypeError("jopt.%s: %s has dtype %s; jopt takes torch.float32 only"
                         % (cls, what, p.dtype))
-    if p.device.type != "cpu":
-        raise ValueError("jopt.%s: %s is on %s; jopt takes CPU tensors only"
+    if p.device.type not in ("cpu", "cuda"):
+        raise ValueError("jopt.%s: %s is on %s; jopt takes CPU or CUDA tensors only"
                          % (cls, what, p.device))
     if not p.is_contiguous():
         raise ValueError("jopt.%s: %s is not contiguous; jopt takes contiguous tensors "
                          "only" % (cls, what))
+
+
+def _device_of(cls, groups):
+    """The one device every parameter is on."""
+    devices = {p.device for g in groups for p in g["params"] if isinstance(p, torch.Tensor)}
+    if len(devices) > 1:
+        raise ValueError("jopt.%s: the parameters are on several devices (%s); one "
+                         "optimizer takes tensors on one device"
+                         % (cls, ", ".join(sorted(str(d) for d in devices))))
+    dev = devices.pop() if devices else torch.device("cpu")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
 
 
 class JoptOptimizer(torch.optim.Optimizer):
@@ -72,8 +87,11 @@ class JoptOptimizer(torch.optim.Optimizer):
             raise TypeError("params argument given to the optimizer should be an "
                             "iterable of Tensors or dicts, but got " + torch.typename(params))
         self._jopt = None
-        self._jopt_ctx = ctx if ctx is not None else default_context()
         super().__init__(params, defaults)
+        self._jopt_device = _device_of(cls._jopt_name, self.param_groups)
+        if ctx is None:
+            ctx = default_context(None if self._jopt_device.type == "cpu" else self._jopt_device)
+        self._jopt_ctx = ctx
         self._jopt_check_groups()
         groups = []
         for gi, group in enumerate(self.param_groups):
@@ -173,12 +191,12 @@ class JoptOptimizer(torch.optim.Optimizer):
                     refs[pi] = None
                 else:
                     if g.layout != torch.strided or g.dtype != torch.float32 or \
-                            g.device.type != "cpu" or g.numel() != p.numel():
+                            g.device != p.device or g.numel() != p.numel():
                         raise TypeError(
-                            "jopt.%s: the gradient of %s must be a dense float32 CPU "
-                            "tensor of %d elements, got %s %s of %d on %s"
+                            "jopt.%s: the gradient of %s must be a dense float32 "
+                            "tensor of %d elements on %s, got %s %s of %d on %s"
                             % (self._jopt_name, _pname(group, gi, pi, p), p.numel(),
-                               g.layout, g.dtype, g.numel(), g.device))
+                               p.device, g.layout, g.dtype, g.numel(), g.device))
                     if not g.is_contiguous():
                         g = g.contiguous()
                     refs[pi] = g
@@ -205,6 +223,8 @@ class JoptOptimizer(torch.optim.Optimizer):
                 loss = closure()
         self._jopt_sync_grads()
         self._jopt_push_hyper()
+        if self._jopt_device.type == "cuda":  # after what the stream holds
+            self._jopt.set_stream(torch.cuda.current_stream(self._jopt_device).cuda_stream)
         self._jopt.step()
         if _increment_version is not None:
             stepped = [p for g in self.param_groups for p in g["params"]
@@ -225,6 +245,13 @@ class JoptOptimizer(torch.optim.Optimizer):
                     data, step, numel = self._jopt.state_get(gi, pi, name)
                     if data is None:
                         return None, step
+                    if self._jopt_device.type == "cuda":  # device memory
+                        self._jopt.set_stream(
+                            torch.cuda.current_stream(self._jopt_device).cuda_stream)
+                        host = self._jopt.state_copy(gi, pi, name, numel)
+                        t = torch.frombuffer(bytearray(host), dtype=torch.float32)
+                        t = t[:1] if numel == 1 and p.numel() != 1 else t.reshape(p.shape)
+                        return t.to(p.device), step
                     if numel == 1 and p.numel() != 1:
                         return torch.tensor([data[0]], dtype=torch.float32), step
                     arr = (ctypes.c_float * p.numel()).from_address(

@@ -198,13 +198,15 @@ API CUresult cuMemsetD32Async(uint64_t d, unsigned v, size_t n, void *st)
 
 /* ---- modules: sim IR through LLJIT ---------------------------------------- */
 
-typedef struct module {
-    LLVMOrcLLJITRef jit;
-} module;
-
 typedef struct function {
     uintptr_t addr;
 } function;
+
+typedef struct module {
+    LLVMOrcLLJITRef jit;
+    function fn[64]; /* handed out by cuModuleGetFunction */
+    int nfn;
+} module;
 
 static void put_log(unsigned n, int *opts, void **vals, const char *text)
 {
@@ -273,7 +275,9 @@ API CUresult cuModuleGetFunction(void **f, void *p, const char *name)
         LLVMConsumeError(e);
         return E_NOT_FOUND;
     }
-    function *fn = malloc(sizeof *fn); /* kept until exit, as a driver's are */
+    if (m->nfn == 64)
+        return E_OUT_OF_MEMORY;
+    function *fn = &m->fn[m->nfn++]; /* as long as the module */
     fn->addr = (uintptr_t)addr;
     *f = fn;
     return OK;

@@ -48,3 +48,13 @@ set_tests_properties(gpu_ptx PROPERTIES ENVIRONMENT "JOPT_PTXAS=${JOPT_PTXAS};JO
 set_tests_properties(gpu_sim_run gpu_sim_api PROPERTIES ENVIRONMENT "${JOPT_FAKE_ENV}")
 set_tests_properties(gpu_nodevice PROPERTIES ENVIRONMENT "${JOPT_FAKE_ENV};FAKE_CUDA_DEVICES=0")
 set_tests_properties(gpu_run gpu_api PROPERTIES ENVIRONMENT "JOPT_SPEC_PATH=" LABELS gpu)
+
+# jopt.torch on CUDA tensors against torch's CUDA optimizers (skipped
+# without torch's CUDA; not under a sanitizer, which Python cannot load)
+find_package(Python3 COMPONENTS Interpreter QUIET)
+if(NOT JOPT_SANITIZE AND Python3_Interpreter_FOUND)
+  add_test(NAME python_cuda COMMAND Python3::Interpreter
+           ${CMAKE_CURRENT_SOURCE_DIR}/python/tests/test_torch_cuda.py)
+  set_tests_properties(python_cuda PROPERTIES SKIP_RETURN_CODE 77 LABELS gpu
+    ENVIRONMENT "JOPT_LIBRARY=$<TARGET_FILE:jopt>;JOPT_SPEC_PATH=${CMAKE_CURRENT_SOURCE_DIR}/specs")
+endif()
