@@ -78,6 +78,7 @@ static struct driver {
     CUresult (*StreamCreate)(rt_custream *, unsigned);
     CUresult (*StreamDestroy)(rt_custream);
     CUresult (*StreamSynchronize)(rt_custream);
+    CUresult (*StreamWaitEvent)(rt_custream, rt_cuevent, unsigned);
     CUresult (*EventCreate)(rt_cuevent *, unsigned);
     CUresult (*EventDestroy)(rt_cuevent);
     CUresult (*EventRecord)(rt_cuevent, rt_custream);
@@ -143,6 +144,7 @@ static void load_driver(void)
         SYM(StreamCreate, "cuStreamCreate", NULL),
         SYM(StreamDestroy, "cuStreamDestroy_v2", "cuStreamDestroy"),
         SYM(StreamSynchronize, "cuStreamSynchronize", NULL),
+        SYM(StreamWaitEvent, "cuStreamWaitEvent", NULL),
         SYM(EventCreate, "cuEventCreate", NULL),
         SYM(EventDestroy, "cuEventDestroy_v2", "cuEventDestroy"),
         SYM(EventRecord, "cuEventRecord", NULL),
@@ -485,6 +487,15 @@ int rt_cuda_record(rt_cuda *c, rt_cuevent e, rt_custream s, char *err)
         return st;
     CUresult rc = drv.EventRecord(e, s);
     return rc ? fail(err, rc, "cuEventRecord") : JOPT_OK;
+}
+
+int rt_cuda_wait_event(rt_cuda *c, rt_custream s, rt_cuevent e, char *err)
+{
+    int st = current(c, err);
+    if (st)
+        return st;
+    CUresult rc = drv.StreamWaitEvent(s, e, 0);
+    return rc ? fail(err, rc, "cuStreamWaitEvent") : JOPT_OK;
 }
 
 int rt_cuda_event_sync(rt_cuda *c, rt_cuevent e, char *err)

@@ -80,6 +80,8 @@ int rt_cuda_event_new(rt_cuda *c, int timing, rt_cuevent *out, char *err);
 void rt_cuda_event_free(rt_cuda *c, rt_cuevent e);
 int rt_cuda_record(rt_cuda *c, rt_cuevent e, rt_custream s, char *err);
 int rt_cuda_event_sync(rt_cuda *c, rt_cuevent e, char *err);
+/* work enqueued on s from now on waits for e */
+int rt_cuda_wait_event(rt_cuda *c, rt_custream s, rt_cuevent e, char *err);
 /* milliseconds between two recorded events (waits for the second) */
 int rt_cuda_elapsed(rt_cuda *c, rt_cuevent a, rt_cuevent b, float *ms,
                     char *err);

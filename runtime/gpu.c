@@ -79,6 +79,8 @@ typedef struct gspan {
 struct rt_gopt {
     struct rt_gpu *gpu;
     rt_custream stream;
+    int enqueued;      /* something was enqueued on the stream */
+    rt_cuevent handoff; /* orders a new stream after the old one */
     rt_cuptr *gblock;  /* per group: CG_GPU_GRP_DOUBLES doubles */
     uint8_t *gup;      /* per group: the host's states are newer */
     uint8_t *gdown;    /* per group: the device's states are newer */
@@ -286,6 +288,7 @@ void rt_gopt_free(jopt_optim *opt)
         rt_cuda_host_free(c, o->ring[i].p);
         rt_cuda_event_free(c, o->ring[i].ev);
     }
+    rt_cuda_event_free(c, o->handoff);
     free(o->gblock);
     free(o->gup);
     free(o->gdown);
@@ -315,7 +318,20 @@ JOPT_API int jopt_set_stream(jopt_optim *opt, void *stream)
     if (!opt->gpu)
         return rt_fail(opt->ctx, JOPT_EINVAL, "jopt_set_stream: the optimizer is on "
                        "the CPU (jopt_ctx_set_device makes optimizers on a GPU)");
-    opt->gpu->stream = stream;
+    struct rt_gopt *o = opt->gpu;
+    if (stream != o->stream && o->enqueued) {
+        /* what the new stream gets runs after what the old one holds: they
+         * share the state and the work space */
+        char err[CG_ERRLEN];
+        int rc = o->handoff ? JOPT_OK : rt_cuda_event_new(dev_of(opt), 0, &o->handoff, err);
+        if (rc == JOPT_OK)
+            rc = rt_cuda_record(dev_of(opt), o->handoff, o->stream, err);
+        if (rc == JOPT_OK)
+            rc = rt_cuda_wait_event(dev_of(opt), stream, o->handoff, err);
+        if (rc)
+            return rt_fail(opt->ctx, rc, "jopt_set_stream: %s", err);
+    }
+    o->stream = stream;
     return JOPT_OK;
 }
 
@@ -396,6 +412,7 @@ void rt_gpu_gstate_changed(jopt_optim *opt, size_t group)
 int rt_gpu_state_new(jopt_optim *opt, int64_t n, int kind, double v, float **out)
 {
     rt_cuda *c = dev_of(opt);
+    opt->gpu->enqueued = 1;
     rt_custream s = opt->gpu->stream;
     rt_cuptr p;
     size_t bytes = (size_t)(n < 2 ? 2 : n) * sizeof(float);
@@ -548,6 +565,7 @@ int rt_gpu_zero_grad(jopt_optim *opt)
             rt_param *p = &opt->groups[g].params[i];
             if (!p->g || !p->n)
                 continue;
+            opt->gpu->enqueued = 1;
             int rc = rt_cuda_memset32(dev_of(opt), (rt_cuptr)(uintptr_t)p->g, 0,
                                       (size_t)p->n, opt->gpu->stream, err);
             if (rc)
@@ -930,6 +948,7 @@ int rt_gpu_run(jopt_optim *opt, const char *fn)
 {
     char err[CG_ERRLEN];
     fill(opt);
+    opt->gpu->enqueued = 1;
     int rc = upload(opt, err);
     for (size_t g = 0; g < opt->ngroups && rc == JOPT_OK; g++)
         if (opt->gpu->spans[g].nseg)

@@ -326,6 +326,18 @@ static void thread_main(void)
     S.state[t] = DONE; /* then uc_link: back to the scheduler */
 }
 
+/* thread t of block b as a coroutine that starts at thread_main */
+static __attribute__((noinline)) void new_thread(volatile unsigned t, unsigned b, unsigned gx)
+{
+    S.ctx[t] = (sim_ctx){(int32_t)t, (int32_t)b, (int32_t)gx, 0, sim_barrier};
+    getcontext(&S.th[t]);
+    S.th[t].uc_stack.ss_sp = S.stacks + (size_t)t * STACK;
+    S.th[t].uc_stack.ss_size = STACK;
+    S.th[t].uc_link = &S.sched;
+    makecontext(&S.th[t], thread_main, 0);
+    S.state[t] = RUN;
+}
+
 API CUresult cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
                             unsigned by, unsigned bz, unsigned smem, void *s, void **args,
                             void **extra)
@@ -341,15 +353,8 @@ API CUresult cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsi
     for (int i = 0; i < 6; i++) /* jopt passes six, NULL past its kernel's */
         S.args[i] = args[i] ? *(const uint64_t *)args[i] : 0;
     for (unsigned b = 0; b < gx; b++) {
-        for (unsigned t = 0; t < bx; t++) {
-            S.ctx[t] = (sim_ctx){(int32_t)t, (int32_t)b, (int32_t)gx, 0, sim_barrier};
-            getcontext(&S.th[t]);
-            S.th[t].uc_stack.ss_sp = S.stacks + (size_t)t * STACK;
-            S.th[t].uc_stack.ss_size = STACK;
-            S.th[t].uc_link = &S.sched;
-            makecontext(&S.th[t], thread_main, 0);
-            S.state[t] = RUN;
-        }
+        for (unsigned t = 0; t < bx; t++)
+            new_thread(t, b, gx);
         /* round after round: each thread runs to its next barrier or end */
         for (int busy = 1; busy;) {
             busy = 0;
@@ -372,6 +377,7 @@ static int stream_token, event_token;
 API CUresult cuStreamCreate(void **s, unsigned flags) { (void)flags; *s = &stream_token; return OK; }
 API CUresult cuStreamDestroy_v2(void *s) { (void)s; return OK; }
 API CUresult cuStreamSynchronize(void *s) { (void)s; return OK; }
+API CUresult cuStreamWaitEvent(void *s, void *e, unsigned f) { (void)s, (void)e, (void)f; return OK; }
 API CUresult cuEventCreate(void **e, unsigned flags) { (void)flags; *e = &event_token; return OK; }
 API CUresult cuEventDestroy_v2(void *e) { (void)e; return OK; }
 API CUresult cuEventRecord(void *e, void *s) { (void)e, (void)s; return OK; }

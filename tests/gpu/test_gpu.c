@@ -641,7 +641,7 @@ static int run_case(const tcase *c, char *why, size_t whylen)
         rc = side_new(&s[1], 0, c, (const float *const *)p0, err);
     int bad = 0;
     if (rc) {
-        snprintf(why, whylen, "construction: %s", err);
+        snprintf(why, whylen, "construction: %.900s", err);
         bad = 1;
     }
     int named = !strcmp(c->spec, "@named");
@@ -820,6 +820,33 @@ static void test_gpu_api_basics(void **state)
     assert_non_null(strstr(jopt_errmsg(ctx), "no device 7"));
     jopt_optim_free(cpu);
     jopt_ctx_free(ctx);
+}
+
+/* steps on streams that change between steps give the bits of steps on
+ * one stream: the new stream waits for the old */
+static void test_gpu_api_streams(void **state)
+{
+    (void)state;
+    small a, b;
+    small_new(&a, "lamb", "lr=0.01", 200000);
+    small_new(&b, "lamb", "lr=0.01", 200000);
+    void *s1 = dm_stream(), *s2 = dm_stream();
+    assert_non_null(s1);
+    assert_non_null(s2);
+    for (int i = 0; i < 6; i++) {
+        T_OK(a.ctx, jopt_set_stream(a.opt, i % 3 == 2 ? NULL : i % 2 ? s1 : s2));
+        T_OK(a.ctx, jopt_step(a.opt, NULL, NULL, NULL));
+        T_OK(b.ctx, jopt_step(b.opt, NULL, NULL, NULL));
+    }
+    T_OK(a.ctx, jopt_synchronize(a.opt));
+    float *x = malloc(200000 * sizeof(float)), *y = malloc(200000 * sizeof(float));
+    dm_get(x, a.p, 200000 * sizeof(float));
+    dm_get(y, b.p, 200000 * sizeof(float));
+    assert_int_equal(first_diff(x, y, 200000), -1);
+    free(x);
+    free(y);
+    small_free(&a);
+    small_free(&b);
 }
 
 static void test_gpu_api_refusals(void **state)
@@ -1066,12 +1093,13 @@ int main(int argc, char **argv)
         const char *arch = getenv("JOPT_CUDA_ARCH");
         const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_gpu_api_basics),
+            cmocka_unit_test(test_gpu_api_streams),
             cmocka_unit_test(test_gpu_api_refusals),
             cmocka_unit_test(test_gpu_api_checkpoint_and_schedule),
             cmocka_unit_test(test_gpu_api_groups_and_scalars),
             cmocka_unit_test(test_gpu_driver_failures)};
         /* the driver's failures are the fake driver's to make */
-        size_t n = arch && !strcmp(arch, "sim") ? 5 : 4;
+        size_t n = arch && !strcmp(arch, "sim") ? 6 : 5;
         rc = _cmocka_run_group_tests("test_gpu api", tests, n, NULL, NULL);
     } else {
         fprintf(stderr, "usage: test_gpu [run|api|ptx|nodevice|dump SPEC [OPTIONS [ARCH]]]\n");
