@@ -388,7 +388,8 @@ JOPT_API int jopt_spec_validate(jopt_spec *spec);
 
 /* Kernel `kernel` (NULL or "update" for the update) as text: what is "graph" (the
  * validated expression graph, in the form docs/specs.md describes), "ir"
- * (optimised LLVM IR) or "asm" (machine code).  *text is owned by the
+ * (optimised LLVM IR), "asm" (machine code) or "ptx" (the GPU kernels for
+ * sm_90, docs/gpu.md).  *text is owned by the
  * spec, valid until the next jopt_spec_emit or jopt_spec_free. */
 JOPT_API int jopt_spec_emit(jopt_spec *spec, const char *kernel,
                             const char *what, const char **text);

@@ -58,3 +58,8 @@ if(NOT JOPT_SANITIZE AND Python3_Interpreter_FOUND)
   set_tests_properties(python_cuda PROPERTIES SKIP_RETURN_CODE 77 LABELS gpu
     ENVIRONMENT "JOPT_LIBRARY=$<TARGET_FILE:jopt>;JOPT_SPEC_PATH=${CMAKE_CURRENT_SOURCE_DIR}/specs")
 endif()
+
+# the jopt command prints a spec's GPU kernels
+add_test(NAME jopt_cli_compile_ptx COMMAND jopt_cli compile lamb --emit ptx)
+set_tests_properties(jopt_cli_compile_ptx PROPERTIES ENVIRONMENT "JOPT_SPEC_PATH="
+  PASS_REGULAR_EXPRESSION "\\.target sm_90.*\\.entry jopt_l0.*sqrt\\.rn\\.f32")
