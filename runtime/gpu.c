@@ -259,6 +259,10 @@ int rt_gopt_new(jopt_optim *opt, const char *fn)
     if (opt->engine == JOPT_ENGINE_REFERENCE)
         return rt_fail(opt->ctx, JOPT_EDEVICE, "%s: the reference engine runs on the "
                        "CPU only; make optimizers on %s with JOPT_ENGINE_JIT", fn, g->name);
+    if (cg_spec_nstate(opt->spec) > CG_MAX_SLOTS) /* a group block's room */
+        return rt_fail(opt->ctx, JOPT_EDEVICE, "%s: spec '%s' declares %zu states; "
+                       "on %s at most %d", fn, cg_spec_name(opt->spec),
+                       cg_spec_nstate(opt->spec), g->name, CG_MAX_SLOTS);
     struct rt_gopt *o = calloc(1, sizeof *o);
     if (!o)
         return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
@@ -852,7 +856,7 @@ static int upload(jopt_optim *opt, char *err)
         st->cap = need + need / 2;
     }
     unsigned char *at = st->p;
-    if (changed) {
+    if (changed && o->fixed_len) {
         memcpy(at, o->img, o->fixed_len);
         if ((rc = rt_cuda_htod(c, o->work, at, o->fixed_len, o->stream, err)))
             return rc;

@@ -789,6 +789,16 @@ static void test_gpu_api_basics(void **state)
     assert_true(m1[10] == 0.5f * 0.1f);          /* lerp(0, 0.5, 0.1): exact */
     assert_int_equal(jopt_state_copy(m.opt, 0, 0, "exp_avg", m1, 999), JOPT_EINVAL);
     assert_non_null(strstr(jopt_errmsg(m.ctx), "holds 1000 floats"));
+    /* a step with no gradient present changes nothing */
+    float before[1000], after[1000];
+    dm_get(before, m.p, sizeof before);
+    T_OK(m.ctx, jopt_set_grad(m.opt, 0, 0, NULL));
+    T_OK(m.ctx, jopt_step(m.opt, NULL, NULL, NULL));
+    dm_get(after, m.p, sizeof after);
+    assert_memory_equal(before, after, sizeof before);
+    T_OK(m.ctx, jopt_state_get(m.opt, 0, 0, "exp_avg", &dev, &step));
+    assert_int_equal(step, 1);
+    T_OK(m.ctx, jopt_set_grad(m.opt, 0, 0, m.g));
     /* zero_grad on the device */
     T_OK(m.ctx, jopt_zero_grad(m.opt));
     float g[1000];
