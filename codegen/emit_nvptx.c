@@ -47,7 +47,7 @@
 #define SMEM_FLOATS (11 * 1024) /* a sum loop's tiles: with the lanes,
                                    under the 48 KiB of static shared memory */
 #define SIM_ARGS 6 /* "sim": arguments of every kernel before the context */
-#define MERGE_UNROLL 8 /* chunk sums loaded at once when merging */
+#define MERGE_UNROLL 32 /* sums loaded at once when adding them in order */
 #define GRP_GNEW CG_MAX_SLOTS
 #define GRP_GRED (2 * CG_MAX_SLOTS)
 
@@ -403,9 +403,11 @@ static LLVMValueRef stored_value(nv *e, int32_t i, LLVMValueRef h, LLVMValueRef 
 
 /* ---- VALUES: a thread per tensor --------------------------------------- */
 
-/* the tensor's sum `slot` over its chunks, in chunk order */
-static LLVMValueRef merge_sums(nv *e, LLVMValueRef partial, LLVMValueRef chunk0,
-                               LLVMValueRef nch, int slot, int is_max)
+/* base[0] (+) base[stride] (+) ... (+) base[(n - 1) stride], in that order,
+ * from the identity: MERGE_UNROLL loads in flight at a time, the adds in
+ * order (a chunk's sums into the tensor's, a tensor's into the group's) */
+static LLVMValueRef ordered_sum(nv *e, LLVMValueRef base, long long stride, LLVMValueRef n,
+                                int is_max)
 {
     LLVMBuilderRef B = e->b;
     LLVMValueRef mx = bool_const(e, is_max);
@@ -415,17 +417,16 @@ static LLVMValueRef merge_sums(nv *e, LLVMValueRef partial, LLVMValueRef chunk0,
                       thead = block(e, "mthead"), tbody = block(e, "mtbody"),
                       done = block(e, "mdone");
     LLVMBuildBr(B, head);
-    /* MERGE_UNROLL at a time: the loads in flight together, the adds in order */
     go(e, head);
     LLVMValueRef c = get(e, e->i64, cv);
     LLVMBuildCondBr(B, LLVMBuildICmp(B, LLVMIntSLE, LLVMBuildAdd(B, c, k64(e, MERGE_UNROLL), ""),
-                                     nch, ""), body, thead);
+                                     n, ""), body, thead);
     go(e, body);
     {
         LLVMValueRef x[MERGE_UNROLL];
-        LLVMValueRef base = LLVMBuildMul(B, LLVMBuildAdd(B, chunk0, c, ""), k64(e, CG_MAX_REDUCE), "");
+        LLVMValueRef at0 = LLVMBuildMul(B, c, k64(e, stride), "");
         for (int k = 0; k < MERGE_UNROLL; k++)
-            x[k] = load(e, e->f64, partial, LLVMBuildAdd(B, base, k64(e, (long long)k * CG_MAX_REDUCE + slot), ""));
+            x[k] = load(e, e->f64, base, LLVMBuildAdd(B, at0, k64(e, k * stride), ""));
         LLVMValueRef a = get(e, e->f64, acc);
         for (int k = 0; k < MERGE_UNROLL; k++)
             a = reduce_add(e, mx, a, x[k]);
@@ -435,17 +436,25 @@ static LLVMValueRef merge_sums(nv *e, LLVMValueRef partial, LLVMValueRef chunk0,
     }
     go(e, thead);
     LLVMValueRef ct = get(e, e->i64, cv);
-    LLVMBuildCondBr(B, LLVMBuildICmp(B, LLVMIntSLT, ct, nch, ""), tbody, done);
+    LLVMBuildCondBr(B, LLVMBuildICmp(B, LLVMIntSLT, ct, n, ""), tbody, done);
     go(e, tbody);
     {
-        LLVMValueRef o = LLVMBuildAdd(B, LLVMBuildMul(B, LLVMBuildAdd(B, chunk0, ct, ""),
-                                                      k64(e, CG_MAX_REDUCE), ""), k64(e, slot), "");
-        LLVMBuildStore(B, reduce_add(e, mx, get(e, e->f64, acc), load(e, e->f64, partial, o)), acc);
+        LLVMValueRef x = load(e, e->f64, base, LLVMBuildMul(B, ct, k64(e, stride), ""));
+        LLVMBuildStore(B, reduce_add(e, mx, get(e, e->f64, acc), x), acc);
         LLVMBuildStore(B, LLVMBuildAdd(B, ct, k64(e, 1), ""), cv);
         LLVMBuildBr(B, thead);
     }
     go(e, done);
     return get(e, e->f64, acc);
+}
+
+/* the tensor's sum `slot` over its chunks, in chunk order */
+static LLVMValueRef merge_sums(nv *e, LLVMValueRef partial, LLVMValueRef chunk0,
+                               LLVMValueRef nch, int slot, int is_max)
+{
+    LLVMValueRef first = LLVMBuildAdd(e->b, LLVMBuildMul(e->b, chunk0, k64(e, CG_MAX_REDUCE), ""),
+                                      k64(e, slot), "");
+    return ordered_sum(e, at(e, e->f64, partial, first), CG_MAX_REDUCE, nch, is_max);
 }
 
 static int last_level(const cg_graph *g) { return g->nlevels - 1; }
@@ -565,25 +574,12 @@ static void emit_group(nv *e, int level, const char *name)
     for (int r = 0; r < g->ngred; r++) {
         if (e->p->info.gred_level[r] != level)
             continue;
-        LLVMBasicBlockRef body = block(e, "sum"), head = block(e, "head"),
-                          add = block(e, "add"), fin = block(e, "fin"), next = block(e, "next");
+        LLVMBasicBlockRef body = block(e, "sum"), next = block(e, "next");
         LLVMBuildCondBr(B, LLVMBuildICmp(B, LLVMIntEQ, tid, k64(e, k++), ""), body, next);
         go(e, body);
-        LLVMValueRef mx = bool_const(e, g->gred_kind[r] == CG_REDUCE_MAX);
-        LLVMValueRef acc = var(e, e->f64, reduce_identity(e, mx));
-        LLVMValueRef tv = var(e, e->i64, k64(e, 0));
-        LLVMBuildBr(B, head);
-        go(e, head);
-        LLVMValueRef t = get(e, e->i64, tv);
-        LLVMBuildCondBr(B, LLVMBuildICmp(B, LLVMIntSLT, t, nt, ""), add, fin);
-        go(e, add);
-        LLVMValueRef x = load(e, e->f64, gargs, LLVMBuildAdd(B, LLVMBuildMul(B, t, k64(e, g->ngred), ""),
-                                                             k64(e, r), ""));
-        LLVMBuildStore(B, reduce_add(e, mx, get(e, e->f64, acc), x), acc);
-        LLVMBuildStore(B, LLVMBuildAdd(B, t, k64(e, 1), ""), tv);
-        LLVMBuildBr(B, head);
-        go(e, fin);
-        store(e, get(e, e->f64, acc), e->f64, grp, k64(e, GRP_GRED + r));
+        LLVMValueRef acc = ordered_sum(e, at(e, e->f64, gargs, k64(e, r)), g->ngred, nt,
+                                       g->gred_kind[r] == CG_REDUCE_MAX);
+        store(e, acc, e->f64, grp, k64(e, GRP_GRED + r));
         LLVMBuildBr(B, next);
         go(e, next);
     }

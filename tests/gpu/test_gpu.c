@@ -6,7 +6,8 @@
  *                    ptxas ($JOPT_PTXAS, else ptxas on PATH); what the GPU
  *                    back end refuses, refused with the spec's name.  Exit
  *                    77 (skipped) without ptxas.  Needs no GPU.
- *   test_gpu run     every case as an optimizer on "cuda" against the
+ *   test_gpu run [K/N]  every case (or every N-th from the K-th) as an
+ *                    optimizer on "cuda" against the
  *                    reference interpreter on the CPU: two groups of six
  *                    tensors of odd sizes (one not 16-byte aligned), five
  *                    steps (a gradient absent in one; NaN and infinities in
@@ -708,15 +709,19 @@ static int run_case(const tcase *c, char *why, size_t whylen)
     return bad;
 }
 
+static size_t shard = 0, shards = 1; /* run K/N: the cases i with i % N == K */
+
 static void test_gpu_matches_cpu(void **state)
 {
     (void)state;
     char name[512], why[2048];
     int failures = 0;
     const char *only = getenv("TEST_GPU_ONLY"); /* a spec name: its cases */
+    size_t ran = 0;
     for (size_t i = 0; i < ncases; i++) {
-        if (only && *only && strcmp(cases[i].spec, only))
+        if ((only && *only && strcmp(cases[i].spec, only)) || i % shards != shard)
             continue;
+        ran++;
         case_name(&cases[i], name, sizeof name);
         why[0] = 0;
         if (run_case(&cases[i], why, sizeof why)) {
@@ -727,7 +732,7 @@ static void test_gpu_matches_cpu(void **state)
                           NSTEPS, NT);
         }
     }
-    print_message("%zu cases on the GPU against the CPU: %d differ\n", ncases, failures);
+    print_message("%zu cases on the GPU against the CPU: %d differ\n", ran, failures);
     assert_int_equal(failures, 0);
 }
 
@@ -857,6 +862,72 @@ static void test_gpu_api_streams(void **state)
     free(y);
     small_free(&a);
     small_free(&b);
+}
+
+/* sums added in order over many chunks (one tensor of 33 chunks) and many
+ * tensors (a group of 41), where the GPU loads them 32 at a time */
+static void test_gpu_api_long_sums(void **state)
+{
+    (void)state;
+    enum { NTENS = 41 };
+    const int64_t big = 33 * 65536 + 5;
+    char buf[256];
+    jopt_ctx *ctx[2];
+    jopt_optim *opt[2];
+    float *p[2][NTENS], *g[2][NTENS];
+    jopt_param params[2][NTENS];
+    float *host = malloc((size_t)big * sizeof(float)), *other = malloc((size_t)big * sizeof(float));
+    for (int d = 0; d < 2; d++) {
+        ctx[d] = new_ctx();
+        if (d == 0)
+            T_OK(ctx[d], jopt_ctx_set_device(ctx[d], "cuda"));
+        else
+            T_OK(ctx[d], jopt_ctx_set_engine(ctx[d], JOPT_ENGINE_REFERENCE));
+        rng = 12345;
+        for (int i = 0; i < NTENS; i++) {
+            int64_t n = i ? 100 : big;
+            for (int64_t e = 0; e < n; e++)
+                host[e] = frand() * ldexpf(1.0f, (int)(e * 7 % 61) - 30);
+            p[d][i] = side_alloc(!d, (size_t)n * sizeof(float));
+            g[d][i] = side_alloc(!d, (size_t)n * sizeof(float));
+            side_put(!d, p[d][i], host, n);
+            side_put(!d, g[d][i], host, n);
+            params[d][i] = (jopt_param){p[d][i], g[d][i], n};
+        }
+        jopt_group grp = {params[d], NTENS, NULL};
+        T_OK(ctx[d], jopt_optim_new(ctx[d], spec_of("@sums", buf, sizeof buf), &grp, 1, NULL,
+                                    &opt[d]));
+        for (int k = 0; k < 2; k++)
+            T_OK(ctx[d], jopt_step(opt[d], NULL, NULL, NULL));
+    }
+    static const char *const names[] = {"a", "b", "c"};
+    for (int i = 0; i < NTENS; i++) {
+        int64_t n = i ? 100 : big;
+        side_get(1, host, p[0][i], n);
+        assert_int_equal(first_diff(host, p[1][i], n), -1);
+        for (int k = 0; k < 3; k++) {
+            double a, b;
+            T_OK(ctx[0], jopt_state_scalar(opt[0], 0, (size_t)i, names[k], &a));
+            T_OK(ctx[1], jopt_state_scalar(opt[1], 0, (size_t)i, names[k], &b));
+            if (memcmp(&a, &b, sizeof a))
+                fail_msg("tensor %d state %s: GPU %a, CPU %a", i, names[k], a, b);
+        }
+    }
+    for (int d = 0; d < 2; d++) {
+        jopt_optim_free(opt[d]);
+        jopt_ctx_free(ctx[d]);
+        for (int i = 0; i < NTENS; i++) {
+            if (d) {
+                free(p[d][i]);
+                free(g[d][i]);
+            } else {
+                dm_free(p[d][i]);
+                dm_free(g[d][i]);
+            }
+        }
+    }
+    free(host);
+    free(other);
 }
 
 static void test_gpu_api_refusals(void **state)
@@ -1097,6 +1168,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "no CUDA device: skipped\n");
         rc = 77;
     } else if (!strcmp(mode, "run")) {
+        if (argc > 2 && (sscanf(argv[2], "%zu/%zu", &shard, &shards) != 2 || !shards ||
+                         shard >= shards)) {
+            fprintf(stderr, "test_gpu run K/N: K < N\n");
+            return 2;
+        }
         const struct CMUnitTest tests[] = {cmocka_unit_test(test_gpu_matches_cpu)};
         rc = cmocka_run_group_tests(tests, NULL, NULL);
     } else if (!strcmp(mode, "api")) {
@@ -1104,15 +1180,16 @@ int main(int argc, char **argv)
         const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_gpu_api_basics),
             cmocka_unit_test(test_gpu_api_streams),
+            cmocka_unit_test(test_gpu_api_long_sums),
             cmocka_unit_test(test_gpu_api_refusals),
             cmocka_unit_test(test_gpu_api_checkpoint_and_schedule),
             cmocka_unit_test(test_gpu_api_groups_and_scalars),
             cmocka_unit_test(test_gpu_driver_failures)};
         /* the driver's failures are the fake driver's to make */
-        size_t n = arch && !strcmp(arch, "sim") ? 6 : 5;
+        size_t n = arch && !strcmp(arch, "sim") ? 7 : 6;
         rc = _cmocka_run_group_tests("test_gpu api", tests, n, NULL, NULL);
     } else {
-        fprintf(stderr, "usage: test_gpu [run|api|ptx|nodevice|dump SPEC [OPTIONS [ARCH]]]\n");
+        fprintf(stderr, "usage: test_gpu [run [K/N]|api|ptx|nodevice|dump SPEC [OPTIONS [ARCH]]]\n");
         rc = 2;
     }
     remove_specs();
