@@ -51,7 +51,7 @@ static double median_time(call_fn fn, void *arg, double budget)
     int n = 0;
     fn(arg); /* warm */
     double t0 = b_now();
-    while (n < 64 && (n < 5 || b_now() - t0 < budget)) {
+    while (n < 64 && (n < 3 || b_now() - t0 < budget)) {
         double a = b_now();
         fn(arg);
         ts[n++] = b_now() - a;
