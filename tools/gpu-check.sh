@@ -94,11 +94,11 @@ part "test_gpu run (GPU against the CPU, bit for bit; 4 processes)" test_gpu_run
     [ $rc = 0 ] && [ $skip = 4 ] && rc=77
     exit $rc' "$L" "$out"
 part "test_gpu api" test_gpu_api.txt 30 env LD_LIBRARY_PATH="$L" "$L/test_gpu" api
-part "python test_torch_cuda (jopt.torch on CUDA)" test_torch_cuda.txt 50 \
+part "python test_torch_cuda (jopt.torch on CUDA)" test_torch_cuda.txt 45 \
   env LD_LIBRARY_PATH="$P" JOPT_LIBRARY="$P/libjopt.so" python3 python/tests/test_torch_cuda.py
-part "bench_gpu (jopt against torch on the GPU)" bench_gpu.txt 110 \
+part "bench_gpu (jopt against torch on the GPU)" bench_gpu.txt 100 \
   env LD_LIBRARY_PATH="$P" JOPT_LIBRARY="$P/libjopt.so" python3 bench/bench_gpu.py \
-  --lib "$P/libjopt.so" --quick --deadline 85 --csv "$out/bench_gpu.csv"
+  --lib "$P/libjopt.so" --quick --deadline 80 --compile adam:64M --csv "$out/bench_gpu.csv"
 part "bench_threads (CPU at 1, 2, 4, 8, 16 threads)" bench_threads.txt 50 \
   env LD_LIBRARY_PATH="$L" "$L/bench_threads" --threads 1,2,4,8,16 --budget 0.2
 
