@@ -96,7 +96,7 @@ struct rt_gopt {
     gspan *spans;
     size_t spancap;
     /* this step's layout */
-    size_t fixed_len, h_off, h_cap, h_len, partial_off, d_off, gargs_off, total;
+    size_t fixed_len, h_off, h_len, partial_off, d_off, gargs_off, total;
     size_t nbig, nsmall;
     int put_failed;
     char put_err[CG_ERRLEN];
@@ -626,7 +626,7 @@ static int prepare(jopt_optim *opt, const char *fn)
     if (grow((void **)&o->spans, &o->spancap, opt->ngroups, sizeof *o->spans))
         return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
     o->nseg = 0;
-    size_t nrec = 0, recb = 0, hcap = 0, dbytes = 0, gbytes = 0;
+    size_t recb = 0, hcap = 0, dbytes = 0, gbytes = 0;
     o->nbig = o->nsmall = 0;
     for (size_t g = 0; g < opt->ngroups; g++) {
         rt_group *gr = &opt->groups[g];
@@ -667,7 +667,6 @@ static int prepare(jopt_optim *opt, const char *fn)
             hcap += (size_t)s->info->nh * sizeof(double);
             dbytes += (size_t)s->info->nd * sizeof(double);
             sp->ntens++;
-            nrec++;
         }
         sp->nseg = o->nseg - sp->seg0;
         sp->gargs_off = gbytes;
@@ -676,7 +675,6 @@ static int prepare(jopt_optim *opt, const char *fn)
     }
     /* the image: records (by segment), big chunks, small chunks, host
      * values; then device-only: partial sums, device values, group operands */
-    size_t big = 0, small = 0;
     for (size_t k = 0; k < o->nseg; k++) {
         seg *s = &o->segs[k];
         s->rec_off = recb;
@@ -684,12 +682,10 @@ static int prepare(jopt_optim *opt, const char *fn)
     }
     o->fixed_len = recb + 16 * (o->nbig + o->nsmall);
     o->h_off = o->fixed_len;
-    o->h_cap = hcap;
     o->partial_off = (o->h_off + hcap + 255) & ~(size_t)255;
     o->d_off = o->partial_off + o->nbig * CG_MAX_REDUCE * sizeof(double);
     o->gargs_off = o->d_off + dbytes;
     o->total = o->gargs_off + gbytes + 8;
-    (void)big, (void)small, (void)nrec;
     if (o->total > o->workcap) {
         rt_cuptr w;
         size_t cap = o->total + o->total / 2;
