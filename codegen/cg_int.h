@@ -411,6 +411,17 @@ void cg_llvm_remove(cg_llvm *l, void *tracker);
 int cg_llvm_text(cg_llvm *l, const cg_graph *g, const char *what,
                  char **text, char *err);
 
+/* emit_nvptx.c: a finished graph as CUDA kernels (cg.h, "GPU kernels"),
+ * PTX for `arch`, or host IR for "sim"; `where` names the spec in
+ * messages.  Refuses (JOPT_ESPEC) what the GPU back end cannot do. */
+typedef struct cg_nvptx cg_nvptx;
+int cg_nvptx_compile(const cg_graph *g, const char *arch, const char *where,
+                     cg_nvptx **out, char *err);
+void cg_nvptx_free(cg_nvptx *p);
+const cg_gpu_info *cg_nvptx_info(const cg_nvptx *p);
+void cg_nvptx_host_values(const cg_nvptx *p, const cg_graph *g,
+                          const cg_env_host *env, double *h, double *scratch);
+
 /* errors: formats into err (CG_ERRLEN bytes), returns `status` */
 int cg_fail(char *err, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

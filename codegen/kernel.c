@@ -32,6 +32,7 @@ struct cg_kernel {
     cg_layout layout;
     cg_kernel_fn *fn; /* per loop; NULL: the reference interpreter */
     void *tracker;
+    cg_nvptx *gpu;   /* a GPU kernel's PTX and launches, or NULL */
     cg_kernel *next;
 };
 
@@ -59,6 +60,7 @@ static void kernel_destroy(cg_kernel *k)
 {
     if (k->tracker)
         cg_llvm_remove(k->jit->llvm, k->tracker);
+    cg_nvptx_free(k->gpu);
     cg_graph_free(k->graph);
     free(k->fn);
     free(k->scratch);
@@ -89,8 +91,9 @@ void cg_jit_stats(const cg_jit *j, size_t *compiles, size_t *hits)
 }
 
 /* The key: variant, engine, rank (-1: any), the shape (for a kernel of
- * one shape), the values folded into the kernel (a value passed at run
- * time counts only as "runtime"), the kernel's name, and the spec's text. */
+ * one shape), the element types, the values folded into the kernel (a
+ * value passed at run time counts only as "runtime"), the kernel's name,
+ * the GPU architecture, and the spec's text. */
 static unsigned char *make_key(const cg_request *r, int rank, const int64_t *shape,
                                size_t *len, uint64_t *hash)
 {
@@ -98,19 +101,20 @@ static unsigned char *make_key(const cg_request *r, int rank, const int64_t *sha
     size_t srclen, nv = r->vkernel ? 0 : cg_spec_nvalues(r->spec);
     size_t nh = r->vkernel ? 0 : cg_spec_nhyper(r->spec);
     const char *name = r->vkernel ? r->vkernel : r->named ? r->named : "";
-    size_t namelen = strlen(name) + 1;
+    const char *arch = r->arch ? r->arch : "";
+    size_t namelen = strlen(name) + 1, archlen = strlen(arch) + 1;
     const char *src = cg_spec_text(r->spec, &srclen);
     /* the lengths first: no two different requests share a key */
     size_t ns = shape ? (size_t)rank : 0;
     /* the element types and stores (zero for a vector kernel: float32) */
     int64_t prec = r->vkernel ? 0 : r->dtype | r->grad_dtype << 4 | r->state_dtype << 8 |
                                     (r->stochastic != 0) << 12 | (r->grad_scale != 0) << 13;
-    int64_t head[9] = {(int64_t)nh, (int64_t)nv, (int64_t)namelen,
-                       (int64_t)srclen, rank, r->vkernel ? 0 : r->fresh,
-                       (int64_t)r->inputs * 4 + r->reference * 2 + (r->vkernel != NULL),
-                       (int64_t)ns, prec};
+    int64_t head[10] = {(int64_t)nh, (int64_t)nv, (int64_t)namelen,
+                        (int64_t)srclen, rank, r->vkernel ? 0 : r->fresh,
+                        (int64_t)r->inputs * 4 + r->reference * 2 + (r->vkernel != NULL),
+                        (int64_t)ns, prec, (int64_t)archlen};
     size_t sl = ns * sizeof(int64_t);
-    *len = sizeof head + sl + nh + nv * sizeof(double) + namelen + srclen;
+    *len = sizeof head + sl + nh + nv * sizeof(double) + namelen + archlen + srclen;
     unsigned char *key = malloc(*len);
     if (!key)
         return NULL;
@@ -128,7 +132,8 @@ static unsigned char *make_key(const cg_request *r, int rank, const int64_t *sha
                    (size_t)h->len * sizeof(double));
     }
     memcpy(vals + nv * sizeof(double), name, namelen);
-    memcpy(vals + nv * sizeof(double) + namelen, src, srclen);
+    memcpy(vals + nv * sizeof(double) + namelen, arch, archlen);
+    memcpy(vals + nv * sizeof(double) + namelen + archlen, src, srclen);
     *hash = cg_fnv(CG_FNV_INIT, key, *len);
     return key;
 }
@@ -236,9 +241,21 @@ static int trace_into(const cg_request *r, cg_kernel *k, char *err)
 /* LLVM's half, under the lock */
 static int compile_locked(cg_jit *j, const cg_request *r, cg_kernel *k, char *err)
 {
+    int rc;
+    if (r->arch) {
+        if (r->reference)
+            return cg_fail(err, JOPT_EDEVICE, "the reference interpreter runs on "
+                           "the CPU only, not on a GPU");
+        if (r->vkernel)
+            return cg_fail(err, JOPT_EDEVICE, "%s: vector kernels (closure "
+                           "optimizers) do not run on the GPU", cg_spec_path(r->spec));
+        rc = cg_nvptx_compile(k->graph, r->arch, cg_spec_path(r->spec), &k->gpu, err);
+        if (rc == JOPT_OK)
+            j->compiles++;
+        return rc;
+    }
     if (r->reference)
         return JOPT_OK;
-    int rc;
     if (!j->llvm && (rc = cg_llvm_new(&j->llvm, err)))
         return rc;
     char name[64];
@@ -344,6 +361,16 @@ void cg_kernel_release(cg_kernel *k)
 }
 
 const cg_layout *cg_kernel_layout(const cg_kernel *k) { return &k->layout; }
+
+const cg_gpu_info *cg_kernel_gpu(const cg_kernel *k)
+{
+    return k->gpu ? cg_nvptx_info(k->gpu) : NULL;
+}
+
+void cg_kernel_host_values(const cg_kernel *k, const cg_env_host *env, double *h)
+{
+    cg_nvptx_host_values(k->gpu, k->graph, env, h, k->scratch);
+}
 const cg_graph *cg_kernel_graph(const cg_kernel *k) { return k->graph; }
 
 void cg_kernel_uniforms(const cg_kernel *k, const cg_env *env, double *u)
@@ -494,9 +521,10 @@ done:
 int cg_emit_text(cg_jit *j, const cg_request *r, const char *what, char **text,
                  char *err)
 {
-    if (strcmp(what, "graph") && strcmp(what, "ir") && strcmp(what, "asm"))
-        return cg_fail(err, JOPT_EINVAL, "unknown output '%s' (graph, ir or "
-                       "asm)", what);
+    if (strcmp(what, "graph") && strcmp(what, "ir") && strcmp(what, "asm") &&
+        strcmp(what, "ptx"))
+        return cg_fail(err, JOPT_EINVAL, "unknown output '%s' (graph, ir, asm "
+                       "or ptx)", what);
     cg_graph *g;
     int rc = trace_request(r, &g, err);
     if (rc)
@@ -507,10 +535,22 @@ int cg_emit_text(cg_jit *j, const cg_request *r, const char *what, char **text,
         return rc;
     }
     pthread_mutex_lock(&jit_lock);
-    if (!j->llvm)
-        rc = cg_llvm_new(&j->llvm, err);
-    if (rc == JOPT_OK)
-        rc = cg_llvm_text(j->llvm, g, what, text, err);
+    if (!strcmp(what, "ptx")) { /* the GPU kernels, for r->arch or sm_90 */
+        cg_nvptx *p = NULL;
+        rc = r->vkernel ? cg_fail(err, JOPT_EDEVICE, "%s: vector kernels (closure "
+                                  "optimizers) do not run on the GPU",
+                                  cg_spec_path(r->spec))
+                        : cg_nvptx_compile(g, r->arch ? r->arch : "sm_90",
+                                           cg_spec_path(r->spec), &p, err);
+        if (rc == JOPT_OK && !(*text = strdup(cg_nvptx_info(p)->text)))
+            rc = cg_fail(err, JOPT_ENOMEM, "out of memory");
+        cg_nvptx_free(p);
+    } else {
+        if (!j->llvm)
+            rc = cg_llvm_new(&j->llvm, err);
+        if (rc == JOPT_OK)
+            rc = cg_llvm_text(j->llvm, g, what, text, err);
+    }
     pthread_mutex_unlock(&jit_lock);
     cg_graph_free(g);
     return rc;

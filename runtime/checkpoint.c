@@ -101,7 +101,7 @@ static void serialise(const jopt_optim *opt, rt_out *o)
                 uint64_t count = (uint64_t)p->state_n[k];
                 rt_put_u64(o, count);
                 rt_put(o, &p->state_dt[k], 1);
-                rt_put(o, p->state[k], count * (size_t)cg_dt_size(p->state_dt[k]));
+                rt_put_state(opt, o, p->state[k], count * (size_t)cg_dt_size(p->state_dt[k]));
             }
         }
     }
@@ -138,6 +138,9 @@ JOPT_API int jopt_state_size(const jopt_optim *opt, size_t *len)
         return JOPT_EINVAL;
     if (!len)
         return rt_fail(opt->ctx, JOPT_EINVAL, "jopt_state_size: len is NULL");
+    int rc = opt->gpu ? rt_gpu_pull(opt, "jopt_state_size") : JOPT_OK;
+    if (rc)
+        return rc;
     *len = file_len(opt);
     return JOPT_OK;
 }
@@ -149,7 +152,9 @@ JOPT_API int jopt_state_save_mem(const jopt_optim *opt, void *buf, size_t cap,
     if (!opt)
         return JOPT_EINVAL;
     size_t need;
-    jopt_state_size(opt, &need);
+    int rc = jopt_state_size(opt, &need);
+    if (rc)
+        return rc;
     if (len)
         *len = need;
     if (!buf)
@@ -160,7 +165,7 @@ JOPT_API int jopt_state_save_mem(const jopt_optim *opt, void *buf, size_t cap,
     if (rt_closure_savable(opt->closure, fn))
         return JOPT_EINVAL;
     file_write(opt, buf, need);
-    return JOPT_OK;
+    return rt_gpu_put_status(opt, fn);
 }
 
 /* written atomically: if anything fails, the previous file is intact */
@@ -183,15 +188,19 @@ JOPT_API int jopt_state_save(const jopt_optim *opt, const char *path)
     if (rc)
         return rc;
     size_t len;
-    jopt_state_size(opt, &len);
-    unsigned char *buf = malloc(len);
-    if (!buf) {
+    unsigned char *buf = NULL;
+    rc = jopt_state_size(opt, &len);
+    if (rc == JOPT_OK)
+        buf = malloc(len);
+    if (!buf && rc == JOPT_OK)
         rc = rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
-    } else {
+    if (rc == JOPT_OK) {
         file_write(opt, buf, len);
-        rc = rt_write_atomic(opt->ctx, fn, path, buf, len);
-        free(buf);
+        rc = rt_gpu_put_status(opt, fn);
+        if (rc == JOPT_OK)
+            rc = rt_write_atomic(opt->ctx, fn, path, buf, len);
     }
+    free(buf);
     if (opt->shard)
         rc = rt_shard_gate((jopt_optim *)opt, fn, RT_OP_SAVE, rc, 0);
     return rc;
@@ -475,6 +484,8 @@ static int load_mem(jopt_optim *opt, const void *buf, size_t len, int *gated)
     rt_in r = {buf, len - 8, 0, 0};
     if (!parse(opt, &r, NULL, fn))
         return JOPT_EINVAL;
+    if (opt->gpu && rt_gpu_pull(opt, fn)) /* the device's group states, and quiet */
+        return JOPT_EDEVICE;
 
     /* everything checks: now build the new state and kernels aside */
     size_t ns = cg_spec_nstate(opt->spec), nh = cg_spec_nhyper(opt->spec);
@@ -551,6 +562,16 @@ static int load_mem(jopt_optim *opt, const void *buf, size_t len, int *gated)
     }
     if (opt->closure)
         rt_closure_adopt(opt->closure, cstate, csteps);
+    /* on a GPU: the loaded state goes to the device, all of it or none */
+    for (size_t g = 0; opt->gpu && g < ng; g++)
+        if ((rc = rt_gpu_adopt(opt, fn, L.state[g], L.count[g], opt->groups[g].n * ns))) {
+            for (size_t h = 0; h < g; h++) /* what went over comes back */
+                for (size_t k = 0; k < opt->groups[h].n * ns; k++) {
+                    rt_state_free(opt, L.state[h][k]);
+                    L.state[h][k] = NULL;
+                }
+            goto done;
+        }
     /* swap in: nothing below can fail */
     for (size_t g = 0; g < ng; g++) {
         rt_group *gr = &opt->groups[g];
@@ -567,6 +588,7 @@ static int load_mem(jopt_optim *opt, const void *buf, size_t len, int *gated)
         for (size_t k = 0; k < ns; k++) /* saved group states; the others as made */
             if (L.gstate[g * ns + k] == L.gstate[g * ns + k])
                 gr->gstate[k] = L.gstate[g * ns + k];
+        rt_gpu_gstate_changed(opt, g);
         for (size_t i = 0; i < gr->n; i++) {
             rt_param *p = &gr->params[i];
             for (size_t k = 0; k < ns; k++) {
@@ -575,8 +597,14 @@ static int load_mem(jopt_optim *opt, const void *buf, size_t len, int *gated)
                     free(*in);
                     *in = NULL;
                 }
-                install_state(opt, p, k, in, L.count[g][i * ns + k],
-                              L.dt[g][i * ns + k]);
+                if (opt->gpu) { /* device buffers (rt_gpu_adopt) */
+                    rt_state_free(opt, p->state[k]);
+                    p->state[k] = *in;
+                    *in = NULL;
+                } else {
+                    install_state(opt, p, k, in, L.count[g][i * ns + k],
+                                  L.dt[g][i * ns + k]);
+                }
                 p->state_n[k] = p->state[k] ? L.count[g][i * ns + k] : 0;
                 p->state_dt[k] = L.dt[g][i * ns + k];
             }

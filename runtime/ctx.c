@@ -32,6 +32,7 @@ JOPT_API const char *jopt_strerror(int status)
     case JOPT_SKIPPED: return "JOPT_SKIPPED: a NaN or infinite gradient: the step "
                               "was skipped and nothing changed";
     case JOPT_ECOMM: return "JOPT_ECOMM: the transport between processes failed";
+    case JOPT_EDEVICE: return "JOPT_EDEVICE: no GPU, a CUDA driver error, or not runnable on the GPU";
     default: return "unknown jopt status";
     }
 }
@@ -175,6 +176,7 @@ JOPT_API void jopt_ctx_free(jopt_ctx *ctx)
         free(e);
     }
     rt_pool_free(ctx->pool);
+    rt_gpu_put(ctx->gpu);
     cg_jit_free(ctx->jit);
     free_dirs(ctx);
     free(ctx);

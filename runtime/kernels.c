@@ -15,8 +15,10 @@
 
 void rt_kset_free(rt_kset *ks)
 {
-    for (size_t i = 0; i < ks->n; i++)
+    for (size_t i = 0; i < ks->n; i++) {
+        rt_gmod_put(ks->e[i].mod);
         cg_kernel_release(ks->e[i].k);
+    }
     free(ks->e);
     memset(ks, 0, sizeof *ks);
 }
@@ -65,13 +67,14 @@ static int kset_get(jopt_optim *opt, rt_kset *ks, const char *where,
                       .reference = opt->engine == JOPT_ENGINE_REFERENCE,
                       .dtype = v->dtype, .grad_dtype = v->grad_dtype,
                       .state_dtype = ks->state_dtype, .stochastic = ks->stochastic,
-                      .grad_scale = v->scaled, .shape = shape};
+                      .grad_scale = v->scaled, .shape = shape,
+                      .arch = rt_gpu_arch(opt)};
     cg_kernel *k;
     int rc = cg_kernel_get(opt->ctx->jit, &req, &k, err);
     if (rc)
         return rt_fail_cg(opt->ctx, rc, where, err);
     rt_kentry *e = &ks->e[ks->n++];
-    *e = (rt_kentry){*v, k, shape != NULL, {0}};
+    *e = (rt_kentry){*v, k, shape != NULL, {0}, NULL};
     if (shape)
         memcpy(e->shape, shape, sl);
     *out = k;

@@ -261,6 +261,9 @@ JOPT_API int jopt_set_grad_scale(jopt_optim *opt, double scale, int found_inf)
         return rt_fail(opt->ctx, JOPT_EINVAL, "%s: spec '%s' is a closure optimizer: "
                        "it takes no loss scaling (torch's GradScaler refuses closures "
                        "too)", fn, cg_spec_name(opt->spec));
+    if (opt->gpu) /* the gradients are on the device */
+        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: a GPU optimizer takes no loss "
+                       "scaling yet (docs/gpu.md)", fn);
     if (opt->shard) /* the processes would have to agree on a skip */
         return rt_fail(opt->ctx, JOPT_EINVAL, "%s: a sharded optimizer takes no "
                        "loss scaling", fn);

@@ -241,7 +241,7 @@ static void free_group(const jopt_optim *opt, rt_group *gr)
     size_t ns = opt->spec ? cg_spec_nstate(opt->spec) : 0;
     for (size_t i = 0; i < gr->n; i++) {
         for (size_t s = 0; gr->params[i].state && s < ns; s++)
-            free(gr->params[i].state[s]);
+            rt_state_free(opt, gr->params[i].state[s]);
         for (size_t s = 0; gr->params[i].spare && s < 2 * ns; s++)
             free(gr->params[i].spare[s]);
         free(gr->params[i].state);
@@ -270,7 +270,9 @@ JOPT_API void jopt_optim_free(jopt_optim *opt)
 {
     if (!opt || rt_free_deferred(opt)) /* from its own closure: the step frees it */
         return;
+    rt_gpu_drain(opt); /* nothing of it may still run when it goes */
     free_groups(opt);
+    rt_gopt_free(opt);
     free(opt->defaults);
     free(opt->ubuf);
     cg_batch_free(opt->batch);
@@ -405,6 +407,8 @@ JOPT_API int jopt_optim_new(jopt_ctx *ctx, const char *spec,
         rt_fail_cg(ctx, rc, fn, err);
         goto fail;
     }
+    if (ctx->gpu && (rc = rt_gopt_new(opt, fn))) /* kernels for the device */
+        goto fail;
     size_t nv = cg_spec_nvalues(opt->spec);
     opt->defaults = malloc((nv + 1) * sizeof(double));
     opt->groups = calloc(ngroups, sizeof *opt->groups);
@@ -428,6 +432,8 @@ JOPT_API int jopt_optim_new(jopt_ctx *ctx, const char *spec,
             goto fail;
     }
     if ((rc = rt_check_buffers(ctx, fn, opt->groups, opt->ngroups, SIZE_MAX, 0, NULL)))
+        goto fail;
+    if (opt->gpu && (rc = rt_gpu_check_groups(opt, fn, 0)))
         goto fail;
     if (plan_space(opt) || rt_ctx_pool(ctx)) {
         rc = rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
@@ -465,6 +471,11 @@ JOPT_API int jopt_add_param_group(jopt_optim *opt, const jopt_group *group)
     int rc = group_init(opt, fn, n, group, &groups[n]);
     if (rc == JOPT_OK)
         rc = rt_check_buffers(opt->ctx, fn, groups, n + 1, SIZE_MAX, 0, NULL);
+    for (size_t i = 0; opt->gpu && rc == JOPT_OK && i < groups[n].n; i++) {
+        const rt_param *p = &groups[n].params[i];
+        if (p->n && !(rc = rt_gpu_check_buffer(opt, fn, p->p, n, i, "param")))
+            rc = rt_gpu_check_buffer(opt, fn, p->g, n, i, "grad");
+    }
     if (rc) {
         free_group(opt, &groups[n]);
         free(groups);
@@ -857,6 +868,9 @@ JOPT_API int jopt_set_grad(jopt_optim *opt, size_t group, size_t index,
     if ((rc = rt_check_buffers(opt->ctx, fn, opt->groups, opt->ngroups, group,
                             index, grad)))
         return rc;
+    if (opt->gpu && gr->params[index].n &&
+        (rc = rt_gpu_check_buffer(opt, fn, grad, group, index, "grad")))
+        return rc;
     gr->params[index].g = grad;
     return JOPT_OK;
 }
@@ -928,6 +942,12 @@ JOPT_API int jopt_state_scalar(const jopt_optim *opt, size_t group,
     if (data && n > 2)
         return rt_fail(opt->ctx, JOPT_EINVAL, "%s: state '%s' holds %lld values, "
                        "not one (jopt_state_get reads it)", fn, name, (long long)n);
+    float host[2];
+    if (data && opt->gpu) { /* on the device: after the steps before */
+        if ((rc = rt_gpu_read(opt, fn, host, data, (size_t)n * sizeof(float))))
+            return rc;
+        data = host;
+    }
     *value = !data ? NAN : n == 2 ? *(const double *)(const void *)data : data[0];
     return JOPT_OK;
 }
@@ -942,6 +962,8 @@ JOPT_API int jopt_group_state(const jopt_optim *opt, size_t group,
         return rt_fail(opt->ctx, JOPT_EINVAL, "%s: %s is NULL", fn,
                        !name ? "name" : "value");
     int rc = check_group(opt, fn, group);
+    if (rc == JOPT_OK && opt->gpu)
+        rc = rt_gpu_pull(opt, fn);
     if (rc)
         return rc;
     for (size_t k = 0; !opt->closure && k < cg_spec_nstate(opt->spec); k++)

@@ -36,6 +36,7 @@ struct jopt_ctx {
                              (jopt_ctx_set_parallel); then `pool` is NULL */
     void *run_user;
     int flush;      /* FTZ/DAZ during step() */
+    struct rt_gpu *gpu; /* the device new optimizers live on; NULL: the CPU */
 };
 
 typedef struct rt_param {
@@ -84,6 +85,7 @@ typedef struct rt_kentry {
     cg_kernel *k;
     int has_shape;              /* built for a tensor of this shape: */
     int64_t shape[CG_MAX_RANK];
+    struct rt_gmod *mod; /* a GPU kernel loaded on the device, or NULL */
 } rt_kentry;
 
 /* A group's mixed-precision options, which every spec takes (mixed.c):
@@ -158,6 +160,7 @@ struct jopt_optim {
     int found_inf;     /* 0, 1 (skip the step) or JOPT_CHECK_FINITE */
     /* sharded across processes (jopt_optim_new_sharded), or NULL */
     struct rt_shard *shard;
+    struct rt_gopt *gpu; /* a GPU optimizer's device side (gpu.c), or NULL */
 };
 
 /* optim.c: whether n floats at buf overlap any parameter, gradient or
@@ -330,5 +333,48 @@ int rt_write_atomic(jopt_ctx *ctx, const char *fn, const char *path,
 int rt_read_file(jopt_ctx *ctx, const char *fn, const char *path,
                  unsigned char **buf, size_t *len);
 
+/* gpu.c: optimizers on a GPU (docs/gpu.md).  A context's device is
+ * shared by the optimizers made on it; an optimizer's device side keeps
+ * its stream, its groups' states and its step's work space there. */
+struct rt_gpu;
+struct rt_gopt;
+struct rt_gmod;
+int rt_gpu_open(jopt_ctx *ctx, const char *device, struct rt_gpu **out);
+void rt_gpu_put(struct rt_gpu *gpu); /* drops a reference; NULL is a no-op */
+/* the device side of a new optimizer on ctx->gpu (before its groups are
+ * built, so that their kernels are built for the device) */
+int rt_gopt_new(jopt_optim *opt, const char *fn);
+void rt_gopt_free(jopt_optim *opt);
+const char *rt_gpu_arch(const jopt_optim *opt); /* NULL on the CPU */
+/* every buffer of groups [from, ngroups) is memory of the device */
+int rt_gpu_check_groups(jopt_optim *opt, const char *fn, size_t from);
+int rt_gpu_check_buffer(jopt_optim *opt, const char *fn, const void *p,
+                        size_t group, size_t index, const char *what);
+/* a state of n floats on the device, filled with v (as 32-bit words; a
+ * double's two halves for CG_KIND_SCALAR64), ordered on the stream */
+int rt_gpu_state_new(jopt_optim *opt, int64_t n, int kind, double v, float **out);
+void rt_state_free(const jopt_optim *opt, float *state); /* either kind */
+/* a step of this step's kernels (p->k of each parameter): prepare loads
+ * them and makes room (nothing changes that the user sees), run enqueues
+ * the copies and launches (after the state is made) */
+int rt_gpu_prepare(jopt_optim *opt, const char *fn);
+int rt_gpu_run(jopt_optim *opt, const char *fn);
+/* waits for the stream (before device memory is freed); errors ignored */
+void rt_gpu_drain(const jopt_optim *opt);
+int rt_gpu_zero_grad(jopt_optim *opt);
+/* waits for the stream and brings the groups' states to the host */
+int rt_gpu_pull(const jopt_optim *opt, const char *fn);
+/* host bytes from device memory, after what the stream holds */
+int rt_gpu_read(const jopt_optim *opt, const char *fn, void *dst,
+                const void *src, size_t bytes);
+/* the checkpoint's state bytes from the device (a failure is kept until
+ * rt_gpu_put_status) */
+void rt_put_state(const jopt_optim *opt, rt_out *o, const float *p, size_t bytes);
+int rt_gpu_put_status(const jopt_optim *opt, const char *fn);
+/* loaded state: host arrays replaced by device copies (all or none) */
+int rt_gpu_adopt(jopt_optim *opt, const char *fn, float **state,
+                 const int64_t *count, size_t n);
+void rt_gpu_gstate_changed(jopt_optim *opt, size_t group);
+void rt_gmod_put(struct rt_gmod *m); /* NULL is a no-op */
 
 #endif /* RT_H */

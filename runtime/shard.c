@@ -543,6 +543,9 @@ JOPT_API int jopt_optim_new_sharded(jopt_ctx *ctx, const char *spec,
                      "(method '%s'): its line search needs the whole vector, "
                      "so it cannot be sharded", fn, cg_spec_name(opt->spec),
                      cg_spec_method(opt->spec));
+    if (rc == JOPT_OK && opt->gpu)
+        rc = rt_fail(ctx, JOPT_EINVAL, "%s: a GPU optimizer cannot be sharded yet "
+                     "(the exchange moves host memory)", fn);
     for (size_t g = 0; rc == JOPT_OK && g < opt->ngroups; g++)
         for (size_t i = 0; rc == JOPT_OK && i < opt->groups[g].n; i++) {
             const rt_param *p = &opt->groups[g].params[i];

@@ -22,6 +22,8 @@ JOPT_API int jopt_zero_grad(jopt_optim *opt)
 {
     if (!opt)
         return JOPT_EINVAL;
+    if (opt->gpu)
+        return rt_gpu_zero_grad(opt);
     for (size_t g = 0; g < opt->ngroups; g++)
         for (size_t i = 0; i < opt->groups[g].n; i++) {
             rt_param *p = &opt->groups[g].params[i];
@@ -151,7 +153,13 @@ static int create_state(jopt_optim *opt, unsigned char *created)
                 int64_t n = cg_kind_numel(l->kind[s], p->n, p->shape, p->rank);
                 int dt = l->dtype[2 + s];
                 int64_t bytes = n * cg_dt_size(dt);
-                if ((p->state[si] = rt_spare_take(p, (size_t)si, bytes)))
+                double init = l->kind[s] == CG_KIND_SCALAR64 || l->init[s] == CG_INIT_CONST
+                                  ? l->init_value[s] : 0.0;
+                if (opt->gpu) { /* on the device, float32 only (gpu.c) */
+                    if (rt_gpu_state_new(opt, n, l->kind[s], init, &p->state[si]) != 0)
+                        return JOPT_ENOMEM;
+                    created[k + (size_t)si] = 1;
+                } else if ((p->state[si] = rt_spare_take(p, (size_t)si, bytes)))
                     created[k + (size_t)si] = 2; /* a buffer a load kept */
                 else if ((p->state[si] = alloc_state(n, dt)))
                     created[k + (size_t)si] = 1;
@@ -160,6 +168,8 @@ static int create_state(jopt_optim *opt, unsigned char *created)
                 p->state_n[si] = n;
                 p->state_dt[si] = (uint8_t)dt;
                 p->fresh |= l->init[s] == CG_INIT_UNSET;
+                if (opt->gpu)
+                    continue;
                 if (l->kind[s] == CG_KIND_SCALAR64) {
                     *(double *)(void *)p->state[si] = l->init_value[s];
                     continue;
@@ -186,7 +196,7 @@ static void undo_state(jopt_optim *opt, const unsigned char *created)
                         rt_spare_keep(opt, p, s, p->state[s],
                                       p->state_n[s] * cg_dt_size(p->state_dt[s]));
                     else
-                        free(p->state[s]);
+                        rt_state_free(opt, p->state[s]);
                     p->state[s] = NULL;
                     p->state_n[s] = 0;
                     p->fresh = 0;
@@ -383,6 +393,8 @@ JOPT_API int jopt_step(jopt_optim *opt, jopt_closure closure, void *user_data,
                        "returned %d; the step was not taken", crc);
     unsigned char *created = NULL;
     rc = rt_step_choose(opt, "jopt_step", -1);
+    if (rc == JOPT_OK && opt->gpu)
+        rc = rt_gpu_prepare(opt, "jopt_step");
     if (rc == JOPT_OK)
         rc = scaled_skip(opt, l, loss);
     if (rc == JOPT_OK)
@@ -390,10 +402,15 @@ JOPT_API int jopt_step(jopt_optim *opt, jopt_closure closure, void *user_data,
     free(created); /* nothing below can fail */
     if (rc)
         return rc;
-    int64_t total;
-    size_t nc = rt_step_plan(opt, &total);
-    if ((rc = rt_step_run(opt, "jopt_step", nc, total)))
-        return rc;
+    if (opt->gpu) {
+        if ((rc = rt_gpu_run(opt, "jopt_step")))
+            return rc;
+    } else {
+        int64_t total;
+        size_t nc = rt_step_plan(opt, &total);
+        if ((rc = rt_step_run(opt, "jopt_step", nc, total)))
+            return rc;
+    }
     rt_step_count(opt);
     if (loss)
         *loss = l;
@@ -427,6 +444,11 @@ JOPT_API int jopt_optim_call(jopt_optim *opt, const char *kernel)
         return rc;
     if ((rc = rt_step_choose(opt, fn, named)))
         return rc;
+    if (opt->gpu) {
+        if ((rc = rt_gpu_prepare(opt, fn)) == JOPT_OK)
+            rc = rt_gpu_run(opt, fn);
+        return rc;
+    }
     int64_t total;
     size_t nc = rt_step_plan(opt, &total);
     return rt_step_run(opt, fn, nc, total);
@@ -451,6 +473,8 @@ JOPT_API int jopt_set_input(jopt_optim *opt, size_t group, size_t index,
             return rt_fail(opt->ctx, JOPT_EINVAL, "%s: group %zu parameter %zu: "
                            "'%s' is not aligned to 4 bytes", fn, group, index, name);
         if (data && rt_buffer_overlaps(opt, data, p->n))
+            return JOPT_EINVAL;
+        if (opt->gpu && rt_gpu_check_buffer(opt, fn, data, group, index, name))
             return JOPT_EINVAL;
         p->input[i] = data;
         return JOPT_OK;

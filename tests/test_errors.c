@@ -1453,7 +1453,7 @@ static void test_strerror_every_status(void **state)
                {JOPT_ESPEC, "JOPT_ESPEC"},
                {JOPT_ECOMPILE, "JOPT_ECOMPILE"},
                {JOPT_ECLOSURE, "JOPT_ECLOSURE"}, {JOPT_SKIPPED, "JOPT_SKIPPED"},
-               {JOPT_ECOMM, "JOPT_ECOMM"}};
+               {JOPT_ECOMM, "JOPT_ECOMM"}, {JOPT_EDEVICE, "JOPT_EDEVICE"}};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         const char *s = jopt_strerror(all[i].status);
         assert_non_null(s);
@@ -1462,7 +1462,7 @@ static void test_strerror_every_status(void **state)
         for (size_t j = 0; j < i; j++)
             assert_string_not_equal(s, jopt_strerror(all[j].status));
     }
-    int unknown[] = {2, -6, -100, 12345, INT32_MIN};
+    int unknown[] = {2, -8, -100, 12345, INT32_MIN};
     for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
         const char *s = jopt_strerror(unknown[i]);
         assert_non_null(s);

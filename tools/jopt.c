@@ -24,7 +24,7 @@ static const char usage_text[] =
     "       jopt show SPEC [--set k=v ...] [--shape AxB...]\n"
     "       jopt check SPEC [--set k=v ...] [--kernel NAME]\n"
     "       jopt compile SPEC [--set k=v ...] [--shape AxB...] [--kernel NAME]\n"
-    "                    [--emit graph|ir|asm]\n"
+    "                    [--emit graph|ir|asm|ptx]\n"
     "       jopt bench SPEC [--set k=v ...]\n"
     "\n"
     "  list     every spec on the spec path, with its doc line\n"
@@ -419,8 +419,9 @@ static int cmd_show(jopt_ctx *ctx, const args *a)
 static int cmd_compile(jopt_ctx *ctx, const args *a)
 {
     const char *what = a->emit ? a->emit : "ir";
-    if (strcmp(what, "graph") && strcmp(what, "ir") && strcmp(what, "asm"))
-        return fail("--emit takes graph, ir or asm, not '%s'", what);
+    if (strcmp(what, "graph") && strcmp(what, "ir") && strcmp(what, "asm") &&
+        strcmp(what, "ptx"))
+        return fail("--emit takes graph, ir, asm or ptx, not '%s'", what);
     jopt_spec *spec;
     if (open_spec(ctx, a, &spec))
         return 1;

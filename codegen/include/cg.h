@@ -302,6 +302,9 @@ typedef struct cg_request {
     uint8_t grad_scale;   /* 1: the gradient is divided by the call's
                              grad_scale, and the quotient written back to
                              it (torch's fused kernels with GradScaler) */
+    const char *arch;     /* NULL: the host CPU; "sm_80", "sm_90", ...: an
+                             NVIDIA GPU (cg_kernel_gpu); "sim": the same
+                             kernels as host IR, for tests without a GPU */
 } cg_request;
 
 /* Returns the kernel for a request, from the cache or compiled now.  The
@@ -448,5 +451,95 @@ void cg_batch_set_hook(cg_batch *b, const cg_batch_hook *hook);
  * sum in double; a maximum that propagates NaN, with -0 < +0). */
 double cg_fold_identity(int kind);
 double cg_fold(int kind, double acc, double v);
+
+/* ---- GPU kernels (emit_nvptx.c; docs/gpu.md) -----------------------------
+ * A request with an `arch` gets the update as CUDA kernels (PTX) for one
+ * step of a group's tensors, in launches the runtime makes in this order
+ * (for tensors of several kernels, each kind over all of them before the
+ * next kind):
+ *
+ *   for each level:
+ *     CG_GPU_VALUES  a thread per tensor: its sums of the level before,
+ *                    merged chunk by chunk in order; the per-step values
+ *                    that depend on sums or on state kept on the device
+ *                    (scalar and group states), in double; the operands
+ *                    of group sums; at the last level the new scalar
+ *                    states, and the group's new states (first tensor)
+ *     CG_GPU_GROUP   the group's sums of per-tensor values, tensor by
+ *                    tensor in order (one thread per sum)
+ *     CG_GPU_LOOP    the level's loop over the elements: a block per chunk
+ *                    of the chunk table; a loop with sums writes each
+ *                    chunk's (CG_CHUNK elements, 16 lanes, as the CPU)
+ *   CG_GPU_COMMIT    the group's new states replace the old
+ *
+ * The per-step values that depend only on hyperparameters, t and the
+ * shape are computed on the host (cg_kernel_host_values) and uploaded.
+ * Device ABI, every field 8 bytes:
+ *   tensor record: numel, chunk0 (its first chunk in the step's table of
+ *     CG_CHUNK chunks), pos (its place among the group's tensors), double
+ *     *h (its host values), double *d (room for nd values), then float
+ *     *arrays[nslots] in the layout's slot order (a scalar state's array
+ *     holds its float, or its double)
+ *   chunk table entry: int64 record index (in the launch's record array),
+ *     int64 first element
+ *   partial sums: double[chunk][CG_MAX_REDUCE]
+ *   group block: double gstate[CG_MAX_SLOTS] by spec state index, gnew[
+ *     CG_MAX_SLOTS], gred[CG_MAX_REDUCE]
+ *   group operands: double[pos][ngred]
+ *   VALUES (tl, ntl, partial, grp, gargs): grid ceil(ntl / CG_GPU_VBLOCK)
+ *   GROUP (grp, gargs, ntensors): one block of 32
+ *   LOOP (tl, ct, nchunks, chunk, partial): CG_GPU_BLOCK threads a block,
+ *     partial pointing at the launch's first chunk; block b does chunks b,
+ *     b + grid, ...; chunk is CG_CHUNK for a loop with sums, else any
+ *     multiple of 2048
+ *   COMMIT (grp): one block of 64 */
+#define CG_GPU_BLOCK 256
+#define CG_GPU_VBLOCK 64
+#define CG_GPU_REC_HEAD 5     /* fields before a record's arrays */
+#define CG_GPU_GRP_DOUBLES (2 * CG_MAX_SLOTS + CG_MAX_REDUCE)
+#define CG_GPU_MAX_LAUNCH 32 /* launches of one kernel: 3 per level, and 1 */
+
+typedef enum cg_gpu_kind {
+    CG_GPU_VALUES, CG_GPU_GROUP, CG_GPU_LOOP, CG_GPU_COMMIT
+} cg_gpu_kind;
+
+typedef struct cg_gpu_launch {
+    int kind;       /* cg_gpu_kind */
+    int level;
+    int sums;       /* a loop that writes partial sums (chunks of CG_CHUNK) */
+    char name[48];  /* its entry point */
+} cg_gpu_launch;
+
+typedef struct cg_gpu_info {
+    const char *arch;          /* "sm_90", or "sim" */
+    const char *text;          /* PTX (for "sim": host LLVM IR) */
+    size_t len;
+    int nlaunch;
+    const cg_gpu_launch *launch; /* in level order, COMMIT last */
+    int nlevels;
+    int nslots;                /* arrays in a tensor record */
+    int nh;                    /* host values per tensor */
+    int nd;                    /* device values per tensor */
+    int h_shape;               /* the host values depend on the shape */
+    int ngred;                 /* group sums */
+    uint8_t gred_kind[CG_MAX_REDUCE]; /* CG sum (0) or maximum (1) */
+    uint8_t gred_level[CG_MAX_REDUCE]; /* the level its operand is known at */
+    uint64_t loads, stores;    /* array slots the loops read and write */
+} cg_gpu_info;
+
+/* What a tensor's host values depend on. */
+typedef struct cg_env_host {
+    double t;             /* its step count */
+    const double *values; /* the group's hyperparameters */
+    const int64_t *shape; /* sizes, last first (NULL: flat) */
+    int rank;
+    int64_t numel;
+} cg_env_host;
+
+/* A GPU kernel's launches and PTX; NULL for a host kernel. */
+const cg_gpu_info *cg_kernel_gpu(const cg_kernel *k);
+/* A GPU kernel's host values for one tensor: nh doubles into h. */
+void cg_kernel_host_values(const cg_kernel *k, const cg_env_host *env,
+                           double *h);
 
 #endif /* CG_H */

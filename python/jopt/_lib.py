@@ -14,6 +14,7 @@ __all__ = ["JoptError", "JoptValueError", "JoptMemoryError", "JoptSpecError",
 
 OK, EINVAL, ENOMEM, ESPEC, ECOMPILE, ECLOSURE = 0, -1, -2, -3, -4, -5
 SKIPPED = 1  # jopt_step skipped a step with a NaN/Inf gradient (not an error)
+EDEVICE = -6
 ENGINE_JIT, ENGINE_REFERENCE = 0, 1
 # jopt_dtype, by name; JOPT_CHECK_FINITE
 FLOAT32, BFLOAT16, FLOAT16 = 0, 1, 2
@@ -145,6 +146,14 @@ jopt_set_dtype = _proto("jopt_set_dtype", c_int, c_void_p, c_size_t, c_size_t, c
 jopt_state_dtype = _proto("jopt_state_dtype", c_int, c_void_p, c_size_t, c_size_t, c_char_p,
                           ctypes.POINTER(c_int))
 jopt_set_grad_scale = _proto("jopt_set_grad_scale", c_int, c_void_p, c_double, c_int)
+# GPUs (docs/gpu.md)
+jopt_cuda_device_count = _proto("jopt_cuda_device_count", c_int)
+jopt_ctx_set_device = _proto("jopt_ctx_set_device", c_int, c_void_p, c_char_p)
+jopt_optim_device = _proto("jopt_optim_device", c_char_p, c_void_p)
+jopt_set_stream = _proto("jopt_set_stream", c_int, c_void_p, c_void_p)
+jopt_synchronize = _proto("jopt_synchronize", c_int, c_void_p)
+jopt_state_copy = _proto("jopt_state_copy", c_int, c_void_p, c_size_t, c_size_t, c_char_p,
+                         P_float, c_int64)
 
 
 class HyperInfo(ctypes.Structure):
@@ -217,8 +226,13 @@ class JoptClosureError(JoptError):
     """JOPT_ECLOSURE: the closure reported an error."""
 
 
+class JoptDeviceError(JoptError, RuntimeError):
+    """JOPT_EDEVICE: no GPU or CUDA driver, a driver error, or a spec the GPU
+    cannot run."""
+
+
 _ERRORS = {EINVAL: JoptValueError, ENOMEM: JoptMemoryError, ESPEC: JoptSpecError,
-           ECOMPILE: JoptCompileError, ECLOSURE: JoptClosureError}
+           ECOMPILE: JoptCompileError, ECLOSURE: JoptClosureError, EDEVICE: JoptDeviceError}
 
 
 def _raise(status, ctx_handle):
@@ -236,7 +250,8 @@ class Context:
     Use one per thread.  Optimizers made from it keep it alive; close() frees
     them first, then the context."""
 
-    def __init__(self, spec_path=None, engine=None, threads=None, flush_denormals=None):
+    def __init__(self, spec_path=None, engine=None, threads=None, flush_denormals=None,
+                 device=None):
         h = c_void_p()
         st = jopt_ctx_new(ctypes.byref(h))
         if st != OK:
@@ -256,6 +271,12 @@ class Context:
             self.set_threads(threads)
         if flush_denormals is not None:
             self.set_flush_denormals(flush_denormals)
+        if device is not None:
+            self.set_device(device)
+
+    def set_device(self, device):
+        """Where optimizers made from now on live: "cpu", "cuda" or "cuda:N"."""
+        self._check(jopt_ctx_set_device(self.handle, str(device).encode()))
 
     @property
     def handle(self):
@@ -339,12 +360,25 @@ class Context:
 _tls = threading.local()
 
 
-def default_context():
-    """This thread's shared context (created on first use)."""
-    ctx = getattr(_tls, "ctx", None)
-    if ctx is None:
-        ctx = _tls.ctx = Context()
-    return ctx
+def default_context(device=None):
+    """This thread's shared context (created on first use), one per device
+    ("cuda:0", ...; None or "cpu" for the CPU's)."""
+    if device is None or str(device) == "cpu":
+        ctx = getattr(_tls, "ctx", None)
+        if ctx is None:
+            ctx = _tls.ctx = Context()
+        return ctx
+    by_dev = getattr(_tls, "by_device", None)
+    if by_dev is None:
+        by_dev = _tls.by_device = {}
+    if str(device) not in by_dev:
+        by_dev[str(device)] = Context(device=device)
+    return by_dev[str(device)]
+
+
+def cuda_device_count():
+    """CUDA devices jopt can use (0 without a driver or a GPU)."""
+    return jopt_cuda_device_count()
 
 
 # ---- option strings -------------------------------------------------------------
@@ -607,6 +641,23 @@ class RawOptim:
         buf = ctypes.create_string_buffer(max(n.value, 1))
         self._check(jopt_state_save_mem(self.handle, buf, n.value, ctypes.byref(n)))
         return buf.raw[:n.value]
+
+    def device(self):
+        return jopt_optim_device(self.handle).decode()
+
+    def set_stream(self, stream):
+        """A GPU optimizer's CUDA stream (a cudaStream_t as an int)."""
+        self._check(jopt_set_stream(self.handle, stream or None))
+
+    def synchronize(self):
+        self._check(jopt_synchronize(self.handle))
+
+    def state_copy(self, group, index, name, numel):
+        """The state's floats copied to host memory (a ctypes array)."""
+        out = (ctypes.c_float * max(numel, 1))()
+        self._check(jopt_state_copy(self.handle, group, index, name.encode(),
+                                    ctypes.cast(out, P_float), numel))
+        return out
 
     def state_load_mem(self, data):
         data = bytes(data)

@@ -5,10 +5,12 @@
 
 Each class subclasses torch.optim.Optimizer with torch's constructor
 signature, so param groups, zero_grad and torch.optim.lr_scheduler work.
-Parameters must be contiguous CPU tensors of float32, bfloat16 or float16
-(each with its own; kernels compute in float32 and round once, as torch's
-fused kernels); torch.amp.GradScaler drives step() as it drives torch's
-fused optimizers (grad_scale and found_inf)."""
+Parameters must be contiguous tensors, all on the CPU or all on one CUDA
+device.  On the CPU they may be float32, bfloat16 or float16 (each with its
+own; kernels compute in float32 and round once, as torch's fused kernels),
+and torch.amp.GradScaler drives step() as it drives torch's fused
+optimizers (grad_scale and found_inf).  On a GPU they are float32, and
+step() is enqueued on torch.cuda.current_stream() (docs/gpu.md)."""
 
 import collections
 import ctypes
@@ -55,12 +57,13 @@ def _check_param(cls, group, gi, pi, p):
     if p.layout != torch.strided:
         raise TypeError("jopt.%s: %s has layout %s; jopt takes dense tensors only"
                         % (cls, what, p.layout))
-    if p.dtype not in _DTYPES:
-        raise TypeError("jopt.%s: %s has dtype %s; jopt takes torch.float32, "
-                        "torch.bfloat16 and torch.float16" % (cls, what, p.dtype))
-    if p.device.type != "cpu":
-        raise ValueError("jopt.%s: %s is on %s; jopt takes CPU tensors only"
+    if p.device.type not in ("cpu", "cuda"):
+        raise ValueError("jopt.%s: %s is on %s; jopt takes CPU or CUDA tensors only"
                          % (cls, what, p.device))
+    if p.dtype not in _DTYPES or (p.device.type == "cuda" and p.dtype != torch.float32):
+        raise TypeError("jopt.%s: %s has dtype %s; jopt takes torch.float32, and on "
+                        "the CPU torch.bfloat16 and torch.float16 too"
+                        % (cls, what, p.dtype))
     if not p.is_contiguous():
         raise ValueError("jopt.%s: %s is not contiguous; jopt takes contiguous tensors "
                          "only" % (cls, what))
@@ -166,6 +169,19 @@ def _follow_torch_threads(ctx):
             ctx._jopt_torch_threads = n
 
 
+def _device_of(cls, groups):
+    """The one device every parameter is on."""
+    devices = {p.device for g in groups for p in g["params"] if isinstance(p, torch.Tensor)}
+    if len(devices) > 1:
+        raise ValueError("jopt.%s: the parameters are on several devices (%s); one "
+                         "optimizer takes tensors on one device"
+                         % (cls, ", ".join(sorted(str(d) for d in devices))))
+    dev = devices.pop() if devices else torch.device("cpu")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
+
+
 class JoptOptimizer(torch.optim.Optimizer):
     """Base of the jopt.torch optimizers (not used directly)."""
 
@@ -190,8 +206,12 @@ class JoptOptimizer(torch.optim.Optimizer):
             raise TypeError("params argument given to the optimizer should be an "
                             "iterable of Tensors or dicts, but got " + torch.typename(params))
         self._jopt = None
-        self._jopt_ctx = ctx if ctx is not None else torch_context()
         super().__init__(params, defaults)
+        self._jopt_device = _device_of(cls._jopt_name, self.param_groups)
+        if ctx is None:
+            ctx = torch_context() if self._jopt_device.type == "cpu" else \
+                _lib.default_context(self._jopt_device)
+        self._jopt_ctx = ctx
         self._jopt_check_groups()
         groups = []
         for gi, group in enumerate(self.param_groups):
@@ -320,14 +340,15 @@ class JoptOptimizer(torch.optim.Optimizer):
         naming the parameter."""
         p = self._jopt_flat[i]
         gi, pi = self._jopt_pos[i]
-        if not (g.layout is _STRIDED and g.dtype in _DTYPES and g.is_cpu and
-                g.numel() == p.numel()):
+        if not (g.layout is _STRIDED and g.dtype in _DTYPES and g.device == p.device
+                and g.numel() == p.numel() and (g.is_cpu or g.dtype is _F32)):
             group = self.param_groups[gi]
             raise TypeError(
-                "jopt.%s: the gradient of %s must be a dense float32, bfloat16 or "
-                "float16 CPU tensor of %d elements, got %s %s of %d on %s"
-                % (self._jopt_name, _pname(group, gi, pi, p), p.numel(),
-                   g.layout, g.dtype, g.numel(), g.device))
+                "jopt.%s: the gradient of %s must be a dense %s tensor of %d "
+                "elements on %s, got %s %s of %d on %s"
+                % (self._jopt_name, _pname(group, gi, pi, p),
+                   "float32, bfloat16 or float16" if p.is_cpu else "float32",
+                   p.numel(), p.device, g.layout, g.dtype, g.numel(), g.device))
         if g.dtype is not self._jopt_gdt[i]:
             if self._jopt_grads[i]:  # its old buffer, sized by the old type
                 self._jopt.set_grad(gi, pi, 0)
@@ -344,8 +365,10 @@ class JoptOptimizer(torch.optim.Optimizer):
         if [p.data_ptr() for p in flat] != self._jopt_ptrs:
             self._jopt_moved()
         grads = [p.grad for p in flat]
+        cpu, dev = self._jopt_device.type == "cpu", self._jopt_device
         addrs = [0 if g is None else
-                 g.data_ptr() if (g.layout is _STRIDED and g.dtype is d and g.is_cpu
+                 g.data_ptr() if (g.layout is _STRIDED and g.dtype is d and
+                                  (g.is_cpu if cpu else g.device == dev)
                                   and g.is_contiguous()) else -1
                  for g, d in zip(grads, self._jopt_gdt)]
         copies = None
@@ -403,6 +426,8 @@ class JoptOptimizer(torch.optim.Optimizer):
         if scale is not None or found is not None:
             scale = 1.0 if scale is None else float(scale)
             self._jopt.set_grad_scale(scale, 1 if found is not None and float(found) else 0)
+        if self._jopt_device.type == "cuda":  # after what the stream holds
+            self._jopt.set_stream(torch.cuda.current_stream(self._jopt_device).cuda_stream)
         if not self._jopt.step():
             return loss  # skipped: nothing changed
         if stepped and _increment_version is not None:
@@ -421,6 +446,13 @@ class JoptOptimizer(torch.optim.Optimizer):
                     data, step, numel = self._jopt.state_get(gi, pi, name)
                     if data is None:
                         return None, step
+                    if self._jopt_device.type == "cuda":  # device memory
+                        self._jopt.set_stream(
+                            torch.cuda.current_stream(self._jopt_device).cuda_stream)
+                        host = self._jopt.state_copy(gi, pi, name, numel)
+                        t = torch.frombuffer(bytearray(host), dtype=torch.float32)
+                        t = t[:1] if numel == 1 and p.numel() != 1 else t.reshape(p.shape)
+                        return t.to(p.device), step
                     dt = [k for k, v in _DTYPES.items()
                           if v == self._jopt.state_dtype(gi, pi, name)][0]
                     if numel == 1 and p.numel() != 1:

@@ -37,6 +37,8 @@ typedef enum jopt_status {
     JOPT_ESPEC = -3,    /* spec not found, malformed, or over a sandbox limit */
     JOPT_ECOMPILE = -4, /* LLVM could not build the kernel */
     JOPT_ECLOSURE = -5, /* the closure passed to jopt_step reported an error */
+    JOPT_EDEVICE = -6,  /* no GPU or CUDA driver, a driver error, or a spec
+                           the GPU cannot run (docs/gpu.md) */
     JOPT_ECOMM = -7,    /* a sharded optimizer's transport failed */
     JOPT_SKIPPED = 1    /* not an error: jopt_step skipped the step, changing
                            nothing, for a NaN or infinite gradient
@@ -141,6 +143,27 @@ JOPT_API void jopt_ctx_stats(const jopt_ctx *ctx, size_t *compiles, size_t *cach
  * context, valid until the path changes. */
 JOPT_API const char *jopt_ctx_spec_path(const jopt_ctx *ctx);
 
+/* ---- GPUs (docs/gpu.md) -------------------------------------------------- */
+
+/* NVIDIA GPUs through the CUDA driver, which jopt loads when first asked
+ * (dlopen of libcuda.so.1): building jopt needs no CUDA toolkit, and a
+ * machine without a GPU gets JOPT_EDEVICE with the reason.  On a GPU the
+ * same specs compile, through LLVM's NVPTX back end, to kernels that give
+ * the CPU's bits: one launch per group and level for all its tensors. */
+
+/* The number of CUDA devices the driver sees: 0 where there is no driver
+ * or no GPU. */
+JOPT_API int jopt_cuda_device_count(void);
+
+/* Where optimizers made from now on live: "cpu" (the default), "cuda"
+ * (device 0) or "cuda:N".  On a GPU, parameters, gradients and inputs are
+ * device memory of that device (cudaMalloc, or torch CUDA tensors), state
+ * is allocated there, and jopt_step, jopt_zero_grad and jopt_optim_call
+ * enqueue their work on the optimizer's stream and return before it runs,
+ * as torch's CUDA optimizers do.  JOPT_EDEVICE with the reason if there is
+ * no such device. */
+JOPT_API int jopt_ctx_set_device(jopt_ctx *ctx, const char *device);
+
 /* ---- Optimizer ---------------------------------------------------------- */
 
 typedef struct jopt_optim jopt_optim;
@@ -175,6 +198,20 @@ JOPT_API int jopt_optim_new(jopt_ctx *ctx, const char *spec,
                             const jopt_group *groups, size_t ngroups,
                             const char *defaults, jopt_optim **out);
 JOPT_API void jopt_optim_free(jopt_optim *opt); /* NULL is a no-op */
+
+/* The device an optimizer lives on: "cpu" or "cuda:N" (static text). */
+JOPT_API const char *jopt_optim_device(const jopt_optim *opt);
+
+/* A GPU optimizer's CUDA stream (a CUstream or cudaStream_t, borrowed;
+ * NULL, the default, is the legacy default stream): its steps, zero_grad
+ * and named kernels are enqueued there, after whatever the stream holds.
+ * JOPT_EINVAL on a CPU optimizer. */
+JOPT_API int jopt_set_stream(jopt_optim *opt, void *stream);
+
+/* Waits until the optimizer's stream has run everything enqueued; an
+ * error of an earlier asynchronous step is reported here (JOPT_EDEVICE).
+ * A no-op on the CPU. */
+JOPT_API int jopt_synchronize(jopt_optim *opt);
 
 /* Sets every present gradient buffer to zero.  (The buffers are the user's,
  * so this is torch's zero_grad(set_to_none=False); use jopt_set_grad(NULL)
@@ -349,7 +386,8 @@ JOPT_API int jopt_option_is_runtime(const jopt_optim *opt, size_t group,
  * group's state_dtype (float32 unless set: jopt_state_dtype tells), or one
  * float for a per-tensor scalar state (ASGD's "eta"); owned by the
  * optimizer and valid until the optimizer is freed; *data is NULL if the
- * state does not exist yet.  *step (if not NULL) gets the number of steps the
+ * state does not exist yet (on a GPU optimizer, device memory: read it
+ * with jopt_state_copy).  *step (if not NULL) gets the number of steps the
  * parameter has taken. */
 JOPT_API int jopt_state_get(const jopt_optim *opt, size_t group, size_t index,
                             const char *name, const float **data,
@@ -360,6 +398,12 @@ JOPT_API int jopt_state_get(const jopt_optim *opt, size_t group, size_t index,
  * float32 scalar, 2 for a double one, 0 if it does not exist yet. */
 JOPT_API int jopt_state_numel(const jopt_optim *opt, size_t group,
                               size_t index, const char *name, int64_t *numel);
+
+/* Copies that state (jopt_state_numel floats) into the caller's host
+ * buffer of `cap` floats; on a GPU optimizer, after the steps enqueued
+ * before it (the buffer jopt_state_get gives there is device memory). */
+JOPT_API int jopt_state_copy(const jopt_optim *opt, size_t group, size_t index,
+                             const char *name, float *out, int64_t cap);
 
 /* ---- Specs: what a spec declares, and its kernels as text ---------------- */
 
@@ -503,7 +547,8 @@ JOPT_API int jopt_spec_validate(jopt_spec *spec);
 
 /* Kernel `kernel` (NULL or "update" for the update) as text: what is "graph" (the
  * validated expression graph, in the form docs/specs.md describes), "ir"
- * (optimised LLVM IR) or "asm" (machine code).  *text is owned by the
+ * (optimised LLVM IR), "asm" (machine code) or "ptx" (the GPU kernels for
+ * sm_90, docs/gpu.md).  *text is owned by the
  * spec, valid until the next jopt_spec_emit or jopt_spec_free. */
 JOPT_API int jopt_spec_emit(jopt_spec *spec, const char *kernel,
                             const char *what, const char **text);
