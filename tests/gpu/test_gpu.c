@@ -419,20 +419,27 @@ static void test_gpu_ptx_assembles(void **state)
 
 /* what the GPU back end cannot run is refused when the optimizer is made
  * (here through cg.h, which needs no device), naming the spec and why */
-static void expect_refused(cg_jit *jit, const char *spec, const char *options,
-                           const char *want)
+static void expect_refused_as(cg_jit *jit, const char *spec, const char *options,
+                              uint8_t dtype, const int64_t *shape, const char *want)
 {
     char err[CG_ERRLEN], name[256];
     tcase c = {spec, options, NULL};
     tspec t;
     case_name(&c, name, sizeof name);
     assert_int_equal(open_case(&c, &t, err), JOPT_OK);
-    cg_request req = {.spec = t.spec, .values = t.values, .rank = 2, .arch = "sm_90"};
+    cg_request req = {.spec = t.spec, .values = t.values, .rank = 2, .arch = "sm_90",
+                      .dtype = dtype, .shape = shape};
     cg_kernel *k = NULL;
     int rc = cg_kernel_get(jit, &req, &k, err);
     if (rc != JOPT_EDEVICE || !strstr(err, want))
         fail_msg("%s: status %d, \"%s\" (want JOPT_EDEVICE and \"%s\")", name, rc, err, want);
     close_case(&t);
+}
+
+static void expect_refused(cg_jit *jit, const char *spec, const char *options,
+                           const char *want)
+{
+    expect_refused_as(jit, spec, options, CG_DT_F32, NULL, want);
 }
 
 static void test_gpu_refuses(void **state)
@@ -443,6 +450,14 @@ static void test_gpu_refuses(void **state)
     assert_int_equal(cg_jit_new(&jit, err), JOPT_OK);
     expect_refused(jit, "adafactor", "", "adafactor.lua: per-row or per-column values");
     expect_refused(jit, "@exp", "", "exp.lua:3: exp of a value that depends on a sum");
+    /* what the CPU runs and the GPU does not yet: 16-bit arrays, atan2,
+     * matrix products */
+    expect_refused_as(jit, "adam", "", CG_DT_BF16, NULL, "bfloat16 and float16 arrays "
+                      "do not run on the GPU");
+    expect_refused(jit, "prodigy", "eps=None", "atan2 does not run on the GPU");
+    static const int64_t shape[2] = {8, 8};
+    expect_refused_as(jit, "muon", "", CG_DT_F32, shape, "matrix products (matmul) "
+                      "do not run on the GPU");
     cg_jit_free(jit);
 }
 
