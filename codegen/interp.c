@@ -222,11 +222,19 @@ void cg_dt_fill(void *dst, int dt, int64_t n, double v)
     }
 }
 
+/* Reads through memcpy: callers pass user buffers and file images whose
+ * 16-bit elements need not be aligned (the compiler makes it one load). */
 double cg_dt_get(const void *src, int dt, int64_t i)
 {
-    const uint16_t *h = src;
-    return dt == CG_DT_BF16 ? cg_bf16_to_f32(h[i]) : dt == CG_DT_F16 ? cg_f16_to_f32(h[i])
-                                                                     : ((const float *)src)[i];
+    const unsigned char *b = src;
+    if (dt == CG_DT_F32) {
+        float f;
+        memcpy(&f, b + i * 4, 4);
+        return f;
+    }
+    uint16_t h;
+    memcpy(&h, b + i * 2, 2);
+    return dt == CG_DT_BF16 ? cg_bf16_to_f32(h) : cg_f16_to_f32(h);
 }
 
 uint32_t cg_sr_slot_key(uint64_t callkey, int slot)

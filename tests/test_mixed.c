@@ -121,7 +121,9 @@ static uint32_t ulp_dt(int dt, const void *a, const void *b, int64_t i)
         return UINT32_MAX;
     if (dt == CG_DT_F32)
         return t_ulp((float)x, (float)y);
-    uint16_t p = ((const uint16_t *)a)[i], q = ((const uint16_t *)b)[i];
+    uint16_t p, q; /* the file image's elements need not be aligned */
+    memcpy(&p, (const unsigned char *)a + i * 2, 2);
+    memcpy(&q, (const unsigned char *)b + i * 2, 2);
     int32_t u = p & 0x8000 ? -(int32_t)(p & 0x7fff) : p, v = q & 0x8000 ? -(int32_t)(q & 0x7fff) : q;
     return (uint32_t)abs(u - v);
 }
