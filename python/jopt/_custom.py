@@ -137,9 +137,11 @@ class Flavor:
     holds the shipped classes), its bases, the mixin giving
     jopt_group_state, and keyword-only arguments of its own."""
 
-    def __init__(self, module, prefix, base, closure_base, mixin, extra=()):
+    def __init__(self, module, prefix, base, closure_base, mixin, extra=(),
+                 closure_mixin=None):
         self.module, self.prefix = module, prefix
         self.base, self.closure_base, self.mixin = base, closure_base, mixin
+        self.closure_mixin = closure_mixin  # what a closure spec's class adds
         self.extra = tuple(extra)
         self.cache = {}
 
@@ -201,7 +203,10 @@ def _build(flavor, spec, name):
                                             for n, d in flavor.extra])
     doc = ("%s: jopt's spec %s%s.\n\nSignature: %s%s" % (
         who, spec, " (a closure optimizer: step(closure))" if method else "", name, sig))
-    return type(name, (flavor.mixin, base), {
+    mixins = (flavor.mixin,)
+    if method and flavor.closure_mixin is not None:
+        mixins = (flavor.closure_mixin,) + mixins
+    return type(name, mixins + (base,), {
         "__doc__": doc, "__module__": flavor.module.__name__, "__init__": __init__,
         "add_param_group": add_param_group, "_jopt_name": name, "_jopt_spec": spec,
         "_jopt_sig": sig, "_jopt_hyper": tuple(sorted(hypers)), "_jopt_flags": (),

@@ -889,8 +889,20 @@ del _n
 
 # ---- any spec: a shipped one's name, or a .lua file of your own (_custom.py) ----
 
+class _CustomClosureState:
+    """A closure spec of one's own keeps its driver's state (L-BFGS's
+    history) in no layout torch knows: its state dict carries jopt's
+    checkpoint ("jopt_state"), which load_state_dict restores exactly."""
+
+    def state_dict(self):
+        sd = super().state_dict()
+        sd["jopt_state"] = self._jopt.state_save_mem()
+        return sd
+
+
 _FLAVOR = _custom.Flavor(sys.modules[__name__], "jopt.torch", JoptOptimizer,
-                         JoptClosureOptimizer, _spec2.TorchGroupState)
+                         JoptClosureOptimizer, _spec2.TorchGroupState,
+                         closure_mixin=_CustomClosureState)
 
 
 def optimizer_class(spec, name=None):

@@ -213,6 +213,48 @@ def test_shipped_name():
           "jopt.numpy.optimizer_class('adam') is jopt.numpy.Adam")
 
 
+def test_closure_spec(tmp):
+    """A closure spec (a `method`) from a file: step(closure) as
+    jopt.torch.LBFGS's, and a state dict that resumes it exactly (jopt's
+    checkpoint: its L-BFGS history)."""
+    shipped = None
+    for d in os.environ["JOPT_SPEC_PATH"].split(os.pathsep):
+        if os.path.isfile(os.path.join(d, "lbfgs.lua")):
+            shipped = os.path.join(d, "lbfgs.lua")
+    path = os.path.join(tmp, "my_lbfgs.lua")
+    with open(shipped) as f, open(path, "w") as out:
+        out.write(f.read())
+    cls = jopt.torch.optimizer_class(path)
+    check("history_size" in inspect.signature(cls).parameters, "closure spec signature")
+    target = torch.tensor([3.0, 2.0, -1.0])
+
+    def run(make, swap_at=None):
+        x = torch.tensor([1.5, -0.5, 0.0], requires_grad=True)
+        opt = make([x])
+        for i in range(4):
+            def closure():
+                opt.zero_grad()
+                loss = ((x - target) ** 4).sum()
+                loss.backward()
+                return loss
+            opt.step(closure)
+            if i == swap_at:  # continue in a fresh optimizer from the state dict
+                sd = opt.state_dict()
+                x = x.detach().clone().requires_grad_()
+                opt = make([x])
+                opt.load_state_dict(sd)
+        return x
+
+    opts = dict(lr=0.5, max_iter=3, history_size=3)
+    ref = run(lambda ps: jopt.torch.LBFGS(ps, **opts))
+    got = run(lambda ps: cls(ps, **opts))
+    resumed = run(lambda ps: cls(ps, **opts), swap_at=1)
+    check(torch.equal(ref, got), "closure spec file equals jopt.torch.LBFGS: %s %s"
+          % (got.tolist(), ref.tolist()))
+    check(torch.equal(got, resumed), "closure spec resumes from its state dict: %s %s"
+          % (resumed.tolist(), got.tolist()))
+
+
 def test_numpy(path):
     rng = np.random.default_rng(4)
     w = rng.standard_normal((3, 5)).astype(np.float32)
@@ -289,6 +331,7 @@ def main():
         test_custom_file_torch(path)
         test_signature(path)
         test_shipped_name()
+        test_closure_spec(tmp)
         test_numpy(path)
         test_bad_input(path, tmp)
     if FAILED:
