@@ -319,7 +319,7 @@ def test_bad_input(path, tmp):
     broken = os.path.join(tmp, "broken.lua")
     with open(broken, "w") as f:
         f.write("return { hyper = { lr = 1e-3 }, update = function (p, g, s, h) return p +")
-    raises(jopt.JoptError, "broken.lua", lambda: jopt.torch.optimizer_class(broken),
+    raises(jopt.JoptSpecError, "broken.lua:1", lambda: jopt.torch.optimizer_class(broken),
            "a spec file with a syntax error")
 
 
