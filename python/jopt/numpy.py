@@ -12,14 +12,16 @@ dicts, {"params": [w], "lr": 1e-2}, as in torch; `opt.param_groups[i]["lr"]`
 may be changed between steps and is passed to jopt at the next step."""
 
 import ctypes
+import sys
 
 import numpy as np
 
-from . import _lib, _spec2
+from . import _custom, _lib, _spec2
 from ._lib import normalize, default_context
 from ._specs import OPTIMIZERS, CLOSURE, describe, check_flags, prepare
 
-__all__ = list(OPTIMIZERS) + ["NumpyOptimizer", "NumpyClosureOptimizer"]
+__all__ = list(OPTIMIZERS) + ["NumpyOptimizer", "NumpyClosureOptimizer", "Optimizer",
+                               "optimizer_class"]
 
 
 _DTYPES = {np.dtype(np.float32): _lib.FLOAT32, np.dtype(np.float16): _lib.FLOAT16}
@@ -280,3 +282,24 @@ def _make(name):
 for _n in OPTIMIZERS:
     globals()[_n] = _make(_n)
 del _n
+
+
+# ---- any spec: a shipped one's name, or a .lua file of your own (_custom.py) ----
+
+_FLAVOR = _custom.Flavor(sys.modules[__name__], "jopt.numpy", NumpyOptimizer,
+                         NumpyClosureOptimizer, _spec2.NumpyGroupState,
+                         extra=(("grads", None),))
+
+
+def optimizer_class(spec, name=None):
+    """The jopt.numpy class of spec `spec` (see jopt.torch.optimizer_class)."""
+    return _custom.optimizer_class(_FLAVOR, spec, name)
+
+
+class Optimizer:
+    """Optimizer(params, spec="adam" or "path/to/rule.lua", grads=None,
+    **options): an instance of optimizer_class(spec), built with these
+    options."""
+
+    def __new__(cls, params, spec, **options):
+        return _custom.make_optimizer(_FLAVOR, params, spec, options)

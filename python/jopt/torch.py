@@ -16,15 +16,17 @@ import collections
 import ctypes
 import os
 import struct
+import sys
 import threading
 
 import torch
 
-from . import _ckpt, _lib, _spec2
+from . import _ckpt, _custom, _lib, _spec2
 from ._lib import normalize
 from ._specs import OPTIMIZERS, CLOSURE, describe, check_flags, prepare
 
-__all__ = list(OPTIMIZERS) + ["JoptOptimizer", "JoptClosureOptimizer"]
+__all__ = list(OPTIMIZERS) + ["JoptOptimizer", "JoptClosureOptimizer", "Optimizer",
+                               "optimizer_class"]
 
 try:
     _increment_version = torch.autograd.graph.increment_version
@@ -883,3 +885,38 @@ def _init_for(sig, base):
 for _n in OPTIMIZERS:
     globals()[_n] = _make(_n)
 del _n
+
+
+# ---- any spec: a shipped one's name, or a .lua file of your own (_custom.py) ----
+
+class _CustomClosureState:
+    """A closure spec of one's own keeps its driver's state (L-BFGS's
+    history) in no layout torch knows: its state dict carries jopt's
+    checkpoint ("jopt_state"), which load_state_dict restores exactly."""
+
+    def state_dict(self):
+        sd = super().state_dict()
+        sd["jopt_state"] = self._jopt.state_save_mem()
+        return sd
+
+
+_FLAVOR = _custom.Flavor(sys.modules[__name__], "jopt.torch", JoptOptimizer,
+                         JoptClosureOptimizer, _spec2.TorchGroupState,
+                         closure_mixin=_CustomClosureState)
+
+
+def optimizer_class(spec, name=None):
+    """The jopt.torch class of spec `spec`: a shipped spec's name ("adam")
+    gives its class (jopt.torch.Adam); another name in the spec path, or a
+    path to a .lua file, a class whose signature is the spec's
+    hyperparameters and defaults (`lr` positional, the rest keyword-only).
+    `name`: the class's name (default: the spec's)."""
+    return _custom.optimizer_class(_FLAVOR, spec, name)
+
+
+class Optimizer:
+    """Optimizer(params, spec="adam" or "path/to/rule.lua", **options): an
+    instance of optimizer_class(spec), built with these options."""
+
+    def __new__(cls, params, spec, **options):
+        return _custom.make_optimizer(_FLAVOR, params, spec, options)
