@@ -66,7 +66,7 @@ void cg_batch_set_hook(cg_batch *b, const cg_batch_hook *hook)
 
 int cg_batch_new(cg_batch **out, char *err)
 {
-    cg_batch *b = calloc(1, sizeof *b);
+    cg_batch *b = cg_calloc(1, sizeof *b);
     if (!b)
         return cg_fail(err, JOPT_ENOMEM, "out of memory");
     *out = b;
@@ -77,17 +77,17 @@ void cg_batch_free(cg_batch *b)
 {
     if (!b)
         return;
-    free(b->tasks);
-    free(b->kern);
-    free(b->loop);
-    free(b->call);
-    free(b->red);
-    free(b->axis);
-    free(b->red_call);
-    free(b->scratch);
-    free(b->gt);
-    free(b->gpart);
-    free(b);
+    cg_free(b->tasks);
+    cg_free(b->kern);
+    cg_free(b->loop);
+    cg_free(b->call);
+    cg_free(b->red);
+    cg_free(b->axis);
+    cg_free(b->red_call);
+    cg_free(b->scratch);
+    cg_free(b->gt);
+    cg_free(b->gpart);
+    cg_free(b);
 }
 
 /* rows per task of a 2-D loop, and columns per task of a column loop */
@@ -139,24 +139,24 @@ size_t cg_batch_tasks(int64_t n, const int64_t *shape, int rank)
 int cg_batch_reserve(cg_batch *b, size_t ntasks, size_t ncalls, char *err)
 {
     if (ntasks > b->cap) {
-        cg_task *tasks = calloc(ntasks, sizeof *tasks);
-        const cg_kernel **kern = calloc(ntasks, sizeof *kern);
-        int *loop = calloc(ntasks, sizeof *loop);
-        size_t *call = calloc(ntasks, sizeof *call);
-        double (*red)[CG_MAX_REDUCE] = calloc(ntasks, sizeof *red);
+        cg_task *tasks = cg_calloc(ntasks, sizeof *tasks);
+        const cg_kernel **kern = cg_calloc(ntasks, sizeof *kern);
+        int *loop = cg_calloc(ntasks, sizeof *loop);
+        size_t *call = cg_calloc(ntasks, sizeof *call);
+        double (*red)[CG_MAX_REDUCE] = cg_calloc(ntasks, sizeof *red);
         if (!tasks || !kern || !loop || !call || !red) {
-            free(tasks);
-            free(kern);
-            free(loop);
-            free(call);
-            free(red);
+            cg_free(tasks);
+            cg_free(kern);
+            cg_free(loop);
+            cg_free(call);
+            cg_free(red);
             return cg_fail(err, JOPT_ENOMEM, "out of memory");
         }
-        free(b->tasks);
-        free(b->kern);
-        free(b->loop);
-        free(b->call);
-        free(b->red);
+        cg_free(b->tasks);
+        cg_free(b->kern);
+        cg_free(b->loop);
+        cg_free(b->call);
+        cg_free(b->red);
         b->tasks = tasks;
         b->kern = kern;
         b->loop = loop;
@@ -165,18 +165,18 @@ int cg_batch_reserve(cg_batch *b, size_t ntasks, size_t ncalls, char *err)
         b->cap = ntasks;
     }
     if (ncalls > b->ccap) {
-        call_axis *axis = calloc(ncalls, sizeof *axis);
-        double (*red_call)[CG_MAX_REDUCE] = calloc(ncalls, sizeof *red_call);
-        cg_gpart *gpart = calloc(ncalls, sizeof *gpart);
+        call_axis *axis = cg_calloc(ncalls, sizeof *axis);
+        double (*red_call)[CG_MAX_REDUCE] = cg_calloc(ncalls, sizeof *red_call);
+        cg_gpart *gpart = cg_calloc(ncalls, sizeof *gpart);
         if (!axis || !red_call || !gpart) {
-            free(axis);
-            free(red_call);
-            free(gpart);
+            cg_free(axis);
+            cg_free(red_call);
+            cg_free(gpart);
             return cg_fail(err, JOPT_ENOMEM, "out of memory");
         }
-        free(b->axis);
-        free(b->red_call);
-        free(b->gpart);
+        cg_free(b->axis);
+        cg_free(b->red_call);
+        cg_free(b->gpart);
         b->axis = axis;
         b->red_call = red_call;
         b->gpart = gpart;
@@ -191,19 +191,19 @@ int cg_batch_reserve_matrix(cg_batch *b, int64_t floats, size_t tasks, char *err
     if (rc)
         return rc;
     if (tasks > b->gcap) {
-        struct gemm_task *gt = calloc(tasks, sizeof *gt);
+        struct gemm_task *gt = cg_calloc(tasks, sizeof *gt);
         if (!gt)
             return cg_fail(err, JOPT_ENOMEM, "out of memory");
-        free(b->gt);
+        cg_free(b->gt);
         b->gt = gt;
         b->gcap = tasks;
     }
     if (floats > b->scap) {
-        float *w = aligned_alloc(64, (size_t)floats * sizeof(float));
+        float *w = cg_aligned_alloc(64, (size_t)floats * sizeof(float));
         if (!w)
             return cg_fail(err, JOPT_ENOMEM, "out of memory for %lld floats of "
                            "matrix workspace", (long long)floats);
-        free(b->scratch);
+        cg_free(b->scratch);
         b->scratch = w;
         b->scap = floats;
     }
@@ -424,8 +424,16 @@ static int run_calls(cg_batch *b, const cg_call *calls, size_t from, size_t to,
             const cg_graph *g = cg_kernel_graph(calls[c].k);
             if (level >= g->nlevels)
                 continue;
-            cg_env env = env_of(b, c, &calls[c], level);
-            cg_kernel_uniforms(calls[c].k, &env, calls[c].u);
+            const cg_call *pc = c > from ? &calls[c - 1] : NULL, *cc = &calls[c];
+            if (pc && pc->k == cc->k && cg_kernel_uniforms_shared(cc->k) &&
+                pc->t == cc->t && pc->values == cc->values && pc->gstate == cc->gstate &&
+                pc->gred == cc->gred && pc->grad_scale == cc->grad_scale) {
+                if (cc->u != pc->u) /* the same values: computed once */
+                    memcpy(cc->u, pc->u, cg_kernel_layout(cc->k)->nuniform * sizeof *cc->u);
+            } else {
+                cg_env env = env_of(b, c, cc, level);
+                cg_kernel_uniforms(cc->k, &env, cc->u);
+            }
             if (!calls[c].results)
                 continue;
             int known = 1; /* results once the sums they need are in */

@@ -395,6 +395,9 @@ int cg_trace_vkernel(const cg_spec *spec, const char *name, cg_graph **out,
 /* kernel.c: the protocol the batch drives (cg.h's order) */
 const cg_graph *cg_kernel_graph(const cg_kernel *k);
 void cg_kernel_uniforms(const cg_kernel *k, const cg_env *env, double *u);
+/* 1: cg_kernel_uniforms gives the same values for every tensor with the
+ * same step, hyperparameters, group state, group sums and grad scale */
+int cg_kernel_uniforms_shared(const cg_kernel *k);
 void cg_kernel_loop(const cg_kernel *k, int loop, const cg_task *tasks,
                     int64_t ntasks);
 void cg_kernel_results(const cg_kernel *k, const double *u, double *out);

@@ -1023,10 +1023,10 @@ int cg_emit_module(LLVMContextRef ctx, const cg_target *t, const cg_graph *g,
     e.i32 = LLVMInt32TypeInContext(ctx);
     e.f16 = LLVMHalfTypeInContext(ctx);
     e.vwidth = (unsigned)atoi(t->vector_width) / 32;
-    e.val = calloc((size_t)g->n + 1, sizeof *e.val);
-    e.how = malloc((size_t)g->n + 1);
-    LLVMTypeRef *params = calloc(np, sizeof *params), field_ty[NFIELDS];
-    LLVMValueRef *args = calloc(np, sizeof *args);
+    e.val = cg_calloc((size_t)g->n + 1, sizeof *e.val);
+    e.how = cg_malloc((size_t)g->n + 1);
+    LLVMTypeRef *params = cg_calloc(np, sizeof *params), field_ty[NFIELDS];
+    LLVMValueRef *args = cg_calloc(np, sizeof *args);
     if (!e.val || !e.how || !params || !args) {
         rc = cg_fail(err, JOPT_ENOMEM, "out of memory emitting IR");
         goto done;
@@ -1071,9 +1071,9 @@ done:
         LLVMDisposeModule(e.mod);
     else
         *out = e.mod;
-    free(args);
-    free(e.val);
-    free(e.how);
-    free(params);
+    cg_free(args);
+    cg_free(e.val);
+    cg_free(e.how);
+    cg_free(params);
     return rc;
 }

@@ -1047,10 +1047,10 @@ static int is_dev_leaf(int op)
 static int plan(cg_nvptx *p, const cg_graph *g, const char *where, char *err)
 {
     int n = g->n;
-    uint8_t *how = malloc((size_t)n + 1), *shp = calloc((size_t)n + 1, 1);
+    uint8_t *how = cg_malloc((size_t)n + 1), *shp = cg_calloc((size_t)n + 1, 1);
     if (!how || !shp) {
-        free(how);
-        free(shp);
+        cg_free(how);
+        cg_free(shp);
         return cg_fail(err, JOPT_ENOMEM, "out of memory planning GPU kernels");
     }
     int rc = JOPT_OK;
@@ -1184,8 +1184,8 @@ static int plan(cg_nvptx *p, const cg_graph *g, const char *where, char *err)
         if (g->store[s] >= 0 && g->kind[s] != CG_KIND_SCALAR && g->kind[s] != CG_KIND_SCALAR64)
             in->stores |= 1ull << s;
     in->launch = p->launch;
-    free(how);
-    free(shp);
+    cg_free(how);
+    cg_free(shp);
     return rc;
 }
 
@@ -1194,7 +1194,7 @@ static int plan(cg_nvptx *p, const cg_graph *g, const char *where, char *err)
 static char *copy_text(const char *head, const char *s, size_t n, size_t *len)
 {
     size_t hl = strlen(head);
-    char *t = malloc(hl + n + 1);
+    char *t = cg_malloc(hl + n + 1);
     if (t) {
         memcpy(t, head, hl);
         memcpy(t + hl, s, n);
@@ -1309,13 +1309,13 @@ void cg_nvptx_free(cg_nvptx *p)
 {
     if (!p)
         return;
-    free(p->text);
-    free(p->hnode);
-    free(p->hidx);
-    free(p->didx);
-    free(p->dev);
-    free(p->need);
-    free(p);
+    cg_free(p->text);
+    cg_free(p->hnode);
+    cg_free(p->hidx);
+    cg_free(p->didx);
+    cg_free(p->dev);
+    cg_free(p->need);
+    cg_free(p);
 }
 
 const cg_gpu_info *cg_nvptx_info(const cg_nvptx *p) { return &p->info; }
@@ -1329,18 +1329,18 @@ int cg_nvptx_compile(const cg_graph *g, const char *arch, const char *where,
         return cg_fail(err, JOPT_EINVAL, "GPU: '%s' is not an NVIDIA architecture "
                        "(sm_80, sm_90, ...)", arch);
     size_t n = (size_t)g->n + 1;
-    cg_nvptx *p = calloc(1, sizeof *p);
+    cg_nvptx *p = cg_calloc(1, sizeof *p);
     nv e;
     memset(&e, 0, sizeof e);
     if (p) {
-        p->hnode = malloc(n * sizeof *p->hnode);
-        p->hidx = malloc(n * sizeof *p->hidx);
-        p->didx = malloc(n * sizeof *p->didx);
-        p->dev = calloc(n, 1);
-        p->need = calloc(n, 1);
+        p->hnode = cg_malloc(n * sizeof *p->hnode);
+        p->hidx = cg_malloc(n * sizeof *p->hidx);
+        p->didx = cg_malloc(n * sizeof *p->didx);
+        p->dev = cg_calloc(n, 1);
+        p->need = cg_calloc(n, 1);
     }
-    e.val = calloc(n, sizeof *e.val);
-    e.how = malloc(n);
+    e.val = cg_calloc(n, sizeof *e.val);
+    e.how = cg_malloc(n);
     int rc = !p || !p->hnode || !p->hidx || !p->didx || !p->dev || !p->need || !e.val ||
                      !e.how
                  ? cg_fail(err, JOPT_ENOMEM, "out of memory")
@@ -1371,8 +1371,8 @@ int cg_nvptx_compile(const cg_graph *g, const char *arch, const char *where,
     LLVMDisposeMessage(host);
     p->info.text = p->text;
 done:
-    free(e.val);
-    free(e.how);
+    cg_free(e.val);
+    cg_free(e.how);
     if (rc) {
         cg_nvptx_free(p);
         return rc;

@@ -53,7 +53,7 @@ uint64_t cg_fnv(uint64_t h, const void *p, size_t n)
 
 cg_graph *cg_graph_new(void)
 {
-    cg_graph *g = calloc(1, sizeof *g);
+    cg_graph *g = cg_calloc(1, sizeof *g);
     if (!g)
         return NULL;
     for (int i = 0; i < CG_MAX_SLOTS; i++)
@@ -68,16 +68,16 @@ void cg_graph_free(cg_graph *g)
 {
     if (!g)
         return;
-    free(g->nodes);
-    free(g->table);
-    free(g->uniform);
+    cg_free(g->nodes);
+    cg_free(g->table);
+    cg_free(g->uniform);
     for (int i = 0; i < g->nguard; i++)
-        free(g->guard_msg[i]);
-    free(g->loops);
-    free(g->work);
-    free(g->work_of);
-    free(g->gemm);
-    free(g);
+        cg_free(g->guard_msg[i]);
+    cg_free(g->loops);
+    cg_free(g->work);
+    cg_free(g->work_of);
+    cg_free(g->gemm);
+    cg_free(g);
 }
 
 /* what identifies a node: everything but its level, u slot and line */
@@ -106,7 +106,7 @@ static int node_equal(const cg_node *a, const cg_node *b)
 static int grow_table(cg_graph *g)
 {
     int tcap = g->tcap ? g->tcap * 2 : 256;
-    int32_t *t = calloc((size_t)tcap, sizeof *t);
+    int32_t *t = cg_calloc((size_t)tcap, sizeof *t);
     if (!t)
         return -1;
     for (int i = 0; i < g->n; i++) {
@@ -115,7 +115,7 @@ static int grow_table(cg_graph *g)
             h = (h + 1) & (size_t)(tcap - 1);
         t[h] = i + 1;
     }
-    free(g->table);
+    cg_free(g->table);
     g->table = t;
     g->tcap = tcap;
     return 0;
@@ -137,7 +137,7 @@ static int32_t intern(cg_graph *g, const cg_node *n)
         return -1;
     if (g->n == g->cap) {
         int cap = g->cap ? g->cap * 2 : 64;
-        cg_node *nodes = realloc(g->nodes, (size_t)cap * sizeof *nodes);
+        cg_node *nodes = cg_realloc(g->nodes, (size_t)cap * sizeof *nodes);
         if (!nodes)
             return -1;
         g->nodes = nodes;
@@ -509,7 +509,7 @@ static int user_line(const cg_graph *g, const uint8_t *how, int32_t i)
  * value of an array an earlier loop overwrote. */
 static int plan_loops(cg_graph *g, const char *where, char *err)
 {
-    uint8_t *how = malloc((size_t)g->n + 1);
+    uint8_t *how = cg_malloc((size_t)g->n + 1);
     if (!how)
         return cg_fail(err, JOPT_ENOMEM, "out of memory finishing graph");
     int rc = JOPT_OK, cap = 0;
@@ -530,7 +530,7 @@ static int plan_loops(cg_graph *g, const char *where, char *err)
                 continue;
             if (g->nloops == cap) {
                 cap = cap ? 2 * cap : 8;
-                cg_loop *loops = realloc(g->loops, (size_t)cap * sizeof *loops);
+                cg_loop *loops = cg_realloc(g->loops, (size_t)cap * sizeof *loops);
                 if (!loops) {
                     rc = cg_fail(err, JOPT_ENOMEM, "out of memory finishing graph");
                     break;
@@ -572,7 +572,7 @@ static int plan_loops(cg_graph *g, const char *where, char *err)
             }
             g->loops[g->nloops++] = l;
         }
-    free(how);
+    cg_free(how);
     return rc;
 }
 
@@ -581,8 +581,8 @@ static int plan_loops(cg_graph *g, const char *where, char *err)
  * states' new values. */
 static int number_uniforms(cg_graph *g, const char *where, char *err)
 {
-    uint8_t *keep = calloc((size_t)g->n + 1, 1), *how = malloc((size_t)g->n + 1);
-    int32_t *uni = malloc(((size_t)g->n + 1) * sizeof *uni);
+    uint8_t *keep = cg_calloc((size_t)g->n + 1, 1), *how = cg_malloc((size_t)g->n + 1);
+    int32_t *uni = cg_malloc(((size_t)g->n + 1) * sizeof *uni);
     int nuni = 0, rc = JOPT_OK;
     if (!keep || !how || !uni) {
         rc = cg_fail(err, JOPT_ENOMEM, "out of memory finishing graph");
@@ -611,7 +611,7 @@ static int number_uniforms(cg_graph *g, const char *where, char *err)
                      CG_MAX_UNIFORMS);
         goto done;
     }
-    free(g->uniform);
+    cg_free(g->uniform);
     g->uniform = uni;
     g->nuniform = nuni;
     uni = NULL;
@@ -621,9 +621,9 @@ static int number_uniforms(cg_graph *g, const char *where, char *err)
         g->sru[s] = g->sr[s] ? nuni + g->nextra++ : -1;
     }
 done:
-    free(keep);
-    free(how);
-    free(uni);
+    cg_free(keep);
+    cg_free(how);
+    cg_free(uni);
     return rc;
 }
 
@@ -636,7 +636,7 @@ static int check_guards(const cg_graph *g, const char *where, char *err)
         int32_t c = g->guard[k];
         if (c < 0 || c >= g->n || !g->nodes[c].boolean || cg_dom_varying(g->nodes[c].dom))
             return cg_fail(err, JOPT_ESPEC, "internal error: malformed requirement");
-        uint8_t *need = calloc((size_t)c + 1, 1);
+        uint8_t *need = cg_calloc((size_t)c + 1, 1);
         if (!need)
             return cg_fail(err, JOPT_ENOMEM, "out of memory finishing graph");
         need[c] = 1;
@@ -649,7 +649,7 @@ static int check_guards(const cg_graph *g, const char *where, char *err)
             for (int a = 0; a < cg_op_arity((cg_op)x->op); a++)
                 need[x->arg[a]] = 1;
         }
-        free(need);
+        cg_free(need);
         if (bad)
             return fail_at(err, where, g->guard_line[k], "require_that on a traced "
                            "value may read t, the options, group state and sizes, "

@@ -447,8 +447,8 @@ void cg_interp_run(const cg_graph *g, const cg_loop *l, const cg_task *t)
     float vstack[1024];
     uint8_t hstack[1024];
     int big = g->n > 1024;
-    float *val = big ? malloc(((size_t)g->n + 1) * sizeof *val) : vstack;
-    uint8_t *how = big ? malloc((size_t)g->n + 1) : hstack;
+    float *val = big ? cg_malloc(((size_t)g->n + 1) * sizeof *val) : vstack;
+    uint8_t *how = big ? cg_malloc((size_t)g->n + 1) : hstack;
     if (!val || !how) { /* make the failure visible rather than skip it */
         for (int s = 0; s < g->nslots; s++)
             if (g->store[s] >= 0 && g->kind[s] == CG_KIND_ELEM && l->kind == CG_LOOP_ELEM)
@@ -456,8 +456,8 @@ void cg_interp_run(const cg_graph *g, const cg_loop *l, const cg_task *t)
                      e < t->end * (g->two_d ? t->cols : 1); e++)
                     store_at(t, g, s, (where){e, e, e}, NAN);
         if (big) {
-            free(val);
-            free(how);
+            cg_free(val);
+            cg_free(how);
         }
         return;
     }
@@ -557,7 +557,7 @@ void cg_interp_run(const cg_graph *g, const cg_loop *l, const cg_task *t)
                                             lane[x->slot][j]);
     }
     if (big) {
-        free(val);
-        free(how);
+        cg_free(val);
+        cg_free(how);
     }
 }

@@ -100,7 +100,7 @@ void cg_llvm_free(cg_llvm *l)
     LLVMDisposeMessage(l->target.triple);
     LLVMDisposeMessage(l->target.cpu);
     LLVMDisposeMessage(l->target.features);
-    free(l);
+    cg_free(l);
 }
 
 int cg_llvm_new(cg_llvm **out, char *err)
@@ -112,7 +112,7 @@ int cg_llvm_new(cg_llvm **out, char *err)
     LLVMErrorRef e;
     LLVMTargetRef target;
     LLVMOrcJITTargetMachineBuilderRef jtmb;
-    cg_llvm *l = calloc(1, sizeof *l);
+    cg_llvm *l = cg_calloc(1, sizeof *l);
     if (!l)
         return cg_fail(err, JOPT_ENOMEM, "out of memory");
     cg_target *t = &l->target;
@@ -265,7 +265,7 @@ static int module_asm(cg_llvm *l, LLVMModuleRef mod, char **text, char *err)
         goto done;
     }
     size_t n = LLVMGetBufferSize(buf);
-    if (!(*text = malloc(n + 1))) {
+    if (!(*text = cg_malloc(n + 1))) {
         rc = cg_fail(err, JOPT_ENOMEM, "out of memory");
         goto done;
     }
@@ -294,7 +294,7 @@ int cg_llvm_text(cg_llvm *l, const cg_graph *g, const char *what, char **text,
         rc = module_asm(l, mod, text, err);
     } else {
         char *s = LLVMPrintModuleToString(mod);
-        if (!(*text = strdup(s)))
+        if (!(*text = cg_strdup(s)))
             rc = cg_fail(err, JOPT_ENOMEM, "out of memory");
         LLVMDisposeMessage(s);
     }

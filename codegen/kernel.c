@@ -33,6 +33,7 @@ struct cg_kernel {
     cg_kernel_fn *fn; /* per loop; NULL: the reference interpreter */
     void *tracker;
     cg_nvptx *gpu;   /* a GPU kernel's PTX and launches, or NULL */
+    int shared_u;    /* its per-step values read nothing of the tensor */
     cg_kernel *next;
 };
 
@@ -49,7 +50,7 @@ static pthread_mutex_t jit_lock = PTHREAD_MUTEX_INITIALIZER;
 
 int cg_jit_new(cg_jit **out, char *err)
 {
-    cg_jit *j = calloc(1, sizeof *j);
+    cg_jit *j = cg_calloc(1, sizeof *j);
     if (!j)
         return cg_fail(err, JOPT_ENOMEM, "out of memory");
     *out = j;
@@ -62,10 +63,10 @@ static void kernel_destroy(cg_kernel *k)
         cg_llvm_remove(k->jit->llvm, k->tracker);
     cg_nvptx_free(k->gpu);
     cg_graph_free(k->graph);
-    free(k->fn);
-    free(k->scratch);
-    free(k->key);
-    free(k);
+    cg_free(k->fn);
+    cg_free(k->scratch);
+    cg_free(k->key);
+    cg_free(k);
 }
 
 void cg_jit_free(cg_jit *j)
@@ -79,7 +80,7 @@ void cg_jit_free(cg_jit *j)
     }
     cg_llvm_free(j->llvm);
     pthread_mutex_unlock(&jit_lock);
-    free(j);
+    cg_free(j);
 }
 
 void cg_jit_stats(const cg_jit *j, size_t *compiles, size_t *hits)
@@ -115,7 +116,7 @@ static unsigned char *make_key(const cg_request *r, int rank, const int64_t *sha
                         (int64_t)ns, prec, (int64_t)archlen};
     size_t sl = ns * sizeof(int64_t);
     *len = sizeof head + sl + nh + nv * sizeof(double) + namelen + archlen + srclen;
-    unsigned char *key = malloc(*len);
+    unsigned char *key = cg_malloc(*len);
     if (!key)
         return NULL;
     memcpy(key, head, sizeof head);
@@ -163,8 +164,23 @@ static int trace_into(const cg_request *r, cg_kernel *k, char *err)
         return rc;
     cg_graph *g = k->graph;
     cg_layout *l = &k->layout;
-    if (!(k->scratch = malloc(((size_t)g->n + 1) * sizeof *k->scratch)) ||
-        !(k->fn = calloc((size_t)g->nloops + 1, sizeof *k->fn)))
+    /* per-step values that read neither the tensor's scalar states, shape
+     * or sums, nor make its stochastic-rounding keys or scalar stores, are
+     * the same for every tensor at the same step: the batch computes them
+     * once for a run of such calls (the pow()s of bias corrections) */
+    k->shared_u = 1;
+    for (int i = 0; i < g->n; i++) {
+        cg_op op = (cg_op)g->nodes[i].op;
+        if (!cg_dom_varying(g->nodes[i].dom) &&
+            (op == CG_SCALAR || op == CG_SHAPE || op == CG_SUM || op == CG_MAXALL))
+            k->shared_u = 0;
+    }
+    for (int s = 0; s < g->nslots; s++)
+        if (g->sr[s] || (g->store[s] >= 0 && (g->kind[s] == CG_KIND_SCALAR ||
+                                              g->kind[s] == CG_KIND_SCALAR64)))
+            k->shared_u = 0;
+    if (!(k->scratch = cg_malloc(((size_t)g->n + 1) * sizeof *k->scratch)) ||
+        !(k->fn = cg_calloc((size_t)g->nloops + 1, sizeof *k->fn)))
         return cg_fail(err, JOPT_ENOMEM, "out of memory");
     l->nstate = g->nstate;
     l->state = g->state;
@@ -292,7 +308,7 @@ int cg_kernel_get(cg_jit *j, const cg_request *r, cg_kernel **out, char *err)
                              shape ? make_key(r, rank, shape, &len[2], &hash[2]) : NULL};
     if (!key[0] || !key[1] || (shape && !key[2])) {
         for (int i = 0; i < 3; i++)
-            free(key[i]);
+            cg_free(key[i]);
         return cg_fail(err, JOPT_ENOMEM, "out of memory");
     }
     pthread_mutex_lock(&jit_lock);
@@ -302,19 +318,19 @@ int cg_kernel_get(cg_jit *j, const cg_request *r, cg_kernel **out, char *err)
     pthread_mutex_unlock(&jit_lock);
     if (hit) {
         for (int i = 0; i < 3; i++)
-            free(key[i]);
+            cg_free(key[i]);
         *out = hit;
         return JOPT_OK;
     }
     cg_request req = *r;
     req.rank = rank;
     req.shape = shape;
-    cg_kernel *k = calloc(1, sizeof *k);
+    cg_kernel *k = cg_calloc(1, sizeof *k);
     int rc = k ? trace_into(&req, k, err) : cg_fail(err, JOPT_ENOMEM, "out of memory");
     int which = rc == JOPT_OK ? (k->graph->shaped ? 2 : k->graph->rank >= 0) : 0; /* its key */
     for (int i = 0; i < 3; i++)
         if (i != which)
-            free(key[i]);
+            cg_free(key[i]);
     pthread_mutex_lock(&jit_lock);
     if (rc == JOPT_OK && (hit = lookup_locked(j, key[which], len[which], hash[which])) == NULL)
         rc = compile_locked(j, &req, k, err);
@@ -324,7 +340,7 @@ int cg_kernel_get(cg_jit *j, const cg_request *r, cg_kernel **out, char *err)
             kernel_destroy(k);
         }
         pthread_mutex_unlock(&jit_lock);
-        free(key[which]);
+        cg_free(key[which]);
         if (hit)
             *out = hit;
         return rc;
@@ -377,6 +393,8 @@ void cg_kernel_uniforms(const cg_kernel *k, const cg_env *env, double *u)
 {
     cg_interp_uniforms(k->graph, env, u, k->scratch);
 }
+
+int cg_kernel_uniforms_shared(const cg_kernel *k) { return k->shared_u; }
 
 void cg_kernel_loop(const cg_kernel *k, int loop, const cg_task *tasks,
                     int64_t ntasks)
@@ -471,9 +489,9 @@ static int print_graph(const cg_request *r, const cg_graph *g, char **text,
     const cg_spec *spec = r->spec;
     const cg_vkernel_sig *vk = r->vkernel ? cg_spec_find_vkernel(spec, r->vkernel) : NULL;
     size_t nv = vk ? (size_t)vk->nscalars : cg_spec_nvalues(spec);
-    const char **slots = calloc(CG_MAX_SLOTS, sizeof *slots);
+    const char **slots = cg_calloc(CG_MAX_SLOTS, sizeof *slots);
     const char *gnames[CG_MAX_GSTATE];
-    char **hyper = calloc(nv + 1, sizeof *hyper);
+    char **hyper = cg_calloc(nv + 1, sizeof *hyper);
     char title[256];
     int rc = JOPT_OK;
     if (!slots || !hyper) {
@@ -496,7 +514,7 @@ static int print_graph(const cg_request *r, const cg_graph *g, char **text,
         const cg_hyper *h = cg_spec_hyper(spec, i);
         for (int k = 0; k < h->len; k++) {
             size_t need = strlen(h->name) + 16;
-            if (!(hyper[h->offset + k] = malloc(need))) {
+            if (!(hyper[h->offset + k] = cg_malloc(need))) {
                 rc = cg_fail(err, JOPT_ENOMEM, "out of memory printing the graph");
                 goto done;
             }
@@ -512,9 +530,9 @@ static int print_graph(const cg_request *r, const cg_graph *g, char **text,
     rc = cg_graph_print(g, title, slots, gnames, (const char *const *)hyper, text, err);
 done:
     for (size_t i = 0; !vk && hyper && i < nv; i++)
-        free(hyper[i]);
-    free(hyper);
-    free(slots);
+        cg_free(hyper[i]);
+    cg_free(hyper);
+    cg_free(slots);
     return rc;
 }
 
@@ -542,7 +560,7 @@ int cg_emit_text(cg_jit *j, const cg_request *r, const char *what, char **text,
                                   cg_spec_path(r->spec))
                         : cg_nvptx_compile(g, r->arch ? r->arch : "sm_90",
                                            cg_spec_path(r->spec), &p, err);
-        if (rc == JOPT_OK && !(*text = strdup(cg_nvptx_info(p)->text)))
+        if (rc == JOPT_OK && !(*text = cg_strdup(cg_nvptx_info(p)->text)))
             rc = cg_fail(err, JOPT_ENOMEM, "out of memory");
         cg_nvptx_free(p);
     } else {

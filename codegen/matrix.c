@@ -180,7 +180,7 @@ static int fail_node(const cg_graph *g, char *err, const char *where, int32_t i,
 
 static int add_work(cg_graph *g, int32_t node, int stored)
 {
-    cg_work *w = realloc(g->work, ((size_t)g->nwork + 1) * sizeof *w);
+    cg_work *w = cg_realloc(g->work, ((size_t)g->nwork + 1) * sizeof *w);
     if (!w)
         return -1;
     g->work = w;
@@ -230,10 +230,10 @@ int cg_matrix_collect(cg_graph *g, const char *where, char *err)
                          "update with row or column values (rows(), cols(), "
                          "sums over an axis) or sums over the group");
     /* the live products, in graph order */
-    uint8_t *live = calloc((size_t)g->n + 1, 1);
-    g->work_of = malloc(((size_t)g->n + 1) * sizeof *g->work_of);
+    uint8_t *live = cg_calloc((size_t)g->n + 1, 1);
+    g->work_of = cg_malloc(((size_t)g->n + 1) * sizeof *g->work_of);
     if (!live || !g->work_of) {
-        free(live);
+        cg_free(live);
         return cg_fail(err, JOPT_ENOMEM, "out of memory finishing graph");
     }
     for (int s = 0; s < g->nslots; s++)
@@ -275,7 +275,7 @@ int cg_matrix_collect(cg_graph *g, const char *where, char *err)
         const cg_node *x = &g->nodes[i];
         if (x->op != CG_MATMUL || !(live[i] & 1))
             continue;
-        cg_gemm *m = realloc(g->gemm, ((size_t)g->ngemm + 1) * sizeof *m);
+        cg_gemm *m = cg_realloc(g->gemm, ((size_t)g->ngemm + 1) * sizeof *m);
         if (!m || add_work(g, i, 0) < 0) {
             if (m)
                 g->gemm = m;
@@ -307,7 +307,7 @@ int cg_matrix_collect(cg_graph *g, const char *where, char *err)
         if (e->a == CG_MAX_SLOTS || e->b == CG_MAX_SLOTS)
             rc = cg_fail(err, JOPT_ENOMEM, "out of memory finishing graph");
     }
-    free(live);
+    cg_free(live);
     return rc;
 }
 
@@ -326,7 +326,7 @@ int cg_matrix_place(cg_graph *g, const char *where, char *err)
 {
     if (!g->nwork)
         return JOPT_OK;
-    uint8_t *how = malloc((size_t)g->n + 1);
+    uint8_t *how = cg_malloc((size_t)g->n + 1);
     if (!how)
         return cg_fail(err, JOPT_ENOMEM, "out of memory finishing graph");
     for (int w = 0; w < g->nwork; w++) {
@@ -344,7 +344,7 @@ int cg_matrix_place(cg_graph *g, const char *where, char *err)
                     v->to = 2 * l->level + 1;
             }
     }
-    free(how);
+    cg_free(how);
     for (int k = 0; k < g->ngemm; k++) {
         int t = 2 * g->gemm[k].level, ops[2] = {g->gemm[k].a, g->gemm[k].b};
         for (int j = 0; j < 2; j++)

@@ -259,9 +259,9 @@ int cg_options_parse_skip(const cg_spec *spec, const char *text, double *values,
     if (!text)
         return JOPT_OK;
     size_t nv = cg_spec_nvalues(spec);
-    double *v = malloc((nv + 1) * sizeof *v);
-    unsigned char *seen = calloc(cg_spec_nhyper(spec) + 1, 1);
-    cg_opt_item *it = malloc(sizeof *it);
+    double *v = cg_malloc((nv + 1) * sizeof *v);
+    unsigned char *seen = cg_calloc(cg_spec_nhyper(spec) + 1, 1);
+    cg_opt_item *it = cg_malloc(sizeof *it);
     int rc = JOPT_OK;
     if (!v || !seen || !it) {
         rc = cg_fail(err, JOPT_ENOMEM, "out of memory");
@@ -292,9 +292,9 @@ int cg_options_parse_skip(const cg_spec *spec, const char *text, double *values,
     if (rc == JOPT_OK)
         memcpy(values, v, nv * sizeof *v);
 done:
-    free(v);
-    free(seen);
-    free(it);
+    cg_free(v);
+    cg_free(seen);
+    cg_free(it);
     return rc;
 }
 

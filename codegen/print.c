@@ -66,7 +66,7 @@ static void put(out *o, const char *fmt, ...)
             return;
         }
         size_t cap = o->cap * 2 + (size_t)n + 64;
-        char *b = realloc(o->buf, cap);
+        char *b = cg_realloc(o->buf, cap);
         if (!b) {
             o->oom = 1;
             return;
@@ -213,7 +213,7 @@ int cg_graph_print(const cg_graph *g, const char *title,
             m->sym ? " sym" : "");
     }
     if (o.oom || !o.buf) {
-        free(o.buf);
+        cg_free(o.buf);
         return cg_fail(err, JOPT_ENOMEM, "out of memory printing the graph");
     }
     *text = o.buf;

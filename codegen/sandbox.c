@@ -20,28 +20,89 @@ static char UNSET_KEY; /* ... and of the `unset` sentinel */
 static char NONE_KEY;  /* ... and of `none`, torch's None for an option */
 #define SB_C_MARGIN (1u << 20)
 
+/* Outside cg_sb_pcall a failed allocation would make Lua panic (and abort),
+ * so there a failure of the context's allocator (jopt_ctx_new_ex) is served
+ * from a reserve taken when the state is made, and remembered: the
+ * operation then fails with JOPT_ENOMEM all the same (cg_sb_nomem). */
+static int in_reserve(const sandbox *sb, const void *p)
+{
+    return sb->reserve && (const char *)p >= sb->reserve &&
+           (const char *)p < sb->reserve + SB_RESERVE;
+}
+
+static void *reserve_take(sandbox *sb, size_t n)
+{
+    n = (n + 15) & ~(size_t)15;
+    if (!sb->reserve || n > SB_RESERVE - sb->reserve_used)
+        return NULL;
+    void *p = sb->reserve + sb->reserve_used;
+    sb->reserve_used += n;
+    sb->reserve_live++;
+    sb->reserve_hit = 1;
+    return p;
+}
+
+static void release(sandbox *sb, void *ptr, size_t osize)
+{
+    if (in_reserve(sb, ptr)) {
+        if (--sb->reserve_live == 0)
+            sb->reserve_used = 0;
+    } else if (ptr) {
+        sb->alloc->fn(sb->alloc->ud, ptr, osize, 0);
+    }
+}
+
 static void *sb_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     sandbox *sb = ud;
     size_t old = ptr ? osize : 0;
     if (nsize == 0) {
-        free(ptr);
+        release(sb, ptr, osize);
         sb->mem -= old;
         return NULL;
     }
-    /* Outside cg_sb_pcall an allocation failure would make Lua panic (and
-     * abort), so jopt's own C side gets a margin over the spec's cap. */
+    /* Outside cg_sb_pcall jopt's own C side gets a margin over the spec's
+     * cap, for the same reason as the reserve. */
     size_t cap = sb->in_lua ? SB_MEM_LIMIT : SB_MEM_LIMIT + SB_C_MARGIN;
-    if (nsize > old && ((sb->in_lua && sb->tripped == SB_MEM) ||
+    if (nsize > old && ((sb->in_lua && (sb->tripped == SB_MEM ||
+                                        sb->tripped == SB_NOMEM)) ||
                         sb->mem + (nsize - old) > cap)) {
-        if (sb->L && sb->in_lua) /* not while the state itself is made */
+        if (sb->L && sb->in_lua && sb->tripped == SB_OK) /* not while made */
             sb->tripped = SB_MEM;
         return NULL;
     }
-    void *p = realloc(ptr, nsize);
-    if (p)
-        sb->mem = sb->mem - old + nsize;
+    void *p;
+    if (in_reserve(sb, ptr)) { /* out of the reserve as soon as it can */
+        if (nsize <= old)
+            return ptr;
+        p = sb->alloc->fn(sb->alloc->ud, NULL, 0, nsize);
+        if (p) {
+            memcpy(p, ptr, old);
+            release(sb, ptr, osize);
+        }
+    } else {
+        p = sb->alloc->fn(sb->alloc->ud, ptr, osize, nsize);
+    }
+    if (!p) {
+        cg_mem_failed();
+        if (sb->L && sb->in_lua) {
+            sb->tripped = SB_NOMEM; /* a spec's pcall cannot swallow it */
+        } else if (sb->L && (p = reserve_take(sb, nsize)) && ptr) {
+            memcpy(p, ptr, old < nsize ? old : nsize);
+            release(sb, ptr, osize);
+        }
+        if (!p)
+            return NULL;
+    }
+    sb->mem = sb->mem - old + nsize;
     return p;
+}
+
+int cg_sb_nomem(sandbox *sb, int rc, char *err)
+{
+    if (rc == JOPT_OK && sb->reserve_hit)
+        return cg_fail(err, JOPT_ENOMEM, "spec %s: out of memory", sb->path);
+    return rc;
 }
 
 static long long elapsed_ns(const sandbox *sb)
@@ -78,7 +139,7 @@ static int safe_pcall(lua_State *L)
     luaL_checkany(L, 1);
     int status = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
     sandbox *sb = get_sb(L);
-    if (sb->tripped != SB_OK || sb->invalid)
+    if (sb->tripped != SB_OK || sb->invalid || status == LUA_ERRMEM)
         return lua_error(L);
     lua_pushboolean(L, status == LUA_OK);
     lua_insert(L, 1);
@@ -411,11 +472,16 @@ int cg_sb_open(sandbox *sb, const char *path, char *err)
 {
     memset(sb, 0, sizeof *sb);
     sb->path = path;
+    sb->alloc = cg_mem_current();
     clock_gettime(CLOCK_MONOTONIC, &sb->start);
+    if (!(sb->reserve = cg_malloc(SB_RESERVE)))
+        return cg_fail(err, JOPT_ENOMEM, "spec %s: out of memory", path);
     lua_State *L = lua_newstate(sb_alloc, sb);
-    if (!L)
+    if (!L) {
+        cg_sb_close(sb);
         return cg_fail(err, JOPT_ENOMEM, "spec %s: cannot create Lua state",
                        path);
+    }
     sb->L = L;
     lua_pushcfunction(L, build_env);
     if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
@@ -439,6 +505,8 @@ void cg_sb_close(sandbox *sb)
     if (sb->L)
         lua_close(sb->L);
     sb->L = NULL;
+    cg_free(sb->reserve);
+    sb->reserve = NULL;
 }
 
 void cg_sb_rawfield(lua_State *L, int idx, const char *k)
@@ -537,12 +605,20 @@ int cg_sb_pcall(sandbox *sb, int nargs, int nresults, char *err)
     int base = lua_gettop(L) - nargs; /* the function */
     lua_pushcfunction(L, msgh);
     lua_insert(L, base);
+    unsigned long failed = cg_mem_failures();
+    if (sb->tripped == SB_NOMEM) /* the last call's; this one may fit */
+        sb->tripped = SB_OK;
     sb->in_lua = 1;
     int status = lua_pcall(L, nargs, nresults, base);
     sb->in_lua = 0;
     lua_remove(L, base);
     if (status == LUA_OK && sb->tripped == SB_OK && !sb->invalid)
         return JOPT_OK;
+    if (cg_mem_failures() != failed) { /* whatever the spec made of it */
+        if (status != LUA_OK)
+            lua_pop(L, 1);
+        return cg_fail(err, JOPT_ENOMEM, "spec %s: out of memory", sb->path);
+    }
     if (lua_type(L, -1) != LUA_TSTRING) { /* error({}), error(p): say what */
         lua_pushfstring(L, "error object is a %s, not a string",
                         luaL_typename(L, -1));
@@ -583,9 +659,12 @@ int cg_sb_run_spec(sandbox *sb, const char *src, size_t len, char *err)
     lua_State *L = sb->L;
     char chunkname[512];
     snprintf(chunkname, sizeof chunkname, "@%s", sb->path);
+    unsigned long failed = cg_mem_failures();
     int status = luaL_loadbufferx(L, src, len, chunkname, "t");
     if (status != LUA_OK) {
-        int rc = status == LUA_ERRMEM
+        int rc = status == LUA_ERRMEM && cg_mem_failures() != failed
+                     ? cg_fail(err, JOPT_ENOMEM, "spec %s: out of memory", sb->path)
+                 : status == LUA_ERRMEM
                      ? cg_fail(err, JOPT_ESPEC, "spec %s: memory limit exceeded",
                                sb->path)
                      : spec_error(err, sb, lua_tostring(L, -1));

@@ -16,7 +16,10 @@
 #define SB_INSTR_LIMIT 20000000L       /* VM instructions */
 #define SB_TIME_LIMIT_NS 2000000000LL  /* 2 s */
 
-typedef enum sb_trip { SB_OK, SB_INSTR, SB_TIME, SB_MEM } sb_trip;
+#define SB_RESERVE (64u << 10)        /* bytes for jopt's C side (sandbox.c) */
+
+/* SB_NOMEM: the context's allocator failed (not the spec's cap) */
+typedef enum sb_trip { SB_OK, SB_INSTR, SB_TIME, SB_MEM, SB_NOMEM } sb_trip;
 
 typedef struct sandbox {
     lua_State *L;
@@ -28,11 +31,19 @@ typedef struct sandbox {
     int invalid;              /* require_that() refused a value */
     char message[CG_ERRLEN];  /* its message */
     const char *path;
+    const cg_allocator *alloc; /* the context's, current when opened */
+    char *reserve;             /* SB_RESERVE bytes, see sb_alloc */
+    size_t reserve_used;
+    int reserve_live;          /* blocks in it; 0 empties it */
+    int reserve_hit;           /* one was taken: the operation fails */
 } sandbox;
 
 /* Opens the state and builds the environment (left in the registry). */
 int cg_sb_open(sandbox *sb, const char *path, char *err);
 void cg_sb_close(sandbox *sb);
+/* rc, or JOPT_ENOMEM when jopt's C side ran out of memory in the state
+ * since it was opened (served from its reserve so that Lua did not panic) */
+int cg_sb_nomem(sandbox *sb, int rc, char *err);
 /* Restarts the instruction and time budgets, for a sandbox that is used
  * again (a spec's checker). */
 void cg_sb_reset_budgets(sandbox *sb);

@@ -43,7 +43,7 @@ static void checker_close(cg_spec *s)
 {
     if (s->checker) {
         cg_sb_close(s->checker);
-        free(s->checker);
+        cg_free(s->checker);
         s->checker = NULL;
     }
 }
@@ -54,38 +54,38 @@ void cg_spec_free(cg_spec *s)
         return;
     checker_close(s);
     for (size_t i = 0; i < s->nhyper; i++) {
-        free((char *)s->hyper[i].name);
+        cg_free((char *)s->hyper[i].name);
         for (int k = 0; k < s->hyper[i].nchoices; k++)
-            free((char *)s->hyper[i].choices[k]);
-        free((void *)s->hyper[i].choices);
+            cg_free((char *)s->hyper[i].choices[k]);
+        cg_free((void *)s->hyper[i].choices);
     }
     for (size_t i = 0; i < s->nvk; i++) {
-        free((char *)s->vk[i].name);
+        cg_free((char *)s->vk[i].name);
         for (int k = 0; k < s->vk[i].narrays; k++)
-            free((char *)s->vk[i].arrays[k]);
-        free((void *)s->vk[i].arrays);
+            cg_free((char *)s->vk[i].arrays[k]);
+        cg_free((void *)s->vk[i].arrays);
         for (int k = 0; k < s->vk[i].nscalars; k++)
-            free((char *)s->vk[i].scalars[k]);
-        free((void *)s->vk[i].scalars);
+            cg_free((char *)s->vk[i].scalars[k]);
+        cg_free((void *)s->vk[i].scalars);
     }
-    free(s->vk);
-    free(s->method);
+    cg_free(s->vk);
+    cg_free(s->method);
     for (size_t i = 0; i < s->nnamed; i++)
-        free(s->named[i]);
-    free(s->named);
+        cg_free(s->named[i]);
+    cg_free(s->named);
     for (size_t i = 0; i < s->ninputs; i++)
-        free(s->inputs[i]);
-    free(s->inputs);
+        cg_free(s->inputs[i]);
+    cg_free(s->inputs);
     for (size_t i = 0; i < s->nstate; i++)
-        free(s->state[i]);
-    free(s->hyper);
-    free(s->state);
-    free(s->defaults);
-    free(s->name);
-    free(s->path);
-    free(s->doc);
-    free(s->src);
-    free(s);
+        cg_free(s->state[i]);
+    cg_free(s->hyper);
+    cg_free(s->state);
+    cg_free(s->defaults);
+    cg_free(s->name);
+    cg_free(s->path);
+    cg_free(s->doc);
+    cg_free(s->src);
+    cg_free(s);
 }
 
 const char *cg_spec_name(const cg_spec *s) { return s->name; }
@@ -169,7 +169,7 @@ static int read_file(const char *path, char **out, size_t *len)
     FILE *f = fopen(path, "rb");
     if (!f)
         return errno ? errno : ENOENT;
-    char *buf = malloc(MAX_SPEC_BYTES + 1);
+    char *buf = cg_malloc(MAX_SPEC_BYTES + 1);
     if (!buf) {
         fclose(f);
         return ENOMEM;
@@ -179,7 +179,7 @@ static int read_file(const char *path, char **out, size_t *len)
     int bad = ferror(f) ? (errno ? errno : EIO) : 0; /* EISDIR for a folder */
     fclose(f);
     if (bad || n > MAX_SPEC_BYTES) {
-        free(buf);
+        cg_free(buf);
         return bad ? bad : EFBIG;
     }
     buf[n] = 0;
@@ -197,10 +197,14 @@ static int find_spec(const char *const *dirs, size_t ndirs, const char *name,
     if (is_path) {
         int e = read_file(name, src, len);
         if (e)
-            return cg_fail(err, JOPT_ESPEC, "cannot read spec file '%s': %s",
-                           name, strerror(e));
-        *path = strdup(name);
-        return *path ? JOPT_OK : JOPT_ENOMEM;
+            return cg_fail(err, e == ENOMEM ? JOPT_ENOMEM : JOPT_ESPEC,
+                           "cannot read spec file '%s': %s", name, strerror(e));
+        if (!(*path = cg_strdup(name))) {
+            cg_free(*src);
+            *src = NULL;
+            return cg_fail(err, JOPT_ENOMEM, "spec file '%s': out of memory", name);
+        }
+        return JOPT_OK;
     }
     if (!is_name(name))
         return cg_fail(err, JOPT_ESPEC,
@@ -209,7 +213,7 @@ static int find_spec(const char *const *dirs, size_t ndirs, const char *name,
     char tried[512] = "";
     for (size_t i = 0; i < ndirs; i++) {
         size_t need = strlen(dirs[i]) + nl + 6;
-        char *p = malloc(need);
+        char *p = cg_malloc(need);
         if (!p)
             return cg_fail(err, JOPT_ENOMEM, "out of memory");
         snprintf(p, need, "%s/%s.lua", dirs[i], name);
@@ -218,7 +222,9 @@ static int find_spec(const char *const *dirs, size_t ndirs, const char *name,
             *path = p;
             return JOPT_OK;
         }
-        free(p);
+        cg_free(p);
+        if (e == ENOMEM)
+            return cg_fail(err, JOPT_ENOMEM, "spec '%s': out of memory", name);
         size_t tl = strlen(tried);
         snprintf(tried + tl, sizeof tried - tl, "%s%s", tl ? ", " : "", dirs[i]);
     }
@@ -248,14 +254,14 @@ static int sorted_keys(lua_State *L, char ***out, size_t *n, const char *what,
         }
         if (k == cap) {
             cap = cap ? 2 * cap : 16;
-            char **nk = realloc(keys, cap * sizeof *nk);
+            char **nk = cg_realloc(keys, cap * sizeof *nk);
             if (!nk) {
                 lua_pop(L, 1);
                 goto oom;
             }
             keys = nk;
         }
-        if (!(keys[k] = strdup(lua_tostring(L, -1)))) {
+        if (!(keys[k] = cg_strdup(lua_tostring(L, -1)))) {
             lua_pop(L, 1);
             goto oom;
         }
@@ -268,15 +274,15 @@ static int sorted_keys(lua_State *L, char ***out, size_t *n, const char *what,
     return JOPT_OK;
 bad:
     for (size_t i = 0; i < k; i++)
-        free(keys[i]);
-    free(keys);
+        cg_free(keys[i]);
+    cg_free(keys);
     return cg_fail(err, JOPT_ESPEC, nul ? "spec %s: a '%s' key contains a NUL "
                    "byte (names are letters, digits and '_')"
                    : "spec %s: '%s' keys must be names", path, what);
 oom:
     for (size_t i = 0; i < k; i++)
-        free(keys[i]);
-    free(keys);
+        cg_free(keys[i]);
+    cg_free(keys);
     return cg_fail(err, JOPT_ENOMEM, "out of memory reading spec %s", path);
 }
 
@@ -288,7 +294,7 @@ static int read_choice(lua_State *L, cg_spec *s, cg_hyper *h, char *err)
     if (len < 1 || len > CG_MAX_CHOICES)
         return cg_fail(err, JOPT_ESPEC, "spec %s: choice '%s' must list 1 to "
                        "%d names", s->path, h->name, CG_MAX_CHOICES);
-    char **names = calloc((size_t)len, sizeof *names);
+    char **names = cg_calloc((size_t)len, sizeof *names);
     if (!names)
         return cg_fail(err, JOPT_ENOMEM, "out of memory reading spec %s", s->path);
     h->kind = CG_HYPER_CHOICE;
@@ -300,7 +306,7 @@ static int read_choice(lua_State *L, cg_spec *s, cg_hyper *h, char *err)
         int ok = c && is_name(c);
         for (int j = 0; ok && j < k; j++)
             ok = strcmp(names[j], c) != 0;
-        if (ok && !(names[k] = strdup(c))) {
+        if (ok && !(names[k] = cg_strdup(c))) {
             lua_pop(L, 1);
             return cg_fail(err, JOPT_ENOMEM, "out of memory reading spec %s", s->path);
         }
@@ -324,17 +330,17 @@ static int read_hyper(lua_State *L, cg_spec *s, char *err)
         return rc;
     if (n > MAX_HYPER) {
         for (size_t i = 0; i < n; i++)
-            free(names[i]);
-        free(names);
+            cg_free(names[i]);
+        cg_free(names);
         return cg_fail(err, JOPT_ESPEC, "spec %s: more than %d hyperparameters",
                        s->path, MAX_HYPER);
     }
-    s->hyper = calloc(n ? n : 1, sizeof *s->hyper);
-    s->defaults = calloc(n * CG_MAX_TUPLE + 1, sizeof *s->defaults);
+    s->hyper = cg_calloc(n ? n : 1, sizeof *s->hyper);
+    s->defaults = cg_calloc(n * CG_MAX_TUPLE + 1, sizeof *s->defaults);
     if (!s->hyper || !s->defaults) {
         for (size_t i = 0; i < n; i++)
-            free(names[i]);
-        free(names);
+            cg_free(names[i]);
+        cg_free(names);
         return cg_fail(err, JOPT_ENOMEM, "out of memory reading spec %s", s->path);
     }
     int off = 0;
@@ -411,11 +417,11 @@ static int read_hyper(lua_State *L, cg_spec *s, char *err)
     fail:
         lua_pop(L, 1);
         for (size_t j = i + 1; j < n; j++)
-            free(names[j]);
-        free(names);
+            cg_free(names[j]);
+        cg_free(names);
         return rc;
     }
-    free(names);
+    cg_free(names);
     s->nvalues = (size_t)off;
     return JOPT_OK;
 }
@@ -483,7 +489,7 @@ static int check_defaults(cg_spec *s, char *err)
 /* "y x g": names separated by spaces, at most `max`, distinct */
 static int split_names(const char *text, char ***out, int *n, int max)
 {
-    char **names = calloc((size_t)max + 1, sizeof *names);
+    char **names = cg_calloc((size_t)max + 1, sizeof *names);
     if (!names)
         return JOPT_ENOMEM;
     int k = 0;
@@ -495,15 +501,15 @@ static int split_names(const char *text, char ***out, int *n, int max)
         const char *e = c;
         while (*e && *e != ' ')
             e++;
-        int ok = k < max && (names[k] = strndup(c, (size_t)(e - c))) != NULL;
-        ok = ok && is_name(names[k]);
+        int nomem = k < max && !(names[k] = cg_strndup(c, (size_t)(e - c)));
+        int ok = k < max && !nomem && is_name(names[k]);
         for (int j = 0; ok && j < k; j++)
             ok = strcmp(names[j], names[k]) != 0;
         if (!ok) {
             for (int j = 0; j <= k && j < max; j++)
-                free(names[j]);
-            free(names);
-            return JOPT_ESPEC;
+                cg_free(names[j]);
+            cg_free(names);
+            return nomem ? JOPT_ENOMEM : JOPT_ESPEC;
         }
         k++;
         c = e;
@@ -543,7 +549,7 @@ static int read_vkernel(lua_State *L, cg_spec *s, cg_vkernel_sig *k, char *err)
             return cg_fail(err, JOPT_ESPEC, "spec %s: kernel '%s': '%s' contains "
                            "a NUL byte", s->path, k->name, field[f]);
         if (rc || (f == 0 && n == 0)) {
-            free(names); /* "": no names, but the list (fuzz_spec found it) */
+            cg_free(names); /* "": no names, but the list (fuzz_spec found it) */
             return cg_fail(err, JOPT_ESPEC, "spec %s: kernel '%s': '%s' must be "
                            "a string of distinct names separated by spaces (at "
                            "most %d%s)", s->path, k->name, field[f], max,
@@ -570,7 +576,7 @@ static int read_method(lua_State *L, cg_spec *s, char *err)
         return cg_fail(err, JOPT_ESPEC, "spec %s: 'method' contains a NUL byte",
                        s->path);
     }
-    if (t == LUA_TSTRING && !(s->method = strdup(lua_tostring(L, -1)))) {
+    if (t == LUA_TSTRING && !(s->method = cg_strdup(lua_tostring(L, -1)))) {
         lua_pop(L, 1);
         return cg_fail(err, JOPT_ENOMEM, "out of memory");
     }
@@ -614,10 +620,10 @@ static int read_method(lua_State *L, cg_spec *s, char *err)
         lua_pop(L, 1);
         return rc;
     }
-    if (!(s->vk = calloc(n + 1, sizeof *s->vk))) {
+    if (!(s->vk = cg_calloc(n + 1, sizeof *s->vk))) {
         for (size_t i = 0; i < n; i++)
-            free(names[i]);
-        free(names);
+            cg_free(names[i]);
+        cg_free(names);
         lua_pop(L, 1);
         return cg_fail(err, JOPT_ENOMEM, "out of memory");
     }
@@ -625,7 +631,7 @@ static int read_method(lua_State *L, cg_spec *s, char *err)
         s->vk[i].name = names[i];
         s->nvk = i + 1;
     }
-    free(names);
+    cg_free(names);
     for (size_t i = 0; i < n && rc == JOPT_OK; i++) {
         cg_sb_rawfield(L, -1, s->vk[i].name);
         rc = read_vkernel(L, s, &s->vk[i], err);
@@ -661,7 +667,7 @@ static int read_inputs(lua_State *L, cg_spec *s, char *err)
         return cg_fail(err, JOPT_ESPEC, "spec %s: 'inputs' must be a list of at "
                        "most %d names", s->path, CG_MAX_INPUTS);
     }
-    if (!(s->inputs = calloc((size_t)n + 1, sizeof *s->inputs))) {
+    if (!(s->inputs = cg_calloc((size_t)n + 1, sizeof *s->inputs))) {
         lua_pop(L, 1);
         return cg_fail(err, JOPT_ENOMEM, "out of memory");
     }
@@ -675,7 +681,7 @@ static int read_inputs(lua_State *L, cg_spec *s, char *err)
         if (!good)
             rc = cg_fail(err, JOPT_ESPEC, "spec %s: input %lld is not a name, "
                          "or repeats one", s->path, (long long)i);
-        else if (!(s->inputs[s->ninputs] = strdup(name)))
+        else if (!(s->inputs[s->ninputs] = cg_strdup(name)))
             rc = cg_fail(err, JOPT_ENOMEM, "out of memory");
         else
             s->ninputs++;
@@ -711,7 +717,7 @@ static int read_spec_table(lua_State *L, cg_spec *s, char *err)
                            s->path, checks[c]);
     }
     cg_sb_rawfield(L, -1, "doc");
-    if (lua_type(L, -1) == LUA_TSTRING && !(s->doc = strdup(lua_tostring(L, -1)))) {
+    if (lua_type(L, -1) == LUA_TSTRING && !(s->doc = cg_strdup(lua_tostring(L, -1)))) {
         lua_pop(L, 1);
         return cg_fail(err, JOPT_ENOMEM, "out of memory");
     }
@@ -768,10 +774,10 @@ int cg_spec_read(const char *const *dirs, size_t ndirs, const char *name,
 
 int cg_spec_parse(char *path, char *text, size_t len, cg_spec **out, char *err)
 {
-    cg_spec *s = calloc(1, sizeof *s);
+    cg_spec *s = cg_calloc(1, sizeof *s);
     if (!s) {
-        free(path);
-        free(text);
+        cg_free(path);
+        cg_free(text);
         return cg_fail(err, JOPT_ENOMEM, "out of memory");
     }
     s->path = path;
@@ -783,7 +789,7 @@ int cg_spec_parse(char *path, char *text, size_t len, cg_spec **out, char *err)
     size_t bl = strlen(base);
     if (bl > 4 && !strcmp(base + bl - 4, ".lua"))
         bl -= 4;
-    s->name = strndup(base, bl);
+    s->name = cg_strndup(base, bl);
     if (!s->name) {
         cg_spec_free(s);
         return cg_fail(err, JOPT_ENOMEM, "out of memory");
@@ -794,6 +800,7 @@ int cg_spec_parse(char *path, char *text, size_t len, cg_spec **out, char *err)
         rc = cg_sb_run_spec(&sb, s->src, s->srclen, err);
         if (rc == JOPT_OK)
             rc = read_spec_table(sb.L, s, err);
+        rc = cg_sb_nomem(&sb, rc, err);
         cg_sb_close(&sb);
     }
     if (rc == JOPT_EINVAL) /* require_that at load time is a spec bug */
@@ -916,18 +923,18 @@ int cg_spec_enter(sandbox *sb, const cg_spec *s, const double *values, char *err
 /* The checker keeps the spec's table at stack index 1. */
 static int checker_open(cg_spec *s, char *err)
 {
-    sandbox *sb = calloc(1, sizeof *sb);
+    sandbox *sb = cg_calloc(1, sizeof *sb);
     if (!sb)
         return cg_fail(err, JOPT_ENOMEM, "out of memory");
     int rc = cg_sb_open(sb, s->path, err);
     if (rc) {
-        free(sb);
+        cg_free(sb);
         return rc;
     }
     rc = cg_sb_run_spec(sb, s->src, s->srclen, err);
     if (rc) {
         cg_sb_close(sb);
-        free(sb);
+        cg_free(sb);
         return rc == JOPT_EINVAL ? JOPT_ESPEC : rc;
     }
     s->checker = sb;
@@ -954,6 +961,7 @@ int cg_spec_check(cg_spec *s, const double *values, char *err)
     if (rc == JOPT_OK)
         rc = cg_sb_pcall(sb, 1, 0, err);
     lua_settop(L, 1);
+    rc = cg_sb_nomem(sb, rc, err);
     /* a refused value leaves the state sound; anything else (a limit, an
      * error in check) may not: start afresh next time */
     if (rc != JOPT_OK && !(rc == JOPT_EINVAL && sb->tripped == SB_OK))
@@ -1003,6 +1011,7 @@ int cg_spec_check_shape(cg_spec *s, const int64_t *shape, int rank, char *err)
     if (rc == JOPT_OK)
         rc = cg_sb_pcall(sb, 1, 0, err);
     lua_settop(L, 1);
+    rc = cg_sb_nomem(sb, rc, err);
     if (rc != JOPT_OK && !(rc == JOPT_EINVAL && sb->tripped == SB_OK))
         checker_close(s);
     else

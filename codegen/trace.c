@@ -392,7 +392,7 @@ int cg_trace_require_step(lua_State *L)
     char buf[CG_ERRLEN];
     int at = snprintf(buf, sizeof buf, "%s:%d: ", cg_spec_path(tr->spec), line);
     snprintf(buf + at, sizeof buf - (size_t)at, "%s", msg);
-    if (!(g->guard_msg[g->nguard] = strdup(buf)))
+    if (!(g->guard_msg[g->nguard] = cg_strdup(buf)))
         return luaL_error(L, "out of memory");
     g->guard_text[g->nguard] = at;
     g->guard_line[g->nguard] = line;
@@ -857,6 +857,7 @@ static int run_trace(tracer *tr, const double *values, lua_CFunction body,
     lua_insert(L, -3);
     lua_pushlightuserdata(L, &sb);
     rc = cg_sb_pcall(&sb, 3, 0, err);
+    rc = cg_sb_nomem(&sb, rc, err);
     cg_sb_close(&sb);
     if (rc == JOPT_EINVAL) /* require_that while tracing: a spec bug */
         rc = JOPT_ESPEC;

@@ -134,6 +134,7 @@ static void file_write(const jopt_optim *opt, unsigned char *buf, size_t len)
 
 JOPT_API int jopt_state_size(const jopt_optim *opt, size_t *len)
 {
+    RT_API_SCOPE(opt);
     if (!opt)
         return JOPT_EINVAL;
     if (!len)
@@ -148,6 +149,7 @@ JOPT_API int jopt_state_size(const jopt_optim *opt, size_t *len)
 JOPT_API int jopt_state_save_mem(const jopt_optim *opt, void *buf, size_t cap,
                                  size_t *len)
 {
+    RT_API_SCOPE(opt);
     static const char fn[] = "jopt_state_save_mem";
     if (!opt)
         return JOPT_EINVAL;
@@ -171,6 +173,7 @@ JOPT_API int jopt_state_save_mem(const jopt_optim *opt, void *buf, size_t cap,
 /* written atomically: if anything fails, the previous file is intact */
 JOPT_API int jopt_state_save(const jopt_optim *opt, const char *path)
 {
+    RT_API_SCOPE(opt);
     static const char fn[] = "jopt_state_save";
     if (!opt)
         return JOPT_EINVAL;
@@ -191,7 +194,7 @@ JOPT_API int jopt_state_save(const jopt_optim *opt, const char *path)
     unsigned char *buf = NULL;
     rc = jopt_state_size(opt, &len);
     if (rc == JOPT_OK)
-        buf = malloc(len);
+        buf = cg_malloc(len);
     if (!buf && rc == JOPT_OK)
         rc = rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
     if (rc == JOPT_OK) {
@@ -200,7 +203,7 @@ JOPT_API int jopt_state_save(const jopt_optim *opt, const char *path)
         if (rc == JOPT_OK)
             rc = rt_write_atomic(opt->ctx, fn, path, buf, len);
     }
-    free(buf);
+    cg_free(buf);
     if (opt->shard)
         rc = rt_shard_gate((jopt_optim *)opt, fn, RT_OP_SAVE, rc, 0);
     return rc;
@@ -379,7 +382,7 @@ static int parse(jopt_optim *opt, rt_in *r, loaded *L, const char *fn)
                     L->count[g][i * ns + k] = (int64_t)count;
                     L->dt[g][i * ns + k] = (uint8_t)dt;
                     size_t bytes = (size + 63) & ~(size_t)63;
-                    if (!(L->state[g][i * ns + k] = aligned_alloc(64, bytes ? bytes : 64)))
+                    if (!(L->state[g][i * ns + k] = cg_aligned_alloc(64, bytes ? bytes : 64)))
                         return (rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory",
                                         fn), 0);
                     memcpy(L->state[g][i * ns + k], data, size);
@@ -411,25 +414,25 @@ static void loaded_free(jopt_optim *opt, loaded *L)
     size_t ns = cg_spec_nstate(opt->spec);
     for (size_t g = 0; L->state && g < opt->ngroups; g++) {
         for (size_t k = 0; L->state[g] && k < opt->groups[g].n * ns; k++)
-            free(L->state[g][k]);
-        free(L->state[g]);
+            cg_free(L->state[g][k]);
+        cg_free(L->state[g]);
         if (L->steps)
-            free(L->steps[g]);
+            cg_free(L->steps[g]);
         if (L->count)
-            free(L->count[g]);
+            cg_free(L->count[g]);
         if (L->dt)
-            free(L->dt[g]);
+            cg_free(L->dt[g]);
     }
-    free(L->state);
-    free(L->steps);
-    free(L->count);
-    free(L->dt);
-    free(L->prec);
-    free(L->gstep);
-    free(L->gstate);
-    free(L->values);
-    free(L->runtime);
-    free(L->keys);
+    cg_free(L->state);
+    cg_free(L->steps);
+    cg_free(L->count);
+    cg_free(L->dt);
+    cg_free(L->prec);
+    cg_free(L->gstep);
+    cg_free(L->gstate);
+    cg_free(L->values);
+    cg_free(L->runtime);
+    cg_free(L->keys);
 }
 
 /* State k of p becomes the loaded buffer *in of n elements of type dt
@@ -451,7 +454,7 @@ static void install_state(jopt_optim *opt, rt_param *p, size_t k, float **in,
         old = rt_spare_take(p, k, bytes);
     if (old && *in) {
         memcpy(old, *in, (size_t)bytes);
-        free(*in);
+        cg_free(*in);
         *in = NULL;
     }
     p->state[k] = old ? old : *in;
@@ -490,25 +493,25 @@ static int load_mem(jopt_optim *opt, const void *buf, size_t len, int *gated)
     /* everything checks: now build the new state and kernels aside */
     size_t ns = cg_spec_nstate(opt->spec), nh = cg_spec_nhyper(opt->spec);
     size_t nv = cg_spec_nvalues(opt->spec), ng = opt->ngroups;
-    loaded L = {.values = calloc(ng * nv + 1, sizeof(double)),
-                .runtime = calloc(ng * nh + 1, 1),
-                .keys = calloc(ng * RT_NKEYS + 1, sizeof(double)),
-                .state = calloc(ng, sizeof(float **)),
-                .steps = calloc(ng, sizeof(int64_t *)),
-                .count = calloc(ng, sizeof(int64_t *)),
-                .dt = calloc(ng, sizeof(uint8_t *)),
-                .prec = calloc(ng + 1, sizeof(rt_prec)),
-                .gstep = calloc(ng + 1, sizeof(int64_t)),
-                .gstate = calloc(ng * ns + 1, sizeof(double))};
-    rt_kset *kernels = calloc(ng + 1, sizeof *kernels);
+    loaded L = {.values = cg_calloc(ng * nv + 1, sizeof(double)),
+                .runtime = cg_calloc(ng * nh + 1, 1),
+                .keys = cg_calloc(ng * RT_NKEYS + 1, sizeof(double)),
+                .state = cg_calloc(ng, sizeof(float **)),
+                .steps = cg_calloc(ng, sizeof(int64_t *)),
+                .count = cg_calloc(ng, sizeof(int64_t *)),
+                .dt = cg_calloc(ng, sizeof(uint8_t *)),
+                .prec = cg_calloc(ng + 1, sizeof(rt_prec)),
+                .gstep = cg_calloc(ng + 1, sizeof(int64_t)),
+                .gstate = cg_calloc(ng * ns + 1, sizeof(double))};
+    rt_kset *kernels = cg_calloc(ng + 1, sizeof *kernels);
     if (!L.values || !L.runtime || !L.keys || !L.state || !L.steps ||
         !L.count || !L.dt || !L.prec || !L.gstep || !L.gstate || !kernels)
         goto oom;
     for (size_t g = 0; g < ng; g++) {
-        L.state[g] = calloc(opt->groups[g].n * ns + 1, sizeof(float *));
-        L.steps[g] = calloc(opt->groups[g].n + 1, sizeof(int64_t));
-        L.count[g] = calloc(opt->groups[g].n * ns + 1, sizeof(int64_t));
-        L.dt[g] = calloc(opt->groups[g].n * ns + 1, 1);
+        L.state[g] = cg_calloc(opt->groups[g].n * ns + 1, sizeof(float *));
+        L.steps[g] = cg_calloc(opt->groups[g].n + 1, sizeof(int64_t));
+        L.count[g] = cg_calloc(opt->groups[g].n * ns + 1, sizeof(int64_t));
+        L.dt[g] = cg_calloc(opt->groups[g].n * ns + 1, 1);
         if (!L.state[g] || !L.steps[g] || !L.count[g] || !L.dt[g])
             goto oom;
     }
@@ -594,7 +597,7 @@ static int load_mem(jopt_optim *opt, const void *buf, size_t len, int *gated)
             for (size_t k = 0; k < ns; k++) {
                 float **in = &L.state[g][i * ns + k];
                 if (p->foreign) { /* another process holds its state */
-                    free(*in);
+                    cg_free(*in);
                     *in = NULL;
                 }
                 if (opt->gpu) { /* device buffers (rt_gpu_adopt) */
@@ -618,13 +621,14 @@ oom:
 done:
     for (size_t g = 0; kernels && g < ng; g++)
         rt_kset_free(&kernels[g]);
-    free(kernels);
+    cg_free(kernels);
     loaded_free(opt, &L);
     return rc;
 }
 
 JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len)
 {
+    RT_API_SCOPE(opt);
     if (!opt)
         return JOPT_EINVAL;
     int gated = 0, rc = load_mem(opt, buf, len, &gated);
@@ -635,6 +639,7 @@ JOPT_API int jopt_state_load_mem(jopt_optim *opt, const void *buf, size_t len)
 
 JOPT_API int jopt_state_load(jopt_optim *opt, const char *path)
 {
+    RT_API_SCOPE(opt);
     static const char fn[] = "jopt_state_load";
     if (!opt)
         return JOPT_EINVAL;
@@ -645,6 +650,6 @@ JOPT_API int jopt_state_load(jopt_optim *opt, const char *path)
     if (rc)
         return opt->shard ? rt_shard_gate(opt, fn, RT_OP_LOAD, rc, 0) : rc;
     rc = jopt_state_load_mem(opt, buf, len);
-    free(buf);
+    cg_free(buf);
     return rc;
 }

@@ -55,7 +55,7 @@ int64_t rt_closure_numel(const rt_closure *c) { return c->n; }
 float *rt_closure_alloc(const rt_closure *c)
 {
     size_t bytes = ((size_t)c->n * sizeof(float) + 63) & ~(size_t)63;
-    return aligned_alloc(64, bytes ? bytes : 64);
+    return cg_aligned_alloc(64, bytes ? bytes : 64);
 }
 
 double rt_closure_value(const rt_closure *c, const char *name)
@@ -200,7 +200,7 @@ static int make_space(rt_closure *c)
     int64_t largest = 0;
     size_t nt = 0;
     char err[CG_ERRLEN];
-    c->offset = calloc(c->gr->n + 1, sizeof *c->offset);
+    c->offset = cg_calloc(c->gr->n + 1, sizeof *c->offset);
     if (!c->offset)
         return JOPT_ENOMEM;
     for (size_t i = 0; i < c->gr->n; i++) {
@@ -210,11 +210,11 @@ static int make_space(rt_closure *c)
         largest = n > largest ? n : largest;
         nt += cg_batch_tasks(n, NULL, 0);
     }
-    c->arrays = calloc(c->gr->n * CG_MAX_SLOTS + 1, sizeof *c->arrays);
-    c->parts = calloc(c->gr->n + 1, sizeof *c->parts);
-    c->u = calloc(c->ucap + 1, sizeof *c->u);
-    c->zeros = calloc((size_t)largest + 1, sizeof *c->zeros);
-    c->snapshot = malloc(((size_t)c->n + 1) * sizeof *c->snapshot);
+    c->arrays = cg_calloc(c->gr->n * CG_MAX_SLOTS + 1, sizeof *c->arrays);
+    c->parts = cg_calloc(c->gr->n + 1, sizeof *c->parts);
+    c->u = cg_calloc(c->ucap + 1, sizeof *c->u);
+    c->zeros = cg_calloc((size_t)largest + 1, sizeof *c->zeros);
+    c->snapshot = cg_malloc(((size_t)c->n + 1) * sizeof *c->snapshot);
     if (!c->arrays || !c->parts || !c->u || !c->zeros || !c->snapshot ||
         cg_batch_new(&c->batch, err) || cg_batch_reserve(c->batch, nt, 1, err))
         return JOPT_ENOMEM;
@@ -224,7 +224,7 @@ static int make_space(rt_closure *c)
 int rt_closure_new(jopt_optim *opt, const rt_driver *d, rt_closure **out)
 {
     static const char fn[] = "jopt_optim_new";
-    rt_closure *c = calloc(1, sizeof *c);
+    rt_closure *c = cg_calloc(1, sizeof *c);
     if (!c)
         return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
     c->opt = opt;
@@ -242,7 +242,7 @@ int rt_closure_new(jopt_optim *opt, const rt_driver *d, rt_closure **out)
                      "parameter list", fn);
         goto fail;
     }
-    if (!(c->k = calloc((size_t)d->nkernels + 1, sizeof *c->k))) {
+    if (!(c->k = cg_calloc((size_t)d->nkernels + 1, sizeof *c->k))) {
         rc = rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
         goto fail;
     }
@@ -269,15 +269,15 @@ void rt_closure_free(rt_closure *c)
         c->d->state_free(c->state);
     for (int i = 0; c->k && i < c->d->nkernels; i++)
         cg_kernel_release(c->k[i]);
-    free(c->k);
-    free(c->offset);
-    free(c->arrays);
-    free(c->parts);
+    cg_free(c->k);
+    cg_free(c->offset);
+    cg_free(c->arrays);
+    cg_free(c->parts);
     cg_batch_free(c->batch);
-    free(c->u);
-    free(c->zeros);
-    free(c->snapshot);
-    free(c);
+    cg_free(c->u);
+    cg_free(c->zeros);
+    cg_free(c->snapshot);
+    cg_free(c);
 }
 
 int rt_closure_one_group(const rt_closure *c)
@@ -314,7 +314,10 @@ int rt_closure_step(rt_closure *c, jopt_closure closure, void *user,
     c->bug = 0;
     copy_params(c, 0);
     double l = NAN;
+    c->opt->ctx->err[0] = 0;
     rc = c->d->step(c, c->state, &l);
+    if (rc == JOPT_ENOMEM && !c->opt->ctx->err[0]) /* the driver's own buffers */
+        rt_fail(c->opt->ctx, rc, "jopt_step: %s: out of memory", c->d->name);
     if (rc == JOPT_OK && c->bug)
         rc = rt_fail(c->opt->ctx, JOPT_EINVAL, "jopt_step: spec %s: a kernel of "
                      "method '%s' writes the gradients, or the driver passed one "

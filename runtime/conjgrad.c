@@ -95,17 +95,17 @@ static double lua_max(double a, double b) { return b > a ? b : a; }
 
 static void *cg_state_new(rt_closure *c)
 {
-    cg_state *st = calloc(1, sizeof *st);
+    cg_state *st = cg_calloc(1, sizeof *st);
     if (!st)
         return NULL;
     st->s = rt_closure_alloc(c);
     st->df1 = rt_closure_alloc(c);
     st->x0 = rt_closure_alloc(c);
     if (!st->s || !st->df1 || !st->x0) {
-        free(st->s);
-        free(st->df1);
-        free(st->x0);
-        free(st);
+        cg_free(st->s);
+        cg_free(st->df1);
+        cg_free(st->x0);
+        cg_free(st);
         return NULL;
     }
     return st;
@@ -116,10 +116,10 @@ static void cg_state_free(void *state)
     cg_state *st = state;
     if (!st)
         return;
-    free(st->s);
-    free(st->df1);
-    free(st->x0);
-    free(st);
+    cg_free(st->s);
+    cg_free(st->df1);
+    cg_free(st->x0);
+    cg_free(st);
 }
 
 /* The buffers are scratch: nothing in them outlives a step. */

@@ -54,9 +54,9 @@ int rt_fail_cg(jopt_ctx *ctx, int status, const char *where, const char *err)
 static void free_dirs(jopt_ctx *ctx)
 {
     for (size_t i = 0; i < ctx->ndirs; i++)
-        free(ctx->dirs[i]);
-    free(ctx->dirs);
-    free(ctx->path);
+        cg_free(ctx->dirs[i]);
+    cg_free(ctx->dirs);
+    cg_free(ctx->path);
     ctx->dirs = NULL;
     ctx->path = NULL;
     ctx->ndirs = 0;
@@ -68,11 +68,11 @@ static int set_dirs(jopt_ctx *ctx, const char *folders)
     size_t n = 1;
     for (const char *c = folders; *c; c++)
         n += *c == ':';
-    char **dirs = calloc(n, sizeof *dirs);
-    char *path = malloc(strlen(folders) + 1);
+    char **dirs = cg_calloc(n, sizeof *dirs);
+    char *path = cg_malloc(strlen(folders) + 1);
     if (!dirs || !path) {
-        free(dirs);
-        free(path);
+        cg_free(dirs);
+        cg_free(path);
         return JOPT_ENOMEM;
     }
     path[0] = 0;
@@ -81,11 +81,11 @@ static int set_dirs(jopt_ctx *ctx, const char *folders)
         const char *e = strchr(c, ':');
         size_t len = e ? (size_t)(e - c) : strlen(c);
         if (len) {
-            if (!(dirs[k] = strndup(c, len))) {
+            if (!(dirs[k] = cg_strndup(c, len))) {
                 for (size_t i = 0; i < k; i++)
-                    free(dirs[i]);
-                free(dirs);
-                free(path);
+                    cg_free(dirs[i]);
+                cg_free(dirs);
+                cg_free(path);
                 return JOPT_ENOMEM;
             }
             if (k)
@@ -106,11 +106,22 @@ static int set_dirs(jopt_ctx *ctx, const char *folders)
 
 JOPT_API int jopt_ctx_new(jopt_ctx **out)
 {
+    return jopt_ctx_new_ex(out, NULL, NULL);
+}
+
+JOPT_API int jopt_ctx_new_ex(jopt_ctx **out, jopt_alloc_fn alloc, void *ud)
+{
     if (!out)
         return JOPT_EINVAL;
-    jopt_ctx *ctx = calloc(1, sizeof *ctx);
+    cg_allocator a = alloc ? (cg_allocator){alloc, ud} : cg_mem_libc;
+    /* the context holds its allocator, so it is the one block without a
+     * header (cg_mem.h): jopt_ctx_free gives it back by hand */
+    jopt_ctx *ctx = a.fn(a.ud, NULL, 0, sizeof *ctx);
     if (!ctx)
         return JOPT_ENOMEM;
+    memset(ctx, 0, sizeof *ctx);
+    ctx->alloc = a;
+    CG_MEM_SCOPE(&ctx->alloc);
     const char *env = getenv("JOPT_SPEC_PATH");
     char err[CG_ERRLEN];
     if (set_dirs(ctx, env && *env ? env : JOPT_SPEC_DEFAULT) ||
@@ -134,20 +145,20 @@ int rt_spec_get(jopt_ctx *ctx, const char *name, cg_spec **out, char *err)
         const char *t = cg_spec_text(e->spec, &tl);
         if (tl == len && !memcmp(t, text, len) && !strcmp(cg_spec_path(e->spec), path)) {
             e->refs++;
-            free(path);
-            free(text);
+            cg_free(path);
+            cg_free(text);
             *out = e->spec;
             return JOPT_OK;
         }
     }
-    rt_spec_entry *e = calloc(1, sizeof *e);
+    rt_spec_entry *e = cg_calloc(1, sizeof *e);
     if (!e) {
-        free(path);
-        free(text);
+        cg_free(path);
+        cg_free(text);
         return JOPT_ENOMEM;
     }
     if ((rc = cg_spec_parse(path, text, len, &e->spec, err))) {
-        free(e);
+        cg_free(e);
         return rc;
     }
     e->refs = 1;
@@ -168,27 +179,41 @@ void rt_spec_put(jopt_ctx *ctx, cg_spec *spec)
 
 JOPT_API void jopt_ctx_free(jopt_ctx *ctx)
 {
+    RT_API_SCOPE(ctx);
     if (!ctx)
         return;
     for (rt_spec_entry *e = ctx->specs, *next; e; e = next) {
         next = e->next;
         cg_spec_free(e->spec);
-        free(e);
+        cg_free(e);
     }
     rt_pool_free(ctx->pool);
     rt_gpu_put(ctx->gpu);
     cg_jit_free(ctx->jit);
     free_dirs(ctx);
-    free(ctx);
+    cg_allocator a = ctx->alloc;
+    a.fn(a.ud, ctx, sizeof *ctx, 0);
+}
+
+const cg_allocator *rt_alloc_of_ctx(const jopt_ctx *ctx)
+{
+    return ctx ? &ctx->alloc : NULL;
+}
+
+const cg_allocator *rt_alloc_of_optim(const jopt_optim *opt)
+{
+    return opt ? &opt->ctx->alloc : NULL;
 }
 
 JOPT_API const char *jopt_errmsg(const jopt_ctx *ctx)
 {
+    RT_API_SCOPE(ctx);
     return ctx ? ctx->err : "no context (NULL)";
 }
 
 JOPT_API int jopt_ctx_set_spec_path(jopt_ctx *ctx, const char *folders)
 {
+    RT_API_SCOPE(ctx);
     if (!ctx)
         return JOPT_EINVAL;
     if (!folders)
@@ -200,6 +225,7 @@ JOPT_API int jopt_ctx_set_spec_path(jopt_ctx *ctx, const char *folders)
 
 JOPT_API int jopt_ctx_set_engine(jopt_ctx *ctx, jopt_engine engine)
 {
+    RT_API_SCOPE(ctx);
     if (!ctx)
         return JOPT_EINVAL;
     if (engine != JOPT_ENGINE_JIT && engine != JOPT_ENGINE_REFERENCE)
@@ -244,6 +270,7 @@ cg_parallel rt_ctx_parallel(const jopt_ctx *ctx, int64_t total, rt_par *par)
 
 JOPT_API int jopt_ctx_set_threads(jopt_ctx *ctx, int threads)
 {
+    RT_API_SCOPE(ctx);
     if (!ctx)
         return JOPT_EINVAL;
     if (threads < 0 || threads > 1024)
@@ -257,6 +284,7 @@ JOPT_API int jopt_ctx_set_threads(jopt_ctx *ctx, int threads)
 
 JOPT_API int jopt_ctx_threads(const jopt_ctx *ctx)
 {
+    RT_API_SCOPE(ctx);
     if (!ctx)
         return 0;
     return ctx->pool ? rt_pool_threads(ctx->pool) : 1;
@@ -264,6 +292,7 @@ JOPT_API int jopt_ctx_threads(const jopt_ctx *ctx)
 
 JOPT_API int jopt_ctx_set_parallel(jopt_ctx *ctx, jopt_parallel_fn run, void *user)
 {
+    RT_API_SCOPE(ctx);
     if (!ctx)
         return JOPT_EINVAL;
     ctx->run = run;
@@ -278,6 +307,7 @@ JOPT_API int jopt_ctx_set_parallel(jopt_ctx *ctx, jopt_parallel_fn run, void *us
 
 JOPT_API int jopt_ctx_set_flush_denormals(jopt_ctx *ctx, int on)
 {
+    RT_API_SCOPE(ctx);
     if (!ctx)
         return JOPT_EINVAL;
     ctx->flush = on != 0;
@@ -287,6 +317,7 @@ JOPT_API int jopt_ctx_set_flush_denormals(jopt_ctx *ctx, int on)
 JOPT_API void jopt_ctx_stats(const jopt_ctx *ctx, size_t *compiles,
                              size_t *cache_hits)
 {
+    RT_API_SCOPE(ctx);
     if (ctx)
         cg_jit_stats(ctx->jit, compiles, cache_hits);
 }

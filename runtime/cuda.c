@@ -245,7 +245,7 @@ int rt_cuda_open(int ordinal, rt_cuda **out, char *err)
     if (ordinal < 0 || ordinal >= n)
         return msg(err, JOPT_EDEVICE, "CUDA: no device %d (the driver sees %d)",
                    ordinal, n);
-    rt_cuda *c = calloc(1, sizeof *c);
+    rt_cuda *c = cg_calloc(1, sizeof *c);
     if (!c)
         return msg(err, JOPT_ENOMEM, "out of memory");
     c->ordinal = ordinal;
@@ -256,17 +256,17 @@ int rt_cuda_open(int ordinal, rt_cuda **out, char *err)
         (rc = drv.DeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, c->dev)) ||
         (rc = drv.DeviceGetAttribute(&c->sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, c->dev)) ||
         (rc = drv.DriverGetVersion(&c->version))) {
-        free(c);
+        cg_free(c);
         return fail(err, rc, "querying device %d", ordinal);
     }
     c->cc = 10 * major + minor;
     if ((rc = drv.DevicePrimaryCtxRetain(&c->ctx, c->dev))) {
-        free(c);
+        cg_free(c);
         return fail(err, rc, "cuDevicePrimaryCtxRetain (device %d)", ordinal);
     }
     if ((st = current(c, err))) {
         drv.DevicePrimaryCtxRelease(c->dev);
-        free(c);
+        cg_free(c);
         return st;
     }
     *out = c;
@@ -278,7 +278,7 @@ void rt_cuda_close(rt_cuda *c)
     if (!c)
         return;
     drv.DevicePrimaryCtxRelease(c->dev);
-    free(c);
+    cg_free(c);
 }
 
 const char *rt_cuda_name(const rt_cuda *c) { return c->name; }
@@ -370,12 +370,12 @@ int rt_cuda_load(rt_cuda *c, const char *ptx, rt_cumod **out, char *err)
     int st = current(c, err);
     if (st)
         return st;
-    rt_cumod *m = calloc(1, sizeof *m);
-    char *elog = calloc(1, 8192), *ilog = calloc(1, 4096);
+    rt_cumod *m = cg_calloc(1, sizeof *m);
+    char *elog = cg_calloc(1, 8192), *ilog = cg_calloc(1, 4096);
     if (!m || !elog || !ilog) {
-        free(m);
-        free(elog);
-        free(ilog);
+        cg_free(m);
+        cg_free(elog);
+        cg_free(ilog);
         return msg(err, JOPT_ENOMEM, "out of memory");
     }
     int opts[4] = {CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES,
@@ -390,13 +390,13 @@ int rt_cuda_load(rt_cuda *c, const char *ptx, rt_cumod **out, char *err)
         st = fail(err, rc, "%s", what);
         if (st != JOPT_ENOMEM)
             st = JOPT_ECOMPILE;
-        free(m);
+        cg_free(m);
     } else {
         m->c = c;
         *out = m;
     }
-    free(elog);
-    free(ilog);
+    cg_free(elog);
+    cg_free(ilog);
     return st;
 }
 
@@ -406,7 +406,7 @@ void rt_cuda_unload(rt_cumod *m)
         return;
     if (current(m->c, NULL) == JOPT_OK)
         drv.ModuleUnload(m->mod);
-    free(m);
+    cg_free(m);
 }
 
 int rt_cuda_fn(rt_cumod *m, const char *name, rt_cufn *out, char *err)

@@ -34,6 +34,7 @@ static void gdescribe(char *buf, size_t len, const gspan *s)
 
 JOPT_API int jopt_set_grads(jopt_optim *opt, float *const *grads, size_t n)
 {
+    RT_API_SCOPE(opt);
     static const char fn[] = "jopt_set_grads";
     if (!opt)
         return JOPT_EINVAL;
@@ -48,7 +49,7 @@ JOPT_API int jopt_set_grads(jopt_optim *opt, float *const *grads, size_t n)
                        "parameters", fn, n, total);
     if (n && !grads)
         return rt_fail(opt->ctx, JOPT_EINVAL, "%s: grads is NULL", fn);
-    gspan *s = malloc((2 * total + 1) * sizeof *s);
+    gspan *s = cg_malloc((2 * total + 1) * sizeof *s);
     if (!s)
         return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
     size_t k = 0, i = 0;
@@ -56,7 +57,7 @@ JOPT_API int jopt_set_grads(jopt_optim *opt, float *const *grads, size_t n)
         for (size_t j = 0; j < opt->groups[g].n; j++, i++) {
             const rt_param *p = &opt->groups[g].params[j];
             if ((uintptr_t)grads[i] % rt_gsize(p)) {
-                free(s);
+                cg_free(s);
                 return rt_fail(opt->ctx, JOPT_EINVAL, "%s: group %zu parameter "
                                "%zu: grad is not aligned to %zu bytes (its element)",
                                fn, g, j, rt_gsize(p));
@@ -84,7 +85,7 @@ JOPT_API int jopt_set_grads(jopt_optim *opt, float *const *grads, size_t n)
         if (s[j].hi > s[widest].hi)
             widest = j;
     }
-    free(s);
+    cg_free(s);
     if (rc)
         return rc;
     i = 0;

@@ -157,7 +157,7 @@ int rt_gpu_open(jopt_ctx *ctx, const char *device, struct rt_gpu **out)
     else
         return rt_fail(ctx, JOPT_EINVAL, "%s: unknown device '%s' (\"cpu\", \"cuda\" "
                        "or \"cuda:N\")", fn, device);
-    struct rt_gpu *g = calloc(1, sizeof *g);
+    struct rt_gpu *g = cg_calloc(1, sizeof *g);
     if (!g)
         return rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
     int rc = rt_cuda_open((int)ordinal, &g->c, err);
@@ -165,7 +165,7 @@ int rt_gpu_open(jopt_ctx *ctx, const char *device, struct rt_gpu **out)
         rc = arch_of(rt_cuda_cc(g->c), g->arch, sizeof g->arch, err);
     if (rc) {
         rt_cuda_close(g->c);
-        free(g);
+        cg_free(g);
         return rt_fail(ctx, rc, "%s: %s: %s", fn, device, err);
     }
     g->refs = 1;
@@ -181,14 +181,15 @@ void rt_gpu_put(struct rt_gpu *g)
     for (struct rt_gmod *m = g->mods, *next; m; m = next) { /* none, normally */
         next = m->next;
         rt_cuda_unload(m->m);
-        free(m);
+        cg_free(m);
     }
     rt_cuda_close(g->c);
-    free(g);
+    cg_free(g);
 }
 
 JOPT_API int jopt_ctx_set_device(jopt_ctx *ctx, const char *device)
 {
+    RT_API_SCOPE(ctx);
     if (!ctx)
         return JOPT_EINVAL;
     if (!device)
@@ -213,7 +214,7 @@ static int gmod_get(struct rt_gpu *g, const cg_kernel *k, struct rt_gmod **out, 
             return JOPT_OK;
         }
     const cg_gpu_info *info = cg_kernel_gpu(k);
-    struct rt_gmod *m = calloc(1, sizeof *m);
+    struct rt_gmod *m = cg_calloc(1, sizeof *m);
     if (!m)
         return say(err, JOPT_ENOMEM, "out of memory");
     int rc = rt_cuda_load(g->c, info->text, &m->m, err);
@@ -221,7 +222,7 @@ static int gmod_get(struct rt_gpu *g, const cg_kernel *k, struct rt_gmod **out, 
         rc = rt_cuda_fn(m->m, info->launch[i].name, &m->fn[i], err);
     if (rc) {
         rt_cuda_unload(m->m);
-        free(m);
+        cg_free(m);
         return rc;
     }
     m->gpu = g;
@@ -243,7 +244,7 @@ void rt_gmod_put(struct rt_gmod *m)
             break;
         }
     rt_cuda_unload(m->m);
-    free(m);
+    cg_free(m);
 }
 
 /* ---- an optimizer's device side ------------------------------------------ */
@@ -263,7 +264,7 @@ int rt_gopt_new(jopt_optim *opt, const char *fn)
         return rt_fail(opt->ctx, JOPT_EDEVICE, "%s: spec '%s' declares %zu states; "
                        "on %s at most %d", fn, cg_spec_name(opt->spec),
                        cg_spec_nstate(opt->spec), g->name, CG_MAX_SLOTS);
-    struct rt_gopt *o = calloc(1, sizeof *o);
+    struct rt_gopt *o = cg_calloc(1, sizeof *o);
     if (!o)
         return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
     g->refs++;
@@ -293,15 +294,15 @@ void rt_gopt_free(jopt_optim *opt)
         rt_cuda_event_free(c, o->ring[i].ev);
     }
     rt_cuda_event_free(c, o->handoff);
-    free(o->gblock);
-    free(o->gup);
-    free(o->gdown);
-    free(o->img);
-    free(o->prev);
-    free(o->segs);
-    free(o->spans);
+    cg_free(o->gblock);
+    cg_free(o->gup);
+    cg_free(o->gdown);
+    cg_free(o->img);
+    cg_free(o->prev);
+    cg_free(o->segs);
+    cg_free(o->spans);
     rt_gpu_put(o->gpu);
-    free(o);
+    cg_free(o);
     opt->gpu = NULL;
 }
 
@@ -312,11 +313,13 @@ const char *rt_gpu_arch(const jopt_optim *opt)
 
 JOPT_API const char *jopt_optim_device(const jopt_optim *opt)
 {
+    RT_API_SCOPE(opt);
     return !opt ? "" : opt->gpu ? opt->gpu->gpu->name : "cpu";
 }
 
 JOPT_API int jopt_set_stream(jopt_optim *opt, void *stream)
 {
+    RT_API_SCOPE(opt);
     if (!opt)
         return JOPT_EINVAL;
     if (!opt->gpu)
@@ -341,6 +344,7 @@ JOPT_API int jopt_set_stream(jopt_optim *opt, void *stream)
 
 JOPT_API int jopt_synchronize(jopt_optim *opt)
 {
+    RT_API_SCOPE(opt);
     if (!opt)
         return JOPT_EINVAL;
     if (!opt->gpu)
@@ -381,10 +385,10 @@ static int ensure_blocks(jopt_optim *opt, char *err)
     if (o->nblocks >= opt->ngroups)
         return JOPT_OK;
     size_t n = opt->ngroups;
-    rt_cuptr *b = realloc(o->gblock, n * sizeof *b);
+    rt_cuptr *b = cg_realloc(o->gblock, n * sizeof *b);
     if (b)
         o->gblock = b;
-    uint8_t *up = realloc(o->gup, n), *down = up ? realloc(o->gdown, n) : NULL;
+    uint8_t *up = cg_realloc(o->gup, n), *down = up ? cg_realloc(o->gdown, n) : NULL;
     if (up)
         o->gup = up;
     if (down)
@@ -447,7 +451,7 @@ void rt_state_free(const jopt_optim *opt, float *state)
     if (opt->gpu)
         rt_cuda_free(dev_of(opt), (rt_cuptr)(uintptr_t)state);
     else
-        free(state);
+        cg_free(state);
 }
 
 int rt_gpu_read(const jopt_optim *opt, const char *fn, void *dst, const void *src,
@@ -504,7 +508,7 @@ int rt_gpu_adopt(jopt_optim *opt, const char *fn, float **state, const int64_t *
 {
     rt_cuda *c = dev_of(opt);
     char err[CG_ERRLEN];
-    float **dev = calloc(n + 1, sizeof *dev);
+    float **dev = cg_calloc(n + 1, sizeof *dev);
     if (!dev)
         return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
     int rc = rt_cuda_sync(c, opt->gpu->stream, err);
@@ -527,17 +531,18 @@ int rt_gpu_adopt(jopt_optim *opt, const char *fn, float **state, const int64_t *
         if (rc) {
             rt_cuda_free(c, (rt_cuptr)(uintptr_t)dev[k]);
         } else {
-            free(state[k]);
+            cg_free(state[k]);
             state[k] = dev[k];
         }
     }
-    free(dev);
+    cg_free(dev);
     return rc ? rt_fail(opt->ctx, rc, "%s: %s", fn, err) : JOPT_OK;
 }
 
 JOPT_API int jopt_state_copy(const jopt_optim *opt, size_t group, size_t index,
                              const char *name, float *out, int64_t cap)
 {
+    RT_API_SCOPE(opt);
     static const char fn[] = "jopt_state_copy";
     if (!opt)
         return JOPT_EINVAL;
@@ -600,7 +605,7 @@ static int grow(void **p, size_t *cap, size_t need, size_t size)
     if (need <= *cap)
         return 0;
     size_t n = need + need / 2 + 4;
-    void *q = realloc(*p, n * size);
+    void *q = cg_realloc(*p, n * size);
     if (!q)
         return -1;
     *p = q;
@@ -700,14 +705,14 @@ static int prepare(jopt_optim *opt, const char *fn)
     }
     size_t need = o->h_off + hcap;
     if (need > o->imgcap) {
-        unsigned char *img = malloc(need + need / 2), *prev = malloc(need + need / 2);
+        unsigned char *img = cg_malloc(need + need / 2), *prev = cg_malloc(need + need / 2);
         if (!img || !prev) {
-            free(img);
-            free(prev);
+            cg_free(img);
+            cg_free(prev);
             return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
         }
-        free(o->img);
-        free(o->prev);
+        cg_free(o->img);
+        cg_free(o->prev);
         o->img = img;
         o->prev = prev;
         o->imgcap = need + need / 2;

@@ -33,12 +33,14 @@ struct jopt_spec {
 
 JOPT_API const char *jopt_ctx_spec_path(const jopt_ctx *ctx)
 {
+    RT_API_SCOPE(ctx);
     return ctx ? ctx->path : "";
 }
 
 JOPT_API int jopt_spec_open(jopt_ctx *ctx, const char *name,
                             const char *options, jopt_spec **out)
 {
+    RT_API_SCOPE(ctx);
     static const char fn[] = "jopt_spec_open";
     if (!ctx)
         return JOPT_EINVAL;
@@ -46,22 +48,22 @@ JOPT_API int jopt_spec_open(jopt_ctx *ctx, const char *name,
         return rt_fail(ctx, JOPT_EINVAL, "%s: %s is NULL", fn,
                        !name ? "name" : "out");
     char err[CG_ERRLEN];
-    jopt_spec *s = calloc(1, sizeof *s);
+    jopt_spec *s = cg_calloc(1, sizeof *s);
     if (!s)
         return rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
     s->ctx = ctx;
     int rc = rt_spec_get(ctx, name, &s->spec, err);
     if (rc) {
-        free(s);
+        cg_free(s);
         return rt_fail_cg(ctx, rc, fn, err);
     }
     size_t nv = cg_spec_nvalues(s->spec);
     s->nkernels = cg_spec_method(s->spec) ? cg_spec_nvkernels(s->spec)
                                           : 1 + cg_spec_nnamed(s->spec);
     s->rank = 1;
-    s->values = malloc((nv + 1) * sizeof *s->values);
-    s->kernels = calloc(s->nkernels + 1, sizeof *s->kernels);
-    s->update_arrays = calloc(CG_MAX_SLOTS, sizeof *s->update_arrays);
+    s->values = cg_malloc((nv + 1) * sizeof *s->values);
+    s->kernels = cg_calloc(s->nkernels + 1, sizeof *s->kernels);
+    s->update_arrays = cg_calloc(CG_MAX_SLOTS, sizeof *s->update_arrays);
     if (!s->values || !s->kernels || !s->update_arrays) {
         rc = rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
         goto fail;
@@ -94,16 +96,17 @@ fail:
 
 JOPT_API void jopt_spec_free(jopt_spec *s)
 {
+    RT_API_SCOPE(s);
     if (!s)
         return;
     for (size_t i = 0; s->kernels && i < s->nkernels; i++)
         cg_kernel_release(s->kernels[i]);
-    free(s->kernels);
-    free(s->update_arrays);
-    free(s->values);
-    free(s->text);
+    cg_free(s->kernels);
+    cg_free(s->update_arrays);
+    cg_free(s->values);
+    cg_free(s->text);
     rt_spec_put(s->ctx, s->spec);
-    free(s);
+    cg_free(s);
 }
 
 JOPT_API const char *jopt_spec_name(const jopt_spec *s) { return s ? cg_spec_name(s->spec) : NULL; }
@@ -113,6 +116,7 @@ JOPT_API const char *jopt_spec_method(const jopt_spec *s) { return s ? cg_spec_m
 
 JOPT_API const char *jopt_spec_method_source(const jopt_spec *s)
 {
+    RT_API_SCOPE(s);
     const char *m = jopt_spec_method(s);
     const rt_driver *d = m ? rt_driver_find(m) : NULL;
     return d ? d->source : NULL;
@@ -135,6 +139,7 @@ static int check_index(const jopt_spec *s, const char *fn, size_t i, size_t n,
 
 JOPT_API int jopt_spec_hyper(const jopt_spec *s, size_t i, jopt_hyper_info *out)
 {
+    RT_API_SCOPE(s);
     if (!s)
         return JOPT_EINVAL;
     int rc = check_index(s, "jopt_spec_hyper", i, cg_spec_nhyper(s->spec),
@@ -157,6 +162,7 @@ JOPT_API int jopt_spec_hyper(const jopt_spec *s, size_t i, jopt_hyper_info *out)
 
 JOPT_API int jopt_spec_format(const jopt_spec *s, size_t i, char *buf, size_t cap)
 {
+    RT_API_SCOPE(s);
     if (!s)
         return JOPT_EINVAL;
     int rc = check_index(s, "jopt_spec_format", i, cg_spec_nhyper(s->spec),
@@ -198,11 +204,13 @@ static int traced(jopt_spec *s, const char *fn, size_t i, const cg_kernel **out)
 
 JOPT_API size_t jopt_spec_nstate(const jopt_spec *s)
 {
+    RT_API_SCOPE(s);
     return s && !cg_spec_method(s->spec) ? cg_spec_nstate(s->spec) : 0;
 }
 
 JOPT_API int jopt_spec_state(jopt_spec *s, size_t i, jopt_state_info *out)
 {
+    RT_API_SCOPE(s);
     static const char fn[] = "jopt_spec_state";
     if (!s)
         return JOPT_EINVAL;
@@ -241,6 +249,7 @@ JOPT_API size_t jopt_spec_nkernels(const jopt_spec *s) { return s ? s->nkernels 
 
 JOPT_API const char *jopt_spec_kernel_name(const jopt_spec *s, size_t i)
 {
+    RT_API_SCOPE(s);
     if (!s || i >= s->nkernels)
         return NULL;
     return cg_spec_method(s->spec) ? cg_spec_vkernel(s->spec, i)->name
@@ -249,6 +258,7 @@ JOPT_API const char *jopt_spec_kernel_name(const jopt_spec *s, size_t i)
 
 JOPT_API int jopt_spec_kernel(jopt_spec *s, size_t i, jopt_kernel_info *out)
 {
+    RT_API_SCOPE(s);
     static const char fn[] = "jopt_spec_kernel";
     if (!s)
         return JOPT_EINVAL;
@@ -292,21 +302,25 @@ JOPT_API int jopt_spec_kernel(jopt_spec *s, size_t i, jopt_kernel_info *out)
 
 JOPT_API size_t jopt_spec_ninputs(const jopt_spec *s)
 {
+    RT_API_SCOPE(s);
     return s ? cg_spec_ninputs(s->spec) : 0;
 }
 
 JOPT_API const char *jopt_spec_input(const jopt_spec *s, size_t i)
 {
+    RT_API_SCOPE(s);
     return s && i < cg_spec_ninputs(s->spec) ? cg_spec_input(s->spec, i) : NULL;
 }
 
 JOPT_API int jopt_spec_steps_per_group(const jopt_spec *s)
 {
+    RT_API_SCOPE(s);
     return s ? cg_spec_group_steps(s->spec) : 0;
 }
 
 JOPT_API int jopt_spec_set_variant(jopt_spec *s, int rank, const char *inputs)
 {
+    RT_API_SCOPE(s);
     static const char fn[] = "jopt_spec_set_variant";
     if (!s)
         return JOPT_EINVAL;
@@ -343,6 +357,7 @@ JOPT_API int jopt_spec_set_variant(jopt_spec *s, int rank, const char *inputs)
 
 JOPT_API int jopt_spec_set_shape(jopt_spec *s, int ndim, const int64_t *shape)
 {
+    RT_API_SCOPE(s);
     static const char fn[] = "jopt_spec_set_shape";
     if (!s)
         return JOPT_EINVAL;
@@ -369,6 +384,7 @@ JOPT_API int jopt_spec_set_shape(jopt_spec *s, int ndim, const int64_t *shape)
 
 JOPT_API int jopt_spec_validate(jopt_spec *s)
 {
+    RT_API_SCOPE(s);
     static const char fn[] = "jopt_spec_validate";
     if (!s)
         return JOPT_EINVAL;
@@ -403,6 +419,7 @@ JOPT_API int jopt_spec_validate(jopt_spec *s)
 JOPT_API int jopt_spec_emit(jopt_spec *s, const char *kernel, const char *what,
                             const char **text)
 {
+    RT_API_SCOPE(s);
     static const char fn[] = "jopt_spec_emit";
     if (!s)
         return JOPT_EINVAL;
@@ -436,7 +453,7 @@ JOPT_API int jopt_spec_emit(jopt_spec *s, const char *kernel, const char *what,
     if (rc)
         return rt_fail(s->ctx, rc, "%s: %s%s%s: %s", fn, cg_spec_name(s->spec),
                        kernel ? ": kernel " : "", kernel ? kernel : "", err);
-    free(s->text);
+    cg_free(s->text);
     s->text = t;
     *text = t;
     return JOPT_OK;
@@ -452,9 +469,20 @@ struct jopt_kernel {
     double *u;
 };
 
+const cg_allocator *rt_alloc_of_spec(const jopt_spec *s)
+{
+    return s ? &s->ctx->alloc : NULL;
+}
+
+const cg_allocator *rt_alloc_of_kernel(const jopt_kernel *k)
+{
+    return k ? &k->ctx->alloc : NULL;
+}
+
 JOPT_API int jopt_kernel_new(jopt_ctx *ctx, const char *spec, const char *name,
                              jopt_kernel **out)
 {
+    RT_API_SCOPE(ctx);
     static const char fn[] = "jopt_kernel_new";
     if (!ctx)
         return JOPT_EINVAL;
@@ -462,13 +490,13 @@ JOPT_API int jopt_kernel_new(jopt_ctx *ctx, const char *spec, const char *name,
         return rt_fail(ctx, JOPT_EINVAL, "%s: %s is NULL", fn,
                        !spec ? "spec" : !name ? "name" : "out");
     char err[CG_ERRLEN];
-    jopt_kernel *k = calloc(1, sizeof *k);
+    jopt_kernel *k = cg_calloc(1, sizeof *k);
     if (!k)
         return rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
     k->ctx = ctx;
     int rc = rt_spec_get(ctx, spec, &k->spec, err);
     if (rc) {
-        free(k);
+        cg_free(k);
         return rt_fail_cg(ctx, rc, fn, err);
     }
     if (!cg_spec_find_vkernel(k->spec, name)) {
@@ -483,7 +511,7 @@ JOPT_API int jopt_kernel_new(jopt_ctx *ctx, const char *spec, const char *name,
                 name, err);
         goto fail;
     }
-    k->u = calloc((size_t)cg_kernel_layout(k->k)->nuniform + 1, sizeof *k->u);
+    k->u = cg_calloc((size_t)cg_kernel_layout(k->k)->nuniform + 1, sizeof *k->u);
     if (!k->u || cg_batch_new(&k->batch, err) || rt_ctx_pool(ctx)) {
         rc = rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
         goto fail;
@@ -497,18 +525,20 @@ fail:
 
 JOPT_API void jopt_kernel_free(jopt_kernel *k)
 {
+    RT_API_SCOPE(k);
     if (!k)
         return;
     cg_kernel_release(k->k);
     cg_batch_free(k->batch);
-    free(k->u);
+    cg_free(k->u);
     rt_spec_put(k->ctx, k->spec);
-    free(k);
+    cg_free(k);
 }
 
 JOPT_API int jopt_kernel_run(jopt_kernel *k, float *const *arrays, int64_t n,
                              const double *scalars, double *results)
 {
+    RT_API_SCOPE(k);
     static const char fn[] = "jopt_kernel_run";
     if (!k)
         return JOPT_EINVAL;

@@ -19,7 +19,7 @@ void rt_kset_free(rt_kset *ks)
         rt_gmod_put(ks->e[i].mod);
         cg_kernel_release(ks->e[i].k);
     }
-    free(ks->e);
+    cg_free(ks->e);
     memset(ks, 0, sizeof *ks);
 }
 
@@ -53,7 +53,7 @@ static int kset_get(jopt_optim *opt, rt_kset *ks, const char *where,
     }
     if (ks->n == ks->cap) {
         size_t cap = ks->cap ? 2 * ks->cap : 4;
-        rt_kentry *e = realloc(ks->e, cap * sizeof *e);
+        rt_kentry *e = cg_realloc(ks->e, cap * sizeof *e);
         if (!e)
             return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", where);
         ks->e = e;

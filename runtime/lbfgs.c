@@ -68,7 +68,7 @@ static int buf_append(lb_state *st)
 {
     if (st->nbufs == st->capbufs) {
         int cap = st->capbufs ? 2 * st->capbufs : 8;
-        lb_buf *nb = realloc(st->bufs, sizeof *nb * (size_t)cap);
+        lb_buf *nb = cg_realloc(st->bufs, sizeof *nb * (size_t)cap);
         if (!nb)
             return -1;
         st->bufs = nb;
@@ -112,9 +112,9 @@ int rt_lb_acquire_tmp(lb_state *st, int k)
 
 static void hist_free(lb_hist *h)
 {
-    free(h->y);
-    free(h->s);
-    free(h->ro);
+    cg_free(h->y);
+    cg_free(h->s);
+    cg_free(h->ro);
     memset(h, 0, sizeof *h);
 }
 
@@ -122,12 +122,12 @@ static void hist_free(lb_hist *h)
  * that a failure leaves h as it was. */
 static int hist_resize(lb_hist *h, int cap)
 {
-    int *y = malloc(sizeof *y * (size_t)cap), *s = malloc(sizeof *s * (size_t)cap);
-    double *ro = malloc(sizeof *ro * (size_t)cap);
+    int *y = cg_malloc(sizeof *y * (size_t)cap), *s = cg_malloc(sizeof *s * (size_t)cap);
+    double *ro = cg_malloc(sizeof *ro * (size_t)cap);
     if (!y || !s || !ro) {
-        free(y);
-        free(s);
-        free(ro);
+        cg_free(y);
+        cg_free(s);
+        cg_free(ro);
         return JOPT_ENOMEM;
     }
     for (int i = 0; i < h->count; i++) {
@@ -136,9 +136,9 @@ static int hist_resize(lb_hist *h, int cap)
         s[i] = h->s[pos];
         ro[i] = h->ro[pos];
     }
-    free(h->y);
-    free(h->s);
-    free(h->ro);
+    cg_free(h->y);
+    cg_free(h->s);
+    cg_free(h->ro);
     h->y = y;
     h->s = s;
     h->ro = ro;
@@ -153,9 +153,9 @@ static int vars_copy(lb_vars *dst, const lb_vars *src)
     lb_hist h = dst->h;
     if (h.cap < src->h.cap) {
         hist_free(&h);
-        h.y = malloc(sizeof *h.y * (size_t)src->h.cap);
-        h.s = malloc(sizeof *h.s * (size_t)src->h.cap);
-        h.ro = malloc(sizeof *h.ro * (size_t)src->h.cap);
+        h.y = cg_malloc(sizeof *h.y * (size_t)src->h.cap);
+        h.s = cg_malloc(sizeof *h.s * (size_t)src->h.cap);
+        h.ro = cg_malloc(sizeof *h.ro * (size_t)src->h.cap);
         if (!h.y || !h.s || !h.ro) {
             hist_free(&h);
             dst->h = h;
@@ -263,7 +263,7 @@ static int two_loop(lb_state *st, int g, double *gtd)
         return JOPT_OK;
     }
     if (st->alcap < n) {
-        double *al = realloc(st->al, sizeof *al * (size_t)n);
+        double *al = cg_realloc(st->al, sizeof *al * (size_t)n);
         if (!al)
             return JOPT_ENOMEM;
         st->al = al;
@@ -469,7 +469,7 @@ static int lbfgs_step(rt_closure *c, void *state, double *loss)
 
 static void *lbfgs_state_new(rt_closure *c)
 {
-    lb_state *st = calloc(1, sizeof *st);
+    lb_state *st = cg_calloc(1, sizeof *st);
     if (!st)
         return NULL;
     st->c = c;
@@ -487,12 +487,12 @@ static void lbfgs_state_free(void *state)
     if (!st)
         return;
     for (int i = 0; i < st->nbufs; i++)
-        free(st->bufs[i].p);
-    free(st->bufs);
+        cg_free(st->bufs[i].p);
+    cg_free(st->bufs);
     hist_free(&st->cur.h);
     hist_free(&st->work.h);
-    free(st->al);
-    free(st);
+    cg_free(st->al);
+    cg_free(st);
 }
 
 static int lbfgs_state_get(void *state, const char *name, const float **data,
@@ -615,7 +615,7 @@ static int lbfgs_load(rt_closure *c, rt_in *r, void **out, char *err)
      * which lbfgs_adopt keeps as spares */
     const lb_state *cur = rt_closure_state(c);
     int need = 2 * (int)pairs + 2 + (cur ? cur->nbufs : 0);
-    if (!(st->bufs = malloc(sizeof *st->bufs * (size_t)(need + 1))))
+    if (!(st->bufs = cg_malloc(sizeof *st->bufs * (size_t)(need + 1))))
         goto oom;
     st->capbufs = need + 1;
     lb_vars *v = &st->cur;
@@ -659,12 +659,12 @@ static void lbfgs_adopt(void *cur_, void *loaded)
     lb_state *cur = cur_, *st = loaded;
     for (int i = 0; i < cur->nbufs; i++) /* room reserved by lbfgs_load */
         st->bufs[st->nbufs++] = (lb_buf){cur->bufs[i].p, 0, 0};
-    free(cur->bufs);
+    cg_free(cur->bufs);
     hist_free(&cur->cur.h);
     hist_free(&cur->work.h);
-    free(cur->al);
+    cg_free(cur->al);
     *cur = *st;
-    free(st);
+    cg_free(st);
 }
 
 /* torch's constructor: max_eval=None becomes max_iter * 5 // 4, once */

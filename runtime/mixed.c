@@ -74,7 +74,7 @@ int rt_prec_parse(jopt_ctx *ctx, const char *where, const char *text, rt_prec *p
         *given = 0;
     if (!text)
         return JOPT_OK;
-    cg_opt_item *it = malloc(sizeof *it);
+    cg_opt_item *it = cg_malloc(sizeof *it);
     if (!it)
         return rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", where);
     rt_prec p = *prec;
@@ -121,7 +121,7 @@ int rt_prec_parse(jopt_ctx *ctx, const char *where, const char *text, rt_prec *p
         }
         seen |= 1 << k;
     }
-    free(it);
+    cg_free(it);
     if (rc < 0)
         return own ? rc : rt_fail_cg(ctx, rc, where, err);
     if (grad >= 0)
@@ -172,6 +172,7 @@ static int check_dtype(jopt_optim *opt, const char *fn, const char *what, int dt
 JOPT_API int jopt_set_dtype(jopt_optim *opt, size_t group, size_t index,
                             jopt_dtype dtype, jopt_dtype grad_dtype)
 {
+    RT_API_SCOPE(opt);
     static const char fn[] = "jopt_set_dtype";
     if (!opt)
         return JOPT_EINVAL;
@@ -218,6 +219,7 @@ JOPT_API int jopt_set_dtype(jopt_optim *opt, size_t group, size_t index,
 JOPT_API int jopt_state_dtype(const jopt_optim *opt, size_t group, size_t index,
                               const char *name, jopt_dtype *dtype)
 {
+    RT_API_SCOPE(opt);
     static const char fn[] = "jopt_state_dtype";
     if (!opt)
         return JOPT_EINVAL;
@@ -254,6 +256,7 @@ JOPT_API int jopt_state_dtype(const jopt_optim *opt, size_t group, size_t index,
 
 JOPT_API int jopt_set_grad_scale(jopt_optim *opt, double scale, int found_inf)
 {
+    RT_API_SCOPE(opt);
     static const char fn[] = "jopt_set_grad_scale";
     if (!opt)
         return JOPT_EINVAL;

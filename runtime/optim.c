@@ -42,7 +42,7 @@ int rt_check_buffers(jopt_ctx *ctx, const char *fn, const rt_group *groups,
     size_t total = 0;
     for (size_t g = 0; g < ngroups; g++)
         total += 2 * groups[g].n;
-    span *s = malloc((total + 1) * sizeof *s);
+    span *s = cg_malloc((total + 1) * sizeof *s);
     if (!s)
         return rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
     size_t k = 0;
@@ -81,7 +81,7 @@ int rt_check_buffers(jopt_ctx *ctx, const char *fn, const rt_group *groups,
         if (s[j].hi > s[widest].hi)
             widest = j;
     }
-    free(s);
+    cg_free(s);
     return rc;
 }
 
@@ -165,14 +165,14 @@ int rt_reserve_uniforms(jopt_optim *opt, size_t need)
     size_t np = 0;
     for (size_t g = 0; g < opt->ngroups; g++)
         np += opt->groups[g].n;
-    double *buf = calloc(np * need + 1, sizeof *buf);
+    double *buf = cg_calloc(np * need + 1, sizeof *buf);
     if (!buf)
         return JOPT_ENOMEM;
     size_t k = 0;
     for (size_t g = 0; g < opt->ngroups; g++)
         for (size_t i = 0; i < opt->groups[g].n; i++)
             opt->groups[g].params[i].u = buf + need * k++;
-    free(opt->ubuf);
+    cg_free(opt->ubuf);
     opt->ubuf = buf;
     opt->ucap = need;
     return JOPT_OK;
@@ -193,8 +193,8 @@ static int plan_space(jopt_optim *opt)
             nt += cg_batch_tasks(p->n, p->shape, p->rank);
         }
     }
-    opt->calls = calloc(np + 1, sizeof *opt->calls);
-    opt->parts = calloc(np + 1, sizeof *opt->parts);
+    opt->calls = cg_calloc(np + 1, sizeof *opt->calls);
+    opt->parts = cg_calloc(np + 1, sizeof *opt->parts);
     if (!opt->calls || !opt->parts || cg_batch_new(&opt->batch, err) ||
         cg_batch_reserve(opt->batch, nt, np, err) || rt_reserve_uniforms(opt, need))
         return JOPT_ENOMEM;
@@ -229,7 +229,7 @@ void rt_spare_keep(jopt_optim *opt, rt_param *p, size_t k, float *buf, int64_t b
      * or its element type, so two slots usually suffice; a third size goes to the optimizer's list, or,
      * out of memory, stays allocated until exit rather than freed under a
      * pointer the caller may hold */
-    float **r = realloc(opt->retired, (opt->nretired + 1) * sizeof *r);
+    float **r = cg_realloc(opt->retired, (opt->nretired + 1) * sizeof *r);
     if (r) {
         opt->retired = r;
         r[opt->nretired++] = buf;
@@ -243,19 +243,19 @@ static void free_group(const jopt_optim *opt, rt_group *gr)
         for (size_t s = 0; gr->params[i].state && s < ns; s++)
             rt_state_free(opt, gr->params[i].state[s]);
         for (size_t s = 0; gr->params[i].spare && s < 2 * ns; s++)
-            free(gr->params[i].spare[s]);
-        free(gr->params[i].state);
-        free(gr->params[i].state_n);
-        free(gr->params[i].spare);
-        free(gr->params[i].spare_n);
-        free(gr->params[i].state_dt);
-        free(gr->params[i].work);
+            cg_free(gr->params[i].spare[s]);
+        cg_free(gr->params[i].state);
+        cg_free(gr->params[i].state_n);
+        cg_free(gr->params[i].spare);
+        cg_free(gr->params[i].spare_n);
+        cg_free(gr->params[i].state_dt);
+        cg_free(gr->params[i].work);
     }
-    free(gr->params);
-    free(gr->values);
-    free(gr->runtime);
-    free(gr->keys);
-    free(gr->gstate);
+    cg_free(gr->params);
+    cg_free(gr->values);
+    cg_free(gr->runtime);
+    cg_free(gr->keys);
+    cg_free(gr->gstate);
     rt_kset_free(&gr->ks);
 }
 
@@ -263,29 +263,30 @@ static void free_groups(jopt_optim *opt)
 {
     for (size_t g = 0; g < opt->ngroups; g++)
         free_group(opt, &opt->groups[g]);
-    free(opt->groups);
+    cg_free(opt->groups);
 }
 
 JOPT_API void jopt_optim_free(jopt_optim *opt)
 {
+    RT_API_SCOPE(opt);
     if (!opt || rt_free_deferred(opt)) /* from its own closure: the step frees it */
         return;
     rt_gpu_drain(opt); /* nothing of it may still run when it goes */
     free_groups(opt);
     rt_gopt_free(opt);
-    free(opt->defaults);
-    free(opt->ubuf);
+    cg_free(opt->defaults);
+    cg_free(opt->ubuf);
     cg_batch_free(opt->batch);
-    free(opt->calls);
-    free(opt->parts);
+    cg_free(opt->calls);
+    cg_free(opt->parts);
     rt_closure_free(opt->closure);
     for (size_t i = 0; i < opt->nretired; i++)
-        free(opt->retired[i]);
-    free(opt->retired);
+        cg_free(opt->retired[i]);
+    cg_free(opt->retired);
     rt_shard_free(opt->shard);
     if (opt->spec)
         rt_spec_put(opt->ctx, opt->spec);
-    free(opt);
+    cg_free(opt);
 }
 
 /* The group's states start at their spec values (NaN: not kept). */
@@ -324,11 +325,11 @@ static int group_init(jopt_optim *opt, const char *fn, size_t g,
     if (ug->nparams > (SIZE_MAX >> 8) / sizeof(rt_param))
         return rt_fail(ctx, JOPT_EINVAL, "%s: group %zu: nparams %zu is too "
                        "large", fn, g, ug->nparams);
-    gr->params = calloc(ug->nparams + 1, sizeof *gr->params);
-    gr->values = malloc((nv + 1) * sizeof(double));
-    gr->runtime = calloc(cg_spec_nhyper(opt->spec) + 1, 1);
-    gr->keys = malloc(RT_NKEYS * sizeof(double));
-    gr->gstate = malloc((ns + 1) * sizeof(double));
+    gr->params = cg_calloc(ug->nparams + 1, sizeof *gr->params);
+    gr->values = cg_malloc((nv + 1) * sizeof(double));
+    gr->runtime = cg_calloc(cg_spec_nhyper(opt->spec) + 1, 1);
+    gr->keys = cg_malloc(RT_NKEYS * sizeof(double));
+    gr->gstate = cg_malloc((ns + 1) * sizeof(double));
     if (!gr->params || !gr->values || !gr->runtime || !gr->keys || !gr->gstate)
         return rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
     for (size_t k = 0; k < RT_NKEYS; k++)
@@ -348,11 +349,11 @@ static int group_init(jopt_optim *opt, const char *fn, size_t g,
                          .dtype = gr->prec.dtype, .grad_dtype = gr->prec.grad_dtype};
         rp->shape[0] = p->numel;
         gr->n = i + 1;
-        if (!(rp->state = calloc(ns + 1, sizeof(float *))) ||
-            !(rp->state_n = calloc(ns + 1, sizeof(int64_t))) ||
-            !(rp->spare = calloc(2 * ns + 1, sizeof(float *))) ||
-            !(rp->spare_n = calloc(2 * ns + 1, sizeof(int64_t))) ||
-            !(rp->state_dt = calloc(ns + 1, 1)))
+        if (!(rp->state = cg_calloc(ns + 1, sizeof(float *))) ||
+            !(rp->state_n = cg_calloc(ns + 1, sizeof(int64_t))) ||
+            !(rp->spare = cg_calloc(2 * ns + 1, sizeof(float *))) ||
+            !(rp->spare_n = cg_calloc(2 * ns + 1, sizeof(int64_t))) ||
+            !(rp->state_dt = cg_calloc(ns + 1, 1)))
             return rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
     }
     memcpy(gr->values, opt->defaults, nv * sizeof(double));
@@ -385,6 +386,7 @@ JOPT_API int jopt_optim_new(jopt_ctx *ctx, const char *spec,
                             const jopt_group *groups, size_t ngroups,
                             const char *defaults, jopt_optim **out)
 {
+    RT_API_SCOPE(ctx);
     static const char fn[] = "jopt_optim_new";
     if (!ctx)
         return JOPT_EINVAL;
@@ -397,7 +399,7 @@ JOPT_API int jopt_optim_new(jopt_ctx *ctx, const char *spec,
         return rt_fail(ctx, JOPT_EINVAL, "%s: groups is NULL (ngroups is %zu)",
                        fn, ngroups);
     char err[CG_ERRLEN];
-    jopt_optim *opt = calloc(1, sizeof *opt);
+    jopt_optim *opt = cg_calloc(1, sizeof *opt);
     if (!opt)
         return rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
     opt->ctx = ctx;
@@ -410,8 +412,8 @@ JOPT_API int jopt_optim_new(jopt_ctx *ctx, const char *spec,
     if (ctx->gpu && (rc = rt_gopt_new(opt, fn))) /* kernels for the device */
         goto fail;
     size_t nv = cg_spec_nvalues(opt->spec);
-    opt->defaults = malloc((nv + 1) * sizeof(double));
-    opt->groups = calloc(ngroups, sizeof *opt->groups);
+    opt->defaults = cg_malloc((nv + 1) * sizeof(double));
+    opt->groups = cg_calloc(ngroups, sizeof *opt->groups);
     if (!opt->defaults || !opt->groups) {
         rc = rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
         goto fail;
@@ -450,6 +452,7 @@ fail:
 
 JOPT_API int jopt_add_param_group(jopt_optim *opt, const jopt_group *group)
 {
+    RT_API_SCOPE(opt);
     static const char fn[] = "jopt_add_param_group";
     if (!opt)
         return JOPT_EINVAL;
@@ -464,7 +467,7 @@ JOPT_API int jopt_add_param_group(jopt_optim *opt, const jopt_group *group)
                        "are spread over its processes at construction: build it "
                        "with every group", fn);
     size_t n = opt->ngroups;
-    rt_group *groups = calloc(n + 1, sizeof *groups);
+    rt_group *groups = cg_calloc(n + 1, sizeof *groups);
     if (!groups)
         return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
     memcpy(groups, opt->groups, n * sizeof *groups);
@@ -478,7 +481,7 @@ JOPT_API int jopt_add_param_group(jopt_optim *opt, const jopt_group *group)
     }
     if (rc) {
         free_group(opt, &groups[n]);
-        free(groups);
+        cg_free(groups);
         return rc;
     }
     /* step()'s space for the bigger optimizer, or everything as it was */
@@ -497,11 +500,11 @@ JOPT_API int jopt_add_param_group(jopt_optim *opt, const jopt_group *group)
     opt->ucap = 0;
     if (plan_space(opt)) {
         cg_batch_free(opt->batch);
-        free(opt->calls);
-        free(opt->parts);
-        free(opt->ubuf);
+        cg_free(opt->calls);
+        cg_free(opt->parts);
+        cg_free(opt->ubuf);
         free_group(opt, &groups[n]);
-        free(groups);
+        cg_free(groups);
         opt->groups = old_groups;
         opt->ngroups = n;
         opt->batch = old_batch;
@@ -511,11 +514,11 @@ JOPT_API int jopt_add_param_group(jopt_optim *opt, const jopt_group *group)
         opt->ucap = old_ucap;
         return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
     }
-    free(old_groups);
+    cg_free(old_groups);
     cg_batch_free(old_batch);
-    free(old_calls);
-    free(old_parts);
-    free(old_ubuf);
+    cg_free(old_calls);
+    cg_free(old_parts);
+    cg_free(old_ubuf);
     return JOPT_OK;
 }
 
@@ -541,12 +544,14 @@ static int check_index(const jopt_optim *opt, const char *fn, size_t group,
 
 JOPT_API size_t jopt_group_count(const jopt_optim *opt)
 {
+    RT_API_SCOPE(opt);
     return opt ? opt->ngroups : 0;
 }
 
 JOPT_API int jopt_option_get(const jopt_optim *opt, size_t group,
                              const char *name, double *value)
 {
+    RT_API_SCOPE(opt);
     static const char fn[] = "jopt_option_get";
     if (!opt)
         return JOPT_EINVAL;
@@ -572,7 +577,7 @@ JOPT_API int jopt_option_get(const jopt_optim *opt, size_t group,
  * the old ones, for undo_types. */
 static uint8_t *retype(rt_group *gr, const rt_prec *prec, unsigned given)
 {
-    uint8_t *old = malloc(2 * gr->n + 1);
+    uint8_t *old = cg_malloc(2 * gr->n + 1);
     if (!old)
         return NULL;
     for (size_t i = 0; i < gr->n; i++) {
@@ -643,12 +648,12 @@ static int set_values(jopt_optim *opt, const char *fn, size_t group,
         rc = check_prec(opt, where, gr, &np);
     if (rc)
         return rc;
-    uint8_t *runtime = malloc(nh + 1), *types = retype(gr, &np, given);
+    uint8_t *runtime = cg_malloc(nh + 1), *types = retype(gr, &np, given);
     if (!runtime || !types) {
         if (types)
             undo_types(gr, types);
-        free(runtime);
-        free(types);
+        cg_free(runtime);
+        cg_free(types);
         return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
     }
     int rebuild = given != 0 || memcmp(&np, &gr->prec, sizeof np) != 0;
@@ -681,15 +686,15 @@ static int set_values(jopt_optim *opt, const char *fn, size_t group,
         memcpy(gr->runtime, runtime, nh);
         gr->prec = np;
     }
-    free(runtime);
-    free(types);
+    cg_free(runtime);
+    cg_free(types);
     return rc;
 }
 
 static double *copy_values(jopt_optim *opt, size_t group)
 {
     size_t nv = cg_spec_nvalues(opt->spec);
-    double *v = malloc((nv + 1) * sizeof *v);
+    double *v = cg_malloc((nv + 1) * sizeof *v);
     if (v)
         memcpy(v, opt->groups[group].values, nv * sizeof *v);
     return v;
@@ -698,6 +703,7 @@ static double *copy_values(jopt_optim *opt, size_t group)
 JOPT_API int jopt_option_set(jopt_optim *opt, size_t group, const char *name,
                              double value)
 {
+    RT_API_SCOPE(opt);
     static const char fn[] = "jopt_option_set";
     if (!opt)
         return JOPT_EINVAL;
@@ -726,13 +732,14 @@ JOPT_API int jopt_option_set(jopt_optim *opt, size_t group, const char *name,
         return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
     v[off] = value;
     rc = set_values(opt, fn, group, v, -1, NULL, 0);
-    free(v);
+    cg_free(v);
     return rc;
 }
 
 JOPT_API int jopt_options_set(jopt_optim *opt, size_t group,
                               const char *options)
 {
+    RT_API_SCOPE(opt);
     static const char fn[] = "jopt_options_set";
     if (!opt)
         return JOPT_EINVAL;
@@ -752,13 +759,14 @@ JOPT_API int jopt_options_set(jopt_optim *opt, size_t group,
         rt_fail_cg(opt->ctx, rc, fn, err);
     else if (rc == JOPT_OK)
         rc = set_values(opt, fn, group, v, -1, &prec, given);
-    free(v);
+    cg_free(v);
     return rc;
 }
 
 JOPT_API int jopt_option_runtime(jopt_optim *opt, size_t group,
                                  const char *name)
 {
+    RT_API_SCOPE(opt);
     static const char fn[] = "jopt_option_runtime";
     if (!opt)
         return JOPT_EINVAL;
@@ -782,13 +790,14 @@ JOPT_API int jopt_option_runtime(jopt_optim *opt, size_t group,
     if (!v)
         return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
     rc = set_values(opt, fn, group, v, (int)(h - cg_spec_hyper(opt->spec, 0)), NULL, 0);
-    free(v);
+    cg_free(v);
     return rc;
 }
 
 JOPT_API int jopt_option_is_runtime(const jopt_optim *opt, size_t group,
                                     const char *name)
 {
+    RT_API_SCOPE(opt);
     if (!opt || group >= opt->ngroups || !name)
         return 0;
     const cg_hyper *h = cg_spec_find_hyper(opt->spec, name);
@@ -798,6 +807,7 @@ JOPT_API int jopt_option_is_runtime(const jopt_optim *opt, size_t group,
 JOPT_API int jopt_set_shape(jopt_optim *opt, size_t group, size_t index,
                             int ndim, const int64_t *shape)
 {
+    RT_API_SCOPE(opt);
     static const char fn[] = "jopt_set_shape";
     if (!opt || rt_busy(opt, fn))
         return JOPT_EINVAL;
@@ -854,6 +864,7 @@ JOPT_API int jopt_set_shape(jopt_optim *opt, size_t group, size_t index,
 JOPT_API int jopt_set_grad(jopt_optim *opt, size_t group, size_t index,
                            float *grad)
 {
+    RT_API_SCOPE(opt);
     static const char fn[] = "jopt_set_grad";
     if (!opt)
         return JOPT_EINVAL;
@@ -879,6 +890,7 @@ JOPT_API int jopt_state_get(const jopt_optim *opt, size_t group, size_t index,
                             const char *name, const float **data,
                             int64_t *step)
 {
+    RT_API_SCOPE(opt);
     static const char fn[] = "jopt_state_get";
     if (!opt)
         return JOPT_EINVAL;
@@ -906,6 +918,7 @@ JOPT_API int jopt_state_get(const jopt_optim *opt, size_t group, size_t index,
 JOPT_API int jopt_state_numel(const jopt_optim *opt, size_t group,
                               size_t index, const char *name, int64_t *numel)
 {
+    RT_API_SCOPE(opt);
     if (!opt)
         return JOPT_EINVAL;
     if (!numel)
@@ -927,6 +940,7 @@ JOPT_API int jopt_state_numel(const jopt_optim *opt, size_t group,
 JOPT_API int jopt_state_scalar(const jopt_optim *opt, size_t group,
                                size_t index, const char *name, double *value)
 {
+    RT_API_SCOPE(opt);
     static const char fn[] = "jopt_state_scalar";
     if (!opt)
         return JOPT_EINVAL;
@@ -955,6 +969,7 @@ JOPT_API int jopt_state_scalar(const jopt_optim *opt, size_t group,
 JOPT_API int jopt_group_state(const jopt_optim *opt, size_t group,
                               const char *name, double *value)
 {
+    RT_API_SCOPE(opt);
     static const char fn[] = "jopt_group_state";
     if (!opt)
         return JOPT_EINVAL;

@@ -17,6 +17,7 @@
 #define HAVE_MXCSR 1
 #endif
 
+#include "cg_mem.h"
 #include "pool.h"
 
 typedef struct worker_arg {
@@ -126,16 +127,16 @@ int rt_pool_default_threads(void)
 
 int rt_pool_new(int nthreads, rt_pool **out)
 {
-    rt_pool *p = calloc(1, sizeof *p);
+    rt_pool *p = cg_calloc(1, sizeof *p);
     if (!p)
         return -1;
     p->nworkers = nthreads > 1 ? nthreads - 1 : 0;
-    p->threads = calloc((size_t)p->nworkers + 1, sizeof *p->threads);
-    p->args = calloc((size_t)p->nworkers + 1, sizeof *p->args);
+    p->threads = cg_calloc((size_t)p->nworkers + 1, sizeof *p->threads);
+    p->args = cg_calloc((size_t)p->nworkers + 1, sizeof *p->args);
     if (!p->threads || !p->args || pthread_mutex_init(&p->lock, NULL)) {
-        free(p->threads);
-        free(p->args);
-        free(p);
+        cg_free(p->threads);
+        cg_free(p->args);
+        cg_free(p);
         return -1;
     }
     pthread_cond_init(&p->start, NULL);
@@ -164,9 +165,9 @@ void rt_pool_free(rt_pool *p)
     pthread_cond_destroy(&p->start);
     pthread_cond_destroy(&p->done);
     pthread_mutex_destroy(&p->lock);
-    free(p->threads);
-    free(p->args);
-    free(p);
+    cg_free(p->threads);
+    cg_free(p->args);
+    cg_free(p);
 }
 
 int rt_pool_threads(const rt_pool *p)

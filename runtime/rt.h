@@ -24,6 +24,7 @@ typedef struct rt_spec_entry {
 
 struct jopt_ctx {
     char err[CG_ERRLEN];
+    cg_allocator alloc; /* jopt_ctx_new_ex's; every block of the context */
     rt_spec_entry *specs; /* every spec loaded, kept until the context goes */
     char **dirs; /* spec search path */
     size_t ndirs;
@@ -376,5 +377,23 @@ int rt_gpu_adopt(jopt_optim *opt, const char *fn, float **state,
                  const int64_t *count, size_t n);
 void rt_gpu_gstate_changed(jopt_optim *opt, size_t group);
 void rt_gmod_put(struct rt_gmod *m); /* NULL is a no-op */
+
+/* The allocator of what a public entry point works on, made current for
+ * the call (cg_mem.h): RT_API_SCOPE(ctx), (opt), (spec), (kernel), (sched)
+ * first thing in every jopt_* function that may allocate. */
+const cg_allocator *rt_alloc_of_ctx(const jopt_ctx *ctx);
+const cg_allocator *rt_alloc_of_optim(const jopt_optim *opt);
+const cg_allocator *rt_alloc_of_spec(const jopt_spec *s);
+const cg_allocator *rt_alloc_of_kernel(const jopt_kernel *k);
+const cg_allocator *rt_alloc_of_sched(const jopt_sched *s);
+#define RT_API_SCOPE(x)                                                        \
+    CG_MEM_SCOPE(_Generic((x),                                                 \
+        jopt_ctx *: rt_alloc_of_ctx, const jopt_ctx *: rt_alloc_of_ctx,        \
+        jopt_optim *: rt_alloc_of_optim, const jopt_optim *: rt_alloc_of_optim, \
+        jopt_spec *: rt_alloc_of_spec, const jopt_spec *: rt_alloc_of_spec,    \
+        jopt_kernel *: rt_alloc_of_kernel,                                     \
+        const jopt_kernel *: rt_alloc_of_kernel,                               \
+        jopt_sched *: rt_alloc_of_sched,                                       \
+        const jopt_sched *: rt_alloc_of_sched)(x))
 
 #endif /* RT_H */

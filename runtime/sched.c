@@ -20,6 +20,11 @@
 
 #include "sched_int.h"
 
+const cg_allocator *rt_alloc_of_sched(const jopt_sched *s)
+{
+    return s ? &s->opt->ctx->alloc : NULL;
+}
+
 const char *const rt_sched_class_names[] = {
     "StepLR", "MultiStepLR", "ExponentialLR", "CosineAnnealingLR",
     "CosineAnnealingWarmRestarts", "LinearLR", "ConstantLR", "PolynomialLR",
@@ -32,26 +37,27 @@ static void sched_free(jopt_sched *s)
 {
     for (size_t i = 0; i < s->nchildren; i++)
         sched_free(s->children[i]);
-    free(s->children);
-    free(s->last_lr);
-    free(s->base_lrs);
-    free(s->milestones);
-    free(s->max_lrs);
-    free(s->base_moms);
-    free(s->max_moms);
-    free(s->min_lrs);
-    free(s);
+    cg_free(s->children);
+    cg_free(s->last_lr);
+    cg_free(s->base_lrs);
+    cg_free(s->milestones);
+    cg_free(s->max_lrs);
+    cg_free(s->base_moms);
+    cg_free(s->max_moms);
+    cg_free(s->min_lrs);
+    cg_free(s);
 }
 
 JOPT_API void jopt_sched_free(jopt_sched *s)
 {
+    RT_API_SCOPE(s);
     if (s)
         sched_free(s);
 }
 
 static jopt_sched *sched_alloc(jopt_optim *opt, sched_kind k)
 {
-    jopt_sched *s = calloc(1, sizeof *s);
+    jopt_sched *s = cg_calloc(1, sizeof *s);
     if (!s)
         return NULL;
     size_t n = jopt_group_count(opt);
@@ -59,8 +65,8 @@ static jopt_sched *sched_alloc(jopt_optim *opt, sched_kind k)
     s->kind = k;
     s->ngroups = n;
     s->st.last_epoch = -1;
-    s->last_lr = calloc(n + 1, sizeof(double));
-    s->base_lrs = calloc(n + 1, sizeof(double));
+    s->last_lr = cg_calloc(n + 1, sizeof(double));
+    s->base_lrs = cg_calloc(n + 1, sizeof(double));
     if (!s->last_lr || !s->base_lrs) {
         sched_free(s);
         return NULL;
@@ -71,13 +77,13 @@ static jopt_sched *sched_alloc(jopt_optim *opt, sched_kind k)
 static int alloc_per_group(jopt_sched *s)
 {
     size_t n = s->ngroups + 1;
-    if (s->kind == K_CYCLIC && !(s->max_lrs = calloc(n, sizeof(double))))
+    if (s->kind == K_CYCLIC && !(s->max_lrs = cg_calloc(n, sizeof(double))))
         return JOPT_ENOMEM;
     if ((s->kind == K_CYCLIC || s->kind == K_ONECYCLE) &&
-        (!(s->base_moms = calloc(n, sizeof(double))) ||
-         !(s->max_moms = calloc(n, sizeof(double)))))
+        (!(s->base_moms = cg_calloc(n, sizeof(double))) ||
+         !(s->max_moms = cg_calloc(n, sizeof(double)))))
         return JOPT_ENOMEM;
-    if (s->kind == K_PLATEAU && !(s->min_lrs = calloc(n, sizeof(double))))
+    if (s->kind == K_PLATEAU && !(s->min_lrs = cg_calloc(n, sizeof(double))))
         return JOPT_ENOMEM;
     return JOPT_OK;
 }
@@ -146,7 +152,7 @@ static int construct(txn *t, jopt_sched *s, const double *pre)
 static int construct_all(txn *t, jopt_sched *s, const double *pre)
 {
     size_t n = s->ngroups * RT_NKEYS;
-    double *keys = malloc((n + 1) * sizeof *keys);
+    double *keys = cg_malloc((n + 1) * sizeof *keys);
     if (!keys)
         return rt_sched_fail(t, s, JOPT_ENOMEM, "out of memory");
     for (size_t g = 0; g < s->ngroups; g++)
@@ -159,7 +165,7 @@ static int construct_all(txn *t, jopt_sched *s, const double *pre)
             memcpy(s->opt->groups[g].keys, keys + g * RT_NKEYS,
                    RT_NKEYS * sizeof *keys);
     }
-    free(keys);
+    cg_free(keys);
     rt_sched_txn_done(t);
     return rc;
 }
@@ -175,6 +181,7 @@ static int check_opt(jopt_optim *opt, const char *fn)
 JOPT_API int jopt_sched_new(jopt_optim *opt, const char *kind,
                             const char *options, jopt_sched **out)
 {
+    RT_API_SCOPE(opt);
     static const char fn[] = "jopt_sched_new";
     if (!opt)
         return JOPT_EINVAL;
@@ -192,7 +199,7 @@ JOPT_API int jopt_sched_new(jopt_optim *opt, const char *kind,
                        "SequentialLR and ChainedScheduler have their own "
                        "constructors)", fn, kind, known);
     jopt_sched *s = sched_alloc(opt, (sched_kind)k);
-    double *pre = calloc(jopt_group_count(opt) + 1, sizeof *pre);
+    double *pre = cg_calloc(jopt_group_count(opt) + 1, sizeof *pre);
     txn t = {opt, fn, NULL, 0, 0};
     if (!s || !pre || alloc_per_group(s)) {
         rc = rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
@@ -206,7 +213,7 @@ JOPT_API int jopt_sched_new(jopt_optim *opt, const char *kind,
     s = NULL;
 done:
     jopt_sched_free(s);
-    free(pre);
+    cg_free(pre);
     return rc;
 }
 
@@ -214,6 +221,7 @@ JOPT_API int jopt_sched_new_lambda(jopt_optim *opt, jopt_lr_lambda lr_lambda,
                                    void *user, int multiplicative,
                                    jopt_sched **out)
 {
+    RT_API_SCOPE(opt);
     static const char fn[] = "jopt_sched_new_lambda";
     if (!opt)
         return JOPT_EINVAL;
@@ -308,7 +316,7 @@ static jopt_sched *composite_alloc(jopt_optim *opt, sched_kind k,
     jopt_sched *s = sched_alloc(opt, k);
     if (!s)
         return NULL;
-    if (!(s->children = malloc(n * sizeof *s->children))) {
+    if (!(s->children = cg_malloc(n * sizeof *s->children))) {
         sched_free(s);
         return NULL;
     }
@@ -339,6 +347,7 @@ JOPT_API int jopt_sched_new_sequential(jopt_optim *opt,
                                        const int64_t *milestones,
                                        jopt_sched **out)
 {
+    RT_API_SCOPE(opt);
     static const char fn[] = "jopt_sched_new_sequential";
     if (!opt)
         return JOPT_EINVAL;
@@ -353,7 +362,7 @@ JOPT_API int jopt_sched_new_sequential(jopt_optim *opt,
         return rt_sched_fail(&t, &proto, JOPT_EINVAL, "milestones is NULL (%zu "
                     "schedulers need %zu)", n, n - 1);
     jopt_sched *s = composite_alloc(opt, K_SEQUENTIAL, scheds, n);
-    if (s && !(s->milestones = malloc(n * sizeof *s->milestones))) {
+    if (s && !(s->milestones = cg_malloc(n * sizeof *s->milestones))) {
         composite_discard(s);
         s = NULL;
     }
@@ -397,6 +406,7 @@ JOPT_API int jopt_sched_new_sequential(jopt_optim *opt,
 JOPT_API int jopt_sched_new_chained(jopt_optim *opt, jopt_sched *const *scheds,
                                     size_t n, jopt_sched **out)
 {
+    RT_API_SCOPE(opt);
     static const char fn[] = "jopt_sched_new_chained";
     if (!opt && n > 0 && scheds && scheds[0])
         opt = scheds[0]->opt; /* optimizer or schedulers[0].optimizer */
@@ -423,6 +433,7 @@ JOPT_API int jopt_sched_new_chained(jopt_optim *opt, jopt_sched *const *scheds,
 
 JOPT_API int jopt_sched_last_lr(const jopt_sched *s, size_t group, double *lr)
 {
+    RT_API_SCOPE(s);
     static const char fn[] = "jopt_sched_last_lr";
     if (!s)
         return JOPT_EINVAL;
@@ -437,6 +448,7 @@ JOPT_API int jopt_sched_last_lr(const jopt_sched *s, size_t group, double *lr)
 
 JOPT_API int64_t jopt_sched_epoch(const jopt_sched *s)
 {
+    RT_API_SCOPE(s);
     return s ? s->st.last_epoch : -1;
 }
 

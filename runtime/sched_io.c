@@ -122,6 +122,7 @@ static void sched_serialise(const jopt_sched *s, rt_out *o)
 
 JOPT_API int jopt_sched_state_size(const jopt_sched *s, size_t *len)
 {
+    RT_API_SCOPE(s);
     if (!s)
         return JOPT_EINVAL;
     if (!len)
@@ -136,6 +137,7 @@ JOPT_API int jopt_sched_state_size(const jopt_sched *s, size_t *len)
 JOPT_API int jopt_sched_save_mem(const jopt_sched *s, void *buf, size_t cap,
                                  size_t *len)
 {
+    RT_API_SCOPE(s);
     static const char fn[] = "jopt_sched_save_mem";
     if (!s)
         return JOPT_EINVAL;
@@ -157,6 +159,7 @@ JOPT_API int jopt_sched_save_mem(const jopt_sched *s, void *buf, size_t cap,
 /* written atomically: if anything fails, the previous file is intact */
 JOPT_API int jopt_sched_save(const jopt_sched *s, const char *path)
 {
+    RT_API_SCOPE(s);
     static const char fn[] = "jopt_sched_save";
     if (!s)
         return JOPT_EINVAL;
@@ -165,13 +168,13 @@ JOPT_API int jopt_sched_save(const jopt_sched *s, const char *path)
                        path ? "empty" : "NULL");
     size_t len;
     jopt_sched_state_size(s, &len);
-    unsigned char *buf = malloc(len);
+    unsigned char *buf = cg_malloc(len);
     if (!buf)
         return rt_fail(s->opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
     rt_out o = {buf, 0, len};
     sched_serialise(s, &o);
     int rc = rt_write_atomic(s->opt->ctx, fn, path, buf, len);
-    free(buf);
+    cg_free(buf);
     return rc;
 }
 
@@ -296,6 +299,7 @@ static int sched_parse(loader *L, jopt_sched *s)
 
 JOPT_API int jopt_sched_load_mem(jopt_sched *s, const void *buf, size_t len)
 {
+    RT_API_SCOPE(s);
     static const char fn[] = "jopt_sched_load";
     if (!s)
         return JOPT_EINVAL;
@@ -320,6 +324,7 @@ JOPT_API int jopt_sched_load_mem(jopt_sched *s, const void *buf, size_t len)
 
 JOPT_API int jopt_sched_load(jopt_sched *s, const char *path)
 {
+    RT_API_SCOPE(s);
     static const char fn[] = "jopt_sched_load";
     if (!s)
         return JOPT_EINVAL;
@@ -331,6 +336,6 @@ JOPT_API int jopt_sched_load(jopt_sched *s, const char *path)
     if (rc)
         return rc;
     rc = jopt_sched_load_mem(s, buf, len);
-    free(buf);
+    cg_free(buf);
     return rc;
 }

@@ -118,7 +118,7 @@ int rt_sched_set_param(txn *t, const jopt_sched *s, size_t g, int which,
         return JOPT_OK;
     if (t->n == t->cap) {
         size_t cap = t->cap ? 2 * t->cap : 16;
-        txn_entry *e = realloc(t->e, cap * sizeof *e);
+        txn_entry *e = cg_realloc(t->e, cap * sizeof *e);
         if (!e)
             return rt_sched_fail(t, s, JOPT_ENOMEM, "out of memory");
         t->e = e;
@@ -149,7 +149,7 @@ void rt_sched_txn_rollback(txn *t)
 
 void rt_sched_txn_done(txn *t)
 {
-    free(t->e);
+    cg_free(t->e);
     t->e = NULL;
     t->n = t->cap = 0;
 }
@@ -420,7 +420,7 @@ static int sched_step(txn *t, jopt_sched *s);
 static int update_lr(txn *t, jopt_sched *s, int64_t epoch)
 {
     size_t n = s->ngroups;
-    double *lr = malloc((2 * n + 1) * sizeof *lr), *out = lr + n;
+    double *lr = cg_malloc((2 * n + 1) * sizeof *lr), *out = lr + n;
     if (!lr)
         return rt_sched_fail(t, s, JOPT_ENOMEM, "out of memory");
     calc c = {NULL};
@@ -445,7 +445,7 @@ static int update_lr(txn *t, jopt_sched *s, int64_t epoch)
         rc = rt_sched_set_param(t, s, g, P_LR, out[g]);
     if (rc == JOPT_OK)
         rt_sched_read_lrs(s, s->last_lr);
-    free(lr);
+    cg_free(lr);
     return rc;
 }
 
@@ -589,12 +589,12 @@ int rt_sched_snapshot_take(jopt_sched *const *roots, size_t nroots,
     for (size_t r = 0; r < nroots; r++)
         n += tree_size(roots[r]);
     size_t ng = roots[0]->ngroups;
-    sn->st = malloc((n + 1) * sizeof *sn->st);
-    sn->lr = malloc((n * ng + 1) * sizeof *sn->lr);
+    sn->st = cg_malloc((n + 1) * sizeof *sn->st);
+    sn->lr = cg_malloc((n * ng + 1) * sizeof *sn->lr);
     sn->n = n;
     if (!sn->st || !sn->lr) {
-        free(sn->st);
-        free(sn->lr);
+        cg_free(sn->st);
+        cg_free(sn->lr);
         return JOPT_ENOMEM;
     }
     for (size_t r = 0; r < nroots; r++)
@@ -612,8 +612,8 @@ void rt_sched_snapshot_restore(jopt_sched *const *roots, size_t nroots,
 
 void rt_sched_snapshot_free(snapshot *sn)
 {
-    free(sn->st);
-    free(sn->lr);
+    cg_free(sn->st);
+    cg_free(sn->lr);
 }
 
 /* ---- stepping, from outside --------------------------------------------- */
@@ -643,6 +643,7 @@ static int run_step(jopt_sched *s, const char *fn, int with_metric,
 
 JOPT_API int jopt_sched_step(jopt_sched *s)
 {
+    RT_API_SCOPE(s);
     static const char fn[] = "jopt_sched_step";
     if (!s)
         return JOPT_EINVAL;
@@ -654,6 +655,7 @@ JOPT_API int jopt_sched_step(jopt_sched *s)
 
 JOPT_API int jopt_sched_step_metric(jopt_sched *s, double metric)
 {
+    RT_API_SCOPE(s);
     static const char fn[] = "jopt_sched_step_metric";
     if (!s)
         return JOPT_EINVAL;

@@ -106,7 +106,7 @@ static int opts_parse(opts *o, const char *text)
     for (int i = 0; i < n; i++)
         if (kd->opts[i].dflt)
             snprintf(o->text[i], OPT_TEXT, "%s", kd->opts[i].dflt);
-    cg_opt_item *it = malloc(sizeof *it);
+    cg_opt_item *it = cg_malloc(sizeof *it);
     if (!it)
         return rt_sched_fail(o->t, o->s, JOPT_ENOMEM, "out of memory");
     char err[CG_ERRLEN];
@@ -124,11 +124,11 @@ static int opts_parse(opts *o, const char *text)
             }
             rc = rt_sched_fail(o->t, o->s, JOPT_EINVAL, "unknown option '%s' "
                                "(known: %s)", it->name, known);
-            free(it);
+            cg_free(it);
             return rc;
         }
         if (o->given[i]++) {
-            free(it);
+            cg_free(it);
             return rt_sched_fail(o->t, o->s, JOPT_EINVAL, "option '%s' given "
                                  "twice", kd->opts[i].name);
         }
@@ -139,7 +139,7 @@ static int opts_parse(opts *o, const char *text)
             snprintf(o->text[i] + l, OPT_TEXT - l, "%s%s", v ? "," : "", it->val[v]);
         }
     }
-    free(it);
+    cg_free(it);
     if (rc)
         return rt_sched_fail(o->t, o->s, rc, "%s", err);
     for (int i = 0; i < n; i++)
@@ -470,7 +470,7 @@ static int parse_kind(opts *o, jopt_sched *s, double *pre)
         size_t n;
         if ((rc = get_list(o, "milestones", 1, NULL, 0, &n)))
             return rc;
-        if (!(s->milestones = malloc((n + 1) * sizeof *s->milestones)))
+        if (!(s->milestones = cg_malloc((n + 1) * sizeof *s->milestones)))
             return rt_sched_fail(t, s, JOPT_ENOMEM, "out of memory");
         s->nmilestones = n;
         if ((rc = get_list(o, "milestones", 1, s->milestones, n, &n)))
@@ -550,7 +550,7 @@ int rt_sched_options(txn *t, jopt_sched *s, const char *text, double *pre)
     const kinddef *kd = kinds;
     while (kd->kind != s->kind)
         kd++;
-    opts *o = calloc(1, sizeof *o);
+    opts *o = cg_calloc(1, sizeof *o);
     if (!o)
         return rt_fail(t->opt->ctx, JOPT_ENOMEM, "%s: out of memory", t->fn);
     o->kd = kd;
@@ -559,6 +559,6 @@ int rt_sched_options(txn *t, jopt_sched *s, const char *text, double *pre)
     int rc = opts_parse(o, text);
     if (rc == JOPT_OK)
         rc = parse_kind(o, s, pre);
-    free(o);
+    cg_free(o);
     return rc;
 }

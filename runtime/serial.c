@@ -121,9 +121,14 @@ int rt_write_atomic(jopt_ctx *ctx, const char *fn, const char *path,
                     const void *buf, size_t len)
 {
     size_t plen = strlen(path);
-    char *tmp = malloc(plen + 32);
-    if (!tmp)
+    /* both names now: after the rename, running out of memory would leave
+     * a new file behind an error */
+    char *tmp = cg_malloc(plen + 32), *dir = cg_strdup(path);
+    if (!tmp || !dir) {
+        cg_free(tmp);
+        cg_free(dir);
         return rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
+    }
     snprintf(tmp, plen + 32, "%s.tmp.%ld", path, (long)getpid());
     int rc, fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     const char *what = "create";
@@ -143,12 +148,9 @@ int rt_write_atomic(jopt_ctx *ctx, const char *fn, const char *path,
     what = "rename";
     if (rename(tmp, path) != 0)
         goto fail;
-    free(tmp);
+    cg_free(tmp);
     /* make the rename itself durable; the new file is in place now, so a
      * failure here says so (EINVAL: a folder that cannot be synced) */
-    char *dir = strdup(path);
-    if (!dir)
-        return rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
     char *slash = strrchr(dir, '/');
     const char *d = slash ? (slash == dir ? "/" : (*slash = 0, dir)) : ".";
     int dfd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -161,7 +163,7 @@ int rt_write_atomic(jopt_ctx *ctx, const char *fn, const char *path,
                        "file may not survive a crash)", fn, path, d,
                        strerror(e))
              : JOPT_OK;
-    free(dir);
+    cg_free(dir);
     return rc;
 fail:
     rc = rt_fail(ctx, JOPT_EINVAL, "%s: cannot %s '%s': %s (the previous "
@@ -170,7 +172,8 @@ fail:
     if (fd >= 0)
         close(fd);
     unlink(tmp);
-    free(tmp);
+    cg_free(tmp);
+    cg_free(dir);
     return rc;
 }
 
@@ -188,7 +191,7 @@ int rt_read_file(jopt_ctx *ctx, const char *fn, const char *path,
                        strerror(e));
     }
     size_t len = (size_t)st.st_size;
-    unsigned char *buf = malloc(len ? len : 1);
+    unsigned char *buf = cg_malloc(len ? len : 1);
     if (!buf) {
         close(fd);
         return rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory reading '%s'", fn,
@@ -205,7 +208,7 @@ int rt_read_file(jopt_ctx *ctx, const char *fn, const char *path,
     }
     close(fd);
     if (got != len) {
-        free(buf);
+        cg_free(buf);
         return rt_fail(ctx, JOPT_EINVAL, "%s: cannot read '%s'", fn, path);
     }
     *out = buf;

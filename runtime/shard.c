@@ -343,48 +343,48 @@ void rt_shard_free(rt_shard *sh)
         return;
     if (sh->comm.release)
         sh->comm.release(sh->comm.user);
-    free(sh->first);
-    free(sh->owner);
-    free(sh->votes);
-    free(sh->sendbuf);
-    free(sh->recvbuf);
-    free(sh->scount);
-    free(sh->sdispl);
-    free(sh->rcount);
-    free(sh->rdispl);
-    free(sh->detail);
-    free(sh->list);
-    free(sh->list_at);
-    free(sh->len);
-    free(sh->call_tensor);
-    free(sh->rec);
-    free(sh->rec_all);
-    free(sh->at);
-    free(sh->cur_i);
-    free(sh->cur_off);
-    free(sh->gbuf);
-    free(sh);
+    cg_free(sh->first);
+    cg_free(sh->owner);
+    cg_free(sh->votes);
+    cg_free(sh->sendbuf);
+    cg_free(sh->recvbuf);
+    cg_free(sh->scount);
+    cg_free(sh->sdispl);
+    cg_free(sh->rcount);
+    cg_free(sh->rdispl);
+    cg_free(sh->detail);
+    cg_free(sh->list);
+    cg_free(sh->list_at);
+    cg_free(sh->len);
+    cg_free(sh->call_tensor);
+    cg_free(sh->rec);
+    cg_free(sh->rec_all);
+    cg_free(sh->at);
+    cg_free(sh->cur_i);
+    cg_free(sh->cur_off);
+    cg_free(sh->gbuf);
+    cg_free(sh);
 }
 
 /* what the votes need, before anything else can fail */
 static rt_shard *shard_alloc(const jopt_comm *comm)
 {
-    rt_shard *sh = calloc(1, sizeof *sh);
+    rt_shard *sh = cg_calloc(1, sizeof *sh);
     if (!sh)
         return NULL;
     sh->comm = *comm;
     sh->rank = comm->rank;
     sh->size = comm->size;
     size_t n = (size_t)comm->size;
-    sh->votes = calloc(n, sizeof *sh->votes);
-    sh->scount = calloc(n, sizeof(size_t));
-    sh->sdispl = calloc(n, sizeof(size_t));
-    sh->rcount = calloc(n, sizeof(size_t));
-    sh->rdispl = calloc(n, sizeof(size_t));
-    sh->list_at = calloc(n + 1, sizeof(size_t));
-    sh->len = calloc(n, sizeof(int64_t));
-    sh->cur_i = calloc(n, sizeof(size_t));
-    sh->cur_off = calloc(n, sizeof(int64_t));
+    sh->votes = cg_calloc(n, sizeof *sh->votes);
+    sh->scount = cg_calloc(n, sizeof(size_t));
+    sh->sdispl = cg_calloc(n, sizeof(size_t));
+    sh->rcount = cg_calloc(n, sizeof(size_t));
+    sh->rdispl = cg_calloc(n, sizeof(size_t));
+    sh->list_at = cg_calloc(n + 1, sizeof(size_t));
+    sh->len = cg_calloc(n, sizeof(int64_t));
+    sh->cur_i = cg_calloc(n, sizeof(size_t));
+    sh->cur_off = cg_calloc(n, sizeof(int64_t));
     if (!sh->votes || !sh->scount || !sh->sdispl || !sh->rcount ||
         !sh->rdispl || !sh->list_at || !sh->len || !sh->cur_i || !sh->cur_off) {
         sh->comm.release = NULL; /* the caller releases */
@@ -414,7 +414,7 @@ static int cmp_sized(const void *a, const void *b)
 static int partition(jopt_optim *opt, rt_shard *sh)
 {
     size_t nt = 0;
-    sh->first = calloc(opt->ngroups + 1, sizeof(size_t));
+    sh->first = cg_calloc(opt->ngroups + 1, sizeof(size_t));
     if (!sh->first)
         return JOPT_ENOMEM;
     for (size_t g = 0; g < opt->ngroups; g++) {
@@ -422,12 +422,12 @@ static int partition(jopt_optim *opt, rt_shard *sh)
         nt += opt->groups[g].n;
     }
     sh->ntensors = nt;
-    sh->owner = calloc(nt + 1, sizeof(int));
-    sized *order = calloc(nt + 1, sizeof *order);
-    int64_t *load = calloc((size_t)sh->size, sizeof(int64_t));
+    sh->owner = cg_calloc(nt + 1, sizeof(int));
+    sized *order = cg_calloc(nt + 1, sizeof *order);
+    int64_t *load = cg_calloc((size_t)sh->size, sizeof(int64_t));
     if (!sh->owner || !order || !load) {
-        free(order);
-        free(load);
+        cg_free(order);
+        cg_free(load);
         return JOPT_ENOMEM;
     }
     for (size_t t = 0; t < nt; t++)
@@ -452,8 +452,8 @@ static int partition(jopt_optim *opt, rt_shard *sh)
     int64_t most = 0;
     for (int r = 0; r < sh->size; r++)
         most = load[r] > most ? load[r] : most;
-    free(order);
-    free(load);
+    cg_free(order);
+    cg_free(load);
     /* a window of elements per process per round of the exchange */
     size_t budget = sh->comm.buffer_bytes ? sh->comm.buffer_bytes : BUFFER_BUDGET;
     int64_t w = (int64_t)(budget / (2 * sizeof(float) * (size_t)sh->size));
@@ -479,20 +479,20 @@ static int shard_buffers(jopt_optim *opt, rt_shard *sh)
 {
     size_t n = (size_t)sh->size, nt = sh->ntensors, w = (size_t)sh->window;
     if (sh->size > 1) {
-        sh->sendbuf = malloc(n * w * sizeof(float));
-        sh->recvbuf = malloc(n * w * sizeof(float));
+        sh->sendbuf = cg_malloc(n * w * sizeof(float));
+        sh->recvbuf = cg_malloc(n * w * sizeof(float));
         if (!sh->sendbuf || !sh->recvbuf)
             return JOPT_ENOMEM;
     }
     sh->detail_len = detail_len(opt, nt);
-    sh->detail = malloc((n + 1) * sh->detail_len + 1); /* the last: this
+    sh->detail = cg_malloc((n + 1) * sh->detail_len + 1); /* the last: this
                                                           process's own */
-    sh->list = calloc(nt + 1, sizeof(uint32_t));
-    sh->call_tensor = calloc(nt + 1, sizeof(uint32_t));
-    sh->rec = calloc(nt + 1, sizeof(rt_grec));
-    sh->rec_all = calloc(nt + 1, sizeof(rt_grec)); /* a tensor is held once */
-    sh->at = calloc(nt + 1, sizeof(rt_grec *));
-    sh->gbuf = calloc((n + 1) * opt->ngroups * (cg_spec_nstate(opt->spec) + 1) + 1,
+    sh->list = cg_calloc(nt + 1, sizeof(uint32_t));
+    sh->call_tensor = cg_calloc(nt + 1, sizeof(uint32_t));
+    sh->rec = cg_calloc(nt + 1, sizeof(rt_grec));
+    sh->rec_all = cg_calloc(nt + 1, sizeof(rt_grec)); /* a tensor is held once */
+    sh->at = cg_calloc(nt + 1, sizeof(rt_grec *));
+    sh->gbuf = cg_calloc((n + 1) * opt->ngroups * (cg_spec_nstate(opt->spec) + 1) + 1,
                       sizeof(double));
     if (!sh->detail || !sh->list || !sh->call_tensor || !sh->rec ||
         !sh->rec_all || !sh->at || !sh->gbuf)
@@ -518,6 +518,7 @@ JOPT_API int jopt_optim_new_sharded(jopt_ctx *ctx, const char *spec,
                                     const char *defaults, const jopt_comm *comm,
                                     jopt_optim **out)
 {
+    RT_API_SCOPE(ctx);
     static const char fn[] = "jopt_optim_new_sharded";
     if (!ctx)
         return JOPT_EINVAL;
@@ -587,6 +588,7 @@ JOPT_API int jopt_optim_new_sharded(jopt_ctx *ctx, const char *spec,
 
 JOPT_API int jopt_shard_owner(const jopt_optim *opt, size_t group, size_t index)
 {
+    RT_API_SCOPE(opt);
     if (!opt || group >= opt->ngroups || index >= opt->groups[group].n)
         return -1;
     const rt_shard *sh = opt->shard;
@@ -595,6 +597,7 @@ JOPT_API int jopt_shard_owner(const jopt_optim *opt, size_t group, size_t index)
 
 JOPT_API int jopt_shard_info_get(const jopt_optim *opt, jopt_shard_info *out)
 {
+    RT_API_SCOPE(opt);
     if (!opt)
         return JOPT_EINVAL;
     if (!out)

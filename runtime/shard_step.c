@@ -382,7 +382,7 @@ int rt_shard_step(jopt_optim *opt, jopt_closure closure, void *user_data,
         rt_step_unstate(opt, created);
         return rc;
     }
-    free(created); /* from here on only the transport can fail */
+    cg_free(created); /* from here on only the transport can fail */
     sh->agreed = sh->votes;
     make_lists(opt, RT_OP_STEP);
     if (sh->size > 1 && (rc = reduce_grads(opt, fn)))

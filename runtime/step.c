@@ -20,6 +20,7 @@
 
 JOPT_API int jopt_zero_grad(jopt_optim *opt)
 {
+    RT_API_SCOPE(opt);
     if (!opt)
         return JOPT_EINVAL;
     if (opt->gpu)
@@ -36,7 +37,7 @@ JOPT_API int jopt_zero_grad(jopt_optim *opt)
 static float *alloc_state(int64_t n, int dtype)
 {
     size_t bytes = ((size_t)n * (size_t)cg_dt_size(dtype) + 63) & ~(size_t)63;
-    return aligned_alloc(64, bytes ? bytes : 64);
+    return cg_aligned_alloc(64, bytes ? bytes : 64);
 }
 
 /* the inputs given to a parameter for this step, a bit per spec input */
@@ -58,6 +59,38 @@ static int has_state(const jopt_optim *opt, const rt_param *p)
     return p->step > 0;
 }
 
+/* "fn: group g parameter i", for messages: made for every parameter at
+ * every step, where snprintf took a quarter of a step over small tensors */
+static void rt_where(char *buf, size_t cap, const char *fn, size_t g, size_t i)
+{
+    char num[2][24];
+    size_t v[2] = {g, i}, len[2];
+    for (int k = 0; k < 2; k++) {
+        char *e = num[k] + sizeof num[k], *d = e;
+        do
+            *--d = (char)('0' + v[k] % 10);
+        while (v[k] /= 10);
+        len[k] = (size_t)(e - d);
+        memmove(num[k], d, len[k]);
+        num[k][len[k]] = 0;
+    }
+    size_t fl = strlen(fn);
+    if (fl + 2 * 24 + 20 > cap) { /* not expected: fn is a function's name */
+        snprintf(buf, cap, "%s: group %zu parameter %zu", fn, g, i);
+        return;
+    }
+    char *d = buf;
+    memcpy(d, fn, fl);
+    d += fl;
+    memcpy(d, ": group ", 8);
+    d += 8;
+    memcpy(d, num[0], len[0]);
+    d += len[0];
+    memcpy(d, " parameter ", 11);
+    d += 11;
+    memcpy(d, num[1], len[1] + 1);
+}
+
 /* Chooses each parameter's kernel for this step (`named` < 0: the update,
  * for those with a gradient) or for a named kernel (those with state),
  * building a variant not built yet, and makes its workspace big enough.
@@ -75,7 +108,7 @@ int rt_step_choose(jopt_optim *opt, const char *fn, int named)
             if (!p->n || p->foreign || (named < 0 ? !p->g : !has_state(opt, p)))
                 continue;
             char where[96];
-            snprintf(where, sizeof where, "%s: group %zu parameter %zu", fn, g, i);
+            rt_where(where, sizeof where, fn, g, i);
             rt_variant v = rt_update_variant(p);
             v.inputs = named < 0 ? inputs_of(opt, p) : 0;
             v.named = named;
@@ -111,7 +144,7 @@ int rt_step_choose(jopt_optim *opt, const char *fn, int named)
                 return rt_fail(opt->ctx, JOPT_EINVAL, "%s: %s", where, err);
             size_t work = cg_call_work(k, p->n, p->shape, p->rank);
             if (work > p->workcap) {
-                double *w = realloc(p->work, work * sizeof *w);
+                double *w = cg_realloc(p->work, work * sizeof *w);
                 if (!w)
                     return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", where);
                 p->work = w;
@@ -229,12 +262,12 @@ int rt_step_state(jopt_optim *opt, unsigned char **created)
     size_t total = 0;
     for (size_t g = 0; g < opt->ngroups; g++)
         total += opt->groups[g].n * cg_spec_nstate(opt->spec);
-    unsigned char *made = calloc(total + 1, 1);
+    unsigned char *made = cg_calloc(total + 1, 1);
     if (!made)
         return rt_fail(opt->ctx, JOPT_ENOMEM, "jopt_step: out of memory");
     if (create_state(opt, made) != JOPT_OK) {
         undo_state(opt, made);
-        free(made);
+        cg_free(made);
         return rt_fail(opt->ctx, JOPT_ENOMEM, "jopt_step: out of memory "
                        "creating optimizer state");
     }
@@ -246,7 +279,7 @@ void rt_step_unstate(jopt_optim *opt, unsigned char *created)
 {
     if (created)
         undo_state(opt, created);
-    free(created);
+    cg_free(created);
 }
 
 /* binds a parameter's arrays in its kernel's slot order */
@@ -359,6 +392,7 @@ static int scaled_skip(jopt_optim *opt, double l, double *loss)
 JOPT_API int jopt_step(jopt_optim *opt, jopt_closure closure, void *user_data,
                        double *loss)
 {
+    RT_API_SCOPE(opt);
     /* the user's code runs between enter and leave (guard.c); the slot is
      * zeroed first, in case an abandoned step left its token here */
     volatile uint64_t token = 0;
@@ -399,7 +433,7 @@ JOPT_API int jopt_step(jopt_optim *opt, jopt_closure closure, void *user_data,
         rc = scaled_skip(opt, l, loss);
     if (rc == JOPT_OK)
         rc = rt_step_state(opt, &created);
-    free(created); /* nothing below can fail */
+    cg_free(created); /* nothing below can fail */
     if (rc)
         return rc;
     if (opt->gpu) {
@@ -419,6 +453,7 @@ JOPT_API int jopt_step(jopt_optim *opt, jopt_closure closure, void *user_data,
 
 JOPT_API int jopt_optim_call(jopt_optim *opt, const char *kernel)
 {
+    RT_API_SCOPE(opt);
     static const char fn[] = "jopt_optim_call";
     if (!opt || rt_busy(opt, fn))
         return JOPT_EINVAL;
@@ -457,6 +492,7 @@ JOPT_API int jopt_optim_call(jopt_optim *opt, const char *kernel)
 JOPT_API int jopt_set_input(jopt_optim *opt, size_t group, size_t index,
                             const char *name, float *data)
 {
+    RT_API_SCOPE(opt);
     static const char fn[] = "jopt_set_input";
     if (!opt)
         return JOPT_EINVAL;

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "jopt.h"
+#include "cg_mem.h"
 
 #define CG_ERRLEN 1024
 #define CG_MAX_SLOTS 64       /* arrays a kernel takes: p, g, states */
@@ -108,8 +109,9 @@ int cg_spec_load(const char *const *dirs, size_t ndirs, const char *name,
                  cg_spec **out, char *err);
 void cg_spec_free(cg_spec *spec);
 /* cg_spec_load in two halves, for a cache of loaded specs: finding and
- * reading the file (caller frees *path and *text), and parsing it (takes
- * ownership of path and text, even on failure). */
+ * reading the file (caller frees *path and *text with cg_free), and
+ * parsing it (takes ownership of path and text, from cg_malloc, even on
+ * failure). */
 int cg_spec_read(const char *const *dirs, size_t ndirs, const char *name,
                  char **path, char **text, size_t *len, char *err);
 int cg_spec_parse(char *path, char *text, size_t len, cg_spec **out,
@@ -326,7 +328,7 @@ int cg_kernel_guard(const cg_kernel *k, double t, const double *values,
 
 /* A request's kernel as text: "graph" (the validated graph, in the stable
  * form docs/specs.md describes), "ir" (optimised LLVM IR) or "asm"
- * (machine code).  Caller frees *text with free(). */
+ * (machine code).  Caller frees *text with cg_free() (cg_mem.h). */
 int cg_emit_text(cg_jit *jit, const cg_request *req, const char *what,
                  char **text, char *err);
 

@@ -59,6 +59,23 @@ typedef struct jopt_ctx jopt_ctx;
 JOPT_API int jopt_ctx_new(jopt_ctx **out);
 JOPT_API void jopt_ctx_free(jopt_ctx *ctx); /* NULL is a no-op */
 
+/* An allocator, with Lua's lua_Alloc contract: nsize == 0 frees ptr (which
+ * may be NULL) and returns NULL; otherwise it returns a block of nsize bytes
+ * (aligned as malloc's) holding the first min(osize, nsize) bytes of ptr, or
+ * NULL, leaving ptr as it was.  ptr == NULL: a new block, osize then means
+ * nothing.  osize is always the size the block was last given.  Like Lua,
+ * jopt assumes a block never fails to shrink (osize >= nsize).  Called from
+ * the threads that call jopt, never from a step's worker threads. */
+typedef void *(*jopt_alloc_fn)(void *ud, void *ptr, size_t osize, size_t nsize);
+
+/* jopt_ctx_new with an allocator: every block jopt makes for this context
+ * and what is made from it (optimizers, specs, kernels, schedulers, Lua
+ * states, checkpoints' buffers) comes from alloc(ud, ...); a failure is
+ * JOPT_ENOMEM with nothing changed.  LLVM's own memory, thread stacks,
+ * OpenBLAS and the CUDA driver are not routed (docs/allocation.md).  alloc
+ * NULL: the C library's. */
+JOPT_API int jopt_ctx_new_ex(jopt_ctx **out, jopt_alloc_fn alloc, void *ud);
+
 /* The message of the last failed call on this context or on an optimizer
  * made from it; "" if none.  Owned by the context, valid until next call. */
 JOPT_API const char *jopt_errmsg(const jopt_ctx *ctx);

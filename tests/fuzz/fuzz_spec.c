@@ -22,12 +22,13 @@ static void emit(const cg_request *req)
 {
     char err[CG_ERRLEN], *text = NULL;
     if (cg_emit_text(jit, req, "graph", &text, err) == JOPT_OK)
-        free(text);
+        cg_free(text);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    char *path = strdup("fuzz.lua"), *text = malloc(size + 1);
+    /* cg_spec_parse takes both, as cg_malloc blocks (cg_mem.h) */
+    char *path = cg_strdup("fuzz.lua"), *text = cg_malloc(size + 1);
     if (!path || !text)
         abort();
     memcpy(text, data, size);
