@@ -42,9 +42,12 @@ unsigned long cg_mem_failures(void)
     return failures;
 }
 
-void cg_mem_failed(void)
+void *cg_mem_call(const cg_allocator *a, void *ptr, size_t osize, size_t nsize)
 {
-    failures++;
+    void *p = a->fn(a->ud, ptr, osize, nsize);
+    if (!p && nsize)
+        failures++;
+    return p;
 }
 
 const cg_allocator *cg_mem_current(void)
@@ -75,11 +78,9 @@ void *cg_malloc(size_t n)
     if (n > SIZE_MAX - sizeof(header))
         return NULL;
     size_t raw = n + sizeof(header);
-    header *h = a->fn(a->ud, NULL, 0, raw);
-    if (!h) {
-        failures++;
+    header *h = cg_mem_call(a, NULL, 0, raw);
+    if (!h)
         return NULL;
-    }
     *h = (header){a, h, raw, 0};
     return h + 1;
 }
@@ -105,22 +106,12 @@ void *cg_realloc(void *p, size_t n)
     if (n > SIZE_MAX - sizeof(header))
         return NULL;
     header h = *head_of(p);
-    if (h.aligned) {
-        /* not expected: copy into a plain block */
-        void *q = cg_malloc(n);
-        if (!q)
-            return NULL;
-        size_t old = h.rawsize - (size_t)((char *)p - (char *)h.raw);
-        memcpy(q, p, old < n ? old : n);
-        cg_free(p);
-        return q;
-    }
+    if (h.aligned) /* cg_mem.h: aligned blocks are never resized */
+        return NULL;
     size_t raw = n + sizeof(header);
-    header *nh = h.a->fn(h.a->ud, h.raw, h.rawsize, raw);
-    if (!nh) {
-        failures++;
+    header *nh = cg_mem_call(h.a, h.raw, h.rawsize, raw);
+    if (!nh)
         return NULL; /* the old block stays valid, as realloc's does */
-    }
     *nh = (header){h.a, nh, raw, 0};
     return nh + 1;
 }
@@ -130,7 +121,7 @@ void cg_free(void *p)
     if (!p)
         return;
     header h = *head_of(p);
-    h.a->fn(h.a->ud, h.raw, h.rawsize, 0);
+    cg_mem_call(h.a, h.raw, h.rawsize, 0);
 }
 
 char *cg_strdup(const char *s)
@@ -157,11 +148,9 @@ void *cg_aligned_alloc(size_t align, size_t n)
     if (n > SIZE_MAX - sizeof(header) - align)
         return NULL;
     size_t raw = n + sizeof(header) + align;
-    char *r = a->fn(a->ud, NULL, 0, raw);
-    if (!r) {
-        failures++;
+    char *r = cg_mem_call(a, NULL, 0, raw);
+    if (!r)
         return NULL;
-    }
     uintptr_t u = ((uintptr_t)(r + sizeof(header)) + align - 1) & ~(uintptr_t)(align - 1);
     header *h = (header *)u - 1;
     *h = (header){a, r, raw, 1};

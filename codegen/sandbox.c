@@ -48,7 +48,7 @@ static void release(sandbox *sb, void *ptr, size_t osize)
         if (--sb->reserve_live == 0)
             sb->reserve_used = 0;
     } else if (ptr) {
-        sb->alloc->fn(sb->alloc->ud, ptr, osize, 0);
+        cg_mem_call(sb->alloc, ptr, osize, 0);
     }
 }
 
@@ -75,16 +75,15 @@ static void *sb_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     if (in_reserve(sb, ptr)) { /* out of the reserve as soon as it can */
         if (nsize <= old)
             return ptr;
-        p = sb->alloc->fn(sb->alloc->ud, NULL, 0, nsize);
+        p = cg_mem_call(sb->alloc, NULL, 0, nsize);
         if (p) {
             memcpy(p, ptr, old);
             release(sb, ptr, osize);
         }
     } else {
-        p = sb->alloc->fn(sb->alloc->ud, ptr, osize, nsize);
+        p = cg_mem_call(sb->alloc, ptr, osize, nsize);
     }
-    if (!p) {
-        cg_mem_failed();
+    if (!p) { /* counted by cg_mem_call */
         if (sb->L && sb->in_lua) {
             sb->tripped = SB_NOMEM; /* a spec's pcall cannot swallow it */
         } else if (sb->L && (p = reserve_take(sb, nsize)) && ptr) {

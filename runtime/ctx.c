@@ -116,7 +116,7 @@ JOPT_API int jopt_ctx_new_ex(jopt_ctx **out, jopt_alloc_fn alloc, void *ud)
     cg_allocator a = alloc ? (cg_allocator){alloc, ud} : cg_mem_libc;
     /* the context holds its allocator, so it is the one block without a
      * header (cg_mem.h): jopt_ctx_free gives it back by hand */
-    jopt_ctx *ctx = a.fn(a.ud, NULL, 0, sizeof *ctx);
+    jopt_ctx *ctx = cg_mem_call(&a, NULL, 0, sizeof *ctx);
     if (!ctx)
         return JOPT_ENOMEM;
     memset(ctx, 0, sizeof *ctx);
@@ -192,7 +192,7 @@ JOPT_API void jopt_ctx_free(jopt_ctx *ctx)
     cg_jit_free(ctx->jit);
     free_dirs(ctx);
     cg_allocator a = ctx->alloc;
-    a.fn(a.ud, ctx, sizeof *ctx, 0);
+    cg_mem_call(&a, ctx, sizeof *ctx, 0);
 }
 
 const cg_allocator *rt_alloc_of_ctx(const jopt_ctx *ctx)

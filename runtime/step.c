@@ -59,36 +59,36 @@ static int has_state(const jopt_optim *opt, const rt_param *p)
     return p->step > 0;
 }
 
+static char *put_str(char *d, const char *s)
+{
+    size_t n = strlen(s);
+    memcpy(d, s, n);
+    return d + n;
+}
+
+static char *put_uint(char *d, size_t v)
+{
+    char digits[24];
+    int n = 0;
+    do
+        digits[n++] = (char)('0' + v % 10);
+    while (v /= 10);
+    while (n)
+        *d++ = digits[--n];
+    return d;
+}
+
 /* "fn: group g parameter i", for messages: made for every parameter at
  * every step, where snprintf took a quarter of a step over small tensors */
 static void rt_where(char *buf, size_t cap, const char *fn, size_t g, size_t i)
 {
-    char num[2][24];
-    size_t v[2] = {g, i}, len[2];
-    for (int k = 0; k < 2; k++) {
-        char *e = num[k] + sizeof num[k], *d = e;
-        do
-            *--d = (char)('0' + v[k] % 10);
-        while (v[k] /= 10);
-        len[k] = (size_t)(e - d);
-        memmove(num[k], d, len[k]);
-        num[k][len[k]] = 0;
-    }
-    size_t fl = strlen(fn);
-    if (fl + 2 * 24 + 20 > cap) { /* not expected: fn is a function's name */
+    if (strlen(fn) + 2 * 20 + 20 >= cap) { /* not expected: fn is a function's name */
         snprintf(buf, cap, "%s: group %zu parameter %zu", fn, g, i);
         return;
     }
-    char *d = buf;
-    memcpy(d, fn, fl);
-    d += fl;
-    memcpy(d, ": group ", 8);
-    d += 8;
-    memcpy(d, num[0], len[0]);
-    d += len[0];
-    memcpy(d, " parameter ", 11);
-    d += 11;
-    memcpy(d, num[1], len[1] + 1);
+    char *d = put_uint(put_str(put_uint(put_str(put_str(buf, fn), ": group "), g),
+                               " parameter "), i);
+    *d = 0;
 }
 
 /* Chooses each parameter's kernel for this step (`named` < 0: the update,

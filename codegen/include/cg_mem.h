@@ -37,11 +37,11 @@ void cg_mem_leave(const cg_allocator *const *prev);
     const cg_allocator *cg_mem_prev_ __attribute__((cleanup(cg_mem_leave))) = \
         cg_mem_enter(a)
 
-/* failed allocations on this thread so far: a caller that sees an error
- * can tell an allocation failure under it (a spec's Lua code turns one into
- * any error it likes) */
+/* a->fn(a->ud, ptr, osize, nsize), counting its failures on this thread:
+ * a caller that sees an error can tell an allocation failure under it (a
+ * spec's Lua code turns one into any error it likes) */
+void *cg_mem_call(const cg_allocator *a, void *ptr, size_t osize, size_t nsize);
 unsigned long cg_mem_failures(void);
-void cg_mem_failed(void);
 
 void *cg_malloc(size_t n);
 void *cg_calloc(size_t count, size_t n);
@@ -49,8 +49,8 @@ void *cg_realloc(void *p, size_t n);
 void cg_free(void *p);
 char *cg_strdup(const char *s);
 char *cg_strndup(const char *s, size_t n);
-/* `align` a power of two, at most 4096; freed with cg_free, never
- * passed to cg_realloc */
+/* `align` a power of two, at most 4096; freed with cg_free; cg_realloc
+ * refuses it (NULL) */
 void *cg_aligned_alloc(size_t align, size_t n);
 
 #endif
