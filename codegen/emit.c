@@ -56,6 +56,7 @@ typedef struct emitter {
     const cg_graph *g;
     const cg_loop *loop;
     uint8_t *how;          /* the current loop's plan */
+    uint8_t *rowc;         /* per node: the same along a row (find_rowc) */
     LLVMValueRef *val;     /* per node */
     LLVMValueRef fn;       /* the inner function being built */
     LLVMValueRef array[CG_MAX_SLOTS];
@@ -292,16 +293,42 @@ static LLVMValueRef compute(emitter *e, int32_t i)
     return NULL;
 }
 
+/* Which nodes have one value along a row of a matrix, whatever the
+ * column: row values, and what is made of them and per-step values only,
+ * column sums of such values included (every column of the matrix holds the
+ * same sum, added in the same order: Adafactor's mean of its row
+ * statistics).  A 2-D loop computes them once per row, not per element
+ * (phase 1), reading such a column sum at the matrix's first column. */
+static void find_rowc(emitter *e)
+{
+    const cg_graph *g = e->g;
+    for (int i = 0; i < g->n; i++) {
+        const cg_node *x = &g->nodes[i];
+        int r = x->dom <= CG_DOM_ROW;
+        if (!r && x->op != CG_LOAD && !g->ngemm) {
+            int f = cg_op_flags((cg_op)x->op);
+            r = 1;
+            if (f & CG_F_REDUCE)
+                r = (f & CG_F_TO_COL) && e->rowc[x->arg[0]];
+            else
+                for (int k = 0; k < cg_op_arity((cg_op)x->op); k++)
+                    r &= e->rowc[x->arg[k]];
+        }
+        e->rowc[i] = (uint8_t)r;
+    }
+}
+
 /* interp.c's phase(): 1 once per row (2-D element and column loops), 2
- * per element, 0 not in the loop */
+ * per element, 0 not in the loop.  (interp.c computes the row-constant
+ * values per element: the same values.) */
 static int phase(const emitter *e, int32_t i)
 {
     int per_row = e->g->two_d && e->loop->kind >= CG_LOOP_COLS;
     switch (e->how[i]) {
     case CG_HOW_ROWWISE: return 1;
-    case CG_HOW_RELOAD:
-    case CG_HOW_AXIS: return per_row && e->g->nodes[i].dom == CG_DOM_ROW ? 1 : 2;
-    case CG_HOW_COMPUTE: return 2;
+    case CG_HOW_RELOAD: return per_row && e->g->nodes[i].dom == CG_DOM_ROW ? 1 : 2;
+    case CG_HOW_AXIS:
+    case CG_HOW_COMPUTE: return per_row && e->rowc[i] ? 1 : 2;
     default: return 0;
     }
 }
@@ -415,6 +442,39 @@ static LLVMValueRef widen(emitter *e, int32_t i)
 }
 
 /* ---- flat loops ------------------------------------------------------------- */
+
+static LLVMMetadataRef md_str(emitter *e, const char *s)
+{
+    return LLVMMDStringInContext2(e->ctx, s, strlen(s));
+}
+
+static LLVMMetadataRef md_node(emitter *e, LLVMMetadataRef *ops, size_t n)
+{
+    return LLVMMDNodeInContext2(e->ctx, ops, n);
+}
+
+/* The loop over a block's CG_LANES lanes: vectorized at full width, not
+ * unrolled first into copies for the SLP vectorizer to pack (which packs
+ * them at mixed widths); the vector loop is then unrolled, and the lanes
+ * kept in registers. */
+static void lane_loop_md(emitter *e, LLVMValueRef latch)
+{
+    LLVMMetadataRef w[2] = {md_str(e, "llvm.loop.vectorize.width"),
+                            LLVMValueAsMetadata(u32c(e, e->vwidth))};
+    LLVMMetadataRef en[2] = {md_str(e, "llvm.loop.vectorize.enable"),
+                             LLVMValueAsMetadata(LLVMConstInt(e->i1, 1, 0))};
+    LLVMMetadataRef nu[1] = {md_str(e, "llvm.loop.unroll.disable")};
+    LLVMMetadataRef fu[1] = {md_str(e, "llvm.loop.unroll.full")};
+    LLVMMetadataRef fv[2] = {md_str(e, "llvm.loop.vectorize.followup_all"),
+                             md_node(e, fu, 1)};
+    LLVMMetadataRef self = LLVMTemporaryMDNode(e->ctx, NULL, 0);
+    LLVMMetadataRef ops[5] = {self, md_node(e, w, 2), md_node(e, en, 2), md_node(e, nu, 1),
+                              md_node(e, fv, 2)};
+    LLVMMetadataRef id = md_node(e, ops, 5);
+    LLVMMetadataReplaceAllUsesWith(self, id);
+    LLVMSetMetadata(latch, LLVMGetMDKindIDInContext(e->ctx, "llvm.loop", 9),
+                    LLVMMetadataAsValue(e->ctx, id));
+}
 
 /* A loop over float16 elements asks for the full vector width: the
  * vectorizer's cost model would take 4 lanes for fpext/fptrunc half, and
@@ -531,123 +591,6 @@ static void emit_pair_loop(emitter *e, LLVMBasicBlockRef entry)
     LLVMBuildRetVoid(b);
 }
 
-/* A flat loop with tensor sums.  Element i of the range adds into lane
- * (i - begin) % CG_LANES of each; the lanes are then added to red[] in
- * lane order.  The order of every addition is fixed by the element's place
- * in its range, not by the vector width, so the JIT and interp.c agree bit
- * for bit, and independent lanes let the sums run at the speed of memory.
- * The body is emitted CG_LANES times per block, one copy per lane (the SLP
- * vectorizer packs them), then once more for the tail of fewer than
- * CG_LANES elements. */
-static void emit_lane_loop(emitter *e, LLVMBasicBlockRef entry, const accs *a)
-{
-    LLVMBuilderRef b = e->b;
-    int nr = a->nt;
-    int kind[CG_MAX_REDUCE];
-    LLVMValueRef acc_in[CG_MAX_REDUCE];
-    for (int r = 0; r < nr; r++) {
-        kind[r] = kind_of(e->g, a->tensor[r]);
-        acc_in[r] = LLVMBuildLoad2(b, e->f64, gep(e, e->f64, e->red,
-                                                  i64c(e, e->g->nodes[a->tensor[r]].slot)), "");
-    }
-    /* blk_end = begin + (max(end - begin, 0) rounded down to CG_LANES) */
-    LLVMValueRef zero = i64c(e, 0);
-    LLVMValueRef n = LLVMBuildSub(b, e->end, e->begin, "");
-    n = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSGT, n, zero, ""), n, zero, "");
-    LLVMValueRef blk_end = LLVMBuildAdd(b, e->begin, LLVMBuildAnd(b, n,
-                                        i64c(e, -(long long)CG_LANES), ""), "");
-    LLVMBasicBlockRef block = LLVMAppendBasicBlockInContext(e->ctx, e->fn, "block");
-    LLVMBasicBlockRef tailck = LLVMAppendBasicBlockInContext(e->ctx, e->fn, "tailck");
-    LLVMBasicBlockRef tail = LLVMAppendBasicBlockInContext(e->ctx, e->fn, "tail");
-    LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(e->ctx, e->fn, "done");
-    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, e->begin, blk_end, ""), block, tailck);
-
-    LLVMValueRef lane[CG_MAX_REDUCE][CG_LANES], next[CG_MAX_REDUCE][CG_LANES],
-        at_tail[CG_MAX_REDUCE][CG_LANES], tl[CG_MAX_REDUCE][CG_LANES],
-        tl_next[CG_MAX_REDUCE][CG_LANES];
-    /* the blocks of CG_LANES elements */
-    LLVMPositionBuilderAtEnd(b, block);
-    LLVMValueRef i = LLVMBuildPhi(b, e->i64, "i");
-    for (int r = 0; r < nr; r++)
-        for (int j = 0; j < CG_LANES; j++)
-            lane[r][j] = LLVMBuildPhi(b, e->f64, "");
-    for (int j = 0; j < CG_LANES; j++) {
-        set_flat_index(e, LLVMBuildNSWAdd(b, i, i64c(e, j), ""));
-        eval(e, 2);
-        store(e);
-        for (int r = 0; r < nr; r++)
-            next[r][j] = reduce_add(e, kind[r], lane[r][j], widen(e, a->tensor[r]));
-    }
-    LLVMValueRef inext = LLVMBuildNSWAdd(b, i, i64c(e, CG_LANES), "");
-    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, inext, blk_end, ""), block, tailck);
-    LLVMBasicBlockRef from2[2] = {entry, block};
-    LLVMValueRef iv[2] = {e->begin, inext};
-    LLVMAddIncoming(i, iv, from2, 2);
-    for (int r = 0; r < nr; r++)
-        for (int j = 0; j < CG_LANES; j++) {
-            LLVMValueRef v[2] = {identity(e, kind[r]), next[r][j]};
-            LLVMAddIncoming(lane[r][j], v, from2, 2);
-        }
-
-    /* the lanes after the blocks; the tail, one element per iteration,
-     * element t of it going to lane t */
-    LLVMPositionBuilderAtEnd(b, tailck);
-    for (int r = 0; r < nr; r++)
-        for (int j = 0; j < CG_LANES; j++) {
-            at_tail[r][j] = LLVMBuildPhi(b, e->f64, "");
-            LLVMValueRef v[2] = {identity(e, kind[r]), next[r][j]};
-            LLVMAddIncoming(at_tail[r][j], v, from2, 2);
-        }
-    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, blk_end, e->end, ""), tail, done);
-    LLVMPositionBuilderAtEnd(b, tail);
-    LLVMValueRef it = LLVMBuildPhi(b, e->i64, "it");
-    for (int r = 0; r < nr; r++)
-        for (int j = 0; j < CG_LANES; j++)
-            tl[r][j] = LLVMBuildPhi(b, e->f64, "");
-    set_flat_index(e, it);
-    eval(e, 2);
-    store(e);
-    LLVMValueRef t = LLVMBuildSub(b, it, blk_end, "");
-    for (int r = 0; r < nr; r++) {
-        LLVMValueRef x = widen(e, a->tensor[r]);
-        for (int j = 0; j < CG_LANES; j++) {
-            LLVMValueRef is = LLVMBuildICmp(b, LLVMIntEQ, t, i64c(e, j), "");
-            tl_next[r][j] = LLVMBuildSelect(b, is, reduce_add(e, kind[r], tl[r][j], x),
-                                            tl[r][j], "");
-        }
-    }
-    LLVMValueRef itnext = LLVMBuildNSWAdd(b, it, i64c(e, 1), "");
-    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, itnext, e->end, ""), tail, done);
-    LLVMBasicBlockRef from3[2] = {tailck, tail};
-    LLVMValueRef itv[2] = {blk_end, itnext};
-    LLVMAddIncoming(it, itv, from3, 2);
-    for (int r = 0; r < nr; r++)
-        for (int j = 0; j < CG_LANES; j++) {
-            LLVMValueRef v[2] = {at_tail[r][j], tl_next[r][j]};
-            LLVMAddIncoming(tl[r][j], v, from3, 2);
-        }
-
-    /* red[r] (+)= lane 0 (+) lane 1 ... in lane order */
-    LLVMPositionBuilderAtEnd(b, done);
-    LLVMValueRef fin[CG_MAX_REDUCE][CG_LANES]; /* the phis first, then the sums */
-    for (int r = 0; r < nr; r++)
-        for (int j = 0; j < CG_LANES; j++) {
-            fin[r][j] = LLVMBuildPhi(b, e->f64, "");
-            LLVMValueRef v[2] = {at_tail[r][j], tl_next[r][j]};
-            LLVMAddIncoming(fin[r][j], v, from3, 2);
-        }
-    for (int r = 0; r < nr; r++) {
-        LLVMValueRef acc = acc_in[r];
-        for (int j = 0; j < CG_LANES; j++)
-            acc = reduce_add(e, kind[r], acc, fin[r][j]);
-        LLVMBuildStore(b, acc, gep(e, e->f64, e->red,
-                                   i64c(e, e->g->nodes[a->tensor[r]].slot)));
-    }
-    LLVMBuildRetVoid(b);
-}
-
-/* ---- 2-D loops ------------------------------------------------------------------ */
-
 /* a counted loop `for (i = from; i < to; i++)`: loop_open leaves the
  * builder in its body with c->i the index, loop_close after it */
 typedef struct counted {
@@ -690,6 +633,81 @@ static LLVMValueRef lane_slot(emitter *e, LLVMValueRef lanes, int r, LLVMValueRe
     return gep(e, e->f64, lanes, idx);
 }
 
+/* A flat loop with tensor sums.  Element i of the range adds into lane
+ * (i - begin) % CG_LANES of each; the lanes are then added to red[] in
+ * lane order.  The order of every addition is fixed by the element's place
+ * in its range, not by the vector width, so the JIT and interp.c agree bit
+ * for bit, and independent lanes let the sums run at the speed of memory.
+ * Blocks of CG_LANES elements run an inner loop over the lanes, which the
+ * loop vectorizer takes at full width (lane_loop_md); then the tail of
+ * fewer than CG_LANES elements, a copy of the body per lane.  The lanes
+ * live in an alloca indexed by constants once the vector loop is unrolled
+ * (SROA makes them registers). */
+static void emit_lane_loop(emitter *e, const accs *a)
+{
+    LLVMBuilderRef b = e->b;
+    int nr = a->nt;
+    int kind[CG_MAX_REDUCE];
+    LLVMTypeRef lanes_ty = LLVMArrayType2(e->f64, (unsigned)(nr * CG_LANES));
+    LLVMValueRef lanes = LLVMBuildAlloca(b, lanes_ty, "lanes");
+    for (int r = 0; r < nr; r++) {
+        kind[r] = kind_of(e->g, a->tensor[r]);
+        for (int j = 0; j < CG_LANES; j++)
+            LLVMBuildStore(b, identity(e, kind[r]), lane_slot(e, lanes, r, i64c(e, j)));
+    }
+    /* nblk blocks, then the tail from blk_end */
+    LLVMValueRef zero = i64c(e, 0);
+    LLVMValueRef n = LLVMBuildSub(b, e->end, e->begin, "");
+    n = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSGT, n, zero, ""), n, zero, "");
+    LLVMValueRef nblk = LLVMBuildAShr(b, n, i64c(e, 4), "");
+    LLVMValueRef blk_end = LLVMBuildAdd(b, e->begin, LLVMBuildShl(b, nblk, i64c(e, 4), ""), "");
+    _Static_assert(CG_LANES == 16, "the shifts by 4 above are by log2(CG_LANES)");
+    counted blk, ln;
+    loop_open(e, &blk, zero, nblk, "blk");
+    LLVMValueRef i0 = LLVMBuildNSWAdd(b, e->begin, LLVMBuildShl(b, blk.i, i64c(e, 4), ""), "");
+    loop_open(e, &ln, zero, i64c(e, CG_LANES), "lane");
+    set_flat_index(e, LLVMBuildNSWAdd(b, i0, ln.i, ""));
+    eval(e, 2);
+    store(e);
+    for (int r = 0; r < nr; r++) {
+        LLVMValueRef p = lane_slot(e, lanes, r, ln.i);
+        LLVMBuildStore(b, reduce_add(e, kind[r], LLVMBuildLoad2(b, e->f64, p, ""),
+                                     widen(e, a->tensor[r])), p);
+    }
+    lane_loop_md(e, loop_close(e, &ln, i64c(e, CG_LANES)));
+    loop_close(e, &blk, nblk);
+    /* the tail: element blk_end + j into lane j */
+    LLVMBasicBlockRef after = LLVMAppendBasicBlockInContext(e->ctx, e->fn, "tail_end");
+    for (int j = 0; j < CG_LANES - 1; j++) {
+        LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(e->ctx, e->fn, "tail");
+        LLVMValueRef at = LLVMBuildNSWAdd(b, blk_end, i64c(e, j), "");
+        LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, at, e->end, ""), body, after);
+        LLVMPositionBuilderAtEnd(b, body);
+        set_flat_index(e, at);
+        eval(e, 2);
+        store(e);
+        for (int r = 0; r < nr; r++) {
+            LLVMValueRef p = lane_slot(e, lanes, r, i64c(e, j));
+            LLVMBuildStore(b, reduce_add(e, kind[r], LLVMBuildLoad2(b, e->f64, p, ""),
+                                         widen(e, a->tensor[r])), p);
+        }
+    }
+    LLVMBuildBr(b, after);
+    LLVMPositionBuilderAtEnd(b, after);
+    /* red[r] (+)= lane 0 (+) lane 1 ... in lane order */
+    for (int r = 0; r < nr; r++) {
+        LLVMValueRef slot = gep(e, e->f64, e->red, i64c(e, e->g->nodes[a->tensor[r]].slot));
+        LLVMValueRef acc = LLVMBuildLoad2(b, e->f64, slot, "");
+        for (int j = 0; j < CG_LANES; j++)
+            acc = reduce_add(e, kind[r], acc, LLVMBuildLoad2(b, e->f64,
+                             lane_slot(e, lanes, r, i64c(e, j)), ""));
+        LLVMBuildStore(b, acc, slot);
+    }
+    LLVMBuildRetVoid(b);
+}
+
+/* ---- 2-D loops ------------------------------------------------------------------ */
+
 /* A 2-D element loop: rows [begin, end), each row's columns.  Row values
  * are computed once per row; tensor sums take lane c % CG_LANES of column
  * c, over all the task's rows, then the lanes in order; row sums the same
@@ -710,6 +728,7 @@ static void emit_rows_loop(emitter *e, const accs *a)
     LLVMValueRef colbase = LLVMBuildMul(b, LLVMBuildSDiv(b, m, e->rows, ""), e->cols, "");
     LLVMValueRef rowbase = LLVMBuildMul(b, m, e->cols, "");
     e->at_row = m;
+    e->at_col = colbase; /* a row-constant column value's (find_rowc) */
     eval(e, 1);
     for (int r = 0; r < a->nr; r++)
         for (int j = 0; j < CG_LANES; j++)
@@ -735,20 +754,24 @@ static void emit_rows_loop(emitter *e, const accs *a)
         counted blk;
         loop_open(e, &blk, i64c(e, 0), nblk, "blk");
         LLVMValueRef c0 = LLVMBuildShl(b, blk.i, i64c(e, 4), "");
-        for (int j = 0; j < CG_LANES; j++) {
-            LLVMValueRef c = LLVMBuildNSWAdd(b, c0, i64c(e, j), "");
+        {
+            counted ln;
+            loop_open(e, &ln, i64c(e, 0), i64c(e, CG_LANES), "lane");
+            LLVMValueRef j = ln.i;
+            LLVMValueRef c = LLVMBuildNSWAdd(b, c0, j, "");
             e->at_row = m;
             e->at_e = LLVMBuildAdd(b, rowbase, c, "");
             e->at_col = LLVMBuildAdd(b, colbase, c, "");
             eval(e, 2);
             for (int r = 0; r < nl; r++) {
                 int32_t node = r < a->nt ? a->tensor[r] : a->row[r - a->nt];
-                LLVMValueRef p = lane_slot(e, lanes, r, i64c(e, j));
+                LLVMValueRef p = lane_slot(e, lanes, r, j);
                 LLVMBuildStore(b, reduce_add(e, kind_of(e->g, node),
                                              LLVMBuildLoad2(b, e->f64, p, ""),
                                              widen(e, node)), p);
             }
             store(e);
+            lane_loop_md(e, loop_close(e, &ln, i64c(e, CG_LANES)));
         }
         loop_close(e, &blk, nblk);
         /* the row's tail: columns blk_end + j, j < cols - blk_end, into lane j,
@@ -854,6 +877,7 @@ static void emit_cols_loop(emitter *e, const accs *a)
     loop_open(e, &rows, base, last, "row");
     LLVMValueRef m = rows.i, rowbase = LLVMBuildMul(b, m, e->cols, "");
     e->at_row = m;
+    e->at_col = colbase; /* a row-constant column value's (find_rowc) */
     eval(e, 1);
     counted cols;
     loop_open(e, &cols, e->begin, e->end, "col");
@@ -923,6 +947,16 @@ static void emit_inner(emitter *e)
     e->cols = LLVMGetParam(e->fn, ns + na + 5);
     e->base = LLVMGetParam(e->fn, ns + na + 6);
     e->nmat = LLVMGetParam(e->fn, ns + na + 7);
+    if (g->fixed_cols) /* short rows: sizes LLVM can unroll by (kernel.c) */
+        e->cols = i64c(e, g->fixed_cols);
+    if (g->fixed_rows)
+        e->rows = i64c(e, g->fixed_rows);
+    if (g->fixed_cols && e->loop->kind == CG_LOOP_COLS) {
+        /* a column task of short rows holds every column (batch.c cuts
+         * blocks of 256 or more) */
+        e->begin = i64c(e, 0);
+        e->end = e->cols;
+    }
     LLVMPositionBuilderAtEnd(b, entry);
     uniforms(e);
     accs a;
@@ -932,7 +966,7 @@ static void emit_inner(emitter *e)
     else if (e->loop->kind == CG_LOOP_ELEM && g->two_d)
         emit_rows_loop(e, &a);
     else if (a.nt)
-        emit_lane_loop(e, entry, &a);
+        emit_lane_loop(e, &a);
     else if (pairable(e))
         emit_pair_loop(e, entry);
     else
@@ -1025,9 +1059,10 @@ int cg_emit_module(LLVMContextRef ctx, const cg_target *t, const cg_graph *g,
     e.vwidth = (unsigned)atoi(t->vector_width) / 32;
     e.val = cg_calloc((size_t)g->n + 1, sizeof *e.val);
     e.how = cg_malloc((size_t)g->n + 1);
+    e.rowc = cg_malloc((size_t)g->n + 1);
     LLVMTypeRef *params = cg_calloc(np, sizeof *params), field_ty[NFIELDS];
     LLVMValueRef *args = cg_calloc(np, sizeof *args);
-    if (!e.val || !e.how || !params || !args) {
+    if (!e.val || !e.how || !e.rowc || !params || !args) {
         rc = cg_fail(err, JOPT_ENOMEM, "out of memory emitting IR");
         goto done;
     }
@@ -1035,6 +1070,7 @@ int cg_emit_module(LLVMContextRef ctx, const cg_target *t, const cg_graph *g,
     LLVMSetTarget(e.mod, t->triple);
     LLVMSetModuleDataLayout(e.mod, t->layout);
     e.b = LLVMCreateBuilderInContext(ctx);
+    find_rowc(&e);
     LLVMTypeRef task_ty = task_type(&e, t, field_ty);
     if (!task_ty) {
         rc = cg_fail(err, JOPT_ECOMPILE, "internal error: the target lays out "
@@ -1074,6 +1110,7 @@ done:
     cg_free(args);
     cg_free(e.val);
     cg_free(e.how);
+    cg_free(e.rowc);
     cg_free(params);
     return rc;
 }

@@ -34,6 +34,8 @@ struct cg_kernel {
     void *tracker;
     cg_nvptx *gpu;   /* a GPU kernel's PTX and launches, or NULL */
     int shared_u;    /* its per-step values read nothing of the tensor */
+    int native;      /* compiled for the host CPU (not the interpreter, a
+                        GPU or a vector kernel): short rows get their own */
     cg_kernel *next;
 };
 
@@ -91,12 +93,46 @@ void cg_jit_stats(const cg_jit *j, size_t *compiles, size_t *hits)
         *hits = j->hits;
 }
 
+/* Short rows.  A kernel of row and column loops pays per row and per
+ * matrix what a long row amortizes: the lanes' set-up, the tail's
+ * branches, a division.  For a tensor whose last size is under CG_LANES
+ * (a convolution's 3x3 or 1x1), the host kernel is built for that size, and
+ * for the size before it when that is short too, as constants: LLVM then
+ * unrolls the rows and folds the branches (bench/RESULTS.md, "Adafactor").
+ * The same operations in the same order: the bits do not change.  ax[]:
+ * the sizes, 0 for one left to the task. */
+static int short_axes(int native, int rank, const int64_t *shape, int64_t ax[2])
+{
+    ax[0] = ax[1] = 0;
+    if (!native || !shape || rank < 2 || shape[0] <= 0 || shape[0] >= CG_LANES)
+        return 0;
+    ax[0] = shape[0];
+    ax[1] = shape[1] > 0 && shape[1] < CG_LANES ? shape[1] : 0;
+    return 1;
+}
+
+static int is_native(const cg_request *r)
+{
+    return !r->arch && !r->reference && !r->vkernel;
+}
+
+int cg_kernel_serves(const cg_kernel *k, const int64_t *shape, int rank)
+{
+    int64_t ax[2];
+    if (!short_axes(k->native, rank, shape, ax))
+        return !k->layout.fixed_cols;
+    if (k->layout.fixed_cols)
+        return ax[0] == k->layout.fixed_cols && ax[1] == k->layout.fixed_rows;
+    return !k->graph->two_d || k->graph->shaped;
+}
+
 /* The key: variant, engine, rank (-1: any), the shape (for a kernel of
- * one shape), the element types, the values folded into the kernel (a
- * value passed at run time counts only as "runtime"), the kernel's name,
- * the GPU architecture, and the spec's text. */
+ * one shape) or its short last sizes, the element types, the values
+ * folded into the kernel (a value passed at run time counts only as
+ * "runtime"), the kernel's name, the GPU architecture, and the spec's
+ * text. */
 static unsigned char *make_key(const cg_request *r, int rank, const int64_t *shape,
-                               size_t *len, uint64_t *hash)
+                               const int64_t *axes, size_t *len, uint64_t *hash)
 {
     /* a vector kernel depends on its name, not on the values */
     size_t srclen, nv = r->vkernel ? 0 : cg_spec_nvalues(r->spec);
@@ -110,10 +146,11 @@ static unsigned char *make_key(const cg_request *r, int rank, const int64_t *sha
     /* the element types and stores (zero for a vector kernel: float32) */
     int64_t prec = r->vkernel ? 0 : r->dtype | r->grad_dtype << 4 | r->state_dtype << 8 |
                                     (r->stochastic != 0) << 12 | (r->grad_scale != 0) << 13;
-    int64_t head[10] = {(int64_t)nh, (int64_t)nv, (int64_t)namelen,
+    int64_t head[12] = {(int64_t)nh, (int64_t)nv, (int64_t)namelen,
                         (int64_t)srclen, rank, r->vkernel ? 0 : r->fresh,
                         (int64_t)r->inputs * 4 + r->reference * 2 + (r->vkernel != NULL),
-                        (int64_t)ns, prec, (int64_t)archlen};
+                        (int64_t)ns, prec, (int64_t)archlen,
+                        axes ? axes[0] : 0, axes ? axes[1] : 0};
     size_t sl = ns * sizeof(int64_t);
     *len = sizeof head + sl + nh + nv * sizeof(double) + namelen + archlen + srclen;
     unsigned char *key = cg_malloc(*len);
@@ -299,25 +336,36 @@ int cg_kernel_get(cg_jit *j, const cg_request *r, cg_kernel **out, char *err)
 {
     int rank = r->vkernel ? 1 : r->rank > 0 ? r->rank : 1;
     const int64_t *shape = r->vkernel ? NULL : r->shape;
-    /* a kernel for any rank first, then one for this rank, then one for
-     * this shape */
-    size_t len[3];
-    uint64_t hash[3];
-    unsigned char *key[3] = {make_key(r, -1, NULL, &len[0], &hash[0]),
-                             make_key(r, rank, NULL, &len[1], &hash[1]),
-                             shape ? make_key(r, rank, shape, &len[2], &hash[2]) : NULL};
-    if (!key[0] || !key[1] || (shape && !key[2])) {
-        for (int i = 0; i < 3; i++)
+    /* keys: for any rank, this rank, this shape, this rank with these short
+     * last sizes; looked up in the order 0, 2, 3, 1 */
+    int64_t ax[2];
+    int fix = short_axes(is_native(r), rank, shape, ax);
+    size_t len[4];
+    uint64_t hash[4];
+    unsigned char *key[4] = {make_key(r, -1, NULL, NULL, &len[0], &hash[0]),
+                             make_key(r, rank, NULL, NULL, &len[1], &hash[1]),
+                             shape ? make_key(r, rank, shape, NULL, &len[2], &hash[2]) : NULL,
+                             fix ? make_key(r, rank, NULL, ax, &len[3], &hash[3]) : NULL};
+    if (!key[0] || !key[1] || (shape && !key[2]) || (fix && !key[3])) {
+        for (int i = 0; i < 4; i++)
             cg_free(key[i]);
         return cg_fail(err, JOPT_ENOMEM, "out of memory");
     }
+    static const int order[4] = {0, 2, 3, 1};
     pthread_mutex_lock(&jit_lock);
     cg_kernel *hit = NULL;
-    for (int i = 0; i < 3 && !hit; i++)
-        hit = key[i] ? lookup_locked(j, key[i], len[i], hash[i]) : NULL;
+    for (int i = 0; i < 4 && !hit; i++) {
+        int w = order[i];
+        hit = key[w] ? lookup_locked(j, key[w], len[w], hash[w]) : NULL;
+        if (hit && w == 1 && fix && hit->graph->two_d) { /* rows too short for it */
+            hit->refs--;
+            j->hits--;
+            hit = NULL;
+        }
+    }
     pthread_mutex_unlock(&jit_lock);
     if (hit) {
-        for (int i = 0; i < 3; i++)
+        for (int i = 0; i < 4; i++)
             cg_free(key[i]);
         *out = hit;
         return JOPT_OK;
@@ -327,8 +375,17 @@ int cg_kernel_get(cg_jit *j, const cg_request *r, cg_kernel **out, char *err)
     req.shape = shape;
     cg_kernel *k = cg_calloc(1, sizeof *k);
     int rc = k ? trace_into(&req, k, err) : cg_fail(err, JOPT_ENOMEM, "out of memory");
-    int which = rc == JOPT_OK ? (k->graph->shaped ? 2 : k->graph->rank >= 0) : 0; /* its key */
-    for (int i = 0; i < 3; i++)
+    int which = 0; /* its key */
+    if (rc == JOPT_OK) {
+        cg_graph *g = k->graph;
+        k->native = is_native(r);
+        which = g->shaped ? 2 : fix && g->two_d ? 3 : g->rank >= 0;
+        if (which == 3) {
+            k->layout.fixed_cols = g->fixed_cols = ax[0];
+            k->layout.fixed_rows = g->fixed_rows = ax[1];
+        }
+    }
+    for (int i = 0; i < 4; i++)
         if (i != which)
             cg_free(key[i]);
     pthread_mutex_lock(&jit_lock);
@@ -547,6 +604,11 @@ int cg_emit_text(cg_jit *j, const cg_request *r, const char *what, char **text,
     int rc = trace_request(r, &g, err);
     if (rc)
         return rc;
+    int64_t ax[2]; /* the kernel cg_kernel_get would build for this shape */
+    if (!g->shaped && g->two_d && short_axes(is_native(r), r->rank, r->shape, ax)) {
+        g->fixed_cols = ax[0];
+        g->fixed_rows = ax[1];
+    }
     if (!strcmp(what, "graph")) {
         rc = print_graph(r, g, text, err);
         cg_graph_free(g);

@@ -46,7 +46,8 @@ static int kset_get(jopt_optim *opt, rt_kset *ks, const char *where,
         const rt_kentry *e = &ks->e[i];
         const cg_layout *l = cg_kernel_layout(e->k);
         if (same_variant(&e->v, v, e->k) &&
-            (!l->shaped || !shape || !memcmp(e->shape, shape, sl))) {
+            (!l->shaped || !shape || !memcmp(e->shape, shape, sl)) &&
+            (!shape || cg_kernel_serves(e->k, shape, v->rank))) {
             *out = e->k;
             return JOPT_OK;
         }

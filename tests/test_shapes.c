@@ -138,6 +138,37 @@ static void test_shapes_adafactor_jit_equals_reference(void **state)
     compare("adafactor", "", conv, 4, JOPT_ENGINE_JIT, 1, JOPT_ENGINE_REFERENCE, 1, 3);
 }
 
+/* Short rows get kernels of their own last two sizes (kernel.c,
+ * short_axes): one per pair of sizes, shared by tensors that have it, and
+ * the kernel of any size for the rest of the rank, whichever comes first;
+ * each equal to the interpreter bit for bit. */
+static void test_shapes_short_rows_kernels(void **state)
+{
+    (void)state;
+    static const shaped conv[] = {
+        {4, {8, 4, 5, 17}},  /* long rows first: the kernel for any size */
+        {4, {64, 32, 3, 3}}, {4, {16, 8, 3, 3}}, /* one 3x3 kernel */
+        {4, {300, 20, 1, 1}}, {4, {5, 40, 20, 3}},
+        {2, {70000, 3}}, {2, {7, 9}}, {2, {300, 257}},
+    };
+    size_t nt = sizeof conv / sizeof conv[0];
+    run r;
+    run_new(&r, JOPT_ENGINE_JIT, 1, "adafactor", "", conv, nt);
+    for (size_t t = 0; t < nt; t++)
+        t_fill(r.params[t].grad, r.params[t].numel, 900 + t, 1.0);
+    size_t before, after;
+    jopt_ctx_stats(r.ctx, &before, NULL);
+    T_OK(r.ctx, jopt_step(r.opt, NULL, NULL, NULL));
+    jopt_ctx_stats(r.ctx, &after, NULL);
+    /* built at the first step, where the shapes are known: for rank 4
+     * any size, 3x3 (both tensors), 1x1, last size 3 (20 rows are not
+     * short); for rank 2 last size 3 (70000 rows), 7x9, and any size */
+    assert_int_equal(after - before, 7);
+    run_free(&r, nt);
+    compare("adafactor", "weight_decay=0.1", conv, nt, JOPT_ENGINE_JIT, 1,
+            JOPT_ENGINE_REFERENCE, 1, 3);
+}
+
 /* the cut into tasks depends on the shapes, not the threads */
 static void test_shapes_threads_same_bits(void **state)
 {
@@ -190,6 +221,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shapes_adafactor_jit_equals_reference),
         cmocka_unit_test(test_shapes_threads_same_bits),
+        cmocka_unit_test(test_shapes_short_rows_kernels),
         cmocka_unit_test(test_shapes_bad_shape_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -249,6 +249,8 @@ typedef struct cg_layout {
     int rank;                 /* the tensors' rank it was built for; -1:
                                  any (the spec did not look at shapes) */
     int shaped;               /* built for one shape (cg_request.shape) */
+    int64_t fixed_cols, fixed_rows; /* built for tensors whose last two
+                                 sizes are these (0: any; cg_kernel_serves) */
     /* matrix kernels: products run as GEMMs (through BLAS) between the
      * loops; a call takes `scratch` floats of the batch's workspace and
      * room for `mtasks` tasks, and runs alone (cg_batch_reserve_matrix) */
@@ -316,6 +318,13 @@ int cg_kernel_get(cg_jit *jit, const cg_request *req, cg_kernel **out,
 void cg_kernel_release(cg_kernel *k); /* NULL is a no-op */
 
 const cg_layout *cg_kernel_layout(const cg_kernel *k);
+
+/* Whether kernel k, got for some tensor of this rank, also serves a tensor
+ * of this shape (last first): a kernel built for one shape serves only
+ * that shape, and a kernel of row and column loops serves tensors with
+ * short rows only when built for their last two sizes (cg_kernel_get
+ * builds one such kernel per pair of sizes). */
+int cg_kernel_serves(const cg_kernel *k, const int64_t *shape, int rank);
 
 /* The spec's requirements of a step (require_that on a per-step condition:
  * Sophia needs its Hessian input at the steps where the reference would
