@@ -205,7 +205,7 @@ typedef struct cg_graph {
     int shaped;                    /* traced for this exact shape (shape(),
                                       matrices): */
     int64_t shape[CG_MAX_RANK];    /* its sizes, last first */
-    /* short rows (cg_fixed_axes): a 2-D kernel built for tensors whose
+    /* short rows (kernel.c, short_axes): a 2-D kernel built for tensors whose
      * last axis (and, when short too, the one before) has this size, as a
      * constant; 0: the task's */
     int64_t fixed_cols, fixed_rows;

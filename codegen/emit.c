@@ -431,6 +431,12 @@ static LLVMValueRef reduce_add(emitter *e, int kind, LLVMValueRef acc, LLVMValue
     return LLVMBuildFAdd(e->b, acc, x, "");
 }
 
+/* *p (+)= x, a lane or an array entry in double */
+static void add_into(emitter *e, int kind, LLVMValueRef p, LLVMValueRef x)
+{
+    LLVMBuildStore(e->b, reduce_add(e, kind, LLVMBuildLoad2(e->b, e->f64, p, ""), x), p);
+}
+
 static LLVMValueRef identity(emitter *e, int kind)
 {
     return LLVMConstReal(e->f64, cg_reduce_identity(kind));
@@ -453,33 +459,48 @@ static LLVMMetadataRef md_node(emitter *e, LLVMMetadataRef *ops, size_t n)
     return LLVMMDNodeInContext2(e->ctx, ops, n);
 }
 
+/* Gives the loop whose latch branch this is the properties props[n]
+ * (at most 4).  The loop ID is a self-referential node, as LLVM wants it. */
+static void loop_md(emitter *e, LLVMValueRef latch, const LLVMMetadataRef *props, int n)
+{
+    LLVMMetadataRef self = LLVMTemporaryMDNode(e->ctx, NULL, 0), ops[5] = {self};
+    for (int i = 0; i < n && i < 4; i++)
+        ops[i + 1] = props[i];
+    LLVMMetadataRef id = md_node(e, ops, (size_t)(n < 4 ? n : 4) + 1);
+    LLVMMetadataReplaceAllUsesWith(self, id); /* and frees the temporary */
+    LLVMSetMetadata(latch, LLVMGetMDKindIDInContext(e->ctx, "llvm.loop", 9),
+                    LLVMMetadataAsValue(e->ctx, id));
+}
+
+/* llvm.loop.vectorize.width: the target's full width */
+static LLVMMetadataRef md_full_width(emitter *e)
+{
+    LLVMMetadataRef w[2] = {md_str(e, "llvm.loop.vectorize.width"),
+                            LLVMValueAsMetadata(u32c(e, e->vwidth))};
+    return md_node(e, w, 2);
+}
+
 /* The loop over a block's CG_LANES lanes: vectorized at full width, not
  * unrolled first into copies for the SLP vectorizer to pack (which packs
  * them at mixed widths); the vector loop is then unrolled, and the lanes
  * kept in registers. */
 static void lane_loop_md(emitter *e, LLVMValueRef latch)
 {
-    LLVMMetadataRef w[2] = {md_str(e, "llvm.loop.vectorize.width"),
-                            LLVMValueAsMetadata(u32c(e, e->vwidth))};
     LLVMMetadataRef en[2] = {md_str(e, "llvm.loop.vectorize.enable"),
                              LLVMValueAsMetadata(LLVMConstInt(e->i1, 1, 0))};
     LLVMMetadataRef nu[1] = {md_str(e, "llvm.loop.unroll.disable")};
     LLVMMetadataRef fu[1] = {md_str(e, "llvm.loop.unroll.full")};
     LLVMMetadataRef fv[2] = {md_str(e, "llvm.loop.vectorize.followup_all"),
                              md_node(e, fu, 1)};
-    LLVMMetadataRef self = LLVMTemporaryMDNode(e->ctx, NULL, 0);
-    LLVMMetadataRef ops[5] = {self, md_node(e, w, 2), md_node(e, en, 2), md_node(e, nu, 1),
-                              md_node(e, fv, 2)};
-    LLVMMetadataRef id = md_node(e, ops, 5);
-    LLVMMetadataReplaceAllUsesWith(self, id);
-    LLVMSetMetadata(latch, LLVMGetMDKindIDInContext(e->ctx, "llvm.loop", 9),
-                    LLVMMetadataAsValue(e->ctx, id));
+    LLVMMetadataRef props[4] = {md_full_width(e), md_node(e, en, 2), md_node(e, nu, 1),
+                                md_node(e, fv, 2)};
+    loop_md(e, latch, props, 4);
 }
 
 /* A loop over float16 elements asks for the full vector width: the
  * vectorizer's cost model would take 4 lanes for fpext/fptrunc half, and
  * narrow the whole loop with them (docs/notes/mixed-precision-ir.md: 2x
- * slower).  The loop ID is a self-referential node, as LLVM wants it. */
+ * slower). */
 static void full_width(emitter *e, LLVMValueRef latch)
 {
     int f16 = 0;
@@ -487,15 +508,8 @@ static void full_width(emitter *e, LLVMValueRef latch)
         f16 |= e->g->dtype[s] == CG_DT_F16;
     if (!f16)
         return;
-    static const char width[] = "llvm.loop.vectorize.width";
-    LLVMMetadataRef w[2] = {LLVMMDStringInContext2(e->ctx, width, sizeof width - 1),
-                            LLVMValueAsMetadata(u32c(e, e->vwidth))};
-    LLVMMetadataRef self = LLVMTemporaryMDNode(e->ctx, NULL, 0);
-    LLVMMetadataRef ops[2] = {self, LLVMMDNodeInContext2(e->ctx, w, 2)};
-    LLVMMetadataRef id = LLVMMDNodeInContext2(e->ctx, ops, 2);
-    LLVMMetadataReplaceAllUsesWith(self, id); /* and frees the temporary */
-    LLVMSetMetadata(latch, LLVMGetMDKindIDInContext(e->ctx, "llvm.loop", 9),
-                    LLVMMetadataAsValue(e->ctx, id));
+    LLVMMetadataRef w = md_full_width(e);
+    loop_md(e, latch, &w, 1);
 }
 
 static void set_flat_index(emitter *e, LLVMValueRef i)
@@ -633,6 +647,18 @@ static LLVMValueRef lane_slot(emitter *e, LLVMValueRef lanes, int r, LLVMValueRe
     return gep(e, e->f64, lanes, idx);
 }
 
+/* element `at` of a flat loop: its values and stores, and its tensor sums
+ * added into lane j */
+static void lane_element(emitter *e, const accs *a, const int *kind, LLVMValueRef lanes,
+                         LLVMValueRef at, LLVMValueRef j)
+{
+    set_flat_index(e, at);
+    eval(e, 2);
+    store(e);
+    for (int r = 0; r < a->nt; r++)
+        add_into(e, kind[r], lane_slot(e, lanes, r, j), widen(e, a->tensor[r]));
+}
+
 /* A flat loop with tensor sums.  Element i of the range adds into lane
  * (i - begin) % CG_LANES of each; the lanes are then added to red[] in
  * lane order.  The order of every addition is fixed by the element's place
@@ -666,14 +692,7 @@ static void emit_lane_loop(emitter *e, const accs *a)
     loop_open(e, &blk, zero, nblk, "blk");
     LLVMValueRef i0 = LLVMBuildNSWAdd(b, e->begin, LLVMBuildShl(b, blk.i, i64c(e, 4), ""), "");
     loop_open(e, &ln, zero, i64c(e, CG_LANES), "lane");
-    set_flat_index(e, LLVMBuildNSWAdd(b, i0, ln.i, ""));
-    eval(e, 2);
-    store(e);
-    for (int r = 0; r < nr; r++) {
-        LLVMValueRef p = lane_slot(e, lanes, r, ln.i);
-        LLVMBuildStore(b, reduce_add(e, kind[r], LLVMBuildLoad2(b, e->f64, p, ""),
-                                     widen(e, a->tensor[r])), p);
-    }
+    lane_element(e, a, kind, lanes, LLVMBuildNSWAdd(b, i0, ln.i, ""), ln.i);
     lane_loop_md(e, loop_close(e, &ln, i64c(e, CG_LANES)));
     loop_close(e, &blk, nblk);
     /* the tail: element blk_end + j into lane j */
@@ -683,14 +702,7 @@ static void emit_lane_loop(emitter *e, const accs *a)
         LLVMValueRef at = LLVMBuildNSWAdd(b, blk_end, i64c(e, j), "");
         LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, at, e->end, ""), body, after);
         LLVMPositionBuilderAtEnd(b, body);
-        set_flat_index(e, at);
-        eval(e, 2);
-        store(e);
-        for (int r = 0; r < nr; r++) {
-            LLVMValueRef p = lane_slot(e, lanes, r, i64c(e, j));
-            LLVMBuildStore(b, reduce_add(e, kind[r], LLVMBuildLoad2(b, e->f64, p, ""),
-                                         widen(e, a->tensor[r])), p);
-        }
+        lane_element(e, a, kind, lanes, at, i64c(e, j));
     }
     LLVMBuildBr(b, after);
     LLVMPositionBuilderAtEnd(b, after);
@@ -765,10 +777,7 @@ static void emit_rows_loop(emitter *e, const accs *a)
             eval(e, 2);
             for (int r = 0; r < nl; r++) {
                 int32_t node = r < a->nt ? a->tensor[r] : a->row[r - a->nt];
-                LLVMValueRef p = lane_slot(e, lanes, r, j);
-                LLVMBuildStore(b, reduce_add(e, kind_of(e->g, node),
-                                             LLVMBuildLoad2(b, e->f64, p, ""),
-                                             widen(e, node)), p);
+                add_into(e, kind_of(e->g, node), lane_slot(e, lanes, r, j), widen(e, node));
             }
             store(e);
             lane_loop_md(e, loop_close(e, &ln, i64c(e, CG_LANES)));
@@ -799,13 +808,9 @@ static void emit_rows_loop(emitter *e, const accs *a)
                 int32_t node = r < a->nt ? a->tensor[r] : a->row[r - a->nt];
                 int kind = kind_of(e->g, node);
                 LLVMValueRef x = widen(e, node);
-                LLVMValueRef p = lane_slot(e, lanes, r, i64c(e, j));
-                LLVMBuildStore(b, reduce_add(e, kind, LLVMBuildLoad2(b, e->f64, p, ""), x), p);
-                if (r >= a->nt) {
-                    LLVMValueRef q = lane_slot(e, lanes, nl, i64c(e, r - a->nt));
-                    LLVMBuildStore(b, reduce_add(e, kind, LLVMBuildLoad2(b, e->f64, q, ""),
-                                                 x), q);
-                }
+                add_into(e, kind, lane_slot(e, lanes, r, i64c(e, j)), x);
+                if (r >= a->nt)
+                    add_into(e, kind, lane_slot(e, lanes, nl, i64c(e, r - a->nt)), x);
             }
             store(e);
         }
@@ -887,9 +892,9 @@ static void emit_cols_loop(emitter *e, const accs *a)
     eval(e, 2);
     for (int r = 0; r < a->nc; r++) {
         const cg_node *x = &e->g->nodes[a->col[r]];
-        LLVMValueRef p = gep(e, e->f64, e->axis[e->g->nrowred + x->slot], e->at_col);
-        LLVMBuildStore(b, reduce_add(e, kind_of(e->g, a->col[r]),
-                                     LLVMBuildLoad2(b, e->f64, p, ""), widen(e, a->col[r])), p);
+        add_into(e, kind_of(e->g, a->col[r]),
+                 gep(e, e->f64, e->axis[e->g->nrowred + x->slot], e->at_col),
+                 widen(e, a->col[r]));
     }
     loop_close(e, &cols, e->end);
     loop_close(e, &rows, last);

@@ -319,12 +319,15 @@ static int compile_locked(cg_jit *j, const cg_request *r, cg_kernel *k, char *er
     return rc;
 }
 
-/* under the lock: a cached kernel for the key, with a reference taken */
+/* under the lock: a cached kernel for the key, with a reference taken;
+ * for a tensor with short rows, not a kernel of row and column loops built
+ * for any size (short_axes) */
 static cg_kernel *lookup_locked(cg_jit *j, const unsigned char *key, size_t len,
-                                uint64_t hash)
+                                uint64_t hash, int short_rows)
 {
     for (cg_kernel *k = j->cache; k; k = k->next)
-        if (k->hash == hash && k->keylen == len && !memcmp(k->key, key, len)) {
+        if (k->hash == hash && k->keylen == len && !memcmp(k->key, key, len) &&
+            !(short_rows && k->graph->two_d)) {
             k->refs++;
             j->hits++;
             return k;
@@ -356,12 +359,7 @@ int cg_kernel_get(cg_jit *j, const cg_request *r, cg_kernel **out, char *err)
     cg_kernel *hit = NULL;
     for (int i = 0; i < 4 && !hit; i++) {
         int w = order[i];
-        hit = key[w] ? lookup_locked(j, key[w], len[w], hash[w]) : NULL;
-        if (hit && w == 1 && fix && hit->graph->two_d) { /* rows too short for it */
-            hit->refs--;
-            j->hits--;
-            hit = NULL;
-        }
+        hit = key[w] ? lookup_locked(j, key[w], len[w], hash[w], w == 1 && fix) : NULL;
     }
     pthread_mutex_unlock(&jit_lock);
     if (hit) {
@@ -389,7 +387,7 @@ int cg_kernel_get(cg_jit *j, const cg_request *r, cg_kernel **out, char *err)
         if (i != which)
             cg_free(key[i]);
     pthread_mutex_lock(&jit_lock);
-    if (rc == JOPT_OK && (hit = lookup_locked(j, key[which], len[which], hash[which])) == NULL)
+    if (rc == JOPT_OK && (hit = lookup_locked(j, key[which], len[which], hash[which], 0)) == NULL)
         rc = compile_locked(j, &req, k, err);
     if (rc || hit) {
         if (k) {
