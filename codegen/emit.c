@@ -859,24 +859,42 @@ static void emit_rows_loop(emitter *e, const accs *a)
     LLVMBuildRetVoid(b);
 }
 
+/* the entry of column sum node i for column index ci (its axis array) */
+static LLVMValueRef col_entry(emitter *e, int32_t i, LLVMValueRef ci)
+{
+    return gep(e, e->f64, e->axis[e->g->nrowred + e->g->nodes[i].slot], ci);
+}
+
 /* Column sums over `nmat` matrices from row `base`: columns [begin, end)
  * of each, each a sum over the matrix's rows in order, kept in the
- * column's entry. */
+ * column's entry.  A summand that is the same along a row (find_rowc:
+ * Adafactor's mean of its row statistics) gives every column the same
+ * sum, added in the same order: it is added once per row into one
+ * accumulator and written to the columns after the matrix's last row. */
 static void emit_cols_loop(emitter *e, const accs *a)
 {
     LLVMBuilderRef b = e->b;
+    LLVMValueRef once = LLVMBuildAlloca(b, LLVMArrayType2(e->f64, CG_MAX_AXISRED), "once");
+    int per_elem = 0;
+    for (int r = 0; r < a->nc; r++)
+        per_elem += !e->rowc[e->g->nodes[a->col[r]].arg[0]];
     counted mat;
     loop_open(e, &mat, i64c(e, 0), e->nmat, "mat");
     LLVMValueRef base = LLVMBuildAdd(b, e->base, LLVMBuildMul(b, mat.i, e->rows, ""), "");
     LLVMValueRef colbase = LLVMBuildMul(b, LLVMBuildSDiv(b, base, e->rows, ""),
                                         e->cols, "");
-    counted init;
-    loop_open(e, &init, e->begin, e->end, "init");
-    LLVMValueRef ci = LLVMBuildAdd(b, colbase, init.i, "");
     for (int r = 0; r < a->nc; r++)
         LLVMBuildStore(b, identity(e, kind_of(e->g, a->col[r])),
-                       gep(e, e->f64, e->axis[e->g->nrowred + e->g->nodes[a->col[r]].slot], ci));
-    loop_close(e, &init, e->end);
+                       gep(e, e->f64, once, i64c(e, r)));
+    if (per_elem) {
+        counted init;
+        loop_open(e, &init, e->begin, e->end, "init");
+        LLVMValueRef ci = LLVMBuildAdd(b, colbase, init.i, "");
+        for (int r = 0; r < a->nc; r++)
+            if (!e->rowc[e->g->nodes[a->col[r]].arg[0]])
+                LLVMBuildStore(b, identity(e, kind_of(e->g, a->col[r])), col_entry(e, a->col[r], ci));
+        loop_close(e, &init, e->end);
+    }
     LLVMValueRef last = LLVMBuildAdd(b, base, e->rows, "");
     counted rows;
     loop_open(e, &rows, base, last, "row");
@@ -884,20 +902,34 @@ static void emit_cols_loop(emitter *e, const accs *a)
     e->at_row = m;
     e->at_col = colbase; /* a row-constant column value's (find_rowc) */
     eval(e, 1);
-    counted cols;
-    loop_open(e, &cols, e->begin, e->end, "col");
-    e->at_row = m;
-    e->at_e = LLVMBuildAdd(b, rowbase, cols.i, "");
-    e->at_col = LLVMBuildAdd(b, colbase, cols.i, "");
-    eval(e, 2);
-    for (int r = 0; r < a->nc; r++) {
-        const cg_node *x = &e->g->nodes[a->col[r]];
-        add_into(e, kind_of(e->g, a->col[r]),
-                 gep(e, e->f64, e->axis[e->g->nrowred + x->slot], e->at_col),
-                 widen(e, a->col[r]));
+    for (int r = 0; r < a->nc; r++)
+        if (e->rowc[e->g->nodes[a->col[r]].arg[0]])
+            add_into(e, kind_of(e->g, a->col[r]), gep(e, e->f64, once, i64c(e, r)),
+                     widen(e, a->col[r]));
+    if (per_elem) {
+        counted cols;
+        loop_open(e, &cols, e->begin, e->end, "col");
+        e->at_row = m;
+        e->at_e = LLVMBuildAdd(b, rowbase, cols.i, "");
+        e->at_col = LLVMBuildAdd(b, colbase, cols.i, "");
+        eval(e, 2);
+        for (int r = 0; r < a->nc; r++)
+            if (!e->rowc[e->g->nodes[a->col[r]].arg[0]])
+                add_into(e, kind_of(e->g, a->col[r]), col_entry(e, a->col[r], e->at_col),
+                         widen(e, a->col[r]));
+        loop_close(e, &cols, e->end);
     }
-    loop_close(e, &cols, e->end);
     loop_close(e, &rows, last);
+    if (per_elem < a->nc) {
+        counted fill;
+        loop_open(e, &fill, e->begin, e->end, "fill");
+        LLVMValueRef ci = LLVMBuildAdd(b, colbase, fill.i, "");
+        for (int r = 0; r < a->nc; r++)
+            if (e->rowc[e->g->nodes[a->col[r]].arg[0]])
+                LLVMBuildStore(b, LLVMBuildLoad2(b, e->f64, gep(e, e->f64, once, i64c(e, r)), ""),
+                               col_entry(e, a->col[r], ci));
+        loop_close(e, &fill, e->end);
+    }
     loop_close(e, &mat, e->nmat);
     LLVMBuildRetVoid(b);
 }
