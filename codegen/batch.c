@@ -51,6 +51,8 @@ struct cg_batch {
     } *gt;
     size_t gcap;
     cg_batch_hook hook;            /* group reductions done elsewhere */
+    double *cpart;                 /* 2-D element tasks' column partial sums */
+    size_t cpcap;                  /* doubles */
 };
 
 _Static_assert(CG_FOLD_SUM == (int)CG_REDUCE_SUM && CG_FOLD_MAX == (int)CG_REDUCE_MAX,
@@ -87,13 +89,44 @@ void cg_batch_free(cg_batch *b)
     cg_free(b->scratch);
     cg_free(b->gt);
     cg_free(b->gpart);
+    cg_free(b->cpart);
     cg_free(b);
 }
 
-/* rows per task of a 2-D loop, and columns per task of a column loop */
+static int64_t ceil_div(int64_t a, int64_t b)
+{
+    return b ? a / b + (a % b != 0) : 0; /* no a + b - 1 to overflow */
+}
+
+/* Rows per task of a 2-D element loop: about CG_CHUNK elements, and at
+ * least 16 rows, so that the column partial sums of a tall matrix's
+ * blocks (a row of doubles per block) stay under an eighth of its bytes. */
 static int64_t rows_per_task(int64_t cols)
 {
-    return cols >= CG_CHUNK ? 1 : CG_CHUNK / (cols ? cols : 1);
+    int64_t r = CG_CHUNK / (cols ? cols : 1);
+    return r < 16 ? 16 : r;
+}
+
+/* A 2-D element loop's cut, which never straddles two matrices: k whole
+ * matrices of `rows` rows per task (*mats = k), or a tall matrix in
+ * blocks of `per` rows (*mats = 0).  Returns the rows per task. */
+static int64_t row_cut(int64_t rows, int64_t cols, int64_t *mats)
+{
+    int64_t per = rows_per_task(cols);
+    rows = rows ? rows : 1;
+    *mats = rows <= per ? per / rows : 0;
+    return *mats ? *mats * rows : per;
+}
+
+/* the tasks of a 2-D element loop over nrows rows, and how many of them
+ * start inside a matrix (those add into column partial sums) */
+static size_t row_tasks(int64_t nrows, int64_t rows, int64_t cols, size_t *inner)
+{
+    int64_t mats, per = row_cut(rows, cols, &mats);
+    rows = rows ? rows : 1;
+    int64_t nmat = nrows / rows, blocks = ceil_div(rows, per);
+    *inner = mats ? 0 : (size_t)(nmat * (blocks - 1));
+    return mats ? (size_t)ceil_div(nrows, per) : (size_t)(nmat * blocks);
 }
 
 /* Column blocks are at least 256 wide (a task of a tall matrix then holds
@@ -105,11 +138,6 @@ static int64_t cols_per_task(int64_t rows)
     int64_t w = CG_CHUNK / (rows ? rows : 1);
     w -= w % CG_LANES;
     return w < 256 ? 256 : w;
-}
-
-static int64_t ceil_div(int64_t a, int64_t b)
-{
-    return b ? a / b + (a % b != 0) : 0; /* no a + b - 1 to overflow */
 }
 
 /* whole matrices per column-block task: several when a matrix is small */
@@ -128,7 +156,7 @@ size_t cg_batch_tasks(int64_t n, const int64_t *shape, int rank)
         return flat;
     int64_t cols = shape[0], rows = shape[1];
     int64_t nrows = cols ? n / cols : 0, nmat = rows ? nrows / rows : 0;
-    size_t by_rows = (size_t)ceil_div(nrows, rows_per_task(cols));
+    size_t inner, by_rows = row_tasks(nrows, rows, cols, &inner);
     int64_t k = mats_per_task(rows, cols);
     size_t by_cols = k > 1 ? (size_t)ceil_div(nmat, k)
                            : (size_t)(nmat * ceil_div(cols, cols_per_task(rows)));
@@ -274,16 +302,18 @@ static void bind_matrix(cg_batch *b, const cg_call *call)
                                                   : call->parts[0].arrays[s];
 }
 
-/* the call's tasks of one loop, appended at b->tasks[nt]; returns nt */
+/* the call's tasks of one loop, appended at b->tasks[nt]; returns nt.
+ * Blocks that start inside a matrix get column partial sums from
+ * b->cpart at *cpoff, if the loop takes column sums. */
 static size_t cut(cg_batch *b, size_t nt, size_t c, const cg_call *call,
-                  int loop, const double *u)
+                  int loop, const double *u, size_t *cpoff)
 {
     const cg_graph *g = cg_kernel_graph(call->k);
     int kind = g->loops[loop].kind;
     for (size_t p = 0; p < call->nparts; p++) {
         const cg_part *part = &call->parts[p];
         cg_task base = {g->ngemm ? b->mslots : part->arrays, 0, 0, u, NULL,
-                        b->axis[c].p, 1, part->n, 0, 1};
+                        b->axis[c].p, 1, part->n, 0, 1, NULL};
         int64_t n = part->n, count, step;
         if (g->ngemm) { /* an element loop of one of its matrices */
             const cg_space *sp = &g->spaces[g->loops[loop].space];
@@ -298,9 +328,7 @@ static size_t cut(cg_batch *b, size_t nt, size_t c, const cg_call *call,
         case CG_LOOP_ROW: count = nrows; step = CG_CHUNK; break;
         case CG_LOOP_COL: count = base.rows ? n / base.rows : 0; step = CG_CHUNK; break;
         case CG_LOOP_COLS: count = 0; step = 0; break;
-        default:
-            count = g->two_d ? nrows : n;
-            step = g->two_d ? rows_per_task(base.cols) : CG_CHUNK;
+        default: count = n; step = CG_CHUNK;
         }
         if (kind == CG_LOOP_COLS) { /* each matrix, column block by block,
                                        or small whole matrices k at a time */
@@ -319,6 +347,19 @@ static size_t cut(cg_batch *b, size_t nt, size_t c, const cg_call *call,
                     b->tasks[nt].begin = c0;
                     b->tasks[nt].end = c0 + w < base.cols ? c0 + w : base.cols;
                 }
+        } else if (kind == CG_LOOP_ELEM && g->two_d) { /* matrix by matrix */
+            int64_t mats, per = row_cut(base.rows, base.cols, &mats);
+            int64_t span = mats ? nrows : base.rows; /* a run of tasks */
+            for (int64_t m0 = 0; m0 < nrows; m0 += span)
+                for (int64_t at = m0; at < m0 + span; at += per, nt++) {
+                    b->tasks[nt] = base;
+                    b->tasks[nt].begin = at;
+                    b->tasks[nt].end = at + per < m0 + span ? at + per : m0 + span;
+                    if (!mats && at > m0 && g->loops[loop].colsums) {
+                        b->tasks[nt].cpart = b->cpart + *cpoff;
+                        *cpoff += (size_t)g->ncolred * (size_t)base.cols;
+                    }
+                }
         } else {
             for (int64_t at = 0; at < count; at += step, nt++) {
                 b->tasks[nt] = base;
@@ -328,6 +369,31 @@ static size_t cut(cg_batch *b, size_t nt, size_t c, const cg_call *call,
         }
     }
     return nt;
+}
+
+/* The column partial sums of blocks that start inside a matrix, added to
+ * the column arrays block by block in task order: a column's sum is its
+ * first block's, then each later block's, whatever the threads. */
+static void merge_col_parts(cg_batch *b, size_t nt)
+{
+    for (size_t i = 0; i < nt; i++) {
+        const cg_task *t = &b->tasks[i];
+        if (!t->cpart)
+            continue;
+        const cg_graph *g = cg_kernel_graph(b->kern[i]);
+        const cg_loop *l = &g->loops[b->loop[i]];
+        int64_t colbase = t->begin / t->rows * t->cols;
+        for (int j = 0; j < g->n; j++) {
+            const cg_node *x = &g->nodes[j];
+            if (!(cg_op_flags((cg_op)x->op) & CG_F_TO_COL) || !cg_loop_accumulates(g, l, j))
+                continue;
+            int kind = g->col_kind[x->slot];
+            double *to = t->axis[g->nrowred + x->slot] + colbase;
+            const double *from = t->cpart + (size_t)x->slot * (size_t)t->cols;
+            for (int64_t c = 0; c < t->cols; c++)
+                to[c] = cg_reduce_add(kind, to[c], from[c]);
+        }
+    }
 }
 
 /* points the call's row and column reduction arrays into its workspace */
@@ -464,14 +530,14 @@ static int run_calls(cg_batch *b, const cg_call *calls, size_t from, size_t to,
         for (int ks = 0; ks < CG_LOOP_ELEM + nspaces; ks++) {
             int kind = ks < CG_LOOP_ELEM ? ks : CG_LOOP_ELEM;
             int space = ks < CG_LOOP_ELEM ? 0 : ks - CG_LOOP_ELEM;
-            size_t nt = 0;
+            size_t nt = 0, cpoff = 0;
             for (size_t c = from; c < to; c++) {
                 const cg_graph *g = cg_kernel_graph(calls[c].k);
                 int loop = level < g->nlevels ? find_loop(g, level, kind, space) : -1;
                 if (loop < 0)
                     continue;
                 size_t first = nt;
-                nt = cut(b, nt, c, &calls[c], loop, calls[c].u);
+                nt = cut(b, nt, c, &calls[c], loop, calls[c].u, &cpoff);
                 for (size_t i = first; i < nt; i++) {
                     b->tasks[i].red = b->red[i];
                     b->kern[i] = calls[c].k;
@@ -482,6 +548,8 @@ static int run_calls(cg_batch *b, const cg_call *calls, size_t from, size_t to,
             if (!nt)
                 continue;
             run_tasks(b, nt, par, run_share);
+            if (cpoff)
+                merge_col_parts(b, nt);
             for (size_t i = 0; i < nt; i++) {
                 const cg_graph *g = cg_kernel_graph(b->kern[i]);
                 size_t c = b->call[i];
@@ -491,6 +559,36 @@ static int run_calls(cg_batch *b, const cg_call *calls, size_t from, size_t to,
             }
         }
     }
+    return JOPT_OK;
+}
+
+/* room for the column partial sums of every call's blocks that start
+ * inside a matrix (each level's element loop uses them in turn), taken
+ * before anything runs: a failure changes nothing */
+static int reserve_col_parts(cg_batch *b, const cg_call *calls, size_t ncalls, char *err)
+{
+    size_t need = 0;
+    for (size_t c = 0; c < ncalls; c++) {
+        const cg_graph *g = cg_kernel_graph(calls[c].k);
+        int colsums = 0;
+        for (int l = 0; l < g->nloops; l++)
+            colsums |= g->loops[l].colsums;
+        if (!g->two_d || !colsums)
+            continue;
+        int64_t cols = calls[c].shape[0], rows = calls[c].shape[1];
+        size_t inner;
+        row_tasks(cols ? calls[c].parts[0].n / cols : 0, rows, cols, &inner);
+        need += inner * (size_t)g->ncolred * (size_t)cols;
+    }
+    if (need <= b->cpcap)
+        return JOPT_OK;
+    double *p = cg_malloc(need * sizeof *p);
+    if (!p)
+        return cg_fail(err, JOPT_ENOMEM, "out of memory for %zu column partial sums",
+                       need);
+    cg_free(b->cpart);
+    b->cpart = p;
+    b->cpcap = need;
     return JOPT_OK;
 }
 
@@ -544,6 +642,9 @@ int cg_batch_run(cg_batch *b, const cg_call *calls, size_t ncalls,
         return cg_fail(err, JOPT_EINVAL, "internal error: a batch of %zu tasks "
                        "and %zu calls in room for %zu and %zu", need, ncalls,
                        b->cap, b->ccap);
+    int rc = reserve_col_parts(b, calls, ncalls, err);
+    if (rc)
+        return rc;
     if (mixes_group_sums(calls, ncalls))
         return cg_fail(err, JOPT_EINVAL, "a group whose tensors take matrix "
                        "products cannot also sum over the group");
@@ -553,7 +654,6 @@ int cg_batch_run(cg_batch *b, const cg_call *calls, size_t ncalls,
         for (int r = 0; r < g->nreduce; r++)
             b->red_call[c][r] = cg_reduce_identity(g->reduce_kind[r]);
     }
-    int rc = JOPT_OK;
     if (b->hook.fold && b->hook.levels) {
         /* the hook is collective: every process calls it at the same
          * levels, whatever calls it has, so all calls run together */

@@ -99,6 +99,8 @@ typedef struct cg_loop {
     uint16_t level;
     uint8_t kind;
     uint8_t space; /* ELEM loops of a matrix kernel: the index space */
+    uint8_t colsums; /* a 2-D ELEM loop that takes column sums (cg_task's
+                        cpart) */
 } cg_loop;
 
 /* ---- matrices (matrix.c) ------------------------------------------------------
@@ -354,7 +356,14 @@ void cg_interp_uniforms(const cg_graph *g, const cg_env *env, double *u,
  * index space (rows [begin, end) of the tensor in a 2-D ELEM loop); COLS:
  * columns [begin, end) of `nmat` consecutive matrices, the first of which
  * starts at row `base` (several only when each is taken whole: small
- * matrices, as a conv weight's 3x3 or 1x1 kernels). */
+ * matrices, as a conv weight's 3x3 or 1x1 kernels).
+ *
+ * A 2-D ELEM task never straddles two matrices: it holds whole matrices,
+ * or a block of rows of one.  Its column sums of per-element values go
+ * into the column arrays, set to the identity at each matrix's first row
+ * and at the task's; a block that does not start its matrix adds into
+ * `cpart` instead (ncolred arrays of `cols` doubles, by the sum's slot),
+ * which the batch adds to the column arrays block by block, in order. */
 typedef struct cg_task {
     float *const *arrays;
     int64_t begin, end;
@@ -364,6 +373,7 @@ typedef struct cg_task {
     int64_t rows, cols;    /* a matrix's rows (size(-2)) and columns */
     int64_t base;
     int64_t nmat;
+    double *cpart;         /* 2-D ELEM: this block's column partial sums */
 } cg_task;
 
 /* A kernel loop over a list of tasks: one call covers any number of

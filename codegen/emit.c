@@ -9,7 +9,8 @@
  *     task's arrays loaded and passed to
  *   internal alwaysinline void inner_<i>(float *noalias a0, ...,
  *       double *noalias axis0, ..., i64 begin, i64 end, double *noalias u,
- *       double *noalias red, i64 rows, i64 cols, i64 base, i64 nmat)
+ *       double *noalias red, i64 rows, i64 cols, i64 base, i64 nmat,
+ *       double *noalias cpart)
  *     the loop over the elements of one task.  Each array is its own
  *     `noalias` pointer, so after inlining the loop vectorizer widens the
  *     loop with no runtime overlap checks (the runtime guarantees that no
@@ -42,10 +43,10 @@ _Static_assert(offsetof(cg_task, arrays) == 0 && offsetof(cg_task, begin) == 8 &
                offsetof(cg_task, red) == 32 && offsetof(cg_task, axis) == 40 &&
                offsetof(cg_task, rows) == 48 && offsetof(cg_task, cols) == 56 &&
                offsetof(cg_task, base) == 64 && offsetof(cg_task, nmat) == 72 &&
-               sizeof(cg_task) == 80,
+               offsetof(cg_task, cpart) == 80 && sizeof(cg_task) == 88,
                "emit.c's task type mirrors cg_task: update task_type()");
 
-#define NFIELDS 10
+#define NFIELDS 11
 
 typedef struct emitter {
     LLVMContextRef ctx;
@@ -61,7 +62,7 @@ typedef struct emitter {
     LLVMValueRef fn;       /* the inner function being built */
     LLVMValueRef array[CG_MAX_SLOTS];
     LLVMValueRef axis[2 * CG_MAX_AXISRED];
-    LLVMValueRef begin, end, u, red, rows, cols, base, nmat;
+    LLVMValueRef begin, end, u, red, rows, cols, base, nmat, cpart;
     LLVMValueRef at_e, at_row, at_col; /* the element's indices */
     LLVMValueRef srkey[CG_MAX_SLOTS];  /* a stochastic store's 32-bit key */
     /* pairs of bfloat16 elements (emit_pair_loop): 1 the even element, 2
@@ -720,10 +721,58 @@ static void emit_lane_loop(emitter *e, const accs *a)
 
 /* ---- 2-D loops ------------------------------------------------------------------ */
 
+/* the entry of column sum node i for column index ci (its axis array) */
+static LLVMValueRef col_entry(emitter *e, int32_t i, LLVMValueRef ci)
+{
+    return gep(e, e->f64, e->axis[e->g->nrowred + e->g->nodes[i].slot], ci);
+}
+
+/* The row's column entries of each column sum (cg_task's cpart: the
+ * task's partial sums, or the matrix's column array), set to the identity
+ * at the task's first row and at each matrix's. */
+static void col_rows(emitter *e, const accs *a, LLVMValueRef m, LLVMValueRef colbase,
+                     LLVMValueRef *colp)
+{
+    LLVMBuilderRef b = e->b;
+    if (!a->nc)
+        return;
+    LLVMValueRef part = LLVMBuildIsNotNull(b, e->cpart, "");
+    for (int r = 0; r < a->nc; r++) {
+        int slot = e->g->nodes[a->col[r]].slot;
+        LLVMValueRef own = gep(e, e->f64, e->cpart,
+                               LLVMBuildMul(b, i64c(e, slot), e->cols, ""));
+        colp[r] = LLVMBuildSelect(b, part, own, col_entry(e, a->col[r], colbase), "");
+    }
+    LLVMValueRef first = LLVMBuildOr(b, LLVMBuildICmp(b, LLVMIntEQ, m, e->begin, ""),
+                                     LLVMBuildICmp(b, LLVMIntEQ, LLVMBuildSRem(b, m, e->rows, ""),
+                                                   i64c(e, 0), ""), "");
+    LLVMBasicBlockRef init = LLVMAppendBasicBlockInContext(e->ctx, e->fn, "colinit");
+    LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(e->ctx, e->fn, "colrow");
+    LLVMBuildCondBr(b, first, init, join);
+    LLVMPositionBuilderAtEnd(b, init);
+    counted c;
+    loop_open(e, &c, i64c(e, 0), e->cols, "colzero");
+    for (int r = 0; r < a->nc; r++)
+        LLVMBuildStore(b, identity(e, kind_of(e->g, a->col[r])),
+                       gep(e, e->f64, colp[r], c.i));
+    loop_close(e, &c, e->cols);
+    LLVMBuildBr(b, join);
+    LLVMPositionBuilderAtEnd(b, join);
+}
+
+/* column c's entries (col_rows) (+)= the element's summands */
+static void add_cols(emitter *e, const accs *a, const LLVMValueRef *colp, LLVMValueRef c)
+{
+    for (int r = 0; r < a->nc; r++)
+        add_into(e, kind_of(e->g, a->col[r]), gep(e, e->f64, colp[r], c),
+                 widen(e, a->col[r]));
+}
+
 /* A 2-D element loop: rows [begin, end), each row's columns.  Row values
  * are computed once per row; tensor sums take lane c % CG_LANES of column
  * c, over all the task's rows, then the lanes in order; row sums the same
- * within a row, written to the row's entry.  The lanes live in allocas
+ * within a row, written to the row's entry; column sums add into the
+ * column's entry (col_rows), row after row.  The lanes live in allocas
  * indexed by constants only (SROA makes them registers). */
 static void emit_rows_loop(emitter *e, const accs *a)
 {
@@ -746,6 +795,8 @@ static void emit_rows_loop(emitter *e, const accs *a)
         for (int j = 0; j < CG_LANES; j++)
             LLVMBuildStore(b, identity(e, kind_of(e->g, a->row[r])),
                            lane_slot(e, lanes, a->nt + r, i64c(e, j)));
+    LLVMValueRef colp[CG_MAX_AXISRED];
+    col_rows(e, a, m, colbase, colp);
     int nl = a->nt + a->nr;
     if (!nl) { /* no sums: one plain loop over the row, which vectorizes */
         counted cols;
@@ -754,6 +805,7 @@ static void emit_rows_loop(emitter *e, const accs *a)
         e->at_e = LLVMBuildAdd(b, rowbase, cols.i, "");
         e->at_col = LLVMBuildAdd(b, colbase, cols.i, "");
         eval(e, 2);
+        add_cols(e, a, colp, cols.i);
         store(e);
         full_width(e, loop_close(e, &cols, e->cols));
     } else {
@@ -779,6 +831,7 @@ static void emit_rows_loop(emitter *e, const accs *a)
                 int32_t node = r < a->nt ? a->tensor[r] : a->row[r - a->nt];
                 add_into(e, kind_of(e->g, node), lane_slot(e, lanes, r, j), widen(e, node));
             }
+            add_cols(e, a, colp, c);
             store(e);
             lane_loop_md(e, loop_close(e, &ln, i64c(e, CG_LANES)));
         }
@@ -812,6 +865,7 @@ static void emit_rows_loop(emitter *e, const accs *a)
                 if (r >= a->nt)
                     add_into(e, kind, lane_slot(e, lanes, nl, i64c(e, r - a->nt)), x);
             }
+            add_cols(e, a, colp, c);
             store(e);
         }
         LLVMBuildBr(b, after);
@@ -857,12 +911,6 @@ static void emit_rows_loop(emitter *e, const accs *a)
         LLVMBuildStore(b, acc, gep(e, e->f64, e->red, slot));
     }
     LLVMBuildRetVoid(b);
-}
-
-/* the entry of column sum node i for column index ci (its axis array) */
-static LLVMValueRef col_entry(emitter *e, int32_t i, LLVMValueRef ci)
-{
-    return gep(e, e->f64, e->axis[e->g->nrowred + e->g->nodes[i].slot], ci);
 }
 
 /* Column sums over `nmat` matrices from row `base`: columns [begin, end)
@@ -984,6 +1032,7 @@ static void emit_inner(emitter *e)
     e->cols = LLVMGetParam(e->fn, ns + na + 5);
     e->base = LLVMGetParam(e->fn, ns + na + 6);
     e->nmat = LLVMGetParam(e->fn, ns + na + 7);
+    e->cpart = LLVMGetParam(e->fn, ns + na + 8);
     if (g->fixed_cols) /* short rows: sizes LLVM can unroll by (kernel.c) */
         e->cols = i64c(e, g->fixed_cols);
     if (g->fixed_rows)
@@ -1015,12 +1064,13 @@ static void emit_inner(emitter *e)
 static LLVMTypeRef task_type(emitter *e, const cg_target *t, LLVMTypeRef *fields)
 {
     LLVMTypeRef f[NFIELDS] = {e->ptr, e->i64, e->i64, e->ptr, e->ptr, e->ptr,
-                              e->i64, e->i64, e->i64, e->i64};
+                              e->i64, e->i64, e->i64, e->i64, e->ptr};
     static const size_t offsets[NFIELDS] = {
         offsetof(cg_task, arrays), offsetof(cg_task, begin),
         offsetof(cg_task, end), offsetof(cg_task, u), offsetof(cg_task, red),
         offsetof(cg_task, axis), offsetof(cg_task, rows),
-        offsetof(cg_task, cols), offsetof(cg_task, base), offsetof(cg_task, nmat)};
+        offsetof(cg_task, cols), offsetof(cg_task, base), offsetof(cg_task, nmat),
+        offsetof(cg_task, cpart)};
     memcpy(fields, f, sizeof f);
     LLVMTypeRef ty = LLVMStructTypeInContext(e->ctx, fields, NFIELDS, 0);
     for (unsigned k = 0; k < NFIELDS; k++)
@@ -1062,11 +1112,11 @@ static void emit_outer(emitter *e, const cg_target *t, LLVMTypeRef task_ty,
         args[s] = LLVMBuildLoad2(b, e->ptr, gep(e, e->ptr, fields[0], i64c(e, s)), "");
     for (unsigned k = 0; k < na; k++)
         args[ns + k] = LLVMBuildLoad2(b, e->ptr, gep(e, e->ptr, fields[5], i64c(e, k)), "");
-    LLVMValueRef rest[8] = {fields[1], fields[2], fields[3], fields[4], fields[6],
-                            fields[7], fields[8], fields[9]};
-    for (unsigned k = 0; k < 8; k++)
+    LLVMValueRef rest[9] = {fields[1], fields[2], fields[3], fields[4], fields[6],
+                            fields[7], fields[8], fields[9], fields[10]};
+    for (unsigned k = 0; k < 9; k++)
         args[ns + na + k] = rest[k];
-    LLVMBuildCall2(b, inner_ty, inner, args, ns + na + 8, "");
+    LLVMBuildCall2(b, inner_ty, inner, args, ns + na + 9, "");
     LLVMValueRef tnext = LLVMBuildNSWAdd(b, ti, i64c(e, 1), "");
     LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, tnext, ntasks, ""), loop, done);
     LLVMValueRef tin[2] = {i64c(e, 0), tnext};
@@ -1080,7 +1130,7 @@ int cg_emit_module(LLVMContextRef ctx, const cg_target *t, const cg_graph *g,
                    const char *name, LLVMModuleRef *out, char *err)
 {
     int rc = JOPT_OK;
-    unsigned np = (unsigned)g->nslots + naxis(g) + 8;
+    unsigned np = (unsigned)g->nslots + naxis(g) + 9;
     emitter e;
     memset(&e, 0, sizeof e);
     e.ctx = ctx;
@@ -1116,10 +1166,11 @@ int cg_emit_module(LLVMContextRef ctx, const cg_target *t, const cg_graph *g,
     }
     /* inner: (ptr noalias slots..., ptr noalias axis..., i64 begin, i64 end,
      *         ptr noalias u, ptr noalias red, i64 rows, i64 cols, i64 base,
-     *         i64 nmat) */
+     *         i64 nmat, ptr noalias cpart) */
     unsigned nptr = (unsigned)g->nslots + naxis(g);
     for (unsigned k = 0; k < np; k++)
-        params[k] = k < nptr || k == nptr + 2 || k == nptr + 3 ? e.ptr : e.i64;
+        params[k] = k < nptr || k == nptr + 2 || k == nptr + 3 || k == nptr + 8 ? e.ptr
+                                                                                : e.i64;
     LLVMTypeRef inner_ty = LLVMFunctionType(LLVMVoidTypeInContext(ctx), params, np, 0);
     for (int li = 0; li < g->nloops; li++) {
         char fname[160], iname[32];

@@ -296,14 +296,19 @@ void cg_store_loop(const cg_graph *g, int slot, int *level, int *kind)
             : d == CG_DOM_ELEM ? CG_LOOP_ELEM : -1; /* a scalar: per step */
 }
 
-/* the loop that accumulates reduction node x (-1: merged per step) */
+/* The loop that accumulates reduction node x (-1: merged per step).  A
+ * column sum of per-element values is taken in the element loop, by
+ * blocks of rows (cg_task's cpart), with the row sums: one pass over the
+ * elements fewer than a walk down the columns.  A column sum of row
+ * values (Adafactor's mean of its row statistics) keeps its column loop,
+ * which adds such a value once per row (emit.c, find_rowc). */
 static int reduce_loop(const cg_graph *g, const cg_node *x)
 {
     int to = cg_reduce_dom((cg_op)x->op), from = g->nodes[x->arg[0]].dom;
     if (to == CG_DOM_GROUP)
         return -1;
     if (to == CG_DOM_COL)
-        return CG_LOOP_COLS;
+        return from == CG_DOM_ELEM ? CG_LOOP_ELEM : CG_LOOP_COLS;
     if (to == CG_DOM_ROW) /* each row's sum, in the element loop */
         return CG_LOOP_ELEM;
     return from == CG_DOM_ROW ? CG_LOOP_ROW : from == CG_DOM_COL ? CG_LOOP_COL
@@ -523,9 +528,13 @@ static int plan_loops(cg_graph *g, const char *where, char *err)
             int space = ks < CG_LOOP_ELEM ? 0 : ks - CG_LOOP_ELEM;
             if (space >= (g->nspaces ? g->nspaces : 1))
                 break;
-            cg_loop l = {(uint16_t)lv, (uint8_t)kind, (uint8_t)space};
+            cg_loop l = {(uint16_t)lv, (uint8_t)kind, (uint8_t)space, 0};
             if (!cg_loop_busy(g, &l))
                 continue;
+            for (int i = 0; i < g->n && kind == CG_LOOP_ELEM && g->two_d; i++)
+                if (cg_loop_accumulates(g, &l, i) &&
+                    cg_reduce_dom((cg_op)g->nodes[i].op) == CG_DOM_COL)
+                    l.colsums = 1;
             if (kind != CG_LOOP_ELEM && !g->two_d)
                 continue;
             if (g->nloops == cap) {

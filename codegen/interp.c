@@ -503,6 +503,9 @@ void cg_interp_run(const cg_graph *g, const cg_loop *l, const cg_task *t)
         }
       }
     } else if (l->kind == CG_LOOP_ELEM && g->two_d) {
+        /* column sums: the task's block of each column, in row order, in
+         * its partial sums or (a block that starts its matrix) in place */
+        double *col[CG_MAX_AXISRED];
         for (int64_t m = t->begin; m < t->end; m++) {
             int64_t colbase = m / t->rows * t->cols;
             where at = {0, m, 0};
@@ -510,6 +513,16 @@ void cg_interp_run(const cg_graph *g, const cg_loop *l, const cg_task *t)
             for (int r = 0; r < g->nrowred; r++)
                 for (int j = 0; j < CG_LANES; j++)
                     rlane[r][j] = cg_reduce_identity(g->row_kind[r]);
+            for (int k = 0; k < L.nacc; k++) {
+                int r = g->nodes[L.acc[k]].slot;
+                if (cg_reduce_dom((cg_op)g->nodes[L.acc[k]].op) != CG_DOM_COL)
+                    continue;
+                col[r] = t->cpart ? t->cpart + (int64_t)r * t->cols
+                                  : t->axis[g->nrowred + r] + colbase;
+                if (m == t->begin || m % t->rows == 0)
+                    for (int64_t c = 0; c < t->cols; c++)
+                        col[r][c] = cg_reduce_identity(g->col_kind[r]);
+            }
             for (int64_t c = 0; c < t->cols; c++) {
                 at = (where){m * t->cols + c, m, colbase + c};
                 eval(g, l, how, 2, val, t, at);
@@ -519,6 +532,9 @@ void cg_interp_run(const cg_graph *g, const cg_loop *l, const cg_task *t)
                     if (cg_reduce_dom((cg_op)x->op) == CG_DOM_ROW) {
                         double *a = &rlane[x->slot][c % CG_LANES];
                         *a = cg_reduce_add(g->row_kind[x->slot], *a, v);
+                    } else if (cg_reduce_dom((cg_op)x->op) == CG_DOM_COL) {
+                        double *a = &col[x->slot][c];
+                        *a = cg_reduce_add(g->col_kind[x->slot], *a, v);
                     } else { /* tensor sums: lanes by column, all rows */
                         double *a = &lane[x->slot][c % CG_LANES];
                         *a = cg_reduce_add(g->reduce_kind[x->slot], *a, v);

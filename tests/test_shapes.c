@@ -5,6 +5,7 @@
  * and one thread against two; and the bad shapes refused.
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -180,6 +181,45 @@ static void test_shapes_threads_same_bits(void **state)
     compare("adafactor", "", big, 5, JOPT_ENGINE_JIT, 1, JOPT_ENGINE_JIT, 2, 3);
 }
 
+/* Column sums and maxima of per-element values run in the element pass,
+ * a tall matrix in blocks of rows whose partial sums are added in block
+ * order (batch.c); column sums of row values in the column pass.  Tall
+ * matrices of a stack (blocks restart at each matrix), wide ones (blocks
+ * of at least 16 rows), short rows: the JIT equals the interpreter, and
+ * one thread equals two and three. */
+static const char colstats_spec[] =
+    "return { hyper = { lr = 0.01 },\n"
+    "  state = { cmax = function (h) return dim() > 1 and cols(0) end,\n"
+    "            csum = function (h) return dim() > 1 and cols(0) end,\n"
+    "            rsum = function (h) return dim() > 1 and rows(0) end },\n"
+    "  update = function (p, g, s, h)\n"
+    "    if dim() <= 1 then return p - h.lr * g end\n"
+    "    s.rsum = sum(g, -1)\n"
+    "    s.cmax = amax(abs(g), -2)\n"
+    "    s.csum = sum(p * g, -2) + mean(s.rsum, -2)\n"
+    "    return p - h.lr * g * s.cmax / (1 + abs(s.csum) + sum(g * g))\n"
+    "  end }\n";
+
+static void test_shapes_column_sums_in_blocks(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/jopt_colstats_XXXXXX.lua";
+    int fd = mkstemps(path, 4);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    assert_non_null(f);
+    fputs(colstats_spec, f);
+    fclose(f);
+    static const shaped shapes[] = {
+        {3, {3, 200, 700}}, {2, {40, 5000}}, {2, {300, 257}}, {4, {2, 3, 7, 40}},
+        {4, {64, 32, 3, 3}}, {2, {1000, 3}},
+    };
+    compare(path, "", shapes, 6, JOPT_ENGINE_JIT, 1, JOPT_ENGINE_REFERENCE, 1, 3);
+    compare(path, "", shapes, 6, JOPT_ENGINE_JIT, 1, JOPT_ENGINE_JIT, 2, 3);
+    compare(path, "", shapes, 6, JOPT_ENGINE_JIT, 3, JOPT_ENGINE_REFERENCE, 2, 2);
+    remove(path);
+}
+
 static void test_shapes_bad_shape_refused(void **state)
 {
     (void)state;
@@ -221,6 +261,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shapes_adafactor_jit_equals_reference),
         cmocka_unit_test(test_shapes_threads_same_bits),
+        cmocka_unit_test(test_shapes_column_sums_in_blocks),
         cmocka_unit_test(test_shapes_short_rows_kernels),
         cmocka_unit_test(test_shapes_bad_shape_refused),
     };
