@@ -99,30 +99,34 @@ static int64_t ceil_div(int64_t a, int64_t b)
 }
 
 /* Rows per task of a 2-D element loop: about CG_CHUNK elements, and at
- * least 16 rows, so that the column partial sums of a tall matrix's
- * blocks (a row of doubles per block) stay under an eighth of its bytes. */
-static int64_t rows_per_task(int64_t cols)
+ * least one row; at least 16 in a loop that takes column sums, so that
+ * the partial sums of a matrix's blocks (a row of doubles per block and
+ * column sum) stay under an eighth of its bytes per sum.  (A matrix of
+ * fewer than 32 rows longer than 4096 is then one task.) */
+static int64_t rows_per_task(int64_t cols, int colsums)
 {
-    int64_t r = CG_CHUNK / (cols ? cols : 1);
-    return r < 16 ? 16 : r;
+    int64_t r = CG_CHUNK / (cols ? cols : 1), least = colsums ? 16 : 1;
+    return r < least ? least : r;
 }
 
 /* A 2-D element loop's cut, which never straddles two matrices: k whole
  * matrices of `rows` rows per task (*mats = k), or a tall matrix in
  * blocks of `per` rows (*mats = 0).  Returns the rows per task. */
-static int64_t row_cut(int64_t rows, int64_t cols, int64_t *mats)
+static int64_t row_cut(int64_t rows, int64_t cols, int colsums, int64_t *mats)
 {
-    int64_t per = rows_per_task(cols);
+    int64_t per = rows_per_task(cols, colsums);
     rows = rows ? rows : 1;
     *mats = rows <= per ? per / rows : 0;
     return *mats ? *mats * rows : per;
 }
 
 /* the tasks of a 2-D element loop over nrows rows, and how many of them
- * start inside a matrix (those add into column partial sums) */
-static size_t row_tasks(int64_t nrows, int64_t rows, int64_t cols, size_t *inner)
+ * start inside a matrix (those add into column partial sums); the most
+ * tasks when colsums is 0 */
+static size_t row_tasks(int64_t nrows, int64_t rows, int64_t cols, int colsums,
+                        size_t *inner)
 {
-    int64_t mats, per = row_cut(rows, cols, &mats);
+    int64_t mats, per = row_cut(rows, cols, colsums, &mats);
     rows = rows ? rows : 1;
     int64_t nmat = nrows / rows, blocks = ceil_div(rows, per);
     *inner = mats ? 0 : (size_t)(nmat * (blocks - 1));
@@ -156,7 +160,7 @@ size_t cg_batch_tasks(int64_t n, const int64_t *shape, int rank)
         return flat;
     int64_t cols = shape[0], rows = shape[1];
     int64_t nrows = cols ? n / cols : 0, nmat = rows ? nrows / rows : 0;
-    size_t inner, by_rows = row_tasks(nrows, rows, cols, &inner);
+    size_t inner, by_rows = row_tasks(nrows, rows, cols, 0, &inner);
     int64_t k = mats_per_task(rows, cols);
     size_t by_cols = k > 1 ? (size_t)ceil_div(nmat, k)
                            : (size_t)(nmat * ceil_div(cols, cols_per_task(rows)));
@@ -348,7 +352,8 @@ static size_t cut(cg_batch *b, size_t nt, size_t c, const cg_call *call,
                     b->tasks[nt].end = c0 + w < base.cols ? c0 + w : base.cols;
                 }
         } else if (kind == CG_LOOP_ELEM && g->two_d) { /* matrix by matrix */
-            int64_t mats, per = row_cut(base.rows, base.cols, &mats);
+            int64_t mats, per = row_cut(base.rows, base.cols, g->loops[loop].colsums,
+                                        &mats);
             int64_t span = mats ? nrows : base.rows; /* a run of tasks */
             for (int64_t m0 = 0; m0 < nrows; m0 += span)
                 for (int64_t at = m0; at < m0 + span; at += per, nt++) {
@@ -577,7 +582,7 @@ static int reserve_col_parts(cg_batch *b, const cg_call *calls, size_t ncalls, c
             continue;
         int64_t cols = calls[c].shape[0], rows = calls[c].shape[1];
         size_t inner;
-        row_tasks(cols ? calls[c].parts[0].n / cols : 0, rows, cols, &inner);
+        row_tasks(cols ? calls[c].parts[0].n / cols : 0, rows, cols, 1, &inner);
         need += inner * (size_t)g->ncolred * (size_t)cols;
     }
     if (need <= b->cpcap)

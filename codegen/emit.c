@@ -737,11 +737,12 @@ static void col_rows(emitter *e, const accs *a, LLVMValueRef m, LLVMValueRef col
     if (!a->nc)
         return;
     LLVMValueRef part = LLVMBuildIsNotNull(b, e->cpart, "");
-    for (int r = 0; r < a->nc; r++) {
+    for (int r = 0; r < a->nc; r++) { /* one address: no offset from NULL */
         int slot = e->g->nodes[a->col[r]].slot;
-        LLVMValueRef own = gep(e, e->f64, e->cpart,
-                               LLVMBuildMul(b, i64c(e, slot), e->cols, ""));
-        colp[r] = LLVMBuildSelect(b, part, own, col_entry(e, a->col[r], colbase), "");
+        LLVMValueRef arr = e->axis[e->g->nrowred + slot];
+        LLVMValueRef own = LLVMBuildMul(b, i64c(e, slot), e->cols, "");
+        colp[r] = gep(e, e->f64, LLVMBuildSelect(b, part, e->cpart, arr, ""),
+                      LLVMBuildSelect(b, part, own, colbase, ""));
     }
     LLVMValueRef first = LLVMBuildOr(b, LLVMBuildICmp(b, LLVMIntEQ, m, e->begin, ""),
                                      LLVMBuildICmp(b, LLVMIntEQ, LLVMBuildSRem(b, m, e->rows, ""),
@@ -914,18 +915,15 @@ static void emit_rows_loop(emitter *e, const accs *a)
 }
 
 /* Column sums over `nmat` matrices from row `base`: columns [begin, end)
- * of each, each a sum over the matrix's rows in order, kept in the
- * column's entry.  A summand that is the same along a row (find_rowc:
- * Adafactor's mean of its row statistics) gives every column the same
- * sum, added in the same order: it is added once per row into one
- * accumulator and written to the columns after the matrix's last row. */
+ * of each.  The column loop takes only column sums of row values
+ * (graph.c's reduce_loop: Adafactor's mean of its row statistics), which
+ * give every column the same sum, added in the same order: each is added
+ * once per row into one accumulator and written to the columns after the
+ * matrix's last row. */
 static void emit_cols_loop(emitter *e, const accs *a)
 {
     LLVMBuilderRef b = e->b;
     LLVMValueRef once = LLVMBuildAlloca(b, LLVMArrayType2(e->f64, CG_MAX_AXISRED), "once");
-    int per_elem = 0;
-    for (int r = 0; r < a->nc; r++)
-        per_elem += !e->rowc[e->g->nodes[a->col[r]].arg[0]];
     counted mat;
     loop_open(e, &mat, i64c(e, 0), e->nmat, "mat");
     LLVMValueRef base = LLVMBuildAdd(b, e->base, LLVMBuildMul(b, mat.i, e->rows, ""), "");
@@ -934,50 +932,23 @@ static void emit_cols_loop(emitter *e, const accs *a)
     for (int r = 0; r < a->nc; r++)
         LLVMBuildStore(b, identity(e, kind_of(e->g, a->col[r])),
                        gep(e, e->f64, once, i64c(e, r)));
-    if (per_elem) {
-        counted init;
-        loop_open(e, &init, e->begin, e->end, "init");
-        LLVMValueRef ci = LLVMBuildAdd(b, colbase, init.i, "");
-        for (int r = 0; r < a->nc; r++)
-            if (!e->rowc[e->g->nodes[a->col[r]].arg[0]])
-                LLVMBuildStore(b, identity(e, kind_of(e->g, a->col[r])), col_entry(e, a->col[r], ci));
-        loop_close(e, &init, e->end);
-    }
     LLVMValueRef last = LLVMBuildAdd(b, base, e->rows, "");
     counted rows;
     loop_open(e, &rows, base, last, "row");
-    LLVMValueRef m = rows.i, rowbase = LLVMBuildMul(b, m, e->cols, "");
-    e->at_row = m;
+    e->at_row = rows.i;
     e->at_col = colbase; /* a row-constant column value's (find_rowc) */
     eval(e, 1);
     for (int r = 0; r < a->nc; r++)
-        if (e->rowc[e->g->nodes[a->col[r]].arg[0]])
-            add_into(e, kind_of(e->g, a->col[r]), gep(e, e->f64, once, i64c(e, r)),
-                     widen(e, a->col[r]));
-    if (per_elem) {
-        counted cols;
-        loop_open(e, &cols, e->begin, e->end, "col");
-        e->at_row = m;
-        e->at_e = LLVMBuildAdd(b, rowbase, cols.i, "");
-        e->at_col = LLVMBuildAdd(b, colbase, cols.i, "");
-        eval(e, 2);
-        for (int r = 0; r < a->nc; r++)
-            if (!e->rowc[e->g->nodes[a->col[r]].arg[0]])
-                add_into(e, kind_of(e->g, a->col[r]), col_entry(e, a->col[r], e->at_col),
-                         widen(e, a->col[r]));
-        loop_close(e, &cols, e->end);
-    }
+        add_into(e, kind_of(e->g, a->col[r]), gep(e, e->f64, once, i64c(e, r)),
+                 widen(e, a->col[r]));
     loop_close(e, &rows, last);
-    if (per_elem < a->nc) {
-        counted fill;
-        loop_open(e, &fill, e->begin, e->end, "fill");
-        LLVMValueRef ci = LLVMBuildAdd(b, colbase, fill.i, "");
-        for (int r = 0; r < a->nc; r++)
-            if (e->rowc[e->g->nodes[a->col[r]].arg[0]])
-                LLVMBuildStore(b, LLVMBuildLoad2(b, e->f64, gep(e, e->f64, once, i64c(e, r)), ""),
-                               col_entry(e, a->col[r], ci));
-        loop_close(e, &fill, e->end);
-    }
+    counted fill;
+    loop_open(e, &fill, e->begin, e->end, "fill");
+    LLVMValueRef ci = LLVMBuildAdd(b, colbase, fill.i, "");
+    for (int r = 0; r < a->nc; r++)
+        LLVMBuildStore(b, LLVMBuildLoad2(b, e->f64, gep(e, e->f64, once, i64c(e, r)), ""),
+                       col_entry(e, a->col[r], ci));
+    loop_close(e, &fill, e->end);
     loop_close(e, &mat, e->nmat);
     LLVMBuildRetVoid(b);
 }

@@ -297,7 +297,7 @@ void cg_store_loop(const cg_graph *g, int slot, int *level, int *kind)
 }
 
 /* The loop that accumulates reduction node x (-1: merged per step).  A
- * column sum of per-element values is taken in the element loop, by
+ * column sum of anything but row values is taken in the element loop, by
  * blocks of rows (cg_task's cpart), with the row sums: one pass over the
  * elements fewer than a walk down the columns.  A column sum of row
  * values (Adafactor's mean of its row statistics) keeps its column loop,
@@ -308,7 +308,7 @@ static int reduce_loop(const cg_graph *g, const cg_node *x)
     if (to == CG_DOM_GROUP)
         return -1;
     if (to == CG_DOM_COL)
-        return from == CG_DOM_ELEM ? CG_LOOP_ELEM : CG_LOOP_COLS;
+        return from == CG_DOM_ROW ? CG_LOOP_COLS : CG_LOOP_ELEM;
     if (to == CG_DOM_ROW) /* each row's sum, in the element loop */
         return CG_LOOP_ELEM;
     return from == CG_DOM_ROW ? CG_LOOP_ROW : from == CG_DOM_COL ? CG_LOOP_COL

@@ -200,23 +200,86 @@ static const char colstats_spec[] =
     "    return p - h.lr * g * s.cmax / (1 + abs(s.csum) + sum(g * g))\n"
     "  end }\n";
 
-static void test_shapes_column_sums_in_blocks(void **state)
+/* a spec file of `text` in a fresh temporary path */
+static void temp_spec(char *path, const char *text)
 {
-    (void)state;
-    char path[] = "/tmp/jopt_colstats_XXXXXX.lua";
     int fd = mkstemps(path, 4);
     assert_true(fd >= 0);
     FILE *f = fdopen(fd, "w");
     assert_non_null(f);
-    fputs(colstats_spec, f);
+    fputs(text, f);
     fclose(f);
+}
+
+static void test_shapes_column_sums_in_blocks(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/jopt_colstats_XXXXXX.lua";
+    temp_spec(path, colstats_spec);
     static const shaped shapes[] = {
         {3, {3, 200, 700}}, {2, {40, 5000}}, {2, {300, 257}}, {4, {2, 3, 7, 40}},
-        {4, {64, 32, 3, 3}}, {2, {1000, 3}},
+        {4, {64, 32, 3, 3}}, {2, {1000, 3}}, {2, {30000, 3}}, {2, {6000, 15}},
     };
-    compare(path, "", shapes, 6, JOPT_ENGINE_JIT, 1, JOPT_ENGINE_REFERENCE, 1, 3);
-    compare(path, "", shapes, 6, JOPT_ENGINE_JIT, 1, JOPT_ENGINE_JIT, 2, 3);
-    compare(path, "", shapes, 6, JOPT_ENGINE_JIT, 3, JOPT_ENGINE_REFERENCE, 2, 2);
+    compare(path, "", shapes, 8, JOPT_ENGINE_JIT, 1, JOPT_ENGINE_REFERENCE, 1, 3);
+    /* over 1M elements in all, so that the pool runs the tasks */
+    static const shaped big[] = {
+        {3, {3, 600, 700}}, {2, {40, 5000}}, {2, {30000, 3}}, {2, {6000, 15}},
+    };
+    compare(path, "", big, 4, JOPT_ENGINE_JIT, 1, JOPT_ENGINE_JIT, 2, 3);
+    compare(path, "", big, 4, JOPT_ENGINE_JIT, 3, JOPT_ENGINE_REFERENCE, 2, 2);
+    remove(path);
+}
+
+/* The cut and the merge of the column partial sums, which both engines
+ * share, against plain loops: with small whole-number gradients every
+ * order gives the exact sum, so each row must be counted once, in its
+ * own matrix's columns. */
+static void test_shapes_column_sums_exact(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/jopt_colsum_XXXXXX.lua";
+    temp_spec(path, "return { hyper = { lr = 0.0 },\n"
+              "  state = { csum = function (h) return dim() > 1 and cols(0) end,\n"
+              "            cmax = function (h) return dim() > 1 and cols(0) end },\n"
+              "  update = function (p, g, s, h)\n"
+              "    if dim() > 1 then s.csum = sum(g, -2); s.cmax = amax(g, -2) end\n"
+              "    return p - h.lr * g\n  end }\n");
+    static const shaped shapes[] = {
+        {3, {3, 2000, 100}}, {4, {2, 2, 300, 300}}, {2, {40, 5000}}, {2, {30000, 3}},
+    };
+    for (int e = 0; e < 2; e++) {
+        run r;
+        run_new(&r, e ? JOPT_ENGINE_REFERENCE : JOPT_ENGINE_JIT, 2, path, "", shapes, 4);
+        for (size_t t = 0; t < 4; t++) {
+            float *g = r.params[t].grad;
+            for (int64_t i = 0; i < r.params[t].numel; i++)
+                g[i] = (float)((i * 7919 + (int64_t)t) % 13) - 6.0f;
+        }
+        T_OK(r.ctx, jopt_step(r.opt, NULL, NULL, NULL));
+        for (size_t t = 0; t < 4; t++) {
+            const shaped *sh = &shapes[t];
+            int64_t cols = sh->shape[sh->ndim - 1], rows = sh->shape[sh->ndim - 2];
+            int64_t nmat = r.params[t].numel / (rows * cols);
+            const float *csum, *cmax, *g = r.params[t].grad;
+            T_OK(r.ctx, jopt_state_get(r.opt, 0, t, "csum", &csum, NULL));
+            T_OK(r.ctx, jopt_state_get(r.opt, 0, t, "cmax", &cmax, NULL));
+            for (int64_t m = 0; m < nmat; m++)
+                for (int64_t c = 0; c < cols; c++) {
+                    double sum = 0, max = -INFINITY;
+                    for (int64_t i = 0; i < rows; i++) {
+                        double v = g[(m * rows + i) * cols + c];
+                        sum += v;
+                        max = v > max ? v : max;
+                    }
+                    if (csum[m * cols + c] != (float)sum || cmax[m * cols + c] != (float)max)
+                        fail_msg("engine %d, tensor %zu, matrix %lld, column %lld: "
+                                 "sum %g max %g, expected %g and %g", e, t, (long long)m,
+                                 (long long)c, csum[m * cols + c], cmax[m * cols + c],
+                                 sum, max);
+                }
+        }
+        run_free(&r, 4);
+    }
     remove(path);
 }
 
@@ -262,6 +325,7 @@ int main(void)
         cmocka_unit_test(test_shapes_adafactor_jit_equals_reference),
         cmocka_unit_test(test_shapes_threads_same_bits),
         cmocka_unit_test(test_shapes_column_sums_in_blocks),
+        cmocka_unit_test(test_shapes_column_sums_exact),
         cmocka_unit_test(test_shapes_short_rows_kernels),
         cmocka_unit_test(test_shapes_bad_shape_refused),
     };
