@@ -158,6 +158,10 @@ const char *b_pattern_text(const b_pattern *pat, char *buf, size_t len);
  * and values unchanged.  arrays are the kernel's slots. */
 void b_membw(const b_pattern *pat, float *const *arrays, int64_t lo,
              int64_t hi);
+/* 1 when every pass of the pattern runs as one fused loop over its arrays,
+ * the JIT's own pattern; 0 when some pass is beyond the loops membw.c
+ * instantiates and streams its arrays in blocks instead */
+int b_membw_fused(const b_pattern *pat);
 
 /* ---- naive kernels (naive.c) --------------------------------------------- */
 
