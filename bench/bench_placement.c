@@ -8,6 +8,14 @@
  * in GB/s of the pattern's bytes.
  *
  *   bench_placement [--size 16M] [--reps 10] [OFFSETS ...]
+ *   bench_placement --step SPEC[,SPEC...] [--size 16M] [--reps 10] [--threads 1]
+ *
+ * --step times jopt's own step instead, as a program would lay it out: the
+ * parameter and its gradient from aligned_alloc one after the other, then
+ * the optimizer, whose first step makes its states (runtime/optim.c's
+ * rt_state_alloc places the large ones).  Fastest of --reps steps after
+ * that first one, in ms and in GB/s of the update's own pattern.  Run it on
+ * two builds of libjopt (LD_LIBRARY_PATH) to compare placements.
  *
  * OFFSETS lists each array's offset in KiB, comma separated, in the order
  * p,g,m,v (Adam) and p,g,hessian,m,h (Sophia): "0,4,8,12,16" is where glibc
@@ -64,12 +72,68 @@ static b_pattern pattern(int nslots, uint64_t read, uint64_t written)
     return p;
 }
 
+/* jopt's step of each spec in the comma-separated list, laid out as a
+ * program would lay it out (see the top of the file) */
+static int time_steps(const char *list, int64_t n, int reps, int threads)
+{
+    char specs[512];
+    snprintf(specs, sizeof specs, "%s", list);
+    printf("bench_placement: jopt's step on one tensor of %lld floats, %d thread%s, "
+           "fastest of %d steps\n", (long long)n, threads, threads == 1 ? "" : "s", reps);
+    printf("%-20s %12s %12s\n", "spec", "ms", "GB/s");
+    for (char *save = NULL, *spec = strtok_r(specs, ",", &save); spec;
+         spec = strtok_r(NULL, ",", &save)) {
+        jopt_ctx *ctx = NULL;
+        jopt_spec *sp = NULL;
+        jopt_optim *opt = NULL;
+        b_pattern pat;
+        float *p = b_alloc(n), *g = b_alloc(n);
+        int rc = !p || !g || jopt_ctx_new(&ctx) || jopt_ctx_set_threads(ctx, threads) ||
+                 jopt_spec_open(ctx, spec, NULL, &sp) || b_pattern_of(sp, &pat);
+        if (!rc) {
+            b_fill(p, n, 1);
+            b_fill(g, n, 2);
+            jopt_param prm = {p, g, n};
+            jopt_group grp = {&prm, 1, NULL};
+            rc = jopt_optim_new(ctx, spec, &grp, 1, NULL, &opt) ||
+                 jopt_step(opt, NULL, NULL, NULL);
+        }
+        if (rc) {
+            fprintf(stderr, "bench_placement: %s: %s\n", spec,
+                    ctx ? jopt_errmsg(ctx) : "out of memory");
+        } else {
+            double best = 1e30;
+            for (int r = 0; r < reps; r++) {
+                double t = b_now();
+                jopt_step(opt, NULL, NULL, NULL);
+                t = b_now() - t;
+                best = t < best ? t : best;
+            }
+            printf("%-20s %12.2f %12.1f\n", spec, best * 1e3,
+                   b_pattern_bytes(&pat) * (double)n / best * 1e-9);
+        }
+        jopt_optim_free(opt);
+        jopt_spec_free(sp);
+        jopt_ctx_free(ctx);
+        free(p);
+        free(g);
+        if (rc)
+            return 1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     int64_t n = 16 << 20;
-    int reps = 10, first = argc;
+    int reps = 10, first = argc, threads = 1;
+    const char *step = NULL;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--size") && i + 1 < argc) {
+        if (!strcmp(argv[i], "--step") && i + 1 < argc) {
+            step = argv[++i];
+        } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
+            threads = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--size") && i + 1 < argc) {
             char *end;
             n = strtoll(argv[++i], &end, 10);
             n <<= *end == 'M' ? 20 : *end == 'K' ? 10 : 0;
@@ -77,16 +141,21 @@ int main(int argc, char **argv)
             reps = atoi(argv[++i]);
         } else if (argv[i][0] == '-') {
             fprintf(stderr, "usage: bench_placement [--size N[K|M]] [--reps R] "
-                            "[OFFSETS ...]\n");
+                            "[OFFSETS ...]\n"
+                            "       bench_placement --step SPEC[,SPEC...] [--size N[K|M]] "
+                            "[--reps R] [--threads T]\n");
             return 2;
         } else if (first == argc) {
             first = i;
         }
     }
-    if (n < 1024 || reps < 1) {
-        fprintf(stderr, "bench_placement: --size at least 1K, --reps at least 1\n");
+    if (n < 1024 || reps < 1 || threads < 1) {
+        fprintf(stderr, "bench_placement: --size at least 1K, --reps and --threads "
+                        "at least 1\n");
         return 2;
     }
+    if (step)
+        return time_steps(step, n, reps, threads);
     const char **layouts = first < argc ? (const char **)argv + first : defaults;
     int nlay = first < argc ? argc - first : (int)(sizeof defaults / sizeof *defaults);
 

@@ -140,19 +140,31 @@ char *cg_strndup(const char *s, size_t n)
     return d;
 }
 
-void *cg_aligned_alloc(size_t align, size_t n)
+void *cg_aligned_alloc_at(size_t align, size_t n, size_t period, uintptr_t phase)
 {
     const cg_allocator *a = cg_mem_current();
-    if (align < 16 || (align & (align - 1)) || align > 4096)
+    if (align < 16 || (align & (align - 1)) || align > period || (period & (period - 1)))
         return NULL;
-    if (n > SIZE_MAX - sizeof(header) - align)
+    if (n > SIZE_MAX - sizeof(header) - period)
         return NULL;
-    size_t raw = n + sizeof(header) + align;
+    size_t raw = n + sizeof(header) + period;
     char *r = cg_mem_call(a, NULL, 0, raw);
     if (!r)
         return NULL;
-    uintptr_t u = ((uintptr_t)(r + sizeof(header)) + align - 1) & ~(uintptr_t)(align - 1);
+    /* the first address from r + header on that is phase modulo period */
+    uintptr_t lo = (uintptr_t)(r + sizeof(header));
+    uintptr_t want = phase & (period - 1) & ~(uintptr_t)(align - 1);
+    uintptr_t u = (lo & ~(uintptr_t)(period - 1)) + want;
+    if (u < lo)
+        u += period;
     header *h = (header *)u - 1;
     *h = (header){a, r, raw, 1};
     return (void *)u;
+}
+
+void *cg_aligned_alloc(size_t align, size_t n)
+{
+    if (align > 4096)
+        return NULL;
+    return cg_aligned_alloc_at(align, n, align, 0);
 }

@@ -381,8 +381,7 @@ static int parse(jopt_optim *opt, rt_in *r, loaded *L, const char *fn)
                 if (L && data) {
                     L->count[g][i * ns + k] = (int64_t)count;
                     L->dt[g][i * ns + k] = (uint8_t)dt;
-                    size_t bytes = (size + 63) & ~(size_t)63;
-                    if (!(L->state[g][i * ns + k] = cg_aligned_alloc(64, bytes ? bytes : 64)))
+                    if (!(L->state[g][i * ns + k] = rt_state_alloc(p, k, size)))
                         return (rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory",
                                         fn), 0);
                     memcpy(L->state[g][i * ns + k], data, size);

@@ -34,12 +34,6 @@ JOPT_API int jopt_zero_grad(jopt_optim *opt)
     return JOPT_OK;
 }
 
-static float *alloc_state(int64_t n, int dtype)
-{
-    size_t bytes = ((size_t)n * (size_t)cg_dt_size(dtype) + 63) & ~(size_t)63;
-    return cg_aligned_alloc(64, bytes ? bytes : 64);
-}
-
 /* the inputs given to a parameter for this step, a bit per spec input */
 static unsigned inputs_of(const jopt_optim *opt, const rt_param *p)
 {
@@ -194,7 +188,7 @@ static int create_state(jopt_optim *opt, unsigned char *created)
                     created[k + (size_t)si] = 1;
                 } else if ((p->state[si] = rt_spare_take(p, (size_t)si, bytes)))
                     created[k + (size_t)si] = 2; /* a buffer a load kept */
-                else if ((p->state[si] = alloc_state(n, dt)))
+                else if ((p->state[si] = rt_state_alloc(p, (size_t)si, (size_t)bytes)))
                     created[k + (size_t)si] = 1;
                 else
                     return JOPT_ENOMEM;

@@ -734,6 +734,71 @@ static void test_state_adam_created_at_first_step(void **state)
     free(p), free(g), free(q), free(want), free(m), free(v), free(p0);
 }
 
+/* (d - p) modulo 256 KiB, where runtime/optim.c's rt_state_alloc puts a
+ * large state k: (k + 1) * 20 KiB past its parameter, rounded down to 64 B */
+static size_t phase_from(const float *p, const float *d)
+{
+    return (size_t)(((uintptr_t)d - ((uintptr_t)p & ~(uintptr_t)63)) & ((256u << 10) - 1));
+}
+
+static void assert_placed_apart(jopt_ctx *ctx, const jopt_optim *opt, const float *p)
+{
+    const char *names[3] = {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
+    size_t seen[3];
+    for (int k = 0; k < 3; k++) {
+        const float *d = state_of(ctx, opt, 0, 0, names[k], NULL);
+        assert_non_null(d);
+        assert_int_equal((uintptr_t)d % 64, 0);
+        seen[k] = phase_from(p, d);
+        /* one of 20, 40, 60 KiB: the spec's three states, in its order */
+        assert_true(seen[k] % (20u << 10) == 0 && seen[k] >= (20u << 10) &&
+                    seen[k] <= (60u << 10));
+        for (int j = 0; j < k; j++)
+            assert_true(seen[j] != seen[k]);
+    }
+}
+
+/* Large state arrays start apart from their parameter and from each other
+ * (bench/RESULTS.md, "State arrays placed apart"), made at a step or by a
+ * load; the numbers are the same as anywhere else. */
+static void test_state_large_arrays_placed_apart(void **state)
+{
+    jopt_ctx *ctx = *state;
+    const int64_t n = (int64_t)1 << 20; /* 4 MiB a state: the threshold */
+    float *p = t_alloc(n), *g = t_alloc(n), *q = t_alloc(n);
+    t_fill(p, n, 200, 0.0);
+    t_fill(g, n, 201, 0.1);
+    memcpy(q, p, (size_t)n * sizeof(float));
+    jopt_param a = {p, g, n}, b = {q, g, n};
+    jopt_group ga = {&a, 1, NULL}, gb = {&b, 1, NULL};
+    jopt_optim *o = NULL, *ref = NULL, *back = NULL;
+    T_OK(ctx, jopt_optim_new(ctx, "adam", &ga, 1, "lr=0.01 amsgrad=true", &o));
+    T_OK(ctx, jopt_ctx_set_engine(ctx, JOPT_ENGINE_REFERENCE));
+    T_OK(ctx, jopt_optim_new(ctx, "adam", &gb, 1, "lr=0.01 amsgrad=true", &ref));
+    T_OK(ctx, jopt_ctx_set_engine(ctx, JOPT_ENGINE_JIT));
+    for (int t = 0; t < 2; t++) {
+        T_OK(ctx, jopt_step(o, NULL, NULL, NULL));
+        T_OK(ctx, jopt_step(ref, NULL, NULL, NULL));
+    }
+    assert_placed_apart(ctx, o, p);
+    assert_bits(p, q, n, "placed state: param after 2 steps");
+
+    size_t need = 0;
+    T_OK(ctx, jopt_state_size(o, &need));
+    void *buf = malloc(need);
+    assert_non_null(buf);
+    T_OK(ctx, jopt_state_save_mem(o, buf, need, &need));
+    T_OK(ctx, jopt_optim_new(ctx, "adam", &ga, 1, "lr=0.01 amsgrad=true", &back));
+    T_OK(ctx, jopt_state_load_mem(back, buf, need));
+    assert_placed_apart(ctx, back, p);
+
+    free(buf);
+    jopt_optim_free(o);
+    jopt_optim_free(ref);
+    jopt_optim_free(back);
+    free(p), free(g), free(q);
+}
+
 static void test_state_sgd_momentum_buffer_clones_first_grad(void **state)
 {
     jopt_ctx *ctx = *state;
@@ -1095,6 +1160,7 @@ int main(void)
         T(test_options_set_takes_effect_next_step),
         T(test_step_param_without_grad_untouched),
         T(test_state_adam_created_at_first_step),
+        T(test_state_large_arrays_placed_apart),
         T(test_state_sgd_momentum_buffer_clones_first_grad),
         T(test_state_unknown_name_is_einval),
         T(test_kernel_equal_groups_share_one),

@@ -17,6 +17,7 @@
 #define CG_MEM_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "jopt.h"
 
@@ -52,5 +53,9 @@ char *cg_strndup(const char *s, size_t n);
 /* `align` a power of two, at most 4096; freed with cg_free; cg_realloc
  * refuses it (NULL) */
 void *cg_aligned_alloc(size_t align, size_t n);
+/* the same, at an address that is `phase` modulo `period` (a power of two
+ * from `align` up), `phase` rounded down to `align`: asks the allocator
+ * for `period` bytes more, which it need not touch */
+void *cg_aligned_alloc_at(size_t align, size_t n, size_t period, uintptr_t phase);
 
 #endif
