@@ -22,8 +22,9 @@
  * default 1, and 5 steps).  "mem" is one pass that reads and writes exactly
  * the bytes the step must (Adam: p, g, m, v read; p, m, v written, each in
  * its type; SGD: p, g, buf read; p, buf written) with an integer add per
- * element, on as many threads, cut as jopt cuts tensors: the roof for that
- * configuration.  Uses jopt.h only.
+ * element, on as many threads, cut as jopt cuts tensors, over the arrays
+ * jopt's step uses (its own states): the roof for that configuration.
+ * Uses jopt.h only.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
@@ -55,12 +56,13 @@ static const config configs[] = {
 typedef struct optimizer {
     const char *name, *spec, *options;
     int nstate; /* per-element states */
+    const char *state[2];
 } optimizer;
 
 static const optimizer optimizers[] = {
-    {"adam", "adam", "lr=1e-3", 2},
-    {"adamw", "adamw", "lr=1e-3 weight_decay=1e-2", 2},
-    {"sgd", "sgd", "lr=1e-3 momentum=0.9", 1},
+    {"adam", "adam", "lr=1e-3", 2, {"exp_avg", "exp_avg_sq"}},
+    {"adamw", "adamw", "lr=1e-3 weight_decay=1e-2", 2, {"exp_avg", "exp_avg_sq"}},
+    {"sgd", "sgd", "lr=1e-3 momentum=0.9", 1, {"momentum_buffer", NULL}},
 };
 #define NOPT (sizeof optimizers / sizeof optimizers[0])
 
@@ -106,38 +108,61 @@ static double median(double *t, int n)
 
 #define MAXSTEPS 1000
 
-static double time_jopt(const optimizer *o, const config *c, const workload *w, int threads,
-                        double budget)
+/* The workload's tensors and gradients, allocated as a program would, and
+ * the optimizer over them after one step (its states made where jopt puts
+ * them).  NULL on failure, said on stderr. */
+static jopt_optim *make_optim(const optimizer *o, const config *c, const workload *w,
+                              int threads, jopt_ctx **ctx, jopt_param **params)
 {
-    jopt_ctx *ctx;
-    jopt_optim *opt;
-    if (jopt_ctx_new(&ctx) || jopt_ctx_set_threads(ctx, threads))
-        return -1;
+    jopt_optim *opt = NULL;
     jopt_param *ps = calloc((size_t)w->n, sizeof *ps);
+    if (!ps || jopt_ctx_new(ctx) || jopt_ctx_set_threads(*ctx, threads))
+        return NULL;
     for (int t = 0; t < w->n; t++)
         ps[t] = (jopt_param){alloc(w->numel[t] * c->dt, 1 + (unsigned)t),
                              alloc(w->numel[t] * c->dt, 1000 + (unsigned)t), w->numel[t]};
     char opts[256];
     snprintf(opts, sizeof opts, "%s %s", o->options, c->options);
     jopt_group g = {ps, (size_t)w->n, opts};
-    if (jopt_optim_new(ctx, o->spec, &g, 1, NULL, &opt)) {
-        fprintf(stderr, "bench_mixed: %s\n", jopt_errmsg(ctx));
+    *params = ps;
+    if (jopt_optim_new(*ctx, o->spec, &g, 1, NULL, &opt) ||
+        jopt_step(opt, NULL, NULL, NULL)) {
+        fprintf(stderr, "bench_mixed: %s\n", jopt_errmsg(*ctx));
+        jopt_optim_free(opt);
+        return NULL;
+    }
+    return opt;
+}
+
+static void free_optim(jopt_optim *opt, jopt_ctx *ctx, jopt_param *ps, const workload *w)
+{
+    jopt_optim_free(opt);
+    jopt_ctx_free(ctx);
+    for (int i = 0; ps && i < w->n; i++)
+        free(ps[i].param), free(ps[i].grad);
+    free(ps);
+}
+
+static double time_jopt(const optimizer *o, const config *c, const workload *w, int threads,
+                        double budget)
+{
+    jopt_ctx *ctx = NULL;
+    jopt_param *ps = NULL;
+    jopt_optim *opt = make_optim(o, c, w, threads, &ctx, &ps);
+    if (!opt) {
+        free_optim(opt, ctx, ps, w);
         return -1;
     }
     double t[MAXSTEPS];
     int n = 0;
-    for (int i = 0; i < 3; i++) /* warm-up: state made, pages touched */
+    for (int i = 0; i < 2; i++) /* warm-up: pages touched */
         jopt_step(opt, NULL, NULL, NULL);
     for (double start = now(); n < MAXSTEPS && (n < 5 || now() - start < budget); n++) {
         double t0 = now();
         jopt_step(opt, NULL, NULL, NULL);
         t[n] = now() - t0;
     }
-    jopt_optim_free(opt);
-    jopt_ctx_free(ctx);
-    for (int i = 0; i < w->n; i++)
-        free(ps[i].param), free(ps[i].grad);
-    free(ps);
+    free_optim(opt, ctx, ps, w);
     return median(t, n);
 }
 
@@ -214,14 +239,29 @@ static void *mem_thread(void *arg)
 static double time_mem(const optimizer *o, const config *c, const workload *w, int threads,
                        double budget)
 {
-    /* arrays: p, g, then the states */
+    /* arrays: p, g, then the states: the very arrays jopt's step uses, laid
+     * out as in time_jopt (where the states fall moves a streaming loop's
+     * speed by up to 2x: bench/RESULTS.md, "Where the arrays fall") */
     int narr = 2 + o->nstate;
     void **arrays[4];
     int es[4] = {c->dt, c->dt, c->sdt, c->sdt};
+    jopt_ctx *ctx = NULL;
+    jopt_param *ps = NULL;
+    jopt_optim *opt = make_optim(o, c, w, 1, &ctx, &ps);
+    if (!opt) {
+        free_optim(opt, ctx, ps, w);
+        return -1;
+    }
     for (int a = 0; a < narr; a++) {
         arrays[a] = calloc((size_t)w->n, sizeof(void *));
-        for (int t = 0; t < w->n; t++)
-            arrays[a][t] = alloc(w->numel[t] * es[a], (unsigned)(a * 1000 + t));
+        for (int t = 0; t < w->n; t++) {
+            const float *d = NULL;
+            if (a < 2)
+                d = a ? ps[t].grad : ps[t].param;
+            else
+                jopt_state_get(opt, 0, (size_t)t, o->state[a - 2], &d, NULL);
+            arrays[a][t] = (void *)(uintptr_t)d;
+        }
     }
     /* steps: enough for the budget, from one timed pass */
     double est = 0;
@@ -255,11 +295,9 @@ static double time_mem(const optimizer *o, const config *c, const workload *w, i
     pthread_barrier_destroy(&bar);
     double m = median(out + 1, steps - 1);
     free(out);
-    for (int a = 0; a < narr; a++) {
-        for (int t = 0; t < w->n; t++)
-            free(arrays[a][t]);
+    for (int a = 0; a < narr; a++)
         free(arrays[a]);
-    }
+    free_optim(opt, ctx, ps, w);
     return m;
 }
 
