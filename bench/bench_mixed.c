@@ -116,6 +116,7 @@ static jopt_optim *make_optim(const optimizer *o, const config *c, const workloa
 {
     jopt_optim *opt = NULL;
     jopt_param *ps = calloc((size_t)w->n, sizeof *ps);
+    *params = ps;
     if (!ps || jopt_ctx_new(ctx) || jopt_ctx_set_threads(*ctx, threads))
         return NULL;
     for (int t = 0; t < w->n; t++)
@@ -124,7 +125,6 @@ static jopt_optim *make_optim(const optimizer *o, const config *c, const workloa
     char opts[256];
     snprintf(opts, sizeof opts, "%s %s", o->options, c->options);
     jopt_group g = {ps, (size_t)w->n, opts};
-    *params = ps;
     if (jopt_optim_new(*ctx, o->spec, &g, 1, NULL, &opt) ||
         jopt_step(opt, NULL, NULL, NULL)) {
         fprintf(stderr, "bench_mixed: %s\n", jopt_errmsg(*ctx));
@@ -247,22 +247,26 @@ static double time_mem(const optimizer *o, const config *c, const workload *w, i
     int es[4] = {c->dt, c->dt, c->sdt, c->sdt};
     jopt_ctx *ctx = NULL;
     jopt_param *ps = NULL;
-    jopt_optim *opt = make_optim(o, c, w, 1, &ctx, &ps);
+    jopt_optim *opt = make_optim(o, c, w, threads, &ctx, &ps);
     if (!opt) {
         free_optim(opt, ctx, ps, w);
         return -1;
     }
-    for (int a = 0; a < narr; a++) {
-        arrays[a] = calloc((size_t)w->n, sizeof(void *));
+    for (int a = 0; a < narr; a++)
+        if (!(arrays[a] = calloc((size_t)w->n, sizeof(void *))))
+            return -1; /* a child process: exit frees */
+    for (int a = 0; a < narr; a++)
         for (int t = 0; t < w->n; t++) {
             const float *d = NULL;
             if (a < 2)
                 d = a ? ps[t].grad : ps[t].param;
-            else
-                jopt_state_get(opt, 0, (size_t)t, o->state[a - 2], &d, NULL);
+            else if (jopt_state_get(opt, 0, (size_t)t, o->state[a - 2], &d, NULL) || !d) {
+                fprintf(stderr, "bench_mixed: %s has no state '%s'\n", o->name,
+                        o->state[a - 2]);
+                return -1;
+            }
             arrays[a][t] = (void *)(uintptr_t)d;
         }
-    }
     /* steps: enough for the budget, from one timed pass */
     double est = 0;
     {

@@ -306,8 +306,12 @@ static float ***slots_of(const b_opt *o, bset *b, jopt_optim *opt)
     float ***a = calloc((size_t)b->n, sizeof *a);
     for (int i = 0; a && i < b->n; i++) {
         a[i] = calloc(B_MAX_SLOTS, sizeof **a);
-        if (!a[i])
-            return a;
+        if (!a[i]) { /* none or all: the 2-thread loops run on every a[i] */
+            while (i-- > 0)
+                free(a[i]);
+            free(a);
+            return NULL;
+        }
         a[i][0] = b->p[i];
         a[i][1] = b->g[i];
         for (int s = 0; s < o->graph->nstate; s++) {
@@ -508,11 +512,14 @@ static int all_finite(const bset *b)
 {
     for (int i = 0; i < b->n; i++)
         for (int s = 0; s < b->pat->nslots; s++) {
-            if (!b->a1[i][s] || !(b->pat->read[s] || b->pat->written[s]))
+            if (!(b->pat->read[s] || b->pat->written[s]))
                 continue;
-            for (int64_t e = 0; e < b->numel[i]; e++)
-                if (!isfinite(b->a1[i][s][e]))
-                    return 0;
+            for (int k = 0; k < 2; k++) { /* o1's arrays, and o2's */
+                const float *x = (k ? b->a2 : b->a1)[i][s];
+                for (int64_t e = 0; x && e < b->numel[i]; e++)
+                    if (!isfinite(x[e]))
+                        return 0;
+            }
         }
     return 1;
 }

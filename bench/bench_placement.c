@@ -136,6 +136,8 @@ int main(int argc, char **argv)
         } else if (!strcmp(argv[i], "--size") && i + 1 < argc) {
             char *end;
             n = strtoll(argv[++i], &end, 10);
+            if (n < 0 || n > ((int64_t)1 << 36)) /* before the shift */
+                n = 0;
             n <<= *end == 'M' ? 20 : *end == 'K' ? 10 : 0;
         } else if (!strcmp(argv[i], "--reps") && i + 1 < argc) {
             reps = atoi(argv[++i]);
@@ -174,17 +176,22 @@ int main(int argc, char **argv)
            (long long)n, reps);
     printf("%-24s %12s %12s\n", "offsets (KiB)", "adam GB/s", "sophia GB/s");
     for (int l = 0; l < nlay; l++) {
+        /* five offsets, none below the one before: array k then starts
+         * after array k - 1 ends, in the slot's 1 MiB of room */
         long off[NARR] = {0};
         const char *s = layouts[l];
-        for (int k = 0; k < NARR && *s; k++) {
+        int got = 0;
+        for (; got < NARR && *s; got++) {
             char *end;
-            off[k] = strtol(s, &end, 10);
-            if (end == s || off[k] < 0 || off[k] >= 1024) {
-                fprintf(stderr, "bench_placement: '%s': offsets are KiB in [0, 1024)\n",
-                        layouts[l]);
-                return 2;
-            }
+            off[got] = strtol(s, &end, 10);
+            if (end == s || off[got] < (got ? off[got - 1] : 0) || off[got] >= 1024)
+                break;
             s = *end == ',' ? end + 1 : end;
+        }
+        if (got < NARR || *s) {
+            fprintf(stderr, "bench_placement: '%s': five offsets in KiB, in [0, 1024), "
+                            "each at least the one before\n", layouts[l]);
+            return 2;
         }
         float *arr[NARR];
         for (int k = 0; k < NARR; k++)

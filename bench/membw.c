@@ -203,8 +203,9 @@ const char *b_pattern_text(const b_pattern *pat, char *buf, size_t len)
  * is what was there (x + 0), yet each element is loaded and stored. */
 static volatile float zero_at_run_time = 0.0f;
 
-/* where a pass that only reads (it takes sums) leaves its result */
-static volatile float sink;
+/* where a pass that only reads (it takes sums) leaves its result; atomic,
+ * as both threads of a 2-thread pass store to it */
+static _Atomic float sink;
 
 enum { MAX_RO = 4, MAX_RW = 6, MAX_WO = 2 };
 

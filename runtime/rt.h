@@ -256,8 +256,9 @@ int rt_reserve_uniforms(jopt_optim *opt, size_t need);
 /* optim.c: a kept buffer of state k of exactly `bytes` bytes, taken out of the
  * spares (NULL: none); and keeping one (never fails, never frees). */
 float *rt_spare_take(rt_param *p, size_t k, int64_t bytes);
-/* optim.c: a new buffer of `bytes` for state k of p, placed apart from p's
- * other arrays when it is large (RT_STAGGER_*); freed with rt_state_free */
+/* optim.c: a new host buffer of `bytes` for state k of p, placed apart
+ * from p's other arrays when it is large (RT_STAGGER_*); freed with
+ * cg_free (rt_state_free on a CPU optimizer) */
 float *rt_state_alloc(const rt_param *p, size_t k, size_t bytes);
 void rt_spare_keep(jopt_optim *opt, rt_param *p, size_t k, float *buf, int64_t bytes);
 

@@ -791,6 +791,9 @@ static void test_state_large_arrays_placed_apart(void **state)
     T_OK(ctx, jopt_optim_new(ctx, "adam", &ga, 1, "lr=0.01 amsgrad=true", &back));
     T_OK(ctx, jopt_state_load_mem(back, buf, need));
     assert_placed_apart(ctx, back, p);
+    T_OK(ctx, jopt_step(back, NULL, NULL, NULL)); /* on from the loaded state */
+    T_OK(ctx, jopt_step(ref, NULL, NULL, NULL));
+    assert_bits(p, q, n, "loaded placed state: param after step 3");
 
     free(buf);
     jopt_optim_free(o);

@@ -729,9 +729,10 @@ JOPT_API int jopt_add_param_group(jopt_optim *opt, const jopt_group *group);
  * truncated or corrupt file, another spec's, a different number of groups,
  * parameters or elements each fail with JOPT_EINVAL and a message, and the
  * optimizer stays exactly as it was.  It never allocates more than the
- * file holds, but for 256 KiB of slack per state array of 4 MiB or more,
- * which it places apart from its parameter's other arrays (docs/design.md,
- * "Where state arrays start").  Loading copies into the state buffers jopt_state_get handed
+ * file holds, but for about 256 KiB of slack per state array of 4 MiB or
+ * more, asked of the context's allocator, which places the array apart
+ * from its parameter's other arrays (docs/design.md, "Where state arrays
+ * start").  Loading copies into the state buffers jopt_state_get handed
  * out, which stay valid.  The parameters themselves are the caller's to
  * save. */
 JOPT_API int jopt_state_save(const jopt_optim *opt, const char *path);
