@@ -108,32 +108,6 @@ static double median(double *t, int n)
 
 #define MAXSTEPS 1000
 
-/* The workload's tensors and gradients, allocated as a program would, and
- * the optimizer over them after one step (its states made where jopt puts
- * them).  NULL on failure, said on stderr. */
-static jopt_optim *make_optim(const optimizer *o, const config *c, const workload *w,
-                              int threads, jopt_ctx **ctx, jopt_param **params)
-{
-    jopt_optim *opt = NULL;
-    jopt_param *ps = calloc((size_t)w->n, sizeof *ps);
-    *params = ps;
-    if (!ps || jopt_ctx_new(ctx) || jopt_ctx_set_threads(*ctx, threads))
-        return NULL;
-    for (int t = 0; t < w->n; t++)
-        ps[t] = (jopt_param){alloc(w->numel[t] * c->dt, 1 + (unsigned)t),
-                             alloc(w->numel[t] * c->dt, 1000 + (unsigned)t), w->numel[t]};
-    char opts[256];
-    snprintf(opts, sizeof opts, "%s %s", o->options, c->options);
-    jopt_group g = {ps, (size_t)w->n, opts};
-    if (jopt_optim_new(*ctx, o->spec, &g, 1, NULL, &opt) ||
-        jopt_step(opt, NULL, NULL, NULL)) {
-        fprintf(stderr, "bench_mixed: %s\n", jopt_errmsg(*ctx));
-        jopt_optim_free(opt);
-        return NULL;
-    }
-    return opt;
-}
-
 static void free_optim(jopt_optim *opt, jopt_ctx *ctx, jopt_param *ps, const workload *w)
 {
     jopt_optim_free(opt);
@@ -143,16 +117,42 @@ static void free_optim(jopt_optim *opt, jopt_ctx *ctx, jopt_param *ps, const wor
     free(ps);
 }
 
+/* The workload's tensors and gradients, allocated as a program would, and
+ * the optimizer over them after one step (its states made where jopt puts
+ * them).  NULL on failure, said on stderr, with everything freed. */
+static jopt_optim *make_optim(const optimizer *o, const config *c, const workload *w,
+                              int threads, jopt_ctx **ctx, jopt_param **params)
+{
+    jopt_optim *opt = NULL;
+    jopt_param *ps = calloc((size_t)w->n, sizeof *ps);
+    *params = ps;
+    if (!ps || jopt_ctx_new(ctx) || jopt_ctx_set_threads(*ctx, threads)) {
+        free_optim(NULL, *ctx, ps, w);
+        return NULL;
+    }
+    for (int t = 0; t < w->n; t++)
+        ps[t] = (jopt_param){alloc(w->numel[t] * c->dt, 1 + (unsigned)t),
+                             alloc(w->numel[t] * c->dt, 1000 + (unsigned)t), w->numel[t]};
+    char opts[256];
+    snprintf(opts, sizeof opts, "%s %s", o->options, c->options);
+    jopt_group g = {ps, (size_t)w->n, opts};
+    if (jopt_optim_new(*ctx, o->spec, &g, 1, NULL, &opt) ||
+        jopt_step(opt, NULL, NULL, NULL)) {
+        fprintf(stderr, "bench_mixed: %s\n", jopt_errmsg(*ctx));
+        free_optim(opt, *ctx, ps, w);
+        return NULL;
+    }
+    return opt;
+}
+
 static double time_jopt(const optimizer *o, const config *c, const workload *w, int threads,
                         double budget)
 {
     jopt_ctx *ctx = NULL;
     jopt_param *ps = NULL;
     jopt_optim *opt = make_optim(o, c, w, threads, &ctx, &ps);
-    if (!opt) {
-        free_optim(opt, ctx, ps, w);
+    if (!opt)
         return -1;
-    }
     double t[MAXSTEPS];
     int n = 0;
     for (int i = 0; i < 2; i++) /* warm-up: pages touched */
@@ -248,10 +248,8 @@ static double time_mem(const optimizer *o, const config *c, const workload *w, i
     jopt_ctx *ctx = NULL;
     jopt_param *ps = NULL;
     jopt_optim *opt = make_optim(o, c, w, threads, &ctx, &ps);
-    if (!opt) {
-        free_optim(opt, ctx, ps, w);
+    if (!opt)
         return -1;
-    }
     for (int a = 0; a < narr; a++)
         if (!(arrays[a] = calloc((size_t)w->n, sizeof(void *))))
             return -1; /* a child process: exit frees */
