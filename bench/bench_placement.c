@@ -126,7 +126,7 @@ static int time_steps(const char *list, int64_t n, int reps, int threads)
 int main(int argc, char **argv)
 {
     int64_t n = 16 << 20;
-    int reps = 10, first = argc, threads = 1;
+    int reps = 10, threads = 1, nlay = 0; /* the OFFSETS, moved to argv[1..] */
     const char *step = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--step") && i + 1 < argc) {
@@ -147,8 +147,8 @@ int main(int argc, char **argv)
                             "       bench_placement --step SPEC[,SPEC...] [--size N[K|M]] "
                             "[--reps R] [--threads T]\n");
             return 2;
-        } else if (first == argc) {
-            first = i;
+        } else {
+            argv[1 + nlay++] = argv[i]; /* i >= 1 + nlay: already read */
         }
     }
     if (n < 1024 || reps < 1 || threads < 1) {
@@ -158,8 +158,9 @@ int main(int argc, char **argv)
     }
     if (step)
         return time_steps(step, n, reps, threads);
-    const char **layouts = first < argc ? (const char **)argv + first : defaults;
-    int nlay = first < argc ? argc - first : (int)(sizeof defaults / sizeof *defaults);
+    const char **layouts = nlay ? (const char **)argv + 1 : defaults;
+    if (!nlay)
+        nlay = (int)(sizeof defaults / sizeof *defaults);
 
     size_t slot = (size_t)n * sizeof(float) + ((size_t)1 << 20); /* 1 MiB room */
     size_t total = NARR * slot;

@@ -218,6 +218,20 @@ enum { MAX_RO = 4, MAX_RW = 6, MAX_WO = 2 };
  * pattern's speed depending on where the arrays' pages fell, so it was no
  * roof for a fused kernel.  Instantiated with constant counts (below), each
  * copy vectorizes like a hand-written loop with restrict pointers. */
+static inline __attribute__((always_inline)) float
+element(int nro, const float *const *ro, int nrw, float *const *rw, int nwo,
+        float *const *wo, int64_t i, float c)
+{
+    float s = 0.0f;
+    for (int k = 0; k < nro; k++)
+        s += c * ro[k][i];
+    for (int k = 0; k < nrw; k++)
+        rw[k][i] += s;
+    for (int k = 0; k < nwo; k++)
+        wo[k][i] = s;
+    return s;
+}
+
 static inline __attribute__((always_inline)) void
 fused(int nro, int nrw, int nwo, float *const *ro_in, float *const *rw_in,
       float *const *wo_in, int64_t lo, int64_t hi, float c)
@@ -234,29 +248,11 @@ fused(int nro, int nrw, int nwo, float *const *ro_in, float *const *rw_in,
     int64_t i = lo;
     for (; i + 16 <= hi; i += 16) {
 #pragma GCC ivdep
-        for (int j = 0; j < 16; j++) {
-            float s = 0.0f;
-            for (int k = 0; k < nro; k++)
-                s += c * ro[k][i + j];
-            for (int k = 0; k < nrw; k++)
-                rw[k][i + j] += s;
-            for (int k = 0; k < nwo; k++)
-                wo[k][i + j] = s;
-            if (nrw + nwo == 0)
-                acc[j] += s;
-        }
+        for (int j = 0; j < 16; j++)
+            acc[j] += element(nro, ro, nrw, rw, nwo, wo, i + j, c);
     }
-    for (; i < hi; i++) {
-        float s = 0.0f;
-        for (int k = 0; k < nro; k++)
-            s += c * ro[k][i];
-        for (int k = 0; k < nrw; k++)
-            rw[k][i] += s;
-        for (int k = 0; k < nwo; k++)
-            wo[k][i] = s;
-        if (nrw + nwo == 0)
-            acc[0] += s;
-    }
+    for (; i < hi; i++)
+        acc[0] += element(nro, ro, nrw, rw, nwo, wo, i, c);
     if (nrw + nwo == 0) {
         float t = 0.0f;
         for (int j = 0; j < 16; j++)
@@ -303,6 +299,12 @@ static void blocked(const b_pattern *pat, float *const *x, int64_t lo,
 static void one_pass(const b_pattern *pat, float *const *arrays, int64_t lo,
                      int64_t hi);
 
+/* the counts fused() is instantiated for (one_pass's switch) */
+static int instantiated(int nro, int nrw, int nwo)
+{
+    return nro <= MAX_RO && nrw <= MAX_RW && nwo <= MAX_WO;
+}
+
 int b_membw_fused(const b_pattern *pat)
 {
     for (int p = 0; p < pat->passes; p++) {
@@ -313,7 +315,7 @@ int b_membw_fused(const b_pattern *pat)
             nrw += r && w;
             nwo += w && !r;
         }
-        if (nro > MAX_RO || nrw > MAX_RW || nwo > MAX_WO)
+        if (!instantiated(nro, nrw, nwo))
             return 0;
     }
     return 1;
@@ -354,7 +356,7 @@ static void one_pass(const b_pattern *pat, float *const *arrays, int64_t lo,
         else if (pat->written[k])
             wo[nwo++] = arrays[k];
     }
-    if (nro <= MAX_RO && nrw <= MAX_RW && nwo <= MAX_WO)
+    if (instantiated(nro, nrw, nwo))
         switch (nro * 100 + nrw * 10 + nwo) {
             CASE_RO(0)
             CASE_RO(1)

@@ -211,8 +211,8 @@ const char *const rt_key_names[RT_NKEYS] = {
  * DRAM banks decides its speed.  glibc puts same-sized allocations a page
  * apart beyond their size (a parameter, its gradient, then the states
  * made at the first step), and on this machine that layout ran Adam's step
- * on one 16M tensor at 0.6x the speed of the same arrays spread apart (bench/RESULTS.md, "State arrays placed
- * apart").  So state k starts (k + 1) * 20 KiB past its parameter, modulo
+ * on one 16M tensor at 0.6x the speed of the same arrays spread apart
+ * (bench/RESULTS.md, "State arrays placed apart").  So state k starts (k + 1) * 20 KiB past its parameter, modulo
  * 256 KiB, off the one-page strides glibc's layout puts between them (steps
  * of 12 to 28 KiB measured alike; 12 states fit before the phases wrap).
  * Below 4 MiB (the arrays of a step that stays in cache) the 256 KiB of
