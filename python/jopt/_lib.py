@@ -437,6 +437,15 @@ def format_value(v):
     return repr(float(v))
 
 
+_UNKNOWN = object()  # an option value jopt may not have: equal to no value
+
+
+def unknown_options(names):
+    """What is known to be pushed to jopt after it loaded a checkpoint with
+    options of its own: nothing, so that every option is set again."""
+    return dict.fromkeys(names, _UNKNOWN)
+
+
 def normalize(v):
     """A hyperparameter value as a comparable plain Python value."""
     if v is None or isinstance(v, (bool, str)):

@@ -151,14 +151,15 @@ class SophiaMixin(GroupStateMixin):
         self._jopt_hessian = keep  # alive until the step
 
     def _jopt_step_with(self, hessian, step):
-        if hessian is not None:
-            self._jopt_set_hessian(hessian)
         done = False
+        self._jopt_hessian_at = []
         try:
+            if hessian is not None:
+                self._jopt_set_hessian(hessian)
             step()
             done = True
         finally:
-            if hessian is not None and not done:  # jopt must not keep them
+            if not done:  # jopt must not keep them (a step takes them)
                 for gi, pi in self._jopt_hessian_at:
                     set_input(self._jopt_raw(), gi, pi, "hessian", 0)
             self._jopt_hessian = None

@@ -144,6 +144,21 @@ class NumpyOptimizer:
                 if g.size != p.size:
                     raise ValueError("jopt.numpy.%s: %s has %d elements, the parameter %d"
                                      % (self._jopt_name, what, g.size, p.size))
+        old = self._bound
+        try:
+            self._point_at(ps, grads)
+        except BaseException:
+            # jopt refused one (it overlaps another buffer): back to the
+            # arrays bound before, so that it holds no pointer to these
+            try:
+                self._point_at(ps, old if old is not None else [None] * len(ps))
+            except BaseException:
+                self._point_at(ps, [None] * len(ps))
+                self._bound = [None] * len(ps)
+            raise
+        self._bound = grads  # keep them alive
+
+    def _point_at(self, ps, grads):
         for gi, pi, _ in ps:  # unset first: buffers may be reused
             self._raw.set_grad(gi, pi, 0)
         for (gi, pi, p), g in zip(ps, grads):
@@ -153,7 +168,6 @@ class NumpyOptimizer:
                     self._raw.set_dtype(gi, pi, *types)
                     self._types[gi][pi] = types
                 self._raw.set_grad(gi, pi, g.ctypes.data)
-        self._bound = grads  # keep them alive
 
     def _push_hyper(self):
         for gi, group in enumerate(self.param_groups):
@@ -214,17 +228,44 @@ class NumpyOptimizer:
         raise ValueError("jopt.numpy: the array is not a parameter of this optimizer")
 
     def state_dict(self):
-        """jopt's checkpoint bytes (jopt_state_save_mem) and the groups' options."""
-        self._push_hyper()
+        """jopt's checkpoint bytes (jopt_state_save_mem) and the groups' options
+        (copied as they are: load_state_dict sets them)."""
         return {"jopt_state": self._raw.state_save_mem(),
                 "param_groups": [{k: v for k, v in g.items() if k != "params"}
                                  for g in self.param_groups]}
 
     def load_state_dict(self, sd):
-        self._raw.state_load_mem(sd["jopt_state"])
-        for gi, (g, s) in enumerate(zip(self.param_groups, sd["param_groups"])):
-            g.update(s)
-            self._pushed[gi] = self._hyper_of(g)
+        """Restores state_dict()'s checkpoint, then sets the options of its
+        param groups; a failure (another optimizer's checkpoint, an option
+        the spec refuses) raises and changes nothing."""
+        saved = sd["param_groups"]
+        if len(saved) != len(self.param_groups):
+            raise ValueError("jopt.numpy.%s: the state dict has %d param groups, the "
+                             "optimizer %d" % (self._jopt_name, len(saved),
+                                               len(self.param_groups)))
+        snap = self._raw.state_save_mem()
+        groups = [dict(g) for g in self.param_groups]
+        pushed = self._pushed
+        self._raw.state_load_mem(sd["jopt_state"])  # checks, then changes
+        try:
+            for g, s in zip(self.param_groups, saved):
+                g.update(s)
+            # jopt now has the checkpoint's options; the param groups' (which
+            # may have been edited since) are set over them
+            self._pushed = [_lib.unknown_options(self._jopt_hyper) for _ in saved]
+            self._push_hyper()
+        except BaseException:
+            for g, old in zip(self.param_groups, groups):
+                g.clear()
+                g.update(old)
+            self._pushed = pushed
+            self._raw.state_load_mem(snap)
+            raise
+
+    def __reduce_ex__(self, protocol):
+        raise TypeError("jopt.numpy.%s cannot be pickled or copied: its state lives in "
+                        "jopt; save state_dict() and load it into a new optimizer"
+                        % self._jopt_name)
 
     def close(self):
         if self._raw is not None:

@@ -14,6 +14,7 @@ step() is enqueued on torch.cuda.current_stream() (docs/gpu.md)."""
 
 import collections
 import ctypes
+import operator
 import os
 import struct
 import sys
@@ -173,6 +174,10 @@ def _follow_torch_threads(ctx):
 
 def _device_of(cls, groups):
     """The one device every parameter is on."""
+    for gi, g in enumerate(groups):  # one jopt cannot take, named
+        for pi, p in enumerate(g["params"]):
+            if isinstance(p, torch.Tensor) and p.device.type not in ("cpu", "cuda"):
+                _check_param(cls, g, gi, pi, p)
     devices = {p.device for g in groups for p in g["params"] if isinstance(p, torch.Tensor)}
     if len(devices) > 1:
         raise ValueError("jopt.%s: the parameters are on several devices (%s); one "
@@ -231,6 +236,7 @@ class JoptOptimizer(torch.optim.Optimizer):
         n = len(flat)
         self._jopt_flat = flat
         self._jopt_ptrs = [p.data_ptr() for p in flat]
+        self._jopt_numels = [p.numel() for p in flat]
         self._jopt_empty = [p.numel() == 0 for p in flat]
         self._jopt_any_empty = any(self._jopt_empty)
         self._jopt_grads = [0] * n          # the gradient addresses jopt holds
@@ -324,16 +330,47 @@ class JoptOptimizer(torch.optim.Optimizer):
                     raw.option_set(gi, k, v)
                 pushed[k] = v
 
+    def _jopt_check_params(self):
+        """jopt updates parameters in place through the addresses and sizes it
+        was given: a RuntimeError naming the parameter if one is no longer
+        the tensor, the storage or the size the optimizer was built with."""
+        flat = self._jopt_flat
+        now = [p for g in self.param_groups for p in g["params"]]
+        if len(now) != len(flat) or any(map(operator.is_not, now, flat)) or \
+                [p.data_ptr() for p in flat] != self._jopt_ptrs or \
+                [p.numel() for p in flat] != self._jopt_numels:
+            self._jopt_moved()
+
     def _jopt_moved(self):
-        ptrs = iter(self._jopt_ptrs)
+        i = 0
         for gi, group in enumerate(self.param_groups):
+            if len(group["params"]) != sum(1 for g, _ in self._jopt_pos if g == gi):
+                raise RuntimeError(
+                    "jopt.%s: param group %d has %d parameters, the optimizer was "
+                    "built with %d (add parameters with add_param_group)"
+                    % (self._jopt_name, gi, len(group["params"]),
+                       sum(1 for g, _ in self._jopt_pos if g == gi)))
             for pi, p in enumerate(group["params"]):
-                if p.data_ptr() != next(ptrs):
+                what = _pname(group, gi, pi, p)
+                if p is not self._jopt_flat[i]:
+                    raise RuntimeError(
+                        "jopt.%s: %s is not the tensor the optimizer was built with "
+                        "(was param_groups[%d]['params'] changed?); jopt updates "
+                        "parameters in place through their addresses"
+                        % (self._jopt_name, what, gi))
+                if p.data_ptr() != self._jopt_ptrs[i]:
                     raise RuntimeError(
                         "jopt.%s: the storage of %s moved since the optimizer was "
                         "built (was p.data replaced?); jopt updates parameters in "
                         "place through their addresses"
-                        % (self._jopt_name, _pname(group, gi, pi, p)))
+                        % (self._jopt_name, what))
+                if p.numel() != self._jopt_numels[i]:
+                    raise RuntimeError(
+                        "jopt.%s: %s has %d elements, %d when the optimizer was built "
+                        "(was p.data replaced?); jopt updates parameters in place "
+                        "through their addresses"
+                        % (self._jopt_name, what, p.numel(), self._jopt_numels[i]))
+                i += 1
 
     def _jopt_bad_grad(self, i, g):
         """A gradient the fast check refused: a contiguous copy of a
@@ -364,15 +401,14 @@ class JoptOptimizer(torch.optim.Optimizer):
         made new tensors): one C call, and only when an address changed.
         Returns the parameters that have a gradient."""
         flat = self._jopt_flat
-        if [p.data_ptr() for p in flat] != self._jopt_ptrs:
-            self._jopt_moved()
+        self._jopt_check_params()
         grads = [p.grad for p in flat]
         cpu, dev = self._jopt_device.type == "cpu", self._jopt_device
         addrs = [0 if g is None else
                  g.data_ptr() if (g.layout is _STRIDED and g.dtype is d and
                                   (g.is_cpu if cpu else g.device == dev)
-                                  and g.is_contiguous()) else -1
-                 for g, d in zip(grads, self._jopt_gdt)]
+                                  and g.is_contiguous() and g.numel() == n) else -1
+                 for g, d, n in zip(grads, self._jopt_gdt, self._jopt_numels)]
         copies = None
         if -1 in addrs:
             copies = {}
@@ -511,8 +547,8 @@ class JoptOptimizer(torch.optim.Optimizer):
         """torch.optim.X.state_dict()'s layout: {"state": {index: {"step": ...,
         "exp_avg": ...}}, "param_groups": [...]} (copies of jopt's state),
         plus "jopt_spec", the spec's name.  torch.optim.X.load_state_dict
-        and jopt.torch.X.load_state_dict both take it."""
-        self._jopt_push_hyper()
+        and jopt.torch.X.load_state_dict both take it.  Like torch's, it
+        checks no option: the param groups are copied as they are."""
         ck = _ckpt.Checkpoint(bytearray(self._jopt.state_save_mem()))
         state = collections.defaultdict(dict)
         state.update(self._jopt_torch_state(ck))
@@ -559,9 +595,11 @@ class JoptOptimizer(torch.optim.Optimizer):
             step = st.get("step", 0)
             if isinstance(step, torch.Tensor):
                 step = step.item()
-            if not (isinstance(step, (int, float)) and step >= 0 and float(step).is_integer()):
+            if not (isinstance(step, (int, float)) and 0 <= step <= 2 ** 53
+                    and float(step).is_integer()):
                 raise ValueError("jopt.%s.load_state_dict: the step of %s is %r, not a "
-                                 "count" % (self._jopt_name, self._jopt_what(p), step))
+                                 "count up to 2^53" % (self._jopt_name, self._jopt_what(p),
+                                                       step))
             states = {}
             for k, v in st.items():
                 if k == "step" or v is None:
@@ -678,12 +716,32 @@ class JoptOptimizer(torch.optim.Optimizer):
                 len(s["params"]) != len(g["params"]) for s, g in zip(saved, self.param_groups)):
             raise ValueError("loaded state dict contains a parameter group that doesn't "
                              "match the size of optimizer's group")
+        snap = self._jopt.state_save_mem()
+        groups = [dict(g) for g in self.param_groups]
+        pushed = self._jopt_pushed
         self._jopt.state_load_mem(state_dict["jopt_state"])  # checks, then changes
-        for gi, (s, g) in enumerate(zip(saved, self.param_groups)):
-            for k, v in s.items():
-                if k not in ("params", "param_names"):
-                    g[k] = v
-            self._jopt_pushed[gi] = self._hyper_of(g)  # jopt has them from the checkpoint
+        try:
+            for s, g in zip(saved, self.param_groups):
+                for k, v in s.items():
+                    if k not in ("params", "param_names"):
+                        g[k] = v
+            # jopt now has the options saved in the checkpoint; the loaded param
+            # groups' (which may have been edited since) are pushed over them
+            self._jopt_pushed = [_lib.unknown_options(self._jopt_hyper)
+                                 for _ in self.param_groups]
+            self._jopt_push_hyper()
+        except BaseException:
+            for g, old in zip(self.param_groups, groups):
+                g.clear()
+                g.update(old)
+            self._jopt_pushed = pushed
+            self._jopt.state_load_mem(snap)
+            raise
+
+    def __reduce_ex__(self, protocol):
+        raise TypeError("jopt.%s cannot be pickled or copied: its state lives in jopt; "
+                        "save state_dict() (torch.save takes it) and load it into a "
+                        "new optimizer" % self._jopt_name)
 
     def __del__(self):
         raw = getattr(self, "_jopt", None)
@@ -826,13 +884,8 @@ class JoptClosureOptimizer(JoptOptimizer):
         returns the first call's loss, as torch.optim.LBFGS.step does.  An
         exception in the closure is re-raised here, with the parameters and
         the optimizer's state as they were before the step."""
-        group = self.param_groups[0]
-        params = group["params"]
-        for pi, p in enumerate(params):
-            if p.data_ptr() != self._jopt_ptrs[pi]:
-                raise RuntimeError(
-                    "jopt.%s: the storage of %s moved since the optimizer was built "
-                    "(was p.data replaced?)" % (self._jopt_name, _pname(group, 0, pi, p)))
+        params = self.param_groups[0]["params"]
+        self._jopt_check_params()
         self._jopt_push_hyper()
         if self.state:
             self._jopt_adopt_state()

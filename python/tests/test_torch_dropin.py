@@ -540,6 +540,92 @@ def test_numpy():
     print("ok   numpy Adam on a quadratic: %.3g -> %.3g" % (f0, f))
 
 
+def _raises(exc, fn, *words):
+    try:
+        fn()
+    except exc as e:
+        for w in words:
+            assert w in str(e), (w, e)
+        return e
+    raise AssertionError("%s not raised" % exc.__name__)
+
+
+def test_hostile():
+    """What hostile testing found: each is refused with a message naming the
+    thing, and the optimizer works on as before."""
+    import copy
+    import gc
+    import pickle
+    P = torch.nn.Parameter
+    # a parameter shrunk in place (same address), or its gradient
+    p = P(torch.zeros(1 << 16))
+    opt = jopt.torch.SGD([p], lr=0.1)
+    p.data = p.data[:10]
+    (p * 1.0).sum().backward()
+    _raises(RuntimeError, opt.step, "has 10 elements, 65536")
+    p = P(torch.zeros(1 << 16))
+    opt = jopt.torch.SGD([p], lr=0.1)
+    p.grad = torch.ones(1 << 16)
+    p.grad.data = torch.ones(1)
+    _raises(TypeError, opt.step, "gradient of parameter 0", "of 1 on")
+    # a tensor put in place of a parameter in param_groups
+    a, b = P(torch.zeros(3)), P(torch.zeros(3))
+    opt = jopt.torch.SGD([a], lr=0.1)
+    opt.param_groups[0]["params"][0] = b
+    b.grad = torch.ones(3)
+    _raises(RuntimeError, opt.step, "not the tensor the optimizer was built with")
+    assert not a.abs().sum() and not b.abs().sum()
+    # copies
+    _raises(TypeError, lambda: copy.deepcopy(opt), "cannot be pickled or copied")
+    _raises(TypeError, lambda: pickle.dumps(opt), "cannot be pickled or copied")
+    # a parameter on a device jopt does not take, named
+    _raises(ValueError, lambda: jopt.torch.Adam([P(torch.zeros(3, device="meta"))]),
+            "parameter 0 of param group 0")
+    # a state dict's step too large to count
+    p = P(torch.ones(3))
+    opt = jopt.torch.Adam([p])
+    p.grad = torch.ones(3)
+    opt.step()
+    sd = opt.state_dict()
+    sd["state"][0]["step"] = torch.tensor(1e30)
+    _raises(ValueError, lambda: opt.load_state_dict(sd), "not a count")
+    # state_dict() copies the groups as they are, as torch's does
+    opt.param_groups[0]["lr"] = -1.0
+    assert opt.state_dict()["param_groups"][0]["lr"] == -1.0
+    opt.param_groups[0]["lr"] = 1e-3
+    # SophiaH: a hessian refused for parameter 1 leaves none for parameter 0
+    p0, p1 = P(torch.zeros(1 << 16)), P(torch.zeros(5))
+    opt = jopt.torch.SophiaH([p0, p1], lr=0.1)
+    p0.grad = torch.ones(1 << 16)
+    _raises(ValueError, lambda: opt.step(hessian=[torch.ones(1 << 16), torch.ones(6)]),
+            "hessian of parameter 1")
+    gc.collect()
+    _raises(ValueError, opt.step, "hessian")
+    assert not p0.abs().sum()
+    # jopt.numpy: a binding refused half-way keeps the arrays bound before
+    w0, w1 = np.zeros(1 << 16, np.float32), np.zeros(5, np.float32)
+    opt = jopt.numpy.SGD([w0, w1], lr=1.0, grads=[np.zeros_like(w0), np.zeros_like(w1)])
+    _raises(ValueError, lambda: opt.step(grads=[np.ones_like(w0), w0[:5]]), "overlap")
+    gc.collect()
+    junk = np.full(1 << 16, 7.0, np.float32)
+    opt.step()
+    assert not w0.any() and junk[0] == 7.0
+    # a checkpoint state dict whose groups were edited: their options count
+    w = np.ones(3, np.float32)
+    sd = jopt.numpy.SGD([w.copy()], lr=0.1).state_dict()
+    sd["param_groups"][0]["lr"] = 0.5
+    opt = jopt.numpy.SGD([w], lr=0.1)
+    opt.load_state_dict(sd)
+    opt.step(grads=[np.ones(3, np.float32)])
+    assert np.all(w == 0.5), w
+    sd["param_groups"][0]["lr"] = -1.0
+    _raises(ValueError, lambda: opt.load_state_dict(sd), "learning rate")
+    assert opt.param_groups[0]["lr"] == 0.5
+    opt.step(grads=[np.ones(3, np.float32)])
+    assert np.all(w == 0.0), w
+    print("ok   hostile inputs refused, nothing lost")
+
+
 def main():
     for name, fn in list(globals().items()):
         if name.startswith("test_") and callable(fn):
