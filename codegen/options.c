@@ -253,6 +253,9 @@ static int skipped(const char *const *skip, const char *name)
     return 0;
 }
 
+const char *const cg_prec_options[] = {"dtype", "grad_dtype", "state_dtype",
+                                       "stochastic_rounding", "seed", NULL};
+
 int cg_options_parse_skip(const cg_spec *spec, const char *text, double *values,
                           const char *const *skip, char *err)
 {

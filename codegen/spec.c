@@ -343,6 +343,20 @@ static int read_hyper(lua_State *L, cg_spec *s, char *err)
         cg_free(names);
         return cg_fail(err, JOPT_ENOMEM, "out of memory reading spec %s", s->path);
     }
+    for (size_t i = 0; i < n; i++)
+        for (int k = 0; cg_prec_options[k]; k++)
+            if (!strcmp(names[i], cg_prec_options[k])) {
+                /* the runtime would take the user's value: the spec's
+                 * could never be set */
+                rc = cg_fail(err, JOPT_ESPEC, "spec %s: hyperparameter '%s': the name "
+                             "is jopt's own option (dtype, grad_dtype, state_dtype, "
+                             "stochastic_rounding, seed), which no spec may take",
+                             s->path, names[i]);
+                for (size_t j = 0; j < n; j++)
+                    cg_free(names[j]);
+                cg_free(names);
+                return rc;
+            }
     int off = 0;
     for (size_t i = 0; i < n; i++) {
         cg_hyper *h = &s->hyper[i];

@@ -71,7 +71,7 @@ JOPT_API int jopt_spec_open(jopt_ctx *ctx, const char *name,
     memcpy(s->values, cg_spec_defaults(s->spec), nv * sizeof *s->values);
     if ((rc = rt_prec_parse(ctx, fn, options, &s->prec, NULL)))
         goto fail;
-    if ((rc = cg_options_parse_skip(s->spec, options, s->values, rt_prec_names, err))) {
+    if ((rc = cg_options_parse_skip(s->spec, options, s->values, cg_prec_options, err))) {
         rt_fail(ctx, rc, "%s: %s: %s", fn, cg_spec_name(s->spec), err);
         goto fail;
     }

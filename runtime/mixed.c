@@ -15,15 +15,12 @@
 
 #include "rt.h"
 
-const char *const rt_prec_names[] = {"dtype", "grad_dtype", "state_dtype",
-                                     "stochastic_rounding", "seed", NULL};
-
 enum { P_DTYPE, P_GRAD_DTYPE, P_STATE_DTYPE, P_STOCHASTIC, P_SEED };
 
 static int prec_index(const char *name)
 {
-    for (int k = 0; rt_prec_names[k]; k++)
-        if (!strcmp(rt_prec_names[k], name))
+    for (int k = 0; cg_prec_options[k]; k++)
+        if (!strcmp(cg_prec_options[k], name))
             return k;
     return -1;
 }
@@ -39,7 +36,7 @@ static int read_dtype(const char *s)
 /* one precision option's value from a number (jopt_option_set) */
 static int set_number(jopt_ctx *ctx, const char *where, int k, double v, rt_prec *p)
 {
-    const char *name = rt_prec_names[k];
+    const char *name = cg_prec_options[k];
     switch (k) {
     case P_DTYPE: case P_GRAD_DTYPE: case P_STATE_DTYPE:
         if (!(v == 0 || v == 1 || v == 2))

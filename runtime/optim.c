@@ -381,7 +381,7 @@ static int group_init(jopt_optim *opt, const char *fn, size_t g,
             return rt_fail(ctx, JOPT_ENOMEM, "%s: out of memory", fn);
     }
     memcpy(gr->values, opt->defaults, nv * sizeof(double));
-    if ((rc = cg_options_parse_skip(opt->spec, ug->options, gr->values, rt_prec_names, err)))
+    if ((rc = cg_options_parse_skip(opt->spec, ug->options, gr->values, cg_prec_options, err)))
         return rt_fail(ctx, rc, "%s: group %zu: %s", fn, g, err);
     if ((rc = rt_check_values(opt, where, gr->values)))
         return rc;
@@ -447,7 +447,7 @@ JOPT_API int jopt_optim_new(jopt_ctx *ctx, const char *spec,
     if ((rc = rt_prec_parse(ctx, "jopt_optim_new: defaults", defaults,
                             &opt->prec_defaults, NULL)))
         goto fail;
-    if ((rc = cg_options_parse_skip(opt->spec, defaults, opt->defaults, rt_prec_names,
+    if ((rc = cg_options_parse_skip(opt->spec, defaults, opt->defaults, cg_prec_options,
                                     err))) {
         rt_fail(ctx, rc, "%s: defaults: %s", fn, err);
         goto fail;
@@ -778,7 +778,7 @@ JOPT_API int jopt_options_set(jopt_optim *opt, size_t group,
     rt_prec prec = opt->groups[group].prec;
     unsigned given;
     rc = rt_prec_parse(opt->ctx, where, options, &prec, &given);
-    if (rc == JOPT_OK && (rc = cg_options_parse_skip(opt->spec, options, v, rt_prec_names,
+    if (rc == JOPT_OK && (rc = cg_options_parse_skip(opt->spec, options, v, cg_prec_options,
                                                      err)))
         rt_fail_cg(opt->ctx, rc, fn, err);
     else if (rc == JOPT_OK)

@@ -208,9 +208,7 @@ int rt_kset_rebuild(jopt_optim *opt, const rt_group *gr, const char *where,
 int rt_state_misfit(const cg_kernel *k, const rt_param *p,
                     const int64_t *state_n, const uint8_t *state_dt);
 /* ---- mixed precision (mixed.c) ---- */
-/* The option names the runtime reads itself (NULL-terminated), for
- * cg_options_parse_skip. */
-extern const char *const rt_prec_names[];
+/* The option names the runtime reads itself are cg_prec_options (cg.h). */
 /* Overlays the precision items of an options string on *prec (the others
  * are left to the spec's parser); nothing changes on error. */
 int rt_prec_parse(jopt_ctx *ctx, const char *where, const char *text, rt_prec *prec,

@@ -79,7 +79,6 @@ static void compare(tally *t, const float *x, const float *y, int64_t n)
 
 #define NTENSOR 6
 #define NSTEPS 4
-static const int64_t check_sizes[NTENSOR] = {1, 3, 17, 255, 1027, 70070};
 
 static double random_scalar(int ordinary)
 {
@@ -273,21 +272,37 @@ done:
     return rc;
 }
 
+/* The tensors an update is checked on: flat (no shape given), or each with
+ * a shape (a spec that looks at dim() and size() gets its kernels for 2-D
+ * and 3-D tensors; one that multiplies matrices, for each matrix). */
+typedef struct layout {
+    const char *what;
+    int ndim[NTENSOR];          /* 0: flat */
+    int64_t shape[NTENSOR][8];  /* outermost first */
+    int64_t numel[NTENSOR];
+} layout;
+
+static const layout flat = {
+    "flat tensors", {0}, {{0}}, {1, 3, 17, 255, 1027, 70070}};
+/* the same sizes in 1 to 3 dimensions */
+static const layout mixed = {
+    "tensors of 1 to 3 dimensions", {1, 2, 1, 2, 2, 3},
+    {{1}, {1, 3}, {17}, {15, 17}, {13, 79}, {7, 10, 1001}},
+    {1, 3, 17, 255, 1027, 70070}};
+/* for a spec that refuses flat tensors (Muon takes matrices only) */
+static const layout matrices = {
+    "matrices", {2, 2, 2, 2, 2, 2},
+    {{1, 3}, {3, 1}, {15, 17}, {17, 15}, {13, 79}, {64, 33}},
+    {3, 3, 255, 255, 1027, 2112}};
+
 /* How the update is checked: its options folded into the kernel, or those
  * the spec lists as `runtime` passed per step (a spec that branches on one
  * of those would pass a check with them folded and fail at the first
- * jopt_option_set, mid-training); tensors flat, or with shapes (a spec
- * that looks at dim() and size() gets its kernels for 2-D and 3-D
- * tensors). */
+ * jopt_option_set, mid-training), on tensors of a layout. */
 typedef struct config {
-    int runtime, shaped, nonfinite;
-    const char *what;
+    int runtime, nonfinite;
+    const layout *lay;
 } config;
-
-/* the tensors' shapes when shaped: 1-D, 2-D and 3-D, odd sizes */
-static const int check_ndim[NTENSOR] = {1, 2, 1, 2, 2, 3};
-static const int64_t check_shape[NTENSOR][3] = {
-    {1}, {1, 3}, {17}, {15, 17}, {13, 79}, {7, 10, 1001}};
 
 /* turns on per-step passing of every option the spec lists as runtime;
  * returns how many */
@@ -322,6 +337,10 @@ static int check_update(jopt_ctx *const ctx[2], jopt_spec *spec, const args *a,
     tally *tl = NULL;
     int rc = 1;
     jopt_param params[2][NTENSOR];
+    const int64_t *check_sizes = cf->lay->numel;
+    char what[160];
+    snprintf(what, sizeof what, "%s, %s%s", cf->runtime ? "runtime options" :
+             "options folded", cf->lay->what, cf->nonfinite ? ", data with NaN and Inf" : "");
     rng_state = 0x9e3779b97f4a7c15ull; /* the same data in every configuration */
     finite_only = !cf->nonfinite;
     for (int t = 0; t < NTENSOR; t++) {
@@ -349,19 +368,19 @@ static int check_update(jopt_ctx *const ctx[2], jopt_spec *spec, const args *a,
             fail("%s", jopt_errmsg(ctx[e]));
             goto done;
         }
-        for (int t = 0; cf->shaped && t < NTENSOR; t++)
-            if (jopt_set_shape(opt[e], 0, (size_t)t, check_ndim[t], check_shape[t])) {
-                fail("%s (%s)", jopt_errmsg(ctx[e]), cf->what);
+        for (int t = 0; cf->lay->ndim[0] && t < NTENSOR; t++)
+            if (jopt_set_shape(opt[e], 0, (size_t)t, cf->lay->ndim[t], cf->lay->shape[t])) {
+                fail("%s (%s)", jopt_errmsg(ctx[e]), what);
                 goto done;
             }
         if (cf->runtime && (nrt = runtime_on(opt[e], spec, rnames, sizeof rnames)) < 0) {
             fail("%s (%s): the spec lists it as runtime, but its kernel cannot "
-                 "take it per step", jopt_errmsg(ctx[e]), cf->what);
+                 "take it per step", jopt_errmsg(ctx[e]), what);
             goto done;
         }
     }
     if (cf->runtime && !nrt) {
-        printf("  %s: the spec lists no runtime option\n", cf->what);
+        printf("  %s: the spec lists no runtime option\n", what);
         rc = 0;
         goto done;
     }
@@ -381,7 +400,7 @@ static int check_update(jopt_ctx *const ctx[2], jopt_spec *spec, const args *a,
                         goto done;
                     }
             if (jopt_step(opt[e], NULL, NULL, NULL)) {
-                fail("step %d (%s): %s", s + 1, cf->what, jopt_errmsg(ctx[e]));
+                fail("step %d (%s): %s", s + 1, what, jopt_errmsg(ctx[e]));
                 goto done;
             }
         }
@@ -391,7 +410,7 @@ static int check_update(jopt_ctx *const ctx[2], jopt_spec *spec, const args *a,
         fail("out of memory");
         goto done;
     }
-    printf("  %s%s%s:\n", cf->what, nrt ? ", per step: " : "", rnames);
+    printf("  %s%s%s:\n", what, nrt ? ", per step: " : "", rnames);
     tl[0].name = "param";
     int mismatch = 0;
     for (int t = 0; t < NTENSOR; t++)
@@ -404,7 +423,7 @@ static int check_update(jopt_ctx *const ctx[2], jopt_spec *spec, const args *a,
         kt->name = name;
         for (int e = 0; e < 2; e++)
             if (jopt_optim_call(opt[e], name)) {
-                fail("kernel %s (%s): %s", name, cf->what, jopt_errmsg(ctx[e]));
+                fail("kernel %s (%s): %s", name, what, jopt_errmsg(ctx[e]));
                 goto done;
             }
         for (int t = 0; t < NTENSOR; t++)
@@ -487,12 +506,37 @@ done:
 }
 
 /* Every configuration: folded and flat (the reference for the others),
- * runtime options per step, shaped tensors, and both. */
+ * runtime options per step, shaped tensors, and both; with --shape, every
+ * tensor of that shape instead; for a spec that refuses flat tensors,
+ * matrices instead. */
 static int check_updates(jopt_ctx *const ctx[2], jopt_spec *spec, const args *a)
 {
-    int64_t total = 0;
-    for (int t = 0; t < NTENSOR; t++)
-        total += check_sizes[t];
+    layout given = {"tensors of the shape given", {0}, {{0}}, {0}};
+    const layout *first = &flat, *second = &mixed;
+    if (a->ndim) {
+        for (int t = 0; t < NTENSOR; t++) {
+            given.ndim[t] = a->ndim;
+            given.numel[t] = 1;
+            for (int d = 0; d < a->ndim; d++) {
+                given.shape[t][d] = a->shape[d];
+                given.numel[t] *= a->shape[d];
+            }
+        }
+        first = second = &given;
+    } else if (jopt_spec_set_shape(spec, 1, flat.numel + 2)) {
+        printf("%s refuses flat tensors (%s): checked on matrices\n",
+               jopt_spec_name(spec), jopt_errmsg(ctx[0]));
+        first = second = &matrices;
+        if (jopt_spec_set_shape(spec, 2, matrices.shape[2])) /* its states' names */
+            return fail("%s", jopt_errmsg(ctx[0]));
+    } else if (jopt_spec_set_variant(spec, 1, NULL)) {
+        return fail("%s", jopt_errmsg(ctx[0]));
+    }
+    int64_t total = 0, most = 0;
+    for (int t = 0; t < NTENSOR; t++) {
+        total += first->numel[t];
+        most = first->numel[t] > most ? first->numel[t] : most;
+    }
     float *folded = malloc((size_t)total * sizeof(float));
     float *shaped = malloc((size_t)total * sizeof(float));
     if (!folded || !shaped) {
@@ -504,17 +548,16 @@ static int check_updates(jopt_ctx *const ctx[2], jopt_spec *spec, const args *a)
            "of %lld..%lld elements, %d steps, then each named kernel; data with "
            "zeros and subnormals\n",
            jopt_spec_name(spec), a->options[0] ? " " : "", a->options, NTENSOR,
-           (long long)check_sizes[0], (long long)check_sizes[NTENSOR - 1], NSTEPS);
-    static const config cfs[5] = {
-        {0, 0, 0, "options folded, flat tensors"},
-        {1, 0, 0, "runtime options, flat tensors"},
-        {0, 1, 0, "options folded, tensors of 1 to 3 dimensions"},
-        {1, 1, 0, "runtime options, tensors of 1 to 3 dimensions"},
-        {0, 0, 1, "options folded, flat tensors, data with NaN and Inf"}};
+           (long long)first->numel[0], (long long)most, NSTEPS);
+    const config cfs[5] = {{0, 0, first}, {1, 0, first}, {0, 0, second},
+                           {1, 0, second}, {0, 1, first}};
     int bad = 0;
-    for (int c = 0; c < 5; c++)
+    for (int c = 0; c < 5; c++) {
+        if (second == first && (c == 2 || c == 3))
+            continue; /* one layout: the same configurations */
         bad |= check_update(ctx, spec, a, &cfs[c], c == 0 ? folded : c == 2 ? shaped : NULL,
                             c == 1 ? folded : c == 3 ? shaped : NULL);
+    }
     free(folded);
     free(shaped);
     printf("%s: %s\n", bad ? "FAIL" : "PASS",

@@ -22,7 +22,7 @@
 static const char usage_text[] =
     "usage: jopt list\n"
     "       jopt show SPEC [--set k=v ...] [--shape AxB...]\n"
-    "       jopt check SPEC [--set k=v ...] [--kernel NAME]\n"
+    "       jopt check SPEC [--set k=v ...] [--shape AxB...] [--kernel NAME]\n"
     "       jopt compile SPEC [--set k=v ...] [--shape AxB...] [--kernel NAME]\n"
     "                    [--emit graph|ir|asm|ptx]\n"
     "       jopt bench SPEC [--set k=v ...]\n"
@@ -45,7 +45,9 @@ static const char usage_text[] =
     "SPEC is a name on the spec path ($JOPT_SPEC_PATH, folders separated by\n"
     "':', else the built-in folders) or a path to a .lua file.  --shape\n"
     "shows the kernels for tensors of that shape (7x9: a 7x9 matrix), which\n"
-    "a spec that multiplies matrices (muon) needs.\n";
+    "a spec that multiplies matrices (muon) needs; check runs on tensors of\n"
+    "that shape (without it: flat and 1-D to 3-D tensors, or matrices for a\n"
+    "spec that refuses flat ones).\n";
 
 int fail(const char *fmt, ...)
 {
@@ -71,7 +73,7 @@ static int parse_args(int argc, char **argv, args *a)
             for (a->ndim = 0; *c && a->ndim < 8; a->ndim++) {
                 char *end;
                 long long size = strtoll(c, &end, 10);
-                if (end == c || size < 1 || (*end && *end != 'x'))
+                if (end == c || size < 1 || (*end && (*end != 'x' || !end[1])))
                     return fail("--shape takes sizes like 7x9, not '%s'", c);
                 a->shape[a->ndim] = size;
                 c = *end ? end + 1 : end;

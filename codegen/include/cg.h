@@ -186,8 +186,12 @@ int cg_opt_next(const char **cursor, cg_opt_item *it, char *err);
  * by its hyperparameter's kind; nothing changes on error. */
 int cg_options_parse(const cg_spec *spec, const char *text, double *values,
                      char *err);
+/* The options the runtime reads itself, not the spec (NULL-terminated):
+ * element types, stochastic rounding and its seed.  No spec may name a
+ * hyperparameter so. */
+extern const char *const cg_prec_options[];
 /* The same, leaving alone the items named in `skip` (NULL-terminated):
- * options that another layer reads (the runtime's element types). */
+ * options that another layer reads (cg_prec_options). */
 int cg_options_parse_skip(const cg_spec *spec, const char *text, double *values,
                           const char *const *skip, char *err);
 /* "name" or "name[i]": the offset in a value vector and the hyperparameter,
