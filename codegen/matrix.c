@@ -225,10 +225,19 @@ int cg_matrix_collect(cg_graph *g, const char *where, char *err)
             return fail_node(g, err, where, v, msg);
         }
     }
-    if (g->two_d || g->ngred)
-        return fail_node(g, err, where, -1, "matrix products cannot share an "
+    if (g->two_d || g->ngred) {
+        int at = -1; /* the first row, column or group value, for its line */
+        for (int i = 0; i < g->n && at < 0; i++) {
+            const cg_node *x = &g->nodes[i];
+            if (x->dom == CG_DOM_ROW || x->dom == CG_DOM_COL ||
+                ((cg_op_flags((cg_op)x->op) & CG_F_REDUCE) &&
+                 cg_reduce_dom((cg_op)x->op) == CG_DOM_GROUP))
+                at = i;
+        }
+        return fail_node(g, err, where, at, "matrix products cannot share an "
                          "update with row or column values (rows(), cols(), "
                          "sums over an axis) or sums over the group");
+    }
     /* the live products, in graph order */
     uint8_t *live = cg_calloc((size_t)g->n + 1, 1);
     g->work_of = cg_malloc(((size_t)g->n + 1) * sizeof *g->work_of);

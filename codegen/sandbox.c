@@ -666,6 +666,11 @@ int cg_sb_run_spec(sandbox *sb, const char *src, size_t len, char *err)
                  : status == LUA_ERRMEM
                      ? cg_fail(err, JOPT_ESPEC, "spec %s: memory limit exceeded",
                                sb->path)
+                 : !strcmp(lua_tostring(L, -1), "C stack overflow")
+                     /* the parser's depth limit: Lua gives no line */
+                     ? cg_fail(err, JOPT_ESPEC, "spec %s: nested too deeply for Lua's "
+                               "parser (about 200 levels of parentheses, calls, tables "
+                               "or blocks)", sb->path)
                      : spec_error(err, sb, lua_tostring(L, -1));
         lua_pop(L, 1);
         return rc;

@@ -190,9 +190,9 @@ static int apply(lua_State *L)
         lua_pushvalue(L, lua_toboolean(L, 1) ? 2 : 3); /* decided here */
         return 1;
     }
-    if (lua_gettop(L) < arity)
-        return luaL_error(L, "%s takes %d arguments, got %d", name, arity,
-                          lua_gettop(L));
+    if (lua_gettop(L) != arity) /* an extra one would be dropped */
+        return luaL_error(L, "%s takes %d argument%s, got %d", name, arity,
+                          arity == 1 ? "" : "s", lua_gettop(L));
     int32_t a[3] = {-1, -1, -1};
     for (int i = 0; i < arity; i++)
         a[i] = to_node(L, tr, i + 1, name);
@@ -812,8 +812,15 @@ static int trace_main(lua_State *L)
     lua_pushvalue(L, 2);
     int tdom = cg_spec_group_steps(tr->spec) ? CG_DOM_GROUP : CG_DOM_TENSOR;
     push_node(L, tr, check(L, cg_graph_leaf(tr->g, CG_STEP, tdom, -1), "t"));
-    lua_call(L, nargs, 1);
+    int base = lua_gettop(L) - nargs - 1;
+    lua_call(L, nargs, LUA_MULTRET);
     const char *fn = named ? "a kernel" : "update()";
+    int nres = lua_gettop(L) - base;
+    if (nres > 1) /* a second value would be lost */
+        return fn_error(L, tr, "%s returns %d values; it returns one, the new "
+                        "parameter value (states are set through s)", fn, nres);
+    if (nres == 0)
+        lua_pushnil(L);
     if (lua_isnil(L, -1))
         return fn_error(L, tr, "%s must return the new parameter value", fn);
     if (lua_type(L, -1) != LUA_TNUMBER && lua_type(L, -1) != LUA_TBOOLEAN &&

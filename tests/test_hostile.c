@@ -874,6 +874,70 @@ static void test_hostile_compile_time_bounded(void **state)
     free(p), free(g);
 }
 
+/* Spec mistakes that were taken silently or named without a line (a
+ * second hostile pass, 2026-12-06): each is refused, naming the file and,
+ * where Lua has one, the line. */
+static void test_hostile_spec_mistakes_named(void **state)
+{
+    (void)state;
+    char deep[4096] = "return { hyper = { lr = 0.1 }, update = function (p, g)\n"
+                      "  return p - ";
+    for (int i = 0; i < 250; i++)
+        strcat(deep, "(g");
+    for (int i = 0; i < 250; i++)
+        strcat(deep, ")");
+    strcat(deep, " end }\n");
+    const char *const cases[][2] = {
+        {"return { hyper = { lr = 0.1, seed = 3.0 },\n"
+         "  update = function (p, g, s, h) return p - h.lr * h.seed * g end }\n",
+         "mistake.lua: hyperparameter 'seed': the name is jopt's own option"},
+        {"return { hyper = { lr = 0.1 }, update = function (p, g, s, h)\n"
+         "  return p - h.lr * min(g, 1, -1) end }\n",
+         "mistake.lua:2: min takes 2 arguments, got 3"},
+        {"return { hyper = { lr = 0.1 }, update = function (p, g, s, h)\n"
+         "  return p - h.lr * sqrt(g, p) end }\n",
+         "mistake.lua:2: sqrt takes 1 argument, got 2"},
+        {"return { hyper = { lr = 0.1 }, update = function (p, g, s, h)\n"
+         "  return p - h.lr * g, p + h.lr * g end }\n",
+         "mistake.lua:1: update() returns 2 values; it returns one"},
+        {deep, "mistake.lua: nested too deeply for Lua's parser"},
+    };
+    jopt_ctx *ctx;
+    T_OK(NULL, jopt_ctx_new(&ctx));
+    float *p = t_alloc(8), *g = t_alloc(8);
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        jopt_optim *opt;
+        int rc = try_new(ctx, write_spec("mistake", cases[i][0], 0), NULL, p, g, 8, &opt);
+        assert_int_equal(rc, JOPT_ESPEC);
+        assert_null(opt);
+        if (!strstr(jopt_errmsg(ctx), cases[i][1]))
+            fail_msg("case %zu: %s", i, jopt_errmsg(ctx));
+    }
+    /* products with a row sum: the line of the sum */
+    jopt_spec *spec;
+    T_OK(ctx, jopt_spec_open(ctx, write_spec("mistake",
+        "return { hyper = { lr = 0.1 }, update = function (p, g, s, h)\n"
+        "  local x = matmul(g, transpose(g))\n"
+        "  return p - matmul(x, g) * sum(g, -1) end }\n", 0), NULL, &spec));
+    int64_t shape[2] = {7, 9};
+    T_OK(ctx, jopt_spec_set_shape(spec, 2, shape));
+    const char *text;
+    assert_int_equal(jopt_spec_emit(spec, NULL, "graph", &text), JOPT_ESPEC);
+    if (!strstr(jopt_errmsg(ctx), "mistake.lua:3: matrix products cannot share"))
+        fail_msg("%s", jopt_errmsg(ctx));
+    jopt_spec_free(spec);
+    /* an unknown method with no kernels: named as unknown */
+    T_OK(ctx, jopt_spec_open(ctx, write_spec("mistake",
+        "return { method = \"bogus\", hyper = { lr = 0.1 }, kernels = {} }\n", 0),
+        NULL, &spec));
+    assert_int_equal(jopt_spec_validate(spec), JOPT_ESPEC);
+    if (!strstr(jopt_errmsg(ctx), "mistake.lua: unknown method 'bogus'"))
+        fail_msg("%s", jopt_errmsg(ctx));
+    jopt_spec_free(spec);
+    jopt_ctx_free(ctx);
+    free(p), free(g);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && !strcmp(argv[1], "--emit-graph")) { /* a child */
@@ -898,6 +962,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_hostile_kernel_same_in_every_process),
         cmocka_unit_test(test_hostile_no_addresses_reach_a_spec),
         cmocka_unit_test(test_hostile_compile_time_bounded),
+        cmocka_unit_test(test_hostile_spec_mistakes_named),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

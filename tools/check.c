@@ -200,6 +200,8 @@ static int check_method(jopt_ctx *const ctx[2], jopt_spec *spec, const args *a)
     size_t nk = jopt_spec_nkernels(spec);
     char names[1024];
     kernel_names(spec, names, sizeof names);
+    if (jopt_spec_validate(spec)) /* an unknown method, a kernel it lacks */
+        return fail("%s", jopt_errmsg(ctx[0]));
     if (!nk)
         return fail("%s: method '%s' but no kernels", jopt_spec_name(spec),
                     jopt_spec_method(spec));

@@ -292,7 +292,7 @@ static int show_method(jopt_ctx *ctx, jopt_spec *spec)
         printf("  %-*s %-*s %7d %7d  %s\n", w, k.name, aw, names, k.nscalars,
                k.nresults, passes);
     }
-    if (!nk) {
+    if (!nk && !jopt_spec_validate(spec)) {
         printf("  (none)\n");
         rc = fail("%s: method '%s' but no kernels", jopt_spec_name(spec), method);
     } else if (jopt_spec_validate(spec)) {
