@@ -7,11 +7,14 @@
  * (check, trace) runs the text again in a fresh sandbox.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <lauxlib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "sandbox.h"
 
@@ -164,11 +167,26 @@ static int is_name(const char *s)
     return 1;
 }
 
+/* errno's, or NOT_REGULAR for a FIFO, a device, a socket */
+#define NOT_REGULAR (-1)
+
 static int read_file(const char *path, char **out, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO: no wait */
+    struct stat st;
+    if (fd < 0)
         return errno ? errno : ENOENT;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        int e = fstat(fd, &st) != 0 ? errno : S_ISDIR(st.st_mode) ? EISDIR : NOT_REGULAR;
+        close(fd);
+        return e;
+    }
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        int e = errno ? errno : EIO;
+        close(fd);
+        return e;
+    }
     char *buf = cg_malloc(MAX_SPEC_BYTES + 1);
     if (!buf) {
         fclose(f);
@@ -198,7 +216,8 @@ static int find_spec(const char *const *dirs, size_t ndirs, const char *name,
         int e = read_file(name, src, len);
         if (e)
             return cg_fail(err, e == ENOMEM ? JOPT_ENOMEM : JOPT_ESPEC,
-                           "cannot read spec file '%s': %s", name, strerror(e));
+                           "cannot read spec file '%s': %s", name,
+                           e == NOT_REGULAR ? "not a regular file" : strerror(e));
         if (!(*path = cg_strdup(name))) {
             cg_free(*src);
             *src = NULL;

@@ -295,6 +295,9 @@ JOPT_API int jopt_ctx_set_parallel(jopt_ctx *ctx, jopt_parallel_fn run, void *us
     RT_API_SCOPE(ctx);
     if (!ctx)
         return JOPT_EINVAL;
+    if (run == jopt_parallel_openmp && !user)
+        return rt_fail(ctx, JOPT_EINVAL, "jopt_ctx_set_parallel: jopt_parallel_openmp "
+                       "needs its jopt_openmp (the OpenMP entry points) as user");
     ctx->run = run;
     ctx->run_user = run ? user : NULL;
     if (run) { /* no threads of jopt's own while another pool runs steps */

@@ -57,8 +57,8 @@ static int set_number(jopt_ctx *ctx, const char *where, int k, double v, rt_prec
         return JOPT_OK;
     default:
         if (!(v >= 0 && v <= 9007199254740992.0 && v == floor(v)))
-            return rt_fail(ctx, JOPT_EINVAL, "%s: option 'seed': %g is not a whole "
-                           "number from 0 to 2^53", where, v);
+            return rt_fail(ctx, JOPT_EINVAL, "%s: option 'seed': %.17g is not a "
+                           "whole number from 0 to 2^53", where, v);
         p->seed = (uint64_t)v;
         return JOPT_OK;
     }
@@ -108,7 +108,13 @@ int rt_prec_parse(jopt_ctx *ctx, const char *where, const char *text, rt_prec *p
         } else {
             char *end;
             double d = strtod(v, &end);
-            rc = *v && !*end ? set_number(ctx, where, k, d, &p)
+            const char *digits = v + strspn(v, "0"); /* 2^53 has 16 */
+            if (*v && strspn(v, "0123456789") == strlen(v) &&
+                (strlen(digits) > 16 || strtoull(digits, NULL, 10) > (1ull << 53)))
+                rc = rt_fail(ctx, JOPT_EINVAL, "%s: option 'seed': %s is more than "
+                             "2^53", where, v); /* written whole: exactly */
+            else
+                rc = *v && !*end ? set_number(ctx, where, k, d, &p)
                              : rt_fail(ctx, JOPT_EINVAL, "%s: option 'seed': cannot "
                                        "read '%s' as a number", where, v);
         }

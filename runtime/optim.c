@@ -85,22 +85,35 @@ int rt_check_buffers(jopt_ctx *ctx, const char *fn, const rt_group *groups,
     return rc;
 }
 
-int rt_buffer_overlaps(jopt_optim *opt, const float *buf, int64_t n)
+int rt_buffer_overlaps(jopt_optim *opt, const char *what, const float *buf, int64_t n,
+                       float *const *replaced)
 {
     uintptr_t lo = (uintptr_t)buf, hi = lo + (uintptr_t)n * sizeof(float);
+    size_t ns = cg_spec_nstate(opt->spec);
     for (size_t g = 0; g < opt->ngroups; g++)
         for (size_t i = 0; i < opt->groups[g].n; i++) {
-            const rt_param *p = &opt->groups[g].params[i];
-            const float *mine[2 + CG_MAX_INPUTS] = {p->p, p->g};
-            memcpy(mine + 2, p->input, sizeof p->input);
-            for (size_t k = 0; k < 2 + CG_MAX_INPUTS; k++) {
-                size_t es = k == 0 ? rt_psize(p) : k == 1 ? rt_gsize(p) : sizeof(float);
-                uintptr_t a = (uintptr_t)mine[k], b = a + (uintptr_t)p->n * es;
-                if (mine[k] && mine[k] != buf && p->n && n && a < hi && lo < b)
-                    return rt_fail(opt->ctx, JOPT_EINVAL, "the buffer overlaps "
-                                   "group %zu parameter %zu's %s (no two buffers "
-                                   "of an optimizer may share memory)", g, i,
-                                   k == 0 ? "param" : k == 1 ? "grad" : "input");
+            rt_param *p = &opt->groups[g].params[i];
+            for (size_t k = 0; k < 2 + CG_MAX_INPUTS + ns; k++) {
+                /* the parameter, its gradient, its inputs, its states (which
+                 * jopt_state_get hands out) */
+                float *const *at = k == 0 ? &p->p : k == 1 ? &p->g
+                                   : k < 2 + CG_MAX_INPUTS ? &p->input[k - 2]
+                                   : p->state ? &p->state[k - 2 - CG_MAX_INPUTS] : NULL;
+                if (!at || !*at || at == replaced || !n)
+                    continue;
+                int64_t cnt = k < 2 + CG_MAX_INPUTS ? p->n : p->state_n[k - 2 - CG_MAX_INPUTS];
+                size_t es = k == 0 ? rt_psize(p) : k == 1 ? rt_gsize(p)
+                            : k < 2 + CG_MAX_INPUTS ? sizeof(float)
+                            : (size_t)cg_dt_size(p->state_dt[k - 2 - CG_MAX_INPUTS]);
+                uintptr_t a = (uintptr_t)*at, b = a + (uintptr_t)cnt * es;
+                if (a < hi && lo < b)
+                    return rt_fail(opt->ctx, JOPT_EINVAL, "%s overlaps group %zu "
+                                   "parameter %zu's %s%s (no two buffers of an "
+                                   "optimizer may share memory)", what, g, i,
+                                   k == 0 ? "param" : k == 1 ? "grad"
+                                   : k < 2 + CG_MAX_INPUTS ? "input" : "state ",
+                                   k < 2 + CG_MAX_INPUTS ? "" : cg_spec_state_name(
+                                       opt->spec, k - 2 - CG_MAX_INPUTS));
             }
         }
     return 0;
@@ -802,7 +815,9 @@ JOPT_API int jopt_option_runtime(jopt_optim *opt, size_t group,
     const cg_hyper *h = cg_spec_find_hyper(opt->spec, name);
     if (!h) {
         char err[CG_ERRLEN];
-        cg_option_offset(opt->spec, name, &h, err);
+        if (cg_option_offset(opt->spec, name, &h, err) >= 0) /* "betas[0]" */
+            return rt_fail(opt->ctx, JOPT_EINVAL, "%s: '%s' is an element of '%s': "
+                           "an option is passed per step whole", fn, name, h->name);
         return rt_fail_cg(opt->ctx, JOPT_EINVAL, fn, err);
     }
     if (!h->runtime_ok)

@@ -164,10 +164,12 @@ struct jopt_optim {
     struct rt_gopt *gpu; /* a GPU optimizer's device side (gpu.c), or NULL */
 };
 
-/* optim.c: whether n floats at buf overlap any parameter, gradient or
- * input of the optimizer (other than buf itself): JOPT_EINVAL with a
- * message naming which, else 0 */
-int rt_buffer_overlaps(jopt_optim *opt, const float *buf, int64_t n);
+/* optim.c: whether n floats at buf overlap any parameter, gradient, input
+ * or state of the optimizer other than the one at `replaced` (the pointer
+ * buf is to replace): JOPT_EINVAL with a message naming `what` and which,
+ * else 0 */
+int rt_buffer_overlaps(jopt_optim *opt, const char *what, const float *buf, int64_t n,
+                       float *const *replaced);
 
 /* optim.c: no two buffers of `groups` overlap, with parameter (skip_g,
  * skip_i)'s gradient replaced by `grad` when skip_g is not SIZE_MAX */

@@ -139,6 +139,8 @@ typedef struct txn_entry {
     size_t group;
     int which;
     double old;
+    uint8_t was_runtime; /* a first change switches a folded option to
+                            runtime (jopt_option_set): undone too */
 } txn_entry;
 
 typedef struct txn {

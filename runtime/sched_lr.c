@@ -110,6 +110,16 @@ double rt_sched_get_param(jopt_optim *opt, size_t g, int which)
     return v;
 }
 
+/* the flag that says whether option `which` of group g is passed per step */
+static uint8_t *runtime_flag(jopt_optim *opt, size_t g, int which)
+{
+    const cg_hyper *h = NULL;
+    char err[CG_ERRLEN];
+    if (cg_option_offset(opt->spec, param_names[which], &h, err) < 0 || !h)
+        return NULL;
+    return &opt->groups[g].runtime[h - cg_spec_hyper(opt->spec, 0)];
+}
+
 int rt_sched_set_param(txn *t, const jopt_sched *s, size_t g, int which,
                      double v)
 {
@@ -124,6 +134,8 @@ int rt_sched_set_param(txn *t, const jopt_sched *s, size_t g, int which,
         t->e = e;
         t->cap = cap;
     }
+    uint8_t *flag = runtime_flag(t->opt, g, which);
+    uint8_t was = flag ? *flag : 0;
     int rc = jopt_option_set(t->opt, g, param_names[which], v);
     if (rc) {
         char msg[CG_ERRLEN];
@@ -131,7 +143,7 @@ int rt_sched_set_param(txn *t, const jopt_sched *s, size_t g, int which,
         return rt_sched_fail(t, s, rc, "group %zu: setting %s to %.17g: %s", g,
                     param_names[which], v, msg);
     }
-    t->e[t->n++] = (txn_entry){g, which, old};
+    t->e[t->n++] = (txn_entry){g, which, old, was};
     return JOPT_OK;
 }
 
@@ -140,9 +152,12 @@ void rt_sched_txn_rollback(txn *t)
 {
     char msg[CG_ERRLEN];
     snprintf(msg, sizeof msg, "%s", jopt_errmsg(t->opt->ctx));
-    while (t->n > 0) {
+    while (t->n > 0) { /* setting a value back cannot fail: it was taken */
         txn_entry *e = &t->e[--t->n];
         jopt_option_set(t->opt, e->group, param_names[e->which], e->old);
+        uint8_t *flag = runtime_flag(t->opt, e->group, e->which);
+        if (flag)
+            *flag = e->was_runtime;
     }
     rt_fail(t->opt->ctx, 0, "%s", msg);
 }

@@ -181,14 +181,15 @@ fail:
 int rt_read_file(jopt_ctx *ctx, const char *fn, const char *path,
                  unsigned char **out, size_t *out_len)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO: no wait */
     struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        int e = fd < 0 ? errno : EISDIR;
+    int e = fd < 0 ? errno : fstat(fd, &st) != 0 ? errno : 0;
+    if (e || !S_ISREG(st.st_mode)) {
         if (fd >= 0)
             close(fd);
         return rt_fail(ctx, JOPT_EINVAL, "%s: cannot read '%s': %s", fn, path,
-                       strerror(e));
+                       e ? strerror(e) : S_ISDIR(st.st_mode) ? strerror(EISDIR)
+                                                              : "not a regular file");
     }
     size_t len = (size_t)st.st_size;
     unsigned char *buf = cg_malloc(len ? len : 1);

@@ -502,7 +502,10 @@ JOPT_API int jopt_set_input(jopt_optim *opt, size_t group, size_t index,
         if ((uintptr_t)data % sizeof(float))
             return rt_fail(opt->ctx, JOPT_EINVAL, "%s: group %zu parameter %zu: "
                            "'%s' is not aligned to 4 bytes", fn, group, index, name);
-        if (data && rt_buffer_overlaps(opt, data, p->n))
+        char what[160];
+        snprintf(what, sizeof what, "%s: group %zu parameter %zu: input '%s'", fn,
+                 group, index, name);
+        if (data && rt_buffer_overlaps(opt, what, data, p->n, &p->input[i]))
             return JOPT_EINVAL;
         if (opt->gpu && rt_gpu_check_buffer(opt, fn, data, group, index, name))
             return JOPT_EINVAL;

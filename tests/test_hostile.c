@@ -938,6 +938,80 @@ static void test_hostile_spec_mistakes_named(void **state)
     free(p), free(g);
 }
 
+/* What a second hostile pass over the C API found (2026-12-06): each call
+ * fails with a message naming the thing and changes nothing. */
+static void test_hostile_api_second_pass(void **state)
+{
+    (void)state;
+    jopt_ctx *ctx;
+    T_OK(NULL, jopt_ctx_new(&ctx));
+    enum { N = 64 };
+    float *p = t_alloc(2 * N), *g = t_alloc(2 * N), *h = t_alloc(2 * N);
+    jopt_optim *opt;
+    /* a tuple's element is not an option to pass per step (the message was
+     * read from an unwritten buffer) */
+    T_OK(ctx, try_new(ctx, "adam", NULL, p, g, N, &opt));
+    assert_int_equal(jopt_option_runtime(opt, 0, "betas[0]"), JOPT_EINVAL);
+    if (!strstr(jopt_errmsg(ctx), "'betas[0]' is an element of 'betas'"))
+        fail_msg("%s", jopt_errmsg(ctx));
+    /* a scheduler refused at creation leaves no option switched to runtime */
+    size_t n0, n1;
+    unsigned char *b0 = save(ctx, opt, &n0);
+    jopt_sched *sched = NULL;
+    assert_int_equal(jopt_sched_new(opt, "onecycle", "max_lr=-1 total_steps=10", &sched),
+                     JOPT_EINVAL);
+    assert_null(sched);
+    assert_int_equal(jopt_option_is_runtime(opt, 0, "betas"), 0);
+    assert_int_equal(jopt_option_is_runtime(opt, 0, "lr"), 0);
+    unsigned char *b1 = save(ctx, opt, &n1);
+    assert_true(n0 == n1 && !memcmp(b0, b1, n0));
+    free(b0), free(b1);
+    jopt_optim_free(opt);
+    /* an input that is another buffer of the optimizer, whole */
+    jopt_param params[2] = {{p, g, N}, {p + N, g + N, N}};
+    jopt_group group = {params, 2, NULL};
+    T_OK(ctx, jopt_optim_new(ctx, "sophia", &group, 1, "update_period=1", &opt));
+    float *const aliases[] = {p, g, p + N};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(jopt_set_input(opt, 0, 0, "hessian", aliases[i]), JOPT_EINVAL);
+        if (!strstr(jopt_errmsg(ctx), "jopt_set_input: group 0 parameter 0: input "
+                                      "'hessian' overlaps group 0 parameter"))
+            fail_msg("%s", jopt_errmsg(ctx));
+    }
+    T_OK(ctx, jopt_set_input(opt, 0, 0, "hessian", h));
+    T_OK(ctx, jopt_set_input(opt, 0, 0, "hessian", h)); /* the same again */
+    assert_int_equal(jopt_set_input(opt, 0, 1, "hessian", h), JOPT_EINVAL);
+    /* or one of its states, which jopt_state_get hands out */
+    T_OK(ctx, jopt_set_input(opt, 0, 1, "hessian", h + N));
+    T_OK(ctx, jopt_step(opt, NULL, NULL, NULL));
+    const float *m;
+    int64_t steps;
+    T_OK(ctx, jopt_state_get(opt, 0, 0, "momentum", &m, &steps));
+    assert_non_null(m);
+    assert_int_equal(jopt_set_input(opt, 0, 1, "hessian", (float *)m), JOPT_EINVAL);
+    if (!strstr(jopt_errmsg(ctx), "parameter 0's state momentum"))
+        fail_msg("%s", jopt_errmsg(ctx));
+    jopt_optim_free(opt);
+    /* a FIFO as a checkpoint or a spec: refused at once, not waited on */
+    char fifo[300];
+    snprintf(fifo, sizeof fifo, "%s/fifo.lua", dir);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    T_OK(ctx, try_new(ctx, "sgd", "lr=0.1", p, g, N, &opt));
+    assert_int_equal(jopt_state_load(opt, fifo), JOPT_EINVAL);
+    assert_non_null(strstr(jopt_errmsg(ctx), "not a regular file"));
+    jopt_optim_free(opt);
+    assert_int_equal(try_new(ctx, fifo, NULL, p, g, N, &opt), JOPT_ESPEC);
+    assert_non_null(strstr(jopt_errmsg(ctx), "not a regular file"));
+    unlink(fifo);
+    /* OpenMP's runner without its entry points; a seed past 2^53 */
+    assert_int_equal(jopt_ctx_set_parallel(ctx, jopt_parallel_openmp, NULL), JOPT_EINVAL);
+    assert_int_equal(try_new(ctx, "adam", "seed=9007199254740993", p, g, N, &opt),
+                     JOPT_EINVAL);
+    assert_non_null(strstr(jopt_errmsg(ctx), "9007199254740993 is more than 2^53"));
+    jopt_ctx_free(ctx);
+    free(p), free(g), free(h);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && !strcmp(argv[1], "--emit-graph")) { /* a child */
@@ -963,6 +1037,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_hostile_no_addresses_reach_a_spec),
         cmocka_unit_test(test_hostile_compile_time_bounded),
         cmocka_unit_test(test_hostile_spec_mistakes_named),
+        cmocka_unit_test(test_hostile_api_second_pass),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

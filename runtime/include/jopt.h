@@ -259,7 +259,9 @@ JOPT_API int jopt_step(jopt_optim *opt, jopt_closure closure, void *user_data,
 /* Gives parameter `index` of `group` the spec's per-element input `name`
  * (one of its `inputs`, such as Sophia's "hessian": numel floats) for the
  * next step only; NULL, or not calling it, gives none, which the spec sees
- * as nil.  Borrowed until that step; must not overlap other buffers. */
+ * as nil.  Borrowed until that step; must not overlap other buffers (a
+ * parameter, a gradient, another input, a state jopt_state_get gave out):
+ * JOPT_EINVAL names the one it overlaps. */
 JOPT_API int jopt_set_input(jopt_optim *opt, size_t group, size_t index,
                             const char *name, float *data);
 
