@@ -153,16 +153,23 @@ class SophiaMixin(GroupStateMixin):
     def _jopt_step_with(self, hessian, step):
         done = False
         self._jopt_hessian_at = []
+        self._jopt_pending = hessian
         try:
-            if hessian is not None:
-                self._jopt_set_hessian(hessian)
-            step()
+            step()  # it calls _jopt_inputs once jopt holds this step's gradients
             done = True
         finally:
+            self._jopt_pending = None
             if not done:  # jopt must not keep them (a step takes them)
                 for gi, pi in self._jopt_hessian_at:
                     set_input(self._jopt_raw(), gi, pi, "hessian", 0)
             self._jopt_hessian = None
+
+    def _jopt_inputs(self):
+        """Gives jopt the hessian after the gradients: a new hessian tensor
+        may lie where a gradient jopt held until now was."""
+        hessian = getattr(self, "_jopt_pending", None)
+        if hessian is not None:
+            self._jopt_set_hessian(hessian)
 
 
 class ScheduleFreeMixin(GroupStateMixin):

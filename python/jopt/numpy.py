@@ -199,9 +199,14 @@ class NumpyOptimizer:
         elif self._bound is None:
             raise ValueError("jopt.numpy.%s.step: no gradients: pass grads=[...] or "
                              "bind them with bind_grads()" % self._jopt_name)
+        self._jopt_inputs()
         self._push_hyper()
         self._raw.step()
         return loss
+
+    def _jopt_inputs(self):
+        """The spec's inputs for this step (SophiaH's hessian), given once
+        jopt holds this step's gradients."""
 
     def zero_grad(self):
         """Fills the bound gradient arrays with zeros."""

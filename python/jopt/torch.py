@@ -423,6 +423,10 @@ class JoptOptimizer(torch.optim.Optimizer):
         self._jopt_grad_refs = copies  # the copies jopt reads live until the next step
         return [p for p, g in zip(flat, grads) if g is not None]
 
+    def _jopt_inputs(self):
+        """The spec's inputs for this step (SophiaH's hessian), given once
+        jopt holds this step's gradients."""
+
     def _jopt_set_grads(self, addrs):
         raw = self._jopt
         if _lib.jopt_set_grads is not None:
@@ -454,6 +458,7 @@ class JoptOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         stepped = self._jopt_sync_grads()
+        self._jopt_inputs()
         self._jopt_push_hyper()
         if self.state:
             self._jopt_adopt_state()
