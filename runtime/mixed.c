@@ -109,10 +109,14 @@ int rt_prec_parse(jopt_ctx *ctx, const char *where, const char *text, rt_prec *p
             char *end;
             double d = strtod(v, &end);
             const char *digits = v + strspn(v, "0"); /* 2^53 has 16 */
-            if (*v && strspn(v, "0123456789") == strlen(v) &&
-                (strlen(digits) > 16 || strtoull(digits, NULL, 10) > (1ull << 53)))
-                rc = rt_fail(ctx, JOPT_EINVAL, "%s: option 'seed': %s is more than "
-                             "2^53", where, v); /* written whole: exactly */
+            int whole = *v && strspn(v, "0123456789") == strlen(v);
+            if (whole && (strlen(digits) > 16 || strtoull(digits, NULL, 10) > (1ull << 53)))
+                rc = rt_fail(ctx, JOPT_EINVAL, "%s: option 'seed': %s is more than 2^53",
+                             where, v);
+            else if (!whole && *v && !*end && d >= 9007199254740992.0)
+                /* read as a double, it may have been rounded to 2^53 */
+                rc = rt_fail(ctx, JOPT_EINVAL, "%s: option 'seed': '%s' is not below "
+                             "2^53 (write a seed this large in digits)", where, v);
             else
                 rc = *v && !*end ? set_number(ctx, where, k, d, &p)
                              : rt_fail(ctx, JOPT_EINVAL, "%s: option 'seed': cannot "

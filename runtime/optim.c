@@ -93,7 +93,8 @@ int rt_buffer_overlaps(jopt_optim *opt, const char *what, const float *buf, int6
     for (size_t g = 0; g < opt->ngroups; g++)
         for (size_t i = 0; i < opt->groups[g].n; i++) {
             rt_param *p = &opt->groups[g].params[i];
-            for (size_t k = 0; k < 2 + CG_MAX_INPUTS + ns; k++) {
+            size_t nk = 2 + CG_MAX_INPUTS + (p->state ? ns : 0);
+            for (size_t k = 0; k < nk; k++) {
                 /* the parameter, its gradient, its inputs, its states (which
                  * jopt_state_get hands out) */
                 float *const *at = k == 0 ? &p->p : k == 1 ? &p->g
@@ -102,6 +103,8 @@ int rt_buffer_overlaps(jopt_optim *opt, const char *what, const float *buf, int6
                 if (!at || !*at || at == replaced || !n)
                     continue;
                 int64_t cnt = k < 2 + CG_MAX_INPUTS ? p->n : p->state_n[k - 2 - CG_MAX_INPUTS];
+                if (!cnt) /* an empty buffer overlaps nothing */
+                    continue;
                 size_t es = k == 0 ? rt_psize(p) : k == 1 ? rt_gsize(p)
                             : k < 2 + CG_MAX_INPUTS ? sizeof(float)
                             : (size_t)cg_dt_size(p->state_dt[k - 2 - CG_MAX_INPUTS]);

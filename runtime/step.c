@@ -350,16 +350,28 @@ void rt_step_count(jopt_optim *opt)
     opt->found_inf = 0;
 }
 
+/* A skipped step takes what was given for one step: the loss scale and
+ * the inputs (borrowed: the caller may free them once the step returns). */
+static void skipped(jopt_optim *opt)
+{
+    opt->grad_scale = 1.0;
+    opt->found_inf = 0;
+    for (size_t g = 0; g < opt->ngroups; g++) /* given for this step, borrowed */
+        for (size_t i = 0; i < opt->groups[g].n; i++)
+            memset(opt->groups[g].params[i].input, 0,
+                   sizeof opt->groups[g].params[i].input);
+}
+
 /* Loss scaling's skip (jopt_set_grad_scale): JOPT_SKIPPED, with nothing
- * changed, when the caller found an infinite gradient or, asked to check,
- * one is not finite; JOPT_OK to go on.  After the kernels are chosen. */
+ * else changed, when the caller found an infinite gradient or, asked to
+ * check, one is not finite; JOPT_OK to go on.  After the kernels are
+ * chosen. */
 static int scaled_skip(jopt_optim *opt, double l, double *loss)
 {
     if (opt->found_inf == 1) { /* the caller's check (GradScaler's) */
         if (loss)
             *loss = l;
-        opt->grad_scale = 1.0;
-        opt->found_inf = 0;
+        skipped(opt);
         return rt_fail(opt->ctx, JOPT_SKIPPED, "jopt_step: found_inf was set: "
                        "the step was skipped and nothing changed");
     }
@@ -375,8 +387,7 @@ static int scaled_skip(jopt_optim *opt, double l, double *loss)
     double v = cg_dt_get(p->g, p->grad_dtype, elem);
     if (loss)
         *loss = l;
-    opt->grad_scale = 1.0;
-    opt->found_inf = 0;
+    skipped(opt);
     return rt_fail(opt->ctx, JOPT_SKIPPED, "jopt_step: group %zu parameter "
                    "%zu: gradient element %lld is %s; the step was skipped "
                    "and nothing changed", g, i, (long long)elem,

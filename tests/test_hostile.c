@@ -991,6 +991,20 @@ static void test_hostile_api_second_pass(void **state)
     assert_int_equal(jopt_set_input(opt, 0, 1, "hessian", (float *)m), JOPT_EINVAL);
     if (!strstr(jopt_errmsg(ctx), "parameter 0's state momentum"))
         fail_msg("%s", jopt_errmsg(ctx));
+    /* a step skipped for loss scaling takes its inputs too: the caller may
+     * free them once it returns */
+    T_OK(ctx, jopt_set_input(opt, 0, 0, "hessian", h));
+    T_OK(ctx, jopt_set_input(opt, 0, 1, "hessian", h + N));
+    T_OK(ctx, jopt_set_grad_scale(opt, 1.0, 1));
+    assert_int_equal(jopt_step(opt, NULL, NULL, NULL), JOPT_SKIPPED);
+    assert_int_equal(jopt_step(opt, NULL, NULL, NULL), JOPT_EINVAL); /* none given */
+    assert_non_null(strstr(jopt_errmsg(ctx), "give the estimate as input 'hessian'"));
+    jopt_optim_free(opt);
+    /* an empty parameter whose address lies inside an input overlaps nothing */
+    jopt_param with_empty[2] = {{p, g, N}, {h + 10, g + N, 0}};
+    jopt_group eg = {with_empty, 2, NULL};
+    T_OK(ctx, jopt_optim_new(ctx, "sophia", &eg, 1, NULL, &opt));
+    T_OK(ctx, jopt_set_input(opt, 0, 0, "hessian", h));
     jopt_optim_free(opt);
     /* a FIFO as a checkpoint or a spec: refused at once, not waited on */
     char fifo[300];
@@ -1008,6 +1022,11 @@ static void test_hostile_api_second_pass(void **state)
     assert_int_equal(try_new(ctx, "adam", "seed=9007199254740993", p, g, N, &opt),
                      JOPT_EINVAL);
     assert_non_null(strstr(jopt_errmsg(ctx), "9007199254740993 is more than 2^53"));
+    assert_int_equal(try_new(ctx, "adam", "seed=9.007199254740993e15", p, g, N, &opt),
+                     JOPT_EINVAL);
+    assert_non_null(strstr(jopt_errmsg(ctx), "is not below 2^53"));
+    T_OK(ctx, try_new(ctx, "adam", "seed=9007199254740992", p, g, N, &opt));
+    jopt_optim_free(opt);
     jopt_ctx_free(ctx);
     free(p), free(g), free(h);
 }

@@ -237,6 +237,8 @@ class JoptOptimizer(torch.optim.Optimizer):
         self._jopt_flat = flat
         self._jopt_ptrs = [p.data_ptr() for p in flat]
         self._jopt_numels = [p.numel() for p in flat]
+        self._jopt_at = list(zip(self._jopt_ptrs, self._jopt_numels))
+        self._jopt_ngroups = len(self.param_groups)
         self._jopt_empty = [p.numel() == 0 for p in flat]
         self._jopt_any_empty = any(self._jopt_empty)
         self._jopt_grads = [0] * n          # the gradient addresses jopt holds
@@ -337,11 +339,15 @@ class JoptOptimizer(torch.optim.Optimizer):
         flat = self._jopt_flat
         now = [p for g in self.param_groups for p in g["params"]]
         if len(now) != len(flat) or any(map(operator.is_not, now, flat)) or \
-                [p.data_ptr() for p in flat] != self._jopt_ptrs or \
-                [p.numel() for p in flat] != self._jopt_numels:
+                [(p.data_ptr(), p.numel()) for p in flat] != self._jopt_at:
             self._jopt_moved()
 
     def _jopt_moved(self):
+        if len(self.param_groups) != self._jopt_ngroups:
+            raise RuntimeError(
+                "jopt.%s: the optimizer has %d param groups, %d when it was built or "
+                "last given one with add_param_group (param_groups changed?)"
+                % (self._jopt_name, len(self.param_groups), self._jopt_ngroups))
         i = 0
         for gi, group in enumerate(self.param_groups):
             if len(group["params"]) != sum(1 for g, _ in self._jopt_pos if g == gi):
@@ -371,6 +377,8 @@ class JoptOptimizer(torch.optim.Optimizer):
                         "through their addresses"
                         % (self._jopt_name, what, p.numel(), self._jopt_numels[i]))
                 i += 1
+        raise RuntimeError("jopt.%s: param_groups changed since the optimizer was built"
+                           % self._jopt_name)
 
     def _jopt_bad_grad(self, i, g):
         """A gradient the fast check refused: a contiguous copy of a
@@ -483,6 +491,8 @@ class JoptOptimizer(torch.optim.Optimizer):
         """A copy of jopt's state buffer `name` ("exp_avg") of `param` as a
         tensor shaped like it (one element for a per-tensor state), and its
         step count; (None, 0) before its first step."""
+        if self.state:  # state put there for jopt to take over (ZeRO's load)
+            self._jopt_adopt_state()
         for gi, group in enumerate(self.param_groups):
             for pi, p in enumerate(group["params"]):
                 if p is param:
@@ -554,6 +564,8 @@ class JoptOptimizer(torch.optim.Optimizer):
         plus "jopt_spec", the spec's name.  torch.optim.X.load_state_dict
         and jopt.torch.X.load_state_dict both take it.  Like torch's, it
         checks no option: the param groups are copied as they are."""
+        if self.state:  # put there by code written for torch.optim (ZeRO's load)
+            self._jopt_adopt_state()
         ck = _ckpt.Checkpoint(bytearray(self._jopt.state_save_mem()))
         state = collections.defaultdict(dict)
         state.update(self._jopt_torch_state(ck))

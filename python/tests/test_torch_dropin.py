@@ -623,6 +623,39 @@ def test_hostile():
     assert opt.param_groups[0]["lr"] == 0.5
     opt.step(grads=[np.ones(3, np.float32)])
     assert np.all(w == 0.0), w
+    # a param group removed from the list
+    a, b = P(torch.ones(3)), P(torch.ones(3))
+    opt = jopt.torch.SGD([a], lr=0.1)
+    opt.add_param_group({"params": [b]})
+    opt.param_groups.pop()
+    a.grad, b.grad = torch.ones(3), torch.ones(3)
+    _raises(RuntimeError, opt.step, "1 param groups, 2 when")
+    assert torch.equal(b, torch.ones(3))
+    # state put into opt.state (ZeroRedundancyOptimizer.load_state_dict does)
+    # is in the next state_dict(), before any step
+    p = P(torch.ones(3))
+    src = jopt.torch.Adamax([p])
+    p.grad = torch.ones(3)
+    src.step()
+    st = src.state_dict()["state"][0]
+    q = P(torch.ones(3))
+    opt = jopt.torch.Adamax([q])
+    opt.state[q] = {k: v.clone() for k, v in st.items()}
+    got = opt.state_dict()["state"][0]
+    assert all(torch.equal(got[k], st[k]) for k in st), (got, st)
+    assert not opt.state
+    # SophiaH: a step skipped for loss scaling takes its hessians (it holds
+    # no pointer to them after it returns)
+    p0, p1 = P(torch.zeros(16)), P(torch.zeros(16))
+    opt = jopt.torch.SophiaH([p0, p1], lr=0.1, update_period=1)
+    p0.grad, p1.grad = torch.ones(16), torch.ones(16)
+    opt.found_inf = torch.tensor(1.0)
+    opt.step(hessian=[torch.ones(16), torch.ones(16)])
+    del opt.found_inf
+    assert not p0.abs().sum()
+    _raises(ValueError, opt.step, "hessian")
+    opt.step(hessian=[torch.ones(16), torch.ones(16)])
+    assert p0.abs().sum()
     print("ok   hostile inputs refused, nothing lost")
 
 

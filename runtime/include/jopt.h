@@ -124,7 +124,9 @@ typedef void (*jopt_parallel_fn)(void *user, size_t ntasks, jopt_task_fn task,
  * 1) and the runner decides how many threads work; a later
  * jopt_ctx_set_threads goes back to jopt's own pool of that many.  With a
  * runner, steps from JOPT_PARALLEL_MIN_RUNNER elements up are shared: the
- * runner's threads are awake, so sharing pays from fewer elements. */
+ * runner's threads are awake, so sharing pays from fewer elements.
+ * jopt_parallel_openmp (below) without its jopt_openmp as `user` is
+ * refused (JOPT_EINVAL). */
 #define JOPT_PARALLEL_MIN_RUNNER (2 * JOPT_TASK_ELEMS)
 JOPT_API int jopt_ctx_set_parallel(jopt_ctx *ctx, jopt_parallel_fn run,
                                    void *user);
@@ -258,10 +260,11 @@ JOPT_API int jopt_step(jopt_optim *opt, jopt_closure closure, void *user_data,
 
 /* Gives parameter `index` of `group` the spec's per-element input `name`
  * (one of its `inputs`, such as Sophia's "hessian": numel floats) for the
- * next step only; NULL, or not calling it, gives none, which the spec sees
- * as nil.  Borrowed until that step; must not overlap other buffers (a
- * parameter, a gradient, another input, a state jopt_state_get gave out):
- * JOPT_EINVAL names the one it overlaps. */
+ * next step only (a step skipped for loss scaling takes it too); NULL, or
+ * not calling it, gives none, which the spec sees as nil.  Borrowed until
+ * that step; must not overlap other buffers (a parameter, a gradient,
+ * another input, a state): JOPT_EINVAL names the one it overlaps.  Give a
+ * step's gradients first: jopt still holds the last ones until then. */
 JOPT_API int jopt_set_input(jopt_optim *opt, size_t group, size_t index,
                             const char *name, float *data);
 
@@ -394,7 +397,8 @@ JOPT_API int jopt_options_set(jopt_optim *opt, size_t group,
  * only in arithmetic) are instead passed to the kernel each step from the
  * first time they change, so a scheduled lr costs one compile, not one per
  * step.  jopt_option_runtime does that now, before any change; it fails
- * for a hyperparameter the spec does not list.  jopt_option_is_runtime
+ * for a hyperparameter the spec does not list, and for a tuple's element
+ * ("betas[0]": a tuple is passed whole).  jopt_option_is_runtime
  * tells which way a value is passed (1: per step). */
 JOPT_API int jopt_option_runtime(jopt_optim *opt, size_t group,
                                  const char *name);
