@@ -122,6 +122,79 @@ int rt_buffer_overlaps(jopt_optim *opt, const char *what, const float *buf, int6
     return 0;
 }
 
+/* a buffer of rt_inputs_overlap's sweep: whose, and what */
+typedef struct ispan {
+    uintptr_t lo, hi;
+    size_t group, index;
+    int what;  /* 0 param, 1 grad, 2 an input, 3 the new input, 4 + s state s */
+    int input; /* for an input: its index in the spec */
+} ispan;
+
+static int cmp_ispan(const void *a, const void *b)
+{
+    const ispan *x = a, *y = b;
+    return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+static void describe_ispan(const jopt_optim *opt, char *buf, size_t len, const ispan *s)
+{
+    snprintf(buf, len, "group %zu parameter %zu's %s%s%s", s->group, s->index,
+             s->what == 0 ? "param" : s->what == 1 ? "grad"
+             : s->what < 4 ? "input '" : "state ",
+             s->what == 2 || s->what == 3 ? cg_spec_input(opt->spec, (size_t)s->input)
+             : s->what >= 4 ? cg_spec_state_name(opt->spec, (size_t)(s->what - 4)) : "",
+             s->what == 2 || s->what == 3 ? "'" : "");
+}
+
+int rt_inputs_overlap(jopt_optim *opt, const char *fn, int input, float *const *data)
+{
+    size_t ns = cg_spec_nstate(opt->spec), total = 0;
+    for (size_t g = 0; g < opt->ngroups; g++)
+        total += opt->groups[g].n * (3 + CG_MAX_INPUTS + ns);
+    ispan *s = cg_malloc((total + 1) * sizeof *s);
+    if (!s)
+        return rt_fail(opt->ctx, JOPT_ENOMEM, "%s: out of memory", fn);
+    size_t k = 0, j = 0;
+    for (size_t g = 0; g < opt->ngroups; g++)
+        for (size_t i = 0; i < opt->groups[g].n; i++, j++) {
+            const rt_param *p = &opt->groups[g].params[i];
+            if (!p->n)
+                continue;
+#define ADD(ptr, bytes, w, in) \
+    if (ptr) s[k++] = (ispan){(uintptr_t)(ptr), (uintptr_t)(ptr) + (bytes), g, i, w, in}
+            ADD(p->p, (uintptr_t)p->n * rt_psize(p), 0, 0);
+            ADD(p->g, (uintptr_t)p->n * rt_gsize(p), 1, 0);
+            for (int x = 0; x < CG_MAX_INPUTS; x++)
+                if (x != input)
+                    ADD(p->input[x], (uintptr_t)p->n * sizeof(float), 2, x);
+            ADD(data[j], (uintptr_t)p->n * sizeof(float), 3, input);
+            for (size_t st = 0; p->state && st < ns; st++)
+                if (p->state_n[st])
+                    ADD(p->state[st], (uintptr_t)p->state_n[st] *
+                        (uintptr_t)cg_dt_size(p->state_dt[st]), 4 + (int)st, 0);
+#undef ADD
+        }
+    qsort(s, k, sizeof *s, cmp_ispan);
+    /* each buffer against the one reaching furthest before it: an overlap
+     * with any earlier one is an overlap with that one */
+    int rc = JOPT_OK;
+    for (size_t x = 1, widest = 0; x < k && rc == JOPT_OK; x++) {
+        if (s[x].lo < s[widest].hi && (s[x].what == 3 || s[widest].what == 3)) {
+            const ispan *a = s[x].what == 3 ? &s[x] : &s[widest];
+            const ispan *b = a == &s[x] ? &s[widest] : &s[x];
+            char da[160], db[160];
+            describe_ispan(opt, da, sizeof da, a);
+            describe_ispan(opt, db, sizeof db, b);
+            rc = rt_fail(opt->ctx, JOPT_EINVAL, "%s: %s overlaps %s (no two buffers "
+                         "of an optimizer may share memory)", fn, da, db);
+        }
+        if (s[x].hi > s[widest].hi)
+            widest = x;
+    }
+    cg_free(s);
+    return rc;
+}
+
 static int check_param(jopt_ctx *ctx, const char *fn, size_t g, size_t i,
                        const jopt_param *p, const rt_prec *prec)
 {

@@ -171,6 +171,11 @@ struct jopt_optim {
 int rt_buffer_overlaps(jopt_optim *opt, const char *what, const float *buf, int64_t n,
                        float *const *replaced);
 
+/* optim.c: whether the new input `input` of every parameter, data[j] for
+ * the j-th in group order, overlaps any buffer of the optimizer (or
+ * another of them): JOPT_EINVAL naming both, else 0.  One sort. */
+int rt_inputs_overlap(jopt_optim *opt, const char *fn, int input, float *const *data);
+
 /* optim.c: no two buffers of `groups` overlap, with parameter (skip_g,
  * skip_i)'s gradient replaced by `grad` when skip_g is not SIZE_MAX */
 int rt_check_buffers(jopt_ctx *ctx, const char *fn, const rt_group *groups,

@@ -526,3 +526,45 @@ JOPT_API int jopt_set_input(jopt_optim *opt, size_t group, size_t index,
     return rt_fail(opt->ctx, JOPT_EINVAL, "%s: spec '%s' has no input '%s'",
                    fn, cg_spec_name(opt->spec), name);
 }
+
+JOPT_API int jopt_set_inputs(jopt_optim *opt, const char *name, float *const *data,
+                             size_t n)
+{
+    RT_API_SCOPE(opt);
+    static const char fn[] = "jopt_set_inputs";
+    if (!opt)
+        return JOPT_EINVAL;
+    if (!name || (!data && n))
+        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: %s is NULL", fn,
+                       !name ? "name" : "data");
+    size_t total = 0;
+    for (size_t g = 0; g < opt->ngroups; g++)
+        total += opt->groups[g].n;
+    if (n != total)
+        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: %zu buffers for %zu parameters", fn,
+                       n, total);
+    int in = -1;
+    for (size_t i = 0; i < cg_spec_ninputs(opt->spec) && in < 0; i++)
+        if (!strcmp(cg_spec_input(opt->spec, i), name))
+            in = (int)i;
+    if (in < 0)
+        return rt_fail(opt->ctx, JOPT_EINVAL, "%s: spec '%s' has no input '%s'",
+                       fn, cg_spec_name(opt->spec), name);
+    size_t j = 0;
+    for (size_t g = 0; g < opt->ngroups; g++)
+        for (size_t i = 0; i < opt->groups[g].n; i++, j++) {
+            if ((uintptr_t)data[j] % sizeof(float))
+                return rt_fail(opt->ctx, JOPT_EINVAL, "%s: group %zu parameter %zu: "
+                               "'%s' is not aligned to 4 bytes", fn, g, i, name);
+            if (opt->gpu && rt_gpu_check_buffer(opt, fn, data[j], g, i, name))
+                return JOPT_EINVAL;
+        }
+    int rc = rt_inputs_overlap(opt, fn, in, data);
+    if (rc)
+        return rc;
+    j = 0;
+    for (size_t g = 0; g < opt->ngroups; g++)
+        for (size_t i = 0; i < opt->groups[g].n; i++, j++)
+            opt->groups[g].params[i].input[in] = data[j];
+    return JOPT_OK;
+}

@@ -1031,6 +1031,58 @@ static void test_hostile_api_second_pass(void **state)
     free(p), free(g), free(h);
 }
 
+/* jopt_set_inputs: every parameter's input in one call, one check */
+static void test_hostile_set_inputs(void **state)
+{
+    (void)state;
+    jopt_ctx *ctx;
+    T_OK(NULL, jopt_ctx_new(&ctx));
+    enum { N = 64 };
+    float *p = t_alloc(3 * N), *g = t_alloc(3 * N), *h = t_alloc(3 * N);
+    for (int i = 0; i < 3 * N; i++)
+        g[i] = 0.5f, h[i] = 1.0f;
+    jopt_param params[3] = {{p, g, N}, {p + N, g + N, N}, {p + 2 * N, g + 2 * N, N}};
+    jopt_group groups[2] = {{params, 2, NULL}, {params + 2, 1, NULL}};
+    jopt_optim *opt;
+    T_OK(ctx, jopt_optim_new(ctx, "sophia", groups, 2, "update_period=1", &opt));
+    float *bad[][3] = {
+        {h, h, h + 2 * N},          /* two the same */
+        {h, h + N / 2, h + 2 * N},  /* two overlapping */
+        {h, g + N + 3, h + 2 * N},  /* one inside a gradient */
+    };
+    const char *why[] = {"group 0 parameter 1's input 'hessian' overlaps group 0 "
+                         "parameter 0's input 'hessian'",
+                         "overlaps group 0 parameter 0's input 'hessian'",
+                         "overlaps group 0 parameter 1's grad"};
+    for (int c = 0; c < 3; c++) {
+        assert_int_equal(jopt_set_inputs(opt, "hessian", bad[c], 3), JOPT_EINVAL);
+        if (!strstr(jopt_errmsg(ctx), why[c]))
+            fail_msg("case %d: %s", c, jopt_errmsg(ctx));
+        /* nothing was given: the step wants its hessian */
+        assert_int_equal(jopt_step(opt, NULL, NULL, NULL), JOPT_EINVAL);
+    }
+    float *none[3] = {h, NULL, h + 2 * N};
+    assert_int_equal(jopt_set_inputs(opt, "hessian", none, 2), JOPT_EINVAL);
+    assert_int_equal(jopt_set_inputs(opt, "hessain", none, 3), JOPT_EINVAL);
+    float *good[3] = {h, h + N, h + 2 * N};
+    T_OK(ctx, jopt_set_inputs(opt, "hessian", good, 3));
+    T_OK(ctx, jopt_step(opt, NULL, NULL, NULL));
+    /* the same as one jopt_set_input per parameter */
+    jopt_optim *ref;
+    float *q = t_alloc(3 * N);
+    jopt_param rparams[3] = {{q, g, N}, {q + N, g + N, N}, {q + 2 * N, g + 2 * N, N}};
+    jopt_group rgroups[2] = {{rparams, 2, NULL}, {rparams + 2, 1, NULL}};
+    T_OK(ctx, jopt_optim_new(ctx, "sophia", rgroups, 2, "update_period=1", &ref));
+    for (int i = 0; i < 3; i++)
+        T_OK(ctx, jopt_set_input(ref, i / 2, i % 2, "hessian", h + i * N));
+    T_OK(ctx, jopt_step(ref, NULL, NULL, NULL));
+    assert_memory_equal(p, q, 3 * N * sizeof(float));
+    jopt_optim_free(ref);
+    jopt_optim_free(opt);
+    jopt_ctx_free(ctx);
+    free(p), free(g), free(h), free(q);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && !strcmp(argv[1], "--emit-graph")) { /* a child */
@@ -1057,6 +1109,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_hostile_compile_time_bounded),
         cmocka_unit_test(test_hostile_spec_mistakes_named),
         cmocka_unit_test(test_hostile_api_second_pass),
+        cmocka_unit_test(test_hostile_set_inputs),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -17,6 +17,11 @@ jopt_set_shape = _lib._proto("jopt_set_shape", c_int, c_void_p, c_size_t, c_size
                              c_int, ctypes.POINTER(c_int64))
 jopt_set_input = _lib._proto("jopt_set_input", c_int, c_void_p, c_size_t, c_size_t,
                              c_char_p, c_void_p)
+try:  # one call for every parameter (an older library: one per parameter)
+    jopt_set_inputs = _lib._proto("jopt_set_inputs", c_int, c_void_p, c_char_p,
+                                  ctypes.POINTER(c_void_p), c_size_t)
+except AttributeError:  # pragma: no cover
+    jopt_set_inputs = None
 jopt_optim_call = _lib._proto("jopt_optim_call", c_int, c_void_p, c_char_p)
 jopt_group_state = _lib._proto("jopt_group_state", c_int, c_void_p, c_size_t, c_char_p,
                                ctypes.POINTER(c_double))
@@ -140,15 +145,19 @@ class SophiaMixin(GroupStateMixin):
         if len(hessian) != len(params):
             raise ValueError("the length of hessian (%d) and the number of parameters "
                              "(%d) are different" % (len(hessian), len(params)))
-        keep = []
+        addrs = [self._jopt_input_address(p, h, "hessian of parameter %d of param "
+                                          "group %d" % (pi, gi))
+                 for (gi, pi, p), h in zip(params, hessian)]
         self._jopt_hessian_at = [(gi, pi) for gi, pi, _ in params]
-        for (gi, pi, p), h in zip(params, hessian):
-            addr = self._jopt_input_address(p, h, "hessian of parameter %d of param "
-                                            "group %d" % (pi, gi))
-            keep.append(h)
-            if addr:
-                set_input(self._jopt_raw(), gi, pi, "hessian", addr)
-        self._jopt_hessian = keep  # alive until the step
+        raw = self._jopt_raw()
+        if jopt_set_inputs is not None:
+            arr = (c_void_p * max(len(addrs), 1))(*addrs)
+            raw._check(jopt_set_inputs(raw.handle, b"hessian", arr, len(addrs)))
+        else:
+            for (gi, pi, _), addr in zip(params, addrs):
+                if addr:
+                    set_input(raw, gi, pi, "hessian", addr)
+        self._jopt_hessian = hessian  # alive until the step
 
     def _jopt_step_with(self, hessian, step):
         done = False

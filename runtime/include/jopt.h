@@ -267,6 +267,12 @@ JOPT_API int jopt_step(jopt_optim *opt, jopt_closure closure, void *user_data,
  * step's gradients first: jopt still holds the last ones until then. */
 JOPT_API int jopt_set_input(jopt_optim *opt, size_t group, size_t index,
                             const char *name, float *data);
+/* The same for every parameter at once, data[j] for the j-th in group
+ * order (n of them; NULL: none for that one), checked in one sort rather
+ * than one pass over the optimizer per parameter; nothing changes on
+ * failure. */
+JOPT_API int jopt_set_inputs(jopt_optim *opt, const char *name, float *const *data,
+                             size_t n);
 
 /* Runs the spec's named kernel `kernel` (a function in its `kernels`,
  * such as Schedule-Free's "eval" and "train") once over every parameter
