@@ -332,6 +332,19 @@ int rt_step_run(jopt_optim *opt, const char *fn, size_t ncalls, int64_t total)
     return rc ? rt_fail_cg(opt->ctx, rc, fn, err) : JOPT_OK;
 }
 
+/* A step, taken or skipped, takes what was given for one step: the loss
+ * scale and the inputs (borrowed: the caller may free them once the step
+ * returns). */
+static void given_for_one_step(jopt_optim *opt)
+{
+    opt->grad_scale = 1.0;
+    opt->found_inf = 0;
+    for (size_t g = 0; g < opt->ngroups; g++)
+        for (size_t i = 0; i < opt->groups[g].n; i++)
+            memset(opt->groups[g].params[i].input, 0,
+                   sizeof opt->groups[g].params[i].input);
+}
+
 void rt_step_count(jopt_optim *opt)
 {
     for (size_t g = 0; g < opt->ngroups; g++) {
@@ -343,23 +356,9 @@ void rt_step_count(jopt_optim *opt)
                 p->step++;
                 p->fresh = 0;
             }
-            memset(p->input, 0, sizeof p->input); /* given for one step */
         }
     }
-    opt->grad_scale = 1.0; /* given for one step */
-    opt->found_inf = 0;
-}
-
-/* A skipped step takes what was given for one step: the loss scale and
- * the inputs (borrowed: the caller may free them once the step returns). */
-static void skipped(jopt_optim *opt)
-{
-    opt->grad_scale = 1.0;
-    opt->found_inf = 0;
-    for (size_t g = 0; g < opt->ngroups; g++) /* given for this step, borrowed */
-        for (size_t i = 0; i < opt->groups[g].n; i++)
-            memset(opt->groups[g].params[i].input, 0,
-                   sizeof opt->groups[g].params[i].input);
+    given_for_one_step(opt);
 }
 
 /* Loss scaling's skip (jopt_set_grad_scale): JOPT_SKIPPED, with nothing
@@ -371,7 +370,7 @@ static int scaled_skip(jopt_optim *opt, double l, double *loss)
     if (opt->found_inf == 1) { /* the caller's check (GradScaler's) */
         if (loss)
             *loss = l;
-        skipped(opt);
+        given_for_one_step(opt);
         return rt_fail(opt->ctx, JOPT_SKIPPED, "jopt_step: found_inf was set: "
                        "the step was skipped and nothing changed");
     }
@@ -387,7 +386,7 @@ static int scaled_skip(jopt_optim *opt, double l, double *loss)
     double v = cg_dt_get(p->g, p->grad_dtype, elem);
     if (loss)
         *loss = l;
-    skipped(opt);
+    given_for_one_step(opt);
     return rt_fail(opt->ctx, JOPT_SKIPPED, "jopt_step: group %zu parameter "
                    "%zu: gradient element %lld is %s; the step was skipped "
                    "and nothing changed", g, i, (long long)elem,

@@ -235,9 +235,8 @@ class JoptOptimizer(torch.optim.Optimizer):
         flat = [p for g in self.param_groups for p in g["params"]]
         n = len(flat)
         self._jopt_flat = flat
-        self._jopt_ptrs = [p.data_ptr() for p in flat]
-        self._jopt_numels = [p.numel() for p in flat]
-        self._jopt_at = list(zip(self._jopt_ptrs, self._jopt_numels))
+        self._jopt_at = [(p.data_ptr(), p.numel()) for p in flat]  # address, size
+        self._jopt_numels = [n for _, n in self._jopt_at]
         self._jopt_ngroups = len(self.param_groups)
         self._jopt_empty = [p.numel() == 0 for p in flat]
         self._jopt_any_empty = any(self._jopt_empty)
@@ -350,12 +349,12 @@ class JoptOptimizer(torch.optim.Optimizer):
                 % (self._jopt_name, len(self.param_groups), self._jopt_ngroups))
         i = 0
         for gi, group in enumerate(self.param_groups):
-            if len(group["params"]) != sum(1 for g, _ in self._jopt_pos if g == gi):
+            built = sum(1 for g, _ in self._jopt_pos if g == gi)
+            if len(group["params"]) != built:
                 raise RuntimeError(
                     "jopt.%s: param group %d has %d parameters, the optimizer was "
                     "built with %d (add parameters with add_param_group)"
-                    % (self._jopt_name, gi, len(group["params"]),
-                       sum(1 for g, _ in self._jopt_pos if g == gi)))
+                    % (self._jopt_name, gi, len(group["params"]), built))
             for pi, p in enumerate(group["params"]):
                 what = _pname(group, gi, pi, p)
                 if p is not self._jopt_flat[i]:
@@ -364,7 +363,7 @@ class JoptOptimizer(torch.optim.Optimizer):
                         "(was param_groups[%d]['params'] changed?); jopt updates "
                         "parameters in place through their addresses"
                         % (self._jopt_name, what, gi))
-                if p.data_ptr() != self._jopt_ptrs[i]:
+                if p.data_ptr() != self._jopt_at[i][0]:
                     raise RuntimeError(
                         "jopt.%s: the storage of %s moved since the optimizer was "
                         "built (was p.data replaced?); jopt updates parameters in "
